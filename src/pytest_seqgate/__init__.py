@@ -1,0 +1,47 @@
+"""pytest-seqgate: make the quality of a PyTorch sequence classifier a CI gate.
+
+Only names are re-exported here; importing this package does not import
+torch or pytest, so scripts and the plugin entry point stay cheap to load.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pytest_seqgate.exceptions import ConfigError, DataError, GateFailure, ModelError, SeqgateError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "Evaluation",
+    "GateFailure",
+    "ModelError",
+    "SequenceData",
+    "SeqgateError",
+    "Settings",
+    "__version__",
+    "evaluate",
+]
+
+if TYPE_CHECKING:
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.data import SequenceData
+    from pytest_seqgate.evaluation import Evaluation, evaluate
+
+_LAZY = {
+    "Settings": "pytest_seqgate.config",
+    "SequenceData": "pytest_seqgate.data",
+    "Evaluation": "pytest_seqgate.evaluation",
+    "evaluate": "pytest_seqgate.evaluation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_seqgate' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,295 @@
+"""One typed, validated settings object built from ini keys and CLI options.
+
+Every option is declared once, in ``OPTIONS``; the pytest glue turns that
+table into ``addini``/``addoption`` calls, and :meth:`Settings.build` turns the
+raw strings back into typed values. Keeping the table here (and not in
+plugin.py) means the names, defaults and parsing rules cannot drift apart
+between the CLI, the ini file and scripts that use the core without pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_seqgate.exceptions import ConfigError
+
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its ini key is ``seqgate_<name>``, its flag ``--seqgate-<name>``."""
+
+    name: str
+    help: str
+    kind: str = "str"  # str | int | float | bool | list | paths
+    default: Any = None
+
+    @property
+    def ini(self) -> str:
+        return f"seqgate_{self.name}"
+
+    @property
+    def flag(self) -> str:
+        return "--seqgate-" + self.name.replace("_", "-")
+
+    @property
+    def ini_type(self) -> str | None:
+        return "linelist" if self.kind in ("list", "paths") else None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "model",
+        "model: TorchScript file, state-dict checkpoint (with seqgate_model_factory), "
+        "or pkg.module:callable returning an nn.Module",
+    ),
+    Option(
+        "model_factory",
+        "pkg.module:callable building the architecture a state dict is loaded into",
+    ),
+    Option("eval_data", "evaluation set: .jsonl, .csv, .pt, or pkg.module:callable"),
+    Option("train_data", "training set (same forms); enables the train/test gap and leakage"),
+    Option("labels", "class names in index order (ini: one per line; CLI: comma separated)", "list"),
+    Option("tokenizer", "pkg.module:callable mapping a text to a list of token ids"),
+    Option("device", "auto (default), cpu, cuda, cuda:N or mps", default="auto"),
+    Option("batch_size", "sequences per batch (default 64)", "int", 64),
+    Option("report", "report file(s); the suffix picks the format: .json .md .html", "paths", ()),
+    Option("baseline", "a stored JSON report to compare against"),
+    Option(
+        "recall_floor",
+        "recall below which a class is flagged as hidden by accuracy (default 0.5)",
+        "float",
+        0.5,
+    ),
+    Option(
+        "train_sample",
+        "at most this many training sequences are evaluated, seeded (default 10000)",
+        "int",
+        10_000,
+    ),
+    Option("seed", "seed for every random choice: subsampling, bootstrap (default 0)", "int", 0),
+    Option(
+        "confidence",
+        "confidence level of the intervals in the report (default 0.95)",
+        "float",
+        0.95,
+    ),
+    Option(
+        "trust_checkpoints",
+        "allow full unpickling of checkpoints that weights_only loading refuses (unsafe)",
+        "bool",
+        False,
+    ),
+)
+
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, but got {text!r}")
+
+
+def _parse_scalar(option: Option, text: str) -> Any:
+    if option.kind == "int":
+        return int(text)
+    if option.kind == "float":
+        return float(text)
+    if option.kind == "bool":
+        return _parse_bool(text)
+    return text
+
+
+def cli_type(option: Option) -> Callable[[str], Any]:
+    """An argparse ``type=`` that quotes the bad value, so the error reads at a glance."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = _parse_scalar(option, text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {option.kind} for {option.flag}, but got {text!r}"
+            ) from None
+        if option.kind in ("list", "paths"):
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    return parse
+
+
+def _split_lines(value: Sequence[str] | str) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        out.extend(part.strip() for part in item.replace(",", "\n").splitlines())
+    return [part for part in out if part]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the core needs to know, typed and checked.
+
+    ``sources`` remembers where each value came from (``--seqgate-model`` or
+    ``seqgate_model (ini)``) so that an error can say which setting to fix.
+    """
+
+    rootdir: Path = field(default_factory=Path.cwd)
+    model: str | None = None
+    model_factory: str | None = None
+    eval_data: str | None = None
+    train_data: str | None = None
+    labels: tuple[str, ...] | None = None
+    tokenizer: str | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    report: tuple[Path, ...] = ()
+    baseline: str | None = None
+    recall_floor: float = 0.5
+    train_sample: int = 10_000
+    seed: int = 0
+    confidence: float = 0.95
+    trust_checkpoints: bool = False
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def source(self, name: str) -> str:
+        """Human name of the setting ``name``, as the user wrote it."""
+        return self.sources.get(name, OPTIONS_BY_NAME[name].ini)
+
+    def display(self, path: Path) -> str:
+        """``path`` relative to the rootdir when it is inside it: shorter in messages."""
+        try:
+            return str(path.relative_to(self.rootdir))
+        except ValueError:
+            return str(path)
+
+    def resolve(self, name: str, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else self.rootdir / path
+
+    @classmethod
+    def build(
+        cls,
+        rootdir: Path,
+        lookup: Callable[[Option], tuple[Any, str] | None],
+    ) -> Settings:
+        """Build settings from ``lookup(option) -> (raw value, source)`` or None.
+
+        The lookup hides where values live (argparse namespace, ini file,
+        a dict in a script); CLI-wins precedence is the lookup's business.
+        """
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for option in OPTIONS:
+            found = lookup(option)
+            if found is None:
+                continue
+            raw, source = found
+            sources[option.name] = source
+            values[option.name] = _convert(option, raw, source)
+        settings = cls(rootdir=rootdir, sources=sources, **values)
+        settings.validate()
+        return settings
+
+    @classmethod
+    def from_dict(cls, rootdir: Path | str = ".", **raw: Any) -> Settings:
+        """Settings for scripts: ``Settings.from_dict(model="m.pt", eval_data="e.jsonl")``."""
+        unknown = sorted(set(raw) - set(OPTIONS_BY_NAME))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: "
+                              + ", ".join(OPTIONS_BY_NAME))
+
+        def lookup(option: Option) -> tuple[Any, str] | None:
+            if option.name not in raw or raw[option.name] is None:
+                return None
+            return raw[option.name], option.name
+
+        return cls.build(Path(rootdir).resolve(), lookup)
+
+    def validate(self) -> None:
+        """Checks that need no file contents: value ranges, device strings, paths exist."""
+        if not DEVICE.match(self.device):
+            raise ConfigError(
+                f"{self.source('device')}: expected auto, cpu, cuda, cuda:N or mps, "
+                f"but got {self.device!r}"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(
+                f"{self.source('batch_size')}: expected a positive integer, "
+                f"but got {self.batch_size}"
+            )
+        if self.train_sample < 1:
+            raise ConfigError(
+                f"{self.source('train_sample')}: expected a positive integer, "
+                f"but got {self.train_sample}"
+            )
+        for name in ("recall_floor",):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{self.source(name)}: expected a number in [0, 1], "
+                                  f"but got {value}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ConfigError(f"{self.source('confidence')}: expected a number in (0, 1), "
+                              f"but got {self.confidence}")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            dupes = sorted({x for x in self.labels if self.labels.count(x) > 1})
+            raise ConfigError(f"{self.source('labels')}: class names must be unique, "
+                              f"but {', '.join(map(repr, dupes))} repeat")
+        if self.labels is not None and len(self.labels) < 2:
+            raise ConfigError(f"{self.source('labels')}: a classifier needs at least two "
+                              f"classes, but got {list(self.labels)}")
+        for name in ("model", "eval_data", "train_data", "baseline"):
+            value = getattr(self, name)
+            if value is not None and not is_import_path(value):
+                path = self.resolve(name, value)
+                if not path.exists():
+                    raise ConfigError(f"{self.source(name)}: file not found: {path}")
+        for name in ("model_factory", "tokenizer"):
+            value = getattr(self, name)
+            if value is not None and not IMPORT_PATH.match(value):
+                raise ConfigError(
+                    f"{self.source(name)}: expected an import path like "
+                    f"'pkg.module:callable', but got {value!r}"
+                )
+        if self.model_factory is not None and self.model is not None \
+                and is_import_path(self.model):
+            raise ConfigError(
+                f"{self.source('model_factory')} is only used with a state-dict checkpoint "
+                f"file, but {self.source('model')} is the import path {self.model!r}"
+            )
+        for path in self.report:
+            if path.suffix not in (".json", ".md", ".html"):
+                raise ConfigError(
+                    f"{self.source('report')}: the suffix picks the format and must be "
+                    f".json, .md or .html, but got {str(path)!r}"
+                )
+
+
+def is_import_path(value: str) -> bool:
+    """``pkg.module:callable`` rather than a file (a Windows drive ``C:`` is a file)."""
+    return bool(IMPORT_PATH.match(value)) and len(value.split(":")[0]) > 1
+
+
+def _convert(option: Option, raw: Any, source: str) -> Any:
+    if option.kind in ("list", "paths"):
+        items = _split_lines(raw)
+        if option.kind == "paths":
+            return tuple(Path(item) for item in items)
+        return tuple(items) if items else None
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    try:
+        return _parse_scalar(option, text)
+    except ValueError:
+        raise ConfigError(f"{source}: expected {option.kind}, but got {raw!r}") from None

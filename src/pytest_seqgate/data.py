@@ -1,0 +1,134 @@
+"""Ragged storage of a labelled sequence set.
+
+Sequences are kept as one flat tensor plus offsets and lengths, not as a list
+of small tensors: batching, hashing and subsampling then become a few gathers
+over the flat tensor instead of a Python loop per sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class SequenceData:
+    """Labelled sequences: ``values[offsets[i] : offsets[i] + lengths[i]]`` is sequence i.
+
+    ``values`` is int64 ``[total]`` for token ids, float32 ``[total, features]``
+    for feature vectors. ``line_numbers`` lets errors and findings point at the
+    record in the user's file; ``source`` is that file (or import path).
+    """
+
+    values: Tensor
+    offsets: Tensor
+    lengths: Tensor
+    labels: Tensor
+    label_names: tuple[str, ...] | None = None
+    source: str = "<memory>"
+    line_numbers: Tensor | None = None
+    metadata: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.lengths.numel())
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        """A (sequence, label) pair, so the object is a map-style Dataset too."""
+        start = int(self.offsets[index])
+        return self.values[start : start + int(self.lengths[index])], int(self.labels[index])
+
+    @property
+    def kind(self) -> str:
+        return "features" if self.values.dim() == 2 else "tokens"
+
+    def record(self, index: int) -> str:
+        """Where sample ``index`` came from, as ``file:line`` (or ``source[index]``)."""
+        if self.line_numbers is not None:
+            return f"{self.source}:{int(self.line_numbers[index])}"
+        return f"{self.source}[{index}]"
+
+    @classmethod
+    def from_sequences(
+        cls,
+        sequences: Sequence[Tensor | Sequence[Any]],
+        labels: Sequence[int] | Tensor,
+        label_names: Sequence[str] | None = None,
+        source: str = "<memory>",
+    ) -> SequenceData:
+        """Build from a list of 1-D token tensors (or 2-D feature tensors) and int labels."""
+        tensors = [s if isinstance(s, Tensor) else torch.tensor(s) for s in sequences]
+        lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.int64)
+        if tensors and tensors[0].dim() == 2:
+            values = torch.cat([t.to(torch.float32) for t in tensors])
+        elif tensors:
+            values = torch.cat([t.to(torch.int64).reshape(-1) for t in tensors])
+        else:
+            values = torch.zeros(0, dtype=torch.int64)
+        offsets = torch.cumsum(lengths, 0) - lengths
+        label_tensor = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+        names = tuple(label_names) if label_names is not None else None
+        return cls(values, offsets, lengths, label_tensor, names, source)
+
+    def gather_positions(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Flat positions of the sequences ``index`` in order, and their new offsets."""
+        lengths = self.lengths[index]
+        new_offsets = torch.cumsum(lengths, 0) - lengths
+        total = int(lengths.sum())
+        shift = torch.repeat_interleave(self.offsets[index] - new_offsets, lengths, output_size=total)
+        return torch.arange(total, dtype=torch.int64) + shift, new_offsets
+
+    def subset(self, index: Tensor) -> SequenceData:
+        """The sequences ``index`` (in that order), sharing nothing mutable with self."""
+        positions, new_offsets = self.gather_positions(index)
+        return SequenceData(
+            values=self.values[positions],
+            offsets=new_offsets,
+            lengths=self.lengths[index].clone(),
+            labels=self.labels[index].clone(),
+            label_names=self.label_names,
+            source=self.source,
+            line_numbers=None if self.line_numbers is None else self.line_numbers[index],
+            metadata={k: [v[i] for i in index.tolist()] for k, v in self.metadata.items()},
+        )
+
+    def content_hashes(self) -> Tensor:
+        """A 64-bit content hash per sequence, computed with tensor ops only.
+
+        Each element is multiplied by a seeded random 64-bit weight for its
+        position and the products are summed per sequence (wrapping int64
+        arithmetic), then mixed with the length. Equal sequences hash equal;
+        different ones collide with probability about 2**-64.
+        """
+        values = self.values
+        if values.dim() == 2:
+            # Hash float vectors by their bit patterns, folded to one int64 per step.
+            bits = values.contiguous().view(torch.int32).to(torch.int64)
+            mult = _weights(bits.shape[1], salt=7)
+            values = (bits * mult).sum(1)
+        n = len(self)
+        if n == 0:
+            return torch.zeros(0, dtype=torch.int64)
+        max_len = int(self.lengths.max()) if n else 0
+        seq_id = torch.repeat_interleave(torch.arange(n), self.lengths, output_size=values.shape[0])
+        position = torch.arange(values.shape[0], dtype=torch.int64) - self.offsets[seq_id]
+        weights = _weights(max(max_len, 1), salt=11)
+        mixed = (values.to(torch.int64) + (0x9E3779B97F4A7C15 - (1 << 64))) * weights[position]
+        out = torch.zeros(n, dtype=torch.int64).index_add_(0, seq_id, mixed)
+        return out ^ (self.lengths * -0x61C8864680B583EB)
+
+
+def _srl(x: Tensor, k: int) -> Tensor:
+    """Logical right shift on int64 (torch's >> is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _weights(n: int, salt: int) -> Tensor:
+    """Odd 64-bit multipliers per position from splitmix64: the same for every run and size."""
+    x = torch.arange(n, dtype=torch.int64) * -0x61C8864680B583EB + salt
+    x = (x ^ _srl(x, 30)) * -0x40A7B892E31B1A47
+    x = (x ^ _srl(x, 27)) * -0x6B2FB644ECCEEE15
+    return (x ^ _srl(x, 31)) | 1

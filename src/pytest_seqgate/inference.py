@@ -1,0 +1,261 @@
+"""The prediction loop: device, eval mode, inference_mode, length-bucketed batches.
+
+The loop does one host sync per batch (copying the batch's predictions
+back), checks the model's outputs on the first batch (where a wrong model
+fails loudly instead of producing quietly wrong numbers), and returns the
+predictions in the dataset's order whatever order the batches ran in.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pytest_seqgate.batching import Batch, collate, length_bucketed
+from pytest_seqgate.data import SequenceData
+from pytest_seqgate.exceptions import ConfigError, ModelError
+
+ForwardHook = Callable[[nn.Module, Batch], Any]
+
+
+@dataclass
+class Predictions:
+    """Dataset-ordered predictions ``[N]`` and class probabilities ``[N, C]``."""
+
+    predictions: Tensor
+    scores: Tensor
+    device: str
+    batch_size: int
+
+
+def resolve_device(spec: str, setting: str = "seqgate_device") -> torch.device:
+    """``auto`` picks CUDA when it is available, else the CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"{setting}: {spec!r} was asked for but CUDA is not available on this machine; "
+                f"use 'auto' to fall back to the CPU, or 'cpu'"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{setting}: {spec!r} was asked for but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{setting}: 'mps' was asked for but MPS is not available")
+    return device
+
+
+def forward_parameters(model: nn.Module) -> list[str]:
+    """Names of forward's parameters, for TorchScript modules too."""
+    forward = model.forward
+    schema = getattr(forward, "schema", None)
+    if schema is not None:
+        return [arg.name for arg in schema.arguments if arg.name != "self"]
+    try:
+        return list(inspect.signature(forward).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+def calling_convention(model: nn.Module) -> str:
+    """``lengths`` (the RNN way), ``attention_mask`` (the Hugging Face way) or ``plain``."""
+    names = forward_parameters(model)
+    if "lengths" in names:
+        return "lengths"
+    if "attention_mask" in names:
+        return "attention_mask"
+    return "plain"
+
+
+def call_model(model: nn.Module, batch: Batch, convention: str) -> Any:
+    if convention == "lengths":
+        return model(batch.inputs, batch.lengths)
+    if convention == "attention_mask":
+        return model(input_ids=batch.inputs, attention_mask=batch.attention_mask)
+    return model(batch.inputs)
+
+
+def logits_of(output: Any) -> Any:
+    """The logits of a tensor, a tuple whose first item they are, or an object with .logits."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output:
+        return output[0]
+    logits = getattr(output, "logits", None)
+    if logits is not None:
+        return logits
+    if isinstance(output, dict) and "logits" in output:
+        return output["logits"]
+    return output
+
+
+def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
+    """Token ids past the embedding table crash deep inside the forward; catch them here."""
+    if data.kind != "tokens" or data.values.numel() == 0:
+        return
+    embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    if embedding is None:
+        return
+    size = embedding.num_embeddings
+    too_big = data.values >= size
+    if bool(too_big.any()):
+        first = int(torch.nonzero(too_big)[0])
+        ends = torch.cumsum(data.lengths, 0)
+        record = int(torch.searchsorted(ends, first, right=True))
+        count = int((torch.zeros(len(data), dtype=torch.int64)
+                     .index_add_(0, torch.repeat_interleave(torch.arange(len(data)),
+                                                            data.lengths),
+                                 too_big.to(torch.int64)) > 0).sum())
+        raise ModelError(
+            f"{data.record(record)}: token id {int(data.values[first])} is at or above the "
+            f"model's embedding size {size} ({count} record(s) affected); the tokenizer and "
+            f"the model's vocabulary disagree"
+        )
+
+
+def _describe(batch: Batch) -> str:
+    dtype = str(batch.inputs.dtype).replace("torch.", "")
+    return f"inputs {dtype}{list(batch.inputs.shape)} with lengths[{batch.lengths.numel()}]"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(exc, oom) or "out of memory" in str(exc).lower()
+
+
+def _validate_logits(logits: Any, batch: Batch, num_classes: int | None) -> Tensor:
+    if not isinstance(logits, Tensor):
+        raise ModelError(
+            f"the model returned {type(logits).__name__} for {_describe(batch)}; expected logits "
+            f"[batch, classes], a tuple whose first item they are, or an object with .logits"
+        )
+    if not logits.is_floating_point():
+        raise ModelError(
+            f"the model returned {str(logits.dtype).replace('torch.', '')} outputs for "
+            f"{_describe(batch)}; expected floating-point logits, not class indices: return "
+            f"the scores before argmax"
+        )
+    rows = batch.inputs.shape[0]
+    if logits.dim() == 3:
+        raise ModelError(
+            f"the model returned per-token outputs {list(logits.shape)} for {_describe(batch)}: "
+            f"that is sequence labelling, not sequence classification; take the final hidden "
+            f"state or pool over steps before the classifier layer"
+        )
+    if logits.dim() == 0 or logits.dim() > 2 or logits.shape[0] != rows:
+        raise ModelError(
+            f"the model returned logits {list(logits.shape)} for {_describe(batch)}; expected "
+            f"[{rows}, classes]: one row per sequence in the batch"
+        )
+    width = 1 if logits.dim() == 1 else int(logits.shape[1])
+    classes = 2 if width == 1 else width
+    if num_classes is not None and classes != num_classes:
+        raise ModelError(
+            f"the model returned {width} logit(s) per sequence ({classes} classes) but "
+            f"seqgate_labels names {num_classes} classes; fix seqgate_labels or the model's "
+            f"output layer"
+        )
+    return logits
+
+
+def predict(
+    model: nn.Module,
+    data: SequenceData,
+    device: torch.device,
+    batch_size: int = 64,
+    num_classes: int | None = None,
+    forward: ForwardHook | None = None,
+) -> Predictions:
+    """Run the model once over ``data``; predictions come back in dataset order.
+
+    A CUDA out-of-memory error splits the failing batch in two and goes on at
+    the smaller size, down to one sequence, before giving up.
+    """
+    check_embedding_range(model, data)
+    model.eval()
+    model.to(device)
+    convention = calling_convention(model)
+    pin = device.type == "cuda"
+    n = len(data)
+    queue = deque(length_bucketed(data.lengths, batch_size))
+    current = batch_size
+    predictions = torch.empty(n, dtype=torch.int64)
+    scores: Tensor | None = None
+    nonfinite = torch.zeros(n, dtype=torch.bool)
+    checked = False
+    with torch.inference_mode():
+        while queue:
+            index = queue.popleft()
+            if index.numel() > current:
+                queue.extendleft(reversed(index.split(current)))
+                continue
+            batch = collate(data, index, pin_memory=pin).to(device, non_blocking=pin)
+            try:
+                output = forward(model, batch) if forward is not None else None
+                if output is None:
+                    output = call_model(model, batch, convention)
+            except Exception as exc:
+                if _is_oom(exc):
+                    if index.numel() == 1:
+                        raise ModelError(
+                            f"out of memory on a single sequence of length "
+                            f"{int(batch.lengths.max())} on {device}; evaluate on a larger "
+                            f"device or the CPU (seqgate_device = cpu)"
+                        ) from exc
+                    current = max(1, index.numel() // 2)
+                    queue.extendleft(reversed(index.split(current)))
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                if checked:
+                    raise ModelError(
+                        f"the model's forward raised {type(exc).__name__} on "
+                        f"{_describe(batch)}: {exc}"
+                    ) from exc
+                raise ModelError(
+                    f"the model's forward raised {type(exc).__name__} on the first batch, "
+                    f"{_describe(batch)} ({convention} calling convention); the model's layers "
+                    f"may disagree with each other or with the input (for example a Linear "
+                    f"whose in_features is not the RNN's hidden size): {exc}"
+                ) from exc
+            logits = logits_of(output)
+            if not checked or not isinstance(logits, Tensor) or logits.shape[0] != index.numel():
+                logits = _validate_logits(logits, batch, num_classes)
+                checked = True
+            logits = logits.float()
+            if logits.dim() == 1 or logits.shape[1] == 1:
+                positive = torch.sigmoid(logits.reshape(-1))
+                probs = torch.stack([1 - positive, positive], dim=1)
+                preds = (logits.reshape(-1) > 0).to(torch.int64)
+            else:
+                probs = torch.softmax(logits, dim=1)
+                preds = logits.argmax(dim=1)
+            bad_rows = ~torch.isfinite(logits.reshape(logits.shape[0], -1)).all(1)
+            # One device-to-host copy per batch: probabilities, prediction and a NaN flag.
+            host = torch.cat([probs, preds.unsqueeze(1).float(), bad_rows.unsqueeze(1).float()],
+                             dim=1).cpu()
+            if scores is None:
+                scores = torch.empty(n, probs.shape[1], dtype=torch.float32)
+            scores[index] = host[:, :-2]
+            predictions[index] = host[:, -2].to(torch.int64)
+            nonfinite[index] = host[:, -1] > 0
+    count = int(nonfinite.sum())
+    first_bad = torch.nonzero(nonfinite)[:1].reshape(-1)
+    if count:
+        where = data.record(int(first_bad[0]))
+        raise ModelError(
+            f"the model returned NaN or Inf logits for {count} of {n} sample(s) (first: {where}); "
+            f"check for overflow in the model or a checkpoint with NaN weights"
+        )
+    assert scores is not None
+    return Predictions(predictions, scores, str(device), current)

@@ -1,0 +1,516 @@
+"""Model and dataset loaders: files and import paths, safe by default.
+
+Every failure names the file (and line, for records) and the setting it
+came from, because the person reading it is in a CI log, not a debugger.
+Checkpoints are read with ``weights_only=True``: a pickle can run any code,
+and an evaluation gate must never be the way a malicious file gets in.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import json
+import sys
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pytest_seqgate.config import Settings, is_import_path
+from pytest_seqgate.data import SequenceData
+from pytest_seqgate.exceptions import ConfigError, DataError, ModelError
+
+SEQUENCE_KEYS = ("tokens", "features", "text")
+
+
+def import_object(spec: str, rootdir: Path, setting: str) -> Any:
+    """Import ``pkg.module:attr`` with the rootdir on sys.path, as users expect."""
+    module_name, _, attr = spec.partition(":")
+    root = str(rootdir)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure is the user's to see, in one line
+        raise ConfigError(
+            f"{setting}: cannot import module {module_name!r} from {spec!r} "
+            f"({type(exc).__name__}: {exc}); check the module path, relative to {rootdir}"
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(
+                f"{setting}: module {module_name!r} has no attribute {attr!r} (from {spec!r})"
+            ) from None
+    return obj
+
+
+# ---------------------------------------------------------------- models
+
+
+def load_model(settings: Settings) -> nn.Module:
+    """The model named by ``seqgate_model``, on the CPU, not yet in eval mode."""
+    spec = settings.model
+    if spec is None:
+        raise ConfigError(
+            "no model configured: set seqgate_model (ini) or --seqgate-model, "
+            "or override the seqgate_model fixture in a conftest.py"
+        )
+    setting = settings.source("model")
+    if is_import_path(spec):
+        obj = import_object(spec, settings.rootdir, setting)
+        model = obj if isinstance(obj, nn.Module) else _call(obj, setting, spec)
+        if not isinstance(model, nn.Module):
+            raise ModelError(
+                f"{setting}: {spec!r} returned {type(model).__name__}, expected a torch.nn.Module"
+            )
+        return model
+    path = settings.resolve("model", spec)
+    if settings.model_factory is not None:
+        factory_setting = settings.source("model_factory")
+        factory = import_object(settings.model_factory, settings.rootdir, factory_setting)
+        module = _call(factory, factory_setting, settings.model_factory)
+        if not isinstance(module, nn.Module):
+            raise ModelError(
+                f"{factory_setting}: {settings.model_factory!r} returned "
+                f"{type(module).__name__}, expected a torch.nn.Module"
+            )
+        state = load_checkpoint(path, setting, settings.trust_checkpoints)
+        load_state_dict(module, state, path)
+        return module
+    if _is_torchscript(path):
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise ModelError(f"{setting}: cannot load TorchScript file {path}: {exc}") from exc
+    raise ModelError(
+        f"{setting}: {path} is not a TorchScript file. If it is a state-dict checkpoint, "
+        f"set seqgate_model_factory to the 'pkg.module:callable' that builds its "
+        f"architecture; if it is a whole pickled model, export it with torch.jit.script "
+        f"or torch.jit.trace"
+    )
+
+
+def _call(factory: Any, setting: str, spec: str) -> Any:
+    if not callable(factory):
+        raise ConfigError(f"{setting}: {spec!r} is a {type(factory).__name__}, not a callable")
+    try:
+        return factory()
+    except Exception as exc:
+        raise ModelError(
+            f"{setting}: calling {spec!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives carry compiled code; torch.save archives only data.pkl."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name
+                   for name in archive.namelist())
+
+
+def load_checkpoint(path: Path, setting: str, trust: bool) -> Any:
+    """``torch.load`` with ``weights_only=True``; full unpickling only when trusted."""
+    if _is_torchscript(path):
+        raise ModelError(
+            f"{setting}: {path} is a TorchScript file, not a state-dict checkpoint; "
+            f"remove seqgate_model_factory to load it as TorchScript"
+        )
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if not _needs_unpickling(exc):
+            raise ModelError(
+                f"{setting}: cannot read checkpoint {path}: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from exc
+        if not trust:
+            raise ModelError(
+                f"{setting}: {path} needs full unpickling, which can run arbitrary code from "
+                f"the file; it was refused. Save a plain state dict "
+                f"(torch.save(model.state_dict(), path)), or, only for a file you trust, set "
+                f"seqgate_trust_checkpoints = true (or --seqgate-trust-checkpoints true)"
+            ) from exc
+    return torch.load(str(path), map_location="cpu", weights_only=False)
+
+
+def _needs_unpickling(exc: Exception) -> bool:
+    import pickle
+
+    return isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc)
+
+
+def load_state_dict(module: nn.Module, state: Any, path: Path) -> None:
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ModelError(
+            f"{path} does not hold a state dict (a mapping of names to tensors) but "
+            f"{type(state).__name__}; save it with torch.save(model.state_dict(), path)"
+        )
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append("missing keys: " + ", ".join(missing))
+        if unexpected:
+            parts.append("unexpected keys: " + ", ".join(unexpected))
+        if mismatched:
+            parts.append("shape mismatch (checkpoint vs module): " + "; ".join(mismatched))
+        raise ModelError(
+            f"{path} does not match the module built by seqgate_model_factory: "
+            + "; ".join(parts)
+            + ". Check that the factory builds the same architecture the checkpoint was "
+            "saved from"
+        )
+    module.load_state_dict(state)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+class _Builder:
+    """Accumulates records; one ``extend`` per record, one ``torch.tensor`` at the end."""
+
+    def __init__(self, source: str, labels: tuple[str, ...] | None, tokenizer: Any,
+                 indexed: bool = False) -> None:
+        self.source = source
+        self.indexed = indexed
+        self.labels = labels
+        self.index = {name: i for i, name in enumerate(labels)} if labels else None
+        self.tokenizer = tokenizer
+        self.kind: str | None = None
+        self.flat: list[Any] = []
+        self.lengths: list[int] = []
+        self.raw_labels: list[Any] = []
+        self.lines: list[int] = []
+        self.metadata: dict[str, list[Any]] = {}
+
+    def where(self, line: int) -> str:
+        return f"{self.source}[{line}]" if self.indexed else f"{self.source}:{line}"
+
+    def add(self, record: Any, line: int) -> None:
+        if not isinstance(record, dict):
+            raise DataError(
+                f"{self.where(line)}: expected an object with 'label' and one of "
+                f"'tokens', 'features' or 'text', but got {type(record).__name__}"
+            )
+        present = [key for key in SEQUENCE_KEYS if key in record]
+        if len(present) != 1:
+            what = "none" if not present else " and ".join(repr(k) for k in present)
+            raise DataError(
+                f"{self.where(line)}: a record needs exactly one of 'tokens', 'features' or "
+                f"'text', but has {what}"
+            )
+        if "label" not in record:
+            raise DataError(f"{self.where(line)}: record has no 'label'")
+        key = present[0]
+        kind = "features" if key == "features" else "tokens"
+        if self.kind is None:
+            self.kind = kind
+        elif self.kind != kind:
+            raise DataError(
+                f"{self.where(line)}: record has {key!r} but earlier records have "
+                f"{'features' if self.kind == 'features' else 'tokens/text'}; one dataset "
+                f"holds one kind of sequence"
+            )
+        sequence = record[key]
+        if key == "text":
+            sequence = self.tokenize(sequence, line)
+        if not isinstance(sequence, list):
+            raise DataError(
+                f"{self.where(line)}: {key!r} must be a list, but got {type(sequence).__name__}"
+            )
+        if not sequence:
+            raise DataError(
+                f"{self.where(line)}: empty sequence (length 0); a classifier needs at least "
+                f"one step: drop the record or give it a token"
+            )
+        self.flat.extend(sequence)
+        self.lengths.append(len(sequence))
+        self.raw_labels.append(record["label"])
+        self.lines.append(line)
+        for meta_key, value in record.items():
+            if meta_key != key and meta_key != "label":
+                self.metadata.setdefault(meta_key, [None] * (len(self.lengths) - 1))
+        for meta_key, column in self.metadata.items():
+            column.append(record.get(meta_key))
+
+    def tokenize(self, text: Any, line: int) -> list[int]:
+        if self.tokenizer is None:
+            raise DataError(
+                f"{self.where(line)}: record has 'text' but no tokenizer is configured; set "
+                f"seqgate_tokenizer to a 'pkg.module:callable' mapping text to token ids"
+            )
+        if not isinstance(text, str):
+            raise DataError(f"{self.where(line)}: 'text' must be a string")
+        ids = self.tokenizer(text)
+        return list(ids.tolist() if isinstance(ids, Tensor) else ids)
+
+    def label_index(self) -> tuple[Tensor, tuple[str, ...] | None]:
+        raw = self.raw_labels
+        names = self.labels
+        if names is None:
+            if all(isinstance(x, str) for x in raw):
+                names = tuple(sorted(set(raw)))
+            elif all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+                return torch.tensor(raw, dtype=torch.int64).reshape(-1), None
+            else:
+                raise DataError(
+                    f"{self.source}: labels mix class names and indices; set seqgate_labels "
+                    f"so indices and names can be matched"
+                )
+        index = {name: i for i, name in enumerate(names)}
+        out = []
+        for i, value in enumerate(raw):
+            if isinstance(value, str) and value in index:
+                out.append(index[value])
+            elif isinstance(value, int) and not isinstance(value, bool) \
+                    and 0 <= value < len(names):
+                out.append(value)
+            else:
+                raise DataError(
+                    f"{self.where(self.lines[i])}: label {value!r} is not one of "
+                    f"seqgate_labels {list(names)} (nor an index below {len(names)}); "
+                    f"fix the record or add the class to seqgate_labels"
+                )
+        return torch.tensor(out, dtype=torch.int64).reshape(-1), names
+
+    def build(self) -> SequenceData:
+        if not self.lengths:
+            raise DataError(f"{self.source}: the dataset is empty: it holds no records")
+        labels, names = self.label_index()
+        dtype = torch.float32 if self.kind == "features" else torch.int64
+        try:
+            values = torch.tensor(self.flat, dtype=dtype)
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            values = None
+        if values is None or (self.kind == "features" and values.dim() != 2) \
+                or (self.kind == "tokens" and values.dim() != 1):
+            self.locate_bad_record(dtype)
+        assert values is not None
+        if self.kind == "tokens" and bool((values < 0).any()):
+            bad = int(torch.nonzero(values < 0)[0])
+            seq = int(torch.searchsorted(torch.cumsum(torch.tensor(self.lengths), 0), bad,
+                                         right=True))
+            raise DataError(f"{self.where(self.lines[seq])}: negative token id")
+        lengths = torch.tensor(self.lengths, dtype=torch.int64)
+        return SequenceData(
+            values=values,
+            offsets=torch.cumsum(lengths, 0) - lengths,
+            lengths=lengths,
+            labels=labels,
+            label_names=names,
+            source=self.source,
+            line_numbers=torch.tensor(self.lines, dtype=torch.int64),
+            metadata=self.metadata,
+        )
+
+    def locate_bad_record(self, dtype: torch.dtype) -> None:
+        """Slow path, only after the fast conversion failed: find the record to blame."""
+        start = 0
+        width = None
+        for length, line in zip(self.lengths, self.lines):
+            chunk = self.flat[start : start + length]
+            start += length
+            if self.kind == "tokens":
+                if not all(isinstance(x, int) and not isinstance(x, bool) for x in chunk):
+                    raise DataError(f"{self.where(line)}: 'tokens' must be a list of integers")
+            else:
+                ok = all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
+                         for v in chunk)
+                widths = {len(v) for v in chunk} if ok else set()
+                if not ok or len(widths) != 1 or (width is not None and widths != {width}):
+                    raise DataError(
+                        f"{self.where(line)}: 'features' must be a list of equal-length "
+                        f"number vectors, the same width in every record"
+                    )
+                width = widths.pop()
+        raise DataError(f"{self.source}: sequences cannot be converted to a {dtype} tensor")
+
+
+def load_dataset(settings: Settings, role: str) -> SequenceData:
+    """Load ``seqgate_eval_data`` or ``seqgate_train_data`` (``role``)."""
+    spec = getattr(settings, role)
+    setting = settings.source(role)
+    if spec is None:
+        raise ConfigError(
+            f"no {role} configured: set seqgate_{role} (ini) or "
+            f"--seqgate-{role.replace('_', '-')}, or override the seqgate_{role} fixture"
+        )
+    tokenizer = None
+    if settings.tokenizer is not None:
+        tokenizer = import_object(settings.tokenizer, settings.rootdir,
+                                  settings.source("tokenizer"))
+    if is_import_path(spec):
+        obj = import_object(spec, settings.rootdir, setting)
+        dataset = _call(obj, setting, spec) if callable(obj) else obj
+        return from_dataset(dataset, spec, settings.labels, tokenizer)
+    path = settings.resolve(role, spec)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        data = read_jsonl(path, settings.labels, tokenizer, settings.display(path))
+    elif suffix == ".csv":
+        data = read_csv(path, settings.labels, tokenizer, settings.display(path))
+    elif suffix == ".pt":
+        data = read_pt(path, settings.labels, settings.display(path))
+    else:
+        data = None
+    if data is not None:
+        return data
+    raise ConfigError(
+        f"{setting}: cannot read {path}: the suffix must be .jsonl, .csv or .pt, or give a "
+        f"'pkg.module:callable' returning a Dataset"
+    )
+
+
+def _lines(path: Path, name: str) -> Iterable[tuple[int, str]]:
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{name}:{line}: bytes that are not UTF-8 ({exc.reason} at byte {exc.start}); "
+            f"re-encode the file as UTF-8"
+        ) from None
+    for number, line_text in enumerate(text.splitlines(), start=1):
+        yield number, line_text
+
+
+def read_jsonl(path: Path, labels: tuple[str, ...] | None = None,
+               tokenizer: Callable[[str], Sequence[int]] | None = None,
+               display: str | None = None) -> SequenceData:
+    """One JSON object per line; blank lines are skipped."""
+    name = display or str(path)
+    builder = _Builder(name, labels, tokenizer)
+    loads = json.loads
+    lines = list(_lines(path, name))
+    last = lines[-1][0] if lines else 0
+    for number, text in lines:
+        if not text.strip():
+            continue
+        try:
+            record = loads(text)
+        except json.JSONDecodeError as exc:
+            hint = " (the last line: is the file truncated?)" if number == last else ""
+            raise DataError(f"{name}:{number}: invalid JSON{hint}: {exc.msg}") from None
+        builder.add(record, number)
+    return builder.build()
+
+
+def read_csv(path: Path, labels: tuple[str, ...] | None = None,
+             tokenizer: Callable[[str], Sequence[int]] | None = None,
+             display: str | None = None) -> SequenceData:
+    """Columns ``label`` and one of ``tokens`` (space separated ints), ``text``, ``features``
+    (a JSON list of vectors); other columns are metadata."""
+    name = display or str(path)
+    builder = _Builder(name, labels, tokenizer)
+    text = "".join(line + "\n" for _, line in _lines(path, name))
+    reader = csv.DictReader(io.StringIO(text))
+    columns = reader.fieldnames or []
+    if "label" not in columns or not any(key in columns for key in SEQUENCE_KEYS):
+        raise DataError(
+            f"{path}:1: the header must have a 'label' column and one of 'tokens', "
+            f"'features' or 'text', but has {columns}"
+        )
+    for row in reader:
+        line = reader.line_num
+        record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
+        if "label" in record and str(record["label"]).lstrip("-").isdigit() and (
+            labels is None or record["label"] not in labels
+        ):
+            record["label"] = int(record["label"])
+        try:
+            if "tokens" in record:
+                record["tokens"] = [int(tok) for tok in str(record["tokens"]).split()]
+            if "features" in record:
+                record["features"] = json.loads(record["features"])
+        except (ValueError, json.JSONDecodeError):
+            raise DataError(
+                f"{name}:{line}: 'tokens' must be space-separated integers and 'features' a "
+                f"JSON list of vectors"
+            ) from None
+        builder.add(record, line)
+    return builder.build()
+
+
+PT_LAYOUT = (
+    "a dict {'sequences': list of 1-D int64 tensors (token ids) or 2-D float tensors "
+    "[steps, features], 'labels': 1-D int tensor or list of class names}"
+)
+
+
+def read_pt(path: Path, labels: tuple[str, ...] | None = None,
+            display: str | None = None) -> SequenceData:
+    """A ``torch.save`` file with the layout :data:`PT_LAYOUT`, read with weights_only."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read with torch.load(weights_only=True): "
+                        f"{type(exc).__name__}; expected {PT_LAYOUT}") from exc
+    if not isinstance(obj, dict) or "sequences" not in obj or "labels" not in obj:
+        raise DataError(f"{path}: wrong layout: expected {PT_LAYOUT}, but got "
+                        f"{type(obj).__name__}"
+                        + (f" with keys {sorted(obj)}" if isinstance(obj, dict) else ""))
+    raw_labels = obj["labels"]
+    if isinstance(raw_labels, Tensor):
+        raw_labels = raw_labels.tolist()
+    return from_dataset(list(zip(obj["sequences"], raw_labels)), display or str(path), labels,
+                        None,
+                        strict_len=len(obj["sequences"]) == len(raw_labels))
+
+
+def from_dataset(dataset: Any, source: str, labels: tuple[str, ...] | None,
+                 tokenizer: Any = None, strict_len: bool = True) -> SequenceData:
+    """Convert a map-style Dataset of (sequence, label) pairs (or a SequenceData)."""
+    if isinstance(dataset, SequenceData):
+        return dataset
+    if not strict_len:
+        raise DataError(f"{source}: 'sequences' and 'labels' have different lengths")
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise DataError(
+            f"{source}: expected a map-style Dataset (with __len__ and __getitem__) of "
+            f"(sequence, label) pairs, but got {type(dataset).__name__}"
+        )
+    builder = _Builder(source, labels, tokenizer, indexed=True)
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise DataError(f"{source}[{i}]: expected a (sequence, label) pair, "
+                            f"but got {type(item).__name__}")
+        sequence, label = item
+        if isinstance(label, Tensor):
+            label = label.item()
+        if isinstance(sequence, str):
+            record: dict[str, Any] = {"text": sequence}
+        elif isinstance(sequence, Tensor):
+            key = "features" if sequence.dim() == 2 else "tokens"
+            record = {key: sequence.tolist()}
+        else:
+            seq = list(sequence)
+            key = "features" if seq and isinstance(seq[0], (list, tuple)) else "tokens"
+            record = {key: [list(v) for v in seq] if key == "features" else seq}
+        record["label"] = label
+        builder.add(record, i)
+    data = builder.build()
+    data.line_numbers = None
+    return data

@@ -1,0 +1,375 @@
+"""The pytest glue: options, marker, fixtures, hooks. Thin by design.
+
+pytest imports this module in every run of every project where the plugin
+is installed, so it imports neither torch nor the core at module level:
+the core is imported inside the hooks and fixtures that need it, and only
+when a collected test uses the plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_seqgate.config import OPTIONS, Option, Settings, cli_type
+from pytest_seqgate.exceptions import ConfigError, GateFailure, SeqgateError
+
+if TYPE_CHECKING:
+    from pytest_seqgate.data import SequenceData
+    from pytest_seqgate.evaluation import Evaluation
+    from pytest_seqgate.gates import GateResult, GateSpec
+
+MARKER = "seqgate"
+FIXTURES = ("seqgate", "seqgate_evaluation")
+
+
+class SessionState:
+    """Everything the plugin holds for one pytest session (kept in ``config.stash``)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+        self.loaded: dict[str, Any] = {}
+        self.evaluations: dict[tuple[int, int, int], Evaluation] = {}
+        self.keep_alive: list[Any] = []
+        self.specs: dict[str, GateSpec] = {}
+        self.report_errors: list[str] = []
+        self.written: list[Path] = []
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.build(self.config.rootpath, self._lookup)
+        return self._settings
+
+    def _lookup(self, option: Option) -> tuple[Any, str] | None:
+        cli = self.config.getoption(option.ini, None)
+        if cli not in (None, [], ""):
+            if option.kind == "paths":
+                cli = [p for group in cli for p in group]
+            return cli, option.flag
+        ini = self.config.getini(option.ini)
+        if ini in (None, [], ""):
+            return None
+        where = self.config.inipath.name if self.config.inipath else "ini"
+        return ini, f"{option.ini} in {where}"
+
+    def has_hook(self, name: str) -> bool:
+        return bool(getattr(self.config.hook, name).get_hookimpls())
+
+    # Loading is memoised so that collection-time validation and fixtures share it.
+    def model(self) -> Any:
+        if "model" not in self.loaded:
+            settings = self.settings
+            model = None
+            if settings.model is not None and self.has_hook("pytest_seqgate_load_model"):
+                model = self.config.hook.pytest_seqgate_load_model(spec=settings.model,
+                                                                   settings=settings)
+            if model is None:
+                from pytest_seqgate.loading import load_model
+
+                model = load_model(settings)
+            self.loaded["model"] = model
+        return self.loaded["model"]
+
+    def dataset(self, role: str) -> SequenceData | None:
+        if role not in self.loaded:
+            settings = self.settings
+            spec = getattr(settings, role)
+            if spec is None:
+                if role == "train_data":
+                    self.loaded[role] = None
+                    return None
+            from pytest_seqgate.loading import from_dataset, load_dataset
+
+            data = None
+            if spec is not None and self.has_hook("pytest_seqgate_load_dataset"):
+                data = self.config.hook.pytest_seqgate_load_dataset(spec=spec, role=role,
+                                                                    settings=settings)
+            if data is None:
+                self.loaded[role] = load_dataset(settings, role)
+            else:
+                self.loaded[role] = from_dataset(data, spec, settings.labels)
+        result: SequenceData | None = self.loaded[role]
+        return result
+
+    def evaluate(self, model: Any, eval_data: Any, train_data: Any) -> Evaluation:
+        """One inference per (model, eval set, train set) per session."""
+        key = (id(model), id(eval_data), id(train_data))
+        if key not in self.evaluations:
+            from pytest_seqgate.evaluation import evaluate
+            from pytest_seqgate.loading import from_dataset
+
+            settings = self.settings
+            eval_set = from_dataset(eval_data, "seqgate_eval_data fixture", settings.labels)
+            train_set = None if train_data is None else from_dataset(
+                train_data, "seqgate_train_data fixture", settings.labels)
+            hook = self.config.hook
+            forward = None
+            if self.has_hook("pytest_seqgate_forward"):
+                def forward(m: Any, b: Any) -> Any:
+                    return hook.pytest_seqgate_forward(model=m, batch=b)
+            custom = None
+            if self.has_hook("pytest_seqgate_metrics"):
+                def custom(ev: Evaluation) -> dict[str, float]:
+                    merged: dict[str, float] = {}
+                    for part in hook.pytest_seqgate_metrics(evaluation=ev):
+                        merged.update(part or {})
+                    return merged
+            self.evaluations[key] = evaluate(model, eval_set, settings, train_set,
+                                             forward=forward, custom_metrics=custom)
+            self.keep_alive.extend([model, eval_data, train_data])
+        return self.evaluations[key]
+
+
+STATE = pytest.StashKey[SessionState]()
+
+
+def _state(config: pytest.Config) -> SessionState:
+    return config.stash[STATE]
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_seqgate import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("seqgate", "seqgate: gate a sequence classifier's quality")
+    for option in OPTIONS:
+        if option.kind == "bool":
+            group.addoption(option.flag, dest=option.ini, action="store_const", const=True,
+                            default=None, help=option.help)
+        elif option.kind == "paths":
+            group.addoption(option.flag, dest=option.ini, action="append",
+                            type=cli_type(option), default=None, metavar="PATH",
+                            help=option.help + " (repeatable)")
+        else:
+            group.addoption(option.flag, dest=option.ini, type=cli_type(option), default=None,
+                            metavar=option.name.upper(), help=option.help)
+        parser.addini(option.ini, option.help, type=option.ini_type)  # type: ignore[arg-type]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "seqgate(**gates): check the seqgate gates after the test body, e.g. "
+        "@pytest.mark.seqgate(min_recall={'spam': 0.9}, min_macro_f1=0.85)",
+    )
+    config.stash[STATE] = SessionState(config)
+
+
+def _uses_plugin(item: pytest.Item) -> bool:
+    if item.get_closest_marker(MARKER) is not None:
+        return True
+    names = getattr(item, "fixturenames", ())
+    return any(name in names for name in FIXTURES)
+
+
+def _where(item: pytest.Item) -> str:
+    path, line, _ = item.location
+    return f"{path}:{(line or 0) + 1}" if line is not None else path
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Validate everything that needs no inference, so mistakes are usage errors (exit 4)."""
+    users = [item for item in items if _uses_plugin(item)]
+    if not users:
+        return
+    state = _state(config)
+    try:
+        settings = state.settings
+    except SeqgateError as exc:
+        raise pytest.UsageError(f"seqgate: {exc}") from None
+    from pytest_seqgate.gates import parse_gates
+
+    allow_custom = state.has_hook("pytest_seqgate_metrics")
+    labels = settings.labels
+    try:
+        if settings.eval_data is not None:
+            data = state.dataset("eval_data")
+            labels = labels or (data.label_names if data is not None else None)
+            state.dataset("train_data")
+        if settings.model is not None:
+            state.model()
+        _check_report_paths(settings)
+    except SeqgateError as exc:
+        raise pytest.UsageError(f"seqgate: {exc}") from None
+    for item in users:
+        marker = item.get_closest_marker(MARKER)
+        if marker is None:
+            continue
+        try:
+            if marker.args:
+                raise ConfigError("the seqgate marker takes keyword gates only, e.g. "
+                                  "@pytest.mark.seqgate(min_macro_f1=0.8)")
+            state.specs[item.nodeid] = parse_gates(marker.kwargs, labels,
+                                                   allow_unknown_custom=allow_custom)
+        except SeqgateError as exc:
+            raise pytest.UsageError(f"{_where(item)}: seqgate: {exc}") from None
+        names = getattr(item, "fixturenames", None)
+        if names is not None and "seqgate_evaluation" not in names:
+            names.append("seqgate_evaluation")
+
+
+def _check_report_paths(settings: Settings) -> None:
+    for path in settings.report:
+        target = settings.resolve("report", str(path))
+        folder = target.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+            raise ConfigError(f"{settings.source('report')}: cannot write {target}: "
+                              f"permission denied; choose a writable path")
+
+
+def _fail(exc: SeqgateError) -> None:
+    """Show our own errors as one message, not a traceback through the plugin."""
+    pytest.fail(f"seqgate: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def seqgate_model(request: pytest.FixtureRequest) -> Any:
+    """The model under test; override in a conftest.py to build it in code."""
+    try:
+        return _state(request.config).model()
+    except SeqgateError as exc:
+        _fail(exc)
+
+
+@pytest.fixture(scope="session")
+def seqgate_eval_data(request: pytest.FixtureRequest) -> Any:
+    """The eval set; override to return a SequenceData or a Dataset of (sequence, label)."""
+    try:
+        return _state(request.config).dataset("eval_data")
+    except SeqgateError as exc:
+        _fail(exc)
+
+
+@pytest.fixture(scope="session")
+def seqgate_train_data(request: pytest.FixtureRequest) -> Any:
+    """The training set, or None; enables the train/test gap and leakage checks."""
+    try:
+        return _state(request.config).dataset("train_data")
+    except SeqgateError as exc:
+        _fail(exc)
+
+
+@pytest.fixture(scope="session")
+def seqgate_evaluation(request: pytest.FixtureRequest, seqgate_model: Any,
+                       seqgate_eval_data: Any, seqgate_train_data: Any) -> Evaluation:
+    """The session's evaluation; inference runs once however many tests use it."""
+    try:
+        return _state(request.config).evaluate(seqgate_model, seqgate_eval_data,
+                                               seqgate_train_data)
+    except SeqgateError as exc:
+        _fail(exc)
+        raise
+
+
+class SeqgateHelper:
+    """``seqgate.check(**gates)`` asserts gates inside a test body."""
+
+    def __init__(self, evaluation: Evaluation, item: pytest.Item, allow_custom: bool) -> None:
+        self.evaluation = evaluation
+        self._item = item
+        self._allow_custom = allow_custom
+
+    @property
+    def metrics(self) -> Any:
+        return self.evaluation.metrics
+
+    def check(self, **gates: Any) -> list[GateResult]:
+        __tracebackhide__ = True
+        from pytest_seqgate.gates import check, failure_message, parse_gates
+
+        spec = parse_gates(gates, self.evaluation.labels, self.evaluation.custom_metrics)
+        results = check(self.evaluation, spec, self._item.nodeid)
+        _record(self._item, self.evaluation, results)
+        if not all(r.passed for r in results):
+            raise GateFailure(failure_message(results, self._item.nodeid))
+        return results
+
+
+@pytest.fixture
+def seqgate(request: pytest.FixtureRequest, seqgate_evaluation: Evaluation) -> SeqgateHelper:
+    """A helper whose ``check(**gates)`` asserts gates in a test body."""
+    return SeqgateHelper(seqgate_evaluation, request.node,
+                         _state(request.config).has_hook("pytest_seqgate_metrics"))
+
+
+def _record(item: pytest.Item, evaluation: Evaluation, results: list[GateResult]) -> None:
+    evaluation.gates.extend(results)
+    for r in results:
+        item.user_properties.append(
+            (f"seqgate.{r.label}", f"{r.value} {r.op} {r.threshold}: "
+                                   f"{'pass' if r.passed else 'fail'}"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    """Check the marker's gates after the test body passed."""
+    result = yield
+    state = item.config.stash.get(STATE, None)
+    spec = state.specs.get(item.nodeid) if state is not None else None
+    if spec is None:
+        return result
+    from pytest_seqgate.gates import check, failure_message
+
+    evaluation = item.funcargs["seqgate_evaluation"]  # type: ignore[attr-defined]
+    try:
+        results = check(evaluation, spec, item.nodeid)
+    except SeqgateError as exc:
+        _fail(exc)
+    _record(item, evaluation, results)
+    if not all(r.passed for r in results):
+        pytest.fail(failure_message(results, item.nodeid), pytrace=False)
+    return result
+
+
+def _evaluations(config: pytest.Config) -> list[Evaluation]:
+    state = config.stash.get(STATE, None)
+    return list(state.evaluations.values()) if state is not None else []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    evaluations = _evaluations(session.config)
+    if not evaluations:
+        return
+    state = _state(session.config)
+    from pytest_seqgate.report import write_reports
+
+    settings = state.settings
+    paths = [settings.resolve("report", str(p)) for p in settings.report]
+    try:
+        state.written = write_reports(paths, evaluations)
+    except OSError as exc:
+        state.report_errors.append(f"seqgate: cannot write report: {exc}")
+    session.config.hook.pytest_seqgate_report(evaluations=evaluations, config=session.config)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> None:
+    evaluations = _evaluations(config)
+    if not evaluations:
+        return
+    from pytest_seqgate.report import render_terminal
+
+    tr = terminalreporter
+    tr.write_sep("=", "seqgate report")
+    styles: dict[str, dict[str, bool]] = {"red": {"red": True}, "green": {"green": True},
+                                          "yellow": {"yellow": True}, "bold": {"bold": True},
+                                          "": {}}
+    for line, style in render_terminal(evaluations, config.get_verbosity()):
+        tr.write_line(line, **styles[style])
+    state = _state(config)
+    for path in state.written:
+        tr.write_line(f"seqgate: report written to {path}")
+    for error in state.report_errors:
+        tr.write_line(error, red=True)

@@ -1,0 +1,290 @@
+"""Rendering: pure functions from evaluations to strings, and atomic file writes.
+
+Nothing here prints; the pytest glue decides where lines go. Every table is
+built with tabulate, so the terminal, Markdown and HTML reports agree.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+from torch import Tensor
+
+from pytest_seqgate.evaluation import Evaluation
+from pytest_seqgate.gates import format_number, format_threshold
+from pytest_seqgate.metrics import SUMMARY_METRICS, Metrics
+
+SCHEMA = "seqgate-report/1"
+
+
+def _num(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _pair(t: Tensor) -> list[float | None] | None:
+    low, high = (float(x) for x in t.tolist())
+    if math.isnan(low) or math.isnan(high):
+        return None
+    return [low, high]
+
+
+def metrics_json(metrics: Metrics, labels: Sequence[str],
+                 intervals: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {name: _num(float(metrics.summary[name])) for name in SUMMARY_METRICS}
+    precision, recall, f1 = metrics.precision.tolist(), metrics.recall.tolist(), metrics.f1.tolist()
+    support = metrics.support.tolist()
+    out["per_class"] = {
+        name: {"precision": _num(precision[i]), "recall": _num(recall[i]), "f1": _num(f1[i]),
+               "support": int(support[i])}
+        for i, name in enumerate(labels)
+    }
+    if intervals is not None:
+        out["intervals"] = {
+            "method": intervals["method"],
+            "confidence": intervals["confidence"],
+            "accuracy": _pair(intervals["accuracy"]),
+            "per_class": {name: {k: _pair(v) for k, v in per.items()}
+                          for name, per in intervals["per_class"].items()},
+        }
+    return out
+
+
+def evaluation_json(ev: Evaluation) -> dict[str, Any]:
+    return {
+        "name": ev.name,
+        "model": ev.model,
+        "eval_data": ev.eval_data,
+        "device": ev.device,
+        "labels": list(ev.labels),
+        "n_samples": ev.n_samples,
+        "metrics": metrics_json(ev.metrics, ev.labels, ev.intervals),
+        "custom_metrics": {k: _num(v) for k, v in ev.custom_metrics.items()},
+        "confusion_matrix": ev.metrics.confusion_matrix.tolist(),
+        "train_metrics": (metrics_json(ev.train_metrics, ev.labels)
+                          if ev.train_metrics is not None else None),
+        "train_test_gap": {k: _num(v) for k, v in ev.train_gaps.items()} or None,
+        "train_sample": ev.train_sample or None,
+        "findings": [f.to_json() for f in ev.findings],
+        "gates": [g.to_json() for g in ev.gates],
+    }
+
+
+def report_json(evaluations: Sequence[Evaluation]) -> dict[str, Any]:
+    return {"schema": SCHEMA, "evaluations": [evaluation_json(ev) for ev in evaluations]}
+
+
+def render_json(evaluations: Sequence[Evaluation]) -> str:
+    return json.dumps(report_json(evaluations), indent=2, allow_nan=False) + "\n"
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _with_interval(value: float, interval: Tensor | None) -> str:
+    text = format_number(value)
+    if interval is not None and text != "n/a":
+        pair = _pair(interval)
+        if pair is not None:
+            text += f" [{pair[0]:.3f}, {pair[1]:.3f}]"
+    return text
+
+
+def per_class_rows(ev: Evaluation) -> list[list[str]]:
+    per = ev.intervals.get("per_class", {})
+    rows = []
+    for i, name in enumerate(ev.labels):
+        m = ev.metrics
+        rows.append([
+            name,
+            _with_interval(float(m.precision[i]), per.get(name, {}).get("precision")),
+            _with_interval(float(m.recall[i]), per.get(name, {}).get("recall")),
+            format_number(float(m.f1[i])),
+            str(int(m.support[i])),
+        ])
+    return rows
+
+
+PER_CLASS_HEADERS = ["class", "precision", "recall", "f1", "support"]
+
+
+def summary_rows(ev: Evaluation) -> list[list[str]]:
+    rows = []
+    for name in SUMMARY_METRICS:
+        value = float(ev.metrics.summary[name])
+        interval = ev.intervals.get("accuracy") if name == "accuracy" else None
+        row = [name, _with_interval(value, interval)]
+        if ev.train_metrics is not None:
+            row.append(format_number(float(ev.train_metrics.summary[name])))
+        rows.append(row)
+    rows.extend([name, format_number(value)] + ([""] if ev.train_metrics is not None else [])
+                for name, value in ev.custom_metrics.items())
+    return rows
+
+
+def confusion_rows(ev: Evaluation) -> list[list[Any]]:
+    cm = ev.metrics.confusion_matrix.tolist()
+    return [[name, *row] for name, row in zip(ev.labels, cm)]
+
+
+def gate_rows(ev: Evaluation) -> list[list[str]]:
+    return [[g.test, g.label, format_threshold(g),
+             "present" if g.op == "absent" else format_number(g.value),
+             "PASS" if g.passed else "FAIL", g.reason] for g in ev.gates]
+
+
+GATE_HEADERS = ["test", "gate", "threshold", "value", "result", "reason"]
+
+
+def headline(ev: Evaluation) -> str:
+    failed = sum(not g.passed for g in ev.gates)
+    gates = f", gates {len(ev.gates) - failed}/{len(ev.gates)} passed" if ev.gates else ""
+    return (f"{ev.name} on {ev.eval_data}: {ev.n_samples} samples, accuracy "
+            f"{format_number(ev.metrics.value('accuracy'))}, macro F1 "
+            f"{format_number(ev.metrics.value('macro_f1'))}, {ev.device}, "
+            f"{ev.seconds:.2f}s{gates}")
+
+
+def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> list[tuple[str, str]]:
+    """Lines with a style tag: '' plain, 'red', 'green', 'yellow', 'bold'."""
+    out: list[tuple[str, str]] = []
+    for ev in evaluations:
+        out.append((headline(ev), "bold"))
+        if verbosity < 0:
+            continue
+        out.append(("", ""))
+        out.extend((line, "") for line in tabulate(
+            per_class_rows(ev), headers=PER_CLASS_HEADERS, tablefmt="simple", disable_numparse=True).splitlines())
+        out.append(("", ""))
+        headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
+        out.extend((line, "") for line in tabulate(
+            summary_rows(ev), headers=headers, tablefmt="simple", disable_numparse=True).splitlines())
+        out.append(("", ""))
+        out.append(("confusion matrix (rows: true class, columns: predicted)", ""))
+        out.extend((line, "") for line in tabulate(
+            confusion_rows(ev), headers=["true \\ pred", *ev.labels],
+            tablefmt="simple", disable_numparse=True).splitlines())
+        if ev.gates:
+            out.append(("", ""))
+            gate_table = tabulate(gate_rows(ev), headers=GATE_HEADERS, tablefmt="simple", disable_numparse=True)
+            lines = gate_table.splitlines()
+            out.extend((line, "") for line in lines[:2])
+            for gate, line in zip(ev.gates, lines[2:]):
+                out.append((line, "green" if gate.passed else "red"))
+        for finding in ev.findings:
+            style = "red" if finding.severity == "error" else "yellow"
+            out.append((f"{finding.severity.upper()} [{finding.kind}] {finding.message}", style))
+        out.append(("", ""))
+    return out
+
+
+def render_markdown(evaluations: Sequence[Evaluation]) -> str:
+    parts = ["# seqgate report", ""]
+    for ev in evaluations:
+        failed = [g for g in ev.gates if not g.passed]
+        verdict = "❌ gates failed" if failed else "✅ gates passed" if ev.gates else "no gates"
+        parts += [f"## {ev.name}: {verdict}", "", headline(ev), ""]
+        parts += [tabulate(per_class_rows(ev), headers=PER_CLASS_HEADERS, tablefmt="github", disable_numparse=True), ""]
+        headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
+        parts += [tabulate(summary_rows(ev), headers=headers, tablefmt="github", disable_numparse=True), ""]
+        parts += ["<details><summary>Confusion matrix (rows: true, columns: predicted)"
+                  "</summary>", "",
+                  tabulate(confusion_rows(ev), headers=["true \\ pred", *ev.labels],
+                           tablefmt="github", disable_numparse=True), "", "</details>", ""]
+        if ev.gates:
+            parts += [tabulate(gate_rows(ev), headers=GATE_HEADERS, tablefmt="github", disable_numparse=True), ""]
+        if ev.findings:
+            parts += ["### Findings", ""]
+            parts += [f"- **{f.severity}** `{f.kind}`: {f.message}" for f in ev.findings]
+            parts.append("")
+    return "\n".join(parts) + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+.fail{color:#b00020;font-weight:600}.pass{color:#1b7f2a}.warning{color:#9a6700}
+.error{color:#b00020}.cm td{min-width:3em}
+"""
+
+
+def _heat(value: float) -> str:
+    # White to blue by the row-normalised share; text turns white on dark cells.
+    v = 0.0 if math.isnan(value) else max(0.0, min(1.0, value))
+    r, g, b = (int(255 - v * (255 - c)) for c in (33, 102, 172))
+    fg = "#fff" if v > 0.55 else "#222"
+    return f"background:rgb({r},{g},{b});color:{fg}"
+
+
+def render_html(evaluations: Sequence[Evaluation]) -> str:
+    """One self-contained page: inline CSS, no scripts, no network."""
+    e = html.escape
+    body = ["<h1>seqgate report</h1>"]
+    for ev in evaluations:
+        body.append(f"<h2>{e(ev.name)}</h2><p>{e(headline(ev))}</p>")
+        body.append(tabulate(per_class_rows(ev), headers=PER_CLASS_HEADERS, tablefmt="html", disable_numparse=True))
+        headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
+        body.append(tabulate(summary_rows(ev), headers=headers, tablefmt="html", disable_numparse=True))
+        cm = ev.metrics.confusion_matrix
+        rows_total = cm.sum(1).clamp_min(1).unsqueeze(1)
+        share = (cm.double() / rows_total).tolist()
+        cells = ["<table class='cm'><tr><th>true \\ pred</th>"
+                 + "".join(f"<th>{e(n)}</th>" for n in ev.labels) + "</tr>"]
+        for name, counts, shares in zip(ev.labels, cm.tolist(), share):
+            cells.append(f"<tr><th>{e(name)}</th>" + "".join(
+                f"<td style='{_heat(s)}' title='{100 * s:.1f}% of true {e(name)}'>{c}</td>"
+                for c, s in zip(counts, shares)) + "</tr>")
+        cells.append("</table>")
+        body.append("<h3>Confusion matrix</h3>" + "".join(cells))
+        if ev.gates:
+            body.append("<h3>Gates</h3><table><tr>" + "".join(f"<th>{h}</th>" for h in GATE_HEADERS)
+                        + "</tr>" + "".join(
+                            "<tr>" + "".join(
+                                f"<td class='{'pass' if g.passed else 'fail'}'>{e(str(c))}</td>"
+                                if j == 4 else f"<td>{e(str(c))}</td>" for j, c in enumerate(row))
+                            + "</tr>" for g, row in zip(ev.gates, gate_rows(ev))) + "</table>")
+        if ev.findings:
+            body.append("<h3>Findings</h3><ul>" + "".join(
+                f"<li class='{e(f.severity)}'><b>{e(f.kind)}</b>: {e(f.message)}</li>"
+                for f in ev.findings) + "</ul>")
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<title>seqgate report</title><style>" + _CSS + "</style></head><body>"
+            + "\n".join(body) + "</body></html>\n")
+
+
+RENDERERS = {".json": render_json, ".md": render_markdown, ".html": render_html}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename over the target.
+
+    A reader (or a crash) never sees half a report: the old file stays whole
+    until the new one is complete.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_reports(paths: Sequence[Path], evaluations: Sequence[Evaluation]) -> list[Path]:
+    written = []
+    for path in paths:
+        write_atomic(path, RENDERERS[path.suffix](evaluations))
+        written.append(path)
+    return written

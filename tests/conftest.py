@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+MODELS = '''
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+
+class GRUClassifier(nn.Module):
+    """Packs its input, so padding cannot change its answer."""
+
+    def __init__(self, vocab=50, emb=8, hidden=16, classes=2):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, emb, padding_idx=0)
+        self.gru = nn.GRU(emb, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, tokens, lengths):
+        packed = pack_padded_sequence(self.embedding(tokens), lengths.cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        _, h = self.gru(packed)
+        return self.head(h[-1])
+
+
+class FirstToken(nn.Module):
+    """Predicts class (first token % classes): its outputs are known in advance."""
+
+    def __init__(self, classes=2):
+        super().__init__()
+        self.classes = classes
+        self.bias = nn.Parameter(torch.zeros(classes))
+
+    def forward(self, tokens):
+        return torch.nn.functional.one_hot(tokens[:, 0] % self.classes, self.classes).float() * 4 \\
+            + self.bias
+
+
+def build_gru():
+    torch.manual_seed(0)
+    return GRUClassifier()
+
+
+def first_token():
+    return FirstToken(2)
+
+
+def first_token3():
+    return FirstToken(3)
+'''
+
+
+def rule_records(n: int = 200, missed: dict[int, int] | None = None, classes: int = 2,
+                 names: tuple[str, ...] = ("ham", "spam"), seed: int = 0) -> list[dict]:
+    """``n / classes`` records of each class; the FirstToken model gets all right except
+    ``missed[c]`` records of true class c, which it predicts as the next class."""
+    import random
+
+    rng = random.Random(seed)
+    missed = dict(missed or {})
+    records = []
+    for i in range(n):
+        cls = i % classes
+        shown = cls
+        if missed.get(cls, 0) > 0:
+            missed[cls] -= 1
+            shown = (cls + 1) % classes
+        length = rng.randint(1, 12)
+        tokens = [shown + classes * rng.randint(1, 10)] + [rng.randint(1, 49) for _ in
+                                                           range(length - 1)]
+        records.append({"tokens": tokens, "label": names[cls]})
+    return records
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+class Project:
+    """A small user project inside pytester's folder."""
+
+    def __init__(self, pytester: pytest.Pytester) -> None:
+        self.pytester = pytester
+        self.path = pytester.path
+        (self.path / "models.py").write_text(MODELS)
+
+    def ini(self, **options: str | list[str]) -> None:
+        lines = ["[pytest]"]
+        for key, value in options.items():
+            if isinstance(value, list):
+                lines.append(f"seqgate_{key} =")
+                lines.extend(f"    {v}" for v in value)
+            else:
+                lines.append(f"seqgate_{key} = {value}")
+        (self.path / "pytest.ini").write_text("\n".join(lines) + "\n")
+
+    def test(self, source: str, name: str = "test_gates.py") -> None:
+        (self.path / name).write_text(textwrap.dedent(source))
+
+    def data(self, records: list[dict], name: str = "eval.jsonl") -> Path:
+        return write_jsonl(self.path / name, records)
+
+    def run(self, *args: str) -> pytest.RunResult:
+        return self.pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+    def python(self, code: str) -> None:
+        """Run Python in the project folder, in a subprocess: torch stays out of this one."""
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=self.path, check=True)
+
+    def script_model(self, factory: str = "build_gru", name: str = "model.pt") -> Path:
+        """Save a TorchScript model built by models.<factory>() in the project."""
+        self.python(f"import torch, models; torch.jit.script(models.{factory}()).save({name!r})")
+        return self.path / name
+
+    def state_dict(self, factory: str = "build_gru", name: str = "model.ckpt") -> Path:
+        self.python(f"import torch, models; torch.save(models.{factory}().state_dict(), {name!r})")
+        return self.path / name
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Project:
+    return Project(pytester)

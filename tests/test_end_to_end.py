@@ -1,0 +1,147 @@
+"""The plugin through pytest itself: small projects, real models, real exit codes."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import rule_records
+
+GATED = """
+import pytest
+
+@pytest.mark.seqgate(min_accuracy=0.9, min_recall={"spam": 0.9})
+def test_quality():
+    pass
+"""
+
+
+def test_rule_model_passing_gates_exit_0(project):
+    project.data(rule_records(200))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
+                report="report.json")
+    project.test(GATED)
+    result = project.run()
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*seqgate report*", "*spam*1.000*", "*PASS*"])
+    report = json.loads((project.path / "report.json").read_text())
+    assert report["schema"] == "seqgate-report/1"
+    ev = report["evaluations"][0]
+    assert ev["n_samples"] == 200
+    assert ev["confusion_matrix"] == [[100, 0], [0, 100]]
+    assert ev["gates"][0]["passed"] is True
+
+
+def test_failing_gate_exit_1_with_table(project):
+    # 30 of 100 spam predicted as ham: spam recall 0.7.
+    project.data(rule_records(200, missed={1: 30}))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test(GATED)
+    result = project.run()
+    assert result.ret == 1
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*seqgate: * gate(s) failed for test_gates.py::test_quality*",
+        "*metric*class*threshold*value*reason*",
+        "*recall*spam*>= 0.9*0.700*",
+        "*What to do*",
+    ])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_torchscript_gru(project):
+    project.script_model("build_gru")
+    records = rule_records(120)
+    project.data(records)
+    project.ini(model="model.pt", eval_data="eval.jsonl", labels=["ham", "spam"],
+                report="out/report.json")
+    project.test("""
+        import pytest
+
+        @pytest.mark.seqgate(min_accuracy=0.0, fail_on_paradox=False)
+        def test_runs():
+            pass
+
+        @pytest.mark.seqgate(min_accuracy=0.999, fail_on_paradox=False)
+        def test_too_strict():
+            pass
+    """)
+    result = project.run()
+    result.assert_outcomes(passed=1, failed=1)
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    assert sum(map(sum, report["evaluations"][0]["confusion_matrix"])) == 120
+
+
+def test_state_dict_with_factory(project):
+    project.state_dict("first_token")
+    project.data(rule_records(100))
+    project.ini(model="model.ckpt", model_factory="models:first_token", eval_data="eval.jsonl",
+                labels=["ham", "spam"])
+    project.test(GATED)
+    project.run().assert_outcomes(passed=1)
+
+
+def test_seqgate_fixture_check_in_body(project):
+    project.data(rule_records(200, missed={1: 30}))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test("""
+        def test_body(seqgate):
+            seqgate.check(min_recall={"ham": 0.9})
+            seqgate.check(min_precision={"ham": 0.99})
+    """)
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*GateFailure*", "*precision*ham*>= 0.99*0.769*"])
+
+
+def test_three_gated_tests_one_inference(project):
+    (project.path / "counting.py").write_text(
+        "import os\n"
+        "from models import FirstToken\n"
+        "class Counting(FirstToken):\n"
+        "    def forward(self, tokens):\n"
+        "        with open(os.environ['COUNT_FILE'], 'a') as f:\n"
+        "            f.write('x')\n"
+        "        return super().forward(tokens)\n"
+        "def build():\n"
+        "    return Counting(2)\n"
+    )
+    project.data(rule_records(100))
+    project.ini(model="counting:build", eval_data="eval.jsonl", labels=["ham", "spam"],
+                batch_size="1000")
+    project.test("""
+        import pytest
+
+        @pytest.mark.seqgate(min_accuracy=0.5)
+        def test_a(): pass
+
+        @pytest.mark.seqgate(min_macro_f1=0.5)
+        def test_b(): pass
+
+        def test_c(seqgate):
+            seqgate.check(min_mcc=0.5)
+    """)
+    count = project.path / "count.txt"
+    project.pytester._monkeypatch.setenv("COUNT_FILE", str(count))
+    project.run().assert_outcomes(passed=3)
+    assert count.read_text() == "x"  # one batch of 100 = one forward call in the session
+
+
+def test_fixture_override_in_conftest(project):
+    (project.path / "conftest.py").write_text(
+        "import pytest, torch\n"
+        "from models import FirstToken\n"
+        "@pytest.fixture(scope='session')\n"
+        "def seqgate_model():\n"
+        "    return FirstToken(2)\n"
+        "@pytest.fixture(scope='session')\n"
+        "def seqgate_eval_data():\n"
+        "    return [(torch.tensor([2 * i + 2, 5, 7]), 0) for i in range(6)] + [\n"
+        "        (torch.tensor([2 * i + 1] * (i + 1)), 1) for i in range(6)]\n"
+    )
+    project.test("""
+        def test_code_supplied(seqgate, seqgate_evaluation):
+            assert seqgate_evaluation.n_samples == 12
+            seqgate.check(min_accuracy=1.0)
+    """)
+    project.run().assert_outcomes(passed=1)
