@@ -88,8 +88,6 @@ def accuracy_paradox(metrics: Metrics, labels: tuple[str, ...],
     if reason_b or worst != majority:
         message = (f"accuracy {_pct(accuracy)} hides recall {_pct(worst_recall)} on "
                    f"{labels[worst]!r} ({_pct(share)} of samples): {baseline}")
-        if reason_a:
-            message += f" (binomial p = {p_value:.3g} that it does better)"
     else:
         message = (f"accuracy {_pct(accuracy)} is not significantly above the no-information "
                    f"rate: {baseline} (binomial p = {p_value:.3g})")

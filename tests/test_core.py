@@ -1,0 +1,114 @@
+"""Core pieces as plain Python: data, batching, stats, diagnostics, gate parsing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pytest_seqgate.batching import collate, length_bucketed
+from pytest_seqgate.data import SequenceData
+from pytest_seqgate.diagnostics import accuracy_paradox, duplicates, leakage
+from pytest_seqgate.exceptions import ConfigError
+from pytest_seqgate.gates import parse_gates
+from pytest_seqgate.metrics import compute_metrics
+from pytest_seqgate.stats import binomial_sf, wilson_interval
+
+
+def test_collate_pads_right_with_lengths_and_mask() -> None:
+    data = SequenceData.from_sequences([[1, 2, 3], [4], [5, 6]], [0, 1, 0])
+    batch = collate(data, torch.tensor([0, 1, 2]))
+    assert batch.inputs.tolist() == [[1, 2, 3], [4, 0, 0], [5, 6, 0]]
+    assert batch.lengths.tolist() == [3, 1, 2]
+    assert batch.attention_mask.tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
+
+
+def test_collate_features() -> None:
+    data = SequenceData.from_sequences([torch.ones(2, 3), torch.full((1, 3), 2.0)], [0, 1])
+    batch = collate(data, torch.tensor([1, 0]))
+    assert batch.inputs.shape == (2, 2, 3)
+    assert batch.inputs[0].tolist() == [[2.0, 2.0, 2.0], [0.0, 0.0, 0.0]]
+
+
+def test_length_bucketed_sorts_longest_first_and_covers_all() -> None:
+    lengths = torch.tensor([3, 9, 1, 9, 5])
+    batches = length_bucketed(lengths, 2)
+    assert [b.tolist() for b in batches] == [[1, 3], [4, 0], [2]]
+
+
+def test_subset_and_hashes() -> None:
+    data = SequenceData.from_sequences([[1, 2, 3], [4, 5], [1, 2, 3], [3, 2, 1]], [0, 1, 0, 1])
+    hashes = data.content_hashes()
+    assert hashes[0] == hashes[2]
+    assert len(set(hashes.tolist())) == 3  # order matters: [3, 2, 1] differs from [1, 2, 3]
+    sub = data.subset(torch.tensor([3, 1]))
+    assert sub[0][0].tolist() == [3, 2, 1] and sub[1][0].tolist() == [4, 5]
+    assert sub.content_hashes().tolist() == hashes[[3, 1]].tolist()
+
+
+def test_wilson_textbook_value() -> None:
+    # 45/50 at 95%: p = 0.9, z = 1.959963984540054.
+    z = 1.959963984540054
+    n, p = 50, 0.9
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low, high = wilson_interval(torch.tensor(45), torch.tensor(50), 0.95).tolist()
+    assert low == pytest.approx(centre - half, abs=1e-9)
+    assert high == pytest.approx(centre + half, abs=1e-9)
+    assert low == pytest.approx(0.7864, abs=1e-4)
+
+
+def test_binomial_matches_scipy() -> None:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for k, n, p in ((85, 100, 0.55), (10, 10, 0.5), (3, 40, 0.2), (1956, 2000, 0.975)):
+        expected = scipy_stats.binomtest(k, n, p, alternative="greater").pvalue
+        assert binomial_sf(k, n, p) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def _cm(rows: list[list[int]]) -> object:
+    return compute_metrics(torch.tensor(rows))
+
+
+def test_paradox_flagged_on_imbalance() -> None:
+    # 1,950 ham all right; 50 spam of which 6 found.
+    findings = accuracy_paradox(_cm([[1950, 0], [44, 6]]), ("ham", "spam"))
+    assert len(findings) == 1
+    assert findings[0].data["p_value"] == pytest.approx(0.2178, abs=1e-3)
+    assert findings[0].message == (
+        "accuracy 97.8% hides recall 12.0% on 'spam' (2.5% of samples): a model that always "
+        "answers 'ham' scores 97.5%"
+    )
+
+
+def test_no_paradox_for_balanced_good_model() -> None:
+    # 90% recall on both classes at 80/20.
+    assert accuracy_paradox(_cm([[720, 80], [20, 180]]), ("ham", "spam")) == []
+
+
+def test_leakage_and_duplicates() -> None:
+    train = SequenceData.from_sequences([[i, i + 1, i + 2] for i in range(400)], [0] * 400)
+    test_seqs = [[i, i + 1, i + 2] for i in range(40)] + [[1000 + i, 7] for i in range(360)]
+    test = SequenceData.from_sequences(test_seqs, [0] * 400)
+    found = leakage(train, test)
+    assert found[0].data["count"] == 40 and found[0].data["fraction"] == 0.1
+    assert len(found[0].data["examples"]) == 5
+    dup = SequenceData.from_sequences([[1, 2], [3], [1, 2], [1, 2]], [0, 0, 0, 0])
+    assert duplicates(dup)[0].data["count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("gates", "message"),
+    [
+        ({"min_acuracy": 0.9}, "unknown gate `min_acuracy`"),
+        ({"min_recall": {"spma": 0.9}}, "names class 'spma', which is not one of the labels"),
+        ({"min_f1": {"ham": 1.3}}, "Expected `min_f1['ham']` to be in [0, 1], but got 1.3"),
+        ({"min_accuracy": -0.1}, "Expected `min_accuracy` to be in [0, 1], but got -0.1"),
+        ({"fail_on_paradox": "yes"}, "Expected `fail_on_paradox` to be True or False"),
+        ({"max_train_test_gap": {"loss": 0.1}}, "takes metrics"),
+    ],
+)
+def test_gate_parse_errors(gates: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_gates(gates, ("ham", "spam"))
+    assert message in str(info.value)

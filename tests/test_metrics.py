@@ -1,0 +1,103 @@
+"""Metric parity with scikit-learn, to 1e-9, on random and degenerate cases."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as sk
+
+from pytest_seqgate.metrics import compute_metrics, confusion_matrix, metrics_from_predictions
+
+
+def sklearn_reference(y_true: np.ndarray, y_pred: np.ndarray, c: int) -> dict[str, object]:
+    labels = list(range(c))
+    nan = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p, r, f, s = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels,
+                                                        zero_division=nan)
+        return {
+            "precision": p, "recall": r, "f1": f, "support": s,
+            "accuracy": sk.accuracy_score(y_true, y_pred),
+            "balanced_accuracy": sk.balanced_accuracy_score(y_true, y_pred),
+            "macro_precision": sk.precision_score(y_true, y_pred, labels=labels,
+                                                  average="macro", zero_division=nan),
+            "macro_recall": sk.recall_score(y_true, y_pred, labels=labels, average="macro",
+                                            zero_division=nan),
+            "macro_f1": sk.f1_score(y_true, y_pred, labels=labels, average="macro",
+                                    zero_division=nan),
+            "weighted_f1": sk.f1_score(y_true, y_pred, labels=labels, average="weighted",
+                                       zero_division=nan),
+            "micro_f1": sk.f1_score(y_true, y_pred, labels=labels, average="micro",
+                                    zero_division=nan),
+            "mcc": sk.matthews_corrcoef(y_true, y_pred),
+            "kappa": sk.cohen_kappa_score(y_true, y_pred),
+            "confusion_matrix": sk.confusion_matrix(y_true, y_pred, labels=labels),
+        }
+
+
+def random_case(seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(2, 8))
+    n = int(rng.integers(1, 80))
+    y_true = rng.integers(0, c, n)
+    y_pred = rng.integers(0, c, n)
+    kind = seed % 6
+    if kind == 1:  # a class absent from the truth
+        y_true[y_true == c - 1] = 0
+    elif kind == 2:  # a class never predicted
+        y_pred[y_pred == 0] = 1
+    elif kind == 3:  # constant predictions
+        y_pred[:] = y_pred[0]
+    elif kind == 4:  # constant truth
+        y_true[:] = y_true[0]
+    elif kind == 5:  # mostly right
+        y_pred = np.where(rng.random(n) < 0.9, y_true, y_pred)
+    return y_true, y_pred, c
+
+
+@pytest.mark.parametrize("seed", range(240))
+def test_parity_with_sklearn(seed: int) -> None:
+    y_true, y_pred, c = random_case(seed)
+    ours = metrics_from_predictions(torch.from_numpy(y_true), torch.from_numpy(y_pred), c)
+    ref = sklearn_reference(y_true, y_pred, c)
+    np.testing.assert_array_equal(ours.confusion_matrix.numpy(), ref["confusion_matrix"])
+    np.testing.assert_array_equal(ours.support.numpy(), ref["support"])
+    for name in ("precision", "recall", "f1"):
+        np.testing.assert_allclose(getattr(ours, name).numpy(), ref[name], atol=1e-9,
+                                   rtol=0, equal_nan=True, err_msg=name)
+    for name in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall",
+                 "macro_f1", "weighted_f1", "micro_f1", "mcc", "kappa"):
+        np.testing.assert_allclose(ours.value(name), ref[name], atol=1e-9, rtol=0,
+                                   equal_nan=True, err_msg=name)
+
+
+def test_no_information_rate_is_majority_share() -> None:
+    m = metrics_from_predictions(torch.tensor([0, 0, 0, 1]), torch.tensor([0, 1, 0, 1]), 2)
+    assert m.value("no_information_rate") == 0.75
+
+
+def test_undefined_precision_is_nan_and_macro_skips_it() -> None:
+    # Class 2 is never predicted and never true: precision, recall and F1 undefined.
+    m = metrics_from_predictions(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 3)
+    assert torch.isnan(m.precision[2]) and torch.isnan(m.recall[2]) and torch.isnan(m.f1[2])
+    assert m.value("macro_recall") == pytest.approx((1 + 0.5) / 2)
+
+
+def test_out_of_range_prediction_is_an_error() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 2]), 2)
+
+
+def test_shards_merge_by_adding_matrices() -> None:
+    gen = torch.Generator().manual_seed(3)
+    y_true = torch.randint(0, 4, (1000,), generator=gen)
+    y_pred = torch.randint(0, 4, (1000,), generator=gen)
+    whole = metrics_from_predictions(y_true, y_pred, 4)
+    merged = compute_metrics(confusion_matrix(y_true[:300], y_pred[:300], 4)
+                             + confusion_matrix(y_true[300:], y_pred[300:], 4))
+    for name, value in whole.summary.items():
+        assert float(value) == pytest.approx(float(merged.summary[name]), abs=1e-12), name
