@@ -43,6 +43,50 @@ class FirstToken(nn.Module):
             + self.bias
 
 
+class BadHead(nn.Module):
+    """Its Linear expects 8 features but the GRU gives 16."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(50, 8)
+        self.gru = nn.GRU(8, 16, batch_first=True)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, tokens):
+        _, h = self.gru(self.embedding(tokens))
+        return self.head(h[-1])
+
+
+class PerToken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(50, 2)
+
+    def forward(self, tokens):
+        return self.embedding(tokens)
+
+
+class NaNOnThree(FirstToken):
+    def forward(self, tokens):
+        out = super().forward(tokens)
+        return torch.where((tokens[:, :1] == 3), torch.full_like(out, float("nan")), out)
+
+
+class Unpacked(nn.Module):
+    """A GRU without packing: padding changes its answer."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = nn.Embedding(50, 8)
+        self.gru = nn.GRU(8, 16, batch_first=True)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, tokens):
+        _, h = self.gru(self.embedding(tokens))
+        return self.head(h[-1])
+
+
 def build_gru():
     torch.manual_seed(0)
     return GRUClassifier()
@@ -131,3 +175,19 @@ class Project:
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> Project:
     return Project(pytester)
+
+
+def assert_lines(text: str, *patterns: str) -> None:
+    """Each pattern (``*`` is the only wildcard) matches a line of ``text``, in order."""
+    import re
+
+    lines = text.splitlines()
+    position = 0
+    for pattern in patterns:
+        regex = re.compile(".*".join(re.escape(part) for part in pattern.split("*")) + "$")
+        for i in range(position, len(lines)):
+            if regex.match(lines[i]):
+                position = i + 1
+                break
+        else:
+            raise AssertionError(f"no line matches {pattern!r} in:\n{text}")

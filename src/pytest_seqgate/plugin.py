@@ -9,9 +9,9 @@ when a collected test uses the plugin.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pytest_seqgate.gates import GateResult, GateSpec
 
 MARKER = "seqgate"
+T = TypeVar("T")
 FIXTURES = ("seqgate", "seqgate_evaluation")
 
 
@@ -229,48 +230,40 @@ def _check_report_paths(settings: Settings) -> None:
                               f"permission denied; choose a writable path")
 
 
-def _fail(exc: SeqgateError) -> None:
-    """Show our own errors as one message, not a traceback through the plugin."""
-    pytest.fail(f"seqgate: {exc}", pytrace=False)
+def _guard(action: Callable[[], T]) -> T:
+    """Run ``action``; show our own errors as one message, not a traceback through the
+    plugin (and outside the ``except`` block, so no chained traceback either)."""
+    try:
+        return action()
+    except SeqgateError as exc:
+        message = str(exc)
+    pytest.fail(f"seqgate: {message}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def seqgate_model(request: pytest.FixtureRequest) -> Any:
     """The model under test; override in a conftest.py to build it in code."""
-    try:
-        return _state(request.config).model()
-    except SeqgateError as exc:
-        _fail(exc)
+    return _guard(_state(request.config).model)
 
 
 @pytest.fixture(scope="session")
 def seqgate_eval_data(request: pytest.FixtureRequest) -> Any:
     """The eval set; override to return a SequenceData or a Dataset of (sequence, label)."""
-    try:
-        return _state(request.config).dataset("eval_data")
-    except SeqgateError as exc:
-        _fail(exc)
+    return _guard(lambda: _state(request.config).dataset("eval_data"))
 
 
 @pytest.fixture(scope="session")
 def seqgate_train_data(request: pytest.FixtureRequest) -> Any:
     """The training set, or None; enables the train/test gap and leakage checks."""
-    try:
-        return _state(request.config).dataset("train_data")
-    except SeqgateError as exc:
-        _fail(exc)
+    return _guard(lambda: _state(request.config).dataset("train_data"))
 
 
 @pytest.fixture(scope="session")
 def seqgate_evaluation(request: pytest.FixtureRequest, seqgate_model: Any,
                        seqgate_eval_data: Any, seqgate_train_data: Any) -> Evaluation:
     """The session's evaluation; inference runs once however many tests use it."""
-    try:
-        return _state(request.config).evaluate(seqgate_model, seqgate_eval_data,
-                                               seqgate_train_data)
-    except SeqgateError as exc:
-        _fail(exc)
-        raise
+    state = _state(request.config)
+    return _guard(lambda: state.evaluate(seqgate_model, seqgate_eval_data, seqgate_train_data))
 
 
 class SeqgateHelper:
@@ -323,10 +316,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     from pytest_seqgate.gates import check, failure_message
 
     evaluation = item.funcargs["seqgate_evaluation"]  # type: ignore[attr-defined]
-    try:
-        results = check(evaluation, spec, item.nodeid)
-    except SeqgateError as exc:
-        _fail(exc)
+    results = _guard(lambda: check(evaluation, spec, item.nodeid))
     _record(item, evaluation, results)
     if not all(r.passed for r in results):
         pytest.fail(failure_message(results, item.nodeid), pytrace=False)
