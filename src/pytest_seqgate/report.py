@@ -134,10 +134,17 @@ def confusion_rows(ev: Evaluation) -> list[list[Any]]:
     return [[name, *row] for name, row in zip(ev.labels, cm)]
 
 
-def gate_rows(ev: Evaluation) -> list[list[str]]:
+def _shorten(text: str, width: int | None) -> str:
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
+
+
+def gate_rows(ev: Evaluation, reason_width: int | None = None) -> list[list[str]]:
+    """One row per gate; ``reason_width`` keeps terminal lines short (the findings
+    below the table carry the whole message)."""
     return [[g.test, g.label, format_threshold(g),
              "present" if g.op == "absent" else format_number(g.value),
-             "PASS" if g.passed else "FAIL", g.reason] for g in ev.gates]
+             "PASS" if g.passed else "FAIL", _shorten(g.reason, reason_width)]
+            for g in ev.gates]
 
 
 GATE_HEADERS = ["test", "gate", "threshold", "value", "result", "reason"]
@@ -173,7 +180,7 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
             tablefmt="simple", disable_numparse=True).splitlines())
         if ev.gates:
             out.append(("", ""))
-            gate_table = tabulate(gate_rows(ev), headers=GATE_HEADERS, tablefmt="simple", disable_numparse=True)
+            gate_table = tabulate(gate_rows(ev, 48), headers=GATE_HEADERS, tablefmt="simple", disable_numparse=True)
             lines = gate_table.splitlines()
             out.extend((line, "") for line in lines[:2])
             for gate, line in zip(ev.gates, lines[2:]):

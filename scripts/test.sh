@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: set-up, then the whole suite (extra arguments go to pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+PY=${PYTHON:-python3}
+exec "$PY" -m pytest -p no:cacheprovider "$@"
