@@ -12,6 +12,7 @@ division already produces exactly those NaNs (0/0), so there are no masks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -35,10 +36,13 @@ PER_CLASS_METRICS = ("precision", "recall", "f1")
 def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Tensor:
     """Rows are true classes, columns predicted; one bincount, int64.
 
-    Out-of-range labels are detected from the bincount's length (it grows to
-    fit the largest key), so validation costs no extra pass over the data.
+    The cell key ``y_true * C + y_pred`` is formed in one fused pass
+    (``add`` with ``alpha``), and out-of-range labels are detected from the
+    bincount's length (it grows to fit the largest key), so validation costs
+    no extra pass over the data.
     """
-    flat = torch.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    keys = y_pred.add(y_true, alpha=num_classes)
+    flat = torch.bincount(keys, minlength=num_classes * num_classes)
     if flat.numel() != num_classes * num_classes:
         raise ValueError(
             f"labels or predictions outside [0, {num_classes}): the confusion matrix "
@@ -51,16 +55,32 @@ def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Tensor
 class Metrics:
     """Every count-based metric of one confusion matrix.
 
-    Per-class values are float64 tensors ``[C]`` (NaN = undefined); summary
-    values are 0-d float64 tensors, in :data:`SUMMARY_METRICS`.
+    ``per_class`` is float64 ``[3, C]`` (precision, recall, F1; NaN =
+    undefined); ``values`` is float64 ``[len(SUMMARY_METRICS)]``. Keeping them
+    stacked keeps the derivation to a couple of dozen tensor ops, which is
+    what lets the whole computation stay within a bincount's cost.
     """
 
     confusion_matrix: Tensor
-    precision: Tensor
-    recall: Tensor
-    f1: Tensor
+    per_class: Tensor
     support: Tensor
-    summary: dict[str, Tensor]
+    values: Tensor
+
+    @property
+    def precision(self) -> Tensor:
+        return self.per_class[0]
+
+    @property
+    def recall(self) -> Tensor:
+        return self.per_class[1]
+
+    @property
+    def f1(self) -> Tensor:
+        return self.per_class[2]
+
+    @property
+    def summary(self) -> dict[str, Tensor]:
+        return dict(zip(SUMMARY_METRICS, self.values.unbind()))
 
     @property
     def num_classes(self) -> int:
@@ -73,60 +93,49 @@ class Metrics:
     def value(self, metric: str, class_index: int | None = None) -> float:
         """One number as a Python float; per-class metrics need ``class_index``."""
         if class_index is None:
-            return float(self.summary[metric])
+            return float(self.values[SUMMARY_METRICS.index(metric)])
         if metric == "support":
             return float(self.support[class_index])
-        tensor: Tensor = getattr(self, metric)
-        return float(tensor[class_index])
+        return float(self.per_class[PER_CLASS_METRICS.index(metric), class_index])
 
 
-def _nanmean(values: Tensor) -> Tensor:
-    return values.nanmean()
-
-
-def _nan_weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
-    """scikit-learn's ``_nanaverage``: drop NaN values, fall back to a plain mean
-    when the remaining weights sum to zero."""
-    keep = ~values.isnan()
-    w = torch.where(keep, weights, torch.zeros_like(weights))
-    total = w.sum()
-    weighted = (torch.where(keep, values, torch.zeros_like(values)) * w).sum() / total
-    return torch.where(total > 0, weighted, values.nanmean())
+def _ratio(num: float, den: float) -> float:
+    return num / den if den else math.nan
 
 
 def compute_metrics(cm: Tensor) -> Metrics:
-    """Derive all metrics from a confusion matrix (any integer dtype)."""
+    """Derive all metrics from a confusion matrix (any integer dtype).
+
+    Per-class values stay C-wide tensors; every scalar comes from one small
+    matrix product (dot products of the marginals, the diagonal and F1) read
+    back in a single transfer, so the cost is a fixed couple of dozen ops
+    whatever the number of samples.
+    """
     c = cm.to(torch.float64)
     tp = c.diagonal()
     true = c.sum(1)
     pred = c.sum(0)
-    n = true.sum()
-    correct = tp.sum()
-    precision = tp / pred
-    recall = tp / true
-    f1 = 2 * tp / (true + pred)  # 2TP / (2TP + FP + FN)
-    accuracy = correct / n
+    # precision = TP / predicted, recall = TP / true, F1 = 2TP / (2TP + FP + FN)
+    per_class = torch.stack([tp, tp, tp + tp]) / torch.stack([pred, true, true + pred])
+    f1 = per_class[2]
+    rows = torch.stack([true, pred, torch.ones_like(true)])
+    gram = rows @ torch.stack([true, pred, tp, f1.nan_to_num()]).T
+    summary = torch.cat([gram.reshape(-1), per_class.nanmean(1), true.max().reshape(1)])
+    (tt, t_p, _, f1_num, _, pp, _, _, n, _, correct, _, macro_p, macro_r, macro_f1,
+     largest) = summary.tolist()
+    accuracy = _ratio(correct, n)
+    # Weighted F1 as scikit-learn's _nanaverage: F1 is NaN only where a class has
+    # no samples (weight 0), so the weights that remain sum to n; when n is 0
+    # sklearn falls back to the plain mean of what is defined, the macro F1.
+    weighted = f1_num / n if n else macro_f1
     # MCC, multiclass (Gorodkin): zero when either marginal is degenerate, as sklearn.
-    cov_tp = correct * n - (true * pred).sum()
-    cov_pp = n * n - (pred * pred).sum()
-    cov_tt = n * n - (true * true).sum()
-    denom = cov_tt * cov_pp
-    mcc = torch.where(denom > 0, cov_tp / denom.clamp_min(1e-300).sqrt(), torch.zeros_like(denom))
-    expected = (true * pred).sum() / (n * n)
-    kappa = (accuracy - expected) / (1 - expected)
-    summary = {
-        "accuracy": accuracy,
-        "balanced_accuracy": _nanmean(recall),
-        "macro_precision": _nanmean(precision),
-        "macro_recall": _nanmean(recall),
-        "macro_f1": _nanmean(f1),
-        "weighted_f1": _nan_weighted_mean(f1, true),
-        "micro_f1": accuracy,
-        "mcc": mcc,
-        "kappa": kappa,
-        "no_information_rate": true.max() / n,
-    }
-    return Metrics(cm, precision, recall, f1, cm.sum(1), summary)
+    cov = (n * n - tt) * (n * n - pp)
+    mcc = (correct * n - t_p) / math.sqrt(cov) if cov > 0 else 0.0
+    expected = _ratio(t_p, n * n)
+    kappa = _ratio(accuracy - expected, 1 - expected)
+    values = torch.tensor([accuracy, macro_r, macro_p, macro_r, macro_f1, weighted, accuracy,
+                           mcc, kappa, _ratio(largest, n)], dtype=torch.float64)
+    return Metrics(cm, per_class, cm.sum(1), values)
 
 
 def metrics_from_predictions(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Metrics:

@@ -1,0 +1,339 @@
+"""pytest-seqgate benchmarks: ratios against references measured in the same run.
+
+    python bench/run.py            # full suite (several minutes on 2 cores)
+    python bench/run.py --quick    # small sizes, for CI: the scripts never rot
+
+Every figure is the median of at least 5 repeats. Ratios, not absolute times,
+are what the targets in the README are about: they hold across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from pytest_seqgate.batching import collate, length_bucketed  # noqa: E402
+from pytest_seqgate.config import Settings  # noqa: E402
+from pytest_seqgate.data import SequenceData  # noqa: E402
+from pytest_seqgate.evaluation import evaluate  # noqa: E402
+from pytest_seqgate.loading import read_jsonl  # noqa: E402
+from pytest_seqgate.metrics import compute_metrics, confusion_matrix  # noqa: E402
+
+
+def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def table(rows: list[list[object]], headers: list[str]) -> str:
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def bench_metrics(quick: bool, repeats: int) -> list[list[object]]:
+    from sklearn.metrics import classification_report, precision_recall_fscore_support
+
+    sizes = (10**5,) if quick else (10**5, 10**6, 10**7)
+    rows = []
+    for n in sizes:
+        for c in (2, 10, 100):
+            gen = torch.Generator().manual_seed(n + c)
+            y_true = torch.randint(0, c, (n,), generator=gen)
+            y_pred = torch.where(torch.rand(n, generator=gen) < 0.8, y_true,
+                                 torch.randint(0, c, (n,), generator=gen))
+
+            def bare() -> object:
+                return torch.bincount(y_true * c + y_pred, minlength=c * c)
+
+            def ours() -> object:
+                m = compute_metrics(confusion_matrix(y_true, y_pred, c))
+                return m.summary["mcc"]
+
+            t_bare = median_time(bare, repeats)
+            t_ours = median_time(ours, repeats)
+            row: list[object] = [f"{n:.0e}", c, f"{t_ours * 1e3:.2f}", f"{t_ours / t_bare:.2f}"]
+            if n <= 10**6:
+                yt, yp = y_true.numpy(), y_pred.numpy()
+                sk_repeats = max(3, repeats // 2) if n == 10**6 else repeats
+                t_report = median_time(
+                    lambda: classification_report(yt, yp, output_dict=True, zero_division=0),
+                    sk_repeats)
+                t_prfs = median_time(
+                    lambda: precision_recall_fscore_support(yt, yp, zero_division=0),
+                    sk_repeats)
+                row += [f"{t_report / t_ours:.0f}x", f"{t_prfs / t_ours:.0f}x"]
+            else:
+                row += ["-", "-"]
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- batching
+
+
+class LSTMClassifier(nn.Module):
+    def __init__(self, vocab: int = 50_000, emb: int = 128, hidden: int = 256) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, emb, padding_idx=0)
+        self.lstm = nn.LSTM(emb, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 2)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(tokens), lengths.cpu(),
+                                                   batch_first=True, enforce_sorted=False)
+        _, (h, _) = self.lstm(packed)
+        return self.head(h[-1])
+
+
+class TransformerClassifier(nn.Module):
+    def __init__(self, vocab: int = 50_000, d: int = 128) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, d, padding_idx=0)
+        layer = nn.TransformerEncoderLayer(d, 4, 256, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(d, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.bool()
+        hidden = self.encoder(self.embedding(input_ids), src_key_padding_mask=~mask)
+        pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        return self.head(pooled)
+
+
+def skewed_data(n: int, max_len: int = 512, seed: int = 0) -> SequenceData:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.exp(torch.randn(n, generator=gen) * 0.9 + torch.log(torch.tensor(40.0)))
+    lengths = lengths.round().clamp(1, max_len).to(torch.int64)
+    values = torch.randint(1, 50_000, (int(lengths.sum()),), generator=gen)
+    labels = torch.randint(0, 2, (n,), generator=gen)
+    return SequenceData(values, torch.cumsum(lengths, 0) - lengths, lengths, labels)
+
+
+def run_strategy(model: nn.Module, data: SequenceData, strategy: str, batch: int,
+                 convention: str) -> tuple[torch.Tensor, int]:
+    """Predictions in dataset order and the number of padded tokens."""
+    n = len(data)
+    if strategy == "bucketed":
+        batches = length_bucketed(data.lengths, batch)
+    else:
+        batches = list(torch.arange(n).split(batch))
+    width = int(data.lengths.max())
+    out = torch.empty(n, dtype=torch.int64)
+    padded = 0
+    with torch.inference_mode():
+        for index in batches:
+            b = collate(data, index)
+            inputs, mask = b.inputs, b.attention_mask
+            if strategy == "global_max" and inputs.shape[1] < width:
+                extra = width - inputs.shape[1]
+                inputs = torch.nn.functional.pad(inputs, (0, extra))
+                mask = torch.nn.functional.pad(mask, (0, extra))
+            padded += inputs.numel()
+            if convention == "lengths":
+                logits = model(inputs, b.lengths)
+            else:
+                logits = model(input_ids=inputs, attention_mask=mask)
+            out[index] = logits.argmax(1)
+    return out, padded
+
+
+def bench_batching(quick: bool, repeats: int) -> list[list[object]]:
+    n = 1_000 if quick else 20_000
+    data = skewed_data(n)
+    rows = []
+    torch.manual_seed(0)
+    for name, model, convention in (("packed LSTM", LSTMClassifier(), "lengths"),
+                                    ("Transformer", TransformerClassifier(), "attention_mask")):
+        model.eval()
+        times, pads, preds = {}, {}, {}
+        for strategy in ("bucketed", "per_batch", "global_max"):
+            reps = repeats if strategy == "bucketed" else max(1, repeats // (5 if quick else 3))
+            times[strategy] = median_time(
+                lambda s=strategy: run_strategy(model, data, s, 64, convention), reps, warmup=0)
+            preds[strategy], pads[strategy] = run_strategy(model, data, strategy, 64, convention)
+        sample = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:200]
+        alone = []
+        with torch.inference_mode():
+            for i in sample.tolist():
+                seq, _ = data[i]
+                if convention == "lengths":
+                    logits = model(seq.unsqueeze(0), torch.tensor([seq.numel()]))
+                else:
+                    logits = model(input_ids=seq.unsqueeze(0),
+                                   attention_mask=torch.ones(1, seq.numel(), dtype=torch.int64))
+                alone.append(int(logits.argmax(1)))
+        same = sum(int(preds["bucketed"][i]) == a for i, a in zip(sample.tolist(), alone))
+        rows.append([
+            name, n,
+            f"{n / times['bucketed']:.0f}",
+            f"{times['global_max'] / times['bucketed']:.2f}x",
+            f"{times['per_batch'] / times['bucketed']:.2f}x",
+            f"{pads['bucketed'] / 1e3:.0f}k / {pads['per_batch'] / 1e3:.0f}k / "
+            f"{pads['global_max'] / 1e3:.0f}k",
+            f"{same}/{len(alone)}",
+        ])
+    return rows
+
+
+# ---------------------------------------------------------------- plugin overhead
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.EmbeddingBag(1000, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(tokens))
+
+
+def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
+    n = 5_000 if quick else 50_000
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 60, (n,), generator=gen)
+    values = torch.randint(1, 1000, (int(lengths.sum()),), generator=gen)
+    labels = torch.randint(0, 4, (n,), generator=gen)
+    data = SequenceData(values, torch.cumsum(lengths, 0) - lengths, lengths, labels,
+                        label_names=("a", "b", "c", "d"))
+    model = Tiny().eval()
+    rows = []
+    for batch in (32, 256, 1024):
+        order = length_bucketed(data.lengths, batch)
+
+        def hand() -> object:
+            out = torch.empty(n, dtype=torch.int64)
+            with torch.inference_mode():
+                for index in order:
+                    b = collate(data, index)
+                    out[index] = model(b.inputs).argmax(1)
+            return torch.bincount(labels * 4 + out, minlength=16)
+
+        settings = Settings(batch_size=batch, device="cpu")
+
+        def plugin() -> object:
+            return evaluate(model, data, settings)
+
+        t_hand = median_time(hand, repeats)
+        t_plugin = median_time(plugin, repeats)
+        rows.append([batch, n, f"{t_hand * 1e3:.1f}", f"{t_plugin * 1e3:.1f}",
+                     f"{t_plugin / t_hand:.2f}x"])
+    return rows
+
+
+# ---------------------------------------------------------------- start-up
+
+
+def bench_startup(quick: bool, repeats: int) -> list[list[object]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp)
+        (path / "pytest.ini").write_text("[pytest]\n")
+        (path / "test_many.py").write_text("".join(
+            f"def test_{i}():\n    assert {i} == {i}\n" for i in range(50)))
+        base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+
+        def run(extra: list[str]) -> None:
+            subprocess.run(base + extra, cwd=path, check=True, capture_output=True)
+
+        reps = 3 if quick else max(repeats, 7)
+        with_plugin = median_time(lambda: run([]), reps)
+        without = median_time(lambda: run(["-p", "no:seqgate"]), reps)
+    return [[f"{with_plugin * 1e3:.0f}", f"{without * 1e3:.0f}",
+             f"{(with_plugin / without - 1) * 100:+.1f}%"]]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
+    n = 20_000 if quick else 1_000_000
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(30, 71, (n,), generator=gen).tolist()
+    tokens = torch.randint(1, 30_000, (sum(lengths),), generator=gen).tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "eval.jsonl"
+        with path.open("w") as handle:
+            start = 0
+            for i, length in enumerate(lengths):
+                handle.write(json.dumps({"tokens": tokens[start:start + length],
+                                         "label": i % 2}) + "\n")
+                start += length
+
+        def bare() -> object:
+            with path.open() as handle:
+                return [json.loads(line) for line in handle]
+
+        reps = repeats if quick else 5
+        t_bare = median_time(bare, reps, warmup=0)
+        t_ours = median_time(lambda: read_jsonl(path), reps, warmup=0)
+    return [[n, f"{n / t_ours:,.0f}", f"{n / t_bare:,.0f}", f"{t_bare / t_ours:.2f}"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="metrics batching overhead startup jsonl")
+    args = parser.parse_args()
+    repeats = max(5, args.repeats)
+    print(f"# pytest-seqgate bench {'(quick) ' if args.quick else ''}"
+          f"{time.strftime('%Y-%m-%d')}")
+    import sklearn
+
+    print(f"python {platform.python_version()}, torch {torch.__version__}, "
+          f"scikit-learn {sklearn.__version__}, threads {torch.get_num_threads()}, "
+          f"cpus {os.cpu_count()}, {platform.machine()}")
+    sections = {
+        "metrics": (bench_metrics, ["n", "classes", "seqgate ms",
+                                    "vs bare bincount (target <= 1.3)",
+                                    "classification_report / seqgate",
+                                    "precision_recall_fscore_support / seqgate"]),
+        "batching": (bench_batching, ["model", "sequences", "bucketed seq/s",
+                                      "global-max / bucketed (target >= 4)",
+                                      "per-batch / bucketed (target >= 2.5)",
+                                      "padded tokens (bucketed / per-batch / global)",
+                                      "same as alone"]),
+        "overhead": (bench_overhead, ["batch", "sequences", "hand loop ms", "seqgate ms",
+                                      "seqgate / hand (target <= 1.10)"]),
+        "startup": (bench_startup, ["pytest 50 tests, plugin on (ms)", "-p no:seqgate (ms)",
+                                    "difference (target <= 5%)"]),
+        "jsonl": (bench_jsonl, ["records", "seqgate records/s", "bare json.loads records/s",
+                                "ratio (target >= 0.5)"]),
+    }
+    for name, (fn, headers) in sections.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"\n## {name}\n")
+        print(table(fn(args.quick, repeats), headers), flush=True)
+
+
+if __name__ == "__main__":
+    main()
