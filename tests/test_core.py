@@ -112,3 +112,23 @@ def test_gate_parse_errors(gates: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_gates(gates, ("ham", "spam"))
     assert message in str(info.value)
+
+
+def test_batch_hashes_equal_flat_hashes() -> None:
+    gen = torch.Generator().manual_seed(5)
+    seqs = [torch.randint(0, 30, (int(k),), generator=gen) for k in torch.randint(1, 20, (50,))]
+    seqs.append(torch.tensor([0, 0]))  # token 0 must not be confused with padding
+    seqs.append(torch.tensor([0]))
+    data = SequenceData.from_sequences(seqs, [0] * len(seqs))
+    index = torch.arange(len(seqs))
+    batch = collate(data, index)
+    from pytest_seqgate.data import hash_padded, hash_tables
+
+    tables = hash_tables(40)
+    assert hash_padded(batch.inputs, batch.lengths, *tables).tolist() == \
+        data.content_hashes().tolist()
+    assert data.content_hashes()[-1] != data.content_hashes()[-2]
+    feats = SequenceData.from_sequences([torch.randn(3, 4), torch.randn(1, 4)], [0, 1])
+    fb = collate(feats, torch.arange(2))
+    assert hash_padded(fb.inputs, fb.lengths, *tables).tolist() == \
+        feats.content_hashes().tolist()

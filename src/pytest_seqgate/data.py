@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -98,27 +99,54 @@ class SequenceData:
     def content_hashes(self) -> Tensor:
         """A 64-bit content hash per sequence, computed with tensor ops only.
 
-        Each element is multiplied by a seeded random 64-bit weight for its
-        position and the products are summed per sequence (wrapping int64
-        arithmetic), then mixed with the length. Equal sequences hash equal;
-        different ones collide with probability about 2**-64.
+        Each step plus a constant is multiplied by a fixed random odd 64-bit
+        weight for its position, and the products are summed per sequence
+        (wrapping int64 arithmetic), plus a term for the length. The constant
+        and length terms depend only on the length, so they come from one
+        table look-up.
+        Equal sequences hash equal; different ones collide with probability
+        about 2**-64. :func:`hash_padded` gives the same hashes from a padded
+        batch, which is how inference gets them for free.
         """
-        values = self.values
-        if values.dim() == 2:
-            # Hash float vectors by their bit patterns, folded to one int64 per step.
-            bits = values.contiguous().view(torch.int32).to(torch.int64)
-            mult = _weights(bits.shape[1], salt=7)
-            values = (bits * mult).sum(1)
         n = len(self)
         if n == 0:
             return torch.zeros(0, dtype=torch.int64)
-        max_len = int(self.lengths.max()) if n else 0
-        seq_id = torch.repeat_interleave(torch.arange(n), self.lengths, output_size=values.shape[0])
-        position = torch.arange(values.shape[0], dtype=torch.int64) - self.offsets[seq_id]
-        weights = _weights(max(max_len, 1), salt=11)
-        mixed = (values.to(torch.int64) + (0x9E3779B97F4A7C15 - (1 << 64))) * weights[position]
-        out = torch.zeros(n, dtype=torch.int64).index_add_(0, seq_id, mixed)
-        return out ^ (self.lengths * -0x61C8864680B583EB)
+        steps = _fold_steps(self.values)
+        seq_id = torch.repeat_interleave(torch.arange(n), self.lengths, output_size=steps.shape[0])
+        position = torch.arange(steps.shape[0], dtype=torch.int64) - self.offsets[seq_id]
+        weights, table = hash_tables(int(self.lengths.max()))
+        out = torch.zeros(n, dtype=torch.int64).index_add_(0, seq_id, steps * weights[position])
+        return out + table[self.lengths]
+
+
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
+_LENGTH_MIX = -0x61C8864680B583EB
+
+
+def _fold_steps(values: Tensor) -> Tensor:
+    """One int64 per step: token ids as they are, feature vectors by their bit patterns."""
+    if values.is_floating_point():
+        bits = values.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+        return (bits * _weights(bits.shape[-1], salt=7)).sum(-1)
+    return values.to(torch.int64)
+
+
+def hash_tables(max_length: int) -> tuple[Tensor, Tensor]:
+    """Position weights ``[max_length]`` and the per-length term ``[max_length + 1]``."""
+    weights = _weights(max(max_length, 1), salt=11)
+    table = torch.zeros(weights.numel() + 1, dtype=torch.int64)
+    table[1:] = torch.cumsum(weights * _GOLDEN, 0)
+    return weights, table + torch.arange(table.numel()) * _LENGTH_MIX
+
+
+def hash_padded(inputs: Tensor, lengths: Tensor, weights: Tensor, table: Tensor) -> Tensor:
+    """:meth:`SequenceData.content_hashes` of the rows of a right-padded batch.
+
+    Padding is zero, so it adds nothing to the weighted sum; ``weights`` and
+    ``table`` come from :func:`hash_tables` for at least the batch's width.
+    """
+    steps = _fold_steps(inputs)
+    return (steps * weights[: steps.shape[1]]).sum(1) + table[lengths]
 
 
 def _srl(x: Tensor, k: int) -> Tensor:
@@ -126,6 +154,7 @@ def _srl(x: Tensor, k: int) -> Tensor:
     return (x >> k) & ((1 << (64 - k)) - 1)
 
 
+@lru_cache(maxsize=128)
 def _weights(n: int, salt: int) -> Tensor:
     """Odd 64-bit multipliers per position from splitmix64: the same for every run and size."""
     x = torch.arange(n, dtype=torch.int64) * -0x61C8864680B583EB + salt

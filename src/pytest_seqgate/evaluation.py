@@ -156,7 +156,7 @@ def evaluate(
         confidence=settings.confidence,
     )
     evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))
-    evaluation.findings.extend(duplicates(eval_data))
+    evaluation.findings.extend(duplicates(eval_data, preds.hashes))
     if train_data is not None:
         sample, info = _sample(train_data, settings.train_sample, settings.seed)
         train_preds = predict(model, sample, device, settings.batch_size, len(labels), forward)
@@ -166,7 +166,7 @@ def evaluate(
         evaluation.train_gaps, gap_findings = train_test_gap(
             evaluation.train_metrics, metrics, labels, info)
         evaluation.findings.extend(gap_findings)
-        evaluation.findings.extend(leakage(train_data, eval_data))
+        evaluation.findings.extend(leakage(train_data, eval_data, preds.hashes))
     if custom_metrics is not None:
         evaluation.custom_metrics = {k: float(v) for k, v in custom_metrics(evaluation).items()}
     evaluation.seconds = time.perf_counter() - started

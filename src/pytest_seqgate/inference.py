@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from pytest_seqgate.batching import Batch, collate, length_bucketed
-from pytest_seqgate.data import SequenceData
+from pytest_seqgate.data import SequenceData, hash_padded, hash_tables
 from pytest_seqgate.exceptions import ConfigError, ModelError
 
 ForwardHook = Callable[[nn.Module, Batch], Any]
@@ -32,6 +32,7 @@ class Predictions:
     scores: Tensor
     device: str
     batch_size: int
+    hashes: Tensor
 
 
 def resolve_device(spec: str, setting: str = "seqgate_device") -> torch.device:
@@ -185,13 +186,16 @@ def predict(
     model.eval()
     model.to(device)
     convention = calling_convention(model)
+    on_cpu = device.type == "cpu"
     pin = device.type == "cuda"
     n = len(data)
     queue = deque(length_bucketed(data.lengths, batch_size))
     current = batch_size
-    predictions = torch.empty(n, dtype=torch.int64)
-    scores: Tensor | None = None
-    nonfinite = torch.zeros(n, dtype=torch.bool)
+    hashes = torch.empty(n, dtype=torch.int64)
+    weights, table = hash_tables(int(data.lengths.max()) if n else 1)
+    # Per sample: class probabilities, the prediction, and the sum of the logits
+    # (non-finite exactly when some logit is): one row, one device-to-host copy.
+    buffer: Tensor | None = None
     checked = False
     with torch.inference_mode():
         while queue:
@@ -199,7 +203,11 @@ def predict(
             if index.numel() > current:
                 queue.extendleft(reversed(index.split(current)))
                 continue
-            batch = collate(data, index, pin_memory=pin).to(device, non_blocking=pin)
+            host_batch = collate(data, index, pin_memory=pin)
+            # Content hashes for the duplicate and leakage checks, from the padded
+            # batch we already have, on the CPU: no extra pass and no device sync.
+            hashes[index] = hash_padded(host_batch.inputs, host_batch.lengths, weights, table)
+            batch = host_batch if on_cpu else host_batch.to(device, non_blocking=pin)
             try:
                 output = forward(model, batch) if forward is not None else None
                 if output is None:
@@ -232,30 +240,26 @@ def predict(
             if not checked or not isinstance(logits, Tensor) or logits.shape[0] != index.numel():
                 logits = _validate_logits(logits, batch, num_classes)
                 checked = True
-            logits = logits.float()
-            if logits.dim() == 1 or logits.shape[1] == 1:
-                positive = torch.sigmoid(logits.reshape(-1))
-                probs = torch.stack([1 - positive, positive], dim=1)
-                preds = (logits.reshape(-1) > 0).to(torch.int64)
+            logits = logits.float().reshape(index.numel(), -1)
+            if logits.shape[1] == 1:
+                positive = torch.sigmoid(logits)
+                row = torch.cat([1 - positive, positive, (logits > 0).float(), logits], dim=1)
             else:
-                probs = torch.softmax(logits, dim=1)
-                preds = logits.argmax(dim=1)
-            bad_rows = ~torch.isfinite(logits.reshape(logits.shape[0], -1)).all(1)
-            # One device-to-host copy per batch: probabilities, prediction and a NaN flag.
-            host = torch.cat([probs, preds.unsqueeze(1).float(), bad_rows.unsqueeze(1).float()],
-                             dim=1).cpu()
-            if scores is None:
-                scores = torch.empty(n, probs.shape[1], dtype=torch.float32)
-            scores[index] = host[:, :-2]
-            predictions[index] = host[:, -2].to(torch.int64)
-            nonfinite[index] = host[:, -1] > 0
+                row = torch.cat([torch.softmax(logits, dim=1),
+                                 logits.argmax(dim=1, keepdim=True).float(),
+                                 logits.sum(dim=1, keepdim=True)], dim=1)
+            if buffer is None:
+                buffer = torch.empty(n, row.shape[1], dtype=torch.float32)
+            buffer[index] = row if on_cpu else row.cpu()
+    assert buffer is not None
+    nonfinite = ~torch.isfinite(buffer[:, -1])
     count = int(nonfinite.sum())
-    first_bad = torch.nonzero(nonfinite)[:1].reshape(-1)
     if count:
-        where = data.record(int(first_bad[0]))
+        where = data.record(int(torch.nonzero(nonfinite)[0]))
         raise ModelError(
             f"the model returned NaN or Inf logits for {count} of {n} sample(s) (first: {where}); "
             f"check for overflow in the model or a checkpoint with NaN weights"
         )
-    assert scores is not None
-    return Predictions(predictions, scores, str(device), current)
+    scores = buffer[:, :-2].contiguous()
+    predictions = buffer[:, -2].to(torch.int64)
+    return Predictions(predictions, scores, str(device), current, hashes)
