@@ -51,10 +51,9 @@ def collate(data: SequenceData, index: Tensor, pin_memory: bool = False) -> Batc
         max(data.values.shape[0] - 1, 0)
     )
     gathered = data.values[positions]
-    if gathered.dim() == 3:
-        inputs = gathered * mask.unsqueeze(-1).to(gathered.dtype)
-    else:
-        inputs = gathered * mask.to(gathered.dtype)
+    # where(), not a product: a negative feature times 0 is -0.0, which is not zero bits.
+    keep = mask.unsqueeze(-1) if gathered.dim() == 3 else mask
+    inputs = torch.where(keep, gathered, torch.zeros((), dtype=gathered.dtype))
     attention_mask = mask.to(torch.int64)
     if pin_memory:
         inputs = inputs.pin_memory()
