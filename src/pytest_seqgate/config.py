@@ -177,6 +177,14 @@ class Settings:
         path = Path(value)
         return path if path.is_absolute() else self.rootdir / path
 
+    def existing(self, name: str) -> Path:
+        """The file named by setting ``name``, which must exist (files are checked when
+        loaded, not here, so that loader hooks can take specs that are not files)."""
+        path = self.resolve(name, getattr(self, name))
+        if not path.is_file():
+            raise ConfigError(f"{self.source(name)}: file not found: {path}")
+        return path
+
     @classmethod
     def build(
         cls,
@@ -248,12 +256,6 @@ class Settings:
         if self.labels is not None and len(self.labels) < 2:
             raise ConfigError(f"{self.source('labels')}: a classifier needs at least two "
                               f"classes, but got {list(self.labels)}")
-        for name in ("model", "eval_data", "train_data", "baseline"):
-            value = getattr(self, name)
-            if value is not None and not is_import_path(value):
-                path = self.resolve(name, value)
-                if not path.exists():
-                    raise ConfigError(f"{self.source(name)}: file not found: {path}")
         for name in ("model_factory", "tokenizer"):
             value = getattr(self, name)
             if value is not None and not IMPORT_PATH.match(value):

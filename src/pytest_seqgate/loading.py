@@ -13,6 +13,7 @@ import importlib
 import io
 import json
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -72,7 +73,7 @@ def load_model(settings: Settings) -> nn.Module:
                 f"{setting}: {spec!r} returned {type(model).__name__}, expected a torch.nn.Module"
             )
         return model
-    path = settings.resolve("model", spec)
+    path = settings.existing("model")
     if settings.model_factory is not None:
         factory_setting = settings.source("model_factory")
         factory = import_object(settings.model_factory, settings.rootdir, factory_setting)
@@ -87,7 +88,10 @@ def load_model(settings: Settings) -> nn.Module:
         return module
     if _is_torchscript(path):
         try:
-            return torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                # torch 2.10+ deprecates TorchScript; users' exported models still load.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise ModelError(f"{setting}: cannot load TorchScript file {path}: {exc}") from exc
     raise ModelError(
@@ -362,7 +366,7 @@ def load_dataset(settings: Settings, role: str) -> SequenceData:
         obj = import_object(spec, settings.rootdir, setting)
         dataset = _call(obj, setting, spec) if callable(obj) else obj
         return from_dataset(dataset, spec, settings.labels, tokenizer)
-    path = settings.resolve(role, spec)
+    path = settings.existing(role)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         data = read_jsonl(path, settings.labels, tokenizer, settings.display(path))

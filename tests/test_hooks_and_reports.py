@@ -1,0 +1,128 @@
+"""Extension hooks implemented in a conftest.py, and the report files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import assert_lines, rule_records
+
+HOOKS_CONFTEST = '''
+import json
+import torch
+from models import FirstToken
+
+
+class TimeMajor(FirstToken):
+    """Wants [steps, batch]: only a pytest_seqgate_forward hook can call it."""
+
+    def forward(self, steps_first):
+        return super().forward(steps_first.t())
+
+
+def pytest_seqgate_load_model(spec, settings):
+    if spec == "special://time-major":
+        return TimeMajor(2)
+
+
+def pytest_seqgate_load_dataset(spec, role, settings):
+    if spec.endswith(".lines"):
+        out = []
+        for line in settings.resolve(role, spec).read_text().splitlines():
+            label, _, ids = line.partition(":")
+            out.append((torch.tensor([int(t) for t in ids.split()]), label))
+        return out
+
+
+def pytest_seqgate_forward(model, batch):
+    return model(batch.inputs.t())
+
+
+def pytest_seqgate_metrics(evaluation):
+    cm = evaluation.metrics.confusion_matrix
+    spam = evaluation.labels.index("spam")
+    return {"spam_miss_rate": float((cm[spam].sum() - cm[spam, spam]) / cm[spam].sum())}
+
+
+def pytest_seqgate_report(evaluations, config):
+    with open("sink.json", "w") as handle:
+        json.dump({ev.name: ev.custom_metrics for ev in evaluations}, handle)
+'''
+
+
+def test_every_hook_from_a_conftest(project):
+    records = rule_records(40, missed={1: 4})
+    (project.path / "eval.lines").write_text("".join(
+        f"{r['label']}:{' '.join(map(str, r['tokens']))}\n" for r in records))
+    (project.path / "conftest.py").write_text(HOOKS_CONFTEST)
+    project.ini(model="special://time-major", eval_data="eval.lines", labels=["ham", "spam"])
+    project.test("""
+        import pytest
+
+        @pytest.mark.seqgate(max_spam_miss_rate=0.25, min_recall={"spam": 0.8})
+        def test_custom_gate_passes():
+            pass
+
+        @pytest.mark.seqgate(max_spam_miss_rate=0.05)
+        def test_custom_gate_fails():
+            pass
+    """)
+    result = project.run()
+    result.assert_outcomes(passed=1, failed=1)
+    assert_lines(result.stdout.str(), "*spam_miss_rate*<= 0.05*0.200*")
+    sink = json.loads((project.path / "sink.json").read_text())
+    assert sink["time-major"]["spam_miss_rate"] == pytest.approx(0.2)
+
+
+def test_reports_json_markdown_html(project):
+    project.data(rule_records(100, missed={1: 10}))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
+                report=["out/r.json", "out/r.md", "out/r.html"])
+    project.test("""
+        import pytest
+
+        @pytest.mark.seqgate(min_recall={"spam": 0.95})
+        def test_fails():
+            pass
+    """)
+    result = project.run()
+    assert result.ret == 1
+    report = json.loads((project.path / "out/r.json").read_text())
+    ev = report["evaluations"][0]
+    assert set(ev) >= {"name", "model", "eval_data", "device", "labels", "n_samples", "metrics",
+                       "confusion_matrix", "train_metrics", "findings", "gates"}
+    assert ev["metrics"]["per_class"]["spam"] == {"precision": 1.0, "recall": 0.8, "f1": 8 / 9,
+                                                  "support": 50}
+    low, high = ev["metrics"]["intervals"]["per_class"]["spam"]["recall"]
+    assert low < 0.8 < high
+    assert ev["gates"] == [{"test": "test_gates.py::test_fails", "metric": "recall",
+                            "class": "spam", "op": ">=", "threshold": 0.95, "value": 0.8,
+                            "passed": False, "reason": ""}]
+    markdown = (project.path / "out/r.md").read_text()
+    assert "1.000 [0.929, 1.000]" in markdown and "❌ gates failed" in markdown
+    page = (project.path / "out/r.html").read_text()
+    assert page.startswith("<!doctype html>") and "http" not in page.lower()
+    assert "<td style='background:rgb(" in page and "spam" in page
+    assert not list((project.path / "out").glob(".*.tmp"))
+
+
+def test_report_shows_undefined_values_as_na(project):
+    # 'eggs' is in the labels but never appears: its metrics are undefined.
+    records = rule_records(60, classes=3, names=("ham", "spam", "eggs"))
+    project.data([r for r in records if r["label"] != "eggs"])
+    project.ini(model="models:first_token3", eval_data="eval.jsonl",
+                labels=["ham", "spam", "eggs"], report="r.json")
+    project.test("""
+        import pytest
+
+        @pytest.mark.seqgate(min_recall={"eggs": 0.5}, fail_on_paradox=False)
+        def test_zero_support():
+            pass
+    """)
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    assert_lines(result.stdout.str(),
+                 "*recall*eggs*>= 0.5*n/a*undefined: the eval set has no samples of 'eggs'*")
+    report = json.loads((project.path / "r.json").read_text())
+    per_class = report["evaluations"][0]["metrics"]["per_class"]
+    assert per_class["eggs"]["recall"] is None

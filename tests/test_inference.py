@@ -1,0 +1,180 @@
+"""The prediction loop as plain Python: conventions, outputs, order, packing, OOM."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from pytest_seqgate.config import Settings
+from pytest_seqgate.data import SequenceData
+from pytest_seqgate.evaluation import evaluate
+from pytest_seqgate.exceptions import ConfigError, ModelError
+from pytest_seqgate.inference import calling_convention, predict, resolve_device
+
+CPU = torch.device("cpu")
+
+
+class PackedGRU(nn.Module):
+    def __init__(self, features: int | None = None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = nn.Embedding(100, 8) if features is None else None
+        self.gru = nn.GRU(features or 8, 16, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(tokens) if self.embedding is not None else tokens
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed)
+        return self.head(h[-1])
+
+
+def random_data(n: int = 300, seed: int = 0, features: int | None = None) -> SequenceData:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 40, (n,), generator=gen)
+    seqs = [torch.randn(int(k), features, generator=gen) if features else
+            torch.randint(1, 100, (int(k),), generator=gen) for k in lengths]
+    return SequenceData.from_sequences(seqs, torch.randint(0, 3, (n,), generator=gen).tolist())
+
+
+def alone(model: nn.Module, data: SequenceData) -> torch.Tensor:
+    out = []
+    with torch.inference_mode():
+        for i in range(len(data)):
+            seq, _ = data[i]
+            out.append(model(seq.unsqueeze(0), torch.tensor([seq.shape[0]])).argmax(1))
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("features", [None, 5])
+def test_packed_model_gives_same_predictions_as_alone(features: int | None) -> None:
+    model = PackedGRU(features).eval()
+    data = random_data(features=features)
+    preds = predict(model, data, CPU, batch_size=32)
+    assert torch.equal(preds.predictions, alone(model, data))
+    assert preds.scores.shape == (300, 3)
+    assert torch.allclose(preds.scores.sum(1), torch.ones(300))
+
+
+class HFStyle(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(100, 4)
+        self.head = nn.Linear(4, 2)
+        self.seen_masks: list[torch.Tensor] = []
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        self.seen_masks.append(attention_mask)
+        pooled = (self.embedding(input_ids) * attention_mask.unsqueeze(-1)).sum(1)
+        return SimpleNamespace(logits=self.head(pooled / attention_mask.sum(1, keepdim=True)))
+
+
+class TupleOut(nn.Module):
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
+        return logits, torch.zeros(1)
+
+
+class OneLogit(nn.Module):
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return (tokens[:, :1] % 2).float() * 4 - 2  # [B, 1]: positive when the first id is odd
+
+
+def test_calling_conventions_and_outputs() -> None:
+    assert calling_convention(PackedGRU()) == "lengths"
+    assert calling_convention(HFStyle()) == "attention_mask"
+    assert calling_convention(TupleOut()) == "plain"
+    data = SequenceData.from_sequences([[1, 2, 3], [2], [3, 3], [4, 1, 1, 1]], [1, 0, 1, 0])
+    hf = HFStyle()
+    predict(hf, data, CPU, batch_size=4)
+    assert hf.seen_masks[0].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]]
+    assert predict(TupleOut(), data, CPU).predictions.tolist() == [1, 0, 1, 0]
+    binary = predict(OneLogit(), data, CPU)
+    assert binary.predictions.tolist() == [1, 0, 1, 0]
+    assert binary.scores.shape == (4, 2)
+    assert binary.scores[0, 1] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+
+
+def test_predictions_come_back_in_dataset_order() -> None:
+    # Lengths force a reordering; FirstToken-like model shows each row's identity.
+    class Ident(nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(tokens[:, 0], 10).float()
+
+    seqs = [[i] * (10 - i) for i in range(10)][::-1]
+    data = SequenceData.from_sequences(seqs, list(range(10)))
+    got = predict(Ident(), data, CPU, batch_size=3).predictions
+    assert got.tolist() == [s[0] for s in seqs]
+
+
+class OOMAbove(nn.Module):
+    """Raises CUDA's out-of-memory error for batches above ``limit`` rows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.sizes: list[int] = []
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(tokens.shape[0])
+        if tokens.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
+
+
+def test_oom_halves_the_batch_and_retries() -> None:
+    data = random_data(100)
+    model = OOMAbove(limit=10)
+    preds = predict(model, data, CPU, batch_size=64)
+    assert preds.batch_size == 8  # 64 -> 32 -> 16 -> 8
+    assert max(model.sizes[-5:]) <= 10
+    assert preds.predictions.tolist() == [int(data[i][0][0]) % 2 for i in range(100)]
+
+
+def test_oom_at_batch_one_is_a_clear_error() -> None:
+    with pytest.raises(ModelError, match="out of memory on a single sequence of length"):
+        predict(OOMAbove(limit=0), random_data(5), CPU, batch_size=4)
+
+
+def test_token_ids_beyond_embedding_are_named() -> None:
+    data = SequenceData.from_sequences([[1, 2], [3, 250], [4]], [0, 1, 0], source="e.jsonl")
+    with pytest.raises(ModelError, match=r"e.jsonl\[1\]: token id 250 is at or above the model's "
+                                         r"embedding size 100 \(1 record\(s\) affected\)"):
+        predict(PackedGRU(), data, CPU)
+
+
+def test_integer_outputs_and_wrong_batch_size() -> None:
+    class Ints(nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return tokens[:, 0] % 2
+
+    class WrongRows(nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(1, 2)
+
+    data = random_data(10)
+    with pytest.raises(ModelError, match="returned int64 outputs.*not class indices"):
+        predict(Ints(), data, CPU)
+    with pytest.raises(ModelError, match=r"returned logits \[1, 2\].*expected \[10, classes\]"):
+        predict(WrongRows(), data, CPU, batch_size=10)
+
+
+def test_device_resolution() -> None:
+    assert resolve_device("cpu") == CPU
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == CPU
+        with pytest.raises(ConfigError, match="'cuda' was asked for but CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_evaluate_end_to_end_in_a_script() -> None:
+    model = PackedGRU().eval()
+    data = random_data()
+    ev = evaluate(model, data, Settings(batch_size=16))
+    assert ev.n_samples == 300 and ev.labels == ("0", "1", "2")
+    manual = torch.bincount(data.labels * 3 + alone(model, data), minlength=9).reshape(3, 3)
+    assert torch.equal(ev.metrics.confusion_matrix, manual)

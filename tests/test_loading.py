@@ -1,0 +1,243 @@
+"""Loaders as plain Python: formats, and the errors that name file and line."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pytest_seqgate.config import Settings
+from pytest_seqgate.exceptions import ConfigError, DataError, ModelError
+from pytest_seqgate.loading import (
+    from_dataset,
+    load_dataset,
+    load_model,
+    read_csv,
+    read_jsonl,
+    read_pt,
+)
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def jsonl(*records: object) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def test_jsonl_tokens_names_and_metadata(tmp_path: Path) -> None:
+    path = write(tmp_path / "e.jsonl", jsonl(
+        {"tokens": [1, 2, 3], "label": "spam", "source": "sms"},
+        {"tokens": [4], "label": "ham"},
+    ))
+    data = read_jsonl(path)
+    assert data.label_names == ("ham", "spam")
+    assert data.labels.tolist() == [1, 0]
+    assert data.lengths.tolist() == [3, 1]
+    assert data.metadata == {"source": ["sms", None]}
+    assert data.record(1) == f"{path}:2"
+
+
+def test_jsonl_label_index_and_configured_labels(tmp_path: Path) -> None:
+    path = write(tmp_path / "e.jsonl", jsonl({"tokens": [1], "label": 1},
+                                             {"tokens": [2], "label": "neg"}))
+    data = read_jsonl(path, labels=("neg", "pos"))
+    assert data.labels.tolist() == [1, 0] and data.label_names == ("neg", "pos")
+
+
+def test_jsonl_features(tmp_path: Path) -> None:
+    path = write(tmp_path / "f.jsonl", jsonl({"features": [[0.5, 1.0], [2.0, -1.0]], "label": 0},
+                                             {"features": [[1.0, 1.0]], "label": 1}))
+    data = read_jsonl(path)
+    assert data.kind == "features" and data.values.shape == (3, 2)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (jsonl({"tokens": [1], "label": 0}) + '{"tokens": [2], "lab', "e.jsonl:2: invalid JSON "
+         "(the last line: is the file truncated?)"),
+        (jsonl({"tokens": [1], "features": [[1.0]], "label": 0}),
+         "e.jsonl:1: a record needs exactly one of 'tokens', 'features' or 'text', but has "
+         "'tokens' and 'features'"),
+        (jsonl({"tokens": [1], "label": 0}, {"features": [[1.0]], "label": 0}),
+         "e.jsonl:2: record has 'features' but earlier records have tokens/text"),
+        (jsonl({"tokens": [], "label": 0}), "e.jsonl:1: empty sequence (length 0)"),
+        (jsonl({"tokens": [1, "a"], "label": 0}), "e.jsonl:1: 'tokens' must be a list of integers"),
+        (jsonl({"tokens": [1]}), "e.jsonl:1: record has no 'label'"),
+        (jsonl([1, 2]), "e.jsonl:1: expected an object"),
+        ("", "e.jsonl: the dataset is empty"),
+        (jsonl({"text": "hi", "label": 0}), "e.jsonl:1: record has 'text' but no tokenizer"),
+        (jsonl({"tokens": [1], "label": 0}, {"tokens": [-3], "label": 0}),
+         "e.jsonl:2: negative token id"),
+    ],
+)
+def test_jsonl_errors(tmp_path: Path, content: str, message: str) -> None:
+    path = write(tmp_path / "e.jsonl", content)
+    with pytest.raises(DataError) as info:
+        read_jsonl(path, display="e.jsonl")
+    assert message in str(info.value)
+
+
+def test_jsonl_label_not_in_labels(tmp_path: Path) -> None:
+    path = write(tmp_path / "e.jsonl", jsonl({"tokens": [1], "label": "ham"},
+                                             {"tokens": [1], "label": "eggs"}))
+    with pytest.raises(DataError, match=r"e.jsonl:2: label 'eggs' is not one of seqgate_labels"):
+        read_jsonl(path, labels=("ham", "spam"), display="e.jsonl")
+
+
+def test_jsonl_bom_and_non_utf8(tmp_path: Path) -> None:
+    path = write(tmp_path / "b.jsonl", b"\xef\xbb\xbf" + jsonl({"tokens": [1], "label": 0}).encode())
+    assert len(read_jsonl(path)) == 1
+    bad = write(tmp_path / "n.jsonl", jsonl({"tokens": [1], "label": 0}).encode()
+                + b'{"text": "caf\xe9", "label": 0}\n')
+    with pytest.raises(DataError, match=r"n.jsonl:2: bytes that are not UTF-8"):
+        read_jsonl(bad, display="n.jsonl")
+
+
+def test_csv_tokens_and_missing_columns(tmp_path: Path) -> None:
+    path = write(tmp_path / "e.csv", "label,tokens,lang\nspam,1 2 3,en\nham,4,fr\n")
+    data = read_csv(path)
+    assert data.lengths.tolist() == [3, 1] and data.metadata["lang"] == ["en", "fr"]
+    bad = write(tmp_path / "bad.csv", "label,body\nspam,hello\n")
+    with pytest.raises(DataError, match=r"bad.csv:1: the header must have a 'label' column"):
+        read_csv(bad, display="bad.csv")
+
+
+def test_pt_layout(tmp_path: Path) -> None:
+    torch.save({"sequences": [torch.tensor([1, 2]), torch.tensor([3])],
+                "labels": torch.tensor([0, 1])}, tmp_path / "d.pt")
+    data = read_pt(tmp_path / "d.pt")
+    assert data.lengths.tolist() == [2, 1]
+    torch.save({"inputs": [torch.tensor([1])]}, tmp_path / "w.pt")
+    with pytest.raises(DataError, match=r"wrong layout: expected a dict \{'sequences'"):
+        read_pt(tmp_path / "w.pt")
+
+
+def test_dataset_callable_and_text(tmp_path: Path) -> None:
+    (tmp_path / "mydata.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    return [(torch.tensor([1, 2]), 'a'), (torch.tensor([3]), 'b')]\n"
+        "def tok(text):\n"
+        "    return [len(w) for w in text.split()]\n"
+    )
+    settings = Settings.from_dict(tmp_path, eval_data="mydata:build")
+    data = load_dataset(settings, "eval_data")
+    assert data.label_names == ("a", "b") and len(data) == 2
+    write(tmp_path / "t.jsonl", jsonl({"text": "hello big world", "label": "x"}))
+    settings = Settings.from_dict(tmp_path, eval_data="t.jsonl", tokenizer="mydata:tok")
+    assert load_dataset(settings, "eval_data")[0][0].tolist() == [5, 3, 5]
+
+
+def test_from_dataset_rejects_non_pairs() -> None:
+    with pytest.raises(DataError, match=r"mine\[0\]: expected a \(sequence, label\) pair"):
+        from_dataset([torch.tensor([1])], "mine", None)
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(tokens).mean(1))
+
+
+class Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+@pytest.fixture
+def factory_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "arch.py").write_text(
+        "from torch import nn\n"
+        "class Small(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.embedding = nn.Embedding(10, 4)\n"
+        "        self.head = nn.Linear(4, 2)\n"
+        "    def forward(self, tokens):\n"
+        "        return self.head(self.embedding(tokens).mean(1))\n"
+        "def build():\n"
+        "    return Small()\n"
+        "def broken():\n"
+        "    raise RuntimeError('no GPU here')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_state_dict_loads(factory_project: Path) -> None:
+    torch.save(Small().state_dict(), factory_project / "w.ckpt")
+    model = load_model(Settings.from_dict(factory_project, model="w.ckpt",
+                                          model_factory="arch:build"))
+    assert isinstance(model, nn.Module)
+
+
+def test_state_dict_mismatch_lists_keys(factory_project: Path) -> None:
+    state = Small().state_dict()
+    state["extra.weight"] = state.pop("head.weight")
+    torch.save(state, factory_project / "w.ckpt")
+    with pytest.raises(ModelError) as info:
+        load_model(Settings.from_dict(factory_project, model="w.ckpt",
+                                      model_factory="arch:build"))
+    assert "missing keys: head.weight; unexpected keys: extra.weight" in str(info.value)
+
+
+def test_malicious_pickle_is_not_executed(factory_project: Path) -> None:
+    with open(factory_project / "evil.ckpt", "wb") as handle:
+        pickle.dump({"head.weight": Evil()}, handle)
+    torch.save({"payload": Evil()}, factory_project / "evil2.ckpt")
+    for name in ("evil.ckpt", "evil2.ckpt"):
+        with pytest.raises(ModelError) as info:
+            load_model(Settings.from_dict(factory_project, model=name,
+                                          model_factory="arch:build"))
+        assert not (factory_project / "pwned").exists()
+        assert "which can run arbitrary code" in str(info.value) or "cannot read" in str(
+            info.value)
+    assert not (factory_project / "pwned").exists()
+
+
+def test_pickle_refused_until_trusted(factory_project: Path) -> None:
+    torch.save({"state_dict": Small().state_dict(), "note": Path("x")}, factory_project / "c.ckpt")
+    settings = Settings.from_dict(factory_project, model="c.ckpt", model_factory="arch:build")
+    with pytest.raises(ModelError, match="needs full unpickling, which can run arbitrary code"):
+        load_model(settings)
+    trusted = Settings.from_dict(factory_project, model="c.ckpt", model_factory="arch:build",
+                                 trust_checkpoints=True)
+    assert isinstance(load_model(trusted), nn.Module)
+
+
+def test_torchscript_and_pickle_confusions(factory_project: Path) -> None:
+    torch.jit.script(Small()).save(str(factory_project / "ts.pt"))
+    assert isinstance(load_model(Settings.from_dict(factory_project, model="ts.pt")), nn.Module)
+    with pytest.raises(ModelError, match="is a TorchScript file, not a state-dict checkpoint"):
+        load_model(Settings.from_dict(factory_project, model="ts.pt",
+                                      model_factory="arch:build"))
+    torch.save(Small().state_dict(), factory_project / "sd.pt")
+    with pytest.raises(ModelError, match="is not a TorchScript file.*set seqgate_model_factory"):
+        load_model(Settings.from_dict(factory_project, model="sd.pt"))
+
+
+def test_factory_errors(factory_project: Path) -> None:
+    torch.save(Small().state_dict(), factory_project / "w.ckpt")
+    with pytest.raises(ModelError, match=r"calling 'arch:broken' raised RuntimeError: no GPU"):
+        load_model(Settings.from_dict(factory_project, model="w.ckpt",
+                                      model_factory="arch:broken"))
+    with pytest.raises(ConfigError, match=r"cannot import module 'archx'.*ModuleNotFoundError"):
+        load_model(Settings.from_dict(factory_project, model="w.ckpt",
+                                      model_factory="archx:build"))
