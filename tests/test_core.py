@@ -90,7 +90,7 @@ def test_leakage_and_duplicates() -> None:
     train = SequenceData.from_sequences([[i, i + 1, i + 2] for i in range(400)], [0] * 400)
     test_seqs = [[i, i + 1, i + 2] for i in range(40)] + [[1000 + i, 7] for i in range(360)]
     test = SequenceData.from_sequences(test_seqs, [0] * 400)
-    found = leakage(train, test)
+    found = leakage(torch.isin(test.content_hashes(), train.content_hashes()), test)
     assert found[0].data["count"] == 40 and found[0].data["fraction"] == 0.1
     assert len(found[0].data["examples"]) == 5
     dup = SequenceData.from_sequences([[1, 2], [3], [1, 2], [1, 2]], [0, 0, 0, 0])

@@ -82,6 +82,22 @@ OPTIONS: tuple[Option, ...] = (
         0.95,
     ),
     Option(
+        "near_duplicate_threshold",
+        "n-gram Jaccard at or above which an eval sequence nearly copies a training one "
+        "(default 0.9; 0 turns the check off)",
+        "float",
+        0.9,
+    ),
+    Option(
+        "padding_check",
+        "sequences sampled to check that padding does not change the output "
+        "(default 64; 0 turns it off)",
+        "int",
+        64,
+    ),
+    Option("slice_by", "record keys to slice metrics by (ini: one per line; CLI: commas)",
+           "list"),
+    Option(
         "trust_checkpoints",
         "allow full unpickling of checkpoints that weights_only loading refuses (unsafe)",
         "bool",
@@ -159,6 +175,9 @@ class Settings:
     train_sample: int = 10_000
     seed: int = 0
     confidence: float = 0.95
+    near_duplicate_threshold: float = 0.9
+    padding_check: int = 64
+    slice_by: tuple[str, ...] | None = None
     trust_checkpoints: bool = False
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -241,7 +260,10 @@ class Settings:
                 f"{self.source('train_sample')}: expected a positive integer, "
                 f"but got {self.train_sample}"
             )
-        for name in ("recall_floor",):
+        if self.padding_check < 0:
+            raise ConfigError(f"{self.source('padding_check')}: expected 0 (off) or a positive "
+                              f"integer, but got {self.padding_check}")
+        for name in ("recall_floor", "near_duplicate_threshold"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{self.source(name)}: expected a number in [0, 1], "

@@ -129,13 +129,8 @@ def _examples(data: SequenceData, mask: Tensor, limit: int = 5) -> list[str]:
     return [data.record(int(i)) for i in torch.nonzero(mask).reshape(-1)[:limit]]
 
 
-def leakage(train: SequenceData, test: SequenceData, test_hashes: Tensor | None = None) \
-        -> list[Finding]:
-    """Eval sequences whose exact content also appears in the training set."""
-    train_hashes = train.content_hashes()
-    if test_hashes is None:
-        test_hashes = test.content_hashes()
-    leaked = torch.isin(test_hashes, train_hashes)
+def leakage(leaked: Tensor, test: SequenceData) -> list[Finding]:
+    """Eval sequences (``leaked``, a mask) whose exact content is in the training set."""
     count = int(leaked.sum())
     if count == 0:
         return []
@@ -146,7 +141,7 @@ def leakage(train: SequenceData, test: SequenceData, test_hashes: Tensor | None 
         f"{count} of {len(test)} eval sequences ({_pct(fraction)}) also appear in the training "
         f"set, e.g. {', '.join(examples)}: their predictions measure memory, not "
         f"generalisation; remove them from one of the sets",
-        {"count": count, "fraction": fraction, "examples": examples},
+        {"match": "exact", "count": count, "fraction": fraction, "examples": examples},
     )]
 
 
@@ -169,3 +164,148 @@ def duplicates(data: SequenceData, hashes: Tensor | None = None) -> list[Finding
         f"{', '.join(examples)}: they weigh those samples more than once",
         {"count": count, "fraction": count / len(data), "examples": examples},
     )]
+
+
+def near_duplicate_leakage(train: SequenceData, test: SequenceData, threshold: float,
+                           seed: int, exact: Tensor) -> Finding | None:
+    """Eval sequences that nearly copy a training sequence (MinHash, LSH banding)."""
+    from pytest_seqgate.minhash import NGRAM, near_duplicates
+
+    index, match, similarity = near_duplicates(train, test, threshold, seed, exclude=exact)
+    if index.numel() == 0:
+        return None
+    count = int(index.numel())
+    examples = [f"{test.record(int(i))} ~ {train.record(int(j))} (Jaccard {float(s):.2f})"
+                for i, j, s in zip(index[:5], match[:5], similarity[:5])]
+    return Finding(
+        "leakage", "warning",
+        f"{count} of {len(test)} eval sequences ({_pct(count / len(test))}) nearly copy a "
+        f"training sequence ({NGRAM}-gram Jaccard >= {threshold:g}), e.g. {examples[0]}",
+        {"match": "near", "count": count, "fraction": count / len(test), "threshold": threshold,
+         "examples": examples},
+    )
+
+
+def padding_sensitivity(batched: Tensor, alone: Tensor, index: Tensor, data: SequenceData,
+                        labels: tuple[str, ...], tolerance: float = 1e-3) -> list[Finding]:
+    """Sequences whose probabilities change between their padded batch and running alone.
+
+    A model that neither packs nor masks reads the padding as input; its answer
+    then depends on what else was in the batch.
+    """
+    diff = (batched - alone).abs().amax(1)
+    changed = diff > tolerance
+    count = int(changed.sum())
+    if count == 0:
+        return []
+    flipped = int((batched.argmax(1) != alone.argmax(1)).sum())
+    first = int(torch.nonzero(changed)[0])
+    record = data.record(int(index[first]))
+
+    def fmt(p: Tensor) -> str:
+        return "{" + ", ".join(f"{labels[k]}: {float(v):.3f}" for k, v in enumerate(p)) + "}"
+
+    return [Finding(
+        "padding_sensitivity", "error",
+        f"padding changes the model's output for {count} of {index.numel()} sampled sequences "
+        f"({flipped} change class): e.g. {record} gives {fmt(batched[first])} in its padded "
+        f"batch but {fmt(alone[first])} alone. Pack the input (pack_padded_sequence with the "
+        f"lengths) or apply the attention mask",
+        {"count": count, "sampled": int(index.numel()), "changed_class": flipped,
+         "example": record, "batched": batched[first].tolist(), "alone": alone[first].tolist()},
+    )]
+
+
+# ---------------------------------------------------------------- slices
+
+SLICE_OPS = (">=", "<=", "!=", "==", ">", "<", "=")
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """``length>=128`` or ``lang=fr``: a key (``length`` or a metadata key), an op, a value."""
+
+    key: str
+    op: str
+    value: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.key}{self.op}{self.value}"
+
+    @classmethod
+    def parse(cls, text: str) -> SliceSpec:
+        from pytest_seqgate.exceptions import ConfigError
+
+        for op in SLICE_OPS:
+            key, found, value = text.partition(op)
+            if found and key.strip() and value.strip():
+                key, value = key.strip(), value.strip()
+                if key == "length" and not value.isdigit():
+                    raise ConfigError(f"slice {text!r}: a length slice compares with an integer")
+                if key != "length" and op not in ("=", "==", "!="):
+                    raise ConfigError(f"slice {text!r}: metadata slices use = or !=")
+                return cls(key, "==" if op == "=" else op, value)
+        raise ConfigError(f"slice {text!r}: expected KEY OP VALUE, e.g. 'length>=128' or "
+                          f"'lang=fr' (ops: {', '.join(SLICE_OPS)})")
+
+    def mask(self, lengths: Tensor, metadata: dict[str, list[Any]]) -> Tensor:
+        from pytest_seqgate.exceptions import ConfigError
+
+        if self.key == "length":
+            v = int(self.value)
+            ops = {">=": lengths >= v, "<=": lengths <= v, ">": lengths > v, "<": lengths < v,
+                   "==": lengths == v, "!=": lengths != v}
+            return ops[self.op]
+        if self.key not in metadata:
+            raise ConfigError(f"slice {self.name!r}: the eval set has no key {self.key!r}; "
+                              f"its extra keys are {sorted(metadata)}")
+        equal = torch.tensor([str(x) == self.value for x in metadata[self.key]], dtype=torch.bool)
+        return equal if self.op == "==" else ~equal
+
+
+@dataclass
+class SliceResult:
+    group: str  # "length" or the metadata key
+    name: str
+    n: int
+    metrics: Metrics
+
+
+def slice_metrics(targets: Tensor, predictions: Tensor, ids: Tensor, names: list[str],
+                  group: str, num_classes: int) -> list[SliceResult]:
+    """Per-slice confusion matrices from one bincount over (slice, true, predicted)."""
+    from pytest_seqgate.metrics import compute_metrics
+
+    c2 = num_classes * num_classes
+    keys = ids * c2 + targets * num_classes + predictions
+    cms = torch.bincount(keys, minlength=len(names) * c2).reshape(len(names), num_classes,
+                                                                    num_classes)
+    out = []
+    for k, name in enumerate(names):
+        n = int(cms[k].sum())
+        if n:
+            out.append(SliceResult(group, name, n, compute_metrics(cms[k])))
+    return out
+
+
+def length_slices(lengths: Tensor, targets: Tensor, predictions: Tensor,
+                  num_classes: int) -> list[SliceResult]:
+    """Quartiles of length; each slice is named by its edges, e.g. ``length 13-24``."""
+    if lengths.numel() == 0:
+        return []
+    q = torch.quantile(lengths.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    edges = torch.unique(q.floor().to(torch.int64))
+    ids = torch.bucketize(lengths, edges, right=True)
+    bounds = [int(lengths.min()), *[int(e) + 1 for e in edges.tolist()]]
+    tops = [int(e) for e in edges.tolist()] + [int(lengths.max())]
+    names = [f"length {lo}-{hi}" for lo, hi in zip(bounds, tops)]
+    return slice_metrics(targets, predictions, ids, names, "length", num_classes)
+
+
+def metadata_slices(key: str, values: list[Any], targets: Tensor, predictions: Tensor,
+                    num_classes: int) -> list[SliceResult]:
+    codes: dict[str, int] = {}
+    ids = torch.tensor([codes.setdefault(str(v), len(codes)) for v in values], dtype=torch.int64)
+    return slice_metrics(targets, predictions, ids, [f"{key}={v}" for v in codes], key,
+                         num_classes)

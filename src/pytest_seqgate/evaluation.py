@@ -19,14 +19,26 @@ from pytest_seqgate.config import Settings
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import (
     Finding,
+    SliceResult,
+    SliceSpec,
     accuracy_paradox,
     duplicates,
     leakage,
+    length_slices,
+    metadata_slices,
+    near_duplicate_leakage,
+    padding_sensitivity,
     train_test_gap,
 )
 from pytest_seqgate.exceptions import ConfigError, ModelError
 from pytest_seqgate.gates import GateResult
-from pytest_seqgate.inference import ForwardHook, Predictions, predict, resolve_device
+from pytest_seqgate.inference import (
+    ForwardHook,
+    Predictions,
+    predict,
+    resolve_device,
+    scores_alone,
+)
 from pytest_seqgate.metrics import Metrics, confusion_matrix, compute_metrics
 from pytest_seqgate.stats import wilson_interval
 
@@ -54,6 +66,9 @@ class Evaluation:
     gates: list[GateResult] = field(default_factory=list)
     seconds: float = 0.0
     confidence: float = 0.95
+    lengths: Tensor | None = None
+    metadata: dict[str, list[Any]] = field(default_factory=dict)
+    slices: list[SliceResult] = field(default_factory=list)
 
     @property
     def n_samples(self) -> int:
@@ -61,6 +76,21 @@ class Evaluation:
 
     def findings_of(self, kind: str) -> list[Finding]:
         return [f for f in self.findings if f.kind == kind]
+
+    def for_slice(self, spec: SliceSpec) -> Evaluation:
+        """The same evaluation restricted to a slice (metrics only, no findings)."""
+        assert self.lengths is not None
+        mask = spec.mask(self.lengths, self.metadata)
+        targets = self.targets[mask]
+        preds = self.predictions.predictions[mask]
+        metrics = compute_metrics(confusion_matrix(targets, preds, len(self.labels)))
+        return Evaluation(
+            name=f"{self.name}[{spec.name}]", model=self.model, eval_data=self.eval_data,
+            device=self.device, labels=self.labels, targets=targets,
+            predictions=self.predictions, metrics=metrics,
+            intervals=_intervals(metrics, self.labels, self.confidence),
+            custom_metrics=self.custom_metrics, confidence=self.confidence,
+        )
 
     def gate_value(self, metric: str, class_name: str | None) -> float | None:
         """The number a gate compares: built-in, train/test gap, or custom."""
@@ -155,8 +185,25 @@ def evaluate(
         intervals=_intervals(metrics, labels, settings.confidence),
         confidence=settings.confidence,
     )
+    evaluation.lengths = eval_data.lengths
+    evaluation.metadata = eval_data.metadata
     evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))
     evaluation.findings.extend(duplicates(eval_data, preds.hashes))
+    if settings.padding_check > 0 and len(eval_data) > 1:
+        gen = torch.Generator().manual_seed(settings.seed)
+        sample = torch.randperm(len(eval_data), generator=gen)[: settings.padding_check]
+        sample = sample.sort().values
+        alone = scores_alone(model, eval_data, sample, device, forward)
+        evaluation.findings.extend(padding_sensitivity(
+            preds.scores[sample], alone, sample, eval_data, labels))
+    evaluation.slices = length_slices(eval_data.lengths, eval_data.labels, preds.predictions,
+                                      len(labels))
+    for key in settings.slice_by or ():
+        if key not in eval_data.metadata:
+            raise ConfigError(f"{settings.source('slice_by')}: the eval set has no key {key!r}; "
+                              f"its extra keys are {sorted(eval_data.metadata)}")
+        evaluation.slices.extend(metadata_slices(key, eval_data.metadata[key], eval_data.labels,
+                                                 preds.predictions, len(labels)))
     if train_data is not None:
         sample, info = _sample(train_data, settings.train_sample, settings.seed)
         train_preds = predict(model, sample, device, settings.batch_size, len(labels), forward)
@@ -166,7 +213,14 @@ def evaluate(
         evaluation.train_gaps, gap_findings = train_test_gap(
             evaluation.train_metrics, metrics, labels, info)
         evaluation.findings.extend(gap_findings)
-        evaluation.findings.extend(leakage(train_data, eval_data, preds.hashes))
+        exact = torch.isin(preds.hashes, train_data.content_hashes())
+        evaluation.findings.extend(leakage(exact, eval_data))
+        if settings.near_duplicate_threshold > 0 and eval_data.kind == "tokens" \
+                and train_data.kind == "tokens":
+            near = near_duplicate_leakage(train_data, eval_data,
+                                          settings.near_duplicate_threshold, settings.seed, exact)
+            if near is not None:
+                evaluation.findings.append(near)
     if custom_metrics is not None:
         evaluation.custom_metrics = {k: float(v) for k, v in custom_metrics(evaluation).items()}
     evaluation.seconds = time.perf_counter() - started

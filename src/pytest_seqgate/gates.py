@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
+from pytest_seqgate.diagnostics import SliceSpec
 from pytest_seqgate.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -28,7 +29,10 @@ SUMMARY_GATES = {
 }
 PER_CLASS_GATES = {"min_precision": "precision", "min_recall": "recall", "min_f1": "f1"}
 GAP_METRICS = ("accuracy", "macro_f1", "recall")
-OTHER_KEYS = ("max_train_test_gap", "fail_on_paradox", "max_leakage")
+OTHER_KEYS = ("max_train_test_gap", "fail_on_paradox", "fail_on_padding_sensitivity",
+              "max_leakage", "slice")
+FINDING_GATES = {"fail_on_paradox": "accuracy_paradox",
+                 "fail_on_padding_sensitivity": "padding_sensitivity"}
 KNOWN_KEYS = (*SUMMARY_GATES, *PER_CLASS_GATES, *OTHER_KEYS)
 
 HINT = (
@@ -58,8 +62,9 @@ class GateSpec:
     """Everything one marker or ``check()`` call asks for."""
 
     gates: tuple[Gate, ...] = ()
-    fail_on_paradox: bool = True
+    fail_on: tuple[str, ...] = tuple(FINDING_GATES.values())
     max_leakage: float | None = None
+    slice: SliceSpec | None = None
 
 
 @dataclass
@@ -120,8 +125,9 @@ def parse_gates(kwargs: Mapping[str, Any], labels: tuple[str, ...] | None = None
     """
     custom = set(custom_metrics)
     gates: list[Gate] = []
-    fail_on_paradox = True
+    fail_on = dict.fromkeys(FINDING_GATES.values(), True)
     max_leakage = None
+    slice_spec = None
     for key, value in kwargs.items():
         if key in SUMMARY_GATES:
             gates.append(Gate(key, SUMMARY_GATES[key], None, ">=", _threshold(key, value)))
@@ -142,11 +148,15 @@ def parse_gates(kwargs: Mapping[str, Any], labels: tuple[str, ...] | None = None
                 threshold = _threshold(key, value)
                 gates.extend(Gate(key, f"train_test_gap.{m}", None, "<=", threshold)
                              for m in ("accuracy", "macro_f1"))
-        elif key == "fail_on_paradox":
+        elif key in FINDING_GATES:
             if not isinstance(value, bool):
-                raise ConfigError(f"Expected `fail_on_paradox` to be True or False, "
+                raise ConfigError(f"Expected `{key}` to be True or False, but got {value!r}")
+            fail_on[FINDING_GATES[key]] = value
+        elif key == "slice":
+            if not isinstance(value, str):
+                raise ConfigError(f"Expected `slice` to be a string like 'length>=128', "
                                   f"but got {value!r}")
-            fail_on_paradox = value
+            slice_spec = SliceSpec.parse(value)
         elif key == "max_leakage":
             max_leakage = _threshold(key, value)
         elif key[:4] in ("min_", "max_") and (key[4:] in custom or allow_unknown_custom):
@@ -159,7 +169,8 @@ def parse_gates(kwargs: Mapping[str, Any], labels: tuple[str, ...] | None = None
                 f"unknown gate `{key}`; known gates: {', '.join(KNOWN_KEYS)}"
                 + (f", and min_/max_ of {', '.join(sorted(custom))}" if custom else "")
             )
-    return GateSpec(tuple(gates), fail_on_paradox, max_leakage)
+    return GateSpec(tuple(gates), tuple(k for k, v in fail_on.items() if v), max_leakage,
+                    slice_spec)
 
 
 def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
@@ -174,7 +185,7 @@ def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
             raise ConfigError(f"`{gate.key}` names class {gate.class_name!r}, which is not one "
                               f"of the labels {list(labels)}")
         gates.append(gate)
-    return GateSpec(tuple(gates), spec.fail_on_paradox, spec.max_leakage)
+    return GateSpec(tuple(gates), spec.fail_on, spec.max_leakage, spec.slice)
 
 
 def _undefined_reason(metric: str, name: str | None) -> str:
@@ -193,31 +204,34 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
     """Judge every gate of ``spec``; one result per gate, plus paradox and leakage."""
     spec = bind_classes(spec, evaluation.labels)
     results = []
+    scope = evaluation.for_slice(spec.slice) if spec.slice is not None else evaluation
+    where = f" on slice {spec.slice.name} ({scope.n_samples} samples)" if spec.slice else ""
     for gate in spec.gates:
-        value = evaluation.gate_value(gate.metric, gate.class_name)
+        value = scope.gate_value(gate.metric, gate.class_name)
         if value is None or math.isnan(value):
             results.append(GateResult(test, gate.metric, gate.class_name, gate.op,
                                       gate.threshold, None, False,
-                                      _undefined_reason(gate.metric, gate.class_name)))
+                                      _undefined_reason(gate.metric, gate.class_name) + where))
             continue
         passed = value >= gate.threshold if gate.op == ">=" else value <= gate.threshold
         results.append(GateResult(test, gate.metric, gate.class_name, gate.op, gate.threshold,
-                                  value, passed))
-    if spec.fail_on_paradox:
-        for finding in evaluation.findings_of("accuracy_paradox"):
-            results.append(GateResult(test, "accuracy_paradox", finding.data.get("class"),
-                                      "absent", 0.0, None, False, finding.message))
+                                  value, passed, where.strip()))
+    for kind in spec.fail_on:
+        for finding in evaluation.findings_of(kind):
+            results.append(GateResult(test, kind, finding.data.get("class"), "absent", 0.0,
+                                      None, False, finding.message))
     if spec.max_leakage is not None:
         leaked = evaluation.findings_of("leakage")
-        fraction = float(leaked[0].data["fraction"]) if leaked else 0.0
-        if evaluation.train_metrics is None and not leaked:
+        # Exact and near copies are disjoint sets of eval sequences, so fractions add.
+        fraction = sum(float(f.data["fraction"]) for f in leaked)
+        if evaluation.train_metrics is None:
             results.append(GateResult(test, "leakage", None, "<=", spec.max_leakage, None,
                                       False, "undefined: no training set (set "
                                       "seqgate_train_data)"))
         else:
             results.append(GateResult(test, "leakage", None, "<=", spec.max_leakage, fraction,
                                       fraction <= spec.max_leakage,
-                                      leaked[0].message if leaked else ""))
+                                      " ".join(f.message for f in leaked)))
     return results
 
 

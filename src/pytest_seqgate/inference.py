@@ -169,6 +169,43 @@ def _validate_logits(logits: Any, batch: Batch, num_classes: int | None) -> Tens
     return logits
 
 
+def scores_alone(
+    model: nn.Module,
+    data: SequenceData,
+    index: Tensor,
+    device: torch.device,
+    forward: ForwardHook | None = None,
+) -> Tensor:
+    """Class probabilities of the sequences ``index`` with no padding at all.
+
+    Sequences of equal length are batched together (they need no padding), so
+    this costs one forward call per distinct length, not one per sequence.
+    """
+    convention = calling_convention(model)
+    out = torch.empty(index.numel(), 0)
+    lengths = data.lengths[index]
+    with torch.inference_mode():
+        for length in torch.unique(lengths).tolist():
+            rows = torch.nonzero(lengths == length).reshape(-1)
+            batch = collate(data, index[rows]).to(device)
+            output = forward(model, batch) if forward is not None else None
+            if output is None:
+                output = call_model(model, batch, convention)
+            probs = _probabilities(logits_of(output).float().reshape(rows.numel(), -1)).cpu()
+            if out.shape[1] == 0:
+                out = torch.empty(index.numel(), probs.shape[1])
+            out[rows] = probs
+    return out
+
+
+def _probabilities(logits: Tensor) -> Tensor:
+    """Softmax, or sigmoid for one logit as [1 - p, p]."""
+    if logits.shape[1] == 1:
+        positive = torch.sigmoid(logits)
+        return torch.cat([1 - positive, positive], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
 def predict(
     model: nn.Module,
     data: SequenceData,
@@ -242,12 +279,11 @@ def predict(
                 checked = True
             logits = logits.float().reshape(index.numel(), -1)
             if logits.shape[1] == 1:
-                positive = torch.sigmoid(logits)
-                row = torch.cat([1 - positive, positive, (logits > 0).float(), logits], dim=1)
+                pred = (logits > 0).float()
             else:
-                row = torch.cat([torch.softmax(logits, dim=1),
-                                 logits.argmax(dim=1, keepdim=True).float(),
-                                 logits.sum(dim=1, keepdim=True)], dim=1)
+                pred = logits.argmax(dim=1, keepdim=True).float()
+            row = torch.cat([_probabilities(logits), pred, logits.sum(dim=1, keepdim=True)],
+                            dim=1)
             if buffer is None:
                 buffer = torch.empty(n, row.shape[1], dtype=torch.float32)
             buffer[index] = row if on_cpu else row.cpu()

@@ -18,6 +18,7 @@ from typing import Any
 from tabulate import tabulate
 from torch import Tensor
 
+from pytest_seqgate.diagnostics import SliceResult
 from pytest_seqgate.evaluation import Evaluation
 from pytest_seqgate.gates import format_number, format_threshold
 from pytest_seqgate.metrics import SUMMARY_METRICS, Metrics
@@ -72,6 +73,8 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
                           if ev.train_metrics is not None else None),
         "train_test_gap": {k: _num(v) for k, v in ev.train_gaps.items()} or None,
         "train_sample": ev.train_sample or None,
+        "slices": [{"group": s.group, "name": s.name, "n_samples": s.n,
+                    "metrics": metrics_json(s.metrics, ev.labels)} for s in ev.slices],
         "findings": [f.to_json() for f in ev.findings],
         "gates": [g.to_json() for g in ev.gates],
     }
@@ -138,6 +141,28 @@ def _shorten(text: str, width: int | None) -> str:
     return text if width is None or len(text) <= width else text[: width - 1] + "…"
 
 
+SLICE_GAP = 0.1
+
+
+def weak_slices(ev: Evaluation) -> list[SliceResult]:
+    """Slices whose macro F1 is more than SLICE_GAP below the whole set's."""
+    overall = ev.metrics.value("macro_f1")
+    return [s for s in ev.slices if s.metrics.value("macro_f1") < overall - SLICE_GAP]
+
+
+def slice_rows(ev: Evaluation, slices: Sequence[SliceResult]) -> list[list[str]]:
+    rows = []
+    for s in slices:
+        recalls = ", ".join(f"{name} {format_number(float(v))}"
+                            for name, v in zip(ev.labels, s.metrics.recall.tolist()))
+        rows.append([s.name, str(s.n), format_number(s.metrics.value("accuracy")),
+                     format_number(s.metrics.value("macro_f1")), recalls])
+    return rows
+
+
+SLICE_HEADERS = ["slice", "samples", "accuracy", "macro_f1", "recall per class"]
+
+
 def gate_rows(ev: Evaluation, reason_width: int | None = None) -> list[list[str]]:
     """One row per gate; ``reason_width`` keeps terminal lines short (the findings
     below the table carry the whole message)."""
@@ -178,6 +203,15 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
         out.extend((line, "") for line in tabulate(
             confusion_rows(ev), headers=["true \\ pred", *ev.labels],
             tablefmt="simple", disable_numparse=True).splitlines())
+        slices = ev.slices if verbosity > 0 else weak_slices(ev)
+        if slices:
+            out.append(("", ""))
+            title = "slices" if verbosity > 0 else (
+                f"slices whose macro F1 is more than {SLICE_GAP} below the whole set's")
+            out.append((title, ""))
+            out.extend((line, "") for line in tabulate(
+                slice_rows(ev, slices), headers=SLICE_HEADERS, tablefmt="simple",
+                disable_numparse=True).splitlines())
         if ev.gates:
             out.append(("", ""))
             gate_table = tabulate(gate_rows(ev, 48), headers=GATE_HEADERS, tablefmt="simple", disable_numparse=True)
@@ -205,6 +239,11 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
                   "</summary>", "",
                   tabulate(confusion_rows(ev), headers=["true \\ pred", *ev.labels],
                            tablefmt="github", disable_numparse=True), "", "</details>", ""]
+        if weak_slices(ev):
+            parts += [f"### Slices whose macro F1 is more than {SLICE_GAP} below the whole "
+                      f"set's", "",
+                      tabulate(slice_rows(ev, weak_slices(ev)), headers=SLICE_HEADERS,
+                               tablefmt="github", disable_numparse=True), ""]
         if ev.gates:
             parts += [tabulate(gate_rows(ev), headers=GATE_HEADERS, tablefmt="github", disable_numparse=True), ""]
         if ev.findings:

@@ -1,0 +1,103 @@
+"""MinHash signatures over token n-grams, and LSH banding to find near duplicates.
+
+Comparing every eval sequence with every training sequence is quadratic; a
+MinHash signature estimates the Jaccard similarity of two n-gram sets from
+the fraction of equal slots, and banding the signatures turns "similar" into
+"share a band key", found with a sort and a binary search per band.
+All of it is tensor ops; signatures are built in chunks to bound memory.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pytest_seqgate.data import SequenceData, _fold_steps, _weights
+
+SLOTS = 128
+NGRAM = 2
+CHUNK = 1 << 18  # n-grams per chunk: 2**18 x 128 slots x 8 bytes = 256 MiB at most
+
+
+def _bands(threshold: float) -> tuple[int, int]:
+    """(bands, rows): a band match is likely above about (1/bands)**(1/rows)."""
+    return (16, 8) if threshold >= 0.75 else (32, 4)
+
+
+def ngram_hashes(data: SequenceData, n: int = NGRAM) -> tuple[Tensor, Tensor]:
+    """A hash per n-gram and the sequence it belongs to; a sequence shorter than n
+    contributes one gram of all its steps, so it still has a signature."""
+    steps = _fold_steps(data.values)
+    total = steps.shape[0]
+    seq_id = torch.repeat_interleave(torch.arange(len(data)), data.lengths, output_size=total)
+    weights = _weights(n, salt=23)
+    gram = steps * weights[0]
+    for k in range(1, n):
+        shifted = torch.zeros_like(steps)
+        shifted[: total - k] = steps[k:] * weights[k]
+        gram = gram + shifted
+    position = torch.arange(total) - data.offsets[seq_id]
+    starts = position <= (data.lengths[seq_id] - n).clamp_min(0)
+    # A short sequence's single gram must not include the next sequence's steps.
+    short = data.lengths[seq_id] < n
+    if bool(short.any()):
+        gram = torch.where(short, steps * weights[0], gram)
+        starts = torch.where(short, position == 0, starts)
+    return gram[starts], seq_id[starts]
+
+
+def signatures(data: SequenceData, seed: int = 0) -> Tensor:
+    """``[N, SLOTS]`` MinHash signatures (int64), deterministic for a seed."""
+    grams, owner = ngram_hashes(data)
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randint(1, 2**62, (SLOTS,), generator=gen) * 2 + 1
+    b = torch.randint(0, 2**62, (SLOTS,), generator=gen)
+    out = torch.full((len(data), SLOTS), torch.iinfo(torch.int64).max, dtype=torch.int64)
+    for start in range(0, grams.numel(), CHUNK):
+        g = grams[start : start + CHUNK]
+        o = owner[start : start + CHUNK]
+        hashed = g.unsqueeze(1) * a + b
+        hashed = hashed ^ (hashed >> 29)  # mix the high bits down: min of a product is biased
+        out.scatter_reduce_(0, o.unsqueeze(1).expand(-1, SLOTS), hashed, reduce="amin")
+    return out
+
+
+def band_keys(sig: Tensor, bands: int, rows: int) -> Tensor:
+    """``[N, bands]``: one int64 key per band of ``rows`` slots."""
+    mix = _weights(rows, salt=31)
+    return (sig[:, : bands * rows].reshape(-1, bands, rows) * mix).sum(-1)
+
+
+def near_duplicates(train: SequenceData, test: SequenceData, threshold: float,
+                    seed: int = 0, exclude: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """For each eval sequence, the most similar training candidate found by LSH.
+
+    Returns ``(eval index, train index, estimated Jaccard)`` for the eval
+    sequences whose estimate is at least ``threshold`` (``exclude``: a mask of
+    eval sequences to leave out, e.g. exact copies reported already).
+    """
+    bands, rows = _bands(threshold)
+    train_sig = signatures(train, seed)
+    test_sig = signatures(test, seed)
+    train_keys = band_keys(train_sig, bands, rows)
+    test_keys = band_keys(test_sig, bands, rows)
+    best = torch.zeros(len(test), dtype=torch.float64)
+    best_match = torch.full((len(test),), -1, dtype=torch.int64)
+    for band in range(bands):
+        sorted_keys, order = torch.sort(train_keys[:, band])
+        pos = torch.searchsorted(sorted_keys, test_keys[:, band].contiguous()).clamp_max(
+            len(train) - 1)
+        hit = sorted_keys[pos] == test_keys[:, band]
+        if not bool(hit.any()):
+            continue
+        cand_test = torch.nonzero(hit).reshape(-1)
+        cand_train = order[pos[cand_test]]
+        agree = (test_sig[cand_test] == train_sig[cand_train]).double().mean(1)
+        better = agree > best[cand_test]
+        best[cand_test[better]] = agree[better]
+        best_match[cand_test[better]] = cand_train[better]
+    found = best >= threshold
+    if exclude is not None:
+        found &= ~exclude
+    index = torch.nonzero(found).reshape(-1)
+    return index, best_match[index], best[index]
