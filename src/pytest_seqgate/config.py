@@ -81,6 +81,16 @@ OPTIONS: tuple[Option, ...] = (
         "float",
         0.95,
     ),
+    Option("interval", "interval method for rates: wilson (default) or clopper_pearson",
+           default="wilson"),
+    Option("bootstrap", "bootstrap resamples for F1, macro F1, balanced accuracy, MCC "
+           "(default 1000; 0 turns them off)", "int", 1000),
+    Option("gate_on", "what a gate compares: point (default) or lower_bound of the interval",
+           default="point"),
+    Option("min_support", "per-class gates fail when the class has fewer eval samples "
+           "(default 0: off)", "int", 0),
+    Option("threshold", "decision threshold on the positive class's probability, for binary "
+           "models (default: argmax)", "float"),
     Option(
         "near_duplicate_threshold",
         "n-gram Jaccard at or above which an eval sequence nearly copies a training one "
@@ -175,6 +185,11 @@ class Settings:
     train_sample: int = 10_000
     seed: int = 0
     confidence: float = 0.95
+    interval: str = "wilson"
+    bootstrap: int = 1000
+    gate_on: str = "point"
+    min_support: int = 0
+    threshold: float | None = None
     near_duplicate_threshold: float = 0.9
     padding_check: int = 64
     slice_by: tuple[str, ...] | None = None
@@ -260,6 +275,19 @@ class Settings:
                 f"{self.source('train_sample')}: expected a positive integer, "
                 f"but got {self.train_sample}"
             )
+        if self.interval not in ("wilson", "clopper_pearson"):
+            raise ConfigError(f"{self.source('interval')}: expected wilson or clopper_pearson, "
+                              f"but got {self.interval!r}")
+        if self.gate_on not in ("point", "lower_bound"):
+            raise ConfigError(f"{self.source('gate_on')}: expected point or lower_bound, "
+                              f"but got {self.gate_on!r}")
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"{self.source('threshold')}: expected a probability in (0, 1), "
+                              f"but got {self.threshold}")
+        for name in ("bootstrap", "min_support"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{self.source(name)}: expected 0 or a positive integer, "
+                                  f"but got {getattr(self, name)}")
         if self.padding_check < 0:
             raise ConfigError(f"{self.source('padding_check')}: expected 0 (off) or a positive "
                               f"integer, but got {self.padding_check}")

@@ -40,9 +40,79 @@ from pytest_seqgate.inference import (
     scores_alone,
 )
 from pytest_seqgate.metrics import Metrics, confusion_matrix, compute_metrics
-from pytest_seqgate.stats import wilson_interval
+from pytest_seqgate.curves import Ranking, expected_calibration_error, ranking
+from pytest_seqgate.stats import (
+    batched_metrics,
+    bootstrap_confusion,
+    clopper_pearson_interval,
+    percentile_interval,
+    wilson_interval,
+)
 
 CustomMetrics = Callable[["Evaluation"], Mapping[str, float]]
+
+
+RATE_METRICS = ("accuracy", "precision", "recall")
+
+
+@dataclass
+class Uncertainty:
+    """Intervals for the metrics of one confusion matrix, at any confidence level.
+
+    Rates (accuracy, per-class precision and recall) get a closed-form or exact
+    binomial interval; F1 and the other averaged metrics get percentile
+    intervals from bootstrap resamples, kept so that a gate asking for another
+    confidence level needs no new resampling.
+    """
+
+    cm: Tensor
+    method: str = "wilson"
+    confidence: float = 0.95
+    resamples: int = 0
+    seed: int = 0
+    samples: dict[str, Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, cm: Tensor, settings: Settings) -> Uncertainty:
+        samples = {}
+        if settings.bootstrap > 0 and int(cm.sum()) > 0:
+            samples = batched_metrics(bootstrap_confusion(cm, settings.bootstrap, settings.seed))
+        return cls(cm, settings.interval, settings.confidence, settings.bootstrap,
+                   settings.seed, samples)
+
+    def _rate(self, successes: Tensor, trials: Tensor, confidence: float) -> Tensor:
+        if self.method == "clopper_pearson":
+            return clopper_pearson_interval(successes, trials, confidence)
+        return wilson_interval(successes, trials, confidence)
+
+    def interval(self, metric: str, class_index: int | None = None,
+                 confidence: float | None = None) -> Tensor | None:
+        """``[low, high]`` (float64), or None when the metric has no interval."""
+        level = self.confidence if confidence is None else confidence
+        tp = self.cm.diagonal()
+        if metric == "accuracy":
+            return self._rate(tp.sum(), self.cm.sum(), level)
+        if metric in ("precision", "recall") and class_index is not None:
+            trials = self.cm.sum(0 if metric == "precision" else 1)
+            return self._rate(tp[class_index], trials[class_index], level)
+        if metric == "f1" and class_index is not None and "f1" in self.samples:
+            return percentile_interval(self.samples["f1"][:, class_index], level)
+        if class_index is None and metric in self.samples:
+            return percentile_interval(self.samples[metric], level)
+        return None
+
+    def per_class(self, labels: tuple[str, ...]) -> dict[str, dict[str, Tensor]]:
+        tp = self.cm.diagonal()
+        precision = self._rate(tp, self.cm.sum(0), self.confidence)
+        recall = self._rate(tp, self.cm.sum(1), self.confidence)
+        f1 = (percentile_interval(self.samples["f1"], self.confidence)
+              if "f1" in self.samples else None)
+        out: dict[str, dict[str, Tensor]] = {}
+        for i, name in enumerate(labels):
+            out[name] = {"precision": precision[i], "recall": recall[i]}
+            if f1 is not None:
+                out[name]["f1"] = f1[i]
+        return out
 
 
 @dataclass
@@ -57,7 +127,11 @@ class Evaluation:
     targets: Tensor
     predictions: Predictions
     metrics: Metrics
-    intervals: dict[str, Any]
+    uncertainty: Uncertainty
+    ranking: Ranking | None = None
+    ece: float = float("nan")
+    gate_on: str = "point"
+    min_support: int = 0
     train_metrics: Metrics | None = None
     train_gaps: dict[str, float] = field(default_factory=dict)
     train_sample: dict[str, Any] = field(default_factory=dict)
@@ -82,14 +156,20 @@ class Evaluation:
         assert self.lengths is not None
         mask = spec.mask(self.lengths, self.metadata)
         targets = self.targets[mask]
-        preds = self.predictions.predictions[mask]
-        metrics = compute_metrics(confusion_matrix(targets, preds, len(self.labels)))
+        p = self.predictions
+        sliced = Predictions(p.predictions[mask], p.scores[mask], p.device, p.batch_size,
+                             p.hashes[mask])
+        cm = confusion_matrix(targets, sliced.predictions, len(self.labels))
+        u = self.uncertainty
         return Evaluation(
             name=f"{self.name}[{spec.name}]", model=self.model, eval_data=self.eval_data,
-            device=self.device, labels=self.labels, targets=targets,
-            predictions=self.predictions, metrics=metrics,
-            intervals=_intervals(metrics, self.labels, self.confidence),
+            device=self.device, labels=self.labels, targets=targets, predictions=sliced,
+            metrics=compute_metrics(cm),
+            uncertainty=Uncertainty(cm, u.method, u.confidence, 0, u.seed),
+            ranking=ranking(sliced.scores, targets) if targets.numel() else None,
+            ece=expected_calibration_error(sliced.scores, targets),
             custom_metrics=self.custom_metrics, confidence=self.confidence,
+            gate_on=self.gate_on, min_support=self.min_support,
         )
 
     def gate_value(self, metric: str, class_name: str | None) -> float | None:
@@ -102,6 +182,15 @@ class Evaluation:
                 defined = [v for v in values if v == v]
                 return max(defined) if defined else None
             return self.train_gaps.get(key)
+        if metric in ("average_precision", "roc_auc"):
+            if self.ranking is None:
+                return None
+            values = getattr(self.ranking, metric)
+            return float(values[self.labels.index(class_name)]) if class_name else None
+        if metric in ("macro_average_precision", "macro_roc_auc"):
+            return getattr(self.ranking, metric) if self.ranking is not None else None
+        if metric == "ece":
+            return self.ece
         if class_name is not None:
             return self.metrics.value(metric, self.labels.index(class_name))
         if metric in self.metrics.summary:
@@ -124,21 +213,6 @@ def resolve_labels(settings: Settings, data: SequenceData, num_classes: int | No
         return data.label_names
     top = int(data.labels.max()) + 1 if len(data) else 0
     return tuple(str(i) for i in range(max(top, num_classes or 0, 2)))
-
-
-def _intervals(metrics: Metrics, labels: tuple[str, ...], confidence: float) -> dict[str, Any]:
-    cm = metrics.confusion_matrix
-    tp = cm.diagonal()
-    acc = wilson_interval(tp.sum(), cm.sum(), confidence)
-    precision = wilson_interval(tp, cm.sum(0), confidence)
-    recall = wilson_interval(tp, cm.sum(1), confidence)
-    return {
-        "method": "wilson",
-        "confidence": confidence,
-        "accuracy": acc,
-        "per_class": {name: {"precision": precision[i], "recall": recall[i]}
-                      for i, name in enumerate(labels)},
-    }
 
 
 def _sample(data: SequenceData, limit: int, seed: int) -> tuple[SequenceData, dict[str, Any]]:
@@ -172,7 +246,13 @@ def evaluate(
             f"the model scores {preds.scores.shape[1]} classes but the labels are "
             f"{list(labels)}; set seqgate_labels to the model's classes in index order"
         )
-    metrics = compute_metrics(confusion_matrix(eval_data.labels, preds.predictions, len(labels)))
+    if settings.threshold is not None:
+        if len(labels) != 2:
+            raise ConfigError(f"{settings.source('threshold')} applies to binary models, but "
+                              f"this one has {len(labels)} classes")
+        preds.predictions = (preds.scores[:, 1] >= settings.threshold).to(torch.int64)
+    cm = confusion_matrix(eval_data.labels, preds.predictions, len(labels))
+    metrics = compute_metrics(cm)
     evaluation = Evaluation(
         name=name or _model_name(settings, model),
         model=settings.model or type(model).__name__,
@@ -182,8 +262,12 @@ def evaluate(
         targets=eval_data.labels,
         predictions=preds,
         metrics=metrics,
-        intervals=_intervals(metrics, labels, settings.confidence),
+        uncertainty=Uncertainty.of(cm, settings),
+        ranking=ranking(preds.scores, eval_data.labels),
+        ece=expected_calibration_error(preds.scores, eval_data.labels),
         confidence=settings.confidence,
+        gate_on=settings.gate_on,
+        min_support=settings.min_support,
     )
     evaluation.lengths = eval_data.lengths
     evaluation.metadata = eval_data.metadata

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from pytest_seqgate.diagnostics import SliceSpec
+from pytest_seqgate.diagnostics import Finding, SliceSpec
 from pytest_seqgate.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -26,14 +26,28 @@ SUMMARY_GATES = {
     "min_weighted_f1": "weighted_f1",
     "min_mcc": "mcc",
     "min_kappa": "kappa",
+    "min_macro_average_precision": "macro_average_precision",
+    "min_macro_roc_auc": "macro_roc_auc",
 }
-PER_CLASS_GATES = {"min_precision": "precision", "min_recall": "recall", "min_f1": "f1"}
+MAX_GATES = {"max_ece": "ece"}
+PER_CLASS_GATES = {
+    "min_precision": "precision",
+    "min_recall": "recall",
+    "min_f1": "f1",
+    "min_average_precision": "average_precision",
+    "min_roc_auc": "roc_auc",
+}
+TRADE_OFF_GATES = {
+    "min_recall_at_precision": "recall_at_precision",
+    "min_precision_at_recall": "precision_at_recall",
+}
 GAP_METRICS = ("accuracy", "macro_f1", "recall")
-OTHER_KEYS = ("max_train_test_gap", "fail_on_paradox", "fail_on_padding_sensitivity",
-              "max_leakage", "slice")
 FINDING_GATES = {"fail_on_paradox": "accuracy_paradox",
                  "fail_on_padding_sensitivity": "padding_sensitivity"}
-KNOWN_KEYS = (*SUMMARY_GATES, *PER_CLASS_GATES, *OTHER_KEYS)
+OTHER_KEYS = ("max_train_test_gap", *FINDING_GATES, "max_leakage", "slice", "confidence",
+              "min_support")
+KNOWN_KEYS = (*SUMMARY_GATES, *MAX_GATES, *PER_CLASS_GATES, *TRADE_OFF_GATES, *OTHER_KEYS)
+UNDERPOWERED_WIDTH = 0.1
 
 HINT = (
     "What to do: if the model got worse, fix it before merging; if a threshold is wrong, "
@@ -44,17 +58,15 @@ HINT = (
 
 @dataclass(frozen=True)
 class Gate:
-    """One comparison: ``metric[class] op threshold``; ``class_name`` None for summaries."""
+    """One comparison: ``metric[class] op threshold``; ``class_name`` None for summaries.
+    ``param`` is the fixed side of a trade-off gate (the precision of recall@precision)."""
 
     key: str
     metric: str
     class_name: str | None
     op: str  # ">=" | "<="
     threshold: float
-
-    @property
-    def label(self) -> str:
-        return f"{self.metric}[{self.class_name}]" if self.class_name else self.metric
+    param: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,8 @@ class GateSpec:
     fail_on: tuple[str, ...] = tuple(FINDING_GATES.values())
     max_leakage: float | None = None
     slice: SliceSpec | None = None
+    confidence: float | None = None  # set: gate on the interval's lower bound
+    min_support: int | None = None
 
 
 @dataclass
@@ -77,15 +91,21 @@ class GateResult:
     value: float | None
     passed: bool
     reason: str = ""
+    bound: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         return f"{self.metric}[{self.class_name}]" if self.class_name else self.metric
 
     def to_json(self) -> dict[str, Any]:
-        return {"test": self.test, "metric": self.metric, "class": self.class_name,
-                "op": self.op, "threshold": self.threshold, "value": self.value,
-                "passed": self.passed, "reason": self.reason}
+        out = {"test": self.test, "metric": self.metric, "class": self.class_name,
+               "op": self.op, "threshold": self.threshold, "value": self.value,
+               "passed": self.passed, "reason": self.reason}
+        if self.bound is not None:
+            out["lower_bound"] = self.bound
+        out.update(self.extra)
+        return out
 
 
 def _threshold(key: str, value: Any, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -97,20 +117,28 @@ def _threshold(key: str, value: Any, lo: float = 0.0, hi: float = 1.0) -> float:
     return float(value)
 
 
-def _per_class(key: str, value: Any, labels: tuple[str, ...] | None) -> list[tuple[str | None,
-                                                                                   float]]:
-    """A number (every class) or ``{class name: number}``."""
+def _per_class(key: str, value: Any, labels: tuple[str, ...] | None,
+               parse: Any = None) -> list[tuple[str | None, Any]]:
+    """A value for every class, or ``{class name: value}``."""
+    parse = parse or _threshold
     if isinstance(value, Mapping):
-        out: list[tuple[str | None, float]] = []
+        out: list[tuple[str | None, Any]] = []
         for name, threshold in value.items():
             if labels is not None and name not in labels:
                 raise ConfigError(
                     f"`{key}` names class {name!r}, which is not one of the labels "
                     f"{list(labels)}"
                 )
-            out.append((str(name), _threshold(f"{key}[{name!r}]", threshold)))
+            out.append((str(name), parse(f"{key}[{name!r}]", threshold)))
         return out
-    return [(None, _threshold(key, value))]
+    return [(None, parse(key, value))]
+
+
+def _pair(key: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ConfigError(f"Expected `{key}` to be a pair (target, at), e.g. (0.9, 0.95), "
+                          f"but got {value!r}")
+    return _threshold(f"{key}[0]", value[0]), _threshold(f"{key}[1]", value[1])
 
 
 def parse_gates(kwargs: Mapping[str, Any], labels: tuple[str, ...] | None = None,
@@ -126,14 +154,18 @@ def parse_gates(kwargs: Mapping[str, Any], labels: tuple[str, ...] | None = None
     custom = set(custom_metrics)
     gates: list[Gate] = []
     fail_on = dict.fromkeys(FINDING_GATES.values(), True)
-    max_leakage = None
-    slice_spec = None
+    options: dict[str, Any] = {}
     for key, value in kwargs.items():
         if key in SUMMARY_GATES:
             gates.append(Gate(key, SUMMARY_GATES[key], None, ">=", _threshold(key, value)))
+        elif key in MAX_GATES:
+            gates.append(Gate(key, MAX_GATES[key], None, "<=", _threshold(key, value)))
         elif key in PER_CLASS_GATES:
             for name, threshold in _per_class(key, value, labels):
                 gates.append(Gate(key, PER_CLASS_GATES[key], name, ">=", threshold))
+        elif key in TRADE_OFF_GATES:
+            for name, (target, at) in _per_class(key, value, labels, _pair):
+                gates.append(Gate(key, TRADE_OFF_GATES[key], name, ">=", target, at))
         elif key == "max_train_test_gap":
             if isinstance(value, Mapping):
                 for metric, threshold in value.items():
@@ -156,9 +188,19 @@ def parse_gates(kwargs: Mapping[str, Any], labels: tuple[str, ...] | None = None
             if not isinstance(value, str):
                 raise ConfigError(f"Expected `slice` to be a string like 'length>=128', "
                                   f"but got {value!r}")
-            slice_spec = SliceSpec.parse(value)
+            options["slice"] = SliceSpec.parse(value)
         elif key == "max_leakage":
-            max_leakage = _threshold(key, value)
+            options["max_leakage"] = _threshold(key, value)
+        elif key == "confidence":
+            level = _threshold(key, value)
+            if not 0 < level < 1:
+                raise ConfigError(f"Expected `confidence` to be in (0, 1), but got {value!r}")
+            options["confidence"] = level
+        elif key == "min_support":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"Expected `min_support` to be a non-negative integer, "
+                                  f"but got {value!r}")
+            options["min_support"] = value
         elif key[:4] in ("min_", "max_") and (key[4:] in custom or allow_unknown_custom):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"Expected `{key}` to be a number, but got {value!r}")
@@ -169,30 +211,33 @@ def parse_gates(kwargs: Mapping[str, Any], labels: tuple[str, ...] | None = None
                 f"unknown gate `{key}`; known gates: {', '.join(KNOWN_KEYS)}"
                 + (f", and min_/max_ of {', '.join(sorted(custom))}" if custom else "")
             )
-    return GateSpec(tuple(gates), tuple(k for k, v in fail_on.items() if v), max_leakage,
-                    slice_spec)
+    return GateSpec(tuple(gates), tuple(k for k, v in fail_on.items() if v), **options)
 
 
 def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
     """Expand every-class gates and check class names once the labels are known."""
     gates: list[Gate] = []
+    per_class = {*PER_CLASS_GATES.values(), *TRADE_OFF_GATES.values()}
     for gate in spec.gates:
-        if gate.metric in PER_CLASS_GATES.values() and gate.class_name is None:
-            gates.extend(Gate(gate.key, gate.metric, name, gate.op, gate.threshold)
+        if gate.metric in per_class and gate.class_name is None:
+            gates.extend(Gate(gate.key, gate.metric, name, gate.op, gate.threshold, gate.param)
                          for name in labels)
             continue
         if gate.class_name is not None and gate.class_name not in labels:
             raise ConfigError(f"`{gate.key}` names class {gate.class_name!r}, which is not one "
                               f"of the labels {list(labels)}")
         gates.append(gate)
-    return GateSpec(tuple(gates), spec.fail_on, spec.max_leakage, spec.slice)
+    return GateSpec(tuple(gates), spec.fail_on, spec.max_leakage, spec.slice, spec.confidence,
+                    spec.min_support)
 
 
 def _undefined_reason(metric: str, name: str | None) -> str:
     if metric == "precision":
         return f"undefined: the model never predicted {name!r} (no predictions of the class)"
-    if metric == "recall":
-        return f"undefined: the eval set has no samples of {name!r}"
+    if metric in ("recall", "average_precision", "roc_auc", "recall_at_precision",
+                  "precision_at_recall"):
+        return f"undefined: the eval set has no samples of {name!r}" + (
+            " (or no samples of other classes)" if metric == "roc_auc" else "")
     if metric == "f1":
         return f"undefined: {name!r} has no samples and no predictions"
     if metric.startswith("train_test_gap"):
@@ -200,22 +245,100 @@ def _undefined_reason(metric: str, name: str | None) -> str:
     return "undefined on this eval set"
 
 
+def _trade_off(scope: Evaluation, gate: Gate) -> tuple[float | None, str, dict[str, Any]]:
+    """recall@precision or precision@recall of one class, and the threshold that gives it."""
+    from pytest_seqgate.curves import best_precision_at_recall, best_recall_at_precision, pr_curve
+
+    assert gate.class_name is not None and gate.param is not None
+    index = scope.labels.index(gate.class_name)
+    positive = scope.targets == index
+    if not bool(positive.any()):
+        return None, "", {}
+    curve = pr_curve(scope.predictions.scores[:, index], positive)
+    if gate.metric == "recall_at_precision":
+        value, threshold = best_recall_at_precision(curve, gate.param)
+        side = f"at precision >= {gate.param:g}"
+    else:
+        value, threshold = best_precision_at_recall(curve, gate.param)
+        side = f"at recall >= {gate.param:g}"
+    if threshold is None:
+        return value, f"no decision threshold reaches {side.split(' ', 1)[1]}", {"at": gate.param}
+    return value, f"{side}, with threshold {threshold:.4f} on P({gate.class_name})", {
+        "at": gate.param, "decision_threshold": threshold}
+
+
+def _underpowered(evaluation: Evaluation, gate: Gate, interval: Any) -> None:
+    """A warning finding, once per (metric, class), when a gated interval is wide."""
+    width = float(interval[1] - interval[0])
+    if not width > UNDERPOWERED_WIDTH:
+        return
+    key = (gate.metric, gate.class_name)
+    if any((f.data.get("metric"), f.data.get("class")) == key
+           for f in evaluation.findings_of("underpowered")):
+        return
+    support = int(evaluation.metrics.support[evaluation.labels.index(gate.class_name)]) \
+        if gate.class_name else evaluation.n_samples
+    evaluation.findings.append(Finding(
+        "underpowered", "warning",
+        f"{gate.metric}[{gate.class_name}] is known only to within {width:.3f} "
+        f"([{float(interval[0]):.3f}, {float(interval[1]):.3f}] at "
+        f"{evaluation.confidence:.0%}) from {support} samples: a gate on it can flip on noise",
+        {"metric": gate.metric, "class": gate.class_name, "width": width, "support": support},
+    ))
+
+
 def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]:
-    """Judge every gate of ``spec``; one result per gate, plus paradox and leakage."""
+    """Judge every gate of ``spec``; one result per gate, plus findings-based gates."""
+    from pytest_seqgate.stats import support_needed
+
     spec = bind_classes(spec, evaluation.labels)
-    results = []
     scope = evaluation.for_slice(spec.slice) if spec.slice is not None else evaluation
     where = f" on slice {spec.slice.name} ({scope.n_samples} samples)" if spec.slice else ""
+    level = spec.confidence
+    if level is None and evaluation.gate_on == "lower_bound":
+        level = evaluation.confidence
+    min_support = spec.min_support if spec.min_support is not None else evaluation.min_support
+    results = []
     for gate in spec.gates:
-        value = scope.gate_value(gate.metric, gate.class_name)
+        extra: dict[str, Any] = {}
+        if gate.metric in TRADE_OFF_GATES.values():
+            value, note, extra = _trade_off(scope, gate)
+        else:
+            value, note = scope.gate_value(gate.metric, gate.class_name), ""
         if value is None or math.isnan(value):
             results.append(GateResult(test, gate.metric, gate.class_name, gate.op,
                                       gate.threshold, None, False,
                                       _undefined_reason(gate.metric, gate.class_name) + where))
             continue
-        passed = value >= gate.threshold if gate.op == ">=" else value <= gate.threshold
+        class_index = scope.labels.index(gate.class_name) if gate.class_name else None
+        interval = scope.uncertainty.interval(gate.metric, class_index, level)
+        if interval is not None and gate.class_name is not None:
+            _underpowered(evaluation, gate, scope.uncertainty.interval(gate.metric, class_index))
+        compared, bound = value, None
+        if level is not None and gate.op == ">=" and interval is not None:
+            bound = float(interval[0])
+            compared = bound
+        passed = compared >= gate.threshold if gate.op == ">=" else compared <= gate.threshold
+        reasons = [note, where.strip()]
+        if bound is not None and not passed:
+            reasons.insert(0, f"point {value:.3f} clears it but the {level:.0%} lower bound "
+                              f"{bound:.3f} does not" if value >= gate.threshold else
+                           f"point {value:.3f}, {level:.0%} lower bound {bound:.3f}")
+        if gate.class_name is not None and min_support and class_index is not None:
+            support = int(scope.metrics.support[class_index])
+            if support < min_support:
+                passed = False
+                needed = support_needed(value, gate.threshold, evaluation.confidence) \
+                    if gate.metric == "recall" else None
+                reasons.insert(0, (
+                    f"{support} samples of {gate.class_name!r}, fewer than min_support="
+                    f"{min_support}: the eval set cannot support the claim"
+                    + (f"; at the observed {value:.3f}, about {needed} samples would put the "
+                       f"{evaluation.confidence:.0%} lower bound above {gate.threshold:g}"
+                       if needed else "")))
         results.append(GateResult(test, gate.metric, gate.class_name, gate.op, gate.threshold,
-                                  value, passed, where.strip()))
+                                  value, passed, "; ".join(r for r in reasons if r), bound,
+                                  extra))
     for kind in spec.fail_on:
         for finding in evaluation.findings_of(kind):
             results.append(GateResult(test, kind, finding.data.get("class"), "absent", 0.0,
@@ -245,11 +368,20 @@ def format_number(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def format_value(result: GateResult) -> str:
+    if result.op == "absent":
+        return "present"
+    text = format_number(result.value)
+    if result.bound is not None:
+        text += f" (low {result.bound:.3f})"
+    return text
+
+
 def failure_message(results: list[GateResult], test: str) -> str:
     """Every violated gate as a table, then what to do."""
     failed = [r for r in results if not r.passed]
-    rows = [[r.metric, r.class_name or "", format_threshold(r),
-             "present" if r.op == "absent" else format_number(r.value), r.reason] for r in failed]
+    rows = [[r.metric, r.class_name or "", format_threshold(r), format_value(r), r.reason]
+            for r in failed]
     table = tabulate(rows, headers=["metric", "class", "threshold", "value", "reason"],
                      tablefmt="simple", disable_numparse=True)
     return (f"seqgate: {len(failed)} of {len(results)} gate(s) failed for {test}\n"

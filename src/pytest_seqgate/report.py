@@ -19,8 +19,9 @@ from tabulate import tabulate
 from torch import Tensor
 
 from pytest_seqgate.diagnostics import SliceResult
-from pytest_seqgate.evaluation import Evaluation
-from pytest_seqgate.gates import format_number, format_threshold
+from pytest_seqgate.curves import Ranking
+from pytest_seqgate.evaluation import Evaluation, Uncertainty
+from pytest_seqgate.gates import format_number, format_threshold, format_value
 from pytest_seqgate.metrics import SUMMARY_METRICS, Metrics
 
 SCHEMA = "seqgate-report/1"
@@ -38,7 +39,8 @@ def _pair(t: Tensor) -> list[float | None] | None:
 
 
 def metrics_json(metrics: Metrics, labels: Sequence[str],
-                 intervals: dict[str, Any] | None = None) -> dict[str, Any]:
+                 uncertainty: Uncertainty | None = None, ranks: Ranking | None = None,
+                 ece: float | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {name: _num(float(metrics.summary[name])) for name in SUMMARY_METRICS}
     precision, recall, f1 = metrics.precision.tolist(), metrics.recall.tolist(), metrics.f1.tolist()
     support = metrics.support.tolist()
@@ -47,14 +49,30 @@ def metrics_json(metrics: Metrics, labels: Sequence[str],
                "support": int(support[i])}
         for i, name in enumerate(labels)
     }
-    if intervals is not None:
-        out["intervals"] = {
-            "method": intervals["method"],
-            "confidence": intervals["confidence"],
-            "accuracy": _pair(intervals["accuracy"]),
-            "per_class": {name: {k: _pair(v) for k, v in per.items()}
-                          for name, per in intervals["per_class"].items()},
+    if ranks is not None:
+        out["macro_average_precision"] = _num(ranks.macro_average_precision)
+        out["macro_roc_auc"] = _num(ranks.macro_roc_auc)
+        ap, auc = ranks.average_precision.tolist(), ranks.roc_auc.tolist()
+        for i, name in enumerate(labels):
+            out["per_class"][name]["average_precision"] = _num(ap[i])
+            out["per_class"][name]["roc_auc"] = _num(auc[i])
+    if ece is not None:
+        out["ece"] = _num(ece)
+    if uncertainty is not None:
+        intervals: dict[str, Any] = {
+            "method": {"rates": uncertainty.method,
+                       "others": "bootstrap percentile" if uncertainty.samples else None},
+            "confidence": uncertainty.confidence,
+            "resamples": uncertainty.resamples if uncertainty.samples else 0,
+            "seed": uncertainty.seed,
         }
+        for name in SUMMARY_METRICS:
+            interval = uncertainty.interval(name)
+            if interval is not None:
+                intervals[name] = _pair(interval)
+        intervals["per_class"] = {name: {k: _pair(v) for k, v in per.items()}
+                                  for name, per in uncertainty.per_class(tuple(labels)).items()}
+        out["intervals"] = intervals
     return out
 
 
@@ -66,7 +84,7 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
         "device": ev.device,
         "labels": list(ev.labels),
         "n_samples": ev.n_samples,
-        "metrics": metrics_json(ev.metrics, ev.labels, ev.intervals),
+        "metrics": metrics_json(ev.metrics, ev.labels, ev.uncertainty, ev.ranking, ev.ece),
         "custom_metrics": {k: _num(v) for k, v in ev.custom_metrics.items()},
         "confusion_matrix": ev.metrics.confusion_matrix.tolist(),
         "train_metrics": (metrics_json(ev.train_metrics, ev.labels)
@@ -101,34 +119,40 @@ def _with_interval(value: float, interval: Tensor | None) -> str:
 
 
 def per_class_rows(ev: Evaluation) -> list[list[str]]:
-    per = ev.intervals.get("per_class", {})
+    per = ev.uncertainty.per_class(ev.labels)
+    ap = ev.ranking.average_precision.tolist() if ev.ranking is not None else None
     rows = []
     for i, name in enumerate(ev.labels):
         m = ev.metrics
         rows.append([
             name,
-            _with_interval(float(m.precision[i]), per.get(name, {}).get("precision")),
-            _with_interval(float(m.recall[i]), per.get(name, {}).get("recall")),
-            format_number(float(m.f1[i])),
+            _with_interval(float(m.precision[i]), per[name].get("precision")),
+            _with_interval(float(m.recall[i]), per[name].get("recall")),
+            _with_interval(float(m.f1[i]), per[name].get("f1")),
+            format_number(ap[i]) if ap is not None else "n/a",
             str(int(m.support[i])),
         ])
     return rows
 
 
-PER_CLASS_HEADERS = ["class", "precision", "recall", "f1", "support"]
+PER_CLASS_HEADERS = ["class", "precision", "recall", "f1", "AP", "support"]
 
 
 def summary_rows(ev: Evaluation) -> list[list[str]]:
     rows = []
     for name in SUMMARY_METRICS:
         value = float(ev.metrics.summary[name])
-        interval = ev.intervals.get("accuracy") if name == "accuracy" else None
-        row = [name, _with_interval(value, interval)]
+        row = [name, _with_interval(value, ev.uncertainty.interval(name))]
         if ev.train_metrics is not None:
             row.append(format_number(float(ev.train_metrics.summary[name])))
         rows.append(row)
+    extra = dict(ev.custom_metrics)
+    if ev.ranking is not None:
+        extra["macro_average_precision"] = ev.ranking.macro_average_precision
+        extra["macro_roc_auc"] = ev.ranking.macro_roc_auc
+    extra["ece"] = ev.ece
     rows.extend([name, format_number(value)] + ([""] if ev.train_metrics is not None else [])
-                for name, value in ev.custom_metrics.items())
+                for name, value in extra.items())
     return rows
 
 
@@ -166,8 +190,7 @@ SLICE_HEADERS = ["slice", "samples", "accuracy", "macro_f1", "recall per class"]
 def gate_rows(ev: Evaluation, reason_width: int | None = None) -> list[list[str]]:
     """One row per gate; ``reason_width`` keeps terminal lines short (the findings
     below the table carry the whole message)."""
-    return [[g.test, g.label, format_threshold(g),
-             "present" if g.op == "absent" else format_number(g.value),
+    return [[g.test, g.label, format_threshold(g), format_value(g),
              "PASS" if g.passed else "FAIL", _shorten(g.reason, reason_width)]
             for g in ev.gates]
 

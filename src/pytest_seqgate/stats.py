@@ -52,3 +52,121 @@ def binomial_sf(k: int, n: int, p: float) -> float:
         + i * math.log(p) + (nn - i) * math.log1p(-p)
     )
     return float(torch.logsumexp(log_terms, 0).exp().clamp(0.0, 1.0))
+
+
+def clopper_pearson_interval(successes: Tensor, trials: Tensor,
+                             confidence: float = 0.95) -> Tensor:
+    """Exact (Clopper-Pearson) interval ``[..., 2]``, by bisection on the binomial tail.
+
+    Each bound solves P(X >= k | p) = alpha/2 (low) or P(X <= k | p) = alpha/2
+    (high); 60 halvings give float64 precision.
+    """
+    alpha = 1 - confidence
+    flat_k = successes.reshape(-1).tolist()
+    flat_n = trials.reshape(-1).tolist()
+    out = []
+    for k, n in zip(flat_k, flat_n):
+        k, n = int(k), int(n)
+        if n == 0:
+            out.append((math.nan, math.nan))
+            continue
+        low = 0.0 if k == 0 else _bisect(lambda p: binomial_sf(k, n, p) - alpha / 2)
+        high = 1.0 if k == n else _bisect(lambda p: alpha / 2 - (1 - binomial_sf(k + 1, n, p)))
+        out.append((low, high))
+    return torch.tensor(out, dtype=torch.float64).reshape(*successes.shape, 2)
+
+
+def _bisect(f: object) -> float:
+    """Root of an increasing function on [0, 1]."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if f(mid) < 0:  # type: ignore[operator]
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def bootstrap_confusion(cm: Tensor, resamples: int, seed: int) -> Tensor:
+    """``[resamples, C, C]`` confusion matrices of bootstrap resamples of the samples.
+
+    Resampling N samples with replacement and counting them by (true, predicted)
+    cell gives cell counts distributed Multinomial(N, cm / N): every statistic
+    that depends on the samples only through their cell (all count-based
+    metrics) has exactly the per-sample bootstrap distribution. Drawing the
+    counts directly, one conditional binomial per non-empty cell, costs
+    O(resamples x C^2) instead of O(resamples x N).
+    """
+    c = cm.shape[0]
+    flat = cm.reshape(-1).to(torch.float64)
+    n = float(flat.sum())
+    out = torch.zeros(resamples, c * c, dtype=torch.float64)
+    cells = torch.nonzero(flat).reshape(-1).tolist()
+    if not cells:
+        return out.reshape(resamples, c, c)
+    gen = torch.Generator().manual_seed(seed)
+    remaining = torch.full((resamples,), n, dtype=torch.float64)
+    rest = n
+    for cell in cells[:-1]:
+        share = float(flat[cell]) / rest
+        draw = torch.binomial(remaining, torch.full_like(remaining, min(share, 1.0)),
+                              generator=gen)
+        out[:, cell] = draw
+        remaining -= draw
+        rest -= float(flat[cell])
+    out[:, cells[-1]] = remaining
+    return out.reshape(resamples, c, c)
+
+
+BOOTSTRAP_SUMMARY = ("balanced_accuracy", "macro_f1", "weighted_f1", "mcc", "kappa")
+
+
+def batched_metrics(cms: Tensor) -> dict[str, Tensor]:
+    """Bootstrap statistics of ``[B, C, C]`` matrices, with the same NaN rules as
+    :func:`pytest_seqgate.metrics.compute_metrics`: ``f1`` is ``[B, C]``, the
+    rest ``[B]``."""
+    tp = cms.diagonal(dim1=1, dim2=2)
+    true = cms.sum(2)
+    pred = cms.sum(1)
+    n = true.sum(1)
+    correct = tp.sum(1)
+    f1 = 2 * tp / (true + pred)
+    recall = tp / true
+    weighted = (f1.nan_to_num() * true).sum(1) / n
+    agree = (true * pred).sum(1)
+    cov = (n * n - (true * true).sum(1)) * (n * n - (pred * pred).sum(1))
+    mcc = torch.where(cov > 0, (correct * n - agree) / cov.clamp_min(1e-300).sqrt(),
+                      torch.zeros_like(n))
+    expected = agree / (n * n)
+    kappa = (correct / n - expected) / (1 - expected)
+    return {"f1": f1, "balanced_accuracy": recall.nanmean(1), "macro_f1": f1.nanmean(1),
+            "weighted_f1": weighted, "mcc": mcc, "kappa": kappa}
+
+
+def percentile_interval(samples: Tensor, confidence: float) -> Tensor:
+    """``[..., 2]`` percentile interval over the first dimension, skipping NaN."""
+    alpha = 1 - confidence
+    q = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=samples.dtype)
+    return torch.nanquantile(samples, q, dim=0).movedim(0, -1)
+
+
+def support_needed(rate: float, threshold: float, confidence: float) -> int | None:
+    """Smallest n whose Wilson lower bound at the observed ``rate`` clears ``threshold``
+    (None when the rate itself does not): how many samples would support the claim."""
+    if rate <= threshold:
+        return None
+    lo, hi = 1, 1
+    while float(wilson_interval(torch.tensor(rate * hi), torch.tensor(hi),
+                                confidence)[0]) < threshold:
+        hi *= 2
+        if hi > 10**9:
+            return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if float(wilson_interval(torch.tensor(rate * mid), torch.tensor(mid),
+                                 confidence)[0]) >= threshold:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
