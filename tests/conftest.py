@@ -5,8 +5,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 pytest_plugins = ["pytester"]
+
+# Hypothesis: a bounded profile for CI (the default), a long one for a deliberate
+# run: pytest tests/test_fuzz.py --hypothesis-profile=long
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True)
+settings.register_profile("long", max_examples=3000, deadline=None)
+settings.load_profile("ci")
 
 MODELS = '''
 import torch

@@ -225,6 +225,12 @@ def _check_report_paths(settings: Settings) -> None:
         folder = target.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
+        if not folder.is_dir():
+            raise ConfigError(f"{settings.source('report')}: cannot write {target}: {folder} "
+                              f"is a file, not a folder; choose another path")
+        if target.is_dir():
+            raise ConfigError(f"{settings.source('report')}: cannot write {target}: it is a "
+                              f"folder; give a file name ending in .json, .md or .html")
         if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
             raise ConfigError(f"{settings.source('report')}: cannot write {target}: "
                               f"permission denied; choose a writable path")
