@@ -140,6 +140,7 @@ class Evaluation:
     gates: list[GateResult] = field(default_factory=list)
     seconds: float = 0.0
     confidence: float = 0.95
+    device_note: str = ""
     lengths: Tensor | None = None
     metadata: dict[str, list[Any]] = field(default_factory=dict)
     slices: list[SliceResult] = field(default_factory=list)
@@ -269,6 +270,8 @@ def evaluate(
         gate_on=settings.gate_on,
         min_support=settings.min_support,
     )
+    if settings.device == "auto" and device.type == "cpu":
+        evaluation.device_note = "auto: no CUDA device, ran on the CPU"
     evaluation.lengths = eval_data.lengths
     evaluation.metadata = eval_data.metadata
     evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))

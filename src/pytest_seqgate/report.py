@@ -82,6 +82,7 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
         "model": ev.model,
         "eval_data": ev.eval_data,
         "device": ev.device,
+        "device_note": ev.device_note or None,
         "labels": list(ev.labels),
         "n_samples": ev.n_samples,
         "metrics": metrics_json(ev.metrics, ev.labels, ev.uncertainty, ev.ranking, ev.ece),
@@ -203,7 +204,8 @@ def headline(ev: Evaluation) -> str:
     gates = f", gates {len(ev.gates) - failed}/{len(ev.gates)} passed" if ev.gates else ""
     return (f"{ev.name} on {ev.eval_data}: {ev.n_samples} samples, accuracy "
             f"{format_number(ev.metrics.value('accuracy'))}, macro F1 "
-            f"{format_number(ev.metrics.value('macro_f1'))}, {ev.device}, "
+            f"{format_number(ev.metrics.value('macro_f1'))}, {ev.device}"
+            f"{f' ({ev.device_note})' if ev.device_note else ''}, "
             f"{ev.seconds:.2f}s{gates}")
 
 
