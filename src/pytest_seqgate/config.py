@@ -105,6 +105,9 @@ OPTIONS: tuple[Option, ...] = (
         "int",
         64,
     ),
+    Option("gates", "gates as test items, one per line, e.g. 'recall[spam] >= 0.9' or "
+           "'macro_f1 >= 0.85'; end a line with '; xfail: reason' for a known-weak class",
+           "list"),
     Option("slice_by", "record keys to slice metrics by (ini: one per line; CLI: commas)",
            "list"),
     Option(
@@ -154,11 +157,12 @@ def cli_type(option: Option) -> Callable[[str], Any]:
     return parse
 
 
-def _split_lines(value: Sequence[str] | str) -> list[str]:
+def _split_lines(value: Sequence[str] | str, commas: bool = True) -> list[str]:
     items = [value] if isinstance(value, str) else list(value)
     out: list[str] = []
     for item in items:
-        out.extend(part.strip() for part in item.replace(",", "\n").splitlines())
+        text = item.replace(",", "\n") if commas else item
+        out.extend(part.strip() for part in text.splitlines())
     return [part for part in out if part]
 
 
@@ -193,6 +197,7 @@ class Settings:
     near_duplicate_threshold: float = 0.9
     padding_check: int = 64
     slice_by: tuple[str, ...] | None = None
+    gates: tuple[str, ...] | None = None
     trust_checkpoints: bool = False
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -334,7 +339,8 @@ def is_import_path(value: str) -> bool:
 
 def _convert(option: Option, raw: Any, source: str) -> Any:
     if option.kind in ("list", "paths"):
-        items = _split_lines(raw)
+        # Gate lines may hold commas (an xfail reason); every other list splits on them.
+        items = _split_lines(raw, commas=option.name != "gates")
         if option.kind == "paths":
             return tuple(Path(item) for item in items)
         return tuple(items) if items else None

@@ -7,6 +7,7 @@ a usage error in seconds rather than a failure after a long evaluation.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -212,6 +213,54 @@ def parse_gates(kwargs: Mapping[str, Any], labels: tuple[str, ...] | None = None
                 + (f", and min_/max_ of {', '.join(sorted(custom))}" if custom else "")
             )
     return GateSpec(tuple(gates), tuple(k for k, v in fail_on.items() if v), **options)
+
+
+GATE_LINE = re.compile(
+    r"^\s*(?P<metric>[A-Za-z_][\w.]*)(?:\[(?P<cls>[^\]]+)\])?\s*(?P<op>>=|<=)\s*"
+    r"(?P<value>[-+0-9.eE]+)\s*(?:;\s*xfail(?:\s*:\s*(?P<reason>.*))?)?\s*$"
+)
+
+
+@dataclass(frozen=True)
+class GateLine:
+    """One line of ``seqgate_gates``: its item name, its gates and an optional xfail."""
+
+    name: str
+    spec: GateSpec
+    xfail: str | None
+
+
+def parse_gate_line(line: str, labels: tuple[str, ...] | None,
+                    allow_unknown_custom: bool = False) -> GateLine:
+    """``recall[spam] >= 0.9``, ``macro_f1 >= 0.85; xfail: known weak``, ``ece <= 0.05``."""
+    match = GATE_LINE.match(line)
+    if match is None:
+        raise ConfigError(f"seqgate_gates: cannot read {line!r}; expected "
+                          f"'METRIC[CLASS] >= NUMBER' or 'METRIC <= NUMBER', optionally "
+                          f"followed by '; xfail: reason'")
+    metric, cls, op = match["metric"], match["cls"], match["op"]
+    try:
+        value = float(match["value"])
+    except ValueError:
+        raise ConfigError(f"seqgate_gates: {match['value']!r} in {line!r} is not a number") \
+            from None
+    if metric.startswith("train_test_gap"):
+        sub = metric.partition(".")[2]
+        kwargs: dict[str, Any] = {"max_train_test_gap": {sub: value} if sub else value}
+    elif metric == "leakage":
+        kwargs = {"max_leakage": value}
+    else:
+        key = ("min_" if op == ">=" else "max_") + metric
+        kwargs = {key: {cls: value} if cls else value}
+    try:
+        spec = parse_gates(kwargs, labels, allow_unknown_custom=allow_unknown_custom)
+    except ConfigError as exc:
+        raise ConfigError(f"seqgate_gates: {line!r}: {exc}") from None
+    name = f"{metric}[{cls}]" if cls else metric
+    reason = match["reason"]
+    xfail = (reason or "known weak (seqgate_gates)") if ";" in line else None
+    # A line item judges only its own gate: findings fail the marked tests, not each line.
+    return GateLine(name, GateSpec(spec.gates, (), spec.max_leakage), xfail)
 
 
 def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:

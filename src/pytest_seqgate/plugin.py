@@ -166,7 +166,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _uses_plugin(item: pytest.Item) -> bool:
-    if item.get_closest_marker(MARKER) is not None:
+    if isinstance(item, GateItem) or item.get_closest_marker(MARKER) is not None:
         return True
     names = getattr(item, "fixturenames", ())
     return any(name in names for name in FIXTURES)
@@ -177,13 +177,81 @@ def _where(item: pytest.Item) -> str:
     return f"{path}:{(line or 0) + 1}" if line is not None else path
 
 
+class GateCollection(pytest.Collector):
+    """The parent of the ``seqgate_gates`` items: node id ``seqgate``."""
+
+    gate_items: list[pytest.Item]
+
+    def collect(self) -> list[pytest.Item]:
+        return list(getattr(self, "gate_items", []))
+
+
+class GateItem(pytest.Item):
+    """One line of ``seqgate_gates``: a test item with no test file behind it."""
+
+    def __init__(self, *, spec: GateSpec, line: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.line = line
+
+    def runtest(self) -> None:
+        from pytest_seqgate.gates import check, failure_message
+
+        state = _state(self.config)
+        evaluation = _guard(lambda: state.evaluate(state.model(), state.dataset("eval_data"),
+                                                   state.dataset("train_data")))
+        results = _guard(lambda: check(evaluation, self.spec, self.nodeid))
+        _record(self, evaluation, results)
+        if not all(r.passed for r in results):
+            raise GateFailure(failure_message(results, self.nodeid))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> Any:
+        if isinstance(excinfo.value, GateFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.config.inipath or self.path, None, f"seqgate::{self.name}: {self.line}"
+
+
+def _gate_items(session: pytest.Session, state: SessionState) -> list[pytest.Item]:
+    from pytest_seqgate.gates import parse_gate_line
+
+    settings = state.settings
+    labels = settings.labels
+    if labels is None and settings.eval_data is not None:
+        data = state.dataset("eval_data")
+        labels = data.label_names if data is not None else None
+    parent = GateCollection.from_parent(session, name="seqgate", nodeid="seqgate")
+    items: list[pytest.Item] = []
+    for line in settings.gates or ():
+        parsed = parse_gate_line(line, labels, state.has_hook("pytest_seqgate_metrics"))
+        item = GateItem.from_parent(parent, name=parsed.name, spec=parsed.spec, line=line)
+        if parsed.xfail is not None:
+            item.add_marker(pytest.mark.xfail(reason=parsed.xfail, strict=False))
+        items.append(item)
+    parent.gate_items = items
+    # Tell the terminal (and other plugins) about them, so "collected N items" counts them.
+    session.config.hook.pytest_collectreport(report=pytest.CollectReport(
+        parent.nodeid, "passed", None, list(items)))
+    return items
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
-    """Validate everything that needs no inference, so mistakes are usage errors (exit 4)."""
+    """Add the ``seqgate_gates`` items, then validate everything that needs no inference,
+    so mistakes are usage errors (exit 4). Runs first, so -k and --deselect see the items."""
+    state = _state(config)
+    if config.getini("seqgate_gates") or config.getoption("seqgate_gates", None):
+        try:
+            items.extend(_gate_items(session, state))
+        except SeqgateError as exc:
+            raise pytest.UsageError(f"seqgate: {exc}") from None
     users = [item for item in items if _uses_plugin(item)]
     if not users:
         return
-    state = _state(config)
     try:
         settings = state.settings
     except SeqgateError as exc:
@@ -345,6 +413,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     paths = [settings.resolve("report", str(p)) for p in settings.report]
     try:
         state.written = write_reports(paths, evaluations)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            from pytest_seqgate.report import render_markdown
+
+            with open(summary, "a", encoding="utf-8") as handle:
+                handle.write(render_markdown(evaluations))
     except OSError as exc:
         state.report_errors.append(f"seqgate: cannot write report: {exc}")
     session.config.hook.pytest_seqgate_report(evaluations=evaluations, config=session.config)

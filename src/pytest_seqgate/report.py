@@ -21,7 +21,7 @@ from torch import Tensor
 from pytest_seqgate.diagnostics import SliceResult
 from pytest_seqgate.curves import Ranking
 from pytest_seqgate.evaluation import Evaluation, Uncertainty
-from pytest_seqgate.gates import format_number, format_threshold, format_value
+from pytest_seqgate.gates import GateResult, format_number, format_threshold, format_value
 from pytest_seqgate.metrics import SUMMARY_METRICS, Metrics
 
 SCHEMA = "seqgate-report/1"
@@ -188,12 +188,12 @@ def slice_rows(ev: Evaluation, slices: Sequence[SliceResult]) -> list[list[str]]
 SLICE_HEADERS = ["slice", "samples", "accuracy", "macro_f1", "recall per class"]
 
 
-def gate_rows(ev: Evaluation, reason_width: int | None = None) -> list[list[str]]:
+def gate_rows(gates: Sequence[GateResult], reason_width: int | None = None) -> list[list[str]]:
     """One row per gate; ``reason_width`` keeps terminal lines short (the findings
     below the table carry the whole message)."""
     return [[g.test, g.label, format_threshold(g), format_value(g),
              "PASS" if g.passed else "FAIL", _shorten(g.reason, reason_width)]
-            for g in ev.gates]
+            for g in gates]
 
 
 GATE_HEADERS = ["test", "gate", "threshold", "value", "result", "reason"]
@@ -210,39 +210,47 @@ def headline(ev: Evaluation) -> str:
 
 
 def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> list[tuple[str, str]]:
-    """Lines with a style tag: '' plain, 'red', 'green', 'yellow', 'bold'."""
+    """Lines with a style tag: '' plain, 'red', 'green', 'yellow', 'bold'.
+
+    ``-q`` (verbosity < 0): one line per evaluation. Default: the per-class and
+    summary tables, then failing gates and findings. ``-v``: also the confusion
+    matrix, every slice and every gate.
+    """
     out: list[tuple[str, str]] = []
+
+    def table(rows: list[list[Any]], headers: list[str]) -> None:
+        out.extend((line, "") for line in tabulate(
+            rows, headers=headers, tablefmt="simple", disable_numparse=True).splitlines())
+
     for ev in evaluations:
-        out.append((headline(ev), "bold"))
+        failed = [g for g in ev.gates if not g.passed]
+        out.append((headline(ev), "red" if failed else "bold"))
         if verbosity < 0:
             continue
         out.append(("", ""))
-        out.extend((line, "") for line in tabulate(
-            per_class_rows(ev), headers=PER_CLASS_HEADERS, tablefmt="simple", disable_numparse=True).splitlines())
+        table(per_class_rows(ev), PER_CLASS_HEADERS)
         out.append(("", ""))
-        headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
-        out.extend((line, "") for line in tabulate(
-            summary_rows(ev), headers=headers, tablefmt="simple", disable_numparse=True).splitlines())
-        out.append(("", ""))
-        out.append(("confusion matrix (rows: true class, columns: predicted)", ""))
-        out.extend((line, "") for line in tabulate(
-            confusion_rows(ev), headers=["true \\ pred", *ev.labels],
-            tablefmt="simple", disable_numparse=True).splitlines())
+        table(summary_rows(ev), ["metric", "eval"]
+              + (["train"] if ev.train_metrics is not None else []))
+        if verbosity > 0:
+            out.append(("", ""))
+            out.append(("confusion matrix (rows: true class, columns: predicted)", ""))
+            table(confusion_rows(ev), ["true \\ pred", *ev.labels])
         slices = ev.slices if verbosity > 0 else weak_slices(ev)
         if slices:
             out.append(("", ""))
-            title = "slices" if verbosity > 0 else (
-                f"slices whose macro F1 is more than {SLICE_GAP} below the whole set's")
-            out.append((title, ""))
-            out.extend((line, "") for line in tabulate(
-                slice_rows(ev, slices), headers=SLICE_HEADERS, tablefmt="simple",
-                disable_numparse=True).splitlines())
-        if ev.gates:
+            out.append(("slices" if verbosity > 0 else
+                        f"slices whose macro F1 is more than {SLICE_GAP} below the whole set's",
+                        ""))
+            table(slice_rows(ev, slices), SLICE_HEADERS)
+        shown = ev.gates if verbosity > 0 else failed
+        if shown:
             out.append(("", ""))
-            gate_table = tabulate(gate_rows(ev, 48), headers=GATE_HEADERS, tablefmt="simple", disable_numparse=True)
-            lines = gate_table.splitlines()
+            out.append(("gates" if verbosity > 0 else "failed gates", ""))
+            lines = tabulate(gate_rows(shown, 48), headers=GATE_HEADERS, tablefmt="simple",
+                             disable_numparse=True).splitlines()
             out.extend((line, "") for line in lines[:2])
-            for gate, line in zip(ev.gates, lines[2:]):
+            for gate, line in zip(shown, lines[2:]):
                 out.append((line, "green" if gate.passed else "red"))
         for finding in ev.findings:
             style = "red" if finding.severity == "error" else "yellow"
@@ -270,7 +278,7 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
                       tabulate(slice_rows(ev, weak_slices(ev)), headers=SLICE_HEADERS,
                                tablefmt="github", disable_numparse=True), ""]
         if ev.gates:
-            parts += [tabulate(gate_rows(ev), headers=GATE_HEADERS, tablefmt="github", disable_numparse=True), ""]
+            parts += [tabulate(gate_rows(ev.gates), headers=GATE_HEADERS, tablefmt="github", disable_numparse=True), ""]
         if ev.findings:
             parts += ["### Findings", ""]
             parts += [f"- **{f.severity}** `{f.kind}`: {f.message}" for f in ev.findings]
@@ -321,7 +329,7 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
                             "<tr>" + "".join(
                                 f"<td class='{'pass' if g.passed else 'fail'}'>{e(str(c))}</td>"
                                 if j == 4 else f"<td>{e(str(c))}</td>" for j, c in enumerate(row))
-                            + "</tr>" for g, row in zip(ev.gates, gate_rows(ev))) + "</table>")
+                            + "</tr>" for g, row in zip(ev.gates, gate_rows(ev.gates))) + "</table>")
         if ev.findings:
             body.append("<h3>Findings</h3><ul>" + "".join(
                 f"<li class='{e(f.severity)}'><b>{e(f.kind)}</b>: {e(f.message)}</li>"

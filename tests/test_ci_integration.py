@@ -1,0 +1,78 @@
+"""CI fit: gates from configuration as items, verbosity, step summary, JUnit XML."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import assert_lines, rule_records
+
+GATE_LINES = [
+    "recall[spam] >= 0.9",
+    "recall[ham] >= 0.99",
+    "macro_f1 >= 0.8",
+    "precision[ham] >= 0.99; xfail: ham precision is known weak, see #12",
+]
+
+
+@pytest.fixture
+def configured(project):
+    # spam recall 0.7: that line fails; ham precision 100/130 = 0.77: xfail.
+    project.data(rule_records(200, missed={1: 30}))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
+                gates=GATE_LINES, report="r.json")
+    return project
+
+
+def test_gate_lines_become_items_without_any_test_file(configured):
+    result = configured.run("-v")
+    result.assert_outcomes(passed=2, failed=1, xfailed=1)
+    assert_lines(result.stdout.str(),
+                 "seqgate::recall[spam] FAILED*",
+                 "seqgate::recall[ham] PASSED*",
+                 "seqgate::macro_f1 PASSED*",
+                 "seqgate::precision[ham] XFAIL*")
+    assert_lines(result.stdout.str(), "*recall*spam*>= 0.9*0.700*")
+    gates = json.loads((configured.path / "r.json").read_text())["evaluations"][0]["gates"]
+    assert {g["test"] for g in gates} == {f"seqgate::{n}" for n in
+                                          ("recall[spam]", "recall[ham]", "macro_f1",
+                                           "precision[ham]")}
+
+
+def test_gate_items_work_with_k_and_deselect(configured):
+    configured.run("-k", "ham").assert_outcomes(passed=1, xfailed=1)
+    configured.run("--deselect", "seqgate::recall[spam]").assert_outcomes(passed=2, xfailed=1)
+
+
+def test_bad_gate_line_is_a_usage_error(project):
+    project.data(rule_records(20))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
+                gates=["recall[spam] => 0.9"])
+    result = project.run()
+    assert result.ret == 4
+    assert_lines(result.stderr.str(), "ERROR: seqgate: seqgate_gates: cannot read "
+                 "'recall[spam] => 0.9'; expected 'METRIC[CLASS] >= NUMBER'*")
+
+
+def test_quiet_is_one_line_and_verbose_adds_confusion_matrix(configured):
+    quiet = configured.run("-q").stdout.str()
+    summary = quiet[quiet.index("seqgate report"):]
+    assert "confusion matrix" not in summary and "precision" not in summary.split("\n")[1]
+    assert_lines(summary, "*first_token on eval.jsonl: 200 samples, accuracy 0.850*gates 2/4*")
+    verbose = configured.run("-v").stdout.str()
+    assert_lines(verbose, "*confusion matrix (rows: true class, columns: predicted)*",
+                 "*ham*100*0*", "*spam*30*70*")
+    default = configured.run().stdout.str()
+    assert "confusion matrix" not in default
+    assert_lines(default, "failed gates", "*seqgate::recall[spam]*FAIL*")
+
+
+def test_github_step_summary_and_junit_properties(configured, monkeypatch):
+    summary = configured.path / "summary.md"
+    summary.write_text("# earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    configured.run("--junitxml=junit.xml")
+    text = summary.read_text()
+    assert text.startswith("# earlier step\n# seqgate report") and "❌ gates failed" in text
+    junit = (configured.path / "junit.xml").read_text()
+    assert '<property name="seqgate.recall[spam]" value="0.7 &gt;= 0.9: fail"' in junit
