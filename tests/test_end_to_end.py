@@ -20,10 +20,11 @@ def test_rule_model_passing_gates_exit_0(project):
     project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
                 report="report.json")
     project.test(GATED)
-    result = project.run()
+    result = project.run("-v")
     result.assert_outcomes(passed=1)
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*seqgate report*", "*spam*1.000*", "*PASS*"])
+    result.stdout.fnmatch_lines(["*seqgate report*", "*gates 2/2 passed*", "*spam*1.000*",
+                                 "*PASS*"])
     report = json.loads((project.path / "report.json").read_text())
     assert report["schema"] == "seqgate-report/1"
     ev = report["evaluations"][0]
