@@ -110,6 +110,8 @@ OPTIONS: tuple[Option, ...] = (
            "list"),
     Option("slice_by", "record keys to slice metrics by (ini: one per line; CLI: commas)",
            "list"),
+    Option("cache", "reuse predictions from an unchanged earlier run (kept under pytest's "
+           "cache folder; xdist workers always share one run's predictions)", "bool", False),
     Option(
         "trust_checkpoints",
         "allow full unpickling of checkpoints that weights_only loading refuses (unsafe)",
@@ -198,6 +200,7 @@ class Settings:
     padding_check: int = 64
     slice_by: tuple[str, ...] | None = None
     gates: tuple[str, ...] | None = None
+    cache: bool = False
     trust_checkpoints: bool = False
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pytest_seqgate.cache import PredictionCache
 from pytest_seqgate.config import Settings
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import (
@@ -232,15 +233,31 @@ def evaluate(
     forward: ForwardHook | None = None,
     custom_metrics: CustomMetrics | None = None,
     name: str | None = None,
+    cache: PredictionCache | None = None,
 ) -> Evaluation:
-    """Predict, count and diagnose: one pass over the eval set, one over the train sample."""
+    """Predict, count and diagnose: one pass over the eval set, one over the train sample.
+
+    With a ``cache``, each inference (eval set, train sample, padding check) is
+    read from disk when present, so xdist workers and unchanged re-runs share one.
+    """
     settings = settings or Settings()
     started = time.perf_counter()
     device = resolve_device(settings.device, settings.source("device"))
     num_classes = len(settings.labels) if settings.labels is not None else None
     if eval_data.label_names is not None and settings.labels is None:
         num_classes = len(eval_data.label_names)
-    preds = predict(model, eval_data, device, settings.batch_size, num_classes, forward)
+
+    def cached(part: str, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
+        return compute() if cache is None else cache.get_or_compute(part, compute)
+
+    def run_eval() -> dict[str, Tensor]:
+        p = predict(model, eval_data, device, settings.batch_size, num_classes, forward)
+        return {"predictions": p.predictions, "scores": p.scores, "hashes": p.hashes,
+                "batch_size": torch.tensor(p.batch_size)}
+
+    stored = cached("eval", run_eval)
+    preds = Predictions(stored["predictions"], stored["scores"], str(device),
+                        int(stored["batch_size"]), stored["hashes"])
     labels = resolve_labels(settings, eval_data, preds.scores.shape[1])
     if len(labels) != preds.scores.shape[1]:
         raise ModelError(
@@ -280,7 +297,8 @@ def evaluate(
         gen = torch.Generator().manual_seed(settings.seed)
         sample = torch.randperm(len(eval_data), generator=gen)[: settings.padding_check]
         sample = sample.sort().values
-        alone = scores_alone(model, eval_data, sample, device, forward)
+        alone = cached("alone", lambda: {"scores": scores_alone(
+            model, eval_data, sample, device, forward)})["scores"]
         evaluation.findings.extend(padding_sensitivity(
             preds.scores[sample], alone, sample, eval_data, labels))
     evaluation.slices = length_slices(eval_data.lengths, eval_data.labels, preds.predictions,
@@ -293,9 +311,10 @@ def evaluate(
                                                  preds.predictions, len(labels)))
     if train_data is not None:
         sample, info = _sample(train_data, settings.train_sample, settings.seed)
-        train_preds = predict(model, sample, device, settings.batch_size, len(labels), forward)
+        train_preds = cached("train", lambda: {"predictions": predict(
+            model, sample, device, settings.batch_size, len(labels), forward).predictions})
         evaluation.train_metrics = compute_metrics(
-            confusion_matrix(sample.labels, train_preds.predictions, len(labels)))
+            confusion_matrix(sample.labels, train_preds["predictions"], len(labels)))
         evaluation.train_sample = info
         evaluation.train_gaps, gap_findings = train_test_gap(
             evaluation.train_metrics, metrics, labels, info)

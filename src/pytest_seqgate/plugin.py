@@ -40,6 +40,8 @@ class SessionState:
         self.specs: dict[str, GateSpec] = {}
         self.report_errors: list[str] = []
         self.written: list[Path] = []
+        self.merged: dict[tuple[str, str], Evaluation] = {}
+        self.cache: Any = None
 
     @property
     def settings(self) -> Settings:
@@ -122,12 +124,74 @@ class SessionState:
                         merged.update(part or {})
                     return merged
             self.evaluations[key] = evaluate(model, eval_set, settings, train_set,
-                                             forward=forward, custom_metrics=custom)
+                                             forward=forward, custom_metrics=custom,
+                                             cache=self.prediction_cache(model, eval_data,
+                                                                         train_data))
             self.keep_alive.extend([model, eval_data, train_data])
         return self.evaluations[key]
 
 
+    def prediction_cache(self, model: Any, eval_data: Any, train_data: Any) -> Any:
+        """The on-disk cache, when the objects are the configured files (a cache key
+        describes files, not objects a conftest.py built) and it is wanted: always
+        between the xdist workers of one run, across runs with --seqgate-cache."""
+        settings = self.settings
+        run = getattr(self.config, "workerinput", {}).get("seqgate_run")
+        if not settings.cache and run is None:
+            return None
+        loaded = self.loaded
+        if model is not loaded.get("model") or eval_data is not loaded.get("eval_data") \
+                or train_data is not loaded.get("train_data"):
+            return None
+        cache = getattr(self.config, "cache", None)
+        if cache is None:
+            return None
+        from pytest_seqgate.cache import PredictionCache, cache_key
+
+        self.cache = PredictionCache(cache.mkdir("seqgate"),
+                                     cache_key(settings, "" if settings.cache else run))
+        return self.cache
+
+    def merge(self, evaluations: list[Evaluation]) -> None:
+        """Fold a worker's evaluations in: the same evaluation from several workers
+        keeps one copy, with every worker's gates and findings."""
+        for ev in evaluations:
+            key = (ev.name, ev.eval_data)
+            mine = self.merged.get(key)
+            if mine is None:
+                self.merged[key] = ev
+                continue
+            mine.gates.extend(ev.gates)
+            seen = {(f.kind, f.message) for f in mine.findings}
+            mine.findings.extend(f for f in ev.findings if (f.kind, f.message) not in seen)
+
+
 STATE = pytest.StashKey[SessionState]()
+
+
+class XdistHooks:
+    """Registered only when pytest-xdist is active: the controller hands each worker
+    the run's id (so workers share one prediction cache entry) and merges what they
+    evaluated; only the controller writes reports."""
+
+    def __init__(self, state: SessionState) -> None:
+        import uuid
+
+        self.state = state
+        self.run = uuid.uuid4().hex
+
+    @pytest.hookimpl
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["seqgate_run"] = self.run
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        import pickle
+
+        payload = getattr(node, "workeroutput", {}).get("seqgate")
+        if payload:
+            # Our own worker's bytes, over xdist's channel: not a user file.
+            self.state.merge(pickle.loads(payload))
 
 
 def _state(config: pytest.Config) -> SessionState:
@@ -162,7 +226,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "seqgate(**gates): check the seqgate gates after the test body, e.g. "
         "@pytest.mark.seqgate(min_recall={'spam': 0.9}, min_macro_f1=0.85)",
     )
-    config.stash[STATE] = SessionState(config)
+    state = SessionState(config)
+    config.stash[STATE] = state
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(XdistHooks(state), "seqgate-xdist")
 
 
 def _uses_plugin(item: pytest.Item) -> bool:
@@ -398,8 +465,18 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
 
 def _evaluations(config: pytest.Config) -> list[Evaluation]:
+    """This process's evaluations and those merged from xdist workers, with gates in
+    test-id order and findings in a fixed order, so the report does not depend on
+    which worker ran which test."""
     state = config.stash.get(STATE, None)
-    return list(state.evaluations.values()) if state is not None else []
+    if state is None:
+        return []
+    evaluations = [*state.evaluations.values(), *state.merged.values()]
+    severity = {"error": 0, "warning": 1}
+    for ev in evaluations:
+        ev.gates.sort(key=lambda g: g.test)
+        ev.findings.sort(key=lambda f: (severity.get(f.severity, 2), f.kind, f.message))
+    return evaluations
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -407,6 +484,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not evaluations:
         return
     state = _state(session.config)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        import pickle
+
+        workeroutput["seqgate"] = pickle.dumps(evaluations)
+        return
     from pytest_seqgate.report import write_reports
 
     settings = state.settings

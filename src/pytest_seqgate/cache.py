@@ -1,0 +1,127 @@
+"""An on-disk cache of predictions, shared by xdist workers and re-runs.
+
+Only tensors are stored (read back with ``weights_only=True``), keyed by a hash
+of everything that decides them: the bytes of the model, data and tokenizer
+files (or the source of the modules an import path names), the labels and the
+settings that change what the model sees. Metrics, intervals and findings are
+recomputed from the cached predictions: that is cheap, and it keeps the cache
+free of anything but numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from pytest_seqgate.config import Settings, is_import_path
+
+PREDICTION_SETTINGS = ("model", "model_factory", "eval_data", "train_data", "labels",
+                       "tokenizer", "device", "batch_size", "train_sample", "seed",
+                       "padding_check", "threshold")
+
+
+def _file_digest(path: Path, digest: hashlib._Hash) -> None:
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def _spec_digest(settings: Settings, name: str, digest: hashlib._Hash) -> None:
+    value = getattr(settings, name)
+    digest.update(f"{name}={value!r};".encode())
+    if value is None:
+        return
+    if is_import_path(value):
+        module = value.split(":")[0]
+        root = str(settings.rootdir)
+        spec = None
+        with contextlib.suppress(ImportError, ValueError):
+            import sys
+
+            if root not in sys.path:
+                sys.path.insert(0, root)
+            spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin and os.path.isfile(spec.origin):
+            _file_digest(Path(spec.origin), digest)
+        return
+    path = settings.resolve(name, value)
+    if path.is_file():
+        _file_digest(path, digest)
+
+
+def cache_key(settings: Settings, salt: str = "") -> str:
+    """A hex key for the predictions these settings produce."""
+    from pytest_seqgate import __version__
+
+    digest = hashlib.sha256(f"seqgate {__version__} torch {torch.__version__};{salt};".encode())
+    for name in ("model", "model_factory", "eval_data", "train_data", "tokenizer"):
+        _spec_digest(settings, name, digest)
+    rest = {name: getattr(settings, name) for name in PREDICTION_SETTINGS}
+    digest.update(json.dumps(rest, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (flock where available, else an O_EXCL lock file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import time
+
+        lock = path.with_suffix(".lck")
+        while True:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            os.close(fd)
+            lock.unlink(missing_ok=True)
+        return
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class PredictionCache:
+    """``get_or_compute(part, fn)``: tensors from disk, or computed once under a lock."""
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder = folder
+        self.key = key
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_compute(self, part: str, compute: Callable[[], dict[str, Tensor]]) \
+            -> dict[str, Tensor]:
+        path = self.folder / f"{self.key}-{part}.pt"
+        with _locked(self.folder / f"{self.key}.lock"):
+            if path.is_file():
+                try:
+                    loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+                    self.hits += 1
+                    return dict(loaded)
+                except Exception:  # a torn or stale file: recompute it
+                    path.unlink(missing_ok=True)
+            result = compute()
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(result, str(tmp))
+            os.replace(tmp, path)
+            self.misses += 1
+            return result
