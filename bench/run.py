@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,8 +64,9 @@ def bench_metrics(quick: bool, repeats: int) -> list[list[object]]:
         for c in (2, 10, 100):
             gen = torch.Generator().manual_seed(n + c)
             y_true = torch.randint(0, c, (n,), generator=gen)
-            y_pred = torch.where(torch.rand(n, generator=gen) < 0.8, y_true,
-                                 torch.randint(0, c, (n,), generator=gen))
+            y_pred = torch.where(
+                torch.rand(n, generator=gen) < 0.8, y_true, torch.randint(0, c, (n,), generator=gen)
+            )
 
             def bare() -> object:
                 return torch.bincount(y_true * c + y_pred, minlength=c * c)
@@ -84,10 +84,11 @@ def bench_metrics(quick: bool, repeats: int) -> list[list[object]]:
                 sk_repeats = max(3, repeats // 2) if n == 10**6 else repeats
                 t_report = median_time(
                     lambda: classification_report(yt, yp, output_dict=True, zero_division=0),
-                    sk_repeats)
+                    sk_repeats,
+                )
                 t_prfs = median_time(
-                    lambda: precision_recall_fscore_support(yt, yp, zero_division=0),
-                    sk_repeats)
+                    lambda: precision_recall_fscore_support(yt, yp, zero_division=0), sk_repeats
+                )
                 row += [f"{t_report / t_ours:.0f}x", f"{t_prfs / t_ours:.0f}x"]
             else:
                 row += ["-", "-"]
@@ -106,8 +107,9 @@ class LSTMClassifier(nn.Module):
         self.head = nn.Linear(hidden, 2)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(tokens), lengths.cpu(),
-                                                   batch_first=True, enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embedding(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
         _, (h, _) = self.lstm(packed)
         return self.head(h[-1])
 
@@ -136,8 +138,9 @@ def skewed_data(n: int, max_len: int = 512, seed: int = 0) -> SequenceData:
     return SequenceData(values, torch.cumsum(lengths, 0) - lengths, lengths, labels)
 
 
-def run_strategy(model: nn.Module, data: SequenceData, strategy: str, batch: int,
-                 convention: str) -> tuple[torch.Tensor, int]:
+def run_strategy(
+    model: nn.Module, data: SequenceData, strategy: str, batch: int, convention: str
+) -> tuple[torch.Tensor, int]:
     """Predictions in dataset order and the number of padded tokens."""
     n = len(data)
     if strategy == "bucketed":
@@ -170,8 +173,10 @@ def bench_batching(quick: bool, repeats: int) -> list[list[object]]:
     sizes = {"packed LSTM": 500 if quick else 20_000, "Transformer": 300 if quick else 2_000}
     rows = []
     torch.manual_seed(0)
-    for name, model, convention in (("packed LSTM", LSTMClassifier(), "lengths"),
-                                    ("Transformer", TransformerClassifier(), "attention_mask")):
+    for name, model, convention in (
+        ("packed LSTM", LSTMClassifier(), "lengths"),
+        ("Transformer", TransformerClassifier(), "attention_mask"),
+    ):
         model.eval()
         n = sizes[name]
         data = skewed_data(n)
@@ -179,7 +184,8 @@ def bench_batching(quick: bool, repeats: int) -> list[list[object]]:
         for strategy in ("bucketed", "per_batch", "global_max"):
             reps = 1 if quick and strategy != "bucketed" else repeats
             times[strategy] = median_time(
-                lambda s=strategy: run_strategy(model, data, s, 64, convention), reps, warmup=0)
+                lambda s=strategy: run_strategy(model, data, s, 64, convention), reps, warmup=0
+            )
             preds[strategy], pads[strategy] = run_strategy(model, data, strategy, 64, convention)
         sample = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:200]
         same_all = all(torch.equal(preds["bucketed"], preds[s]) for s in preds)
@@ -190,19 +196,24 @@ def bench_batching(quick: bool, repeats: int) -> list[list[object]]:
                 if convention == "lengths":
                     logits = model(seq.unsqueeze(0), torch.tensor([seq.numel()]))
                 else:
-                    logits = model(input_ids=seq.unsqueeze(0),
-                                   attention_mask=torch.ones(1, seq.numel(), dtype=torch.int64))
+                    logits = model(
+                        input_ids=seq.unsqueeze(0),
+                        attention_mask=torch.ones(1, seq.numel(), dtype=torch.int64),
+                    )
                 alone.append(int(logits.argmax(1)))
         same = sum(int(preds["bucketed"][i]) == a for i, a in zip(sample.tolist(), alone))
-        rows.append([
-            name, n,
-            f"{n / times['bucketed']:.0f}",
-            f"{times['global_max'] / times['bucketed']:.2f}x",
-            f"{times['per_batch'] / times['bucketed']:.2f}x",
-            f"{pads['bucketed'] / 1e3:.0f}k / {pads['per_batch'] / 1e3:.0f}k / "
-            f"{pads['global_max'] / 1e3:.0f}k",
-            f"{same}/{len(alone)}" + ("" if same_all else " (strategies disagree)"),
-        ])
+        rows.append(
+            [
+                name,
+                n,
+                f"{n / times['bucketed']:.0f}",
+                f"{times['global_max'] / times['bucketed']:.2f}x",
+                f"{times['per_batch'] / times['bucketed']:.2f}x",
+                f"{pads['bucketed'] / 1e3:.0f}k / {pads['per_batch'] / 1e3:.0f}k / "
+                f"{pads['global_max'] / 1e3:.0f}k",
+                f"{same}/{len(alone)}" + ("" if same_all else " (strategies disagree)"),
+            ]
+        )
     return rows
 
 
@@ -225,8 +236,13 @@ def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
     lengths = torch.randint(5, 60, (n,), generator=gen)
     values = torch.randint(1, 1000, (int(lengths.sum()),), generator=gen)
     labels = torch.randint(0, 4, (n,), generator=gen)
-    data = SequenceData(values, torch.cumsum(lengths, 0) - lengths, lengths, labels,
-                        label_names=("a", "b", "c", "d"))
+    data = SequenceData(
+        values,
+        torch.cumsum(lengths, 0) - lengths,
+        lengths,
+        labels,
+        label_names=("a", "b", "c", "d"),
+    )
     model = Tiny().eval()
     rows = []
     for batch in (32, 256, 1024):
@@ -247,8 +263,9 @@ def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
 
         t_hand = median_time(hand, repeats)
         t_plugin = median_time(plugin, repeats)
-        rows.append([batch, n, f"{t_hand * 1e3:.1f}", f"{t_plugin * 1e3:.1f}",
-                     f"{t_plugin / t_hand:.2f}x"])
+        rows.append(
+            [batch, n, f"{t_hand * 1e3:.1f}", f"{t_plugin * 1e3:.1f}", f"{t_plugin / t_hand:.2f}x"]
+        )
     return rows
 
 
@@ -259,8 +276,9 @@ def bench_startup(quick: bool, repeats: int) -> list[list[object]]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp)
         (path / "pytest.ini").write_text("[pytest]\n")
-        (path / "test_many.py").write_text("".join(
-            f"def test_{i}():\n    assert {i} == {i}\n" for i in range(50)))
+        (path / "test_many.py").write_text(
+            "".join(f"def test_{i}():\n    assert {i} == {i}\n" for i in range(50))
+        )
         base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 
         def run(extra: list[str]) -> None:
@@ -269,8 +287,13 @@ def bench_startup(quick: bool, repeats: int) -> list[list[object]]:
         reps = 3 if quick else max(repeats, 7)
         with_plugin = median_time(lambda: run([]), reps)
         without = median_time(lambda: run(["-p", "no:seqgate"]), reps)
-    return [[f"{with_plugin * 1e3:.0f}", f"{without * 1e3:.0f}",
-             f"{(with_plugin / without - 1) * 100:+.1f}%"]]
+    return [
+        [
+            f"{with_plugin * 1e3:.0f}",
+            f"{without * 1e3:.0f}",
+            f"{(with_plugin / without - 1) * 100:+.1f}%",
+        ]
+    ]
 
 
 # ---------------------------------------------------------------- loading
@@ -286,8 +309,9 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
         with path.open("w") as handle:
             start = 0
             for i, length in enumerate(lengths):
-                handle.write(json.dumps({"tokens": tokens[start:start + length],
-                                         "label": i % 2}) + "\n")
+                handle.write(
+                    json.dumps({"tokens": tokens[start : start + length], "label": i % 2}) + "\n"
+                )
                 start += length
 
         def bare() -> object:
@@ -301,37 +325,60 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", nargs="*", default=None,
-                        help="metrics batching overhead startup jsonl")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="metrics batching overhead startup jsonl"
+    )
     args = parser.parse_args()
     repeats = max(5, args.repeats)
-    print(f"# pytest-seqgate bench {'(quick) ' if args.quick else ''}"
-          f"{time.strftime('%Y-%m-%d')}")
+    print(f"# pytest-seqgate bench {'(quick) ' if args.quick else ''}{time.strftime('%Y-%m-%d')}")
     import sklearn
 
-    print(f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"scikit-learn {sklearn.__version__}, threads {torch.get_num_threads()}, "
-          f"cpus {os.cpu_count()}, {platform.machine()}")
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, "
+        f"scikit-learn {sklearn.__version__}, threads {torch.get_num_threads()}, "
+        f"cpus {os.cpu_count()}, {platform.machine()}"
+    )
     sections = {
-        "metrics": (bench_metrics, ["n", "classes", "seqgate ms",
-                                    "vs bare bincount (target <= 1.3)",
-                                    "classification_report / seqgate",
-                                    "precision_recall_fscore_support / seqgate"]),
-        "batching": (bench_batching, ["model", "sequences", "bucketed seq/s",
-                                      "global-max / bucketed (target >= 4)",
-                                      "per-batch / bucketed (target >= 2.5)",
-                                      "padded tokens (bucketed / per-batch / global)",
-                                      "same as alone"]),
-        "overhead": (bench_overhead, ["batch", "sequences", "hand loop ms", "seqgate ms",
-                                      "seqgate / hand (target <= 1.10)"]),
-        "startup": (bench_startup, ["pytest 50 tests, plugin on (ms)", "-p no:seqgate (ms)",
-                                    "difference (target <= 5%)"]),
-        "jsonl": (bench_jsonl, ["records", "seqgate records/s", "bare json.loads records/s",
-                                "ratio (target >= 0.5)"]),
+        "metrics": (
+            bench_metrics,
+            [
+                "n",
+                "classes",
+                "seqgate ms",
+                "vs bare bincount (target <= 1.3)",
+                "classification_report / seqgate",
+                "precision_recall_fscore_support / seqgate",
+            ],
+        ),
+        "batching": (
+            bench_batching,
+            [
+                "model",
+                "sequences",
+                "bucketed seq/s",
+                "global-max / bucketed (target >= 4)",
+                "per-batch / bucketed (target >= 2.5)",
+                "padded tokens (bucketed / per-batch / global)",
+                "same as alone",
+            ],
+        ),
+        "overhead": (
+            bench_overhead,
+            ["batch", "sequences", "hand loop ms", "seqgate ms", "seqgate / hand (target <= 1.10)"],
+        ),
+        "startup": (
+            bench_startup,
+            ["pytest 50 tests, plugin on (ms)", "-p no:seqgate (ms)", "difference (target <= 5%)"],
+        ),
+        "jsonl": (
+            bench_jsonl,
+            ["records", "seqgate records/s", "bare json.loads records/s", "ratio (target >= 0.5)"],
+        ),
     }
     for name, (fn, headers) in sections.items():
         if args.only and name not in args.only:

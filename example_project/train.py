@@ -83,8 +83,9 @@ def main() -> None:
     name = "undertrained.pt" if args.undertrained else "gru.pt"
     out = HERE / "checkpoints" / name
     torch.save(model.state_dict(), out)
-    print(f"saved {out.relative_to(HERE)} after {steps} steps in "
-          f"{time.perf_counter() - started:.1f}s")
+    print(
+        f"saved {out.relative_to(HERE)} after {steps} steps in {time.perf_counter() - started:.1f}s"
+    )
 
 
 if __name__ == "__main__":

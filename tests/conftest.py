@@ -108,8 +108,13 @@ def first_token3():
 '''
 
 
-def rule_records(n: int = 200, missed: dict[int, int] | None = None, classes: int = 2,
-                 names: tuple[str, ...] = ("ham", "spam"), seed: int = 0) -> list[dict]:
+def rule_records(
+    n: int = 200,
+    missed: dict[int, int] | None = None,
+    classes: int = 2,
+    names: tuple[str, ...] = ("ham", "spam"),
+    seed: int = 0,
+) -> list[dict]:
     """``n / classes`` records of each class; the FirstToken model gets all right except
     ``missed[c]`` records of true class c, which it predicts as the next class."""
     import random
@@ -124,8 +129,9 @@ def rule_records(n: int = 200, missed: dict[int, int] | None = None, classes: in
             missed[cls] -= 1
             shown = (cls + 1) % classes
         length = rng.randint(1, 12)
-        tokens = [shown + classes * rng.randint(1, 10)] + [rng.randint(1, 49) for _ in
-                                                           range(length - 1)]
+        tokens = [shown + classes * rng.randint(1, 10)] + [
+            rng.randint(1, 49) for _ in range(length - 1)
+        ]
         records.append({"tokens": tokens, "label": names[cls]})
     return records
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from conftest import assert_lines, rule_records
 
 GATE_LINES = [
@@ -19,24 +20,31 @@ GATE_LINES = [
 def configured(project):
     # spam recall 0.7: that line fails; ham precision 100/130 = 0.77: xfail.
     project.data(rule_records(200, missed={1: 30}))
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
-                gates=GATE_LINES, report="r.json")
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        gates=GATE_LINES,
+        report="r.json",
+    )
     return project
 
 
 def test_gate_lines_become_items_without_any_test_file(configured):
     result = configured.run("-v")
     result.assert_outcomes(passed=2, failed=1, xfailed=1)
-    assert_lines(result.stdout.str(),
-                 "seqgate::recall[spam] FAILED*",
-                 "seqgate::recall[ham] PASSED*",
-                 "seqgate::macro_f1 PASSED*",
-                 "seqgate::precision[ham] XFAIL*")
+    assert_lines(
+        result.stdout.str(),
+        "seqgate::recall[spam] FAILED*",
+        "seqgate::recall[ham] PASSED*",
+        "seqgate::macro_f1 PASSED*",
+        "seqgate::precision[ham] XFAIL*",
+    )
     assert_lines(result.stdout.str(), "*recall*spam*>= 0.9*0.700*")
     gates = json.loads((configured.path / "r.json").read_text())["evaluations"][0]["gates"]
-    assert {g["test"] for g in gates} == {f"seqgate::{n}" for n in
-                                          ("recall[spam]", "recall[ham]", "macro_f1",
-                                           "precision[ham]")}
+    assert {g["test"] for g in gates} == {
+        f"seqgate::{n}" for n in ("recall[spam]", "recall[ham]", "macro_f1", "precision[ham]")
+    }
 
 
 def test_gate_items_work_with_k_and_deselect(configured):
@@ -46,22 +54,33 @@ def test_gate_items_work_with_k_and_deselect(configured):
 
 def test_bad_gate_line_is_a_usage_error(project):
     project.data(rule_records(20))
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
-                gates=["recall[spam] => 0.9"])
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        gates=["recall[spam] => 0.9"],
+    )
     result = project.run()
     assert result.ret == 4
-    assert_lines(result.stderr.str(), "ERROR: seqgate: seqgate_gates: cannot read "
-                 "'recall[spam] => 0.9'; expected 'METRIC[CLASS] >= NUMBER'*")
+    assert_lines(
+        result.stderr.str(),
+        "ERROR: seqgate: seqgate_gates: cannot read "
+        "'recall[spam] => 0.9'; expected 'METRIC[CLASS] >= NUMBER'*",
+    )
 
 
 def test_quiet_is_one_line_and_verbose_adds_confusion_matrix(configured):
     quiet = configured.run("-q").stdout.str()
-    summary = quiet[quiet.index("seqgate report"):]
+    summary = quiet[quiet.index("seqgate report") :]
     assert "confusion matrix" not in summary and "precision" not in summary.split("\n")[1]
     assert_lines(summary, "*first_token on eval.jsonl: 200 samples, accuracy 0.850*gates 2/4*")
     verbose = configured.run("-v").stdout.str()
-    assert_lines(verbose, "*confusion matrix (rows: true class, columns: predicted)*",
-                 "*ham*100*0*", "*spam*30*70*")
+    assert_lines(
+        verbose,
+        "*confusion matrix (rows: true class, columns: predicted)*",
+        "*ham*100*0*",
+        "*spam*30*70*",
+    )
     default = configured.run().stdout.str()
     assert "confusion matrix" not in default
     assert_lines(default, "failed gates", "*seqgate::recall[spam]*FAIL*")

@@ -125,10 +125,10 @@ def test_batch_hashes_equal_flat_hashes() -> None:
     from pytest_seqgate.data import hash_padded, hash_tables
 
     tables = hash_tables(40)
-    assert hash_padded(batch.inputs, batch.lengths, *tables).tolist() == \
-        data.content_hashes().tolist()
+    assert (
+        hash_padded(batch.inputs, batch.lengths, *tables).tolist() == data.content_hashes().tolist()
+    )
     assert data.content_hashes()[-1] != data.content_hashes()[-2]
     feats = SequenceData.from_sequences([torch.randn(3, 4), torch.randn(1, 4)], [0, 1])
     fb = collate(feats, torch.arange(2))
-    assert hash_padded(fb.inputs, fb.lengths, *tables).tolist() == \
-        feats.content_hashes().tolist()
+    assert hash_padded(fb.inputs, fb.lengths, *tables).tolist() == feats.content_hashes().tolist()

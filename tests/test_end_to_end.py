@@ -17,14 +17,19 @@ def test_quality():
 
 def test_rule_model_passing_gates_exit_0(project):
     project.data(rule_records(200))
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
-                report="report.json")
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        report="report.json",
+    )
     project.test(GATED)
     result = project.run("-v")
     result.assert_outcomes(passed=1)
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*seqgate report*", "*gates 2/2 passed*", "*spam*1.000*",
-                                 "*PASS*"])
+    result.stdout.fnmatch_lines(
+        ["*seqgate report*", "*gates 2/2 passed*", "*spam*1.000*", "*PASS*"]
+    )
     report = json.loads((project.path / "report.json").read_text())
     assert report["schema"] == "seqgate-report/1"
     ev = report["evaluations"][0]
@@ -41,12 +46,14 @@ def test_failing_gate_exit_1_with_table(project):
     result = project.run()
     assert result.ret == 1
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "*seqgate: * gate(s) failed for test_gates.py::test_quality*",
-        "*metric*class*threshold*value*reason*",
-        "*recall*spam*>= 0.9*0.700*",
-        "*What to do*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*seqgate: * gate(s) failed for test_gates.py::test_quality*",
+            "*metric*class*threshold*value*reason*",
+            "*recall*spam*>= 0.9*0.700*",
+            "*What to do*",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
@@ -54,8 +61,9 @@ def test_torchscript_gru(project):
     project.script_model("build_gru")
     records = rule_records(120)
     project.data(records)
-    project.ini(model="model.pt", eval_data="eval.jsonl", labels=["ham", "spam"],
-                report="out/report.json")
+    project.ini(
+        model="model.pt", eval_data="eval.jsonl", labels=["ham", "spam"], report="out/report.json"
+    )
     project.test("""
         import pytest
 
@@ -76,8 +84,12 @@ def test_torchscript_gru(project):
 def test_state_dict_with_factory(project):
     project.state_dict("first_token")
     project.data(rule_records(100))
-    project.ini(model="model.ckpt", model_factory="models:first_token", eval_data="eval.jsonl",
-                labels=["ham", "spam"])
+    project.ini(
+        model="model.ckpt",
+        model_factory="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+    )
     project.test(GATED)
     project.run().assert_outcomes(passed=1)
 
@@ -108,8 +120,9 @@ def test_three_gated_tests_one_inference(project):
         "    return Counting(2)\n"
     )
     project.data(rule_records(100))
-    project.ini(model="counting:build", eval_data="eval.jsonl", labels=["ham", "spam"],
-                batch_size="1000")
+    project.ini(
+        model="counting:build", eval_data="eval.jsonl", labels=["ham", "spam"], batch_size="1000"
+    )
     project.test("""
         import pytest
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from conftest import assert_lines, rule_records
 
 GATED = """
@@ -16,8 +17,7 @@ def test_quality():
 
 def setup(project, gates="min_accuracy=0.5", **ini):
     project.data(rule_records(40))
-    options = {"model": "models:first_token", "eval_data": "eval.jsonl",
-               "labels": ["ham", "spam"]}
+    options = {"model": "models:first_token", "eval_data": "eval.jsonl", "labels": ["ham", "spam"]}
     options.update(ini)
     project.ini(**options)
     project.test(GATED.format(gates=gates))
@@ -26,25 +26,53 @@ def setup(project, gates="min_accuracy=0.5", **ini):
 @pytest.mark.parametrize(
     ("gates", "ini", "message"),
     [
-        ("min_acuracy=0.9", {}, "test_gates.py:4: seqgate: unknown gate `min_acuracy`; known gates: *"),
-        ('min_recall={"spma": 0.9}', {},
-         "test_gates.py:4: seqgate: `min_recall` names class 'spma', which is not one of the "
-         "labels ['ham', 'spam']"),
-        ('min_f1={"ham": 1.3}', {},
-         "test_gates.py:4: seqgate: Expected `min_f1['ham']` to be in [0, 1], but got 1.3"),
-        ("min_accuracy=0.5", {"eval_data": "missing.jsonl"},
-         "seqgate: seqgate_eval_data in pytest.ini: file not found: */missing.jsonl"),
-        ("min_accuracy=0.5", {"device": "gpu0"},
-         "seqgate: seqgate_device in pytest.ini: expected auto, cpu, cuda, cuda:N or mps, "
-         "but got 'gpu0'"),
-        ("min_accuracy=0.5", {"labels": ["ham", "eggs"]},
-         "seqgate: eval.jsonl:2: label 'spam' is not one of seqgate_labels ['ham', 'eggs']*"),
-        ("min_accuracy=0.5", {"model": "models:nope"},
-         "seqgate: seqgate_model in pytest.ini: module 'models' has no attribute 'nope'*"),
-        ("min_accuracy=0.5", {"model": "nomodule:build"},
-         "seqgate: seqgate_model in pytest.ini: cannot import module 'nomodule'*"),
-        ("min_accuracy=0.5", {"batch_size": "many"},
-         "seqgate: seqgate_batch_size in pytest.ini: expected int, but got 'many'"),
+        (
+            "min_acuracy=0.9",
+            {},
+            "test_gates.py:4: seqgate: unknown gate `min_acuracy`; known gates: *",
+        ),
+        (
+            'min_recall={"spma": 0.9}',
+            {},
+            "test_gates.py:4: seqgate: `min_recall` names class 'spma', which is not one of the "
+            "labels ['ham', 'spam']",
+        ),
+        (
+            'min_f1={"ham": 1.3}',
+            {},
+            "test_gates.py:4: seqgate: Expected `min_f1['ham']` to be in [0, 1], but got 1.3",
+        ),
+        (
+            "min_accuracy=0.5",
+            {"eval_data": "missing.jsonl"},
+            "seqgate: seqgate_eval_data in pytest.ini: file not found: */missing.jsonl",
+        ),
+        (
+            "min_accuracy=0.5",
+            {"device": "gpu0"},
+            "seqgate: seqgate_device in pytest.ini: expected auto, cpu, cuda, cuda:N or mps, "
+            "but got 'gpu0'",
+        ),
+        (
+            "min_accuracy=0.5",
+            {"labels": ["ham", "eggs"]},
+            "seqgate: eval.jsonl:2: label 'spam' is not one of seqgate_labels ['ham', 'eggs']*",
+        ),
+        (
+            "min_accuracy=0.5",
+            {"model": "models:nope"},
+            "seqgate: seqgate_model in pytest.ini: module 'models' has no attribute 'nope'*",
+        ),
+        (
+            "min_accuracy=0.5",
+            {"model": "nomodule:build"},
+            "seqgate: seqgate_model in pytest.ini: cannot import module 'nomodule'*",
+        ),
+        (
+            "min_accuracy=0.5",
+            {"batch_size": "many"},
+            "seqgate: seqgate_batch_size in pytest.ini: expected int, but got 'many'",
+        ),
     ],
 )
 def test_usage_errors_exit_4(project, gates, ini, message):
@@ -72,9 +100,11 @@ def test_cli_bad_int_is_argparse_error(project):
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ("models:BadHead",
-         "*forward raised RuntimeError on the first batch, inputs int64[40, 12]*the model's "
-         "layers may disagree*Linear whose in_features*"),
+        (
+            "models:BadHead",
+            "*forward raised RuntimeError on the first batch, inputs int64[40, 12]*the model's "
+            "layers may disagree*Linear whose in_features*",
+        ),
         ("models:PerToken", "*per-token outputs [40, 12, 2]*sequence labelling*pool*"),
         ("models:first_token3", "*3 logit(s) per sequence (3 classes) but seqgate_labels names 2*"),
         ("models:NaNOnThree", "*NaN or Inf logits for 2 of 40 sample(s) (first: eval.jsonl:24)*"),
@@ -93,9 +123,14 @@ def test_inference_errors(project, model, message):
 def test_help_lists_options(project):
     result = project.run("--help")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["seqgate: gate a sequence classifier's quality:",
-                                 "*--seqgate-model=MODEL*", "*--seqgate-report=PATH*",
-                                 "*seqgate_labels (linelist)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "seqgate: gate a sequence classifier's quality:",
+            "*--seqgate-model=MODEL*",
+            "*--seqgate-report=PATH*",
+            "*seqgate_labels (linelist)*",
+        ]
+    )
 
 
 def test_plugin_load_does_not_import_torch(project):

@@ -3,6 +3,7 @@ metrics are invariant to sample order and merge by adding confusion matrices."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -19,14 +20,19 @@ from pytest_seqgate.loading import read_csv, read_jsonl, read_pt
 from pytest_seqgate.metrics import compute_metrics, confusion_matrix
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**6)
+    | st.floats(allow_nan=False)
     | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 records = st.dictionaries(
-    st.sampled_from(["label", "tokens", "features", "text", "meta"]), json_values, max_size=4)
+    st.sampled_from(["label", "tokens", "features", "text", "meta"]), json_values, max_size=4
+)
 
 
 def _load(suffix: str, content: bytes) -> None:
@@ -57,24 +63,24 @@ def test_random_json_records_never_crash(rows: list[object]) -> None:
 
 @given(st.dictionaries(st.sampled_from([*KNOWN_KEYS, "min_bogus"]), json_values, max_size=4))
 def test_gate_parser_accepts_or_raises_config_error(kwargs: dict[str, object]) -> None:
-    try:
+    with contextlib.suppress(SeqgateError):
         parse_gates(kwargs, ("ham", "spam"))
-    except SeqgateError:
-        pass
 
 
-@given(st.dictionaries(st.sampled_from([o.name for o in OPTIONS]), st.text(max_size=12),
-                       max_size=4))
+@given(
+    st.dictionaries(st.sampled_from([o.name for o in OPTIONS]), st.text(max_size=12), max_size=4)
+)
 def test_option_parser_accepts_or_raises_config_error(raw: dict[str, str]) -> None:
-    try:
+    with contextlib.suppress(SeqgateError):
         Settings.from_dict(".", **raw)
-    except SeqgateError:
-        pass
 
 
-pairs = st.integers(2, 6).flatmap(lambda c: st.tuples(
-    st.just(c), st.lists(st.tuples(st.integers(0, c - 1), st.integers(0, c - 1)), min_size=1,
-                         max_size=200)))
+pairs = st.integers(2, 6).flatmap(
+    lambda c: st.tuples(
+        st.just(c),
+        st.lists(st.tuples(st.integers(0, c - 1), st.integers(0, c - 1)), min_size=1, max_size=200),
+    )
+)
 
 
 @given(pairs, st.randoms())
@@ -87,8 +93,10 @@ def test_metrics_invariant_to_order_and_additive_over_shards(case, rnd) -> None:
     rnd.shuffle(perm)
     shuffled = compute_metrics(confusion_matrix(y_true[perm], y_pred[perm], c))
     cut = rnd.randint(0, len(rows))
-    merged = compute_metrics(confusion_matrix(y_true[:cut], y_pred[:cut], c)
-                             + confusion_matrix(y_true[cut:], y_pred[cut:], c))
+    merged = compute_metrics(
+        confusion_matrix(y_true[:cut], y_pred[:cut], c)
+        + confusion_matrix(y_true[cut:], y_pred[cut:], c)
+    )
     for other in (shuffled, merged):
         assert torch.equal(other.confusion_matrix, whole.confusion_matrix)
         assert torch.allclose(other.values, whole.values, equal_nan=True, atol=1e-12)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from conftest import assert_lines, rule_records
 
 HOOKS_CONFTEST = '''
@@ -52,8 +53,9 @@ def pytest_seqgate_report(evaluations, config):
 
 def test_every_hook_from_a_conftest(project):
     records = rule_records(40, missed={1: 4})
-    (project.path / "eval.lines").write_text("".join(
-        f"{r['label']}:{' '.join(map(str, r['tokens']))}\n" for r in records))
+    (project.path / "eval.lines").write_text(
+        "".join(f"{r['label']}:{' '.join(map(str, r['tokens']))}\n" for r in records)
+    )
     (project.path / "conftest.py").write_text(HOOKS_CONFTEST)
     project.ini(model="special://time-major", eval_data="eval.lines", labels=["ham", "spam"])
     project.test("""
@@ -76,8 +78,12 @@ def test_every_hook_from_a_conftest(project):
 
 def test_reports_json_markdown_html(project):
     project.data(rule_records(100, missed={1: 10}))
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
-                report=["out/r.json", "out/r.md", "out/r.html"])
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        report=["out/r.json", "out/r.md", "out/r.html"],
+    )
     project.test("""
         import pytest
 
@@ -89,16 +95,40 @@ def test_reports_json_markdown_html(project):
     assert result.ret == 1
     report = json.loads((project.path / "out/r.json").read_text())
     ev = report["evaluations"][0]
-    assert set(ev) >= {"name", "model", "eval_data", "device", "labels", "n_samples", "metrics",
-                       "confusion_matrix", "train_metrics", "findings", "gates"}
+    assert set(ev) >= {
+        "name",
+        "model",
+        "eval_data",
+        "device",
+        "labels",
+        "n_samples",
+        "metrics",
+        "confusion_matrix",
+        "train_metrics",
+        "findings",
+        "gates",
+    }
     spam = ev["metrics"]["per_class"]["spam"]
     assert {k: spam[k] for k in ("precision", "recall", "f1", "support")} == {
-        "precision": 1.0, "recall": 0.8, "f1": 8 / 9, "support": 50}
+        "precision": 1.0,
+        "recall": 0.8,
+        "f1": 8 / 9,
+        "support": 50,
+    }
     low, high = ev["metrics"]["intervals"]["per_class"]["spam"]["recall"]
     assert low < 0.8 < high
-    assert ev["gates"] == [{"test": "test_gates.py::test_fails", "metric": "recall",
-                            "class": "spam", "op": ">=", "threshold": 0.95, "value": 0.8,
-                            "passed": False, "reason": ""}]
+    assert ev["gates"] == [
+        {
+            "test": "test_gates.py::test_fails",
+            "metric": "recall",
+            "class": "spam",
+            "op": ">=",
+            "threshold": 0.95,
+            "value": 0.8,
+            "passed": False,
+            "reason": "",
+        }
+    ]
     markdown = (project.path / "out/r.md").read_text()
     assert "1.000 [0.929, 1.000]" in markdown and "❌ gates failed" in markdown
     page = (project.path / "out/r.html").read_text()
@@ -111,8 +141,12 @@ def test_report_shows_undefined_values_as_na(project):
     # 'eggs' is in the labels but never appears: its metrics are undefined.
     records = rule_records(60, classes=3, names=("ham", "spam", "eggs"))
     project.data([r for r in records if r["label"] != "eggs"])
-    project.ini(model="models:first_token3", eval_data="eval.jsonl",
-                labels=["ham", "spam", "eggs"], report="r.json")
+    project.ini(
+        model="models:first_token3",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam", "eggs"],
+        report="r.json",
+    )
     project.test("""
         import pytest
 
@@ -122,8 +156,10 @@ def test_report_shows_undefined_values_as_na(project):
     """)
     result = project.run()
     result.assert_outcomes(failed=1)
-    assert_lines(result.stdout.str(),
-                 "*recall*eggs*>= 0.5*n/a*undefined: the eval set has no samples of 'eggs'*")
+    assert_lines(
+        result.stdout.str(),
+        "*recall*eggs*>= 0.5*n/a*undefined: the eval set has no samples of 'eggs'*",
+    )
     report = json.loads((project.path / "r.json").read_text())
     per_class = report["evaluations"][0]["metrics"]["per_class"]
     assert per_class["eggs"]["recall"] is None

@@ -36,8 +36,12 @@ class PackedGRU(nn.Module):
 def random_data(n: int = 300, seed: int = 0, features: int | None = None) -> SequenceData:
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, 40, (n,), generator=gen)
-    seqs = [torch.randn(int(k), features, generator=gen) if features else
-            torch.randint(1, 100, (int(k),), generator=gen) for k in lengths]
+    seqs = [
+        torch.randn(int(k), features, generator=gen)
+        if features
+        else torch.randint(1, 100, (int(k),), generator=gen)
+        for k in lengths
+    ]
     return SequenceData.from_sequences(seqs, torch.randint(0, 3, (n,), generator=gen).tolist())
 
 
@@ -142,8 +146,11 @@ def test_oom_at_batch_one_is_a_clear_error() -> None:
 
 def test_token_ids_beyond_embedding_are_named() -> None:
     data = SequenceData.from_sequences([[1, 2], [3, 250], [4]], [0, 1, 0], source="e.jsonl")
-    with pytest.raises(ModelError, match=r"e.jsonl\[1\]: token id 250 is at or above the model's "
-                                         r"embedding size 100 \(1 record\(s\) affected\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"e.jsonl\[1\]: token id 250 is at or above the model's "
+        r"embedding size 100 \(1 record\(s\) affected\)",
+    ):
         predict(PackedGRU(), data, CPU)
 
 
@@ -157,7 +164,7 @@ def test_integer_outputs_and_wrong_batch_size() -> None:
             return torch.zeros(1, 2)
 
     data = random_data(10)
-    with pytest.raises(ModelError, match="returned int64 outputs.*not class indices"):
+    with pytest.raises(ModelError, match=r"returned int64 outputs.*not class indices"):
         predict(Ints(), data, CPU)
     with pytest.raises(ModelError, match=r"returned logits \[1, 2\].*expected \[10, classes\]"):
         predict(WrongRows(), data, CPU, batch_size=10)

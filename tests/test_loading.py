@@ -35,10 +35,13 @@ def jsonl(*records: object) -> str:
 
 
 def test_jsonl_tokens_names_and_metadata(tmp_path: Path) -> None:
-    path = write(tmp_path / "e.jsonl", jsonl(
-        {"tokens": [1, 2, 3], "label": "spam", "source": "sms"},
-        {"tokens": [4], "label": "ham"},
-    ))
+    path = write(
+        tmp_path / "e.jsonl",
+        jsonl(
+            {"tokens": [1, 2, 3], "label": "spam", "source": "sms"},
+            {"tokens": [4], "label": "ham"},
+        ),
+    )
     data = read_jsonl(path)
     assert data.label_names == ("ham", "spam")
     assert data.labels.tolist() == [1, 0]
@@ -48,15 +51,21 @@ def test_jsonl_tokens_names_and_metadata(tmp_path: Path) -> None:
 
 
 def test_jsonl_label_index_and_configured_labels(tmp_path: Path) -> None:
-    path = write(tmp_path / "e.jsonl", jsonl({"tokens": [1], "label": 1},
-                                             {"tokens": [2], "label": "neg"}))
+    path = write(
+        tmp_path / "e.jsonl", jsonl({"tokens": [1], "label": 1}, {"tokens": [2], "label": "neg"})
+    )
     data = read_jsonl(path, labels=("neg", "pos"))
     assert data.labels.tolist() == [1, 0] and data.label_names == ("neg", "pos")
 
 
 def test_jsonl_features(tmp_path: Path) -> None:
-    path = write(tmp_path / "f.jsonl", jsonl({"features": [[0.5, 1.0], [2.0, -1.0]], "label": 0},
-                                             {"features": [[1.0, 1.0]], "label": 1}))
+    path = write(
+        tmp_path / "f.jsonl",
+        jsonl(
+            {"features": [[0.5, 1.0], [2.0, -1.0]], "label": 0},
+            {"features": [[1.0, 1.0]], "label": 1},
+        ),
+    )
     data = read_jsonl(path)
     assert data.kind == "features" and data.values.shape == (3, 2)
 
@@ -64,21 +73,29 @@ def test_jsonl_features(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (jsonl({"tokens": [1], "label": 0}) + '{"tokens": [2], "lab', "e.jsonl:2: invalid JSON "
-         "(the last line: is the file truncated?)"),
-        (jsonl({"tokens": [1], "features": [[1.0]], "label": 0}),
-         "e.jsonl:1: a record needs exactly one of 'tokens', 'features' or 'text', but has "
-         "'tokens' and 'features'"),
-        (jsonl({"tokens": [1], "label": 0}, {"features": [[1.0]], "label": 0}),
-         "e.jsonl:2: record has 'features' but earlier records have tokens/text"),
+        (
+            jsonl({"tokens": [1], "label": 0}) + '{"tokens": [2], "lab',
+            "e.jsonl:2: invalid JSON (the last line: is the file truncated?)",
+        ),
+        (
+            jsonl({"tokens": [1], "features": [[1.0]], "label": 0}),
+            "e.jsonl:1: a record needs exactly one of 'tokens', 'features' or 'text', but has "
+            "'tokens' and 'features'",
+        ),
+        (
+            jsonl({"tokens": [1], "label": 0}, {"features": [[1.0]], "label": 0}),
+            "e.jsonl:2: record has 'features' but earlier records have tokens/text",
+        ),
         (jsonl({"tokens": [], "label": 0}), "e.jsonl:1: empty sequence (length 0)"),
         (jsonl({"tokens": [1, "a"], "label": 0}), "e.jsonl:1: 'tokens' must be a list of integers"),
         (jsonl({"tokens": [1]}), "e.jsonl:1: record has no 'label'"),
         (jsonl([1, 2]), "e.jsonl:1: expected an object"),
         ("", "e.jsonl: the dataset is empty"),
         (jsonl({"text": "hi", "label": 0}), "e.jsonl:1: record has 'text' but no tokenizer"),
-        (jsonl({"tokens": [1], "label": 0}, {"tokens": [-3], "label": 0}),
-         "e.jsonl:2: negative token id"),
+        (
+            jsonl({"tokens": [1], "label": 0}, {"tokens": [-3], "label": 0}),
+            "e.jsonl:2: negative token id",
+        ),
     ],
 )
 def test_jsonl_errors(tmp_path: Path, content: str, message: str) -> None:
@@ -89,17 +106,23 @@ def test_jsonl_errors(tmp_path: Path, content: str, message: str) -> None:
 
 
 def test_jsonl_label_not_in_labels(tmp_path: Path) -> None:
-    path = write(tmp_path / "e.jsonl", jsonl({"tokens": [1], "label": "ham"},
-                                             {"tokens": [1], "label": "eggs"}))
+    path = write(
+        tmp_path / "e.jsonl",
+        jsonl({"tokens": [1], "label": "ham"}, {"tokens": [1], "label": "eggs"}),
+    )
     with pytest.raises(DataError, match=r"e.jsonl:2: label 'eggs' is not one of seqgate_labels"):
         read_jsonl(path, labels=("ham", "spam"), display="e.jsonl")
 
 
 def test_jsonl_bom_and_non_utf8(tmp_path: Path) -> None:
-    path = write(tmp_path / "b.jsonl", b"\xef\xbb\xbf" + jsonl({"tokens": [1], "label": 0}).encode())
+    path = write(
+        tmp_path / "b.jsonl", b"\xef\xbb\xbf" + jsonl({"tokens": [1], "label": 0}).encode()
+    )
     assert len(read_jsonl(path)) == 1
-    bad = write(tmp_path / "n.jsonl", jsonl({"tokens": [1], "label": 0}).encode()
-                + b'{"text": "caf\xe9", "label": 0}\n')
+    bad = write(
+        tmp_path / "n.jsonl",
+        jsonl({"tokens": [1], "label": 0}).encode() + b'{"text": "caf\xe9", "label": 0}\n',
+    )
     with pytest.raises(DataError, match=r"n.jsonl:2: bytes that are not UTF-8"):
         read_jsonl(bad, display="n.jsonl")
 
@@ -114,8 +137,10 @@ def test_csv_tokens_and_missing_columns(tmp_path: Path) -> None:
 
 
 def test_pt_layout(tmp_path: Path) -> None:
-    torch.save({"sequences": [torch.tensor([1, 2]), torch.tensor([3])],
-                "labels": torch.tensor([0, 1])}, tmp_path / "d.pt")
+    torch.save(
+        {"sequences": [torch.tensor([1, 2]), torch.tensor([3])], "labels": torch.tensor([0, 1])},
+        tmp_path / "d.pt",
+    )
     data = read_pt(tmp_path / "d.pt")
     assert data.lengths.tolist() == [2, 1]
     torch.save({"inputs": [torch.tensor([1])]}, tmp_path / "w.pt")
@@ -183,8 +208,9 @@ def factory_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_state_dict_loads(factory_project: Path) -> None:
     torch.save(Small().state_dict(), factory_project / "w.ckpt")
-    model = load_model(Settings.from_dict(factory_project, model="w.ckpt",
-                                          model_factory="arch:build"))
+    model = load_model(
+        Settings.from_dict(factory_project, model="w.ckpt", model_factory="arch:build")
+    )
     assert isinstance(model, nn.Module)
 
 
@@ -193,8 +219,7 @@ def test_state_dict_mismatch_lists_keys(factory_project: Path) -> None:
     state["extra.weight"] = state.pop("head.weight")
     torch.save(state, factory_project / "w.ckpt")
     with pytest.raises(ModelError) as info:
-        load_model(Settings.from_dict(factory_project, model="w.ckpt",
-                                      model_factory="arch:build"))
+        load_model(Settings.from_dict(factory_project, model="w.ckpt", model_factory="arch:build"))
     assert "missing keys: head.weight; unexpected keys: extra.weight" in str(info.value)
 
 
@@ -204,11 +229,9 @@ def test_malicious_pickle_is_not_executed(factory_project: Path) -> None:
     torch.save({"payload": Evil()}, factory_project / "evil2.ckpt")
     for name in ("evil.ckpt", "evil2.ckpt"):
         with pytest.raises(ModelError) as info:
-            load_model(Settings.from_dict(factory_project, model=name,
-                                          model_factory="arch:build"))
+            load_model(Settings.from_dict(factory_project, model=name, model_factory="arch:build"))
         assert not (factory_project / "pwned").exists()
-        assert "which can run arbitrary code" in str(info.value) or "cannot read" in str(
-            info.value)
+        assert "which can run arbitrary code" in str(info.value) or "cannot read" in str(info.value)
     assert not (factory_project / "pwned").exists()
 
 
@@ -217,8 +240,9 @@ def test_pickle_refused_until_trusted(factory_project: Path) -> None:
     settings = Settings.from_dict(factory_project, model="c.ckpt", model_factory="arch:build")
     with pytest.raises(ModelError, match="needs full unpickling, which can run arbitrary code"):
         load_model(settings)
-    trusted = Settings.from_dict(factory_project, model="c.ckpt", model_factory="arch:build",
-                                 trust_checkpoints=True)
+    trusted = Settings.from_dict(
+        factory_project, model="c.ckpt", model_factory="arch:build", trust_checkpoints=True
+    )
     assert isinstance(load_model(trusted), nn.Module)
 
 
@@ -226,18 +250,15 @@ def test_torchscript_and_pickle_confusions(factory_project: Path) -> None:
     torch.jit.script(Small()).save(str(factory_project / "ts.pt"))
     assert isinstance(load_model(Settings.from_dict(factory_project, model="ts.pt")), nn.Module)
     with pytest.raises(ModelError, match="is a TorchScript file, not a state-dict checkpoint"):
-        load_model(Settings.from_dict(factory_project, model="ts.pt",
-                                      model_factory="arch:build"))
+        load_model(Settings.from_dict(factory_project, model="ts.pt", model_factory="arch:build"))
     torch.save(Small().state_dict(), factory_project / "sd.pt")
-    with pytest.raises(ModelError, match="is not a TorchScript file.*set seqgate_model_factory"):
+    with pytest.raises(ModelError, match=r"is not a TorchScript file.*set seqgate_model_factory"):
         load_model(Settings.from_dict(factory_project, model="sd.pt"))
 
 
 def test_factory_errors(factory_project: Path) -> None:
     torch.save(Small().state_dict(), factory_project / "w.ckpt")
     with pytest.raises(ModelError, match=r"calling 'arch:broken' raised RuntimeError: no GPU"):
-        load_model(Settings.from_dict(factory_project, model="w.ckpt",
-                                      model_factory="arch:broken"))
+        load_model(Settings.from_dict(factory_project, model="w.ckpt", model_factory="arch:broken"))
     with pytest.raises(ConfigError, match=r"cannot import module 'archx'.*ModuleNotFoundError"):
-        load_model(Settings.from_dict(factory_project, model="w.ckpt",
-                                      model_factory="archx:build"))
+        load_model(Settings.from_dict(factory_project, model="w.ckpt", model_factory="archx:build"))

@@ -17,22 +17,31 @@ def sklearn_reference(y_true: np.ndarray, y_pred: np.ndarray, c: int) -> dict[st
     nan = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p, r, f, s = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels,
-                                                        zero_division=nan)
+        p, r, f, s = sk.precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, zero_division=nan
+        )
         return {
-            "precision": p, "recall": r, "f1": f, "support": s,
+            "precision": p,
+            "recall": r,
+            "f1": f,
+            "support": s,
             "accuracy": sk.accuracy_score(y_true, y_pred),
             "balanced_accuracy": sk.balanced_accuracy_score(y_true, y_pred),
-            "macro_precision": sk.precision_score(y_true, y_pred, labels=labels,
-                                                  average="macro", zero_division=nan),
-            "macro_recall": sk.recall_score(y_true, y_pred, labels=labels, average="macro",
-                                            zero_division=nan),
-            "macro_f1": sk.f1_score(y_true, y_pred, labels=labels, average="macro",
-                                    zero_division=nan),
-            "weighted_f1": sk.f1_score(y_true, y_pred, labels=labels, average="weighted",
-                                       zero_division=nan),
-            "micro_f1": sk.f1_score(y_true, y_pred, labels=labels, average="micro",
-                                    zero_division=nan),
+            "macro_precision": sk.precision_score(
+                y_true, y_pred, labels=labels, average="macro", zero_division=nan
+            ),
+            "macro_recall": sk.recall_score(
+                y_true, y_pred, labels=labels, average="macro", zero_division=nan
+            ),
+            "macro_f1": sk.f1_score(
+                y_true, y_pred, labels=labels, average="macro", zero_division=nan
+            ),
+            "weighted_f1": sk.f1_score(
+                y_true, y_pred, labels=labels, average="weighted", zero_division=nan
+            ),
+            "micro_f1": sk.f1_score(
+                y_true, y_pred, labels=labels, average="micro", zero_division=nan
+            ),
             "mcc": sk.matthews_corrcoef(y_true, y_pred),
             "kappa": sk.cohen_kappa_score(y_true, y_pred),
             "confusion_matrix": sk.confusion_matrix(y_true, y_pred, labels=labels),
@@ -67,12 +76,23 @@ def test_parity_with_sklearn(seed: int) -> None:
     np.testing.assert_array_equal(ours.confusion_matrix.numpy(), ref["confusion_matrix"])
     np.testing.assert_array_equal(ours.support.numpy(), ref["support"])
     for name in ("precision", "recall", "f1"):
-        np.testing.assert_allclose(getattr(ours, name).numpy(), ref[name], atol=1e-9,
-                                   rtol=0, equal_nan=True, err_msg=name)
-    for name in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall",
-                 "macro_f1", "weighted_f1", "micro_f1", "mcc", "kappa"):
-        np.testing.assert_allclose(ours.value(name), ref[name], atol=1e-9, rtol=0,
-                                   equal_nan=True, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(ours, name).numpy(), ref[name], atol=1e-9, rtol=0, equal_nan=True, err_msg=name
+        )
+    for name in (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "weighted_f1",
+        "micro_f1",
+        "mcc",
+        "kappa",
+    ):
+        np.testing.assert_allclose(
+            ours.value(name), ref[name], atol=1e-9, rtol=0, equal_nan=True, err_msg=name
+        )
 
 
 def test_no_information_rate_is_majority_share() -> None:
@@ -97,7 +117,9 @@ def test_shards_merge_by_adding_matrices() -> None:
     y_true = torch.randint(0, 4, (1000,), generator=gen)
     y_pred = torch.randint(0, 4, (1000,), generator=gen)
     whole = metrics_from_predictions(y_true, y_pred, 4)
-    merged = compute_metrics(confusion_matrix(y_true[:300], y_pred[:300], 4)
-                             + confusion_matrix(y_true[300:], y_pred[300:], 4))
+    merged = compute_metrics(
+        confusion_matrix(y_true[:300], y_pred[:300], 4)
+        + confusion_matrix(y_true[300:], y_pred[300:], 4)
+    )
     for name, value in whole.summary.items():
         assert float(value) == pytest.approx(float(merged.summary[name]), abs=1e-12), name

@@ -14,8 +14,14 @@ from conftest import assert_lines, rule_records
 def test_two_runs_give_byte_identical_json(project):
     project.data(rule_records(300, missed={1: 20}))
     project.data(rule_records(600, seed=1), name="train.jsonl")
-    project.ini(model="models:build_gru", eval_data="eval.jsonl", train_data="train.jsonl",
-                labels=["ham", "spam"], report="r.json", train_sample="200")
+    project.ini(
+        model="models:build_gru",
+        eval_data="eval.jsonl",
+        train_data="train.jsonl",
+        labels=["ham", "spam"],
+        report="r.json",
+        train_sample="200",
+    )
     project.test("""
         import pytest
 
@@ -31,7 +37,7 @@ def test_two_runs_give_byte_identical_json(project):
     assert b'"train_sampled": 200' in first and b'"resamples": 1000' in first
 
 
-SLOW_MODEL = '''
+SLOW_MODEL = """
 import os, time, torch
 from models import FirstToken
 
@@ -43,14 +49,13 @@ class Slow(FirstToken):
 
 def build():
     return Slow(2)
-'''
+"""
 
 
 def test_interrupt_during_inference_keeps_the_old_report(project):
     project.data(rule_records(50))
     (project.path / "slow.py").write_text(SLOW_MODEL)
-    project.ini(model="slow:build", eval_data="eval.jsonl", labels=["ham", "spam"],
-                report="r.json")
+    project.ini(model="slow:build", eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json")
     project.test("""
         import pytest
 
@@ -62,9 +67,13 @@ def test_interrupt_during_inference_keeps_the_old_report(project):
     (project.path / "r.json").write_bytes(old)
     started = project.path / "started"
     env = {**os.environ, "STARTED": str(started)}
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
-                            cwd=project.path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=project.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -86,15 +95,25 @@ def test_report_folder_is_created_and_unwritable_path_is_usage_error(project):
         def test_gate():
             pass
     """)
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
-                report="deep/er/r.md")
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        report="deep/er/r.md",
+    )
     project.run().assert_outcomes(passed=1)
     assert (project.path / "deep/er/r.md").read_text().startswith("# seqgate report")
     (project.path / "taken").write_text("a file where a folder should be")
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
-                report="taken/r.json")
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        report="taken/r.json",
+    )
     result = project.run()
     assert result.ret == 4
-    assert_lines(result.stderr.str(),
-                 "ERROR: seqgate: seqgate_report in pytest.ini: cannot write */taken/r.json: "
-                 "*/taken is a file, not a folder; choose another path")
+    assert_lines(
+        result.stderr.str(),
+        "ERROR: seqgate: seqgate_report in pytest.ini: cannot write */taken/r.json: "
+        "*/taken is a file, not a folder; choose another path",
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_lines
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pytest_seqgate.config import Settings
@@ -26,6 +25,8 @@ from pytest_seqgate.stats import (
     wilson_interval,
 )
 
+from conftest import assert_lines
+
 
 def test_wilson_coverage_at_p_09_n_50() -> None:
     # The exact coverage here is 0.9703 (sum of the binomial pmf over the k whose interval
@@ -33,7 +34,7 @@ def test_wilson_coverage_at_p_09_n_50() -> None:
     gen = torch.Generator().manual_seed(0)
     draws = torch.binomial(torch.full((2000,), 50.0), torch.full((2000,), 0.9), generator=gen)
     bounds = wilson_interval(draws, torch.full((2000,), 50.0), 0.95)
-    covered = ((bounds[:, 0] <= 0.9) & (0.9 <= bounds[:, 1])).double().mean().item()
+    covered = ((bounds[:, 0] <= 0.9) & (bounds[:, 1] >= 0.9)).double().mean().item()
     assert 0.93 <= covered <= 0.97
 
 
@@ -59,9 +60,11 @@ def test_average_precision_and_roc_auc_match_sklearn(seed: int) -> None:
         yk = y == k
         if 0 < yk.sum() < n:
             assert float(got.average_precision[k]) == pytest.approx(
-                average_precision_score(yk, s[:, k].astype(np.float64)), abs=1e-9)
+                average_precision_score(yk, s[:, k].astype(np.float64)), abs=1e-9
+            )
             assert float(got.roc_auc[k]) == pytest.approx(
-                roc_auc_score(yk, s[:, k].astype(np.float64)), abs=1e-9)
+                roc_auc_score(yk, s[:, k].astype(np.float64)), abs=1e-9
+            )
         elif yk.sum() == 0:
             assert torch.isnan(got.average_precision[k])
 
@@ -101,8 +104,10 @@ def test_bootstrap_is_seeded_and_centred() -> None:
 def test_uncertainty_intervals_by_metric() -> None:
     cm = torch.tensor([[45, 5], [10, 40]])
     u = Uncertainty.of(cm, Settings(bootstrap=200))
-    assert u.interval("recall", 0).tolist() == wilson_interval(torch.tensor(45),
-                                                               torch.tensor(50)).tolist()
+    assert (
+        u.interval("recall", 0).tolist()
+        == wilson_interval(torch.tensor(45), torch.tensor(50)).tolist()
+    )
     assert u.interval("mcc") is not None and u.interval("f1", 1) is not None
     assert u.interval("no_information_rate") is None
     wide = u.interval("recall", 0, 0.99)
@@ -131,29 +136,39 @@ def test_lower_bound():
 """
 
 
-@pytest.mark.parametrize(("n", "outcome"), [(80, {"passed": 1, "failed": 1}),
-                                            (8000, {"passed": 2})])
+@pytest.mark.parametrize(
+    ("n", "outcome"), [(80, {"passed": 1, "failed": 1}), (8000, {"passed": 2})]
+)
 def test_point_gate_passes_and_lower_bound_gate_depends_on_n(project, n, outcome):
     from conftest import rule_records
 
     # Spam recall 0.9 at both sizes: n / 2 spam samples, a tenth of them missed.
     project.data(rule_records(n, missed={1: n // 20}))
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
-                bootstrap="0", padding_check="0")
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        bootstrap="0",
+        padding_check="0",
+    )
     project.test(LOWER_BOUND.format())
     result = project.run()
     result.assert_outcomes(**outcome)
     if n == 80:
-        assert_lines(result.stdout.str(), "*recall*spam*>= 0.8*0.900 (low 0.7*"
-                     "point 0.900 clears it but the 95% lower bound 0.7* does not*")
+        assert_lines(
+            result.stdout.str(),
+            "*recall*spam*>= 0.8*0.900 (low 0.7*"
+            "point 0.900 clears it but the 95% lower bound 0.7* does not*",
+        )
 
 
 def test_trade_off_gate_and_ece_gate_in_a_project(project):
     from conftest import rule_records
 
     project.data(rule_records(100, missed={1: 10}))
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
-                report="r.json")
+    project.ini(
+        model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json"
+    )
     project.test("""
         import pytest
 
@@ -190,7 +205,9 @@ def test_min_support_says_how_many_samples_would_do(project):
     """)
     result = project.run()
     result.assert_outcomes(failed=1)
-    assert_lines(result.stdout.str(),
-                 "*20 samples of 'spam', fewer than min_support=100: the eval set cannot "
-                 "support the claim; at the observed 0.950, about * samples would put the 95% "
-                 "lower bound above 0.9*")
+    assert_lines(
+        result.stdout.str(),
+        "*20 samples of 'spam', fewer than min_support=100: the eval set cannot "
+        "support the claim; at the observed 0.950, about * samples would put the 95% "
+        "lower bound above 0.9*",
+    )

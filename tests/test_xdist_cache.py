@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from conftest import rule_records
 
 COUNTING = (
@@ -40,8 +41,13 @@ def test_d(seqgate):
 def counted(project, monkeypatch):
     (project.path / "counting.py").write_text(COUNTING)
     project.data(rule_records(100, missed={1: 8}))
-    project.ini(model="counting:build", eval_data="eval.jsonl", labels=["ham", "spam"],
-                batch_size="1000", report="r.json")
+    project.ini(
+        model="counting:build",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        batch_size="1000",
+        report="r.json",
+    )
     project.test(TESTS)
     count = project.path / "count.txt"
     monkeypatch.setenv("COUNT_FILE", str(count))
@@ -70,7 +76,8 @@ def test_same_json_and_one_inference(counted, xdist):
         reference.write_text((project.path / "r.json").read_text())
     assert report == json.loads(reference.read_text())
     assert [g["test"] for g in report["evaluations"][0]["gates"]] == sorted(
-        g["test"] for g in report["evaluations"][0]["gates"])
+        g["test"] for g in report["evaluations"][0]["gates"]
+    )
 
 
 def test_cache_makes_an_unchanged_rerun_skip_inference(counted):

@@ -23,9 +23,20 @@ from torch import Tensor
 
 from pytest_seqgate.config import Settings, is_import_path
 
-PREDICTION_SETTINGS = ("model", "model_factory", "eval_data", "train_data", "labels",
-                       "tokenizer", "device", "batch_size", "train_sample", "seed",
-                       "padding_check", "threshold")
+PREDICTION_SETTINGS = (
+    "model",
+    "model_factory",
+    "eval_data",
+    "train_data",
+    "labels",
+    "tokenizer",
+    "device",
+    "batch_size",
+    "train_sample",
+    "seed",
+    "padding_check",
+    "threshold",
+)
 
 
 def _file_digest(path: Path, digest: hashlib._Hash) -> None:
@@ -108,8 +119,9 @@ class PredictionCache:
         self.hits = 0
         self.misses = 0
 
-    def get_or_compute(self, part: str, compute: Callable[[], dict[str, Tensor]]) \
-            -> dict[str, Tensor]:
+    def get_or_compute(
+        self, part: str, compute: Callable[[], dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
         path = self.folder / f"{self.key}-{part}.pt"
         with _locked(self.folder / f"{self.key}.lock"):
             if path.is_file():

@@ -56,7 +56,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("eval_data", "evaluation set: .jsonl, .csv, .pt, or pkg.module:callable"),
     Option("train_data", "training set (same forms); enables the train/test gap and leakage"),
-    Option("labels", "class names in index order (ini: one per line; CLI: comma separated)", "list"),
+    Option(
+        "labels", "class names in index order (ini: one per line; CLI: comma separated)", "list"
+    ),
     Option("tokenizer", "pkg.module:callable mapping a text to a list of token ids"),
     Option("device", "auto (default), cpu, cuda, cuda:N or mps", default="auto"),
     Option("batch_size", "sequences per batch (default 64)", "int", 64),
@@ -81,16 +83,35 @@ OPTIONS: tuple[Option, ...] = (
         "float",
         0.95,
     ),
-    Option("interval", "interval method for rates: wilson (default) or clopper_pearson",
-           default="wilson"),
-    Option("bootstrap", "bootstrap resamples for F1, macro F1, balanced accuracy, MCC "
-           "(default 1000; 0 turns them off)", "int", 1000),
-    Option("gate_on", "what a gate compares: point (default) or lower_bound of the interval",
-           default="point"),
-    Option("min_support", "per-class gates fail when the class has fewer eval samples "
-           "(default 0: off)", "int", 0),
-    Option("threshold", "decision threshold on the positive class's probability, for binary "
-           "models (default: argmax)", "float"),
+    Option(
+        "interval",
+        "interval method for rates: wilson (default) or clopper_pearson",
+        default="wilson",
+    ),
+    Option(
+        "bootstrap",
+        "bootstrap resamples for F1, macro F1, balanced accuracy, MCC "
+        "(default 1000; 0 turns them off)",
+        "int",
+        1000,
+    ),
+    Option(
+        "gate_on",
+        "what a gate compares: point (default) or lower_bound of the interval",
+        default="point",
+    ),
+    Option(
+        "min_support",
+        "per-class gates fail when the class has fewer eval samples (default 0: off)",
+        "int",
+        0,
+    ),
+    Option(
+        "threshold",
+        "decision threshold on the positive class's probability, for binary "
+        "models (default: argmax)",
+        "float",
+    ),
     Option(
         "near_duplicate_threshold",
         "n-gram Jaccard at or above which an eval sequence nearly copies a training one "
@@ -105,13 +126,20 @@ OPTIONS: tuple[Option, ...] = (
         "int",
         64,
     ),
-    Option("gates", "gates as test items, one per line, e.g. 'recall[spam] >= 0.9' or "
-           "'macro_f1 >= 0.85'; end a line with '; xfail: reason' for a known-weak class",
-           "list"),
-    Option("slice_by", "record keys to slice metrics by (ini: one per line; CLI: commas)",
-           "list"),
-    Option("cache", "reuse predictions from an unchanged earlier run (kept under pytest's "
-           "cache folder; xdist workers always share one run's predictions)", "bool", False),
+    Option(
+        "gates",
+        "gates as test items, one per line, e.g. 'recall[spam] >= 0.9' or "
+        "'macro_f1 >= 0.85'; end a line with '; xfail: reason' for a known-weak class",
+        "list",
+    ),
+    Option("slice_by", "record keys to slice metrics by (ini: one per line; CLI: commas)", "list"),
+    Option(
+        "cache",
+        "reuse predictions from an unchanged earlier run (kept under pytest's "
+        "cache folder; xdist workers always share one run's predictions)",
+        "bool",
+        False,
+    ),
     Option(
         "trust_checkpoints",
         "allow full unpickling of checkpoints that weights_only loading refuses (unsafe)",
@@ -256,8 +284,9 @@ class Settings:
         """Settings for scripts: ``Settings.from_dict(model="m.pt", eval_data="e.jsonl")``."""
         unknown = sorted(set(raw) - set(OPTIONS_BY_NAME))
         if unknown:
-            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: "
-                              + ", ".join(OPTIONS_BY_NAME))
+            raise ConfigError(
+                f"unknown setting(s) {', '.join(unknown)}; known: " + ", ".join(OPTIONS_BY_NAME)
+            )
 
         def lookup(option: Option) -> tuple[Any, str] | None:
             if option.name not in raw or raw[option.name] is None:
@@ -284,36 +313,52 @@ class Settings:
                 f"but got {self.train_sample}"
             )
         if self.interval not in ("wilson", "clopper_pearson"):
-            raise ConfigError(f"{self.source('interval')}: expected wilson or clopper_pearson, "
-                              f"but got {self.interval!r}")
+            raise ConfigError(
+                f"{self.source('interval')}: expected wilson or clopper_pearson, "
+                f"but got {self.interval!r}"
+            )
         if self.gate_on not in ("point", "lower_bound"):
-            raise ConfigError(f"{self.source('gate_on')}: expected point or lower_bound, "
-                              f"but got {self.gate_on!r}")
+            raise ConfigError(
+                f"{self.source('gate_on')}: expected point or lower_bound, but got {self.gate_on!r}"
+            )
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
-            raise ConfigError(f"{self.source('threshold')}: expected a probability in (0, 1), "
-                              f"but got {self.threshold}")
+            raise ConfigError(
+                f"{self.source('threshold')}: expected a probability in (0, 1), "
+                f"but got {self.threshold}"
+            )
         for name in ("bootstrap", "min_support"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{self.source(name)}: expected 0 or a positive integer, "
-                                  f"but got {getattr(self, name)}")
+                raise ConfigError(
+                    f"{self.source(name)}: expected 0 or a positive integer, "
+                    f"but got {getattr(self, name)}"
+                )
         if self.padding_check < 0:
-            raise ConfigError(f"{self.source('padding_check')}: expected 0 (off) or a positive "
-                              f"integer, but got {self.padding_check}")
+            raise ConfigError(
+                f"{self.source('padding_check')}: expected 0 (off) or a positive "
+                f"integer, but got {self.padding_check}"
+            )
         for name in ("recall_floor", "near_duplicate_threshold"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{self.source(name)}: expected a number in [0, 1], "
-                                  f"but got {value}")
+                raise ConfigError(
+                    f"{self.source(name)}: expected a number in [0, 1], but got {value}"
+                )
         if not 0.0 < self.confidence < 1.0:
-            raise ConfigError(f"{self.source('confidence')}: expected a number in (0, 1), "
-                              f"but got {self.confidence}")
+            raise ConfigError(
+                f"{self.source('confidence')}: expected a number in (0, 1), "
+                f"but got {self.confidence}"
+            )
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             dupes = sorted({x for x in self.labels if self.labels.count(x) > 1})
-            raise ConfigError(f"{self.source('labels')}: class names must be unique, "
-                              f"but {', '.join(map(repr, dupes))} repeat")
+            raise ConfigError(
+                f"{self.source('labels')}: class names must be unique, "
+                f"but {', '.join(map(repr, dupes))} repeat"
+            )
         if self.labels is not None and len(self.labels) < 2:
-            raise ConfigError(f"{self.source('labels')}: a classifier needs at least two "
-                              f"classes, but got {list(self.labels)}")
+            raise ConfigError(
+                f"{self.source('labels')}: a classifier needs at least two "
+                f"classes, but got {list(self.labels)}"
+            )
         for name in ("model_factory", "tokenizer"):
             value = getattr(self, name)
             if value is not None and not IMPORT_PATH.match(value):
@@ -321,8 +366,7 @@ class Settings:
                     f"{self.source(name)}: expected an import path like "
                     f"'pkg.module:callable', but got {value!r}"
                 )
-        if self.model_factory is not None and self.model is not None \
-                and is_import_path(self.model):
+        if self.model_factory is not None and self.model is not None and is_import_path(self.model):
             raise ConfigError(
                 f"{self.source('model_factory')} is only used with a state-dict checkpoint "
                 f"file, but {self.source('model')} is the import path {self.model!r}"

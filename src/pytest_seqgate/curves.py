@@ -122,7 +122,6 @@ def expected_calibration_error(scores: Tensor, targets: Tensor, bins: int = ECE_
     correct = (predicted == targets).to(torch.float64)
     conf = confidence.to(torch.float64)
     index = (conf * bins).ceil().clamp(1, bins).to(torch.int64) - 1
-    count = torch.bincount(index, minlength=bins).to(torch.float64)
     acc_sum = torch.bincount(index, weights=correct, minlength=bins)
     conf_sum = torch.bincount(index, weights=conf, minlength=bins)
     n = scores.shape[0]

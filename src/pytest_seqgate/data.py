@@ -79,7 +79,9 @@ class SequenceData:
         lengths = self.lengths[index]
         new_offsets = torch.cumsum(lengths, 0) - lengths
         total = int(lengths.sum())
-        shift = torch.repeat_interleave(self.offsets[index] - new_offsets, lengths, output_size=total)
+        shift = torch.repeat_interleave(
+            self.offsets[index] - new_offsets, lengths, output_size=total
+        )
         return torch.arange(total, dtype=torch.int64) + shift, new_offsets
 
     def subset(self, index: Tensor) -> SequenceData:

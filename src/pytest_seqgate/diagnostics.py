@@ -34,16 +34,16 @@ class Finding:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "severity": self.severity, "message": self.message,
-                **self.data}
+        return {"kind": self.kind, "severity": self.severity, "message": self.message, **self.data}
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def accuracy_paradox(metrics: Metrics, labels: tuple[str, ...],
-                     recall_floor: float = 0.5) -> list[Finding]:
+def accuracy_paradox(
+    metrics: Metrics, labels: tuple[str, ...], recall_floor: float = 0.5
+) -> list[Finding]:
     """Flag accuracy that hides a failed class.
 
     (a) accuracy is not significantly above the no-information rate (exact
@@ -86,16 +86,21 @@ def accuracy_paradox(metrics: Metrics, labels: tuple[str, ...],
     }
     baseline = f"a model that always answers {labels[majority]!r} scores {_pct(nir)}"
     if reason_b or worst != majority:
-        message = (f"accuracy {_pct(accuracy)} hides recall {_pct(worst_recall)} on "
-                   f"{labels[worst]!r} ({_pct(share)} of samples): {baseline}")
+        message = (
+            f"accuracy {_pct(accuracy)} hides recall {_pct(worst_recall)} on "
+            f"{labels[worst]!r} ({_pct(share)} of samples): {baseline}"
+        )
     else:
-        message = (f"accuracy {_pct(accuracy)} is not significantly above the no-information "
-                   f"rate: {baseline} (binomial p = {p_value:.3g})")
+        message = (
+            f"accuracy {_pct(accuracy)} is not significantly above the no-information "
+            f"rate: {baseline} (binomial p = {p_value:.3g})"
+        )
     return [Finding("accuracy_paradox", "error", message, data)]
 
 
-def train_test_gap(train: Metrics, test: Metrics, labels: tuple[str, ...],
-                   sample: dict[str, Any]) -> tuple[dict[str, float], list[Finding]]:
+def train_test_gap(
+    train: Metrics, test: Metrics, labels: tuple[str, ...], sample: dict[str, Any]
+) -> tuple[dict[str, float], list[Finding]]:
     """Gaps (train minus eval) for accuracy, macro F1 and per-class recall."""
     gaps: dict[str, float] = {
         "accuracy": train.value("accuracy") - test.value("accuracy"),
@@ -109,13 +114,16 @@ def train_test_gap(train: Metrics, test: Metrics, labels: tuple[str, ...],
     if defined:
         metric, worst = max(defined.items(), key=lambda kv: kv[1])
         if worst > GAP_WARNING:
-            findings.append(Finding(
-                "train_test_gap", "warning",
-                f"{metric} is {worst:.3f} higher on the training set than on the eval set "
-                f"(train {worst + _value(test, metric, labels):.3f}, eval "
-                f"{_value(test, metric, labels):.3f}): the model may be overfitting",
-                {"metric": metric, "gap": worst, "gaps": gaps, **sample},
-            ))
+            findings.append(
+                Finding(
+                    "train_test_gap",
+                    "warning",
+                    f"{metric} is {worst:.3f} higher on the training set than on the eval set "
+                    f"(train {worst + _value(test, metric, labels):.3f}, eval "
+                    f"{_value(test, metric, labels):.3f}): the model may be overfitting",
+                    {"metric": metric, "gap": worst, "gaps": gaps, **sample},
+                )
+            )
     return gaps, findings
 
 
@@ -136,13 +144,16 @@ def leakage(leaked: Tensor, test: SequenceData) -> list[Finding]:
         return []
     fraction = count / len(test)
     examples = _examples(test, leaked)
-    return [Finding(
-        "leakage", "warning",
-        f"{count} of {len(test)} eval sequences ({_pct(fraction)}) also appear in the training "
-        f"set, e.g. {', '.join(examples)}: their predictions measure memory, not "
-        f"generalisation; remove them from one of the sets",
-        {"match": "exact", "count": count, "fraction": fraction, "examples": examples},
-    )]
+    return [
+        Finding(
+            "leakage",
+            "warning",
+            f"{count} of {len(test)} eval sequences ({_pct(fraction)}) also appear in the training "
+            f"set, e.g. {', '.join(examples)}: their predictions measure memory, not "
+            f"generalisation; remove them from one of the sets",
+            {"match": "exact", "count": count, "fraction": fraction, "examples": examples},
+        )
+    ]
 
 
 def duplicates(data: SequenceData, hashes: Tensor | None = None) -> list[Finding]:
@@ -158,16 +169,20 @@ def duplicates(data: SequenceData, hashes: Tensor | None = None) -> list[Finding
     if count == 0:
         return []
     examples = _examples(data, repeat)
-    return [Finding(
-        "duplicates", "warning",
-        f"{count} of {len(data)} eval sequences repeat an earlier one, e.g. "
-        f"{', '.join(examples)}: they weigh those samples more than once",
-        {"count": count, "fraction": count / len(data), "examples": examples},
-    )]
+    return [
+        Finding(
+            "duplicates",
+            "warning",
+            f"{count} of {len(data)} eval sequences repeat an earlier one, e.g. "
+            f"{', '.join(examples)}: they weigh those samples more than once",
+            {"count": count, "fraction": count / len(data), "examples": examples},
+        )
+    ]
 
 
-def near_duplicate_leakage(train: SequenceData, test: SequenceData, threshold: float,
-                           seed: int, exact: Tensor) -> Finding | None:
+def near_duplicate_leakage(
+    train: SequenceData, test: SequenceData, threshold: float, seed: int, exact: Tensor
+) -> Finding | None:
     """Eval sequences that nearly copy a training sequence (MinHash, LSH banding)."""
     from pytest_seqgate.minhash import NGRAM, near_duplicates
 
@@ -175,19 +190,33 @@ def near_duplicate_leakage(train: SequenceData, test: SequenceData, threshold: f
     if index.numel() == 0:
         return None
     count = int(index.numel())
-    examples = [f"{test.record(int(i))} ~ {train.record(int(j))} (Jaccard {float(s):.2f})"
-                for i, j, s in zip(index[:5], match[:5], similarity[:5])]
+    examples = [
+        f"{test.record(int(i))} ~ {train.record(int(j))} (Jaccard {float(s):.2f})"
+        for i, j, s in zip(index[:5], match[:5], similarity[:5])
+    ]
     return Finding(
-        "leakage", "warning",
+        "leakage",
+        "warning",
         f"{count} of {len(test)} eval sequences ({_pct(count / len(test))}) nearly copy a "
         f"training sequence ({NGRAM}-gram Jaccard >= {threshold:g}), e.g. {examples[0]}",
-        {"match": "near", "count": count, "fraction": count / len(test), "threshold": threshold,
-         "examples": examples},
+        {
+            "match": "near",
+            "count": count,
+            "fraction": count / len(test),
+            "threshold": threshold,
+            "examples": examples,
+        },
     )
 
 
-def padding_sensitivity(batched: Tensor, alone: Tensor, index: Tensor, data: SequenceData,
-                        labels: tuple[str, ...], tolerance: float = 1e-3) -> list[Finding]:
+def padding_sensitivity(
+    batched: Tensor,
+    alone: Tensor,
+    index: Tensor,
+    data: SequenceData,
+    labels: tuple[str, ...],
+    tolerance: float = 1e-3,
+) -> list[Finding]:
     """Sequences whose probabilities change between their padded batch and running alone.
 
     A model that neither packs nor masks reads the padding as input; its answer
@@ -205,15 +234,24 @@ def padding_sensitivity(batched: Tensor, alone: Tensor, index: Tensor, data: Seq
     def fmt(p: Tensor) -> str:
         return "{" + ", ".join(f"{labels[k]}: {float(v):.3f}" for k, v in enumerate(p)) + "}"
 
-    return [Finding(
-        "padding_sensitivity", "error",
-        f"padding changes the model's output for {count} of {index.numel()} sampled sequences "
-        f"({flipped} change class): e.g. {record} gives {fmt(batched[first])} in its padded "
-        f"batch but {fmt(alone[first])} alone. Pack the input (pack_padded_sequence with the "
-        f"lengths) or apply the attention mask",
-        {"count": count, "sampled": int(index.numel()), "changed_class": flipped,
-         "example": record, "batched": batched[first].tolist(), "alone": alone[first].tolist()},
-    )]
+    return [
+        Finding(
+            "padding_sensitivity",
+            "error",
+            f"padding changes the model's output for {count} of {index.numel()} sampled sequences "
+            f"({flipped} change class): e.g. {record} gives {fmt(batched[first])} in its padded "
+            f"batch but {fmt(alone[first])} alone. Pack the input (pack_padded_sequence with the "
+            f"lengths) or apply the attention mask",
+            {
+                "count": count,
+                "sampled": int(index.numel()),
+                "changed_class": flipped,
+                "example": record,
+                "batched": batched[first].tolist(),
+                "alone": alone[first].tolist(),
+            },
+        )
+    ]
 
 
 # ---------------------------------------------------------------- slices
@@ -246,20 +284,30 @@ class SliceSpec:
                 if key != "length" and op not in ("=", "==", "!="):
                     raise ConfigError(f"slice {text!r}: metadata slices use = or !=")
                 return cls(key, "==" if op == "=" else op, value)
-        raise ConfigError(f"slice {text!r}: expected KEY OP VALUE, e.g. 'length>=128' or "
-                          f"'lang=fr' (ops: {', '.join(SLICE_OPS)})")
+        raise ConfigError(
+            f"slice {text!r}: expected KEY OP VALUE, e.g. 'length>=128' or "
+            f"'lang=fr' (ops: {', '.join(SLICE_OPS)})"
+        )
 
     def mask(self, lengths: Tensor, metadata: dict[str, list[Any]]) -> Tensor:
         from pytest_seqgate.exceptions import ConfigError
 
         if self.key == "length":
             v = int(self.value)
-            ops = {">=": lengths >= v, "<=": lengths <= v, ">": lengths > v, "<": lengths < v,
-                   "==": lengths == v, "!=": lengths != v}
+            ops = {
+                ">=": lengths >= v,
+                "<=": lengths <= v,
+                ">": lengths > v,
+                "<": lengths < v,
+                "==": lengths == v,
+                "!=": lengths != v,
+            }
             return ops[self.op]
         if self.key not in metadata:
-            raise ConfigError(f"slice {self.name!r}: the eval set has no key {self.key!r}; "
-                              f"its extra keys are {sorted(metadata)}")
+            raise ConfigError(
+                f"slice {self.name!r}: the eval set has no key {self.key!r}; "
+                f"its extra keys are {sorted(metadata)}"
+            )
         equal = torch.tensor([str(x) == self.value for x in metadata[self.key]], dtype=torch.bool)
         return equal if self.op == "==" else ~equal
 
@@ -272,15 +320,22 @@ class SliceResult:
     metrics: Metrics
 
 
-def slice_metrics(targets: Tensor, predictions: Tensor, ids: Tensor, names: list[str],
-                  group: str, num_classes: int) -> list[SliceResult]:
+def slice_metrics(
+    targets: Tensor,
+    predictions: Tensor,
+    ids: Tensor,
+    names: list[str],
+    group: str,
+    num_classes: int,
+) -> list[SliceResult]:
     """Per-slice confusion matrices from one bincount over (slice, true, predicted)."""
     from pytest_seqgate.metrics import compute_metrics
 
     c2 = num_classes * num_classes
     keys = ids * c2 + targets * num_classes + predictions
-    cms = torch.bincount(keys, minlength=len(names) * c2).reshape(len(names), num_classes,
-                                                                    num_classes)
+    cms = torch.bincount(keys, minlength=len(names) * c2).reshape(
+        len(names), num_classes, num_classes
+    )
     out = []
     for k, name in enumerate(names):
         n = int(cms[k].sum())
@@ -289,8 +344,9 @@ def slice_metrics(targets: Tensor, predictions: Tensor, ids: Tensor, names: list
     return out
 
 
-def length_slices(lengths: Tensor, targets: Tensor, predictions: Tensor,
-                  num_classes: int) -> list[SliceResult]:
+def length_slices(
+    lengths: Tensor, targets: Tensor, predictions: Tensor, num_classes: int
+) -> list[SliceResult]:
     """Quartiles of length; each slice is named by its edges, e.g. ``length 13-24``."""
     if lengths.numel() == 0:
         return []
@@ -303,9 +359,9 @@ def length_slices(lengths: Tensor, targets: Tensor, predictions: Tensor,
     return slice_metrics(targets, predictions, ids, names, "length", num_classes)
 
 
-def metadata_slices(key: str, values: list[Any], targets: Tensor, predictions: Tensor,
-                    num_classes: int) -> list[SliceResult]:
+def metadata_slices(
+    key: str, values: list[Any], targets: Tensor, predictions: Tensor, num_classes: int
+) -> list[SliceResult]:
     codes: dict[str, int] = {}
     ids = torch.tensor([codes.setdefault(str(v), len(codes)) for v in values], dtype=torch.int64)
-    return slice_metrics(targets, predictions, ids, [f"{key}={v}" for v in codes], key,
-                         num_classes)
+    return slice_metrics(targets, predictions, ids, [f"{key}={v}" for v in codes], key, num_classes)

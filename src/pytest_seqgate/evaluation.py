@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from pytest_seqgate.cache import PredictionCache
 from pytest_seqgate.config import Settings
+from pytest_seqgate.curves import Ranking, expected_calibration_error, ranking
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import (
     Finding,
@@ -40,8 +41,7 @@ from pytest_seqgate.inference import (
     resolve_device,
     scores_alone,
 )
-from pytest_seqgate.metrics import Metrics, confusion_matrix, compute_metrics
-from pytest_seqgate.curves import Ranking, expected_calibration_error, ranking
+from pytest_seqgate.metrics import Metrics, compute_metrics, confusion_matrix
 from pytest_seqgate.stats import (
     batched_metrics,
     bootstrap_confusion,
@@ -78,16 +78,18 @@ class Uncertainty:
         samples = {}
         if settings.bootstrap > 0 and int(cm.sum()) > 0:
             samples = batched_metrics(bootstrap_confusion(cm, settings.bootstrap, settings.seed))
-        return cls(cm, settings.interval, settings.confidence, settings.bootstrap,
-                   settings.seed, samples)
+        return cls(
+            cm, settings.interval, settings.confidence, settings.bootstrap, settings.seed, samples
+        )
 
     def _rate(self, successes: Tensor, trials: Tensor, confidence: float) -> Tensor:
         if self.method == "clopper_pearson":
             return clopper_pearson_interval(successes, trials, confidence)
         return wilson_interval(successes, trials, confidence)
 
-    def interval(self, metric: str, class_index: int | None = None,
-                 confidence: float | None = None) -> Tensor | None:
+    def interval(
+        self, metric: str, class_index: int | None = None, confidence: float | None = None
+    ) -> Tensor | None:
         """``[low, high]`` (float64), or None when the metric has no interval."""
         level = self.confidence if confidence is None else confidence
         tp = self.cm.diagonal()
@@ -106,8 +108,11 @@ class Uncertainty:
         tp = self.cm.diagonal()
         precision = self._rate(tp, self.cm.sum(0), self.confidence)
         recall = self._rate(tp, self.cm.sum(1), self.confidence)
-        f1 = (percentile_interval(self.samples["f1"], self.confidence)
-              if "f1" in self.samples else None)
+        f1 = (
+            percentile_interval(self.samples["f1"], self.confidence)
+            if "f1" in self.samples
+            else None
+        )
         out: dict[str, dict[str, Tensor]] = {}
         for i, name in enumerate(labels):
             out[name] = {"precision": precision[i], "recall": recall[i]}
@@ -159,19 +164,27 @@ class Evaluation:
         mask = spec.mask(self.lengths, self.metadata)
         targets = self.targets[mask]
         p = self.predictions
-        sliced = Predictions(p.predictions[mask], p.scores[mask], p.device, p.batch_size,
-                             p.hashes[mask])
+        sliced = Predictions(
+            p.predictions[mask], p.scores[mask], p.device, p.batch_size, p.hashes[mask]
+        )
         cm = confusion_matrix(targets, sliced.predictions, len(self.labels))
         u = self.uncertainty
         return Evaluation(
-            name=f"{self.name}[{spec.name}]", model=self.model, eval_data=self.eval_data,
-            device=self.device, labels=self.labels, targets=targets, predictions=sliced,
+            name=f"{self.name}[{spec.name}]",
+            model=self.model,
+            eval_data=self.eval_data,
+            device=self.device,
+            labels=self.labels,
+            targets=targets,
+            predictions=sliced,
             metrics=compute_metrics(cm),
             uncertainty=Uncertainty(cm, u.method, u.confidence, 0, u.seed),
             ranking=ranking(sliced.scores, targets) if targets.numel() else None,
             ece=expected_calibration_error(sliced.scores, targets),
-            custom_metrics=self.custom_metrics, confidence=self.confidence,
-            gate_on=self.gate_on, min_support=self.min_support,
+            custom_metrics=self.custom_metrics,
+            confidence=self.confidence,
+            gate_on=self.gate_on,
+            min_support=self.min_support,
         )
 
     def gate_value(self, metric: str, class_name: str | None) -> float | None:
@@ -201,13 +214,17 @@ class Evaluation:
             return float(self.custom_metrics[metric])
         raise ConfigError(
             f"unknown metric {metric!r} in a gate; built-in: {', '.join(self.metrics.summary)}"
-            + (f"; from pytest_seqgate_metrics: {', '.join(self.custom_metrics)}"
-               if self.custom_metrics else "")
+            + (
+                f"; from pytest_seqgate_metrics: {', '.join(self.custom_metrics)}"
+                if self.custom_metrics
+                else ""
+            )
         )
 
 
-def resolve_labels(settings: Settings, data: SequenceData, num_classes: int | None) \
-        -> tuple[str, ...]:
+def resolve_labels(
+    settings: Settings, data: SequenceData, num_classes: int | None
+) -> tuple[str, ...]:
     """Class names: seqgate_labels, else names in the data, else indices as names."""
     if settings.labels is not None:
         return settings.labels
@@ -252,12 +269,21 @@ def evaluate(
 
     def run_eval() -> dict[str, Tensor]:
         p = predict(model, eval_data, device, settings.batch_size, num_classes, forward)
-        return {"predictions": p.predictions, "scores": p.scores, "hashes": p.hashes,
-                "batch_size": torch.tensor(p.batch_size)}
+        return {
+            "predictions": p.predictions,
+            "scores": p.scores,
+            "hashes": p.hashes,
+            "batch_size": torch.tensor(p.batch_size),
+        }
 
     stored = cached("eval", run_eval)
-    preds = Predictions(stored["predictions"], stored["scores"], str(device),
-                        int(stored["batch_size"]), stored["hashes"])
+    preds = Predictions(
+        stored["predictions"],
+        stored["scores"],
+        str(device),
+        int(stored["batch_size"]),
+        stored["hashes"],
+    )
     labels = resolve_labels(settings, eval_data, preds.scores.shape[1])
     if len(labels) != preds.scores.shape[1]:
         raise ModelError(
@@ -266,8 +292,10 @@ def evaluate(
         )
     if settings.threshold is not None:
         if len(labels) != 2:
-            raise ConfigError(f"{settings.source('threshold')} applies to binary models, but "
-                              f"this one has {len(labels)} classes")
+            raise ConfigError(
+                f"{settings.source('threshold')} applies to binary models, but "
+                f"this one has {len(labels)} classes"
+            )
         preds.predictions = (preds.scores[:, 1] >= settings.threshold).to(torch.int64)
     cm = confusion_matrix(eval_data.labels, preds.predictions, len(labels))
     metrics = compute_metrics(cm)
@@ -297,34 +325,54 @@ def evaluate(
         gen = torch.Generator().manual_seed(settings.seed)
         sample = torch.randperm(len(eval_data), generator=gen)[: settings.padding_check]
         sample = sample.sort().values
-        alone = cached("alone", lambda: {"scores": scores_alone(
-            model, eval_data, sample, device, forward)})["scores"]
-        evaluation.findings.extend(padding_sensitivity(
-            preds.scores[sample], alone, sample, eval_data, labels))
-    evaluation.slices = length_slices(eval_data.lengths, eval_data.labels, preds.predictions,
-                                      len(labels))
+        alone = cached(
+            "alone", lambda: {"scores": scores_alone(model, eval_data, sample, device, forward)}
+        )["scores"]
+        evaluation.findings.extend(
+            padding_sensitivity(preds.scores[sample], alone, sample, eval_data, labels)
+        )
+    evaluation.slices = length_slices(
+        eval_data.lengths, eval_data.labels, preds.predictions, len(labels)
+    )
     for key in settings.slice_by or ():
         if key not in eval_data.metadata:
-            raise ConfigError(f"{settings.source('slice_by')}: the eval set has no key {key!r}; "
-                              f"its extra keys are {sorted(eval_data.metadata)}")
-        evaluation.slices.extend(metadata_slices(key, eval_data.metadata[key], eval_data.labels,
-                                                 preds.predictions, len(labels)))
+            raise ConfigError(
+                f"{settings.source('slice_by')}: the eval set has no key {key!r}; "
+                f"its extra keys are {sorted(eval_data.metadata)}"
+            )
+        evaluation.slices.extend(
+            metadata_slices(
+                key, eval_data.metadata[key], eval_data.labels, preds.predictions, len(labels)
+            )
+        )
     if train_data is not None:
-        sample, info = _sample(train_data, settings.train_sample, settings.seed)
-        train_preds = cached("train", lambda: {"predictions": predict(
-            model, sample, device, settings.batch_size, len(labels), forward).predictions})
+        train_set, info = _sample(train_data, settings.train_sample, settings.seed)
+        train_preds = cached(
+            "train",
+            lambda: {
+                "predictions": predict(
+                    model, train_set, device, settings.batch_size, len(labels), forward
+                ).predictions
+            },
+        )
         evaluation.train_metrics = compute_metrics(
-            confusion_matrix(sample.labels, train_preds["predictions"], len(labels)))
+            confusion_matrix(train_set.labels, train_preds["predictions"], len(labels))
+        )
         evaluation.train_sample = info
         evaluation.train_gaps, gap_findings = train_test_gap(
-            evaluation.train_metrics, metrics, labels, info)
+            evaluation.train_metrics, metrics, labels, info
+        )
         evaluation.findings.extend(gap_findings)
         exact = torch.isin(preds.hashes, train_data.content_hashes())
         evaluation.findings.extend(leakage(exact, eval_data))
-        if settings.near_duplicate_threshold > 0 and eval_data.kind == "tokens" \
-                and train_data.kind == "tokens":
-            near = near_duplicate_leakage(train_data, eval_data,
-                                          settings.near_duplicate_threshold, settings.seed, exact)
+        if (
+            settings.near_duplicate_threshold > 0
+            and eval_data.kind == "tokens"
+            and train_data.kind == "tokens"
+        ):
+            near = near_duplicate_leakage(
+                train_data, eval_data, settings.near_duplicate_threshold, settings.seed, exact
+            )
             if near is not None:
                 evaluation.findings.append(near)
     if custom_metrics is not None:

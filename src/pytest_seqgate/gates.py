@@ -43,10 +43,18 @@ TRADE_OFF_GATES = {
     "min_precision_at_recall": "precision_at_recall",
 }
 GAP_METRICS = ("accuracy", "macro_f1", "recall")
-FINDING_GATES = {"fail_on_paradox": "accuracy_paradox",
-                 "fail_on_padding_sensitivity": "padding_sensitivity"}
-OTHER_KEYS = ("max_train_test_gap", *FINDING_GATES, "max_leakage", "slice", "confidence",
-              "min_support")
+FINDING_GATES = {
+    "fail_on_paradox": "accuracy_paradox",
+    "fail_on_padding_sensitivity": "padding_sensitivity",
+}
+OTHER_KEYS = (
+    "max_train_test_gap",
+    *FINDING_GATES,
+    "max_leakage",
+    "slice",
+    "confidence",
+    "min_support",
+)
 KNOWN_KEYS = (*SUMMARY_GATES, *MAX_GATES, *PER_CLASS_GATES, *TRADE_OFF_GATES, *OTHER_KEYS)
 UNDERPOWERED_WIDTH = 0.1
 
@@ -100,9 +108,16 @@ class GateResult:
         return f"{self.metric}[{self.class_name}]" if self.class_name else self.metric
 
     def to_json(self) -> dict[str, Any]:
-        out = {"test": self.test, "metric": self.metric, "class": self.class_name,
-               "op": self.op, "threshold": self.threshold, "value": self.value,
-               "passed": self.passed, "reason": self.reason}
+        out = {
+            "test": self.test,
+            "metric": self.metric,
+            "class": self.class_name,
+            "op": self.op,
+            "threshold": self.threshold,
+            "value": self.value,
+            "passed": self.passed,
+            "reason": self.reason,
+        }
         if self.bound is not None:
             out["lower_bound"] = self.bound
         out.update(self.extra)
@@ -111,15 +126,15 @@ class GateResult:
 
 def _threshold(key: str, value: Any, lo: float = 0.0, hi: float = 1.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"Expected `{key}` to be a number in [{lo:g}, {hi:g}], "
-                          f"but got {value!r}")
+        raise ConfigError(f"Expected `{key}` to be a number in [{lo:g}, {hi:g}], but got {value!r}")
     if not lo <= value <= hi:
         raise ConfigError(f"Expected `{key}` to be in [{lo:g}, {hi:g}], but got {value!r}")
     return float(value)
 
 
-def _per_class(key: str, value: Any, labels: tuple[str, ...] | None,
-               parse: Any = None) -> list[tuple[str | None, Any]]:
+def _per_class(
+    key: str, value: Any, labels: tuple[str, ...] | None, parse: Any = None
+) -> list[tuple[str | None, Any]]:
     """A value for every class, or ``{class name: value}``."""
     parse = parse or _threshold
     if isinstance(value, Mapping):
@@ -127,8 +142,7 @@ def _per_class(key: str, value: Any, labels: tuple[str, ...] | None,
         for name, threshold in value.items():
             if labels is not None and name not in labels:
                 raise ConfigError(
-                    f"`{key}` names class {name!r}, which is not one of the labels "
-                    f"{list(labels)}"
+                    f"`{key}` names class {name!r}, which is not one of the labels {list(labels)}"
                 )
             out.append((str(name), parse(f"{key}[{name!r}]", threshold)))
         return out
@@ -137,14 +151,18 @@ def _per_class(key: str, value: Any, labels: tuple[str, ...] | None,
 
 def _pair(key: str, value: Any) -> tuple[float, float]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ConfigError(f"Expected `{key}` to be a pair (target, at), e.g. (0.9, 0.95), "
-                          f"but got {value!r}")
+        raise ConfigError(
+            f"Expected `{key}` to be a pair (target, at), e.g. (0.9, 0.95), but got {value!r}"
+        )
     return _threshold(f"{key}[0]", value[0]), _threshold(f"{key}[1]", value[1])
 
 
-def parse_gates(kwargs: Mapping[str, Any], labels: tuple[str, ...] | None = None,
-                custom_metrics: Iterable[str] = (), allow_unknown_custom: bool = False) \
-        -> GateSpec:
+def parse_gates(
+    kwargs: Mapping[str, Any],
+    labels: tuple[str, ...] | None = None,
+    custom_metrics: Iterable[str] = (),
+    allow_unknown_custom: bool = False,
+) -> GateSpec:
     """Validate marker keywords; raise :class:`ConfigError` naming the bad key.
 
     ``labels`` None defers the class-name check to :func:`bind_classes`, when
@@ -175,20 +193,30 @@ def parse_gates(kwargs: Mapping[str, Any], labels: tuple[str, ...] | None = None
                             f"`max_train_test_gap` takes metrics {list(GAP_METRICS)}, "
                             f"but got {metric!r}"
                         )
-                    gates.append(Gate(key, f"train_test_gap.{metric}", None, "<=",
-                                      _threshold(f"max_train_test_gap[{metric!r}]", threshold)))
+                    gates.append(
+                        Gate(
+                            key,
+                            f"train_test_gap.{metric}",
+                            None,
+                            "<=",
+                            _threshold(f"max_train_test_gap[{metric!r}]", threshold),
+                        )
+                    )
             else:
                 threshold = _threshold(key, value)
-                gates.extend(Gate(key, f"train_test_gap.{m}", None, "<=", threshold)
-                             for m in ("accuracy", "macro_f1"))
+                gates.extend(
+                    Gate(key, f"train_test_gap.{m}", None, "<=", threshold)
+                    for m in ("accuracy", "macro_f1")
+                )
         elif key in FINDING_GATES:
             if not isinstance(value, bool):
                 raise ConfigError(f"Expected `{key}` to be True or False, but got {value!r}")
             fail_on[FINDING_GATES[key]] = value
         elif key == "slice":
             if not isinstance(value, str):
-                raise ConfigError(f"Expected `slice` to be a string like 'length>=128', "
-                                  f"but got {value!r}")
+                raise ConfigError(
+                    f"Expected `slice` to be a string like 'length>=128', but got {value!r}"
+                )
             options["slice"] = SliceSpec.parse(value)
         elif key == "max_leakage":
             options["max_leakage"] = _threshold(key, value)
@@ -199,14 +227,16 @@ def parse_gates(kwargs: Mapping[str, Any], labels: tuple[str, ...] | None = None
             options["confidence"] = level
         elif key == "min_support":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"Expected `min_support` to be a non-negative integer, "
-                                  f"but got {value!r}")
+                raise ConfigError(
+                    f"Expected `min_support` to be a non-negative integer, but got {value!r}"
+                )
             options["min_support"] = value
         elif key[:4] in ("min_", "max_") and (key[4:] in custom or allow_unknown_custom):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"Expected `{key}` to be a number, but got {value!r}")
-            gates.append(Gate(key, key[4:], None, ">=" if key[:4] == "min_" else "<=",
-                              float(value)))
+            gates.append(
+                Gate(key, key[4:], None, ">=" if key[:4] == "min_" else "<=", float(value))
+            )
         else:
             raise ConfigError(
                 f"unknown gate `{key}`; known gates: {', '.join(KNOWN_KEYS)}"
@@ -230,20 +260,24 @@ class GateLine:
     xfail: str | None
 
 
-def parse_gate_line(line: str, labels: tuple[str, ...] | None,
-                    allow_unknown_custom: bool = False) -> GateLine:
+def parse_gate_line(
+    line: str, labels: tuple[str, ...] | None, allow_unknown_custom: bool = False
+) -> GateLine:
     """``recall[spam] >= 0.9``, ``macro_f1 >= 0.85; xfail: known weak``, ``ece <= 0.05``."""
     match = GATE_LINE.match(line)
     if match is None:
-        raise ConfigError(f"seqgate_gates: cannot read {line!r}; expected "
-                          f"'METRIC[CLASS] >= NUMBER' or 'METRIC <= NUMBER', optionally "
-                          f"followed by '; xfail: reason'")
+        raise ConfigError(
+            f"seqgate_gates: cannot read {line!r}; expected "
+            f"'METRIC[CLASS] >= NUMBER' or 'METRIC <= NUMBER', optionally "
+            f"followed by '; xfail: reason'"
+        )
     metric, cls, op = match["metric"], match["cls"], match["op"]
     try:
         value = float(match["value"])
     except ValueError:
-        raise ConfigError(f"seqgate_gates: {match['value']!r} in {line!r} is not a number") \
-            from None
+        raise ConfigError(
+            f"seqgate_gates: {match['value']!r} in {line!r} is not a number"
+        ) from None
     if metric.startswith("train_test_gap"):
         sub = metric.partition(".")[2]
         kwargs: dict[str, Any] = {"max_train_test_gap": {sub: value} if sub else value}
@@ -269,24 +303,35 @@ def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
     per_class = {*PER_CLASS_GATES.values(), *TRADE_OFF_GATES.values()}
     for gate in spec.gates:
         if gate.metric in per_class and gate.class_name is None:
-            gates.extend(Gate(gate.key, gate.metric, name, gate.op, gate.threshold, gate.param)
-                         for name in labels)
+            gates.extend(
+                Gate(gate.key, gate.metric, name, gate.op, gate.threshold, gate.param)
+                for name in labels
+            )
             continue
         if gate.class_name is not None and gate.class_name not in labels:
-            raise ConfigError(f"`{gate.key}` names class {gate.class_name!r}, which is not one "
-                              f"of the labels {list(labels)}")
+            raise ConfigError(
+                f"`{gate.key}` names class {gate.class_name!r}, which is not one "
+                f"of the labels {list(labels)}"
+            )
         gates.append(gate)
-    return GateSpec(tuple(gates), spec.fail_on, spec.max_leakage, spec.slice, spec.confidence,
-                    spec.min_support)
+    return GateSpec(
+        tuple(gates), spec.fail_on, spec.max_leakage, spec.slice, spec.confidence, spec.min_support
+    )
 
 
 def _undefined_reason(metric: str, name: str | None) -> str:
     if metric == "precision":
         return f"undefined: the model never predicted {name!r} (no predictions of the class)"
-    if metric in ("recall", "average_precision", "roc_auc", "recall_at_precision",
-                  "precision_at_recall"):
+    if metric in (
+        "recall",
+        "average_precision",
+        "roc_auc",
+        "recall_at_precision",
+        "precision_at_recall",
+    ):
         return f"undefined: the eval set has no samples of {name!r}" + (
-            " (or no samples of other classes)" if metric == "roc_auc" else "")
+            " (or no samples of other classes)" if metric == "roc_auc" else ""
+        )
     if metric == "f1":
         return f"undefined: {name!r} has no samples and no predictions"
     if metric.startswith("train_test_gap"):
@@ -312,8 +357,11 @@ def _trade_off(scope: Evaluation, gate: Gate) -> tuple[float | None, str, dict[s
         side = f"at recall >= {gate.param:g}"
     if threshold is None:
         return value, f"no decision threshold reaches {side.split(' ', 1)[1]}", {"at": gate.param}
-    return value, f"{side}, with threshold {threshold:.4f} on P({gate.class_name})", {
-        "at": gate.param, "decision_threshold": threshold}
+    return (
+        value,
+        f"{side}, with threshold {threshold:.4f} on P({gate.class_name})",
+        {"at": gate.param, "decision_threshold": threshold},
+    )
 
 
 def _underpowered(evaluation: Evaluation, gate: Gate, interval: Any) -> None:
@@ -322,18 +370,26 @@ def _underpowered(evaluation: Evaluation, gate: Gate, interval: Any) -> None:
     if not width > UNDERPOWERED_WIDTH:
         return
     key = (gate.metric, gate.class_name)
-    if any((f.data.get("metric"), f.data.get("class")) == key
-           for f in evaluation.findings_of("underpowered")):
+    if any(
+        (f.data.get("metric"), f.data.get("class")) == key
+        for f in evaluation.findings_of("underpowered")
+    ):
         return
-    support = int(evaluation.metrics.support[evaluation.labels.index(gate.class_name)]) \
-        if gate.class_name else evaluation.n_samples
-    evaluation.findings.append(Finding(
-        "underpowered", "warning",
-        f"{gate.metric}[{gate.class_name}] is known only to within {width:.3f} "
-        f"([{float(interval[0]):.3f}, {float(interval[1]):.3f}] at "
-        f"{evaluation.confidence:.0%}) from {support} samples: a gate on it can flip on noise",
-        {"metric": gate.metric, "class": gate.class_name, "width": width, "support": support},
-    ))
+    support = (
+        int(evaluation.metrics.support[evaluation.labels.index(gate.class_name)])
+        if gate.class_name
+        else evaluation.n_samples
+    )
+    evaluation.findings.append(
+        Finding(
+            "underpowered",
+            "warning",
+            f"{gate.metric}[{gate.class_name}] is known only to within {width:.3f} "
+            f"([{float(interval[0]):.3f}, {float(interval[1]):.3f}] at "
+            f"{evaluation.confidence:.0%}) from {support} samples: a gate on it can flip on noise",
+            {"metric": gate.metric, "class": gate.class_name, "width": width, "support": support},
+        )
+    )
 
 
 def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]:
@@ -355,9 +411,18 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
         else:
             value, note = scope.gate_value(gate.metric, gate.class_name), ""
         if value is None or math.isnan(value):
-            results.append(GateResult(test, gate.metric, gate.class_name, gate.op,
-                                      gate.threshold, None, False,
-                                      _undefined_reason(gate.metric, gate.class_name) + where))
+            results.append(
+                GateResult(
+                    test,
+                    gate.metric,
+                    gate.class_name,
+                    gate.op,
+                    gate.threshold,
+                    None,
+                    False,
+                    _undefined_reason(gate.metric, gate.class_name) + where,
+                )
+            )
             continue
         class_index = scope.labels.index(gate.class_name) if gate.class_name else None
         interval = scope.uncertainty.interval(gate.metric, class_index, level)
@@ -370,40 +435,92 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
         passed = compared >= gate.threshold if gate.op == ">=" else compared <= gate.threshold
         reasons = [note, where.strip()]
         if bound is not None and not passed:
-            reasons.insert(0, f"point {value:.3f} clears it but the {level:.0%} lower bound "
-                              f"{bound:.3f} does not" if value >= gate.threshold else
-                           f"point {value:.3f}, {level:.0%} lower bound {bound:.3f}")
+            reasons.insert(
+                0,
+                f"point {value:.3f} clears it but the {level:.0%} lower bound {bound:.3f} does not"
+                if value >= gate.threshold
+                else f"point {value:.3f}, {level:.0%} lower bound {bound:.3f}",
+            )
         if gate.class_name is not None and min_support and class_index is not None:
             support = int(scope.metrics.support[class_index])
             if support < min_support:
                 passed = False
-                needed = support_needed(value, gate.threshold, evaluation.confidence) \
-                    if gate.metric == "recall" else None
-                reasons.insert(0, (
-                    f"{support} samples of {gate.class_name!r}, fewer than min_support="
-                    f"{min_support}: the eval set cannot support the claim"
-                    + (f"; at the observed {value:.3f}, about {needed} samples would put the "
-                       f"{evaluation.confidence:.0%} lower bound above {gate.threshold:g}"
-                       if needed else "")))
-        results.append(GateResult(test, gate.metric, gate.class_name, gate.op, gate.threshold,
-                                  value, passed, "; ".join(r for r in reasons if r), bound,
-                                  extra))
+                needed = (
+                    support_needed(value, gate.threshold, evaluation.confidence)
+                    if gate.metric == "recall"
+                    else None
+                )
+                reasons.insert(
+                    0,
+                    (
+                        f"{support} samples of {gate.class_name!r}, fewer than min_support="
+                        f"{min_support}: the eval set cannot support the claim"
+                        + (
+                            f"; at the observed {value:.3f}, about {needed} samples would put the "
+                            f"{evaluation.confidence:.0%} lower bound above {gate.threshold:g}"
+                            if needed
+                            else ""
+                        )
+                    ),
+                )
+        results.append(
+            GateResult(
+                test,
+                gate.metric,
+                gate.class_name,
+                gate.op,
+                gate.threshold,
+                value,
+                passed,
+                "; ".join(r for r in reasons if r),
+                bound,
+                extra,
+            )
+        )
     for kind in spec.fail_on:
         for finding in evaluation.findings_of(kind):
-            results.append(GateResult(test, kind, finding.data.get("class"), "absent", 0.0,
-                                      None, False, finding.message))
+            results.append(
+                GateResult(
+                    test,
+                    kind,
+                    finding.data.get("class"),
+                    "absent",
+                    0.0,
+                    None,
+                    False,
+                    finding.message,
+                )
+            )
     if spec.max_leakage is not None:
         leaked = evaluation.findings_of("leakage")
         # Exact and near copies are disjoint sets of eval sequences, so fractions add.
         fraction = sum(float(f.data["fraction"]) for f in leaked)
         if evaluation.train_metrics is None:
-            results.append(GateResult(test, "leakage", None, "<=", spec.max_leakage, None,
-                                      False, "undefined: no training set (set "
-                                      "seqgate_train_data)"))
+            results.append(
+                GateResult(
+                    test,
+                    "leakage",
+                    None,
+                    "<=",
+                    spec.max_leakage,
+                    None,
+                    False,
+                    "undefined: no training set (set seqgate_train_data)",
+                )
+            )
         else:
-            results.append(GateResult(test, "leakage", None, "<=", spec.max_leakage, fraction,
-                                      fraction <= spec.max_leakage,
-                                      " ".join(f.message for f in leaked)))
+            results.append(
+                GateResult(
+                    test,
+                    "leakage",
+                    None,
+                    "<=",
+                    spec.max_leakage,
+                    fraction,
+                    fraction <= spec.max_leakage,
+                    " ".join(f.message for f in leaked),
+                )
+            )
     return results
 
 
@@ -429,9 +546,14 @@ def format_value(result: GateResult) -> str:
 def failure_message(results: list[GateResult], test: str) -> str:
     """Every violated gate as a table, then what to do."""
     failed = [r for r in results if not r.passed]
-    rows = [[r.metric, r.class_name or "", format_threshold(r), format_value(r), r.reason]
-            for r in failed]
-    table = tabulate(rows, headers=["metric", "class", "threshold", "value", "reason"],
-                     tablefmt="simple", disable_numparse=True)
-    return (f"seqgate: {len(failed)} of {len(results)} gate(s) failed for {test}\n"
-            f"{table}\n{HINT}")
+    rows = [
+        [r.metric, r.class_name or "", format_threshold(r), format_value(r), r.reason]
+        for r in failed
+    ]
+    table = tabulate(
+        rows,
+        headers=["metric", "class", "threshold", "value", "reason"],
+        tablefmt="simple",
+        disable_numparse=True,
+    )
+    return f"seqgate: {len(failed)} of {len(results)} gate(s) failed for {test}\n{table}\n{HINT}"

@@ -113,10 +113,16 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
         first = int(torch.nonzero(too_big)[0])
         ends = torch.cumsum(data.lengths, 0)
         record = int(torch.searchsorted(ends, first, right=True))
-        count = int((torch.zeros(len(data), dtype=torch.int64)
-                     .index_add_(0, torch.repeat_interleave(torch.arange(len(data)),
-                                                            data.lengths),
-                                 too_big.to(torch.int64)) > 0).sum())
+        count = int(
+            (
+                torch.zeros(len(data), dtype=torch.int64).index_add_(
+                    0,
+                    torch.repeat_interleave(torch.arange(len(data)), data.lengths),
+                    too_big.to(torch.int64),
+                )
+                > 0
+            ).sum()
+        )
         raise ModelError(
             f"{data.record(record)}: token id {int(data.values[first])} is at or above the "
             f"model's embedding size {size} ({count} record(s) affected); the tokenizer and "
@@ -130,7 +136,9 @@ def _describe(batch: Batch) -> str:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    oom: Any = getattr(torch, "OutOfMemoryError", None) or getattr(
+        torch.cuda, "OutOfMemoryError", ()
+    )
     return isinstance(exc, oom) or "out of memory" in str(exc).lower()
 
 
@@ -282,8 +290,7 @@ def predict(
                 pred = (logits > 0).float()
             else:
                 pred = logits.argmax(dim=1, keepdim=True).float()
-            row = torch.cat([_probabilities(logits), pred, logits.sum(dim=1, keepdim=True)],
-                            dim=1)
+            row = torch.cat([_probabilities(logits), pred, logits.sum(dim=1, keepdim=True)], dim=1)
             if buffer is None:
                 buffer = torch.empty(n, row.shape[1], dtype=torch.float32)
             buffer[index] = row if on_cpu else row.cpu()

@@ -108,9 +108,7 @@ def _call(factory: Any, setting: str, spec: str) -> Any:
     try:
         return factory()
     except Exception as exc:
-        raise ModelError(
-            f"{setting}: calling {spec!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
+        raise ModelError(f"{setting}: calling {spec!r} raised {type(exc).__name__}: {exc}") from exc
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -118,8 +116,9 @@ def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name
-                   for name in archive.namelist())
+        return any(
+            name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist()
+        )
 
 
 def load_checkpoint(path: Path, setting: str, trust: bool) -> Any:
@@ -192,8 +191,9 @@ def load_state_dict(module: nn.Module, state: Any, path: Path) -> None:
 class _Builder:
     """Accumulates records; one ``extend`` per record, one ``torch.tensor`` at the end."""
 
-    def __init__(self, source: str, labels: tuple[str, ...] | None, tokenizer: Any,
-                 indexed: bool = False) -> None:
+    def __init__(
+        self, source: str, labels: tuple[str, ...] | None, tokenizer: Any, indexed: bool = False
+    ) -> None:
         self.source = source
         self.indexed = indexed
         self.labels = labels
@@ -250,8 +250,8 @@ class _Builder:
         self.lengths.append(len(sequence))
         self.raw_labels.append(record["label"])
         self.lines.append(line)
-        for meta_key, value in record.items():
-            if meta_key != key and meta_key != "label":
+        for meta_key in record:
+            if meta_key not in (key, "label"):
                 self.metadata.setdefault(meta_key, [None] * (len(self.lengths) - 1))
         for meta_key, column in self.metadata.items():
             column.append(record.get(meta_key))
@@ -285,8 +285,7 @@ class _Builder:
         for i, value in enumerate(raw):
             if isinstance(value, str) and value in index:
                 out.append(index[value])
-            elif isinstance(value, int) and not isinstance(value, bool) \
-                    and 0 <= value < len(names):
+            elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
                 out.append(value)
             else:
                 raise DataError(
@@ -305,14 +304,18 @@ class _Builder:
             values = torch.tensor(self.flat, dtype=dtype)
         except (TypeError, ValueError, RuntimeError, OverflowError):
             values = None
-        if values is None or (self.kind == "features" and values.dim() != 2) \
-                or (self.kind == "tokens" and values.dim() != 1):
+        if (
+            values is None
+            or (self.kind == "features" and values.dim() != 2)
+            or (self.kind == "tokens" and values.dim() != 1)
+        ):
             self.locate_bad_record(dtype)
         assert values is not None
         if self.kind == "tokens" and bool((values < 0).any()):
             bad = int(torch.nonzero(values < 0)[0])
-            seq = int(torch.searchsorted(torch.cumsum(torch.tensor(self.lengths), 0), bad,
-                                         right=True))
+            seq = int(
+                torch.searchsorted(torch.cumsum(torch.tensor(self.lengths), 0), bad, right=True)
+            )
             raise DataError(f"{self.where(self.lines[seq])}: negative token id")
         lengths = torch.tensor(self.lengths, dtype=torch.int64)
         return SequenceData(
@@ -337,8 +340,10 @@ class _Builder:
                 if not all(isinstance(x, int) and not isinstance(x, bool) for x in chunk):
                     raise DataError(f"{self.where(line)}: 'tokens' must be a list of integers")
             else:
-                ok = all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
-                         for v in chunk)
+                ok = all(
+                    isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
+                    for v in chunk
+                )
                 widths = {len(v) for v in chunk} if ok else set()
                 if not ok or len(widths) != 1 or (width is not None and widths != {width}):
                     raise DataError(
@@ -360,8 +365,9 @@ def load_dataset(settings: Settings, role: str) -> SequenceData:
         )
     tokenizer = None
     if settings.tokenizer is not None:
-        tokenizer = import_object(settings.tokenizer, settings.rootdir,
-                                  settings.source("tokenizer"))
+        tokenizer = import_object(
+            settings.tokenizer, settings.rootdir, settings.source("tokenizer")
+        )
     if is_import_path(spec):
         obj = import_object(spec, settings.rootdir, setting)
         dataset = _call(obj, setting, spec) if callable(obj) else obj
@@ -396,13 +402,15 @@ def _lines(path: Path, name: str) -> Iterable[tuple[int, str]]:
             f"{name}:{line}: bytes that are not UTF-8 ({exc.reason} at byte {exc.start}); "
             f"re-encode the file as UTF-8"
         ) from None
-    for number, line_text in enumerate(text.splitlines(), start=1):
-        yield number, line_text
+    yield from enumerate(text.splitlines(), start=1)
 
 
-def read_jsonl(path: Path, labels: tuple[str, ...] | None = None,
-               tokenizer: Callable[[str], Sequence[int]] | None = None,
-               display: str | None = None) -> SequenceData:
+def read_jsonl(
+    path: Path,
+    labels: tuple[str, ...] | None = None,
+    tokenizer: Callable[[str], Sequence[int]] | None = None,
+    display: str | None = None,
+) -> SequenceData:
     """One JSON object per line; blank lines are skipped."""
     name = display or str(path)
     builder = _Builder(name, labels, tokenizer)
@@ -421,9 +429,12 @@ def read_jsonl(path: Path, labels: tuple[str, ...] | None = None,
     return builder.build()
 
 
-def read_csv(path: Path, labels: tuple[str, ...] | None = None,
-             tokenizer: Callable[[str], Sequence[int]] | None = None,
-             display: str | None = None) -> SequenceData:
+def read_csv(
+    path: Path,
+    labels: tuple[str, ...] | None = None,
+    tokenizer: Callable[[str], Sequence[int]] | None = None,
+    display: str | None = None,
+) -> SequenceData:
     """Columns ``label`` and one of ``tokens`` (space separated ints), ``text``, ``features``
     (a JSON list of vectors); other columns are metadata."""
     name = display or str(path)
@@ -439,8 +450,10 @@ def read_csv(path: Path, labels: tuple[str, ...] | None = None,
     for row in reader:
         line = reader.line_num
         record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
-        if "label" in record and str(record["label"]).lstrip("-").isdigit() and (
-            labels is None or record["label"] not in labels
+        if (
+            "label" in record
+            and str(record["label"]).lstrip("-").isdigit()
+            and (labels is None or record["label"] not in labels)
         ):
             record["label"] = int(record["label"])
         try:
@@ -463,28 +476,41 @@ PT_LAYOUT = (
 )
 
 
-def read_pt(path: Path, labels: tuple[str, ...] | None = None,
-            display: str | None = None) -> SequenceData:
+def read_pt(
+    path: Path, labels: tuple[str, ...] | None = None, display: str | None = None
+) -> SequenceData:
     """A ``torch.save`` file with the layout :data:`PT_LAYOUT`, read with weights_only."""
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DataError(f"{path}: cannot read with torch.load(weights_only=True): "
-                        f"{type(exc).__name__}; expected {PT_LAYOUT}") from exc
+        raise DataError(
+            f"{path}: cannot read with torch.load(weights_only=True): "
+            f"{type(exc).__name__}; expected {PT_LAYOUT}"
+        ) from exc
     if not isinstance(obj, dict) or "sequences" not in obj or "labels" not in obj:
-        raise DataError(f"{path}: wrong layout: expected {PT_LAYOUT}, but got "
-                        f"{type(obj).__name__}"
-                        + (f" with keys {sorted(obj)}" if isinstance(obj, dict) else ""))
+        raise DataError(
+            f"{path}: wrong layout: expected {PT_LAYOUT}, but got "
+            f"{type(obj).__name__}" + (f" with keys {sorted(obj)}" if isinstance(obj, dict) else "")
+        )
     raw_labels = obj["labels"]
     if isinstance(raw_labels, Tensor):
         raw_labels = raw_labels.tolist()
-    return from_dataset(list(zip(obj["sequences"], raw_labels)), display or str(path), labels,
-                        None,
-                        strict_len=len(obj["sequences"]) == len(raw_labels))
+    return from_dataset(
+        list(zip(obj["sequences"], raw_labels)),
+        display or str(path),
+        labels,
+        None,
+        strict_len=len(obj["sequences"]) == len(raw_labels),
+    )
 
 
-def from_dataset(dataset: Any, source: str, labels: tuple[str, ...] | None,
-                 tokenizer: Any = None, strict_len: bool = True) -> SequenceData:
+def from_dataset(
+    dataset: Any,
+    source: str,
+    labels: tuple[str, ...] | None,
+    tokenizer: Any = None,
+    strict_len: bool = True,
+) -> SequenceData:
     """Convert a map-style Dataset of (sequence, label) pairs (or a SequenceData)."""
     if isinstance(dataset, SequenceData):
         return dataset
@@ -499,8 +525,9 @@ def from_dataset(dataset: Any, source: str, labels: tuple[str, ...] | None,
     for i in range(len(dataset)):
         item = dataset[i]
         if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise DataError(f"{source}[{i}]: expected a (sequence, label) pair, "
-                            f"but got {type(item).__name__}")
+            raise DataError(
+                f"{source}[{i}]: expected a (sequence, label) pair, but got {type(item).__name__}"
+            )
         sequence, label = item
         if isinstance(label, Tensor):
             label = label.item()

@@ -121,8 +121,9 @@ def compute_metrics(cm: Tensor) -> Metrics:
     rows = torch.stack([true, pred, torch.ones_like(true)])
     gram = rows @ torch.stack([true, pred, tp, f1.nan_to_num()]).T
     summary = torch.cat([gram.reshape(-1), per_class.nanmean(1), true.max().reshape(1)])
-    (tt, t_p, _, f1_num, _, pp, _, _, n, _, correct, _, macro_p, macro_r, macro_f1,
-     largest) = summary.tolist()
+    (tt, t_p, _, f1_num, _, pp, _, _, n, _, correct, _, macro_p, macro_r, macro_f1, largest) = (
+        summary.tolist()
+    )
     accuracy = _ratio(correct, n)
     # Weighted F1 as scikit-learn's _nanaverage: F1 is NaN only where a class has
     # no samples (weight 0), so the weights that remain sum to n; when n is 0
@@ -133,8 +134,21 @@ def compute_metrics(cm: Tensor) -> Metrics:
     mcc = (correct * n - t_p) / math.sqrt(cov) if cov > 0 else 0.0
     expected = _ratio(t_p, n * n)
     kappa = _ratio(accuracy - expected, 1 - expected)
-    values = torch.tensor([accuracy, macro_r, macro_p, macro_r, macro_f1, weighted, accuracy,
-                           mcc, kappa, _ratio(largest, n)], dtype=torch.float64)
+    values = torch.tensor(
+        [
+            accuracy,
+            macro_r,
+            macro_p,
+            macro_r,
+            macro_f1,
+            weighted,
+            accuracy,
+            mcc,
+            kappa,
+            _ratio(largest, n),
+        ],
+        dtype=torch.float64,
+    )
     return Metrics(cm, per_class, cm.sum(1), values)
 
 

@@ -68,8 +68,13 @@ def band_keys(sig: Tensor, bands: int, rows: int) -> Tensor:
     return (sig[:, : bands * rows].reshape(-1, bands, rows) * mix).sum(-1)
 
 
-def near_duplicates(train: SequenceData, test: SequenceData, threshold: float,
-                    seed: int = 0, exclude: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def near_duplicates(
+    train: SequenceData,
+    test: SequenceData,
+    threshold: float,
+    seed: int = 0,
+    exclude: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """For each eval sequence, the most similar training candidate found by LSH.
 
     Returns ``(eval index, train index, estimated Jaccard)`` for the eval
@@ -86,7 +91,8 @@ def near_duplicates(train: SequenceData, test: SequenceData, threshold: float,
     for band in range(bands):
         sorted_keys, order = torch.sort(train_keys[:, band])
         pos = torch.searchsorted(sorted_keys, test_keys[:, band].contiguous()).clamp_max(
-            len(train) - 1)
+            len(train) - 1
+        )
         hit = sorted_keys[pos] == test_keys[:, band]
         if not bool(hit.any()):
             continue

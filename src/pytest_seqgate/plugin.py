@@ -70,8 +70,9 @@ class SessionState:
             settings = self.settings
             model = None
             if settings.model is not None and self.has_hook("pytest_seqgate_load_model"):
-                model = self.config.hook.pytest_seqgate_load_model(spec=settings.model,
-                                                                   settings=settings)
+                model = self.config.hook.pytest_seqgate_load_model(
+                    spec=settings.model, settings=settings
+                )
             if model is None:
                 from pytest_seqgate.loading import load_model
 
@@ -83,16 +84,16 @@ class SessionState:
         if role not in self.loaded:
             settings = self.settings
             spec = getattr(settings, role)
-            if spec is None:
-                if role == "train_data":
-                    self.loaded[role] = None
-                    return None
+            if spec is None and role == "train_data":
+                self.loaded[role] = None
+                return None
             from pytest_seqgate.loading import from_dataset, load_dataset
 
             data = None
             if spec is not None and self.has_hook("pytest_seqgate_load_dataset"):
-                data = self.config.hook.pytest_seqgate_load_dataset(spec=spec, role=role,
-                                                                    settings=settings)
+                data = self.config.hook.pytest_seqgate_load_dataset(
+                    spec=spec, role=role, settings=settings
+                )
             if data is None:
                 self.loaded[role] = load_dataset(settings, role)
             else:
@@ -109,27 +110,38 @@ class SessionState:
 
             settings = self.settings
             eval_set = from_dataset(eval_data, "seqgate_eval_data fixture", settings.labels)
-            train_set = None if train_data is None else from_dataset(
-                train_data, "seqgate_train_data fixture", settings.labels)
+            train_set = (
+                None
+                if train_data is None
+                else from_dataset(train_data, "seqgate_train_data fixture", settings.labels)
+            )
             hook = self.config.hook
             forward = None
             if self.has_hook("pytest_seqgate_forward"):
+
                 def forward(m: Any, b: Any) -> Any:
                     return hook.pytest_seqgate_forward(model=m, batch=b)
+
             custom = None
             if self.has_hook("pytest_seqgate_metrics"):
+
                 def custom(ev: Evaluation) -> dict[str, float]:
                     merged: dict[str, float] = {}
                     for part in hook.pytest_seqgate_metrics(evaluation=ev):
                         merged.update(part or {})
                     return merged
-            self.evaluations[key] = evaluate(model, eval_set, settings, train_set,
-                                             forward=forward, custom_metrics=custom,
-                                             cache=self.prediction_cache(model, eval_data,
-                                                                         train_data))
+
+            self.evaluations[key] = evaluate(
+                model,
+                eval_set,
+                settings,
+                train_set,
+                forward=forward,
+                custom_metrics=custom,
+                cache=self.prediction_cache(model, eval_data, train_data),
+            )
             self.keep_alive.extend([model, eval_data, train_data])
         return self.evaluations[key]
-
 
     def prediction_cache(self, model: Any, eval_data: Any, train_data: Any) -> Any:
         """The on-disk cache, when the objects are the configured files (a cache key
@@ -140,16 +152,20 @@ class SessionState:
         if not settings.cache and run is None:
             return None
         loaded = self.loaded
-        if model is not loaded.get("model") or eval_data is not loaded.get("eval_data") \
-                or train_data is not loaded.get("train_data"):
+        if (
+            model is not loaded.get("model")
+            or eval_data is not loaded.get("eval_data")
+            or train_data is not loaded.get("train_data")
+        ):
             return None
         cache = getattr(self.config, "cache", None)
         if cache is None:
             return None
         from pytest_seqgate.cache import PredictionCache, cache_key
 
-        self.cache = PredictionCache(cache.mkdir("seqgate"),
-                                     cache_key(settings, "" if settings.cache else run))
+        self.cache = PredictionCache(
+            cache.mkdir("seqgate"), cache_key(settings, "" if settings.cache else str(run))
+        )
         return self.cache
 
     def merge(self, evaluations: list[Evaluation]) -> None:
@@ -208,15 +224,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("seqgate", "seqgate: gate a sequence classifier's quality")
     for option in OPTIONS:
         if option.kind == "bool":
-            group.addoption(option.flag, dest=option.ini, action="store_const", const=True,
-                            default=None, help=option.help)
+            group.addoption(
+                option.flag,
+                dest=option.ini,
+                action="store_const",
+                const=True,
+                default=None,
+                help=option.help,
+            )
         elif option.kind == "paths":
-            group.addoption(option.flag, dest=option.ini, action="append",
-                            type=cli_type(option), default=None, metavar="PATH",
-                            help=option.help + " (repeatable)")
+            group.addoption(
+                option.flag,
+                dest=option.ini,
+                action="append",
+                type=cli_type(option),
+                default=None,
+                metavar="PATH",
+                help=option.help + " (repeatable)",
+            )
         else:
-            group.addoption(option.flag, dest=option.ini, type=cli_type(option), default=None,
-                            metavar=option.name.upper(), help=option.help)
+            group.addoption(
+                option.flag,
+                dest=option.ini,
+                type=cli_type(option),
+                default=None,
+                metavar=option.name.upper(),
+                help=option.help,
+            )
         parser.addini(option.ini, option.help, type=option.ini_type)  # type: ignore[arg-type]
 
 
@@ -265,15 +299,17 @@ class GateItem(pytest.Item):
         from pytest_seqgate.gates import check, failure_message
 
         state = _state(self.config)
-        evaluation = _guard(lambda: state.evaluate(state.model(), state.dataset("eval_data"),
-                                                   state.dataset("train_data")))
+        evaluation = _guard(
+            lambda: state.evaluate(
+                state.model(), state.dataset("eval_data"), state.dataset("train_data")
+            )
+        )
         results = _guard(lambda: check(evaluation, self.spec, self.nodeid))
         _record(self, evaluation, results)
         if not all(r.passed for r in results):
             raise GateFailure(failure_message(results, self.nodeid))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: Any = None) -> Any:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, GateFailure):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
@@ -300,14 +336,16 @@ def _gate_items(session: pytest.Session, state: SessionState) -> list[pytest.Ite
         items.append(item)
     parent.gate_items = items
     # Tell the terminal (and other plugins) about them, so "collected N items" counts them.
-    session.config.hook.pytest_collectreport(report=pytest.CollectReport(
-        parent.nodeid, "passed", None, list(items)))
+    session.config.hook.pytest_collectreport(
+        report=pytest.CollectReport(parent.nodeid, "passed", None, list(items))
+    )
     return items
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
-                                  items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     """Add the ``seqgate_gates`` items, then validate everything that needs no inference,
     so mistakes are usage errors (exit 4). Runs first, so -k and --deselect see the items."""
     state = _state(config)
@@ -343,10 +381,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             continue
         try:
             if marker.args:
-                raise ConfigError("the seqgate marker takes keyword gates only, e.g. "
-                                  "@pytest.mark.seqgate(min_macro_f1=0.8)")
-            state.specs[item.nodeid] = parse_gates(marker.kwargs, labels,
-                                                   allow_unknown_custom=allow_custom)
+                raise ConfigError(
+                    "the seqgate marker takes keyword gates only, e.g. "
+                    "@pytest.mark.seqgate(min_macro_f1=0.8)"
+                )
+            state.specs[item.nodeid] = parse_gates(
+                marker.kwargs, labels, allow_unknown_custom=allow_custom
+            )
         except SeqgateError as exc:
             raise pytest.UsageError(f"{_where(item)}: seqgate: {exc}") from None
         names = getattr(item, "fixturenames", None)
@@ -361,14 +402,20 @@ def _check_report_paths(settings: Settings) -> None:
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         if not folder.is_dir():
-            raise ConfigError(f"{settings.source('report')}: cannot write {target}: {folder} "
-                              f"is a file, not a folder; choose another path")
+            raise ConfigError(
+                f"{settings.source('report')}: cannot write {target}: {folder} "
+                f"is a file, not a folder; choose another path"
+            )
         if target.is_dir():
-            raise ConfigError(f"{settings.source('report')}: cannot write {target}: it is a "
-                              f"folder; give a file name ending in .json, .md or .html")
+            raise ConfigError(
+                f"{settings.source('report')}: cannot write {target}: it is a "
+                f"folder; give a file name ending in .json, .md or .html"
+            )
         if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-            raise ConfigError(f"{settings.source('report')}: cannot write {target}: "
-                              f"permission denied; choose a writable path")
+            raise ConfigError(
+                f"{settings.source('report')}: cannot write {target}: "
+                f"permission denied; choose a writable path"
+            )
 
 
 def _guard(action: Callable[[], T]) -> T:
@@ -400,8 +447,12 @@ def seqgate_train_data(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(scope="session")
-def seqgate_evaluation(request: pytest.FixtureRequest, seqgate_model: Any,
-                       seqgate_eval_data: Any, seqgate_train_data: Any) -> Evaluation:
+def seqgate_evaluation(
+    request: pytest.FixtureRequest,
+    seqgate_model: Any,
+    seqgate_eval_data: Any,
+    seqgate_train_data: Any,
+) -> Evaluation:
     """The session's evaluation; inference runs once however many tests use it."""
     state = _state(request.config)
     return _guard(lambda: state.evaluate(seqgate_model, seqgate_eval_data, seqgate_train_data))
@@ -434,16 +485,20 @@ class SeqgateHelper:
 @pytest.fixture
 def seqgate(request: pytest.FixtureRequest, seqgate_evaluation: Evaluation) -> SeqgateHelper:
     """A helper whose ``check(**gates)`` asserts gates in a test body."""
-    return SeqgateHelper(seqgate_evaluation, request.node,
-                         _state(request.config).has_hook("pytest_seqgate_metrics"))
+    return SeqgateHelper(
+        seqgate_evaluation, request.node, _state(request.config).has_hook("pytest_seqgate_metrics")
+    )
 
 
 def _record(item: pytest.Item, evaluation: Evaluation, results: list[GateResult]) -> None:
     evaluation.gates.extend(results)
     for r in results:
         item.user_properties.append(
-            (f"seqgate.{r.label}", f"{r.value} {r.op} {r.threshold}: "
-                                   f"{'pass' if r.passed else 'fail'}"))
+            (
+                f"seqgate.{r.label}",
+                f"{r.value} {r.op} {r.threshold}: {'pass' if r.passed else 'fail'}",
+            )
+        )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -507,8 +562,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     session.config.hook.pytest_seqgate_report(evaluations=evaluations, config=session.config)
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
-                            config: pytest.Config) -> None:
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     evaluations = _evaluations(config)
     if not evaluations:
         return
@@ -516,9 +570,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
 
     tr = terminalreporter
     tr.write_sep("=", "seqgate report")
-    styles: dict[str, dict[str, bool]] = {"red": {"red": True}, "green": {"green": True},
-                                          "yellow": {"yellow": True}, "bold": {"bold": True},
-                                          "": {}}
+    styles: dict[str, dict[str, bool]] = {
+        "red": {"red": True},
+        "green": {"green": True},
+        "yellow": {"yellow": True},
+        "bold": {"bold": True},
+        "": {},
+    }
     for line, style in render_terminal(evaluations, config.get_verbosity()):
         tr.write_line(line, **styles[style])
     state = _state(config)

@@ -18,8 +18,8 @@ from typing import Any
 from tabulate import tabulate
 from torch import Tensor
 
-from pytest_seqgate.diagnostics import SliceResult
 from pytest_seqgate.curves import Ranking
+from pytest_seqgate.diagnostics import SliceResult
 from pytest_seqgate.evaluation import Evaluation, Uncertainty
 from pytest_seqgate.gates import GateResult, format_number, format_threshold, format_value
 from pytest_seqgate.metrics import SUMMARY_METRICS, Metrics
@@ -38,15 +38,23 @@ def _pair(t: Tensor) -> list[float | None] | None:
     return [low, high]
 
 
-def metrics_json(metrics: Metrics, labels: Sequence[str],
-                 uncertainty: Uncertainty | None = None, ranks: Ranking | None = None,
-                 ece: float | None = None) -> dict[str, Any]:
+def metrics_json(
+    metrics: Metrics,
+    labels: Sequence[str],
+    uncertainty: Uncertainty | None = None,
+    ranks: Ranking | None = None,
+    ece: float | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {name: _num(float(metrics.summary[name])) for name in SUMMARY_METRICS}
     precision, recall, f1 = metrics.precision.tolist(), metrics.recall.tolist(), metrics.f1.tolist()
     support = metrics.support.tolist()
     out["per_class"] = {
-        name: {"precision": _num(precision[i]), "recall": _num(recall[i]), "f1": _num(f1[i]),
-               "support": int(support[i])}
+        name: {
+            "precision": _num(precision[i]),
+            "recall": _num(recall[i]),
+            "f1": _num(f1[i]),
+            "support": int(support[i]),
+        }
         for i, name in enumerate(labels)
     }
     if ranks is not None:
@@ -60,8 +68,10 @@ def metrics_json(metrics: Metrics, labels: Sequence[str],
         out["ece"] = _num(ece)
     if uncertainty is not None:
         intervals: dict[str, Any] = {
-            "method": {"rates": uncertainty.method,
-                       "others": "bootstrap percentile" if uncertainty.samples else None},
+            "method": {
+                "rates": uncertainty.method,
+                "others": "bootstrap percentile" if uncertainty.samples else None,
+            },
             "confidence": uncertainty.confidence,
             "resamples": uncertainty.resamples if uncertainty.samples else 0,
             "seed": uncertainty.seed,
@@ -70,8 +80,10 @@ def metrics_json(metrics: Metrics, labels: Sequence[str],
             interval = uncertainty.interval(name)
             if interval is not None:
                 intervals[name] = _pair(interval)
-        intervals["per_class"] = {name: {k: _pair(v) for k, v in per.items()}
-                                  for name, per in uncertainty.per_class(tuple(labels)).items()}
+        intervals["per_class"] = {
+            name: {k: _pair(v) for k, v in per.items()}
+            for name, per in uncertainty.per_class(tuple(labels)).items()
+        }
         out["intervals"] = intervals
     return out
 
@@ -88,12 +100,20 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
         "metrics": metrics_json(ev.metrics, ev.labels, ev.uncertainty, ev.ranking, ev.ece),
         "custom_metrics": {k: _num(v) for k, v in ev.custom_metrics.items()},
         "confusion_matrix": ev.metrics.confusion_matrix.tolist(),
-        "train_metrics": (metrics_json(ev.train_metrics, ev.labels)
-                          if ev.train_metrics is not None else None),
+        "train_metrics": (
+            metrics_json(ev.train_metrics, ev.labels) if ev.train_metrics is not None else None
+        ),
         "train_test_gap": {k: _num(v) for k, v in ev.train_gaps.items()} or None,
         "train_sample": ev.train_sample or None,
-        "slices": [{"group": s.group, "name": s.name, "n_samples": s.n,
-                    "metrics": metrics_json(s.metrics, ev.labels)} for s in ev.slices],
+        "slices": [
+            {
+                "group": s.group,
+                "name": s.name,
+                "n_samples": s.n,
+                "metrics": metrics_json(s.metrics, ev.labels),
+            }
+            for s in ev.slices
+        ],
         "findings": [f.to_json() for f in ev.findings],
         "gates": [g.to_json() for g in ev.gates],
     }
@@ -125,14 +145,16 @@ def per_class_rows(ev: Evaluation) -> list[list[str]]:
     rows = []
     for i, name in enumerate(ev.labels):
         m = ev.metrics
-        rows.append([
-            name,
-            _with_interval(float(m.precision[i]), per[name].get("precision")),
-            _with_interval(float(m.recall[i]), per[name].get("recall")),
-            _with_interval(float(m.f1[i]), per[name].get("f1")),
-            format_number(ap[i]) if ap is not None else "n/a",
-            str(int(m.support[i])),
-        ])
+        rows.append(
+            [
+                name,
+                _with_interval(float(m.precision[i]), per[name].get("precision")),
+                _with_interval(float(m.recall[i]), per[name].get("recall")),
+                _with_interval(float(m.f1[i]), per[name].get("f1")),
+                format_number(ap[i]) if ap is not None else "n/a",
+                str(int(m.support[i])),
+            ]
+        )
     return rows
 
 
@@ -152,8 +174,10 @@ def summary_rows(ev: Evaluation) -> list[list[str]]:
         extra["macro_average_precision"] = ev.ranking.macro_average_precision
         extra["macro_roc_auc"] = ev.ranking.macro_roc_auc
     extra["ece"] = ev.ece
-    rows.extend([name, format_number(value)] + ([""] if ev.train_metrics is not None else [])
-                for name, value in extra.items())
+    rows.extend(
+        [name, format_number(value)] + ([""] if ev.train_metrics is not None else [])
+        for name, value in extra.items()
+    )
     return rows
 
 
@@ -178,10 +202,19 @@ def weak_slices(ev: Evaluation) -> list[SliceResult]:
 def slice_rows(ev: Evaluation, slices: Sequence[SliceResult]) -> list[list[str]]:
     rows = []
     for s in slices:
-        recalls = ", ".join(f"{name} {format_number(float(v))}"
-                            for name, v in zip(ev.labels, s.metrics.recall.tolist()))
-        rows.append([s.name, str(s.n), format_number(s.metrics.value("accuracy")),
-                     format_number(s.metrics.value("macro_f1")), recalls])
+        recalls = ", ".join(
+            f"{name} {format_number(float(v))}"
+            for name, v in zip(ev.labels, s.metrics.recall.tolist())
+        )
+        rows.append(
+            [
+                s.name,
+                str(s.n),
+                format_number(s.metrics.value("accuracy")),
+                format_number(s.metrics.value("macro_f1")),
+                recalls,
+            ]
+        )
     return rows
 
 
@@ -191,9 +224,17 @@ SLICE_HEADERS = ["slice", "samples", "accuracy", "macro_f1", "recall per class"]
 def gate_rows(gates: Sequence[GateResult], reason_width: int | None = None) -> list[list[str]]:
     """One row per gate; ``reason_width`` keeps terminal lines short (the findings
     below the table carry the whole message)."""
-    return [[g.test, g.label, format_threshold(g), format_value(g),
-             "PASS" if g.passed else "FAIL", _shorten(g.reason, reason_width)]
-            for g in gates]
+    return [
+        [
+            g.test,
+            g.label,
+            format_threshold(g),
+            format_value(g),
+            "PASS" if g.passed else "FAIL",
+            _shorten(g.reason, reason_width),
+        ]
+        for g in gates
+    ]
 
 
 GATE_HEADERS = ["test", "gate", "threshold", "value", "result", "reason"]
@@ -202,11 +243,13 @@ GATE_HEADERS = ["test", "gate", "threshold", "value", "result", "reason"]
 def headline(ev: Evaluation) -> str:
     failed = sum(not g.passed for g in ev.gates)
     gates = f", gates {len(ev.gates) - failed}/{len(ev.gates)} passed" if ev.gates else ""
-    return (f"{ev.name} on {ev.eval_data}: {ev.n_samples} samples, accuracy "
-            f"{format_number(ev.metrics.value('accuracy'))}, macro F1 "
-            f"{format_number(ev.metrics.value('macro_f1'))}, {ev.device}"
-            f"{f' ({ev.device_note})' if ev.device_note else ''}, "
-            f"{ev.seconds:.2f}s{gates}")
+    return (
+        f"{ev.name} on {ev.eval_data}: {ev.n_samples} samples, accuracy "
+        f"{format_number(ev.metrics.value('accuracy'))}, macro F1 "
+        f"{format_number(ev.metrics.value('macro_f1'))}, {ev.device}"
+        f"{f' ({ev.device_note})' if ev.device_note else ''}, "
+        f"{ev.seconds:.2f}s{gates}"
+    )
 
 
 def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> list[tuple[str, str]]:
@@ -219,8 +262,12 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
     out: list[tuple[str, str]] = []
 
     def table(rows: list[list[Any]], headers: list[str]) -> None:
-        out.extend((line, "") for line in tabulate(
-            rows, headers=headers, tablefmt="simple", disable_numparse=True).splitlines())
+        out.extend(
+            (line, "")
+            for line in tabulate(
+                rows, headers=headers, tablefmt="simple", disable_numparse=True
+            ).splitlines()
+        )
 
     for ev in evaluations:
         failed = [g for g in ev.gates if not g.passed]
@@ -230,8 +277,10 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
         out.append(("", ""))
         table(per_class_rows(ev), PER_CLASS_HEADERS)
         out.append(("", ""))
-        table(summary_rows(ev), ["metric", "eval"]
-              + (["train"] if ev.train_metrics is not None else []))
+        table(
+            summary_rows(ev),
+            ["metric", "eval"] + (["train"] if ev.train_metrics is not None else []),
+        )
         if verbosity > 0:
             out.append(("", ""))
             out.append(("confusion matrix (rows: true class, columns: predicted)", ""))
@@ -239,16 +288,22 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
         slices = ev.slices if verbosity > 0 else weak_slices(ev)
         if slices:
             out.append(("", ""))
-            out.append(("slices" if verbosity > 0 else
-                        f"slices whose macro F1 is more than {SLICE_GAP} below the whole set's",
-                        ""))
+            out.append(
+                (
+                    "slices"
+                    if verbosity > 0
+                    else f"slices whose macro F1 is more than {SLICE_GAP} below the whole set's",
+                    "",
+                )
+            )
             table(slice_rows(ev, slices), SLICE_HEADERS)
         shown = ev.gates if verbosity > 0 else failed
         if shown:
             out.append(("", ""))
             out.append(("gates" if verbosity > 0 else "failed gates", ""))
-            lines = tabulate(gate_rows(shown, 48), headers=GATE_HEADERS, tablefmt="simple",
-                             disable_numparse=True).splitlines()
+            lines = tabulate(
+                gate_rows(shown, 48), headers=GATE_HEADERS, tablefmt="simple", disable_numparse=True
+            ).splitlines()
             out.extend((line, "") for line in lines[:2])
             for gate, line in zip(shown, lines[2:]):
                 out.append((line, "green" if gate.passed else "red"))
@@ -265,20 +320,55 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
         failed = [g for g in ev.gates if not g.passed]
         verdict = "❌ gates failed" if failed else "✅ gates passed" if ev.gates else "no gates"
         parts += [f"## {ev.name}: {verdict}", "", headline(ev), ""]
-        parts += [tabulate(per_class_rows(ev), headers=PER_CLASS_HEADERS, tablefmt="github", disable_numparse=True), ""]
+        parts += [
+            tabulate(
+                per_class_rows(ev),
+                headers=PER_CLASS_HEADERS,
+                tablefmt="github",
+                disable_numparse=True,
+            ),
+            "",
+        ]
         headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
-        parts += [tabulate(summary_rows(ev), headers=headers, tablefmt="github", disable_numparse=True), ""]
-        parts += ["<details><summary>Confusion matrix (rows: true, columns: predicted)"
-                  "</summary>", "",
-                  tabulate(confusion_rows(ev), headers=["true \\ pred", *ev.labels],
-                           tablefmt="github", disable_numparse=True), "", "</details>", ""]
+        parts += [
+            tabulate(summary_rows(ev), headers=headers, tablefmt="github", disable_numparse=True),
+            "",
+        ]
+        parts += [
+            "<details><summary>Confusion matrix (rows: true, columns: predicted)</summary>",
+            "",
+            tabulate(
+                confusion_rows(ev),
+                headers=["true \\ pred", *ev.labels],
+                tablefmt="github",
+                disable_numparse=True,
+            ),
+            "",
+            "</details>",
+            "",
+        ]
         if weak_slices(ev):
-            parts += [f"### Slices whose macro F1 is more than {SLICE_GAP} below the whole "
-                      f"set's", "",
-                      tabulate(slice_rows(ev, weak_slices(ev)), headers=SLICE_HEADERS,
-                               tablefmt="github", disable_numparse=True), ""]
+            parts += [
+                f"### Slices whose macro F1 is more than {SLICE_GAP} below the whole set's",
+                "",
+                tabulate(
+                    slice_rows(ev, weak_slices(ev)),
+                    headers=SLICE_HEADERS,
+                    tablefmt="github",
+                    disable_numparse=True,
+                ),
+                "",
+            ]
         if ev.gates:
-            parts += [tabulate(gate_rows(ev.gates), headers=GATE_HEADERS, tablefmt="github", disable_numparse=True), ""]
+            parts += [
+                tabulate(
+                    gate_rows(ev.gates),
+                    headers=GATE_HEADERS,
+                    tablefmt="github",
+                    disable_numparse=True,
+                ),
+                "",
+            ]
         if ev.findings:
             parts += ["### Findings", ""]
             parts += [f"- **{f.severity}** `{f.kind}`: {f.message}" for f in ev.findings]
@@ -309,34 +399,72 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
     body = ["<h1>seqgate report</h1>"]
     for ev in evaluations:
         body.append(f"<h2>{e(ev.name)}</h2><p>{e(headline(ev))}</p>")
-        body.append(tabulate(per_class_rows(ev), headers=PER_CLASS_HEADERS, tablefmt="html", disable_numparse=True))
+        body.append(
+            tabulate(
+                per_class_rows(ev),
+                headers=PER_CLASS_HEADERS,
+                tablefmt="html",
+                disable_numparse=True,
+            )
+        )
         headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
-        body.append(tabulate(summary_rows(ev), headers=headers, tablefmt="html", disable_numparse=True))
+        body.append(
+            tabulate(summary_rows(ev), headers=headers, tablefmt="html", disable_numparse=True)
+        )
         cm = ev.metrics.confusion_matrix
         rows_total = cm.sum(1).clamp_min(1).unsqueeze(1)
         share = (cm.double() / rows_total).tolist()
-        cells = ["<table class='cm'><tr><th>true \\ pred</th>"
-                 + "".join(f"<th>{e(n)}</th>" for n in ev.labels) + "</tr>"]
+        cells = [
+            "<table class='cm'><tr><th>true \\ pred</th>"
+            + "".join(f"<th>{e(n)}</th>" for n in ev.labels)
+            + "</tr>"
+        ]
         for name, counts, shares in zip(ev.labels, cm.tolist(), share):
-            cells.append(f"<tr><th>{e(name)}</th>" + "".join(
-                f"<td style='{_heat(s)}' title='{100 * s:.1f}% of true {e(name)}'>{c}</td>"
-                for c, s in zip(counts, shares)) + "</tr>")
+            cells.append(
+                f"<tr><th>{e(name)}</th>"
+                + "".join(
+                    f"<td style='{_heat(s)}' title='{100 * s:.1f}% of true {e(name)}'>{c}</td>"
+                    for c, s in zip(counts, shares)
+                )
+                + "</tr>"
+            )
         cells.append("</table>")
         body.append("<h3>Confusion matrix</h3>" + "".join(cells))
         if ev.gates:
-            body.append("<h3>Gates</h3><table><tr>" + "".join(f"<th>{h}</th>" for h in GATE_HEADERS)
-                        + "</tr>" + "".join(
-                            "<tr>" + "".join(
-                                f"<td class='{'pass' if g.passed else 'fail'}'>{e(str(c))}</td>"
-                                if j == 4 else f"<td>{e(str(c))}</td>" for j, c in enumerate(row))
-                            + "</tr>" for g, row in zip(ev.gates, gate_rows(ev.gates))) + "</table>")
+            body.append(
+                "<h3>Gates</h3><table><tr>"
+                + "".join(f"<th>{h}</th>" for h in GATE_HEADERS)
+                + "</tr>"
+                + "".join(
+                    "<tr>"
+                    + "".join(
+                        f"<td class='{'pass' if g.passed else 'fail'}'>{e(str(c))}</td>"
+                        if j == 4
+                        else f"<td>{e(str(c))}</td>"
+                        for j, c in enumerate(row)
+                    )
+                    + "</tr>"
+                    for g, row in zip(ev.gates, gate_rows(ev.gates))
+                )
+                + "</table>"
+            )
         if ev.findings:
-            body.append("<h3>Findings</h3><ul>" + "".join(
-                f"<li class='{e(f.severity)}'><b>{e(f.kind)}</b>: {e(f.message)}</li>"
-                for f in ev.findings) + "</ul>")
-    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            "<title>seqgate report</title><style>" + _CSS + "</style></head><body>"
-            + "\n".join(body) + "</body></html>\n")
+            body.append(
+                "<h3>Findings</h3><ul>"
+                + "".join(
+                    f"<li class='{e(f.severity)}'><b>{e(f.kind)}</b>: {e(f.message)}</li>"
+                    for f in ev.findings
+                )
+                + "</ul>"
+            )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<title>seqgate report</title><style>"
+        + _CSS
+        + "</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )
 
 
 RENDERERS = {".json": render_json, ".md": render_markdown, ".html": render_html}

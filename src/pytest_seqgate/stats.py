@@ -14,7 +14,9 @@ from torch import Tensor
 
 def normal_quantile(p: float) -> float:
     """Inverse standard normal CDF (via erfinv), exact to float64 precision."""
-    return math.sqrt(2.0) * float(torch.special.erfinv(torch.tensor(2 * p - 1, dtype=torch.float64)))
+    return math.sqrt(2.0) * float(
+        torch.special.erfinv(torch.tensor(2 * p - 1, dtype=torch.float64))
+    )
 
 
 def wilson_interval(successes: Tensor, trials: Tensor, confidence: float = 0.95) -> Tensor:
@@ -48,14 +50,16 @@ def binomial_sf(k: int, n: int, p: float) -> float:
     i = torch.arange(k, n + 1, dtype=torch.float64)
     nn = torch.tensor(float(n), dtype=torch.float64)
     log_terms = (
-        torch.lgamma(nn + 1) - torch.lgamma(i + 1) - torch.lgamma(nn - i + 1)
-        + i * math.log(p) + (nn - i) * math.log1p(-p)
+        torch.lgamma(nn + 1)
+        - torch.lgamma(i + 1)
+        - torch.lgamma(nn - i + 1)
+        + i * math.log(p)
+        + (nn - i) * math.log1p(-p)
     )
     return float(torch.logsumexp(log_terms, 0).exp().clamp(0.0, 1.0))
 
 
-def clopper_pearson_interval(successes: Tensor, trials: Tensor,
-                             confidence: float = 0.95) -> Tensor:
+def clopper_pearson_interval(successes: Tensor, trials: Tensor, confidence: float = 0.95) -> Tensor:
     """Exact (Clopper-Pearson) interval ``[..., 2]``, by bisection on the binomial tail.
 
     Each bound solves P(X >= k | p) = alpha/2 (low) or P(X <= k | p) = alpha/2
@@ -70,8 +74,12 @@ def clopper_pearson_interval(successes: Tensor, trials: Tensor,
         if n == 0:
             out.append((math.nan, math.nan))
             continue
-        low = 0.0 if k == 0 else _bisect(lambda p: binomial_sf(k, n, p) - alpha / 2)
-        high = 1.0 if k == n else _bisect(lambda p: alpha / 2 - (1 - binomial_sf(k + 1, n, p)))
+        low = 0.0 if k == 0 else _bisect(lambda p, k=k, n=n: binomial_sf(k, n, p) - alpha / 2)
+        high = (
+            1.0
+            if k == n
+            else _bisect(lambda p, k=k, n=n: alpha / 2 - (1 - binomial_sf(k + 1, n, p)))
+        )
         out.append((low, high))
     return torch.tensor(out, dtype=torch.float64).reshape(*successes.shape, 2)
 
@@ -110,8 +118,7 @@ def bootstrap_confusion(cm: Tensor, resamples: int, seed: int) -> Tensor:
     rest = n
     for cell in cells[:-1]:
         share = float(flat[cell]) / rest
-        draw = torch.binomial(remaining, torch.full_like(remaining, min(share, 1.0)),
-                              generator=gen)
+        draw = torch.binomial(remaining, torch.full_like(remaining, min(share, 1.0)), generator=gen)
         out[:, cell] = draw
         remaining -= draw
         rest -= float(flat[cell])
@@ -136,12 +143,19 @@ def batched_metrics(cms: Tensor) -> dict[str, Tensor]:
     weighted = (f1.nan_to_num() * true).sum(1) / n
     agree = (true * pred).sum(1)
     cov = (n * n - (true * true).sum(1)) * (n * n - (pred * pred).sum(1))
-    mcc = torch.where(cov > 0, (correct * n - agree) / cov.clamp_min(1e-300).sqrt(),
-                      torch.zeros_like(n))
+    mcc = torch.where(
+        cov > 0, (correct * n - agree) / cov.clamp_min(1e-300).sqrt(), torch.zeros_like(n)
+    )
     expected = agree / (n * n)
     kappa = (correct / n - expected) / (1 - expected)
-    return {"f1": f1, "balanced_accuracy": recall.nanmean(1), "macro_f1": f1.nanmean(1),
-            "weighted_f1": weighted, "mcc": mcc, "kappa": kappa}
+    return {
+        "f1": f1,
+        "balanced_accuracy": recall.nanmean(1),
+        "macro_f1": f1.nanmean(1),
+        "weighted_f1": weighted,
+        "mcc": mcc,
+        "kappa": kappa,
+    }
 
 
 def percentile_interval(samples: Tensor, confidence: float) -> Tensor:
@@ -157,15 +171,18 @@ def support_needed(rate: float, threshold: float, confidence: float) -> int | No
     if rate <= threshold:
         return None
     lo, hi = 1, 1
-    while float(wilson_interval(torch.tensor(rate * hi), torch.tensor(hi),
-                                confidence)[0]) < threshold:
+    while (
+        float(wilson_interval(torch.tensor(rate * hi), torch.tensor(hi), confidence)[0]) < threshold
+    ):
         hi *= 2
         if hi > 10**9:
             return None
     while lo < hi:
         mid = (lo + hi) // 2
-        if float(wilson_interval(torch.tensor(rate * mid), torch.tensor(mid),
-                                 confidence)[0]) >= threshold:
+        if (
+            float(wilson_interval(torch.tensor(rate * mid), torch.tensor(mid), confidence)[0])
+            >= threshold
+        ):
             hi = mid
         else:
             lo = mid + 1
