@@ -63,7 +63,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", "auto (default), cpu, cuda, cuda:N or mps", default="auto"),
     Option("batch_size", "sequences per batch (default 64)", "int", 64),
     Option("report", "report file(s); the suffix picks the format: .json .md .html", "paths", ()),
-    Option("baseline", "a stored JSON report to compare against"),
+    Option("baseline", "a stored JSON report (or saved baseline) to compare against"),
+    Option("save_baseline", "write the report with per-sample predictions here, to compare "
+           "later runs against"),
     Option(
         "recall_floor",
         "recall below which a class is flagged as hidden by accuracy (default 0.5)",
@@ -215,6 +217,7 @@ class Settings:
     batch_size: int = 64
     report: tuple[Path, ...] = ()
     baseline: str | None = None
+    save_baseline: str | None = None
     recall_floor: float = 0.5
     train_sample: int = 10_000
     seed: int = 0
@@ -371,6 +374,9 @@ class Settings:
                 f"{self.source('model_factory')} is only used with a state-dict checkpoint "
                 f"file, but {self.source('model')} is the import path {self.model!r}"
             )
+        if self.save_baseline is not None and not self.save_baseline.endswith(".json"):
+            raise ConfigError(f"{self.source('save_baseline')}: a baseline is a JSON file; "
+                              f"give a path ending in .json, not {self.save_baseline!r}")
         for path in self.report:
             if path.suffix not in (".json", ".md", ".html"):
                 raise ConfigError(

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pytest_seqgate.baseline import Baseline, Comparison, compare
 from pytest_seqgate.cache import PredictionCache
 from pytest_seqgate.config import Settings
 from pytest_seqgate.curves import Ranking, expected_calibration_error, ranking
@@ -150,6 +151,7 @@ class Evaluation:
     lengths: Tensor | None = None
     metadata: dict[str, list[Any]] = field(default_factory=dict)
     slices: list[SliceResult] = field(default_factory=list)
+    comparison: Comparison | None = None
 
     @property
     def n_samples(self) -> int:
@@ -202,6 +204,10 @@ class Evaluation:
                 return None
             values = getattr(self.ranking, metric)
             return float(values[self.labels.index(class_name)]) if class_name else None
+        if metric.startswith("regression."):
+            if self.comparison is None:
+                return None
+            return self.comparison.drop(metric.split(".", 1)[1])
         if metric in ("macro_average_precision", "macro_roc_auc"):
             return getattr(self.ranking, metric) if self.ranking is not None else None
         if metric == "ece":
@@ -375,6 +381,10 @@ def evaluate(
             )
             if near is not None:
                 evaluation.findings.append(near)
+    if settings.baseline is not None:
+        base = Baseline.load(settings.existing("baseline"), settings.source("baseline"))
+        evaluation.comparison, base_findings = compare(evaluation, base)
+        evaluation.findings.extend(base_findings)
     if custom_metrics is not None:
         evaluation.custom_metrics = {k: float(v) for k, v in custom_metrics(evaluation).items()}
     evaluation.seconds = time.perf_counter() - started

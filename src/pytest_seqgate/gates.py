@@ -46,8 +46,12 @@ GAP_METRICS = ("accuracy", "macro_f1", "recall")
 FINDING_GATES = {
     "fail_on_paradox": "accuracy_paradox",
     "fail_on_padding_sensitivity": "padding_sensitivity",
+    "fail_on_significant_regression": "significant_regression",
 }
+FINDING_DEFAULTS = {"accuracy_paradox": True, "padding_sensitivity": True,
+                    "significant_regression": False}
 OTHER_KEYS = (
+    "max_regression",
     "max_train_test_gap",
     *FINDING_GATES,
     "max_leakage",
@@ -83,7 +87,7 @@ class GateSpec:
     """Everything one marker or ``check()`` call asks for."""
 
     gates: tuple[Gate, ...] = ()
-    fail_on: tuple[str, ...] = tuple(FINDING_GATES.values())
+    fail_on: tuple[str, ...] = ("accuracy_paradox", "padding_sensitivity")
     max_leakage: float | None = None
     slice: SliceSpec | None = None
     confidence: float | None = None  # set: gate on the interval's lower bound
@@ -172,7 +176,7 @@ def parse_gates(
     """
     custom = set(custom_metrics)
     gates: list[Gate] = []
-    fail_on = dict.fromkeys(FINDING_GATES.values(), True)
+    fail_on = dict(FINDING_DEFAULTS)
     options: dict[str, Any] = {}
     for key, value in kwargs.items():
         if key in SUMMARY_GATES:
@@ -208,6 +212,15 @@ def parse_gates(
                     Gate(key, f"train_test_gap.{m}", None, "<=", threshold)
                     for m in ("accuracy", "macro_f1")
                 )
+        elif key == "max_regression":
+            if isinstance(value, Mapping):
+                for metric, allowed in value.items():
+                    gates.append(Gate(key, f"regression.{metric}", None, "<=",
+                                      _threshold(f"max_regression[{metric!r}]", allowed)))
+            else:
+                allowed = _threshold(key, value)
+                gates.extend(Gate(key, f"regression.{m}", None, "<=", allowed)
+                             for m in ("accuracy", "macro_f1", "recall"))
         elif key in FINDING_GATES:
             if not isinstance(value, bool):
                 raise ConfigError(f"Expected `{key}` to be True or False, but got {value!r}")
@@ -302,6 +315,11 @@ def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
     gates: list[Gate] = []
     per_class = {*PER_CLASS_GATES.values(), *TRADE_OFF_GATES.values()}
     for gate in spec.gates:
+        if gate.metric == "regression.recall":
+            # "recall" means every class's recall.
+            gates.extend(Gate(gate.key, f"regression.recall[{name}]", None, gate.op,
+                              gate.threshold) for name in labels)
+            continue
         if gate.metric in per_class and gate.class_name is None:
             gates.extend(
                 Gate(gate.key, gate.metric, name, gate.op, gate.threshold, gate.param)
@@ -336,6 +354,8 @@ def _undefined_reason(metric: str, name: str | None) -> str:
         return f"undefined: {name!r} has no samples and no predictions"
     if metric.startswith("train_test_gap"):
         return "undefined: no training set (set seqgate_train_data)"
+    if metric.startswith("regression."):
+        return "undefined: no baseline (set seqgate_baseline), or the metric is not in it"
     return "undefined on this eval set"
 
 
@@ -410,6 +430,14 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
             value, note, extra = _trade_off(scope, gate)
         else:
             value, note = scope.gate_value(gate.metric, gate.class_name), ""
+        if value is None and gate.metric.startswith("regression.") and \
+                scope.comparison is None:
+            # Without a baseline there is nothing to regress from: the run that saves the
+            # baseline on the main branch runs the same gates and must not fail them.
+            results.append(GateResult(test, gate.metric, gate.class_name, gate.op,
+                                      gate.threshold, None, True,
+                                      "no baseline configured (seqgate_baseline): not compared"))
+            continue
         if value is None or math.isnan(value):
             results.append(
                 GateResult(

@@ -551,6 +551,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     paths = [settings.resolve("report", str(p)) for p in settings.report]
     try:
         state.written = write_reports(paths, evaluations)
+        if settings.save_baseline is not None:
+            import json
+
+            from pytest_seqgate.baseline import baseline_json
+            from pytest_seqgate.report import report_json, write_atomic
+
+            target = settings.resolve("save_baseline", settings.save_baseline)
+            document = baseline_json(report_json(evaluations), evaluations)
+            write_atomic(target, json.dumps(document, indent=1, allow_nan=False) + "\n")
+            state.written.append(target)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary:
             from pytest_seqgate.report import render_markdown

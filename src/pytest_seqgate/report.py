@@ -114,6 +114,7 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
             }
             for s in ev.slices
         ],
+        "baseline": ev.comparison.to_json() if ev.comparison is not None else None,
         "findings": [f.to_json() for f in ev.findings],
         "gates": [g.to_json() for g in ev.gates],
     }
@@ -191,6 +192,22 @@ def _shorten(text: str, width: int | None) -> str:
 
 
 SLICE_GAP = 0.1
+
+
+def delta_rows(ev: Evaluation) -> list[list[str]]:
+    """Baseline, current and change per metric (summary metrics and per-class recall)."""
+    assert ev.comparison is not None
+    rows = []
+    for name, (before, now) in ev.comparison.deltas.items():
+        if name.startswith(("precision[", "f1[")) or name == "no_information_rate":
+            continue
+        delta = None if before is None or now is None else now - before
+        rows.append([name, format_number(before), format_number(now),
+                     "n/a" if delta is None else f"{delta:+.3f}"])
+    return rows
+
+
+DELTA_HEADERS = ["metric", "baseline", "current", "change"]
 
 
 def weak_slices(ev: Evaluation) -> list[SliceResult]:
@@ -285,6 +302,15 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
             out.append(("", ""))
             out.append(("confusion matrix (rows: true class, columns: predicted)", ""))
             table(confusion_rows(ev), ["true \\ pred", *ev.labels])
+        if ev.comparison is not None:
+            cmp = ev.comparison
+            out.append(("", ""))
+            out.append((f"against baseline {cmp.baseline}", ""))
+            table(delta_rows(ev), DELTA_HEADERS)
+            if cmp.p_value is not None:
+                out.append((f"McNemar on {cmp.shared - cmp.changed} shared samples: "
+                            f"{cmp.newly_wrong} newly wrong, {cmp.newly_right} newly right, "
+                            f"p = {cmp.p_value:.3g}", ""))
         slices = ev.slices if verbosity > 0 else weak_slices(ev)
         if slices:
             out.append(("", ""))
@@ -347,6 +373,10 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
             "</details>",
             "",
         ]
+        if ev.comparison is not None:
+            parts += [f"### Against baseline `{ev.comparison.baseline}`", "",
+                      tabulate(delta_rows(ev), headers=DELTA_HEADERS, tablefmt="github",
+                               disable_numparse=True), ""]
         if weak_slices(ev):
             parts += [
                 f"### Slices whose macro F1 is more than {SLICE_GAP} below the whole set's",
@@ -381,7 +411,7 @@ body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .fail{color:#b00020;font-weight:600}.pass{color:#1b7f2a}.warning{color:#9a6700}
-.error{color:#b00020}.cm td{min-width:3em}
+.error{color:#b00020}.cm td{min-width:3em}.charts{display:flex;gap:2em;flex-wrap:wrap}
 """
 
 
@@ -391,6 +421,86 @@ def _heat(value: float) -> str:
     r, g, b = (int(255 - v * (255 - c)) for c in (33, 102, 172))
     fg = "#fff" if v > 0.55 else "#222"
     return f"background:rgb({r},{g},{b});color:{fg}"
+
+
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
+
+
+def _bars_svg(ev: Evaluation) -> str:
+    """Per-class precision, recall and F1 as bars, with their intervals as whiskers."""
+    per = ev.uncertainty.per_class(ev.labels)
+    metrics = ("precision", "recall", "f1")
+    row_h, left, width = 16, 110, 300
+    height = len(ev.labels) * (len(metrics) * row_h + 12) + 24
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{left + width + 60}' "
+             f"height='{height}' role='img' aria-label='per-class metrics'>"]
+    for tick in (0, 0.25, 0.5, 0.75, 1.0):
+        x = left + tick * width
+        parts.append(f"<line x1='{x:.1f}' y1='0' x2='{x:.1f}' y2='{height - 18}' "
+                     f"stroke='#ddd'/><text x='{x:.1f}' y='{height - 4}' font-size='10' "
+                     f"text-anchor='middle'>{tick:g}</text>")
+    y = 4
+    for i, name in enumerate(ev.labels):
+        parts.append(f"<text x='0' y='{y + 12}' font-size='12' font-weight='600'>"
+                     f"{html.escape(name)}</text>")
+        for j, metric in enumerate(metrics):
+            value = ev.metrics.value(metric, i)
+            colour = _COLOURS[j]
+            parts.append(f"<text x='{left - 6}' y='{y + 12}' font-size='10' "
+                         f"text-anchor='end'>{metric}</text>")
+            if not math.isnan(value):
+                parts.append(f"<rect x='{left}' y='{y + 2}' width='{value * width:.1f}' "
+                             f"height='{row_h - 5}' fill='{colour}' opacity='0.75'>"
+                             f"<title>{metric} {value:.3f}</title></rect>")
+                parts.append(f"<text x='{left + width + 6}' y='{y + 12}' font-size='10'>"
+                             f"{value:.3f}</text>")
+            interval = per[name].get(metric)
+            pair = _pair(interval) if interval is not None else None
+            if pair is not None:
+                lo, hi = (left + v * width for v in pair)
+                mid = y + row_h / 2
+                parts.append(f"<line x1='{lo:.1f}' y1='{mid}' x2='{hi:.1f}' y2='{mid}' "
+                             f"stroke='#222'/><line x1='{lo:.1f}' y1='{mid - 4}' x2='{lo:.1f}' "
+                             f"y2='{mid + 4}' stroke='#222'/><line x1='{hi:.1f}' "
+                             f"y1='{mid - 4}' x2='{hi:.1f}' y2='{mid + 4}' stroke='#222'/>")
+            y += row_h
+        y += 12
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _pr_svg(ev: Evaluation, points: int = 200) -> str:
+    """Precision-recall curves, one per class (one-vs-rest), as polylines."""
+    from pytest_seqgate.curves import pr_curve
+
+    size, pad = 260, 34
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{size + pad + 150}' "
+             f"height='{size + pad + 10}' role='img' aria-label='precision-recall curves'>",
+             f"<rect x='{pad}' y='4' width='{size}' height='{size}' fill='none' "
+             f"stroke='#999'/>",
+             f"<text x='{pad + size / 2}' y='{size + pad}' font-size='11' "
+             f"text-anchor='middle'>recall</text>",
+             f"<text x='10' y='{size / 2}' font-size='11' text-anchor='middle' "
+             f"transform='rotate(-90 10 {size / 2})'>precision</text>"]
+    scores, targets = ev.predictions.scores, ev.targets
+    for i, name in enumerate(ev.labels):
+        positive = targets == i
+        if not bool(positive.any()):
+            continue
+        curve = pr_curve(scores[:, i], positive)
+        step = max(1, curve.recall.numel() // points)
+        recall = [0.0, *curve.recall[::step].tolist(), float(curve.recall[-1])]
+        precision = [1.0, *curve.precision[::step].tolist(), float(curve.precision[-1])]
+        coords = " ".join(f"{pad + r * size:.1f},{4 + (1 - p) * size:.1f}"
+                          for r, p in zip(recall, precision))
+        colour = _COLOURS[i % len(_COLOURS)]
+        parts.append(f"<polyline points='{coords}' fill='none' stroke='{colour}' "
+                     f"stroke-width='2'><title>{html.escape(name)}</title></polyline>")
+        ap = float(ev.ranking.average_precision[i]) if ev.ranking is not None else math.nan
+        parts.append(f"<text x='{pad + size + 10}' y='{20 + 16 * i}' font-size='11' "
+                     f"fill='{colour}'>{html.escape(name)} (AP {ap:.3f})</text>")
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def render_html(evaluations: Sequence[Evaluation]) -> str:
@@ -430,6 +540,9 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
             )
         cells.append("</table>")
         body.append("<h3>Confusion matrix</h3>" + "".join(cells))
+        body.append("<div class='charts'><div><h3>Per class, with intervals</h3>"
+                    + _bars_svg(ev) + "</div><div><h3>Precision-recall curves</h3>"
+                    + _pr_svg(ev) + "</div></div>")
         if ev.gates:
             body.append(
                 "<h3>Gates</h3><table><tr>"

@@ -1,0 +1,99 @@
+"""Baselines: save a run, degrade the model, compare: deltas, McNemar, max_regression."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import assert_lines, rule_records
+
+from pytest_seqgate.baseline import mcnemar_exact
+
+DEGRADED = '''
+import torch
+from models import FirstToken
+
+class Degraded(FirstToken):
+    """Gets wrong every sequence whose first token is 2 or 3."""
+
+    def forward(self, tokens):
+        out = super().forward(tokens)
+        flip = (tokens[:, :1] == 2) | (tokens[:, :1] == 3)
+        return torch.where(flip, out.flip(1), out)
+
+def build():
+    return Degraded(2)
+'''
+
+GATED = """
+import pytest
+
+@pytest.mark.seqgate(max_regression=0.02, fail_on_paradox=False)
+def test_no_regression():
+    pass
+
+@pytest.mark.seqgate(fail_on_significant_regression=True, fail_on_paradox=False)
+def test_not_significantly_worse():
+    pass
+"""
+
+
+def test_mcnemar_matches_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for b, c in ((41, 12), (5, 5), (0, 7), (30, 0)):
+        expected = stats.binomtest(min(b, c), b + c, 0.5).pvalue if b + c else 1.0
+        assert mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9)
+
+
+def test_baseline_round_trip(project):
+    records = rule_records(600)
+    project.data(records)
+    (project.path / "degraded.py").write_text(DEGRADED)
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
+                report="r.json")
+    project.test(GATED)
+    saved = project.run("--seqgate-save-baseline", "base/baseline.json")
+    saved.assert_outcomes(passed=2)
+    baseline = project.path / "base" / "baseline.json"
+    document = json.loads(baseline.read_text())
+    assert set(document["evaluations"][0]["samples"]) >= {"hashes", "targets", "predictions"}
+    assert baseline.stat().st_size < 20_000  # 600 samples: hashes dominate, ~13 bytes each
+
+    wrong = sum(r["tokens"][0] in (2, 3) for r in records)
+    assert wrong >= 30
+    result = project.run("--seqgate-baseline", "base/baseline.json",
+                         "--seqgate-model", "degraded:build")
+    result.assert_outcomes(failed=2)
+    text = result.stdout.str()
+    assert_lines(text, f"*significantly worse than baseline (p = *, {wrong} samples newly "
+                 f"wrong, 0 newly right; McNemar's exact test)*")
+    assert_lines(text, "*regression.accuracy*<= 0.02*", "against baseline *baseline.json",
+                 "metric*baseline*current*change", f"accuracy*1.000*{1 - wrong / 600:.3f}*")
+    report = json.loads((project.path / "r.json").read_text())["evaluations"][0]["baseline"]
+    assert report["mcnemar"]["newly_wrong"] == wrong
+    assert report["samples"] == {"shared": len({json.dumps(r["tokens"]) for r in records}),
+                                 "added": 0, "removed": 0, "label_changed": 0}
+
+
+def test_changed_eval_set_compares_shared_samples(project):
+    records = rule_records(200)
+    project.data(records)
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test(GATED)
+    project.run("--seqgate-save-baseline", "b.json").assert_outcomes(passed=2)
+    project.data(records[:150] + rule_records(30, seed=99))
+    result = project.run("--seqgate-baseline", "b.json")
+    assert_lines(result.stdout.str(), "*the eval set changed since the baseline: * sample(s) "
+                 "added, * removed, 0 relabelled; the per-sample comparison uses the * shared*")
+
+
+def test_bad_baseline_file_is_a_usage_error(project):
+    project.data(rule_records(20))
+    (project.path / "b.json").write_text('{"schema": "other"}')
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
+                baseline="b.json")
+    project.test(GATED)
+    result = project.run()
+    assert result.ret == 1
+    assert_lines(result.stdout.str(), "*seqgate_baseline in pytest.ini: */b.json is not a "
+                 "seqgate report*")
