@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_lines, rule_records
 
 from pytest_seqgate.baseline import mcnemar_exact
+
+from conftest import assert_lines, rule_records
 
 DEGRADED = '''
 import torch
@@ -49,8 +50,9 @@ def test_baseline_round_trip(project):
     records = rule_records(600)
     project.data(records)
     (project.path / "degraded.py").write_text(DEGRADED)
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
-                report="r.json")
+    project.ini(
+        model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json"
+    )
     project.test(GATED)
     saved = project.run("--seqgate-save-baseline", "base/baseline.json")
     saved.assert_outcomes(passed=2)
@@ -61,18 +63,31 @@ def test_baseline_round_trip(project):
 
     wrong = sum(r["tokens"][0] in (2, 3) for r in records)
     assert wrong >= 30
-    result = project.run("--seqgate-baseline", "base/baseline.json",
-                         "--seqgate-model", "degraded:build")
+    result = project.run(
+        "--seqgate-baseline", "base/baseline.json", "--seqgate-model", "degraded:build"
+    )
     result.assert_outcomes(failed=2)
     text = result.stdout.str()
-    assert_lines(text, f"*significantly worse than baseline (p = *, {wrong} samples newly "
-                 f"wrong, 0 newly right; McNemar's exact test)*")
-    assert_lines(text, "*regression.accuracy*<= 0.02*", "against baseline *baseline.json",
-                 "metric*baseline*current*change", f"accuracy*1.000*{1 - wrong / 600:.3f}*")
+    assert_lines(
+        text,
+        f"*significantly worse than baseline (p = *, {wrong} samples newly "
+        f"wrong, 0 newly right; McNemar's exact test)*",
+    )
+    assert_lines(
+        text,
+        "*regression.accuracy*<= 0.02*",
+        "against baseline *baseline.json",
+        "metric*baseline*current*change",
+        f"accuracy*1.000*{1 - wrong / 600:.3f}*",
+    )
     report = json.loads((project.path / "r.json").read_text())["evaluations"][0]["baseline"]
     assert report["mcnemar"]["newly_wrong"] == wrong
-    assert report["samples"] == {"shared": len({json.dumps(r["tokens"]) for r in records}),
-                                 "added": 0, "removed": 0, "label_changed": 0}
+    assert report["samples"] == {
+        "shared": len({json.dumps(r["tokens"]) for r in records}),
+        "added": 0,
+        "removed": 0,
+        "label_changed": 0,
+    }
 
 
 def test_changed_eval_set_compares_shared_samples(project):
@@ -83,17 +98,25 @@ def test_changed_eval_set_compares_shared_samples(project):
     project.run("--seqgate-save-baseline", "b.json").assert_outcomes(passed=2)
     project.data(records[:150] + rule_records(30, seed=99))
     result = project.run("--seqgate-baseline", "b.json")
-    assert_lines(result.stdout.str(), "*the eval set changed since the baseline: * sample(s) "
-                 "added, * removed, 0 relabelled; the per-sample comparison uses the * shared*")
+    assert_lines(
+        result.stdout.str(),
+        "*the eval set changed since the baseline: * sample(s) "
+        "added, * removed, 0 relabelled; the per-sample comparison uses the * shared*",
+    )
 
 
 def test_bad_baseline_file_is_a_usage_error(project):
     project.data(rule_records(20))
     (project.path / "b.json").write_text('{"schema": "other"}')
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"],
-                baseline="b.json")
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        baseline="b.json",
+    )
     project.test(GATED)
     result = project.run()
     assert result.ret == 1
-    assert_lines(result.stdout.str(), "*seqgate_baseline in pytest.ini: */b.json is not a "
-                 "seqgate report*")
+    assert_lines(
+        result.stdout.str(), "*seqgate_baseline in pytest.ini: */b.json is not a seqgate report*"
+    )

@@ -32,8 +32,11 @@ def _encode(t: Tensor, dtype: torch.dtype) -> str:
 
 def _decode(text: str, dtype: torch.dtype) -> Tensor:
     raw = bytearray(base64.b64decode(text))
-    return torch.frombuffer(raw, dtype=dtype).to(torch.int64) if raw else torch.zeros(
-        0, dtype=torch.int64)
+    return (
+        torch.frombuffer(raw, dtype=dtype).to(torch.int64)
+        if raw
+        else torch.zeros(0, dtype=torch.int64)
+    )
 
 
 def baseline_json(report: dict[str, Any], evaluations: list[Any]) -> dict[str, Any]:
@@ -64,10 +67,15 @@ class Baseline:
             report = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{setting}: cannot read {path} as a JSON report: {exc}") from None
-        if not isinstance(report, dict) or report.get("schema") != "seqgate-report/1" \
-                or not report.get("evaluations"):
-            raise ConfigError(f"{setting}: {path} is not a seqgate report (schema "
-                              f"'seqgate-report/1' with at least one evaluation)")
+        if (
+            not isinstance(report, dict)
+            or report.get("schema") != "seqgate-report/1"
+            or not report.get("evaluations")
+        ):
+            raise ConfigError(
+                f"{setting}: {path} is not a seqgate report (schema "
+                f"'seqgate-report/1' with at least one evaluation)"
+            )
         entry = report["evaluations"][0]
         samples = entry.get("samples")
         out = cls(path, list(entry["labels"]), entry["metrics"])
@@ -110,20 +118,30 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         return {
             "baseline": self.baseline,
-            "metrics": {k: {"baseline": b, "current": c,
-                            "delta": None if b is None or c is None else c - b}
-                        for k, (b, c) in self.deltas.items()},
-            "samples": {"shared": self.shared, "added": self.added, "removed": self.removed,
-                        "label_changed": self.changed},
-            "mcnemar": None if self.p_value is None else {
-                "newly_wrong": self.newly_wrong, "newly_right": self.newly_right,
-                "p_value": self.p_value},
+            "metrics": {
+                k: {"baseline": b, "current": c, "delta": None if b is None or c is None else c - b}
+                for k, (b, c) in self.deltas.items()
+            },
+            "samples": {
+                "shared": self.shared,
+                "added": self.added,
+                "removed": self.removed,
+                "label_changed": self.changed,
+            },
+            "mcnemar": None
+            if self.p_value is None
+            else {
+                "newly_wrong": self.newly_wrong,
+                "newly_right": self.newly_right,
+                "p_value": self.p_value,
+            },
         }
 
 
 def _num(value: Any) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else \
-        float(value)
+    return (
+        None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    )
 
 
 def compare(ev: Any, base: Baseline) -> tuple[Comparison, list[Finding]]:
@@ -140,8 +158,14 @@ def compare(ev: Any, base: Baseline) -> tuple[Comparison, list[Finding]]:
     if base.hashes is None or base.predictions is None or base.targets is None:
         return cmp, findings
     if base.labels != list(ev.labels):
-        findings.append(Finding("baseline", "warning", f"the baseline's labels {base.labels} "
-                                f"differ from {list(ev.labels)}: per-sample comparison skipped"))
+        findings.append(
+            Finding(
+                "baseline",
+                "warning",
+                f"the baseline's labels {base.labels} "
+                f"differ from {list(ev.labels)}: per-sample comparison skipped",
+            )
+        )
         return cmp, findings
     now_hashes = ev.predictions.hashes
     # First occurrence of each hash on both sides: duplicates inside a set do not pair twice.
@@ -163,19 +187,30 @@ def compare(ev: Any, base: Baseline) -> tuple[Comparison, list[Finding]]:
     cmp.newly_right = int((~was_right & is_right).sum())
     cmp.p_value = mcnemar_exact(cmp.newly_wrong, cmp.newly_right)
     if cmp.added or cmp.removed or cmp.changed:
-        findings.append(Finding(
-            "baseline", "warning",
-            f"the eval set changed since the baseline: {cmp.added} sample(s) added, "
-            f"{cmp.removed} removed, {cmp.changed} relabelled; the per-sample comparison uses "
-            f"the {cmp.shared - cmp.changed} shared ones",
-            {"added": cmp.added, "removed": cmp.removed, "changed": cmp.changed}))
+        findings.append(
+            Finding(
+                "baseline",
+                "warning",
+                f"the eval set changed since the baseline: {cmp.added} sample(s) added, "
+                f"{cmp.removed} removed, {cmp.changed} relabelled; the per-sample comparison uses "
+                f"the {cmp.shared - cmp.changed} shared ones",
+                {"added": cmp.added, "removed": cmp.removed, "changed": cmp.changed},
+            )
+        )
     if cmp.newly_wrong > cmp.newly_right and cmp.p_value < SIGNIFICANCE:
-        findings.append(Finding(
-            "significant_regression", "warning",
-            f"significantly worse than baseline (p = {cmp.p_value:.3g}, {cmp.newly_wrong} "
-            f"samples newly wrong, {cmp.newly_right} newly right; McNemar's exact test)",
-            {"p_value": cmp.p_value, "newly_wrong": cmp.newly_wrong,
-             "newly_right": cmp.newly_right}))
+        findings.append(
+            Finding(
+                "significant_regression",
+                "warning",
+                f"significantly worse than baseline (p = {cmp.p_value:.3g}, {cmp.newly_wrong} "
+                f"samples newly wrong, {cmp.newly_right} newly right; McNemar's exact test)",
+                {
+                    "p_value": cmp.p_value,
+                    "newly_wrong": cmp.newly_wrong,
+                    "newly_right": cmp.newly_right,
+                },
+            )
+        )
     return cmp, findings
 
 

@@ -64,8 +64,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", "sequences per batch (default 64)", "int", 64),
     Option("report", "report file(s); the suffix picks the format: .json .md .html", "paths", ()),
     Option("baseline", "a stored JSON report (or saved baseline) to compare against"),
-    Option("save_baseline", "write the report with per-sample predictions here, to compare "
-           "later runs against"),
+    Option(
+        "save_baseline",
+        "write the report with per-sample predictions here, to compare later runs against",
+    ),
     Option(
         "recall_floor",
         "recall below which a class is flagged as hidden by accuracy (default 0.5)",
@@ -375,8 +377,10 @@ class Settings:
                 f"file, but {self.source('model')} is the import path {self.model!r}"
             )
         if self.save_baseline is not None and not self.save_baseline.endswith(".json"):
-            raise ConfigError(f"{self.source('save_baseline')}: a baseline is a JSON file; "
-                              f"give a path ending in .json, not {self.save_baseline!r}")
+            raise ConfigError(
+                f"{self.source('save_baseline')}: a baseline is a JSON file; "
+                f"give a path ending in .json, not {self.save_baseline!r}"
+            )
         for path in self.report:
             if path.suffix not in (".json", ".md", ".html"):
                 raise ConfigError(

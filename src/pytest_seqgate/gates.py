@@ -48,8 +48,11 @@ FINDING_GATES = {
     "fail_on_padding_sensitivity": "padding_sensitivity",
     "fail_on_significant_regression": "significant_regression",
 }
-FINDING_DEFAULTS = {"accuracy_paradox": True, "padding_sensitivity": True,
-                    "significant_regression": False}
+FINDING_DEFAULTS = {
+    "accuracy_paradox": True,
+    "padding_sensitivity": True,
+    "significant_regression": False,
+}
 OTHER_KEYS = (
     "max_regression",
     "max_train_test_gap",
@@ -215,12 +218,21 @@ def parse_gates(
         elif key == "max_regression":
             if isinstance(value, Mapping):
                 for metric, allowed in value.items():
-                    gates.append(Gate(key, f"regression.{metric}", None, "<=",
-                                      _threshold(f"max_regression[{metric!r}]", allowed)))
+                    gates.append(
+                        Gate(
+                            key,
+                            f"regression.{metric}",
+                            None,
+                            "<=",
+                            _threshold(f"max_regression[{metric!r}]", allowed),
+                        )
+                    )
             else:
                 allowed = _threshold(key, value)
-                gates.extend(Gate(key, f"regression.{m}", None, "<=", allowed)
-                             for m in ("accuracy", "macro_f1", "recall"))
+                gates.extend(
+                    Gate(key, f"regression.{m}", None, "<=", allowed)
+                    for m in ("accuracy", "macro_f1", "recall")
+                )
         elif key in FINDING_GATES:
             if not isinstance(value, bool):
                 raise ConfigError(f"Expected `{key}` to be True or False, but got {value!r}")
@@ -317,8 +329,10 @@ def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
     for gate in spec.gates:
         if gate.metric == "regression.recall":
             # "recall" means every class's recall.
-            gates.extend(Gate(gate.key, f"regression.recall[{name}]", None, gate.op,
-                              gate.threshold) for name in labels)
+            gates.extend(
+                Gate(gate.key, f"regression.recall[{name}]", None, gate.op, gate.threshold)
+                for name in labels
+            )
             continue
         if gate.metric in per_class and gate.class_name is None:
             gates.extend(
@@ -430,13 +444,21 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
             value, note, extra = _trade_off(scope, gate)
         else:
             value, note = scope.gate_value(gate.metric, gate.class_name), ""
-        if value is None and gate.metric.startswith("regression.") and \
-                scope.comparison is None:
+        if value is None and gate.metric.startswith("regression.") and scope.comparison is None:
             # Without a baseline there is nothing to regress from: the run that saves the
             # baseline on the main branch runs the same gates and must not fail them.
-            results.append(GateResult(test, gate.metric, gate.class_name, gate.op,
-                                      gate.threshold, None, True,
-                                      "no baseline configured (seqgate_baseline): not compared"))
+            results.append(
+                GateResult(
+                    test,
+                    gate.metric,
+                    gate.class_name,
+                    gate.op,
+                    gate.threshold,
+                    None,
+                    True,
+                    "no baseline configured (seqgate_baseline): not compared",
+                )
+            )
             continue
         if value is None or math.isnan(value):
             results.append(

@@ -31,7 +31,7 @@ def _num(value: float) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-def _pair(t: Tensor) -> list[float | None] | None:
+def _pair(t: Tensor) -> list[float] | None:
     low, high = (float(x) for x in t.tolist())
     if math.isnan(low) or math.isnan(high):
         return None
@@ -202,8 +202,14 @@ def delta_rows(ev: Evaluation) -> list[list[str]]:
         if name.startswith(("precision[", "f1[")) or name == "no_information_rate":
             continue
         delta = None if before is None or now is None else now - before
-        rows.append([name, format_number(before), format_number(now),
-                     "n/a" if delta is None else f"{delta:+.3f}"])
+        rows.append(
+            [
+                name,
+                format_number(before),
+                format_number(now),
+                "n/a" if delta is None else f"{delta:+.3f}",
+            ]
+        )
     return rows
 
 
@@ -308,9 +314,14 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
             out.append((f"against baseline {cmp.baseline}", ""))
             table(delta_rows(ev), DELTA_HEADERS)
             if cmp.p_value is not None:
-                out.append((f"McNemar on {cmp.shared - cmp.changed} shared samples: "
-                            f"{cmp.newly_wrong} newly wrong, {cmp.newly_right} newly right, "
-                            f"p = {cmp.p_value:.3g}", ""))
+                out.append(
+                    (
+                        f"McNemar on {cmp.shared - cmp.changed} shared samples: "
+                        f"{cmp.newly_wrong} newly wrong, {cmp.newly_right} newly right, "
+                        f"p = {cmp.p_value:.3g}",
+                        "",
+                    )
+                )
         slices = ev.slices if verbosity > 0 else weak_slices(ev)
         if slices:
             out.append(("", ""))
@@ -374,9 +385,14 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
             "",
         ]
         if ev.comparison is not None:
-            parts += [f"### Against baseline `{ev.comparison.baseline}`", "",
-                      tabulate(delta_rows(ev), headers=DELTA_HEADERS, tablefmt="github",
-                               disable_numparse=True), ""]
+            parts += [
+                f"### Against baseline `{ev.comparison.baseline}`",
+                "",
+                tabulate(
+                    delta_rows(ev), headers=DELTA_HEADERS, tablefmt="github", disable_numparse=True
+                ),
+                "",
+            ]
         if weak_slices(ev):
             parts += [
                 f"### Slices whose macro F1 is more than {SLICE_GAP} below the whole set's",
@@ -432,37 +448,49 @@ def _bars_svg(ev: Evaluation) -> str:
     metrics = ("precision", "recall", "f1")
     row_h, left, width = 16, 110, 300
     height = len(ev.labels) * (len(metrics) * row_h + 12) + 24
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{left + width + 60}' "
-             f"height='{height}' role='img' aria-label='per-class metrics'>"]
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{left + width + 60}' "
+        f"height='{height}' role='img' aria-label='per-class metrics'>"
+    ]
     for tick in (0, 0.25, 0.5, 0.75, 1.0):
         x = left + tick * width
-        parts.append(f"<line x1='{x:.1f}' y1='0' x2='{x:.1f}' y2='{height - 18}' "
-                     f"stroke='#ddd'/><text x='{x:.1f}' y='{height - 4}' font-size='10' "
-                     f"text-anchor='middle'>{tick:g}</text>")
+        parts.append(
+            f"<line x1='{x:.1f}' y1='0' x2='{x:.1f}' y2='{height - 18}' "
+            f"stroke='#ddd'/><text x='{x:.1f}' y='{height - 4}' font-size='10' "
+            f"text-anchor='middle'>{tick:g}</text>"
+        )
     y = 4
     for i, name in enumerate(ev.labels):
-        parts.append(f"<text x='0' y='{y + 12}' font-size='12' font-weight='600'>"
-                     f"{html.escape(name)}</text>")
+        parts.append(
+            f"<text x='0' y='{y + 12}' font-size='12' font-weight='600'>{html.escape(name)}</text>"
+        )
         for j, metric in enumerate(metrics):
             value = ev.metrics.value(metric, i)
             colour = _COLOURS[j]
-            parts.append(f"<text x='{left - 6}' y='{y + 12}' font-size='10' "
-                         f"text-anchor='end'>{metric}</text>")
+            parts.append(
+                f"<text x='{left - 6}' y='{y + 12}' font-size='10' "
+                f"text-anchor='end'>{metric}</text>"
+            )
             if not math.isnan(value):
-                parts.append(f"<rect x='{left}' y='{y + 2}' width='{value * width:.1f}' "
-                             f"height='{row_h - 5}' fill='{colour}' opacity='0.75'>"
-                             f"<title>{metric} {value:.3f}</title></rect>")
-                parts.append(f"<text x='{left + width + 6}' y='{y + 12}' font-size='10'>"
-                             f"{value:.3f}</text>")
+                parts.append(
+                    f"<rect x='{left}' y='{y + 2}' width='{value * width:.1f}' "
+                    f"height='{row_h - 5}' fill='{colour}' opacity='0.75'>"
+                    f"<title>{metric} {value:.3f}</title></rect>"
+                )
+                parts.append(
+                    f"<text x='{left + width + 6}' y='{y + 12}' font-size='10'>{value:.3f}</text>"
+                )
             interval = per[name].get(metric)
             pair = _pair(interval) if interval is not None else None
             if pair is not None:
                 lo, hi = (left + v * width for v in pair)
                 mid = y + row_h / 2
-                parts.append(f"<line x1='{lo:.1f}' y1='{mid}' x2='{hi:.1f}' y2='{mid}' "
-                             f"stroke='#222'/><line x1='{lo:.1f}' y1='{mid - 4}' x2='{lo:.1f}' "
-                             f"y2='{mid + 4}' stroke='#222'/><line x1='{hi:.1f}' "
-                             f"y1='{mid - 4}' x2='{hi:.1f}' y2='{mid + 4}' stroke='#222'/>")
+                parts.append(
+                    f"<line x1='{lo:.1f}' y1='{mid}' x2='{hi:.1f}' y2='{mid}' "
+                    f"stroke='#222'/><line x1='{lo:.1f}' y1='{mid - 4}' x2='{lo:.1f}' "
+                    f"y2='{mid + 4}' stroke='#222'/><line x1='{hi:.1f}' "
+                    f"y1='{mid - 4}' x2='{hi:.1f}' y2='{mid + 4}' stroke='#222'/>"
+                )
             y += row_h
         y += 12
     parts.append("</svg>")
@@ -474,14 +502,15 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
     from pytest_seqgate.curves import pr_curve
 
     size, pad = 260, 34
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{size + pad + 150}' "
-             f"height='{size + pad + 10}' role='img' aria-label='precision-recall curves'>",
-             f"<rect x='{pad}' y='4' width='{size}' height='{size}' fill='none' "
-             f"stroke='#999'/>",
-             f"<text x='{pad + size / 2}' y='{size + pad}' font-size='11' "
-             f"text-anchor='middle'>recall</text>",
-             f"<text x='10' y='{size / 2}' font-size='11' text-anchor='middle' "
-             f"transform='rotate(-90 10 {size / 2})'>precision</text>"]
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{size + pad + 150}' "
+        f"height='{size + pad + 10}' role='img' aria-label='precision-recall curves'>",
+        f"<rect x='{pad}' y='4' width='{size}' height='{size}' fill='none' stroke='#999'/>",
+        f"<text x='{pad + size / 2}' y='{size + pad}' font-size='11' "
+        f"text-anchor='middle'>recall</text>",
+        f"<text x='10' y='{size / 2}' font-size='11' text-anchor='middle' "
+        f"transform='rotate(-90 10 {size / 2})'>precision</text>",
+    ]
     scores, targets = ev.predictions.scores, ev.targets
     for i, name in enumerate(ev.labels):
         positive = targets == i
@@ -491,14 +520,19 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
         step = max(1, curve.recall.numel() // points)
         recall = [0.0, *curve.recall[::step].tolist(), float(curve.recall[-1])]
         precision = [1.0, *curve.precision[::step].tolist(), float(curve.precision[-1])]
-        coords = " ".join(f"{pad + r * size:.1f},{4 + (1 - p) * size:.1f}"
-                          for r, p in zip(recall, precision))
+        coords = " ".join(
+            f"{pad + r * size:.1f},{4 + (1 - p) * size:.1f}" for r, p in zip(recall, precision)
+        )
         colour = _COLOURS[i % len(_COLOURS)]
-        parts.append(f"<polyline points='{coords}' fill='none' stroke='{colour}' "
-                     f"stroke-width='2'><title>{html.escape(name)}</title></polyline>")
+        parts.append(
+            f"<polyline points='{coords}' fill='none' stroke='{colour}' "
+            f"stroke-width='2'><title>{html.escape(name)}</title></polyline>"
+        )
         ap = float(ev.ranking.average_precision[i]) if ev.ranking is not None else math.nan
-        parts.append(f"<text x='{pad + size + 10}' y='{20 + 16 * i}' font-size='11' "
-                     f"fill='{colour}'>{html.escape(name)} (AP {ap:.3f})</text>")
+        parts.append(
+            f"<text x='{pad + size + 10}' y='{20 + 16 * i}' font-size='11' "
+            f"fill='{colour}'>{html.escape(name)} (AP {ap:.3f})</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -540,9 +574,13 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
             )
         cells.append("</table>")
         body.append("<h3>Confusion matrix</h3>" + "".join(cells))
-        body.append("<div class='charts'><div><h3>Per class, with intervals</h3>"
-                    + _bars_svg(ev) + "</div><div><h3>Precision-recall curves</h3>"
-                    + _pr_svg(ev) + "</div></div>")
+        body.append(
+            "<div class='charts'><div><h3>Per class, with intervals</h3>"
+            + _bars_svg(ev)
+            + "</div><div><h3>Precision-recall curves</h3>"
+            + _pr_svg(ev)
+            + "</div></div>"
+        )
         if ev.gates:
             body.append(
                 "<h3>Gates</h3><table><tr>"
