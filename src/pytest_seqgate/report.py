@@ -428,6 +428,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .fail{color:#b00020;font-weight:600}.pass{color:#1b7f2a}.warning{color:#9a6700}
 .error{color:#b00020}.cm td{min-width:3em}.charts{display:flex;gap:2em;flex-wrap:wrap}
+.gates td,.gates th{text-align:left}.reason{max-width:32em}
 """
 
 
@@ -511,6 +512,13 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
         f"<text x='10' y='{size / 2}' font-size='11' text-anchor='middle' "
         f"transform='rotate(-90 10 {size / 2})'>precision</text>",
     ]
+    for tick in (0.0, 0.5, 1.0):
+        y = 4 + (1 - tick) * size
+        parts.append(
+            f"<text x='{pad - 4}' y='{y + 3:.1f}' font-size='10' text-anchor='end'>{tick:g}</text>"
+            f"<text x='{pad + tick * size:.1f}' y='{size + 18}' font-size='10' "
+            f"text-anchor='middle'>{tick:g}</text>"
+        )
     scores, targets = ev.predictions.scores, ev.targets
     for i, name in enumerate(ev.labels):
         positive = targets == i
@@ -535,6 +543,20 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _gate_row_html(gate: GateResult, row: list[str]) -> str:
+    """A gate as a table row; the (shortened) reason keeps its full text as a tooltip."""
+    e = html.escape
+    cells = []
+    for j, cell in enumerate(row):
+        if j == 4:
+            cells.append(f"<td class='{'pass' if gate.passed else 'fail'}'>{e(cell)}</td>")
+        elif j == 5:
+            cells.append(f"<td class='reason' title='{e(gate.reason)}'>{e(cell)}</td>")
+        else:
+            cells.append(f"<td>{e(cell)}</td>")
+    return "<tr>" + "".join(cells) + "</tr>"
 
 
 def render_html(evaluations: Sequence[Evaluation]) -> str:
@@ -583,19 +605,11 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
         )
         if ev.gates:
             body.append(
-                "<h3>Gates</h3><table><tr>"
+                "<h3>Gates</h3><table class='gates'><tr>"
                 + "".join(f"<th>{h}</th>" for h in GATE_HEADERS)
                 + "</tr>"
                 + "".join(
-                    "<tr>"
-                    + "".join(
-                        f"<td class='{'pass' if g.passed else 'fail'}'>{e(str(c))}</td>"
-                        if j == 4
-                        else f"<td>{e(str(c))}</td>"
-                        for j, c in enumerate(row)
-                    )
-                    + "</tr>"
-                    for g, row in zip(ev.gates, gate_rows(ev.gates))
+                    _gate_row_html(g, row) for g, row in zip(ev.gates, gate_rows(ev.gates, 90))
                 )
                 + "</table>"
             )
