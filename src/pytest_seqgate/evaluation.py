@@ -33,6 +33,7 @@ from pytest_seqgate.diagnostics import (
     padding_sensitivity,
     train_test_gap,
 )
+from pytest_seqgate.distributed import local_device, sharded
 from pytest_seqgate.exceptions import ConfigError, ModelError
 from pytest_seqgate.gates import GateResult
 from pytest_seqgate.inference import (
@@ -265,7 +266,10 @@ def evaluate(
     """
     settings = settings or Settings()
     started = time.perf_counter()
-    device = resolve_device(settings.device, settings.source("device"))
+    spec = settings.device
+    if spec == "auto":
+        spec = local_device() or spec  # cuda:LOCAL_RANK under torchrun with GPUs
+    device = resolve_device(spec, settings.source("device"))
     num_classes = len(settings.labels) if settings.labels is not None else None
     if eval_data.label_names is not None and settings.labels is None:
         num_classes = len(eval_data.label_names)
@@ -273,8 +277,12 @@ def evaluate(
     def cached(part: str, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
         return compute() if cache is None else cache.get_or_compute(part, compute)
 
-    def run_eval() -> dict[str, Tensor]:
-        p = predict(model, eval_data, device, settings.batch_size, num_classes, forward)
+    def predict_part(data: SequenceData, index: Tensor, classes: int | None) -> Predictions:
+        part = data if index.numel() == len(data) else data.subset(index)
+        return predict(model, part, device, settings.batch_size, classes, forward)
+
+    def run_eval(index: Tensor) -> dict[str, Tensor]:
+        p = predict_part(eval_data, index, num_classes)
         return {
             "predictions": p.predictions,
             "scores": p.scores,
@@ -282,7 +290,8 @@ def evaluate(
             "batch_size": torch.tensor(p.batch_size),
         }
 
-    stored = cached("eval", run_eval)
+    # Under torchrun each rank predicts its shard; every rank gets the whole set back.
+    stored = cached("eval", lambda: sharded(len(eval_data), run_eval))
     preds = Predictions(
         stored["predictions"],
         stored["scores"],
@@ -332,7 +341,11 @@ def evaluate(
         sample = torch.randperm(len(eval_data), generator=gen)[: settings.padding_check]
         sample = sample.sort().values
         alone = cached(
-            "alone", lambda: {"scores": scores_alone(model, eval_data, sample, device, forward)}
+            "alone",
+            lambda: sharded(
+                sample.numel(),
+                lambda i: {"scores": scores_alone(model, eval_data, sample[i], device, forward)},
+            ),
         )["scores"]
         evaluation.findings.extend(
             padding_sensitivity(preds.scores[sample], alone, sample, eval_data, labels)
@@ -355,11 +368,10 @@ def evaluate(
         train_set, info = _sample(train_data, settings.train_sample, settings.seed)
         train_preds = cached(
             "train",
-            lambda: {
-                "predictions": predict(
-                    model, train_set, device, settings.batch_size, len(labels), forward
-                ).predictions
-            },
+            lambda: sharded(
+                len(train_set),
+                lambda i: {"predictions": predict_part(train_set, i, len(labels)).predictions},
+            ),
         )
         evaluation.train_metrics = compute_metrics(
             confusion_matrix(train_set.labels, train_preds["predictions"], len(labels))

@@ -148,6 +148,8 @@ class SessionState:
         describes files, not objects a conftest.py built) and it is wanted: always
         between the xdist workers of one run, across runs with --seqgate-cache."""
         settings = self.settings
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return None  # ranks gather each other's shards: a per-rank lock would deadlock
         run = getattr(self.config, "workerinput", {}).get("seqgate_run")
         if not settings.cache and run is None:
             return None
@@ -538,6 +540,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     evaluations = _evaluations(session.config)
     if not evaluations:
         return
+    from pytest_seqgate.distributed import is_main
+
+    if not is_main():
+        return  # under torchrun, rank 0 writes the reports
     state = _state(session.config)
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
@@ -575,6 +581,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     evaluations = _evaluations(config)
     if not evaluations:
+        return
+    from pytest_seqgate.distributed import is_main
+
+    if not is_main():
         return
     from pytest_seqgate.report import render_terminal
 

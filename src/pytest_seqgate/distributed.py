@@ -1,0 +1,78 @@
+"""Multi-process evaluation on torch.distributed, as launched by torchrun.
+
+Each rank predicts a contiguous shard of the eval set: rank r of W takes
+samples [r*N//W, (r+1)*N//W), which covers every sample exactly once whatever
+N is (no DistributedSampler padding, which would count repeated samples
+twice). The shards' outputs are all-gathered in rank order, so every rank
+holds the predictions of the whole set, computes the same metrics and reaches
+the same gate verdict; only rank 0 prints and writes reports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not under torchrun. Joins the process group
+    (gloo on CPU, NCCL when CUDA is available) on first use."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def is_main() -> bool:
+    """Rank 0, or no torchrun at all: the process that reports."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def local_device() -> str | None:
+    """``cuda:LOCAL_RANK`` under torchrun on a machine with GPUs, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return None
+
+
+def shard(n: int, rank: int, size: int) -> tuple[int, int]:
+    return n * rank // size, n * (rank + 1) // size
+
+
+def sharded(n: int, compute: Callable[[Tensor], dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Run ``compute(indices)`` on this rank's shard of ``range(n)`` and all-gather the
+    results in rank order: every rank gets the tensors for all n samples."""
+    rank, size = world()
+    if size == 1:
+        return compute(torch.arange(n))
+    import torch.distributed as dist
+
+    start, end = shard(n, rank, size)
+    local = {k: v.cpu() for k, v in compute(torch.arange(start, end)).items()}
+    parts: list[dict[str, Tensor] | None] = [None] * size
+    dist.all_gather_object(parts, local)
+    out: dict[str, Tensor] = {}
+    for key, value in local.items():
+        pieces = [p[key] for p in parts if p is not None]
+        out[key] = torch.cat(pieces) if value.dim() > 0 else value
+    return out
+
+
+def all_agree(flag: bool) -> bool:
+    """True on every rank only if it is true on every rank (a MIN all-reduce)."""
+    rank, size = world()
+    if size == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0])
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())

@@ -1,0 +1,59 @@
+"""torchrun: two CPU ranks (gloo) give exactly the single-process report and verdict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pytest_seqgate.distributed import shard
+
+from conftest import rule_records
+
+EXIT_HOOK = '''
+import os
+
+def pytest_sessionfinish(session, exitstatus):
+    with open(f"exit-{os.environ.get('RANK', 'single')}", "w") as handle:
+        handle.write(str(int(exitstatus)))
+'''
+
+
+def test_shards_cover_every_sample_once() -> None:
+    for n in (0, 1, 7, 1001):
+        for size in (1, 2, 3, 8):
+            covered = [i for r in range(size) for i in range(*shard(n, r, size))]
+            assert covered == list(range(n))
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
+@pytest.mark.parametrize(("threshold", "code"), [(0.0, 0), (0.999, 1)], ids=["pass", "fail"])
+def test_torchrun_two_ranks_equal_single_process(project, threshold, code):
+    project.data(rule_records(1001, missed={1: 60}))
+    project.data(rule_records(400, seed=3), name="train.jsonl")
+    (project.path / "conftest.py").write_text(EXIT_HOOK)
+    project.ini(model="models:build_gru", eval_data="eval.jsonl", train_data="train.jsonl",
+                labels=["ham", "spam"], report="r.json", batch_size="50")
+    project.test(f"""
+        import pytest
+
+        @pytest.mark.seqgate(min_accuracy={threshold}, fail_on_paradox=False,
+                             fail_on_padding_sensitivity=False)
+        def test_gate():
+            pass
+    """)
+    single = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+                            cwd=project.path, capture_output=True, text=True, timeout=300)
+    assert single.returncode == code, single.stdout
+    reference = json.loads((project.path / "r.json").read_text())
+    (project.path / "r.json").unlink()
+    launched = subprocess.run(
+        ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "pytest", "-p",
+         "no:cacheprovider"], cwd=project.path, capture_output=True, text=True, timeout=600)
+    assert (project.path / "exit-0").read_text() == str(code), launched.stdout
+    assert (project.path / "exit-1").read_text() == str(code), launched.stdout
+    assert json.loads((project.path / "r.json").read_text()) == reference
+    assert reference["evaluations"][0]["n_samples"] == 1001
