@@ -64,15 +64,3 @@ def sharded(n: int, compute: Callable[[Tensor], dict[str, Tensor]]) -> dict[str,
         pieces = [p[key] for p in parts if p is not None]
         out[key] = torch.cat(pieces) if value.dim() > 0 else value
     return out
-
-
-def all_agree(flag: bool) -> bool:
-    """True on every rank only if it is true on every rank (a MIN all-reduce)."""
-    rank, size = world()
-    if size == 1:
-        return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([1 if flag else 0])
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
