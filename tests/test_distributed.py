@@ -13,13 +13,13 @@ from pytest_seqgate.distributed import shard
 
 from conftest import rule_records
 
-EXIT_HOOK = '''
+EXIT_HOOK = """
 import os
 
 def pytest_sessionfinish(session, exitstatus):
     with open(f"exit-{os.environ.get('RANK', 'single')}", "w") as handle:
         handle.write(str(int(exitstatus)))
-'''
+"""
 
 
 def test_shards_cover_every_sample_once() -> None:
@@ -35,8 +35,14 @@ def test_torchrun_two_ranks_equal_single_process(project, threshold, code):
     project.data(rule_records(1001, missed={1: 60}))
     project.data(rule_records(400, seed=3), name="train.jsonl")
     (project.path / "conftest.py").write_text(EXIT_HOOK)
-    project.ini(model="models:build_gru", eval_data="eval.jsonl", train_data="train.jsonl",
-                labels=["ham", "spam"], report="r.json", batch_size="50")
+    project.ini(
+        model="models:build_gru",
+        eval_data="eval.jsonl",
+        train_data="train.jsonl",
+        labels=["ham", "spam"],
+        report="r.json",
+        batch_size="50",
+    )
     project.test(f"""
         import pytest
 
@@ -45,14 +51,32 @@ def test_torchrun_two_ranks_equal_single_process(project, threshold, code):
         def test_gate():
             pass
     """)
-    single = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
-                            cwd=project.path, capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == code, single.stdout
     reference = json.loads((project.path / "r.json").read_text())
     (project.path / "r.json").unlink()
     launched = subprocess.run(
-        ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "pytest", "-p",
-         "no:cacheprovider"], cwd=project.path, capture_output=True, text=True, timeout=600)
+        [
+            "torchrun",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert (project.path / "exit-0").read_text() == str(code), launched.stdout
     assert (project.path / "exit-1").read_text() == str(code), launched.stdout
     assert json.loads((project.path / "r.json").read_text()) == reference
