@@ -223,7 +223,7 @@ def bench_batching(quick: bool, repeats: int) -> list[list[object]]:
 class Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.embedding = nn.EmbeddingBag(1000, 16)
+        self.embedding = nn.EmbeddingBag(1000, 16, padding_idx=0)
         self.head = nn.Linear(16, 4)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -324,6 +324,13 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
     return [[n, f"{n / t_ours:,.0f}", f"{n / t_bare:,.0f}", f"{t_bare / t_ours:.2f}"]]
 
 
+def bench_streaming(quick: bool, repeats: int) -> list[list[object]]:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from streaming import measure  # type: ignore[import-not-found]
+
+    return measure(20_000 if quick else 2_000_000)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -374,6 +381,10 @@ def main() -> None:
         "startup": (
             bench_startup,
             ["pytest 50 tests, plugin on (ms)", "-p no:seqgate (ms)", "difference (target <= 5%)"],
+        ),
+        "streaming": (
+            bench_streaming,
+            ["mode", "sequences", "peak RSS (MiB)", "sequences/s", "seconds"],
         ),
         "jsonl": (
             bench_jsonl,

@@ -138,6 +138,20 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("slice_by", "record keys to slice metrics by (ini: one per line; CLI: commas)", "list"),
     Option(
+        "streaming",
+        "read a .jsonl eval set a window of batches at a time: memory grows "
+        "with the batch, not the file (needs seqgate_labels)",
+        "bool",
+        False,
+    ),
+    Option(
+        "keep_scores",
+        "keep per-sample class probabilities (for AP, ROC AUC, curves, "
+        "ECE); turn off for huge streamed sets",
+        "bool",
+        True,
+    ),
+    Option(
         "cache",
         "reuse predictions from an unchanged earlier run (kept under pytest's "
         "cache folder; xdist workers always share one run's predictions)",
@@ -233,6 +247,8 @@ class Settings:
     padding_check: int = 64
     slice_by: tuple[str, ...] | None = None
     gates: tuple[str, ...] | None = None
+    streaming: bool = False
+    keep_scores: bool = True
     cache: bool = False
     trust_checkpoints: bool = False
     sources: dict[str, str] = field(default_factory=dict, compare=False)

@@ -182,8 +182,12 @@ class Evaluation:
             predictions=sliced,
             metrics=compute_metrics(cm),
             uncertainty=Uncertainty(cm, u.method, u.confidence, 0, u.seed),
-            ranking=ranking(sliced.scores, targets) if targets.numel() else None,
-            ece=expected_calibration_error(sliced.scores, targets),
+            ranking=ranking(sliced.scores, targets)
+            if targets.numel() and sliced.scores.shape[1]
+            else None,
+            ece=expected_calibration_error(sliced.scores, targets)
+            if sliced.scores.shape[1]
+            else float("nan"),
             custom_metrics=self.custom_metrics,
             confidence=self.confidence,
             gate_on=self.gate_on,
@@ -251,7 +255,7 @@ def _sample(data: SequenceData, limit: int, seed: int) -> tuple[SequenceData, di
 
 def evaluate(
     model: nn.Module,
-    eval_data: SequenceData,
+    eval_data: SequenceData | None,
     settings: Settings | None = None,
     train_data: SequenceData | None = None,
     forward: ForwardHook | None = None,
@@ -270,6 +274,15 @@ def evaluate(
     if spec == "auto":
         spec = local_device() or spec  # cuda:LOCAL_RANK under torchrun with GPUs
     device = resolve_device(spec, settings.source("device"))
+    if eval_data is None:
+        if not settings.streaming:
+            raise ConfigError(
+                "no eval set: set seqgate_eval_data or override the seqgate_eval_data fixture"
+            )
+        from pytest_seqgate.streaming import stream_eval
+
+        eval_data, cache = stream_eval(model, settings, device, forward)
+    streamed = eval_data.values.numel() == 0
     num_classes = len(settings.labels) if settings.labels is not None else None
     if eval_data.label_names is not None and settings.labels is None:
         num_classes = len(eval_data.label_names)
@@ -299,8 +312,9 @@ def evaluate(
         int(stored["batch_size"]),
         stored["hashes"],
     )
-    labels = resolve_labels(settings, eval_data, preds.scores.shape[1])
-    if len(labels) != preds.scores.shape[1]:
+    scored = preds.scores.shape[1]  # 0 when a streamed run keeps no scores
+    labels = resolve_labels(settings, eval_data, scored or None)
+    if scored and len(labels) != scored:
         raise ModelError(
             f"the model scores {preds.scores.shape[1]} classes but the labels are "
             f"{list(labels)}; set seqgate_labels to the model's classes in index order"
@@ -324,8 +338,10 @@ def evaluate(
         predictions=preds,
         metrics=metrics,
         uncertainty=Uncertainty.of(cm, settings),
-        ranking=ranking(preds.scores, eval_data.labels),
-        ece=expected_calibration_error(preds.scores, eval_data.labels),
+        ranking=ranking(preds.scores, eval_data.labels) if preds.scores.shape[1] else None,
+        ece=expected_calibration_error(preds.scores, eval_data.labels)
+        if preds.scores.shape[1]
+        else float("nan"),
         confidence=settings.confidence,
         gate_on=settings.gate_on,
         min_support=settings.min_support,
@@ -336,7 +352,7 @@ def evaluate(
     evaluation.metadata = eval_data.metadata
     evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))
     evaluation.findings.extend(duplicates(eval_data, preds.hashes))
-    if settings.padding_check > 0 and len(eval_data) > 1:
+    if settings.padding_check > 0 and len(eval_data) > 1 and preds.scores.shape[1]:
         gen = torch.Generator().manual_seed(settings.seed)
         sample = torch.randperm(len(eval_data), generator=gen)[: settings.padding_check]
         sample = sample.sort().values
@@ -384,7 +400,8 @@ def evaluate(
         exact = torch.isin(preds.hashes, train_data.content_hashes())
         evaluation.findings.extend(leakage(exact, eval_data))
         if (
-            settings.near_duplicate_threshold > 0
+            not streamed
+            and settings.near_duplicate_threshold > 0
             and eval_data.kind == "tokens"
             and train_data.kind == "tokens"
         ):

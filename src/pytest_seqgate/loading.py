@@ -15,7 +15,7 @@ import json
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +405,42 @@ def _lines(path: Path, name: str) -> Iterable[tuple[int, str]]:
     yield from enumerate(text.splitlines(), start=1)
 
 
+def iter_jsonl(path: Path, name: str) -> Iterator[tuple[int, Any]]:
+    """(line number, record) for each non-blank line, reading one line at a time.
+
+    A BOM on the first line is skipped; bytes that are not UTF-8 and a JSON error
+    name the line (and a bad last line suggests a truncated file).
+    """
+    loads = json.loads
+    with path.open("rb") as handle:
+        pending: tuple[int, bytes] | None = None
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if pending is not None:
+                yield pending[0], _parse_line(pending[1], pending[0], name, loads, last=False)
+                pending = None
+            if raw.strip():
+                pending = (number, raw)
+        if pending is not None:
+            yield pending[0], _parse_line(pending[1], pending[0], name, loads, last=True)
+
+
+def _parse_line(raw: bytes, number: int, name: str, loads: Callable[[str], Any], last: bool) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{name}:{number}: bytes that are not UTF-8 ({exc.reason} at byte {exc.start} of "
+            f"the line); re-encode the file as UTF-8"
+        ) from None
+    try:
+        return loads(text)
+    except json.JSONDecodeError as exc:
+        hint = " (the last line: is the file truncated?)" if last else ""
+        raise DataError(f"{name}:{number}: invalid JSON{hint}: {exc.msg}") from None
+
+
 def read_jsonl(
     path: Path,
     labels: tuple[str, ...] | None = None,
@@ -414,19 +450,28 @@ def read_jsonl(
     """One JSON object per line; blank lines are skipped."""
     name = display or str(path)
     builder = _Builder(name, labels, tokenizer)
-    loads = json.loads
-    lines = list(_lines(path, name))
-    last = lines[-1][0] if lines else 0
-    for number, text in lines:
-        if not text.strip():
-            continue
-        try:
-            record = loads(text)
-        except json.JSONDecodeError as exc:
-            hint = " (the last line: is the file truncated?)" if number == last else ""
-            raise DataError(f"{name}:{number}: invalid JSON{hint}: {exc.msg}") from None
+    for number, record in iter_jsonl(path, name):
         builder.add(record, number)
     return builder.build()
+
+
+def stream_jsonl(
+    path: Path,
+    labels: tuple[str, ...],
+    tokenizer: Callable[[str], Sequence[int]] | None,
+    display: str,
+    chunk: int,
+) -> Iterator[SequenceData]:
+    """The records of a .jsonl file as consecutive SequenceData chunks of ``chunk`` records:
+    memory holds one chunk, not the file."""
+    builder = _Builder(display, labels, tokenizer)
+    for number, record in iter_jsonl(path, display):
+        builder.add(record, number)
+        if len(builder.lengths) >= chunk:
+            yield builder.build()
+            builder = _Builder(display, labels, tokenizer)
+    if builder.lengths:
+        yield builder.build()
 
 
 def read_csv(

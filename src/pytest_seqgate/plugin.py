@@ -84,7 +84,10 @@ class SessionState:
         if role not in self.loaded:
             settings = self.settings
             spec = getattr(settings, role)
-            if spec is None and role == "train_data":
+            if (spec is None and role == "train_data") or (
+                role == "eval_data" and settings.streaming
+            ):
+                # A streamed eval set is read during the evaluation, a window at a time.
                 self.loaded[role] = None
                 return None
             from pytest_seqgate.loading import from_dataset, load_dataset
@@ -109,7 +112,11 @@ class SessionState:
             from pytest_seqgate.loading import from_dataset
 
             settings = self.settings
-            eval_set = from_dataset(eval_data, "seqgate_eval_data fixture", settings.labels)
+            eval_set = (
+                None
+                if eval_data is None and settings.streaming
+                else from_dataset(eval_data, "seqgate_eval_data fixture", settings.labels)
+            )
             train_set = (
                 None
                 if train_data is None

@@ -1,0 +1,107 @@
+"""Peak memory and throughput of an evaluation, streaming on and off.
+
+    python bench/streaming.py --n 2000000     # the README's figures (several minutes)
+    python bench/streaming.py --quick         # 20,000 sequences, for CI
+
+Each mode runs in a fresh subprocess, so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {src!r})
+import torch
+from torch import nn
+from pytest_seqgate.config import Settings
+from pytest_seqgate.evaluation import evaluate
+from pytest_seqgate.loading import load_dataset
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = nn.EmbeddingBag(30000, 16, padding_idx=0)
+        self.head = nn.Linear(16, 2)
+    def forward(self, tokens):
+        return self.head(self.embedding(tokens))
+
+streaming = {streaming}
+settings = Settings.from_dict({folder!r}, eval_data="eval.jsonl", labels="0,1", batch_size=256,
+                              streaming=streaming, padding_check=0, bootstrap=0)
+start = time.perf_counter()
+data = None if streaming else load_dataset(settings, "eval_data")
+ev = evaluate(Tiny().eval(), data, settings)
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"n": ev.n_samples, "seconds": seconds, "peak_kib": peak,
+                  "accuracy": ev.metrics.value("accuracy")}}))
+"""
+
+
+def write_jsonl(path: Path, n: int) -> None:
+    rng = random.Random(0)
+    with path.open("w") as handle:
+        for i in range(n):
+            length = max(1, min(200, int(rng.lognormvariate(3.7, 0.5))))
+            tokens = [rng.randrange(1, 30000) for _ in range(length)]
+            handle.write(json.dumps({"tokens": tokens, "label": i % 2}) + "\n")
+
+
+def run(folder: Path, streaming: bool) -> dict[str, float]:
+    code = CHILD.format(src=str(ROOT / "src"), streaming=streaming, folder=str(folder))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> list[list[object]]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=2_000_000)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    return measure(20_000 if args.quick else args.n)
+
+
+def measure(n: int) -> list[list[object]]:
+    rows: list[list[object]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        write_jsonl(folder / "eval.jsonl", n)
+        size = (folder / "eval.jsonl").stat().st_size
+        print(
+            f"wrote {n:,} sequences ({size / 2**20:.0f} MiB) in {time.perf_counter() - start:.0f}s",
+            file=sys.stderr,
+        )
+        results = {mode: run(folder, mode == "streaming") for mode in ("in memory", "streaming")}
+        assert results["in memory"]["accuracy"] == results["streaming"]["accuracy"]
+        for mode, r in results.items():
+            rows.append(
+                [
+                    mode,
+                    f"{n:,}",
+                    f"{r['peak_kib'] / 1024:.0f}",
+                    f"{n / r['seconds']:,.0f}",
+                    f"{r['seconds']:.1f}",
+                ]
+            )
+    return rows
+
+
+HEADERS = ["mode", "sequences", "peak RSS (MiB)", "sequences/s", "seconds"]
+
+if __name__ == "__main__":
+    from tabulate import tabulate
+
+    print(tabulate(main(), headers=HEADERS, tablefmt="github", disable_numparse=True))

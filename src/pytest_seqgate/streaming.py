@@ -1,0 +1,153 @@
+"""Streaming evaluation of a .jsonl eval set: memory bounded by a window of batches.
+
+Records are parsed a chunk at a time (``STREAM_WINDOW`` batches); each chunk is
+length-bucketed and predicted like an in-memory set, then dropped. What stays
+per sample is what the report needs, stored compactly:
+
+=================  =======  ==============================================
+array              bytes    needed for
+=================  =======  ==============================================
+prediction         2        metrics, slices, baselines (int16)
+true class         2        metrics, slices, baselines (int16)
+content hash       8        duplicates, leakage, baselines (int64)
+length             4        length slices (int32)
+line number        4        naming records in findings (int32)
+scores             4 x C    AP, ROC AUC, curves, ECE (float32; off with
+                            ``seqgate_keep_scores = false``)
+=================  =======  ==============================================
+
+so 20 + 4C bytes a sample (28 for a binary model), whatever the sequence lengths.
+The padding check reruns the same seeded sample as an in-memory run, taken
+from the chunks as they pass, so both modes give the same report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pytest_seqgate.config import Settings
+from pytest_seqgate.data import SequenceData
+from pytest_seqgate.exceptions import ConfigError
+from pytest_seqgate.inference import ForwardHook, predict, scores_alone
+
+STREAM_WINDOW = 64  # batches per chunk
+
+
+@dataclass
+class Precomputed:
+    """Stands in for the prediction cache: hands evaluate() what streaming computed."""
+
+    parts: dict[str, dict[str, Tensor]]
+
+    def get_or_compute(
+        self, part: str, compute: Callable[[], dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        return self.parts[part] if part in self.parts else compute()
+
+
+def count_records(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def stream_eval(
+    model: nn.Module,
+    settings: Settings,
+    device: torch.device,
+    forward: ForwardHook | None = None,
+) -> tuple[SequenceData, Precomputed]:
+    """Predict the eval set chunk by chunk; return a SequenceData without sequence
+    values (lengths, labels, line numbers, kept metadata) and the predictions."""
+    from pytest_seqgate.loading import import_object, stream_jsonl
+
+    if settings.eval_data is None or not settings.eval_data.endswith(".jsonl"):
+        raise ConfigError(
+            f"{settings.source('streaming')}: streaming reads a .jsonl eval set, "
+            f"but seqgate_eval_data is {settings.eval_data!r}"
+        )
+    if settings.labels is None:
+        raise ConfigError(
+            f"{settings.source('streaming')}: a streamed eval set is read once, "
+            f"so the class names must be known first: set seqgate_labels"
+        )
+    path = settings.existing("eval_data")
+    tokenizer = None
+    if settings.tokenizer is not None:
+        tokenizer = import_object(
+            settings.tokenizer, settings.rootdir, settings.source("tokenizer")
+        )
+    total = count_records(path)
+    gen = torch.Generator().manual_seed(settings.seed)
+    sample = torch.randperm(total, generator=gen)[: settings.padding_check].sort().values
+    keep = set(settings.slice_by or ())
+    columns: dict[str, list[Tensor]] = {
+        k: [] for k in ("predictions", "targets", "hashes", "lengths", "lines", "scores")
+    }
+    metadata: dict[str, list[Any]] = {k: [] for k in keep}
+    alone = torch.empty(0)
+    offset = 0
+    batch_size = settings.batch_size
+    kind = "tokens"
+    width = 0
+    for chunk in stream_jsonl(
+        path,
+        settings.labels,
+        tokenizer,
+        settings.display(path),
+        STREAM_WINDOW * settings.batch_size,
+    ):
+        kind = chunk.kind
+        width = chunk.values.shape[1] if chunk.values.dim() == 2 else 0
+        p = predict(model, chunk, device, settings.batch_size, len(settings.labels), forward)
+        batch_size = min(batch_size, p.batch_size)
+        columns["predictions"].append(p.predictions.to(torch.int16))
+        columns["targets"].append(chunk.labels.to(torch.int16))
+        columns["hashes"].append(p.hashes)
+        columns["lengths"].append(chunk.lengths.to(torch.int32))
+        assert chunk.line_numbers is not None
+        columns["lines"].append(chunk.line_numbers.to(torch.int32))
+        if settings.keep_scores:
+            columns["scores"].append(p.scores)
+        for key in keep:
+            metadata[key].extend(chunk.metadata.get(key, [None] * len(chunk)))
+        here = sample[(sample >= offset) & (sample < offset + len(chunk))]
+        if here.numel():
+            scores = scores_alone(model, chunk, here - offset, device, forward)
+            alone = scores if alone.numel() == 0 else torch.cat([alone, scores])
+        offset += len(chunk)
+    if offset == 0:
+        raise ConfigError(f"{settings.display(path)}: the dataset is empty: it holds no records")
+    lengths = torch.cat(columns["lengths"]).to(torch.int64)
+    empty = (
+        torch.zeros((0, width), dtype=torch.float32)
+        if kind == "features"
+        else torch.zeros(0, dtype=torch.int64)
+    )
+    data = SequenceData(
+        values=empty,
+        offsets=torch.zeros_like(lengths),
+        lengths=lengths,
+        labels=torch.cat(columns["targets"]).to(torch.int64),
+        label_names=settings.labels,
+        source=settings.display(path),
+        line_numbers=torch.cat(columns["lines"]).to(torch.int64),
+        metadata=metadata,
+    )
+    scores = torch.cat(columns["scores"]) if columns["scores"] else torch.zeros(offset, 0)
+    parts = {
+        "eval": {
+            "predictions": torch.cat(columns["predictions"]).to(torch.int64),
+            "scores": scores,
+            "hashes": torch.cat(columns["hashes"]),
+            "batch_size": torch.tensor(batch_size),
+        }
+    }
+    if sample.numel():
+        parts["alone"] = {"scores": alone}
+    return data, Precomputed(parts)

@@ -1,0 +1,80 @@
+"""Streaming evaluation: the same report as in memory, in bounded windows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pytest_seqgate.config import Settings
+from pytest_seqgate.evaluation import evaluate
+from pytest_seqgate.loading import load_dataset, stream_jsonl
+from pytest_seqgate.report import render_json
+
+from conftest import rule_records
+
+TESTS = """
+import pytest
+
+@pytest.mark.seqgate(min_recall={"spam": 0.5}, fail_on_padding_sensitivity=False)
+def test_gate():
+    pass
+"""
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval-only", "with-train"])
+def test_streaming_report_equals_in_memory(project, train):
+    project.data(rule_records(1001, missed={1: 70}))
+    options = {
+        "model": "models:first_token",
+        "eval_data": "eval.jsonl",
+        "labels": ["ham", "spam"],
+        "report": "r.json",
+        "batch_size": "4",
+    }
+    if train:
+        project.data(rule_records(300, seed=4), name="train.jsonl")
+        options.update(train_data="train.jsonl", near_duplicate_threshold="0")
+    project.ini(**options)
+    project.test(TESTS)
+    project.run().assert_outcomes(passed=1)
+    in_memory = json.loads((project.path / "r.json").read_text())
+    project.run("--seqgate-streaming").assert_outcomes(passed=1)
+    assert json.loads((project.path / "r.json").read_text()) == in_memory
+
+
+def test_stream_chunks_cover_the_file(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rule_records(103)))
+    chunks = list(stream_jsonl(path, ("ham", "spam"), None, "e.jsonl", 25))
+    assert [len(c) for c in chunks] == [25, 25, 25, 25, 3]
+    assert int(chunks[-1].line_numbers[-1]) == 103
+
+
+def test_streaming_without_scores_keeps_count_metrics(tmp_path, monkeypatch):
+    path = tmp_path / "e.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rule_records(300, missed={0: 9})))
+    (tmp_path / "rule.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class M(nn.Module):\n"
+        "    def forward(self, tokens):\n"
+        "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from rule import M  # type: ignore[import-not-found]
+
+    full = Settings.from_dict(tmp_path, eval_data="e.jsonl", labels="ham,spam", batch_size=8)
+    lean = Settings.from_dict(
+        tmp_path,
+        eval_data="e.jsonl",
+        labels="ham,spam",
+        batch_size=8,
+        streaming=True,
+        keep_scores=False,
+    )
+    a = evaluate(M(), load_dataset(full, "eval_data"), full)
+    b = evaluate(M(), None, lean)
+    assert torch.equal(a.metrics.confusion_matrix, b.metrics.confusion_matrix)
+    assert b.ranking is None and b.predictions.scores.shape == (300, 0)
+    assert '"macro_roc_auc"' not in render_json([b])
