@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -108,6 +109,15 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class PredictionSource(Protocol):
+    """What evaluate() asks for each inference: the tensors of ``part``, computed by
+    ``compute`` unless they are already known (on disk, or streamed)."""
+
+    def get_or_compute(
+        self, part: str, compute: Callable[[], dict[str, Tensor]]
+    ) -> dict[str, Tensor]: ...
 
 
 class PredictionCache:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from pytest_seqgate.baseline import Baseline, Comparison, compare
-from pytest_seqgate.cache import PredictionCache
+from pytest_seqgate.cache import PredictionSource
 from pytest_seqgate.config import Settings
 from pytest_seqgate.curves import Ranking, expected_calibration_error, ranking
 from pytest_seqgate.data import SequenceData
@@ -261,7 +261,7 @@ def evaluate(
     forward: ForwardHook | None = None,
     custom_metrics: CustomMetrics | None = None,
     name: str | None = None,
-    cache: PredictionCache | None = None,
+    cache: PredictionSource | None = None,
 ) -> Evaluation:
     """Predict, count and diagnose: one pass over the eval set, one over the train sample.
 

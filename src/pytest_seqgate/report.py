@@ -450,7 +450,7 @@ def _bars_svg(ev: Evaluation) -> str:
     row_h, left, width = 16, 110, 300
     height = len(ev.labels) * (len(metrics) * row_h + 12) + 24
     parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{left + width + 60}' "
+        f"<svg width='{left + width + 60}' "
         f"height='{height}' role='img' aria-label='per-class metrics'>"
     ]
     for tick in (0, 0.25, 0.5, 0.75, 1.0):
@@ -504,7 +504,7 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
 
     size, pad = 260, 34
     parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{size + pad + 150}' "
+        f"<svg width='{size + pad + 150}' "
         f"height='{size + pad + 10}' role='img' aria-label='precision-recall curves'>",
         f"<rect x='{pad}' y='4' width='{size}' height='{size}' fill='none' stroke='#999'/>",
         f"<text x='{pad + size / 2}' y='{size + pad}' font-size='11' "
