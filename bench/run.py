@@ -331,6 +331,85 @@ def bench_streaming(quick: bool, repeats: int) -> list[list[object]]:
     return measure(20_000 if quick else 2_000_000)
 
 
+def bench_leakage(quick: bool, repeats: int) -> list[list[object]]:
+    """MinHash near-duplicate search, next to the inference over the same eval set."""
+    from pytest_seqgate.minhash import near_duplicates
+
+    n_train, n_eval = (10_000, 2_000) if quick else (100_000, 20_000)
+    gen = torch.Generator().manual_seed(0)
+
+    def make(n: int) -> SequenceData:
+        lengths = torch.randint(40, 61, (n,), generator=gen)
+        values = torch.randint(1, 50_000, (int(lengths.sum()),), generator=gen)
+        return SequenceData(
+            values,
+            torch.cumsum(lengths, 0) - lengths,
+            lengths,
+            torch.randint(0, 2, (n,), generator=gen),
+        )
+
+    train, test = make(n_train), make(n_eval)
+    reps = 1 if quick else max(3, repeats // 2)
+    t_minhash = median_time(lambda: near_duplicates(train, test, 0.9), reps, warmup=0)
+    model = LSTMClassifier().eval()
+    settings = Settings(batch_size=64, device="cpu", padding_check=0, bootstrap=0)
+    t_infer = median_time(lambda: evaluate(model, test, settings), reps, warmup=0)
+    return [
+        [
+            f"{n_train:,} x {n_eval:,}",
+            f"{t_minhash:.1f}",
+            f"{t_infer:.1f}",
+            f"{t_minhash / t_infer:.2f}",
+        ]
+    ]
+
+
+def bench_bootstrap(quick: bool, repeats: int) -> list[list[object]]:
+    from pytest_seqgate.stats import batched_metrics, bootstrap_confusion, percentile_interval
+
+    n = 10**5 if quick else 10**6
+    rows = []
+    for c in (2, 10):
+        gen = torch.Generator().manual_seed(c)
+        y_true = torch.randint(0, c, (n,), generator=gen)
+        y_pred = torch.where(
+            torch.rand(n, generator=gen) < 0.8, y_true, torch.randint(0, c, (n,), generator=gen)
+        )
+        cm = confusion_matrix(y_true, y_pred, c)
+
+        def run() -> object:
+            samples = batched_metrics(bootstrap_confusion(cm, 1000, seed=0))
+            return percentile_interval(samples["macro_f1"], 0.95)
+
+        rows.append([f"{n:.0e}", c, 1000, f"{median_time(run, repeats) * 1e3:.1f}"])
+    return rows
+
+
+def bench_cache(quick: bool, repeats: int) -> list[list[object]]:
+    """The example project run twice with --seqgate-cache: the second skips inference."""
+    project = ROOT / "example_project"
+    if not (project / "data" / "test.jsonl").exists():
+        return [["example data missing: run bash example_project/gate.sh first", "", "", ""]]
+    base = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:randomly",
+        "--seqgate-cache",
+        "-o",
+        "cache_dir=" + str(Path(tempfile.mkdtemp()) / "cache"),
+    ]
+
+    def run() -> None:
+        subprocess.run(base, cwd=project, check=True, capture_output=True)
+
+    cold = median_time(run, 1, warmup=0)
+    warm = median_time(run, 1 if quick else repeats, warmup=0)
+    return [[f"{cold:.2f}", f"{warm:.2f}", f"{cold / warm:.2f}x"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -386,6 +465,12 @@ def main() -> None:
             bench_streaming,
             ["mode", "sequences", "peak RSS (MiB)", "sequences/s", "seconds"],
         ),
+        "leakage": (
+            bench_leakage,
+            ["train x eval", "MinHash + LSH s", "inference (LSTM) s", "ratio"],
+        ),
+        "bootstrap": (bench_bootstrap, ["predictions", "classes", "resamples", "ms"]),
+        "cache": (bench_cache, ["first run s", "re-run with --seqgate-cache s", "speed-up"]),
         "jsonl": (
             bench_jsonl,
             ["records", "seqgate records/s", "bare json.loads records/s", "ratio (target >= 0.5)"],

@@ -95,3 +95,9 @@ def test_github_step_summary_and_junit_properties(configured, monkeypatch):
     assert text.startswith("# earlier step\n# seqgate report") and "❌ gates failed" in text
     junit = (configured.path / "junit.xml").read_text()
     assert '<property name="seqgate.recall[spam]" value="0.7 &gt;= 0.9: fail"' in junit
+
+
+def test_progress_only_when_asked_off_a_tty(configured):
+    assert "sequences" not in configured.run().stdout.str().split("seqgate report")[0]
+    shown = configured.run("--seqgate-progress").stdout.str()
+    assert "seqgate: 200/200 sequences" in shown

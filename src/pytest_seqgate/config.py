@@ -151,6 +151,7 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
         True,
     ),
+    Option("progress", "show inference progress (default: on a TTY, off under CI=true)", "bool"),
     Option(
         "cache",
         "reuse predictions from an unchanged earlier run (kept under pytest's "
@@ -249,6 +250,7 @@ class Settings:
     gates: tuple[str, ...] | None = None
     streaming: bool = False
     keep_scores: bool = True
+    progress: bool | None = None
     cache: bool = False
     trust_checkpoints: bool = False
     sources: dict[str, str] = field(default_factory=dict, compare=False)

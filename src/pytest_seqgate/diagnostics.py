@@ -269,7 +269,7 @@ class SliceSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.key}{self.op}{self.value}"
+        return f"{self.key}{'=' if self.op == '==' else self.op}{self.value}"
 
     @classmethod
     def parse(cls, text: str) -> SliceSpec:

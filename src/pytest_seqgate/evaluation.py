@@ -39,6 +39,7 @@ from pytest_seqgate.gates import GateResult
 from pytest_seqgate.inference import (
     ForwardHook,
     Predictions,
+    Progress,
     predict,
     resolve_device,
     scores_alone,
@@ -262,6 +263,7 @@ def evaluate(
     custom_metrics: CustomMetrics | None = None,
     name: str | None = None,
     cache: PredictionSource | None = None,
+    progress: Progress | None = None,
 ) -> Evaluation:
     """Predict, count and diagnose: one pass over the eval set, one over the train sample.
 
@@ -292,7 +294,7 @@ def evaluate(
 
     def predict_part(data: SequenceData, index: Tensor, classes: int | None) -> Predictions:
         part = data if index.numel() == len(data) else data.subset(index)
-        return predict(model, part, device, settings.batch_size, classes, forward)
+        return predict(model, part, device, settings.batch_size, classes, forward, progress)
 
     def run_eval(index: Tensor) -> dict[str, Tensor]:
         p = predict_part(eval_data, index, num_classes)
@@ -410,6 +412,16 @@ def evaluate(
             )
             if near is not None:
                 evaluation.findings.append(near)
+    if settings.trust_checkpoints and settings.model_factory is not None:
+        evaluation.findings.append(
+            Finding(
+                "trusted_checkpoint",
+                "warning",
+                f"{settings.source('trust_checkpoints')} is set: a checkpoint that needs full "
+                f"unpickling (which can run code from the file) was allowed to load",
+                {"model": settings.model},
+            )
+        )
     if settings.baseline is not None:
         base = Baseline.load(settings.existing("baseline"), settings.source("baseline"))
         evaluation.comparison, base_findings = compare(evaluation, base)

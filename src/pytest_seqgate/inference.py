@@ -22,6 +22,7 @@ from pytest_seqgate.data import SequenceData, hash_padded, hash_tables
 from pytest_seqgate.exceptions import ConfigError, ModelError
 
 ForwardHook = Callable[[nn.Module, Batch], Any]
+Progress = Callable[[int, int], None]  # (sequences done, total)
 
 
 @dataclass
@@ -221,6 +222,7 @@ def predict(
     batch_size: int = 64,
     num_classes: int | None = None,
     forward: ForwardHook | None = None,
+    progress: Progress | None = None,
 ) -> Predictions:
     """Run the model once over ``data``; predictions come back in dataset order.
 
@@ -242,6 +244,7 @@ def predict(
     # (non-finite exactly when some logit is): one row, one device-to-host copy.
     buffer: Tensor | None = None
     checked = False
+    done = 0
     with torch.inference_mode():
         while queue:
             index = queue.popleft()
@@ -294,6 +297,9 @@ def predict(
             if buffer is None:
                 buffer = torch.empty(n, row.shape[1], dtype=torch.float32)
             buffer[index] = row if on_cpu else row.cpu()
+            if progress is not None:
+                done += index.numel()
+                progress(done, n)
     assert buffer is not None
     nonfinite = ~torch.isfinite(buffer[:, -1])
     count = int(nonfinite.sum())

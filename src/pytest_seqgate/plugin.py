@@ -145,6 +145,7 @@ class SessionState:
                 train_set,
                 forward=forward,
                 custom_metrics=custom,
+                progress=self.progress_line(),
                 cache=self.prediction_cache(model, eval_data, train_data),
             )
             self.keep_alive.extend([model, eval_data, train_data])
@@ -176,6 +177,29 @@ class SessionState:
             cache.mkdir("seqgate"), cache_key(settings, "" if settings.cache else str(run))
         )
         return self.cache
+
+    def progress_line(self) -> Callable[[int, int], None] | None:
+        """Progress on the terminal's line, at most twice a second: only on a TTY and not
+        under CI=true, unless seqgate_progress says otherwise; never on xdist workers."""
+        wanted = self.settings.progress
+        writer = self.config.get_terminal_writer()
+        if wanted is None:
+            wanted = writer.hasmarkup and os.environ.get("CI", "").lower() not in ("true", "1")
+        if not wanted or hasattr(self.config, "workerinput"):
+            return None
+        import time
+
+        last = [0.0]
+
+        def show(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done < total and now - last[0] < 0.5:
+                return
+            last[0] = now
+            end = "\n" if done >= total else ""
+            writer.write(f"\rseqgate: {done:,}/{total:,} sequences{end}", flush=True)
+
+        return show
 
     def merge(self, evaluations: list[Evaluation]) -> None:
         """Fold a worker's evaluations in: the same evaluation from several workers
