@@ -94,6 +94,21 @@ class Unpacked(nn.Module):
         return self.head(h[-1])
 
 
+class Counting(FirstToken):
+    """Appends each forward call's batch size to the file named by $COUNT_FILE."""
+
+    def forward(self, tokens):
+        import os
+
+        with open(os.environ["COUNT_FILE"], "a") as handle:
+            handle.write(f"{tokens.shape[0]}\\n")
+        return super().forward(tokens)
+
+
+def counting():
+    return Counting(2)
+
+
 def build_gru():
     torch.manual_seed(0)
     return GRUClassifier()

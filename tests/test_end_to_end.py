@@ -108,20 +108,9 @@ def test_seqgate_fixture_check_in_body(project):
 
 
 def test_three_gated_tests_one_inference(project):
-    (project.path / "counting.py").write_text(
-        "import os\n"
-        "from models import FirstToken\n"
-        "class Counting(FirstToken):\n"
-        "    def forward(self, tokens):\n"
-        "        with open(os.environ['COUNT_FILE'], 'a') as f:\n"
-        "            f.write(f'{tokens.shape[0]}\\n')\n"
-        "        return super().forward(tokens)\n"
-        "def build():\n"
-        "    return Counting(2)\n"
-    )
     project.data(rule_records(100))
     project.ini(
-        model="counting:build", eval_data="eval.jsonl", labels=["ham", "spam"], batch_size="1000"
+        model="models:counting", eval_data="eval.jsonl", labels=["ham", "spam"], batch_size="1000"
     )
     project.test("""
         import pytest

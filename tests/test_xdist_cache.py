@@ -8,18 +8,6 @@ import pytest
 
 from conftest import rule_records
 
-COUNTING = (
-    "import os\n"
-    "from models import FirstToken\n"
-    "class Counting(FirstToken):\n"
-    "    def forward(self, tokens):\n"
-    "        with open(os.environ['COUNT_FILE'], 'a') as f:\n"
-    "            f.write(f'{tokens.shape[0]}\\n')\n"
-    "        return super().forward(tokens)\n"
-    "def build():\n"
-    "    return Counting(2)\n"
-)
-
 TESTS = """
 import pytest
 
@@ -39,10 +27,9 @@ def test_d(seqgate):
 
 @pytest.fixture
 def counted(project, monkeypatch):
-    (project.path / "counting.py").write_text(COUNTING)
     project.data(rule_records(100, missed={1: 8}))
     project.ini(
-        model="counting:build",
+        model="models:counting",
         eval_data="eval.jsonl",
         labels=["ham", "spam"],
         batch_size="1000",

@@ -164,6 +164,27 @@ def _pair(key: str, value: Any) -> tuple[float, float]:
     return _threshold(f"{key}[0]", value[0]), _threshold(f"{key}[1]", value[1])
 
 
+def _max_gates(
+    key: str,
+    value: Any,
+    prefix: str,
+    default: tuple[str, ...],
+    allowed: tuple[str, ...] | None = None,
+) -> list[Gate]:
+    """``key=number`` (for the ``default`` metrics) or ``key={metric: number}``."""
+    if not isinstance(value, Mapping):
+        threshold = _threshold(key, value)
+        return [Gate(key, f"{prefix}.{m}", None, "<=", threshold) for m in default]
+    out = []
+    for metric, threshold in value.items():
+        if allowed is not None and metric not in allowed:
+            raise ConfigError(f"`{key}` takes metrics {list(allowed)}, but got {metric!r}")
+        out.append(
+            Gate(key, f"{prefix}.{metric}", None, "<=", _threshold(f"{key}[{metric!r}]", threshold))
+        )
+    return out
+
+
 def parse_gates(
     kwargs: Mapping[str, Any],
     labels: tuple[str, ...] | None = None,
@@ -193,46 +214,11 @@ def parse_gates(
             for name, (target, at) in _per_class(key, value, labels, _pair):
                 gates.append(Gate(key, TRADE_OFF_GATES[key], name, ">=", target, at))
         elif key == "max_train_test_gap":
-            if isinstance(value, Mapping):
-                for metric, threshold in value.items():
-                    if metric not in GAP_METRICS:
-                        raise ConfigError(
-                            f"`max_train_test_gap` takes metrics {list(GAP_METRICS)}, "
-                            f"but got {metric!r}"
-                        )
-                    gates.append(
-                        Gate(
-                            key,
-                            f"train_test_gap.{metric}",
-                            None,
-                            "<=",
-                            _threshold(f"max_train_test_gap[{metric!r}]", threshold),
-                        )
-                    )
-            else:
-                threshold = _threshold(key, value)
-                gates.extend(
-                    Gate(key, f"train_test_gap.{m}", None, "<=", threshold)
-                    for m in ("accuracy", "macro_f1")
-                )
+            gates.extend(
+                _max_gates(key, value, "train_test_gap", ("accuracy", "macro_f1"), GAP_METRICS)
+            )
         elif key == "max_regression":
-            if isinstance(value, Mapping):
-                for metric, allowed in value.items():
-                    gates.append(
-                        Gate(
-                            key,
-                            f"regression.{metric}",
-                            None,
-                            "<=",
-                            _threshold(f"max_regression[{metric!r}]", allowed),
-                        )
-                    )
-            else:
-                allowed = _threshold(key, value)
-                gates.extend(
-                    Gate(key, f"regression.{m}", None, "<=", allowed)
-                    for m in ("accuracy", "macro_f1", "recall")
-                )
+            gates.extend(_max_gates(key, value, "regression", ("accuracy", "macro_f1", "recall")))
         elif key in FINDING_GATES:
             if not isinstance(value, bool):
                 raise ConfigError(f"Expected `{key}` to be True or False, but got {value!r}")
