@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import rule_records
 
 GATED = """
@@ -152,3 +154,57 @@ def test_fixture_override_in_conftest(project):
             seqgate.check(min_accuracy=1.0)
     """)
     project.run().assert_outcomes(passed=1)
+
+
+def test_paradox_fails_a_gate_that_only_asks_for_accuracy(project):
+    # 1,950 ham all right; 50 spam of which 6 are found (FirstToken: odd first id = spam).
+    records = [{"tokens": [2 * (i % 20) + 2, 5], "label": "ham"} for i in range(1950)]
+    records += [{"tokens": [3 if i < 6 else 4, 7, i % 9 + 1], "label": "spam"} for i in range(50)]
+    project.data(records)
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test("""
+        import pytest
+
+        @pytest.mark.seqgate(min_accuracy=0.9)
+        def test_accuracy_only():
+            pass
+    """)
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*accuracy_paradox*spam*absent*present*accuracy 97.8% hides recall 12.0% on 'spam' "
+            "(2.5% of samples): a model that always answers 'ham' scores 97.5%*"
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "caught"), [("models:Unpacked", True), ("models:build_gru", False)]
+)
+def test_padding_check_catches_an_unpacked_gru(project, model, caught):
+    project.data(rule_records(200))
+    project.ini(
+        model=model,
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        report="r.json",
+        batch_size="16",
+    )
+    project.test("""
+        import pytest
+
+        @pytest.mark.seqgate(min_accuracy=0.0, fail_on_paradox=False)
+        def test_gate():
+            pass
+    """)
+    result = project.run()
+    report = json.loads((project.path / "r.json").read_text())["evaluations"][0]
+    found = [f for f in report["findings"] if f["kind"] == "padding_sensitivity"]
+    assert bool(found) is caught
+    if caught:
+        result.assert_outcomes(failed=1)
+        assert "padding changes the model's output for" in found[0]["message"]
+        assert found[0]["sampled"] == 64
+    else:
+        result.assert_outcomes(passed=1)
