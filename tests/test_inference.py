@@ -185,3 +185,27 @@ def test_evaluate_end_to_end_in_a_script() -> None:
     assert ev.n_samples == 300 and ev.labels == ("0", "1", "2")
     manual = torch.bincount(data.labels * 3 + alone(model, data), minlength=9).reshape(3, 3)
     assert torch.equal(ev.metrics.confusion_matrix, manual)
+
+
+def test_bf16_autocast_agrees_with_fp32_and_is_recorded() -> None:
+    from pytest_seqgate.report import report_json
+
+    class Mlp(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.embedding = nn.EmbeddingBag(100, 32, padding_idx=0)
+            self.head = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 3))
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.head(self.embedding(tokens))
+
+    model = Mlp().eval()
+    data = random_data(2000)
+    fp32 = evaluate(model, data, Settings(padding_check=0, bootstrap=0))
+    bf16 = evaluate(model, data, Settings(padding_check=0, bootstrap=0, precision="bf16"))
+    agree = (fp32.predictions.predictions == bf16.predictions.predictions).double().mean()
+    assert agree >= 0.995
+    assert report_json([bf16])["evaluations"][0]["precision"] == "bf16"
+    with pytest.raises(ConfigError, match="expected fp32, bf16 or fp16"):
+        Settings.from_dict(".", precision="fp8")

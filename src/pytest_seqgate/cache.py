@@ -36,6 +36,7 @@ PREDICTION_SETTINGS = (
     "train_sample",
     "seed",
     "padding_check",
+    "precision",
     "threshold",
 )
 

@@ -62,6 +62,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("tokenizer", "pkg.module:callable mapping a text to a list of token ids"),
     Option("device", "auto (default), cpu, cuda, cuda:N or mps", default="auto"),
     Option("batch_size", "sequences per batch (default 64)", "int", 64),
+    Option("precision", "fp32 (default), bf16 or fp16: autocast the forward pass", default="fp32"),
     Option("report", "report file(s); the suffix picks the format: .json .md .html", "paths", ()),
     Option("baseline", "a stored JSON report (or saved baseline) to compare against"),
     Option(
@@ -232,6 +233,7 @@ class Settings:
     tokenizer: str | None = None
     device: str = "auto"
     batch_size: int = 64
+    precision: str = "fp32"
     report: tuple[Path, ...] = ()
     baseline: str | None = None
     save_baseline: str | None = None
@@ -324,6 +326,11 @@ class Settings:
             raise ConfigError(
                 f"{self.source('device')}: expected auto, cpu, cuda, cuda:N or mps, "
                 f"but got {self.device!r}"
+            )
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(
+                f"{self.source('precision')}: expected fp32, bf16 or fp16, but got "
+                f"{self.precision!r}"
             )
         if self.batch_size < 1:
             raise ConfigError(

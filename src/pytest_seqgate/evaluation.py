@@ -150,6 +150,7 @@ class Evaluation:
     seconds: float = 0.0
     confidence: float = 0.95
     device_note: str = ""
+    precision: str = "fp32"
     lengths: Tensor | None = None
     metadata: dict[str, list[Any]] = field(default_factory=dict)
     slices: list[SliceResult] = field(default_factory=list)
@@ -294,7 +295,16 @@ def evaluate(
 
     def predict_part(data: SequenceData, index: Tensor, classes: int | None) -> Predictions:
         part = data if index.numel() == len(data) else data.subset(index)
-        return predict(model, part, device, settings.batch_size, classes, forward, progress)
+        return predict(
+            model,
+            part,
+            device,
+            settings.batch_size,
+            classes,
+            forward,
+            progress,
+            settings.precision,
+        )
 
     def run_eval(index: Tensor) -> dict[str, Tensor]:
         p = predict_part(eval_data, index, num_classes)
@@ -348,6 +358,7 @@ def evaluate(
         gate_on=settings.gate_on,
         min_support=settings.min_support,
     )
+    evaluation.precision = settings.precision
     if settings.device == "auto" and device.type == "cpu":
         evaluation.device_note = "auto: no CUDA device, ran on the CPU"
     evaluation.lengths = eval_data.lengths
@@ -362,7 +373,11 @@ def evaluate(
             "alone",
             lambda: sharded(
                 sample.numel(),
-                lambda i: {"scores": scores_alone(model, eval_data, sample[i], device, forward)},
+                lambda i: {
+                    "scores": scores_alone(
+                        model, eval_data, sample[i], device, forward, settings.precision
+                    )
+                },
             ),
         )["scores"]
         evaluation.findings.extend(

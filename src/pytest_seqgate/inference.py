@@ -79,6 +79,18 @@ def calling_convention(model: nn.Module) -> str:
     return "plain"
 
 
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """``torch.autocast`` for bf16/fp16, a no-op context for fp32."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST[precision])
+
+
 def call_model(model: nn.Module, batch: Batch, convention: str) -> Any:
     if convention == "lengths":
         return model(batch.inputs, batch.lengths)
@@ -184,6 +196,7 @@ def scores_alone(
     index: Tensor,
     device: torch.device,
     forward: ForwardHook | None = None,
+    precision: str = "fp32",
 ) -> Tensor:
     """Class probabilities of the sequences ``index`` with no padding at all.
 
@@ -197,9 +210,10 @@ def scores_alone(
         for length in torch.unique(lengths).tolist():
             rows = torch.nonzero(lengths == length).reshape(-1)
             batch = collate(data, index[rows]).to(device)
-            output = forward(model, batch) if forward is not None else None
-            if output is None:
-                output = call_model(model, batch, convention)
+            with autocast(device, precision):
+                output = forward(model, batch) if forward is not None else None
+                if output is None:
+                    output = call_model(model, batch, convention)
             probs = _probabilities(logits_of(output).float().reshape(rows.numel(), -1)).cpu()
             if out.shape[1] == 0:
                 out = torch.empty(index.numel(), probs.shape[1])
@@ -223,6 +237,7 @@ def predict(
     num_classes: int | None = None,
     forward: ForwardHook | None = None,
     progress: Progress | None = None,
+    precision: str = "fp32",
 ) -> Predictions:
     """Run the model once over ``data``; predictions come back in dataset order.
 
@@ -257,9 +272,10 @@ def predict(
             hashes[index] = hash_padded(host_batch.inputs, host_batch.lengths, weights, table)
             batch = host_batch if on_cpu else host_batch.to(device, non_blocking=pin)
             try:
-                output = forward(model, batch) if forward is not None else None
-                if output is None:
-                    output = call_model(model, batch, convention)
+                with autocast(device, precision):
+                    output = forward(model, batch) if forward is not None else None
+                    if output is None:
+                        output = call_model(model, batch, convention)
             except Exception as exc:
                 if _is_oom(exc):
                     if index.numel() == 1:

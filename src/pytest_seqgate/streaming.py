@@ -104,7 +104,16 @@ def stream_eval(
     ):
         kind = chunk.kind
         width = chunk.values.shape[1] if chunk.values.dim() == 2 else 0
-        p = predict(model, chunk, device, settings.batch_size, len(settings.labels), forward)
+        p = predict(
+            model,
+            chunk,
+            device,
+            settings.batch_size,
+            len(settings.labels),
+            forward,
+            None,
+            settings.precision,
+        )
         batch_size = min(batch_size, p.batch_size)
         columns["predictions"].append(p.predictions.to(torch.int16))
         columns["targets"].append(chunk.labels.to(torch.int16))
@@ -118,7 +127,7 @@ def stream_eval(
             metadata[key].extend(chunk.metadata.get(key, [None] * len(chunk)))
         here = sample[(sample >= offset) & (sample < offset + len(chunk))]
         if here.numel():
-            scores = scores_alone(model, chunk, here - offset, device, forward)
+            scores = scores_alone(model, chunk, here - offset, device, forward, settings.precision)
             alone = scores if alone.numel() == 0 else torch.cat([alone, scores])
         offset += len(chunk)
     if offset == 0:
