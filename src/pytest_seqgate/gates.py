@@ -430,23 +430,15 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
             value, note, extra = _trade_off(scope, gate)
         else:
             value, note = scope.gate_value(gate.metric, gate.class_name), ""
-        if value is None and gate.metric.startswith("regression.") and scope.comparison is None:
+        if value is None or math.isnan(value):
             # Without a baseline there is nothing to regress from: the run that saves the
             # baseline on the main branch runs the same gates and must not fail them.
-            results.append(
-                GateResult(
-                    test,
-                    gate.metric,
-                    gate.class_name,
-                    gate.op,
-                    gate.threshold,
-                    None,
-                    True,
-                    "no baseline configured (seqgate_baseline): not compared",
-                )
+            no_baseline = gate.metric.startswith("regression.") and scope.comparison is None
+            reason = (
+                "no baseline configured (seqgate_baseline): not compared"
+                if no_baseline
+                else _undefined_reason(gate.metric, gate.class_name) + where
             )
-            continue
-        if value is None or math.isnan(value):
             results.append(
                 GateResult(
                     test,
@@ -455,8 +447,8 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
                     gate.op,
                     gate.threshold,
                     None,
-                    False,
-                    _undefined_reason(gate.metric, gate.class_name) + where,
+                    no_baseline,
+                    reason,
                 )
             )
             continue
