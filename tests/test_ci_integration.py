@@ -101,3 +101,17 @@ def test_progress_only_when_asked_off_a_tty(configured):
     assert "sequences" not in configured.run().stdout.str().split("seqgate report")[0]
     shown = configured.run("--seqgate-progress").stdout.str()
     assert "seqgate: 200/200 sequences" in shown
+
+
+def test_gate_lines_on_the_command_line_keep_their_commas(project):
+    project.data(rule_records(200, missed={1: 30}))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    result = project.run(
+        "-v",
+        "--seqgate-gates",
+        "recall[spam] >= 0.9; xfail: weak, see #3",
+        "--seqgate-gates",
+        "macro_f1 >= 0.8",
+    )
+    result.assert_outcomes(passed=1, xfailed=1)
+    assert_lines(result.stdout.str(), "seqgate::recall[spam] XFAIL (weak, see #3)*")

@@ -132,3 +132,20 @@ def test_batch_hashes_equal_flat_hashes() -> None:
     feats = SequenceData.from_sequences([torch.randn(3, 4), torch.randn(1, 4)], [0, 1])
     fb = collate(feats, torch.arange(2))
     assert hash_padded(fb.inputs, fb.lengths, *tables).tolist() == feats.content_hashes().tolist()
+
+
+def test_train_gap_gate_on_a_slice_reads_the_whole_set() -> None:
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.gates import check
+
+    class Parity(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
+
+    data = SequenceData.from_sequences(
+        [[i % 2 + 2] * (i % 5 + 1) for i in range(60)], [i % 2 for i in range(60)]
+    )
+    ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0), train_data=data)
+    results = check(ev, parse_gates({"max_train_test_gap": 0.1, "slice": "length>=3"}), "t")
+    assert [r.value for r in results] == [0.0, 0.0] and all(r.passed for r in results)

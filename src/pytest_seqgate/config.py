@@ -28,7 +28,7 @@ class Option:
 
     name: str
     help: str
-    kind: str = "str"  # str | int | float | bool | list | paths
+    kind: str = "str"  # str | int | float | bool | list | lines | paths
     default: Any = None
 
     @property
@@ -41,7 +41,7 @@ class Option:
 
     @property
     def ini_type(self) -> str | None:
-        return "linelist" if self.kind in ("list", "paths") else None
+        return "linelist" if self.kind in ("list", "lines", "paths") else None
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -135,7 +135,7 @@ OPTIONS: tuple[Option, ...] = (
         "gates",
         "gates as test items, one per line, e.g. 'recall[spam] >= 0.9' or "
         "'macro_f1 >= 0.85'; end a line with '; xfail: reason' for a known-weak class",
-        "list",
+        "lines",
     ),
     Option("slice_by", "record keys to slice metrics by (ini: one per line; CLI: commas)", "list"),
     Option(
@@ -200,6 +200,8 @@ def cli_type(option: Option) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(
                 f"expected {option.kind} for {option.flag}, but got {text!r}"
             ) from None
+        if option.kind == "lines":  # whole lines, commas included; the flag repeats
+            return [text.strip()]
         if option.kind in ("list", "paths"):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
@@ -420,9 +422,9 @@ def is_import_path(value: str) -> bool:
 
 
 def _convert(option: Option, raw: Any, source: str) -> Any:
-    if option.kind in ("list", "paths"):
-        # Gate lines may hold commas (an xfail reason); every other list splits on them.
-        items = _split_lines(raw, commas=option.name != "gates")
+    if option.kind in ("list", "lines", "paths"):
+        # A "lines" value (a gate with an xfail reason) may hold commas; lists split on them.
+        items = _split_lines(raw, commas=option.kind != "lines")
         if option.kind == "paths":
             return tuple(Path(item) for item in items)
         return tuple(items) if items else None

@@ -64,6 +64,7 @@ OTHER_KEYS = (
 )
 KNOWN_KEYS = (*SUMMARY_GATES, *MAX_GATES, *PER_CLASS_GATES, *TRADE_OFF_GATES, *OTHER_KEYS)
 UNDERPOWERED_WIDTH = 0.1
+WHOLE_SET_METRICS = ("regression.", "train_test_gap.")
 
 HINT = (
     "What to do: if the model got worse, fix it before merging; if a threshold is wrong, "
@@ -83,6 +84,28 @@ class Gate:
     op: str  # ">=" | "<="
     threshold: float
     param: float | None = None
+
+    def result(
+        self,
+        test: str,
+        value: float | None,
+        passed: bool,
+        reason: str = "",
+        bound: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> GateResult:
+        return GateResult(
+            test,
+            self.metric,
+            self.class_name,
+            self.op,
+            self.threshold,
+            value,
+            passed,
+            reason,
+            bound,
+            extra or {},
+        )
 
 
 @dataclass(frozen=True)
@@ -429,28 +452,21 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
         if gate.metric in TRADE_OFF_GATES.values():
             value, note, extra = _trade_off(scope, gate)
         else:
-            value, note = scope.gate_value(gate.metric, gate.class_name), ""
+            # A train/test gap or a regression is a property of the whole eval set, so a
+            # slice does not change it.
+            whole = gate.metric.startswith(WHOLE_SET_METRICS)
+            value = (evaluation if whole else scope).gate_value(gate.metric, gate.class_name)
+            note = ""
         if value is None or math.isnan(value):
             # Without a baseline there is nothing to regress from: the run that saves the
             # baseline on the main branch runs the same gates and must not fail them.
-            no_baseline = gate.metric.startswith("regression.") and scope.comparison is None
+            no_baseline = gate.metric.startswith("regression.") and evaluation.comparison is None
             reason = (
                 "no baseline configured (seqgate_baseline): not compared"
                 if no_baseline
                 else _undefined_reason(gate.metric, gate.class_name) + where
             )
-            results.append(
-                GateResult(
-                    test,
-                    gate.metric,
-                    gate.class_name,
-                    gate.op,
-                    gate.threshold,
-                    None,
-                    no_baseline,
-                    reason,
-                )
-            )
+            results.append(gate.result(test, None, no_baseline, reason))
             continue
         class_index = scope.labels.index(gate.class_name) if gate.class_name else None
         interval = scope.uncertainty.interval(gate.metric, class_index, level)
@@ -492,63 +508,23 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
                     ),
                 )
         results.append(
-            GateResult(
-                test,
-                gate.metric,
-                gate.class_name,
-                gate.op,
-                gate.threshold,
-                value,
-                passed,
-                "; ".join(r for r in reasons if r),
-                bound,
-                extra,
-            )
+            gate.result(test, value, passed, "; ".join(r for r in reasons if r), bound, extra)
         )
     for kind in spec.fail_on:
         for finding in evaluation.findings_of(kind):
-            results.append(
-                GateResult(
-                    test,
-                    kind,
-                    finding.data.get("class"),
-                    "absent",
-                    0.0,
-                    None,
-                    False,
-                    finding.message,
-                )
-            )
+            gate = Gate(kind, kind, finding.data.get("class"), "absent", 0.0)
+            results.append(gate.result(test, None, False, finding.message))
     if spec.max_leakage is not None:
+        gate = Gate("max_leakage", "leakage", None, "<=", spec.max_leakage)
         leaked = evaluation.findings_of("leakage")
         # Exact and near copies are disjoint sets of eval sequences, so fractions add.
         fraction = sum(float(f.data["fraction"]) for f in leaked)
         if evaluation.train_metrics is None:
-            results.append(
-                GateResult(
-                    test,
-                    "leakage",
-                    None,
-                    "<=",
-                    spec.max_leakage,
-                    None,
-                    False,
-                    "undefined: no training set (set seqgate_train_data)",
-                )
-            )
+            reason = "undefined: no training set (set seqgate_train_data)"
+            results.append(gate.result(test, None, False, reason))
         else:
-            results.append(
-                GateResult(
-                    test,
-                    "leakage",
-                    None,
-                    "<=",
-                    spec.max_leakage,
-                    fraction,
-                    fraction <= spec.max_leakage,
-                    " ".join(f.message for f in leaked),
-                )
-            )
+            reason = " ".join(f.message for f in leaked)
+            results.append(gate.result(test, fraction, fraction <= spec.max_leakage, reason))
     return results
 
 

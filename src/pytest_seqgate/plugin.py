@@ -52,7 +52,7 @@ class SessionState:
     def _lookup(self, option: Option) -> tuple[Any, str] | None:
         cli = self.config.getoption(option.ini, None)
         if cli not in (None, [], ""):
-            if option.kind == "paths":
+            if option.kind in ("paths", "lines"):
                 cli = [p for group in cli for p in group]
             return cli, option.flag
         ini = self.config.getini(option.ini)
@@ -265,14 +265,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 default=None,
                 help=option.help,
             )
-        elif option.kind == "paths":
+        elif option.kind in ("paths", "lines"):
             group.addoption(
                 option.flag,
                 dest=option.ini,
                 action="append",
                 type=cli_type(option),
                 default=None,
-                metavar="PATH",
+                metavar="PATH" if option.kind == "paths" else "LINE",
                 help=option.help + " (repeatable)",
             )
         else:
