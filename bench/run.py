@@ -46,6 +46,28 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
+def paired_times(
+    reference: Callable[[], object], candidate: Callable[[], object], repeats: int, inner: int = 1
+) -> tuple[float, float, float]:
+    """Median seconds of each, and the median of their per-round ratios.
+
+    The two are timed alternately, round after round, so a slow spell of a
+    shared machine hits both sides of a ratio instead of one; ``inner`` calls
+    per timing keep sub-millisecond calls above the timer's noise.
+    """
+    reference()
+    candidate()
+    ref_times, cand_times = [], []
+    for _ in range(repeats):
+        for fn, times in ((reference, ref_times), (candidate, cand_times)):
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times.append((time.perf_counter() - start) / inner)
+    ratios = [c / r for r, c in zip(ref_times, cand_times)]
+    return statistics.median(ref_times), statistics.median(cand_times), statistics.median(ratios)
+
+
 def table(rows: list[list[object]], headers: list[str]) -> str:
     from tabulate import tabulate
 
@@ -74,11 +96,9 @@ def bench_metrics(quick: bool, repeats: int) -> list[list[object]]:
             def ours() -> object:
                 return compute_metrics(confusion_matrix(y_true, y_pred, c)).values
 
-            # Sub-millisecond calls are timed in loops, so timer noise does not dominate.
             inner = max(1, 10**7 // (n * 10))
-            t_bare = median_time(lambda: [bare() for _ in range(inner)], repeats) / inner
-            t_ours = median_time(lambda: [ours() for _ in range(inner)], repeats) / inner
-            row: list[object] = [f"{n:.0e}", c, f"{t_ours * 1e3:.2f}", f"{t_ours / t_bare:.2f}"]
+            _, t_ours, ratio = paired_times(bare, ours, max(repeats, 15), inner)
+            row: list[object] = [f"{n:.0e}", c, f"{t_ours * 1e3:.2f}", f"{ratio:.2f}"]
             if n <= 10**6:
                 yt, yp = y_true.numpy(), y_pred.numpy()
                 sk_repeats = max(3, repeats // 2) if n == 10**6 else repeats
@@ -261,11 +281,8 @@ def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
         def plugin() -> object:
             return evaluate(model, data, settings)
 
-        t_hand = median_time(hand, repeats)
-        t_plugin = median_time(plugin, repeats)
-        rows.append(
-            [batch, n, f"{t_hand * 1e3:.1f}", f"{t_plugin * 1e3:.1f}", f"{t_plugin / t_hand:.2f}x"]
-        )
+        t_hand, t_plugin, ratio = paired_times(hand, plugin, max(repeats, 7))
+        rows.append([batch, n, f"{t_hand * 1e3:.1f}", f"{t_plugin * 1e3:.1f}", f"{ratio:.2f}x"])
     return rows
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pytest_seqgate.batching import collate, length_bucketed
+from pytest_seqgate.batching import Batch, BucketedBatches, collate, length_bucketed
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import accuracy_paradox, duplicates, leakage
 from pytest_seqgate.exceptions import ConfigError
@@ -122,16 +122,26 @@ def test_batch_hashes_equal_flat_hashes() -> None:
     data = SequenceData.from_sequences(seqs, [0] * len(seqs))
     index = torch.arange(len(seqs))
     batch = collate(data, index)
-    from pytest_seqgate.data import hash_padded, hash_tables
+    from pytest_seqgate.data import hash_padded, hash_tables, length_terms
 
-    tables = hash_tables(40)
-    assert (
-        hash_padded(batch.inputs, batch.lengths, *tables).tolist() == data.content_hashes().tolist()
-    )
+    weights, _ = hash_tables(40)
+
+    def batch_hashes(b: Batch) -> list[int]:
+        return (hash_padded(b.inputs, weights) + length_terms(b.lengths)).tolist()
+
+    assert batch_hashes(batch) == data.content_hashes().tolist()
     assert data.content_hashes()[-1] != data.content_hashes()[-2]
     feats = SequenceData.from_sequences([torch.randn(3, 4), torch.randn(1, 4)], [0, 1])
-    fb = collate(feats, torch.arange(2))
-    assert hash_padded(fb.inputs, fb.lengths, *tables).tolist() == feats.content_hashes().tolist()
+    assert batch_hashes(collate(feats, torch.arange(2))) == feats.content_hashes().tolist()
+    # The sorted pass of inference pads the same way and hashes the same.
+    sorted_pass = BucketedBatches(data)
+    parts = [sorted_pass.batch(a, b) for a, b in sorted_pass.ranges(7)]
+    run_order = torch.cat([p.index for p in parts])
+    assert torch.equal(run_order, sorted_pass.order)
+    hashes = [h for p in parts for h in batch_hashes(p)]
+    assert hashes == data.content_hashes()[run_order].tolist()
+    for p in parts:
+        assert torch.equal(p.inputs, collate(data, p.index).inputs)
 
 
 def test_train_gap_gate_on_a_slice_reads_the_whole_set() -> None:
@@ -149,3 +159,16 @@ def test_train_gap_gate_on_a_slice_reads_the_whole_set() -> None:
     ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0), train_data=data)
     results = check(ev, parse_gates({"max_train_test_gap": 0.1, "slice": "length>=3"}), "t")
     assert [r.value for r in results] == [0.0, 0.0] and all(r.passed for r in results)
+
+
+def test_integer_quartiles_equal_torch_quantile() -> None:
+    """The histogram quartiles behind the length slices are torch.quantile's, bit for bit."""
+    from pytest_seqgate.diagnostics import integer_quartiles
+
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    for _ in range(500):
+        n = int(torch.randint(1, 80, (1,), generator=gen))
+        top = int(torch.randint(1, 600, (1,), generator=gen))
+        values = torch.randint(0, top, (n,), generator=gen)
+        assert torch.equal(integer_quartiles(values), torch.quantile(values.double(), probs))

@@ -8,6 +8,7 @@ sequences whose lengths are skewed (see bench/).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -18,44 +19,102 @@ from pytest_seqgate.data import SequenceData
 @dataclass
 class Batch:
     """Right-padded inputs ``[B, T]`` (or ``[B, T, F]``), lengths ``[B]`` on the CPU
-    (pack_padded_sequence wants them there), a mask ``[B, T]`` with 1 on real steps,
-    and ``index``: the dataset positions of the rows."""
+    (pack_padded_sequence wants them there), ``index``: the dataset positions of
+    the rows, and ``padding``: True on padded steps. The int64 ``attention_mask``
+    (1 on real steps) is derived on first use: most models never ask for it.
+    """
 
     inputs: Tensor
     lengths: Tensor
-    attention_mask: Tensor
     index: Tensor
+    padding: Tensor
+
+    @cached_property
+    def attention_mask(self) -> Tensor:
+        return self.padding.logical_not().to(torch.int64)
 
     def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
         return Batch(
             self.inputs.to(device, non_blocking=non_blocking),
             self.lengths,
-            self.attention_mask.to(device, non_blocking=non_blocking),
             self.index,
+            self.padding.to(device, non_blocking=non_blocking),
         )
 
 
+def length_order(lengths: Tensor) -> Tensor:
+    """Dataset indices longest first; ties keep dataset order (stable).
+
+    An ascending stable sort of the negated int32 lengths: the same order as a
+    descending int64 sort, and four times faster on the CPU.
+    """
+    return torch.sort(lengths.to(torch.int32).neg_(), stable=True).indices
+
+
 def length_bucketed(lengths: Tensor, batch_size: int) -> list[Tensor]:
-    """Dataset indices in batches, longest first; ties keep dataset order (stable)."""
-    order = torch.sort(lengths, descending=True, stable=True).indices
-    return list(order.split(batch_size))
+    """Dataset indices in batches of :func:`length_order`."""
+    return list(length_order(lengths).split(batch_size))
 
 
 def collate(data: SequenceData, index: Tensor, pin_memory: bool = False) -> Batch:
-    """Pad the sequences ``index`` to their own longest length, with gathers only."""
-    lengths = data.lengths[index]
-    width = int(lengths.max())
-    steps = torch.arange(width, dtype=torch.int64)
-    mask = steps.unsqueeze(0) < lengths.unsqueeze(1)
-    positions = (data.offsets[index].unsqueeze(1) + steps.unsqueeze(0)).clamp_max(
-        max(data.values.shape[0] - 1, 0)
-    )
-    gathered = data.values[positions]
-    # where(), not a product: a negative feature times 0 is -0.0, which is not zero bits.
-    keep = mask.unsqueeze(-1) if gathered.dim() == 3 else mask
-    inputs = torch.where(keep, gathered, torch.zeros((), dtype=gathered.dtype))
-    attention_mask = mask.to(torch.int64)
+    """Pad the sequences ``index`` to their own longest length, with one gather."""
+    lengths = data.lengths.index_select(0, index)
+    width = int(lengths.max()) if index.numel() else 0
+    offsets = data.offsets.index_select(0, index)
+    return _pad(data, index, lengths, offsets, torch.arange(width), pin_memory)
+
+
+class BucketedBatches:
+    """The length-sorted pass of inference: batch ``k`` is a run of rows of one
+    permutation, so its lengths and offsets are slices (views) of arrays
+    gathered once, and its width is its first length. That leaves a handful
+    of tensor ops per batch, which is the whole per-batch cost of a small model.
+    """
+
+    def __init__(self, data: SequenceData) -> None:
+        self.data = data
+        self.order = length_order(data.lengths)
+        self.lengths = data.lengths.index_select(0, self.order)
+        self.offsets = data.offsets.index_select(0, self.order)
+        self.widths = self.lengths.tolist()
+        self.steps = torch.arange(self.widths[0] if self.widths else 0)
+
+    def ranges(self, batch_size: int) -> list[tuple[int, int]]:
+        n = len(self.data)
+        return [(start, min(n, start + batch_size)) for start in range(0, n, batch_size)]
+
+    def batch(self, start: int, stop: int, pin_memory: bool = False) -> Batch:
+        return _pad(
+            self.data,
+            self.order[start:stop],
+            self.lengths[start:stop],
+            self.offsets[start:stop],
+            self.steps[: self.widths[start]],
+            pin_memory,
+        )
+
+
+def _pad(
+    data: SequenceData,
+    index: Tensor,
+    lengths: Tensor,
+    offsets: Tensor,
+    steps: Tensor,
+    pin_memory: bool,
+) -> Batch:
+    """Right-pad the sequences starting at ``offsets`` to ``steps.numel()`` steps.
+
+    ``index_select`` rather than tensor indexing, and in-place clamps and
+    fills: with small batches the cost of a batch is its count of tensor ops
+    more than its size.
+    """
+    padding = steps >= lengths.unsqueeze(1)
+    positions = offsets.unsqueeze(1) + steps
+    positions.clamp_max_(max(data.values.shape[0] - 1, 0))
+    inputs = data.values.index_select(0, positions.view(-1))
+    inputs = inputs.view(*positions.shape, *data.values.shape[1:])
+    # A fill, not a product: a negative feature times 0 is -0.0, which is not zero bits.
+    inputs.masked_fill_(padding.unsqueeze(-1) if inputs.dim() == 3 else padding, 0)
     if pin_memory:
         inputs = inputs.pin_memory()
-        attention_mask = attention_mask.pin_memory()
-    return Batch(inputs, lengths, attention_mask, index)
+    return Batch(inputs, lengths, index, padding)

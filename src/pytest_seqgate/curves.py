@@ -41,38 +41,65 @@ def _group_ends(sorted_scores: Tensor) -> Tensor:
     return ends
 
 
-def _previous(values_at_ends: Tensor) -> Tensor:
-    """For nondecreasing cumulative counts masked to group ends (0 elsewhere): the
-    value at the previous group end, via a shifted running maximum."""
-    shifted = torch.zeros_like(values_at_ends)
-    shifted[1:] = values_at_ends[:-1]
-    return torch.cummax(shifted, dim=0).values
+_SIGN_FREE = {torch.float32: (torch.int32, 0x7FFFFFFF), torch.float64: (torch.int64, (1 << 63) - 1)}
+
+
+def descending_keys(scores: Tensor) -> Tensor:
+    """Integers that sort ascending exactly as ``scores`` sort descending.
+
+    IEEE floats order like their bit patterns once the magnitude bits of the
+    negative ones are flipped; a bitwise not then reverses the order. PyTorch's
+    CPU sort is two to three times faster on these integers than on the floats,
+    and equal keys are exactly equal scores (-0.0 is first turned into 0.0).
+    """
+    floats = scores if scores.dtype in _SIGN_FREE else scores.to(torch.float32)
+    int_type, magnitude = _SIGN_FREE[floats.dtype]
+    bits = (floats + 0.0).view(int_type)
+    return torch.where(bits >= 0, bits, bits ^ magnitude).bitwise_not_()
 
 
 def ranking(scores: Tensor, targets: Tensor) -> Ranking:
-    """AP and ROC AUC one-vs-rest per class, equal to scikit-learn's."""
+    """AP and ROC AUC one-vs-rest per class, equal to scikit-learn's.
+
+    Each class's scores are sorted as integer keys, one contiguous row per
+    class; the curve points are the ends of runs of tied scores, compacted
+    with one ``nonzero``; per-class sums are one ``segment_reduce`` each.
+    """
     n, c = scores.shape
     ap = torch.full((c,), float("nan"), dtype=torch.float64)
     auc = torch.full((c,), float("nan"), dtype=torch.float64)
+    if n == 0:
+        return Ranking(ap, auc)
+    keys = descending_keys(scores.T.contiguous())
     for start in range(0, c, COLUMNS_PER_CHUNK):
-        cols = torch.arange(start, min(c, start + COLUMNS_PER_CHUNK))
-        sorted_scores, order = torch.sort(scores[:, cols], dim=0, descending=True, stable=True)
-        positive = (targets[order] == cols).to(torch.float64)
-        tps = torch.cumsum(positive, 0)
-        fps = torch.arange(1, n + 1, dtype=torch.float64).unsqueeze(1) - tps
-        ends = _group_ends(sorted_scores)
-        tps_end = torch.where(ends, tps, 0.0)
-        fps_end = torch.where(ends, fps, 0.0)
-        tps_prev = _previous(tps_end)
-        fps_prev = _previous(fps_end)
-        p = tps[-1]
-        neg = fps[-1]
-        precision = tps / (tps + fps)
-        ap_chunk = (torch.where(ends, (tps - tps_prev) * precision, 0.0)).sum(0) / p
-        area = torch.where(ends, (fps - fps_prev) * (tps + tps_prev) / 2, 0.0).sum(0)
-        auc_chunk = area / (p * neg)
-        ap[cols] = torch.where(p > 0, ap_chunk, float("nan"))
-        auc[cols] = torch.where((p > 0) & (neg > 0), auc_chunk, float("nan"))
+        stop = min(c, start + COLUMNS_PER_CHUNK)
+        k = stop - start
+        # One 1-D stable sort per class: the fast path of PyTorch's CPU sort.
+        runs = [torch.sort(keys[j], stable=True) for j in range(start, stop)]
+        sorted_keys = torch.stack([r.values for r in runs])
+        order = torch.stack([r.indices for r in runs])
+        positive = targets.take(order) == torch.arange(start, stop).unsqueeze(1)
+        tps = positive.cumsum(1, dtype=torch.float64)
+        ends = torch.ones(k, n, dtype=torch.bool)
+        torch.ne(sorted_keys[:, :-1], sorted_keys[:, 1:], out=ends[:, :-1])
+        # The thresholds, class by class: flat positions of the run ends, and
+        # cumulative true/false positives there and at the threshold before
+        # (0 before each class's first threshold).
+        counts = ends.sum(1)
+        flat = ends.view(-1).nonzero().squeeze(1)
+        tp = tps.view(-1).take(flat)
+        seen = flat.remainder(n).add_(1).to(torch.float64)
+        fp = seen - tp
+        first = torch.cumsum(counts, 0) - counts
+        tp_prev = tp.roll(1).index_fill_(0, first, 0.0)
+        fp_prev = fp.roll(1).index_fill_(0, first, 0.0)
+        # AP: recall steps times precision; AUC: trapezoids under the ROC curve.
+        ap_sum = torch.segment_reduce((tp - tp_prev) * tp / seen, "sum", lengths=counts)
+        area = torch.segment_reduce((fp - fp_prev) * (tp + tp_prev), "sum", lengths=counts) / 2
+        p = tps[:, -1]
+        neg = n - p
+        ap[start:stop] = torch.where(p > 0, ap_sum / p, float("nan"))
+        auc[start:stop] = torch.where((p > 0) & (neg > 0), area / (p * neg), float("nan"))
     return Ranking(ap, auc)
 
 

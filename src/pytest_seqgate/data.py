@@ -141,14 +141,22 @@ def hash_tables(max_length: int) -> tuple[Tensor, Tensor]:
     return weights, table + torch.arange(table.numel()) * _LENGTH_MIX
 
 
-def hash_padded(inputs: Tensor, lengths: Tensor, weights: Tensor, table: Tensor) -> Tensor:
-    """:meth:`SequenceData.content_hashes` of the rows of a right-padded batch.
+def hash_padded(inputs: Tensor, weights: Tensor, out: Tensor | None = None) -> Tensor:
+    """The position-weighted part of :meth:`SequenceData.content_hashes` for
+    each row of a right-padded batch; :func:`length_terms` adds the rest.
 
-    Padding is zero, so it adds nothing to the weighted sum; ``weights`` and
-    ``table`` come from :func:`hash_tables` for at least the batch's width.
+    Padding is zero, so it adds nothing to the weighted sum. A matrix-vector
+    product wraps like the elementwise sum (addition mod 2**64 is
+    associative), in one op that can write straight into ``out``.
     """
     steps = _fold_steps(inputs)
-    return (steps * weights[: steps.shape[1]]).sum(1) + table[lengths]
+    return torch.mv(steps, weights[: steps.shape[1]], out=out)
+
+
+def length_terms(lengths: Tensor) -> Tensor:
+    """The per-length term of :meth:`SequenceData.content_hashes`."""
+    _, table = hash_tables(int(lengths.max()) if lengths.numel() else 1)
+    return table.take(lengths)
 
 
 def _srl(x: Tensor, k: int) -> Tensor:

@@ -344,13 +344,26 @@ def slice_metrics(
     return out
 
 
+def integer_quartiles(values: Tensor) -> Tensor:
+    """``torch.quantile(values, [0.25, 0.5, 0.75])`` (linear interpolation) for
+    non-negative integers, from a histogram instead of a sort: the order
+    statistics come from a search in the cumulative counts."""
+    n = values.numel()
+    position = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64) * (n - 1)
+    below = position.floor()
+    ranks = torch.stack([below, position.ceil()]).to(torch.int64)
+    cumulative = torch.cumsum(torch.bincount(values), 0)
+    order_stats = torch.searchsorted(cumulative, ranks, right=True).to(torch.float64)
+    return torch.lerp(order_stats[0], order_stats[1], position - below)
+
+
 def length_slices(
     lengths: Tensor, targets: Tensor, predictions: Tensor, num_classes: int
 ) -> list[SliceResult]:
     """Quartiles of length; each slice is named by its edges, e.g. ``length 13-24``."""
     if lengths.numel() == 0:
         return []
-    q = torch.quantile(lengths.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    q = integer_quartiles(lengths)
     edges = torch.unique(q.floor().to(torch.int64))
     ids = torch.bucketize(lengths, edges, right=True)
     bounds = [int(lengths.min()), *[int(e) + 1 for e in edges.tolist()]]

@@ -107,24 +107,30 @@ def compute_metrics(cm: Tensor) -> Metrics:
     """Derive all metrics from a confusion matrix (any integer dtype).
 
     Per-class values stay C-wide tensors; every scalar comes from one small
-    matrix product (dot products of the marginals, the diagonal and F1) read
-    back in a single transfer, so the cost is a fixed couple of dozen ops
-    whatever the number of samples.
+    matrix product read back in a single transfer, so the cost is a fixed
+    score of cheap ops whatever the number of samples. The macro averages
+    skip undefined (NaN) classes as sums over "defined" masks in that same
+    product, because ``nanmean`` alone costs as much as the rest together.
     """
     c = cm.to(torch.float64)
     tp = c.diagonal()
     true = c.sum(1)
     pred = c.sum(0)
     # precision = TP / predicted, recall = TP / true, F1 = 2TP / (2TP + FP + FN)
-    per_class = torch.stack([tp, tp, tp + tp]) / torch.stack([pred, true, true + pred])
-    f1 = per_class[2]
-    rows = torch.stack([true, pred, torch.ones_like(true)])
-    gram = rows @ torch.stack([true, pred, tp, f1.nan_to_num()]).T
-    summary = torch.cat([gram.reshape(-1), per_class.nanmean(1), true.max().reshape(1)])
-    (tt, t_p, _, f1_num, _, pp, _, _, n, _, correct, _, macro_p, macro_r, macro_f1, largest) = (
-        summary.tolist()
-    )
+    den = torch.stack([pred, true, true + pred])
+    num = torch.stack([tp, tp, tp + tp])
+    per_class = num / den
+    # Rows of ``columns``: pred, true, true+pred; TP, TP, 2TP; P, R, F1 with NaN
+    # as 0; whether P, R, F1 are defined (a count clamped to 1). Their dot
+    # products with pred and true and their plain sums hold every scalar below.
+    columns = torch.cat([den, num, per_class.nan_to_num(), den.clamp(max=1)])
+    flat = torch.cat([(den[:2] @ columns.T).reshape(-1), columns.sum(1), true.max().reshape(1)])
+    scalars = flat.tolist()
+    pp, t_p, tt, f1_num = scalars[0], scalars[1], scalars[13], scalars[20]
+    n, correct = scalars[25], scalars[27]
+    sum_p, sum_r, sum_f1, def_p, def_r, def_f1, largest = scalars[30:]
     accuracy = _ratio(correct, n)
+    macro_p, macro_r, macro_f1 = _ratio(sum_p, def_p), _ratio(sum_r, def_r), _ratio(sum_f1, def_f1)
     # Weighted F1 as scikit-learn's _nanaverage: F1 is NaN only where a class has
     # no samples (weight 0), so the weights that remain sum to n; when n is 0
     # sklearn falls back to the plain mean of what is defined, the macro F1.
