@@ -79,6 +79,8 @@ def calling_convention(model: nn.Module) -> str:
     return "plain"
 
 
+PINNED_LIMIT = 256 * 2**20
+
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -327,8 +329,13 @@ def predict(
             if logits.dim() != 2:
                 logits = logits.reshape(rows, -1)
             if run_logits is None:
-                run_logits = torch.empty(n, logits.shape[1], dtype=torch.float32, pin_memory=pin)
-            run_logits[start:stop].copy_(logits, non_blocking=pin)
+                # Pinned host rows make the per-batch device-to-host copy asynchronous;
+                # past PINNED_LIMIT bytes pageable memory is kinder to the host.
+                pin_out = pin and n * logits.shape[1] * 4 <= PINNED_LIMIT
+                run_logits = torch.empty(
+                    n, logits.shape[1], dtype=torch.float32, pin_memory=pin_out
+                )
+            run_logits[start:stop].copy_(logits.float(), non_blocking=pin)
             if progress is not None:
                 progress(stop, n)
     assert run_logits is not None

@@ -99,6 +99,12 @@ class Metrics:
         return float(self.per_class[PER_CLASS_METRICS.index(metric), class_index])
 
 
+# [pred, true, TP] -> [pred, true, true + pred, TP, TP, 2 TP]
+_MIX = torch.tensor(
+    [[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [0, 0, 1], [0, 0, 2]], dtype=torch.float64
+)
+
+
 def _ratio(num: float, den: float) -> float:
     return num / den if den else math.nan
 
@@ -112,19 +118,18 @@ def compute_metrics(cm: Tensor) -> Metrics:
     skip undefined (NaN) classes as sums over "defined" masks in that same
     product, because ``nanmean`` alone costs as much as the rest together.
     """
-    c = cm.to(torch.float64)
-    tp = c.diagonal()
-    true = c.sum(1)
-    pred = c.sum(0)
-    # precision = TP / predicted, recall = TP / true, F1 = 2TP / (2TP + FP + FN)
-    den = torch.stack([pred, true, true + pred])
-    num = torch.stack([tp, tp, tp + tp])
-    per_class = num / den
+    # Marginals first, in the matrix's integer type: only 3 x C values are converted.
+    marginals = torch.stack([cm.sum(0), cm.sum(1), cm.diagonal()])
+    # One product gives the denominators (pred, true, true+pred) and numerators
+    # (TP, TP, 2TP) of precision, recall and F1 = 2TP / (2TP + FP + FN).
+    rows = _MIX @ marginals.to(torch.float64)
+    den = rows[:3]
+    per_class = rows[3:] / den
     # Rows of ``columns``: pred, true, true+pred; TP, TP, 2TP; P, R, F1 with NaN
     # as 0; whether P, R, F1 are defined (a count clamped to 1). Their dot
     # products with pred and true and their plain sums hold every scalar below.
-    columns = torch.cat([den, num, per_class.nan_to_num(), den.clamp(max=1)])
-    flat = torch.cat([(den[:2] @ columns.T).reshape(-1), columns.sum(1), true.max().reshape(1)])
+    columns = torch.cat([rows, per_class.nan_to_num(), den.clamp(max=1)])
+    flat = torch.cat([(den[:2] @ columns.T).reshape(-1), columns.sum(1), den[1].max().reshape(1)])
     scalars = flat.tolist()
     pp, t_p, tt, f1_num = scalars[0], scalars[1], scalars[13], scalars[20]
     n, correct = scalars[25], scalars[27]
@@ -155,7 +160,7 @@ def compute_metrics(cm: Tensor) -> Metrics:
         ],
         dtype=torch.float64,
     )
-    return Metrics(cm, per_class, cm.sum(1), values)
+    return Metrics(cm, per_class, marginals[1], values)
 
 
 def metrics_from_predictions(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Metrics:
