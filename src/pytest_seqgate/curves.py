@@ -114,12 +114,13 @@ class Curve:
 
 def pr_curve(scores: Tensor, positive: Tensor) -> Curve:
     """The precision-recall curve of one class's scores (``positive``: bool targets)."""
-    sorted_scores, order = torch.sort(scores, descending=True, stable=True)
-    tps = torch.cumsum(positive[order].to(torch.float64), 0)
+    sorted_keys, order = torch.sort(descending_keys(scores), stable=True)
+    tps = torch.cumsum(positive.take(order).to(torch.float64), 0)
     fps = torch.arange(1, scores.numel() + 1, dtype=torch.float64) - tps
-    ends = _group_ends(sorted_scores.unsqueeze(1)).squeeze(1)
+    ends = _group_ends(sorted_keys.unsqueeze(1)).squeeze(1)
     tps, fps = tps[ends], fps[ends]
-    return Curve(sorted_scores[ends], tps / (tps + fps), tps / tps[-1].clamp_min(1))
+    thresholds = scores.take(order[ends])
+    return Curve(thresholds, tps / (tps + fps), tps / tps[-1].clamp_min(1))
 
 
 def best_recall_at_precision(curve: Curve, min_precision: float) -> tuple[float, float | None]:

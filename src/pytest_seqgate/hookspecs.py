@@ -53,8 +53,10 @@ def pytest_seqgate_load_dataset(spec: str, role: str, settings: Settings) -> Any
 def pytest_seqgate_forward(model: Any, batch: Batch) -> Any:
     """Call a model whose forward takes something else; return its output, or None to pass.
 
-    ``batch`` has ``inputs`` ``[B, T]``, ``lengths`` ``[B]`` (CPU) and
-    ``attention_mask`` ``[B, T]``. Example, for a model that wants time-major input::
+    ``batch`` has ``inputs`` ``[B, T]``, ``lengths`` ``[B]`` (CPU), ``padding``
+    ``[B, T]`` (bool, True on padded steps), ``attention_mask`` ``[B, T]`` (int64,
+    1 on real steps, built on first use) and ``index`` (the rows' dataset
+    positions). Example, for a model that wants time-major input::
 
         def pytest_seqgate_forward(model, batch):
             return model(batch.inputs.t(), batch.lengths)
