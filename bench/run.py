@@ -382,10 +382,25 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
             with path.open() as handle:
                 return [json.loads(line) for line in handle]
 
+        import pytest_seqgate.loading as loading
+
+        def standard_library_only() -> object:
+            saved = loading.fast_loads
+            loading.fast_loads = lambda: None
+            try:
+                return read_jsonl(path)
+            finally:
+                loading.fast_loads = saved
+
         reps = repeats if quick else 5
-        t_bare = median_time(bare, reps, warmup=0)
-        t_ours = median_time(lambda: read_jsonl(path), reps, warmup=0)
-    return [[n, f"{n / t_ours:,.0f}", f"{n / t_bare:,.0f}", f"{t_bare / t_ours:.2f}"]]
+        rows = []
+        t_bare, t_json, ratio = paired_times(bare, standard_library_only, reps)
+        rows.append(["json", n, f"{n / t_json:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"])
+        if loading.fast_loads() is not None:
+            t_bare, t_fast, ratio = paired_times(bare, lambda: read_jsonl(path), reps)
+            fast_row = [f"{n / t_fast:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
+            rows.append(["orjson (extra 'fast')", n, *fast_row])
+    return rows
 
 
 def bench_streaming(quick: bool, repeats: int) -> list[list[object]]:
@@ -555,7 +570,13 @@ def main() -> None:
         ),
         "jsonl": (
             bench_jsonl,
-            ["records", "seqgate records/s", "bare json.loads records/s", "ratio (target >= 0.5)"],
+            [
+                "parser",
+                "records",
+                "seqgate records/s",
+                "bare json.loads records/s",
+                "ratio (target >= 0.5)",
+            ],
         ),
     }
     for name, (fn, headers) in sections.items():

@@ -34,6 +34,16 @@ def jsonl(*records: object) -> str:
     return "".join(json.dumps(r) + "\n" for r in records)
 
 
+@pytest.fixture(params=["orjson", "json"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the optional orjson parser and with the standard library alone."""
+    if request.param == "orjson":
+        pytest.importorskip("orjson")
+    else:
+        monkeypatch.setattr("pytest_seqgate.loading.fast_loads", lambda: None)
+    return str(request.param)
+
+
 def test_jsonl_tokens_names_and_metadata(tmp_path: Path) -> None:
     path = write(
         tmp_path / "e.jsonl",
@@ -98,7 +108,7 @@ def test_jsonl_features(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_jsonl_errors(tmp_path: Path, content: str, message: str) -> None:
+def test_jsonl_errors(tmp_path: Path, content: str, message: str, parser: str) -> None:
     path = write(tmp_path / "e.jsonl", content)
     with pytest.raises(DataError) as info:
         read_jsonl(path, display="e.jsonl")
@@ -114,7 +124,7 @@ def test_jsonl_label_not_in_labels(tmp_path: Path) -> None:
         read_jsonl(path, labels=("ham", "spam"), display="e.jsonl")
 
 
-def test_jsonl_bom_and_non_utf8(tmp_path: Path) -> None:
+def test_jsonl_bom_and_non_utf8(tmp_path: Path, parser: str) -> None:
     path = write(
         tmp_path / "b.jsonl", b"\xef\xbb\xbf" + jsonl({"tokens": [1], "label": 0}).encode()
     )
@@ -125,6 +135,34 @@ def test_jsonl_bom_and_non_utf8(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"n.jsonl:2: bytes that are not UTF-8"):
         read_jsonl(bad, display="n.jsonl")
+
+
+def test_jsonl_same_records_with_and_without_orjson(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines orjson rejects but json accepts (NaN, integers past 64 bits) read the same."""
+    pytest.importorskip("orjson")
+    text = (
+        jsonl({"tokens": [1, 2, 3], "label": "ham", "lang": "fr", "note": "caf\u00e9"})
+        + '{"tokens": [4], "label": "spam", "score": NaN, "id": 123456789012345678901234}\n'
+        + "\n"
+        + jsonl({"tokens": [5, 6], "label": "ham", "score": 0.1})
+    )
+    path = write(tmp_path / "m.jsonl", text)
+    fast = read_jsonl(path)
+    monkeypatch.setattr("pytest_seqgate.loading.fast_loads", lambda: None)
+    slow = read_jsonl(path)
+    for field in ("values", "offsets", "lengths", "labels", "line_numbers"):
+        assert torch.equal(getattr(fast, field), getattr(slow, field))
+    assert fast.label_names == slow.label_names == ("ham", "spam")
+    assert repr(fast.metadata) == repr(slow.metadata)
+    assert fast.metadata["id"][1] == 123456789012345678901234
+
+
+def test_truncated_last_line_names_it_with_either_parser(tmp_path: Path, parser: str) -> None:
+    path = write(tmp_path / "t.jsonl", jsonl({"tokens": [1], "label": 0}) + '{"tokens": [1')
+    with pytest.raises(DataError, match=r"t.jsonl:2: invalid JSON \(the last line: is the file"):
+        read_jsonl(path, display="t.jsonl")
 
 
 def test_csv_tokens_and_missing_columns(tmp_path: Path) -> None:

@@ -405,25 +405,50 @@ def _lines(path: Path, name: str) -> Iterable[tuple[int, str]]:
     yield from enumerate(text.splitlines(), start=1)
 
 
+def fast_loads() -> Callable[[bytes], Any] | None:
+    """``orjson.loads`` when the optional ``fast`` extra is installed, else None.
+
+    orjson parses the raw line bytes, with no decode step, about twice as fast as
+    the standard library (see bench/). A line it rejects is parsed again by
+    ``json``, which either accepts it (NaN, integers past 64 bits) or gives the
+    message the error names, so results and errors do not depend on the extra.
+    """
+    try:
+        orjson = importlib.import_module("orjson")
+    except ImportError:
+        return None
+    loads: Callable[[bytes], Any] = orjson.loads
+    return loads
+
+
 def iter_jsonl(path: Path, name: str) -> Iterator[tuple[int, Any]]:
     """(line number, record) for each non-blank line, reading one line at a time.
 
     A BOM on the first line is skipped; bytes that are not UTF-8 and a JSON error
     name the line (and a bad last line suggests a truncated file).
     """
-    loads = json.loads
+    fast = fast_loads()
+
+    def parse(raw: bytes, number: int, last: bool) -> Any:
+        if fast is not None:
+            try:
+                return fast(raw)
+            except ValueError:
+                pass  # json parses it the same way, or names the error
+        return _parse_line(raw, number, name, json.loads, last)
+
     with path.open("rb") as handle:
         pending: tuple[int, bytes] | None = None
         for number, raw in enumerate(handle, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             if pending is not None:
-                yield pending[0], _parse_line(pending[1], pending[0], name, loads, last=False)
+                yield pending[0], parse(pending[1], pending[0], last=False)
                 pending = None
             if raw.strip():
                 pending = (number, raw)
         if pending is not None:
-            yield pending[0], _parse_line(pending[1], pending[0], name, loads, last=True)
+            yield pending[0], parse(pending[1], pending[0], last=True)
 
 
 def _parse_line(raw: bytes, number: int, name: str, loads: Callable[[str], Any], last: bool) -> Any:
