@@ -1,9 +1,9 @@
 """Confusion matrix -> every count-based metric, in a few tensor ops.
 
-The confusion matrix is the sufficient statistic: it comes from one
-``torch.bincount`` pass over the predictions, and everything else is derived
-from the C x C counts. Shards of an evaluation therefore merge by adding
-matrices, and the cost beyond the bincount does not grow with the data.
+The confusion matrix is the sufficient statistic: it comes from one counting
+pass over the predictions, and everything else is derived from the C x C
+counts. Shards of an evaluation therefore merge by adding matrices, and the
+cost beyond the count does not grow with the data.
 
 Semantics follow scikit-learn with ``zero_division=np.nan``: a ratio whose
 denominator is zero is NaN ("undefined"), averages skip NaN, and plain float
@@ -68,7 +68,7 @@ class Metrics:
     ``per_class`` is float64 ``[3, C]`` (precision, recall, F1; NaN =
     undefined); ``values`` is float64 ``[len(SUMMARY_METRICS)]``. Keeping them
     stacked keeps the derivation to a couple of dozen tensor ops, which is
-    what lets the whole computation stay within a bincount's cost.
+    what keeps the whole computation close to the cost of the count itself.
     """
 
     confusion_matrix: Tensor
