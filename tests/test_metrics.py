@@ -107,6 +107,28 @@ def test_undefined_precision_is_nan_and_macro_skips_it() -> None:
 def test_out_of_range_prediction_is_an_error() -> None:
     with pytest.raises(ValueError, match="outside"):
         confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 2]), 2)
+    # Past the first 64k-key chunk of the count, and negative: the same error.
+    y = torch.zeros(70_000, dtype=torch.int64)
+    for bad in (5, -1):
+        y_pred = y.clone()
+        y_pred[69_999] = bad
+        with pytest.raises(ValueError, match=r"outside \[0, 2\): cell keys span"):
+            confusion_matrix(y, y_pred, 2)
+
+
+def test_confusion_matrix_counts_across_chunks() -> None:
+    """The count runs 64k keys at a time; sizes around the chunk edges count every key."""
+    gen = torch.Generator().manual_seed(11)
+    for n in (0, 1, 65_535, 65_536, 65_537, 3 * 65_536 + 17):
+        y_true = torch.randint(0, 7, (n,), generator=gen)
+        y_pred = torch.randint(0, 7, (n,), generator=gen)
+        expected = torch.bincount(y_true * 7 + y_pred, minlength=49).reshape(7, 7)
+        assert torch.equal(confusion_matrix(y_true, y_pred, 7), expected), n
+        if n:
+            np.testing.assert_array_equal(
+                confusion_matrix(y_true, y_pred, 7).numpy(),
+                sk.confusion_matrix(y_true.numpy(), y_pred.numpy(), labels=list(range(7))),
+            )
 
 
 def test_shards_merge_by_adding_matrices() -> None:

@@ -211,3 +211,21 @@ def test_min_support_says_how_many_samples_would_do(project):
         "support the claim; at the observed 0.950, about * samples would put the 95% "
         "lower bound above 0.9*",
     )
+
+
+def test_descending_keys_sort_like_the_floats() -> None:
+    """Integer keys from float bits: ascending keys are descending scores, ties are ties."""
+    from pytest_seqgate.curves import descending_keys
+
+    gen = torch.Generator().manual_seed(4)
+    special = torch.tensor([0.0, -0.0, 1.0, -1.0, float("inf"), -float("inf"), 1e-45, -1e-45])
+    for dtype in (torch.float32, torch.float64, torch.float16):
+        scores = torch.cat([torch.randn(500, generator=gen), special, special]).to(dtype)
+        scores = torch.cat([scores, scores[:100]])  # exact ties
+        keys = descending_keys(scores)
+        order = torch.sort(keys, stable=True).indices
+        expected = torch.sort(scores, descending=True, stable=True).indices
+        assert torch.equal(scores[order], scores[expected])
+        # Equal keys exactly where the scores are equal (0.0 == -0.0 included).
+        same_key = keys.unsqueeze(0) == keys.unsqueeze(1)
+        assert torch.equal(same_key, scores.unsqueeze(0) == scores.unsqueeze(1))
