@@ -27,10 +27,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from pytest_seqgate.batching import collate, length_bucketed  # noqa: E402
+from pytest_seqgate.batching import Batch, collate, length_bucketed  # noqa: E402
 from pytest_seqgate.config import Settings  # noqa: E402
 from pytest_seqgate.data import SequenceData  # noqa: E402
 from pytest_seqgate.evaluation import evaluate  # noqa: E402
+from pytest_seqgate.inference import call_model, calling_convention  # noqa: E402
 from pytest_seqgate.loading import read_jsonl  # noqa: E402
 from pytest_seqgate.metrics import compute_metrics, confusion_matrix  # noqa: E402
 
@@ -161,7 +162,7 @@ def skewed_data(n: int, max_len: int = 512, seed: int = 0) -> SequenceData:
 
 
 def run_strategy(
-    model: nn.Module, data: SequenceData, strategy: str, batch: int, convention: str
+    model: nn.Module, data: SequenceData, strategy: str, batch: int
 ) -> tuple[torch.Tensor, int]:
     """Predictions in dataset order and the number of padded tokens."""
     n = len(data)
@@ -170,22 +171,22 @@ def run_strategy(
     else:
         batches = list(torch.arange(n).split(batch))
     width = int(data.lengths.max())
+    convention = calling_convention(model)
     out = torch.empty(n, dtype=torch.int64)
     padded = 0
     with torch.inference_mode():
         for index in batches:
             b = collate(data, index)
-            inputs, mask = b.inputs, b.attention_mask
-            if strategy == "global_max" and inputs.shape[1] < width:
-                extra = width - inputs.shape[1]
-                inputs = torch.nn.functional.pad(inputs, (0, extra))
-                mask = torch.nn.functional.pad(mask, (0, extra))
-            padded += inputs.numel()
-            if convention == "lengths":
-                logits = model(inputs, b.lengths)
-            else:
-                logits = model(input_ids=inputs, attention_mask=mask)
-            out[index] = logits.argmax(1)
+            if strategy == "global_max" and b.inputs.shape[1] < width:
+                extra = width - b.inputs.shape[1]
+                b = Batch(
+                    torch.nn.functional.pad(b.inputs, (0, extra)),
+                    b.lengths,
+                    b.index,
+                    torch.nn.functional.pad(b.padding, (0, extra), value=True),
+                )
+            padded += b.inputs.numel()
+            out[index] = call_model(model, b, convention).argmax(1)
     return out, padded
 
 
@@ -195,10 +196,8 @@ def bench_batching(quick: bool, repeats: int) -> list[list[object]]:
     sizes = {"packed LSTM": 500 if quick else 20_000, "Transformer": 300 if quick else 2_000}
     rows = []
     torch.manual_seed(0)
-    for name, model, convention in (
-        ("packed LSTM", LSTMClassifier(), "lengths"),
-        ("Transformer", TransformerClassifier(), "attention_mask"),
-    ):
+    models = {"packed LSTM": LSTMClassifier(), "Transformer": TransformerClassifier()}
+    for name, model in models.items():
         model.eval()
         n = sizes[name]
         data = skewed_data(n)
@@ -206,23 +205,17 @@ def bench_batching(quick: bool, repeats: int) -> list[list[object]]:
         for strategy in ("bucketed", "per_batch", "global_max"):
             reps = 1 if quick and strategy != "bucketed" else repeats
             times[strategy] = median_time(
-                lambda s=strategy: run_strategy(model, data, s, 64, convention), reps, warmup=0
+                lambda s=strategy: run_strategy(model, data, s, 64), reps, warmup=0
             )
-            preds[strategy], pads[strategy] = run_strategy(model, data, strategy, 64, convention)
+            preds[strategy], pads[strategy] = run_strategy(model, data, strategy, 64)
         sample = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:200]
         same_all = all(torch.equal(preds["bucketed"], preds[s]) for s in preds)
-        alone = []
+        convention = calling_convention(model)
         with torch.inference_mode():
-            for i in sample.tolist():
-                seq, _ = data[i]
-                if convention == "lengths":
-                    logits = model(seq.unsqueeze(0), torch.tensor([seq.numel()]))
-                else:
-                    logits = model(
-                        input_ids=seq.unsqueeze(0),
-                        attention_mask=torch.ones(1, seq.numel(), dtype=torch.int64),
-                    )
-                alone.append(int(logits.argmax(1)))
+            alone = [
+                int(call_model(model, collate(data, i.reshape(1)), convention).argmax(1))
+                for i in sample
+            ]
         same = sum(int(preds["bucketed"][i]) == a for i, a in zip(sample.tolist(), alone))
         rows.append(
             [
@@ -252,24 +245,18 @@ class Tiny(nn.Module):
         return self.head(self.embedding(tokens))
 
 
-def hand_loop(model: nn.Module, data: SequenceData, batch: int, convention: str, classes: int):
+def hand_loop(model: nn.Module, data: SequenceData, batch: int, classes: int):
     """What a user writes by hand: the same length-sorted batches, padded by the
     plugin's own ``collate``, under inference_mode, then argmax and a bincount."""
     order = length_bucketed(data.lengths, batch)
+    convention = calling_convention(model)
     n = len(data)
 
     def run() -> object:
         out = torch.empty(n, dtype=torch.int64)
         with torch.inference_mode():
             for index in order:
-                b = collate(data, index)
-                if convention == "lengths":
-                    logits = model(b.inputs, b.lengths)
-                elif convention == "attention_mask":
-                    logits = model(input_ids=b.inputs, attention_mask=b.attention_mask)
-                else:
-                    logits = model(b.inputs)
-                out[index] = logits.argmax(1)
+                out[index] = call_model(model, collate(data, index), convention).argmax(1)
         return torch.bincount(data.labels * classes + out, minlength=classes * classes)
 
     return run
@@ -294,20 +281,20 @@ def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
         label_names=("a", "b", "c", "d"),
     )
     torch.manual_seed(0)
-    cases: list[tuple[str, nn.Module, SequenceData, int, str]] = [
-        ("tiny EmbeddingBag", Tiny().eval(), data, batch, "plain") for batch in (32, 256, 1024)
+    cases: list[tuple[str, nn.Module, SequenceData, int]] = [
+        ("tiny EmbeddingBag", Tiny().eval(), data, batch) for batch in (32, 256, 1024)
     ]
     if not quick:
         # The batching section's sizes: 20,000 for the LSTM, 2,000 for the Transformer.
-        for name, model, size, convention in (
-            ("packed LSTM", LSTMClassifier().eval(), 20_000, "lengths"),
-            ("Transformer", TransformerClassifier().eval(), 2_000, "attention_mask"),
+        for name, model, size in (
+            ("packed LSTM", LSTMClassifier().eval(), 20_000),
+            ("Transformer", TransformerClassifier().eval(), 2_000),
         ):
             skewed = skewed_data(size, seed=3)
             skewed.label_names = ("neg", "pos")
-            cases.append((name, model, skewed, 64, convention))
+            cases.append((name, model, skewed, 64))
     rows = []
-    for name, model, dataset, batch, convention in cases:
+    for name, model, dataset, batch in cases:
         classes = len(dataset.label_names or ())
         settings = Settings(batch_size=batch, device="cpu")
 
@@ -316,7 +303,7 @@ def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
             render_terminal([ev])
             return render_json([ev])
 
-        hand = hand_loop(model, dataset, batch, convention, classes)
+        hand = hand_loop(model, dataset, batch, classes)
         t_hand, t_plugin, ratio = paired_times(hand, plugin, max(repeats, 7))
         rows.append(
             [

@@ -435,7 +435,7 @@ def iter_jsonl(path: Path, name: str) -> Iterator[tuple[int, Any]]:
                 return fast(raw)
             except ValueError:
                 pass  # json parses it the same way, or names the error
-        return _parse_line(raw, number, name, json.loads, last)
+        return _parse_line(raw, number, name, last)
 
     with path.open("rb") as handle:
         pending: tuple[int, bytes] | None = None
@@ -451,7 +451,7 @@ def iter_jsonl(path: Path, name: str) -> Iterator[tuple[int, Any]]:
             yield pending[0], parse(pending[1], pending[0], last=True)
 
 
-def _parse_line(raw: bytes, number: int, name: str, loads: Callable[[str], Any], last: bool) -> Any:
+def _parse_line(raw: bytes, number: int, name: str, last: bool) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -460,7 +460,7 @@ def _parse_line(raw: bytes, number: int, name: str, loads: Callable[[str], Any],
             f"the line); re-encode the file as UTF-8"
         ) from None
     try:
-        return loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         hint = " (the last line: is the file truncated?)" if last else ""
         raise DataError(f"{name}:{number}: invalid JSON{hint}: {exc.msg}") from None

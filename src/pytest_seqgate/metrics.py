@@ -56,7 +56,8 @@ def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Tensor
         low, high = int(keys.min()), int(keys.max())
         raise ValueError(
             f"labels or predictions outside [0, {num_classes}): cell keys span "
-            f"[{low}, {high}], the confusion matrix has {cells} cells"
+            f"[{low}, {high}], the confusion matrix has {cells} cells; pass a "
+            f"num_classes that covers every class index"
         ) from exc
     return counts.reshape(num_classes, num_classes)
 
