@@ -66,6 +66,25 @@ def test_binomial_matches_scipy() -> None:
         assert binomial_sf(k, n, p) == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
+@pytest.mark.parametrize(
+    ("k", "n", "p"),
+    [
+        # Large n: the tail is summed over a window around the mode, not every term.
+        (12_600, 50_000, 0.25),  # k near the mode
+        (13_000, 50_000, 0.25),  # far above it: a tiny p-value
+        (10, 50_000, 0.25),  # far below it: a p-value of 1
+        (49_990, 50_000, 0.9995),  # skewed, mode near n
+        (30, 200_000, 0.0001),  # skewed, mode near 0 (Poisson-like)
+        (1, 1_000_000, 1e-7),
+        (500_400, 1_000_000, 0.5),
+    ],
+)
+def test_binomial_tail_window_matches_scipy(k: int, n: int, p: float) -> None:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    expected = float(scipy_stats.binom.sf(k - 1, n, p))
+    assert binomial_sf(k, n, p) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
 def _cm(rows: list[list[int]]) -> object:
     return compute_metrics(torch.tensor(rows))
 

@@ -58,12 +58,19 @@ def descending_keys(scores: Tensor) -> Tensor:
     return torch.where(bits >= 0, bits, bits ^ magnitude).bitwise_not_()
 
 
+def _segment_sums(values: Tensor, last: Tensor) -> Tensor:
+    """Sums of consecutive segments of ``values`` ending at the positions ``last``
+    (``segment_reduce`` is several times slower on CPU)."""
+    running = values.cumsum(0).take(last)
+    return torch.diff(running, prepend=running.new_zeros(1))
+
+
 def ranking(scores: Tensor, targets: Tensor) -> Ranking:
     """AP and ROC AUC one-vs-rest per class, equal to scikit-learn's.
 
     Each class's scores are sorted as integer keys, one contiguous row per
     class; the curve points are the ends of runs of tied scores, compacted
-    with one ``nonzero``; per-class sums are one ``segment_reduce`` each.
+    with one ``nonzero``; per-class sums are differences of one running sum.
     """
     n, c = scores.shape
     ap = torch.full((c,), float("nan"), dtype=torch.float64)
@@ -71,13 +78,16 @@ def ranking(scores: Tensor, targets: Tensor) -> Ranking:
     if n == 0:
         return Ranking(ap, auc)
     keys = descending_keys(scores.T.contiguous())
+    steps = torch.arange(1, n + 1, dtype=torch.float64)
     for start in range(0, c, COLUMNS_PER_CHUNK):
         stop = min(c, start + COLUMNS_PER_CHUNK)
         k = stop - start
-        # One 1-D stable sort per class: the fast path of PyTorch's CPU sort.
-        runs = [torch.sort(keys[j], stable=True) for j in range(start, stop)]
-        sorted_keys = torch.stack([r.values for r in runs])
-        order = torch.stack([r.indices for r in runs])
+        # One 1-D stable sort per class (the fast path of PyTorch's CPU sort),
+        # written straight into the rows of the chunk.
+        sorted_keys = torch.empty(k, n, dtype=keys.dtype)
+        order = torch.empty(k, n, dtype=torch.int64)
+        for j in range(k):
+            torch.sort(keys[start + j], stable=True, out=(sorted_keys[j], order[j]))
         positive = targets.take(order) == torch.arange(start, stop).unsqueeze(1)
         tps = positive.cumsum(1, dtype=torch.float64)
         ends = torch.ones(k, n, dtype=torch.bool)
@@ -88,14 +98,17 @@ def ranking(scores: Tensor, targets: Tensor) -> Ranking:
         counts = ends.sum(1)
         flat = ends.view(-1).nonzero().squeeze(1)
         tp = tps.view(-1).take(flat)
-        seen = flat.remainder(n).add_(1).to(torch.float64)
-        fp = seen - tp
-        first = torch.cumsum(counts, 0) - counts
+        fp = (steps - tps).view(-1).take(flat)
+        last = torch.cumsum(counts, 0) - 1
+        first = last - counts + 1
         tp_prev = tp.roll(1).index_fill_(0, first, 0.0)
         fp_prev = fp.roll(1).index_fill_(0, first, 0.0)
         # AP: recall steps times precision; AUC: trapezoids under the ROC curve.
-        ap_sum = torch.segment_reduce((tp - tp_prev) * tp / seen, "sum", lengths=counts)
-        area = torch.segment_reduce((fp - fp_prev) * (tp + tp_prev), "sum", lengths=counts) / 2
+        # Per-class sums are differences of one running sum at the class ends:
+        # the AUC terms are integers (exact in float64), the AP terms at most
+        # one each, so the subtraction loses nothing that matters.
+        ap_sum = _segment_sums((tp - tp_prev) * tp / (tp + fp), last)
+        area = _segment_sums((fp - fp_prev) * (tp + tp_prev), last) / 2
         p = tps[:, -1]
         neg = n - p
         ap[start:stop] = torch.where(p > 0, ap_sum / p, float("nan"))
