@@ -10,6 +10,7 @@ import torch
 from sklearn import metrics as sk
 
 from pytest_seqgate.metrics import (
+    _CHUNK,
     SUMMARY_METRICS,
     compute_metrics,
     confusion_matrix,
@@ -107,19 +108,19 @@ def test_undefined_precision_is_nan_and_macro_skips_it() -> None:
 def test_out_of_range_prediction_is_an_error() -> None:
     with pytest.raises(ValueError, match="outside"):
         confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 2]), 2)
-    # Past the first 64k-key chunk of the count, and negative: the same error.
-    y = torch.zeros(70_000, dtype=torch.int64)
+    # Past the first chunk of the count, and negative: the same error.
+    y = torch.zeros(_CHUNK + 5_000, dtype=torch.int64)
     for bad in (5, -1):
         y_pred = y.clone()
-        y_pred[69_999] = bad
+        y_pred[-1] = bad
         with pytest.raises(ValueError, match=r"outside \[0, 2\): cell keys span"):
             confusion_matrix(y, y_pred, 2)
 
 
 def test_confusion_matrix_counts_across_chunks() -> None:
-    """The count runs 64k keys at a time; sizes around the chunk edges count every key."""
+    """The count runs _CHUNK keys at a time; sizes around the chunk edges count every key."""
     gen = torch.Generator().manual_seed(11)
-    for n in (0, 1, 65_535, 65_536, 65_537, 3 * 65_536 + 17):
+    for n in (0, 1, _CHUNK - 1, _CHUNK, _CHUNK + 1, 3 * _CHUNK + 17):
         y_true = torch.randint(0, 7, (n,), generator=gen)
         y_pred = torch.randint(0, 7, (n,), generator=gen)
         expected = torch.bincount(y_true * 7 + y_pred, minlength=49).reshape(7, 7)
