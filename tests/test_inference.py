@@ -209,3 +209,70 @@ def test_bf16_autocast_agrees_with_fp32_and_is_recorded() -> None:
     assert report_json([bf16])["evaluations"][0]["precision"] == "bf16"
     with pytest.raises(ConfigError, match="expected fp32, bf16 or fp16"):
         Settings.from_dict(".", precision="fp8")
+
+
+def test_padded_rows_are_the_rows_the_sorted_pass_pads() -> None:
+    from pytest_seqgate.batching import BucketedBatches, padded_rows
+
+    gen = torch.Generator().manual_seed(5)
+    lengths = torch.randint(1, 9, (203,), generator=gen)
+    data = SequenceData(
+        torch.randint(1, 50, (int(lengths.sum()),), generator=gen),
+        torch.cumsum(lengths, 0) - lengths,
+        lengths,
+        torch.zeros(203, dtype=torch.int64),
+    )
+    sorted_pass = BucketedBatches(data)
+    for size in (1, 7, 64, 500):
+        expected = torch.zeros(203, dtype=torch.bool)
+        for start, stop in sorted_pass.ranges(size):
+            batch = sorted_pass.batch(start, stop)
+            expected[batch.index] = batch.padding.any(1)
+        assert torch.equal(padded_rows(lengths, size), expected), size
+
+
+class MeanOverPadding(nn.Module):
+    """Averages every position, padding included: its answer depends on the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.EmbeddingBag(50, 8, mode="mean")
+        self.head = nn.Linear(8, 2)
+        self.calls = 0
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.head(self.embedding(tokens))
+
+
+def test_padding_check_samples_the_sequences_the_pass_padded() -> None:
+    # 5,000 sequences of lengths 11 and 10, batch 64: the length-sorted pass
+    # pads only the 60 sequences of length 10 in the one mixed batch, 1.2% of
+    # the set. The check must look at those, not at a random 64 of all.
+    torch.manual_seed(0)
+    lengths = torch.tensor([11, 10] * 2500)
+    gen = torch.Generator().manual_seed(1)
+    data = SequenceData(
+        torch.randint(1, 50, (int(lengths.sum()),), generator=gen),
+        torch.cumsum(lengths, 0) - lengths,
+        lengths,
+        torch.randint(0, 2, (5000,), generator=gen),
+    )
+    ev = evaluate(MeanOverPadding().eval(), data, Settings(batch_size=64, bootstrap=0))
+    [finding] = ev.findings_of("padding_sensitivity")
+    # (A random 64 of the 5,000 held 0 to 2 padded sequences, none for 2 of 8 seeds.)
+    assert finding.data["sampled"] == 60 and finding.data["count"] > 40
+
+
+def test_padding_check_runs_nothing_when_nothing_was_padded() -> None:
+    lengths = torch.full((300,), 6)
+    data = SequenceData(
+        torch.randint(1, 50, (1800,), generator=torch.Generator().manual_seed(2)),
+        torch.arange(300) * 6,
+        lengths,
+        torch.arange(300) % 2,
+    )
+    model = MeanOverPadding().eval()
+    ev = evaluate(model, data, Settings(batch_size=64, bootstrap=0))
+    assert not ev.findings_of("padding_sensitivity")
+    assert model.calls == 5  # the five batches of the pass, and no re-run alone

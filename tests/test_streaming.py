@@ -78,3 +78,36 @@ def test_streaming_without_scores_keeps_count_metrics(tmp_path, monkeypatch):
     assert torch.equal(a.metrics.confusion_matrix, b.metrics.confusion_matrix)
     assert b.ranking is None and b.predictions.scores.shape == (300, 0)
     assert '"macro_roc_auc"' not in render_json([b])
+
+
+def test_streaming_padding_check_samples_padded_sequences_per_chunk(tmp_path, monkeypatch):
+    """A model that averages the padding in is caught when streamed too: each chunk's
+    share of the sample is drawn among the sequences that chunk's pass padded."""
+    path = tmp_path / "e.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rule_records(1000, seed=3)))
+    (tmp_path / "meanpad.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class M(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        torch.manual_seed(0)\n"
+        "        self.bag = nn.EmbeddingBag(60, 8, mode='mean')\n"
+        "        self.head = nn.Linear(8, 2)\n"
+        "    def forward(self, tokens):\n"
+        "        return self.head(self.bag(tokens))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from meanpad import M  # type: ignore[import-not-found]
+
+    # batch 4: chunks of 256 records, four of them; 40 sampled, 10 from each.
+    settings = Settings.from_dict(
+        tmp_path,
+        eval_data="e.jsonl",
+        labels="ham,spam",
+        batch_size=4,
+        streaming=True,
+        padding_check=40,
+    )
+    ev = evaluate(M(), None, settings)
+    [finding] = ev.findings_of("padding_sensitivity")
+    assert finding.data["sampled"] == 40 and finding.data["count"] > 30

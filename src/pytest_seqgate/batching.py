@@ -51,6 +51,35 @@ def length_order(lengths: Tensor) -> Tensor:
     return torch.sort(lengths.to(torch.int32).neg_(), stable=True).indices
 
 
+def padded_rows(lengths: Tensor, batch_size: int) -> Tensor:
+    """Which sequences the length-sorted pass pads, in dataset order (bool ``[N]``).
+
+    A batch of that pass is as wide as its first, longest sequence, so a
+    sequence is padded when it is shorter than that one. This is exactly what
+    :func:`~pytest_seqgate.inference.predict` does unless an out-of-memory
+    split or sharding runs smaller batches, which only pad less.
+    """
+    n = lengths.numel()
+    order = length_order(lengths)
+    ordered = lengths.index_select(0, order)
+    firsts = torch.arange(n).div_(max(1, batch_size), rounding_mode="floor").mul_(batch_size)
+    padded = torch.empty(n, dtype=torch.bool)
+    padded[order] = ordered < ordered.index_select(0, firsts)
+    return padded
+
+
+def padded_sample(
+    lengths: Tensor, batch_size: int, limit: int, generator: torch.Generator
+) -> Tensor:
+    """Up to ``limit`` of the sequences the length-sorted pass pads, drawn at
+    random with ``generator``, in dataset order: the sample of the padding
+    check. (Drawn from every sequence, the sample would mostly hold sequences
+    as long as their batch, which no padding could have changed.)"""
+    padded = torch.nonzero(padded_rows(lengths, batch_size)).squeeze(1)
+    pick = torch.randperm(padded.numel(), generator=generator)[:limit]
+    return padded.index_select(0, pick).sort().values
+
+
 def length_bucketed(lengths: Tensor, batch_size: int) -> list[Tensor]:
     """Dataset indices in batches of :func:`length_order`."""
     return list(length_order(lengths).split(batch_size))

@@ -126,8 +126,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "padding_check",
-        "sequences sampled to check that padding does not change the output "
-        "(default 64; 0 turns it off)",
+        "padded sequences sampled to check that padding does not change the "
+        "output (default 64; 0 turns it off)",
         "int",
         64,
     ),

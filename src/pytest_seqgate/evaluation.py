@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from pytest_seqgate.baseline import Baseline, Comparison, compare
+from pytest_seqgate.batching import padded_sample
 from pytest_seqgate.cache import PredictionSource
 from pytest_seqgate.config import Settings
 from pytest_seqgate.curves import Ranking, expected_calibration_error, ranking
@@ -366,23 +367,30 @@ def evaluate(
     evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))
     evaluation.findings.extend(duplicates(eval_data, preds.hashes))
     if settings.padding_check > 0 and len(eval_data) > 1 and preds.scores.shape[1]:
-        gen = torch.Generator().manual_seed(settings.seed)
-        sample = torch.randperm(len(eval_data), generator=gen)[: settings.padding_check]
-        sample = sample.sort().values
-        alone = cached(
-            "alone",
-            lambda: sharded(
+
+        def run_alone() -> dict[str, Tensor]:
+            gen = torch.Generator().manual_seed(settings.seed)
+            sample = padded_sample(
+                eval_data.lengths, settings.batch_size, settings.padding_check, gen
+            )
+            scores = sharded(
                 sample.numel(),
                 lambda i: {
                     "scores": scores_alone(
                         model, eval_data, sample[i], device, forward, settings.precision
                     )
                 },
-            ),
-        )["scores"]
-        evaluation.findings.extend(
-            padding_sensitivity(preds.scores[sample], alone, sample, eval_data, labels)
-        )
+            )["scores"]
+            return {"index": sample, "scores": scores}
+
+        # The sample travels with its scores: a streamed run draws it chunk by chunk.
+        alone = cached("alone_padded", run_alone)
+        if alone["index"].numel():
+            evaluation.findings.extend(
+                padding_sensitivity(
+                    preds.scores[alone["index"]], alone["scores"], alone["index"], eval_data, labels
+                )
+            )
     evaluation.slices = length_slices(
         eval_data.lengths, eval_data.labels, preds.predictions, len(labels)
     )

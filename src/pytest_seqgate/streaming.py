@@ -17,8 +17,10 @@ scores             4 x C    AP, ROC AUC, curves, ECE (float32; off with
 =================  =======  ==============================================
 
 so 20 + 4C bytes a sample (28 for a binary model), whatever the sequence lengths.
-The padding check reruns the same seeded sample as an in-memory run, taken
-from the chunks as they pass, so both modes give the same report.
+The padding check reruns a seeded sample of the sequences each chunk's pass
+padded, a share per chunk in proportion to its size, as the chunks pass (an
+in-memory run draws from the one pass over the whole set). A model that
+ignores padding gets the same report in both modes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pytest_seqgate.batching import padded_sample
 from pytest_seqgate.config import Settings
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.exceptions import ConfigError
@@ -83,8 +86,11 @@ def stream_eval(
             settings.tokenizer, settings.rootdir, settings.source("tokenizer")
         )
     total = count_records(path)
+    # The padding check's sample, drawn chunk by chunk among the sequences each
+    # chunk's pass padded, a share of it per chunk in proportion to its size.
     gen = torch.Generator().manual_seed(settings.seed)
-    sample = torch.randperm(total, generator=gen)[: settings.padding_check].sort().values
+    quota = settings.padding_check if settings.keep_scores else 0
+    sample: list[Tensor] = []
     keep = set(settings.slice_by or ())
     columns: dict[str, list[Tensor]] = {
         k: [] for k in ("predictions", "targets", "hashes", "lengths", "lines", "scores")
@@ -125,10 +131,12 @@ def stream_eval(
             columns["scores"].append(p.scores)
         for key in keep:
             metadata[key].extend(chunk.metadata.get(key, [None] * len(chunk)))
-        here = sample[(sample >= offset) & (sample < offset + len(chunk))]
+        share = (offset + len(chunk)) * quota // total - offset * quota // total
+        here = padded_sample(chunk.lengths, settings.batch_size, share, gen)
         if here.numel():
-            scores = scores_alone(model, chunk, here - offset, device, forward, settings.precision)
+            scores = scores_alone(model, chunk, here, device, forward, settings.precision)
             alone = scores if alone.numel() == 0 else torch.cat([alone, scores])
+            sample.append(here + offset)
         offset += len(chunk)
     if offset == 0:
         raise ConfigError(f"{settings.display(path)}: the dataset is empty: it holds no records")
@@ -157,6 +165,7 @@ def stream_eval(
             "batch_size": torch.tensor(batch_size),
         }
     }
-    if sample.numel():
-        parts["alone"] = {"scores": alone}
+    if quota:
+        index = torch.cat(sample) if sample else torch.zeros(0, dtype=torch.int64)
+        parts["alone_padded"] = {"index": index, "scores": alone}
     return data, Precomputed(parts)
