@@ -53,14 +53,17 @@ def paired_times(
     """Median seconds of each, and the ratio of the two medians.
 
     The two are timed alternately, round after round, so a slow spell of a
-    shared machine falls on both sides of the ratio instead of one; ``inner``
-    calls per timing keep sub-millisecond calls above the timer's noise.
+    shared machine falls on both sides of the ratio instead of one, and which
+    goes first alternates too (ABBA), so an effect of running second (a warm
+    cache, a colder one) does not land on one side; ``inner`` calls per timing
+    keep sub-millisecond calls above the timer's noise.
     """
     reference()
     candidate()
     ref_times, cand_times = [], []
-    for _ in range(repeats):
-        for fn, times in ((reference, ref_times), (candidate, cand_times)):
+    pairs = [(reference, ref_times), (candidate, cand_times)]
+    for round_ in range(repeats):
+        for fn, times in pairs if round_ % 2 == 0 else pairs[::-1]:
             start = time.perf_counter()
             for _ in range(inner):
                 fn()

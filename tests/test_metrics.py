@@ -143,3 +143,30 @@ def test_shards_merge_by_adding_matrices() -> None:
     )
     for name, value in whole.summary.items():
         assert float(value) == pytest.approx(float(merged.summary[name]), abs=1e-12), name
+
+
+@pytest.mark.parametrize(
+    "grid", [None, 10**6, 10**4, 20], ids=["untied", "few-ties", "many", "all"]
+)
+def test_ranking_paths_for_every_share_of_ties(grid: int | None) -> None:
+    """AP and AUC correct the untied sums run by run when ties are few and sum
+    over the run ends when they are many: both equal scikit-learn's."""
+    from pytest_seqgate.curves import TIED_SHARE, ranking
+
+    gen = torch.Generator().manual_seed(8)
+    scores = torch.softmax(torch.randn(6000, 3, generator=gen) * 2, 1)
+    if grid is not None:
+        scores = (scores * grid).round() / grid
+    targets = torch.randint(0, 3, (6000,), generator=gen)
+    tied = sum(int((s.sort().values.diff() == 0).sum()) for s in scores.T)
+    if grid == 10**6:
+        assert 0 < tied * TIED_SHARE < scores.numel()  # the corrections path
+    if grid in (10**4, 20):
+        assert tied * TIED_SHARE > scores.numel()  # the run-ends path
+    r = ranking(scores, targets)
+    for j in range(3):
+        y, s = (targets == j).numpy(), scores[:, j].numpy()
+        assert r.average_precision[j].item() == pytest.approx(
+            sk.average_precision_score(y, s), abs=1e-12
+        )
+        assert r.roc_auc[j].item() == pytest.approx(sk.roc_auc_score(y, s), abs=1e-12)

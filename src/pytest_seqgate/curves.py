@@ -14,6 +14,10 @@ import torch
 from torch import Tensor
 
 COLUMNS_PER_CHUNK = 8
+# Above one tied position in 8, ranking sums over the run ends instead of
+# correcting the untied sums run by run: on 4 x 50,000 scores the corrections
+# win at one in 20 tied (6.1 vs 7.2 ms) and lose at one in 3 (11.6 vs 8.8 ms).
+TIED_SHARE = 8
 ECE_BINS = 15
 
 
@@ -58,19 +62,16 @@ def descending_keys(scores: Tensor) -> Tensor:
     return torch.where(bits >= 0, bits, bits ^ magnitude).bitwise_not_()
 
 
-def _segment_sums(values: Tensor, last: Tensor) -> Tensor:
-    """Sums of consecutive segments of ``values`` ending at the positions ``last``
-    (``segment_reduce`` is several times slower on CPU)."""
-    running = values.cumsum(0).take(last)
-    return torch.diff(running, prepend=running.new_zeros(1))
-
-
 def ranking(scores: Tensor, targets: Tensor) -> Ranking:
     """AP and ROC AUC one-vs-rest per class, equal to scikit-learn's.
 
     Each class's scores are sorted as integer keys, one contiguous row per
-    class; the curve points are the ends of runs of tied scores, compacted
-    with one ``nonzero``; per-class sums are differences of one running sum.
+    class. As if no two scores tied, AP times the positives is the sum of the
+    precision at each positive, and AUC times positives times negatives counts,
+    for each negative, the positives ranked above it (Mann-Whitney): two
+    reductions over the sorted rows. Runs of tied scores are usually rare, so
+    they are put right afterwards, run by run, over just the tied positions;
+    when they are not, the sums run over the run ends instead.
     """
     n, c = scores.shape
     ap = torch.full((c,), float("nan"), dtype=torch.float64)
@@ -90,30 +91,89 @@ def ranking(scores: Tensor, targets: Tensor) -> Ranking:
             torch.sort(keys[start + j], stable=True, out=(sorted_keys[j], order[j]))
         positive = targets.take(order) == torch.arange(start, stop).unsqueeze(1)
         tps = positive.cumsum(1, dtype=torch.float64)
+        p = tps[:, -1]
         ends = torch.ones(k, n, dtype=torch.bool)
         torch.ne(sorted_keys[:, :-1], sorted_keys[:, 1:], out=ends[:, :-1])
-        # The thresholds, class by class: flat positions of the run ends, and
-        # cumulative true/false positives there and at the threshold before
-        # (0 before each class's first threshold).
-        counts = ends.sum(1)
-        flat = ends.view(-1).nonzero().squeeze(1)
-        tp = tps.view(-1).take(flat)
-        fp = (steps - tps).view(-1).take(flat)
-        last = torch.cumsum(counts, 0) - 1
-        first = last - counts + 1
-        tp_prev = tp.roll(1).index_fill_(0, first, 0.0)
-        fp_prev = fp.roll(1).index_fill_(0, first, 0.0)
-        # AP: recall steps times precision; AUC: trapezoids under the ROC curve.
-        # Per-class sums are differences of one running sum at the class ends:
-        # the AUC terms are integers (exact in float64), the AP terms at most
-        # one each, so the subtraction loses nothing that matters.
-        ap_sum = _segment_sums((tp - tp_prev) * tp / (tp + fp), last)
-        area = _segment_sums((fp - fp_prev) * (tp + tp_prev), last) / 2
-        p = tps[:, -1]
+        tied = k * n - int(ends.sum())
+        if tied * TIED_SHARE > k * n:
+            # Mostly ties (quantized or saturated scores): few thresholds, so
+            # summing over the run ends is the cheaper way.
+            ap_sum, area = _run_end_sums(tps, ends, steps)
+        else:
+            ap_sum = (tps / steps).mul_(positive).sum(1)
+            # Each negative counts the positives above it: all of tps, less the
+            # positives' own counts 1 + 2 + ... + p.
+            area = tps.sum(1) - p * (p + 1) / 2
+            if tied:
+                ap_fix, area_fix = _tie_corrections(positive, tps, ends)
+                ap_sum += ap_fix
+                area += area_fix
         neg = n - p
         ap[start:stop] = torch.where(p > 0, ap_sum / p, float("nan"))
         auc[start:stop] = torch.where((p > 0) & (neg > 0), area / (p * neg), float("nan"))
     return Ranking(ap, auc)
+
+
+def _run_end_sums(tps: Tensor, ends: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
+    """AP times positives and AUC times positives times negatives, per row, summed
+    over the thresholds (the ends of runs of tied scores), compacted by one
+    ``nonzero``."""
+    counts = ends.sum(1)
+    flat = ends.view(-1).nonzero().squeeze(1)
+    tp = tps.view(-1).take(flat)
+    fp = (steps - tps).view(-1).take(flat)
+    last = torch.cumsum(counts, 0) - 1
+    first = last - counts + 1
+    tp_prev = tp.roll(1).index_fill_(0, first, 0.0)
+    fp_prev = fp.roll(1).index_fill_(0, first, 0.0)
+    # AP: recall steps times precision; AUC: trapezoids under the ROC curve. Per
+    # row sums are differences of one running sum at the row ends: the AUC terms
+    # are integers (exact in float64), the AP terms at most one each.
+    ap_sum = _segment_sums((tp - tp_prev) * tp / (tp + fp), last)
+    area = _segment_sums((fp - fp_prev) * (tp + tp_prev), last) / 2
+    return ap_sum, area
+
+
+def _segment_sums(values: Tensor, last: Tensor) -> Tensor:
+    """Sums of consecutive segments of ``values`` ending at the positions ``last``
+    (``segment_reduce`` is several times slower on CPU)."""
+    running = values.cumsum(0).take(last)
+    return torch.diff(running, prepend=running.new_zeros(1))
+
+
+def _tie_corrections(positive: Tensor, tps: Tensor, ends: Tensor) -> tuple[Tensor, Tensor]:
+    """What runs of tied scores change in the sums of :func:`ranking` (per row).
+
+    A run of tied scores is one threshold: AP takes the precision at its end
+    for every positive in it (where the untied sum took each positive's own),
+    and each negative in it counts half of the run's positives (where the
+    untied count took those sorted before it).
+    """
+    k, n = ends.shape
+    starts = torch.ones_like(ends)
+    starts[:, 1:] = ends[:, :-1]
+    flat = (~(starts & ends)).view(-1).nonzero().squeeze(1)  # positions in runs of 2+
+    pos = positive.view(-1).take(flat).to(torch.float64)
+    tp = tps.view(-1).take(flat)
+    row = flat.div(n, rounding_mode="floor")
+    rank = (flat - row * n + 1).to(torch.float64)  # 1-based position in the row
+    first = starts.view(-1).take(flat)
+    run = first.cumsum(0).sub_(1)
+    runs = int(run[-1]) + 1
+    heads = first.nonzero().squeeze(1)
+    size = torch.bincount(run, minlength=runs).to(torch.float64)
+    dtp = torch.bincount(run, weights=pos, minlength=runs)
+    tp_before = (tp - pos).take(heads)  # positives above the run
+    seen = rank.take(heads) - 1 + size  # scores at or above the run
+    exact_ap = dtp * (tp_before + dtp) / seen
+    exact_area = (size - dtp) * (tp_before + dtp / 2)
+    untied_ap = torch.bincount(run, weights=pos * tp / rank, minlength=runs)
+    untied_area = torch.bincount(run, weights=(1 - pos) * tp, minlength=runs)
+    owner = row.take(heads)
+    return (
+        torch.bincount(owner, weights=exact_ap - untied_ap, minlength=k),
+        torch.bincount(owner, weights=exact_area - untied_area, minlength=k),
+    )
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,9 @@ class Uncertainty:
     resamples: int = 0
     seed: int = 0
     samples: dict[str, Tensor] = field(default_factory=dict)
+    _levels: dict[float, dict[str, Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def of(cls, cm: Tensor, settings: Settings) -> Uncertainty:
@@ -91,37 +94,48 @@ class Uncertainty:
             return clopper_pearson_interval(successes, trials, confidence)
         return wilson_interval(successes, trials, confidence)
 
+    def _table(self, level: float) -> dict[str, Tensor]:
+        """Every interval at one confidence level, computed once and kept: the
+        terminal, JSON, Markdown and HTML reports and the gates read the same
+        intervals, so each level costs one vectorized pass (one quantile over
+        the stacked bootstrap samples) however many times it is read."""
+        table = self._levels.get(level)
+        if table is None:
+            tp = self.cm.diagonal()
+            table = {
+                "accuracy": self._rate(tp.sum(), self.cm.sum(), level),
+                "precision": self._rate(tp, self.cm.sum(0), level),
+                "recall": self._rate(tp, self.cm.sum(1), level),
+            }
+            scalars = [k for k, v in self.samples.items() if v.dim() == 1]
+            if scalars:
+                stacked = torch.stack([self.samples[k] for k in scalars], 1)
+                table.update(zip(scalars, percentile_interval(stacked, level).unbind(0)))
+            if "f1" in self.samples:
+                table["f1"] = percentile_interval(self.samples["f1"], level)
+            self._levels[level] = table
+        return table
+
     def interval(
         self, metric: str, class_index: int | None = None, confidence: float | None = None
     ) -> Tensor | None:
         """``[low, high]`` (float64), or None when the metric has no interval."""
-        level = self.confidence if confidence is None else confidence
-        tp = self.cm.diagonal()
+        table = self._table(self.confidence if confidence is None else confidence)
         if metric == "accuracy":
-            return self._rate(tp.sum(), self.cm.sum(), level)
-        if metric in ("precision", "recall") and class_index is not None:
-            trials = self.cm.sum(0 if metric == "precision" else 1)
-            return self._rate(tp[class_index], trials[class_index], level)
-        if metric == "f1" and class_index is not None and "f1" in self.samples:
-            return percentile_interval(self.samples["f1"][:, class_index], level)
+            return table["accuracy"]
+        if metric in ("precision", "recall", "f1") and class_index is not None:
+            return table[metric][class_index] if metric in table else None
         if class_index is None and metric in self.samples:
-            return percentile_interval(self.samples[metric], level)
+            return table[metric]
         return None
 
     def per_class(self, labels: tuple[str, ...]) -> dict[str, dict[str, Tensor]]:
-        tp = self.cm.diagonal()
-        precision = self._rate(tp, self.cm.sum(0), self.confidence)
-        recall = self._rate(tp, self.cm.sum(1), self.confidence)
-        f1 = (
-            percentile_interval(self.samples["f1"], self.confidence)
-            if "f1" in self.samples
-            else None
-        )
+        table = self._table(self.confidence)
         out: dict[str, dict[str, Tensor]] = {}
         for i, name in enumerate(labels):
-            out[name] = {"precision": precision[i], "recall": recall[i]}
-            if f1 is not None:
-                out[name]["f1"] = f1[i]
+            out[name] = {"precision": table["precision"][i], "recall": table["recall"][i]}
+            if "f1" in table:
+                out[name]["f1"] = table["f1"][i]
         return out
 
 
