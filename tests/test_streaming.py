@@ -52,17 +52,27 @@ def test_stream_chunks_cover_the_file(tmp_path):
     assert int(chunks[-1].line_numbers[-1]) == 103
 
 
+def model_class(tmp_path, monkeypatch, module: str, source: str) -> type:
+    """Class ``M`` of a module written to ``tmp_path``: streaming settings name
+    files, so the model lives in an importable module like a user's."""
+    import importlib
+
+    (tmp_path / f"{module}.py").write_text("import torch\nfrom torch import nn\n" + source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module(module).M
+
+
 def test_streaming_without_scores_keeps_count_metrics(tmp_path, monkeypatch):
     path = tmp_path / "e.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rule_records(300, missed={0: 9})))
-    (tmp_path / "rule.py").write_text(
-        "import torch\nfrom torch import nn\n"
+    M = model_class(
+        tmp_path,
+        monkeypatch,
+        "rule",
         "class M(nn.Module):\n"
         "    def forward(self, tokens):\n"
-        "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n"
+        "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n",
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    from rule import M  # type: ignore[import-not-found]
 
     full = Settings.from_dict(tmp_path, eval_data="e.jsonl", labels="ham,spam", batch_size=8)
     lean = Settings.from_dict(
@@ -85,8 +95,10 @@ def test_streaming_padding_check_samples_padded_sequences_per_chunk(tmp_path, mo
     share of the sample is drawn among the sequences that chunk's pass padded."""
     path = tmp_path / "e.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rule_records(1000, seed=3)))
-    (tmp_path / "meanpad.py").write_text(
-        "import torch\nfrom torch import nn\n"
+    M = model_class(
+        tmp_path,
+        monkeypatch,
+        "meanpad",
         "class M(nn.Module):\n"
         "    def __init__(self):\n"
         "        super().__init__()\n"
@@ -94,10 +106,8 @@ def test_streaming_padding_check_samples_padded_sequences_per_chunk(tmp_path, mo
         "        self.bag = nn.EmbeddingBag(60, 8, mode='mean')\n"
         "        self.head = nn.Linear(8, 2)\n"
         "    def forward(self, tokens):\n"
-        "        return self.head(self.bag(tokens))\n"
+        "        return self.head(self.bag(tokens))\n",
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    from meanpad import M  # type: ignore[import-not-found]
 
     # batch 4: chunks of 256 records, four of them; 40 sampled, 10 from each.
     settings = Settings.from_dict(
