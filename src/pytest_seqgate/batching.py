@@ -93,6 +93,13 @@ def collate(data: SequenceData, index: Tensor, pin_memory: bool = False) -> Batc
     return _pad(data, index, lengths, offsets, torch.arange(width), pin_memory)
 
 
+def row_ranges(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` cut into consecutive ``(start, stop)`` runs of ``size`` rows
+    (the last may be shorter): the batches of the sorted pass, and the halves of
+    a batch split after an out-of-memory error."""
+    return [(a, min(stop, a + size)) for a in range(start, stop, size)]
+
+
 class BucketedBatches:
     """The length-sorted pass of inference: batch ``k`` is a run of rows of one
     permutation, so its lengths and offsets are slices (views) of arrays
@@ -109,8 +116,7 @@ class BucketedBatches:
         self.steps = torch.arange(self.widths[0] if self.widths else 0)
 
     def ranges(self, batch_size: int) -> list[tuple[int, int]]:
-        n = len(self.data)
-        return [(start, min(n, start + batch_size)) for start in range(0, n, batch_size)]
+        return row_ranges(0, len(self.data), batch_size)
 
     def batch(self, start: int, stop: int, pin_memory: bool = False) -> Batch:
         return _pad(

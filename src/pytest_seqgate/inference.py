@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pytest_seqgate.batching import Batch, BucketedBatches, collate
+from pytest_seqgate.batching import Batch, BucketedBatches, collate, row_ranges
 from pytest_seqgate.data import SequenceData, hash_padded, hash_tables, length_terms
 from pytest_seqgate.exceptions import ConfigError, ModelError
 
@@ -224,10 +224,6 @@ def scores_alone(
     return out
 
 
-def _split(start: int, stop: int, size: int) -> list[tuple[int, int]]:
-    return [(a, min(stop, a + size)) for a in range(start, stop, size)]
-
-
 def _probabilities(logits: Tensor) -> Tensor:
     """Softmax, or sigmoid for one logit as [1 - p, p].
 
@@ -286,7 +282,7 @@ def predict(
             start, stop = queue.popleft()
             rows = stop - start
             if rows > current:
-                queue.extendleft(reversed(_split(start, stop, current)))
+                queue.extendleft(reversed(row_ranges(start, stop, current)))
                 continue
             host_batch = sorted_pass.batch(start, stop, pin_memory=pin)
             # Content hashes for the duplicate and leakage checks, from the padded
@@ -307,7 +303,7 @@ def predict(
                             f"device or the CPU (seqgate_device = cpu)"
                         ) from exc
                     current = max(1, rows // 2)
-                    queue.extendleft(reversed(_split(start, stop, current)))
+                    queue.extendleft(reversed(row_ranges(start, stop, current)))
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                     continue
