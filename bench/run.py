@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
+CPU = torch.device("cpu")
 sys.path.insert(0, str(ROOT / "src"))
 
 from pytest_seqgate.batching import Batch, collate, length_bucketed  # noqa: E402
@@ -178,9 +179,14 @@ def skewed_data(n: int, max_len: int = 512, seed: int = 0) -> SequenceData:
 
 
 def run_strategy(
-    model: nn.Module, data: SequenceData, strategy: str, batch: int
+    model: nn.Module,
+    data: SequenceData,
+    strategy: str,
+    batch: int,
+    device: torch.device = CPU,
 ) -> tuple[torch.Tensor, int]:
-    """Predictions in dataset order and the number of padded tokens."""
+    """Predictions in dataset order and the number of padded tokens (the model
+    must already be on ``device``)."""
     n = len(data)
     if strategy == "bucketed":
         batches = length_bucketed(data.lengths, batch)
@@ -202,7 +208,7 @@ def run_strategy(
                     torch.nn.functional.pad(b.padding, (0, extra), value=True),
                 )
             padded += b.inputs.numel()
-            out[index] = call_model(model, b, convention).argmax(1)
+            out[index] = call_model(model, b.to(device), convention).argmax(1).cpu()
     return out, padded
 
 
@@ -268,6 +274,77 @@ def bench_batching(quick: bool, repeats: int) -> list[list[object]]:
                 f"{same}/{len(alone)}" + ("" if same_all else " (strategies disagree)"),
             ]
         )
+    return rows
+
+
+# ---------------------------------------------------------------- GPU
+
+
+def bench_gpu(quick: bool, repeats: int) -> list[list[object]]:
+    """Absolute figures on a CUDA device (sequences per second of the plugin's own
+    loop in fp32, bf16 and fp16), the agreement of each precision with fp32, the
+    agreement of the GPU with the CPU, and bucketed batches against global-max
+    padding; then the precisions on the example set, where the target is that
+    bf16 agrees with fp32 on at least 99.5% of predictions. Skipped without CUDA:
+    ``bash bench/gpu.sh`` runs it on a GPU machine."""
+    if not torch.cuda.is_available():
+        return [["no CUDA device: skipped (bash bench/gpu.sh runs this on a GPU machine)"]]
+    import copy
+
+    from pytest_seqgate.inference import predict
+    from pytest_seqgate.loading import load_dataset, load_model
+
+    gpu = torch.device("cuda")
+    torch.manual_seed(0)
+    size = 2_000 if quick else 20_000
+    cases: list[tuple[str, nn.Module, SequenceData]] = [
+        ("packed LSTM", LSTMClassifier().eval(), skewed_data(size, seed=3)),
+        ("Transformer", TransformerClassifier().eval(), skewed_data(size, seed=3)),
+    ]
+    project = ROOT / "example_project"
+    if (project / "data" / "test.jsonl").exists():
+        settings = Settings.from_dict(
+            project,
+            model="checkpoints/gru.pt",
+            model_factory="spam.model:build",
+            eval_data="data/test.jsonl",
+            labels=["ham", "spam"],
+            tokenizer="spam.tokenizer:encode",
+        )
+        example = load_dataset(settings, "eval_data")
+        cases.append(("example GRU (SMS spam)", load_model(settings), example))
+    rows: list[list[object]] = []
+    for name, model, data in cases:
+        n = len(data)
+        check = data.subset(torch.arange(min(n, 1_000)))
+        on_cpu = predict(copy.deepcopy(model), check, CPU, 64).predictions
+        model.to(gpu)
+        fp32: torch.Tensor | None = None
+        for precision in ("fp32", "bf16", "fp16"):
+
+            def run(p: str = precision) -> torch.Tensor:
+                return predict(model, data, gpu, 64, precision=p).predictions
+
+            seconds = median_time(run, repeats)
+            preds = run()
+            fp32 = preds if fp32 is None else fp32
+            row: list[object] = [
+                name,
+                n,
+                precision,
+                f"{n / seconds:,.0f}",
+                f"{float((preds == fp32).double().mean()):.2%}",
+            ]
+            if precision == "fp32":
+                same = float((preds[: check.lengths.numel()] == on_cpu).double().mean())
+                times = {
+                    s: median_time(lambda s=s: run_strategy(model, data, s, 64, gpu), repeats)
+                    for s in ("bucketed", "global_max")
+                }
+                row += [f"{same:.2%}", f"{times['global_max'] / times['bucketed']:.2f}x"]
+            else:
+                row += ["-", "-"]
+            rows.append(row)
     return rows
 
 
@@ -559,7 +636,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--only", nargs="*", default=None, help="metrics batching overhead startup jsonl"
+        "--only", nargs="*", default=None, help="metrics batching overhead gpu startup jsonl"
     )
     args = parser.parse_args()
     repeats = max(5, args.repeats)
@@ -605,6 +682,18 @@ def main() -> None:
                 "hand loop ms",
                 "seqgate ms",
                 "seqgate / hand (target <= 1.10)",
+            ],
+        ),
+        "gpu": (
+            bench_gpu,
+            [
+                "model",
+                "sequences",
+                "precision",
+                "seqgate seq/s",
+                "same as fp32 (target >= 99.5% on the example)",
+                "same as the CPU",
+                "global-max / bucketed",
             ],
         ),
         "startup": (

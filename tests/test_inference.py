@@ -188,7 +188,7 @@ def test_evaluate_end_to_end_in_a_script() -> None:
 
 
 def test_bf16_autocast_agrees_with_fp32_and_is_recorded() -> None:
-    from pytest_seqgate.report import report_json
+    from pytest_seqgate.report import headline, report_json
 
     class Mlp(nn.Module):
         def __init__(self) -> None:
@@ -202,11 +202,15 @@ def test_bf16_autocast_agrees_with_fp32_and_is_recorded() -> None:
 
     model = Mlp().eval()
     data = random_data(2000)
-    fp32 = evaluate(model, data, Settings(padding_check=0, bootstrap=0))
-    bf16 = evaluate(model, data, Settings(padding_check=0, bootstrap=0, precision="bf16"))
+    fp32 = evaluate(model, data, Settings(padding_check=0, bootstrap=0, device="cpu"))
+    bf16 = evaluate(
+        model, data, Settings(padding_check=0, bootstrap=0, device="cpu", precision="bf16")
+    )
     agree = (fp32.predictions.predictions == bf16.predictions.predictions).double().mean()
     assert agree >= 0.995
     assert report_json([bf16])["evaluations"][0]["precision"] == "bf16"
+    assert ", cpu bf16 autocast, " in headline(bf16)
+    assert ", cpu, " in headline(fp32)
     with pytest.raises(ConfigError, match="expected fp32, bf16 or fp16"):
         Settings.from_dict(".", precision="fp8")
 

@@ -265,12 +265,15 @@ GATE_HEADERS = ["test", "gate", "threshold", "value", "result", "reason"]
 
 
 def headline(ev: Evaluation) -> str:
+    """The one line every report starts with. It names the device and, when the
+    forward ran under autocast, the precision: bf16 numbers are not fp32 numbers."""
     failed = sum(not g.passed for g in ev.gates)
     gates = f", gates {len(ev.gates) - failed}/{len(ev.gates)} passed" if ev.gates else ""
     return (
         f"{ev.name} on {ev.eval_data}: {ev.n_samples} samples, accuracy "
         f"{format_number(ev.metrics.value('accuracy'))}, macro F1 "
         f"{format_number(ev.metrics.value('macro_f1'))}, {ev.device}"
+        f"{f' {ev.precision} autocast' if ev.precision != 'fp32' else ''}"
         f"{f' ({ev.device_note})' if ev.device_note else ''}, "
         f"{ev.seconds:.2f}s{gates}"
     )
