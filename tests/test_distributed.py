@@ -81,3 +81,37 @@ def test_torchrun_two_ranks_equal_single_process(project, threshold, code):
     assert (project.path / "exit-1").read_text() == str(code), launched.stdout
     assert json.loads((project.path / "r.json").read_text()) == reference
     assert reference["evaluations"][0]["n_samples"] == 1001
+
+
+def test_more_ranks_than_gpus_take_the_gpus_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from pytest_seqgate.distributed import local_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    devices = []
+    for rank in range(3):
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        devices.append(local_device())
+    assert devices == ["cuda:0", "cuda:1", "cuda:0"]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert local_device() is None
+
+
+def test_gathers_run_on_gloo_beside_a_users_nccl_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.distributed as dist
+
+    from pytest_seqgate import distributed
+
+    made: list[str] = []
+    monkeypatch.setattr(distributed, "_gather_group_made", None)
+    monkeypatch.setattr(dist, "get_backend", lambda: "nccl")
+    monkeypatch.setattr(dist, "new_group", lambda backend: made.append(backend) or "gloo-group")
+    assert distributed._gather_group() == "gloo-group"
+    assert distributed._gather_group() == "gloo-group"
+    assert made == ["gloo"]  # made once, with gloo
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(distributed, "_gather_group_made", None)
+    assert distributed._gather_group() is None  # the default group already is gloo

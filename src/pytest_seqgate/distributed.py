@@ -12,23 +12,42 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
+_gather_group_made: Any = None
+
 
 def world() -> tuple[int, int]:
     """(rank, world size); (0, 1) when not under torchrun. Joins the process group
-    (gloo on CPU, NCCL when CUDA is available) on first use."""
+    on first use, with gloo even on GPUs: what the ranks exchange is each one's
+    predictions, small CPU tensors, and gloo, unlike NCCL, does not need a GPU of
+    its own per rank."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return 0, 1
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def _gather_group() -> Any:
+    """The group to gather CPU objects on: the default one when it is gloo; else
+    (a process group the user's code started with NCCL) one gloo group over the
+    same ranks, made once. NCCL would move the objects to whatever GPU is current
+    on each rank, which is the same one for every rank unless set_device ran."""
+    global _gather_group_made
+    import torch.distributed as dist
+
+    if dist.get_backend() == "gloo":
+        return None
+    if _gather_group_made is None:
+        _gather_group_made = dist.new_group(backend="gloo")
+    return _gather_group_made
 
 
 def is_main() -> bool:
@@ -37,9 +56,11 @@ def is_main() -> bool:
 
 
 def local_device() -> str | None:
-    """``cuda:LOCAL_RANK`` under torchrun on a machine with GPUs, else None."""
+    """Under torchrun on a machine with GPUs, rank ``LOCAL_RANK``'s own GPU, or with
+    more ranks than GPUs, the GPUs in turn (``LOCAL_RANK`` modulo their count);
+    else None."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
     return None
 
 
@@ -58,7 +79,7 @@ def sharded(n: int, compute: Callable[[Tensor], dict[str, Tensor]]) -> dict[str,
     start, end = shard(n, rank, size)
     local = {k: v.cpu() for k, v in compute(torch.arange(start, end)).items()}
     parts: list[dict[str, Tensor] | None] = [None] * size
-    dist.all_gather_object(parts, local)
+    dist.all_gather_object(parts, local, group=_gather_group())
     out: dict[str, Tensor] = {}
     for key, value in local.items():
         pieces = [p[key] for p in parts if p is not None]
