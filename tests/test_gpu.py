@@ -22,7 +22,7 @@ from pytest_seqgate.evaluation import evaluate
 from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.inference import predict, resolve_device
 from pytest_seqgate.report import report_json
-from test_inference import PackedGRU, random_data
+from test_inference import Bag, OOMAbove, PackedGRU, random_data
 
 from conftest import Project, rule_records
 
@@ -51,19 +51,6 @@ class MaskedEncoder(nn.Module):
         hidden = self.encoder(self.embedding(input_ids), src_key_padding_mask=attention_mask == 0)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return self.head((hidden * mask).sum(1) / mask.sum(1))
-
-
-class Bag(nn.Module):
-    """Embedding sum and a small MLP: no op in its forward waits for the GPU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.embedding = nn.Embedding(100, 32, padding_idx=0)
-        self.head = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 3))
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embedding(tokens).sum(1))
 
 
 def _confident(scores: torch.Tensor, margin: float) -> torch.Tensor:
@@ -148,26 +135,9 @@ def test_at_most_one_host_sync_per_batch() -> None:
     assert torch.equal(got.predictions, predict(model, data, CPU, batch_size=50).predictions)
 
 
-class AllocatesAbove(nn.Module):
-    """Asks the CUDA allocator for an impossible 8 PiB above ``limit`` rows:
-    a real out-of-memory error, raised by the allocator, not a simulated one."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-        self.sizes: list[int] = []
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.sizes.append(tokens.shape[0])
-        if tokens.shape[0] > self.limit:
-            torch.empty(1 << 50, dtype=torch.float64, device=tokens.device)
-        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
-
-
 def test_a_real_cuda_oom_halves_the_batch() -> None:
     data = random_data(100)
-    model = AllocatesAbove(limit=10)
-    got = predict(model, data, GPU, batch_size=64)
+    got = predict(OOMAbove(limit=10, real=True), data, GPU, batch_size=64)
     assert got.batch_size == 8  # 64 -> 32 -> 16 -> 8
     assert got.predictions.tolist() == [int(data[i][0][0]) % 2 for i in range(100)]
 

@@ -33,6 +33,20 @@ class PackedGRU(nn.Module):
         return self.head(h[-1])
 
 
+class Bag(nn.Module):
+    """Embedding sum and a small MLP: Linear layers for autocast to act on, and
+    no op in its forward that waits for a GPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = nn.Embedding(100, 32, padding_idx=0)
+        self.head = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 3))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(tokens).sum(1))
+
+
 def random_data(n: int = 300, seed: int = 0, features: int | None = None) -> SequenceData:
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, 40, (n,), generator=gen)
@@ -116,17 +130,22 @@ def test_predictions_come_back_in_dataset_order() -> None:
 
 
 class OOMAbove(nn.Module):
-    """Raises CUDA's out-of-memory error for batches above ``limit`` rows."""
+    """Runs out of memory on batches above ``limit`` rows: raises CUDA's error, or
+    with ``real`` (a GPU test), asks the device's allocator for an impossible 8 PiB
+    and lets it raise."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, real: bool = False) -> None:
         super().__init__()
         self.limit = limit
+        self.real = real
         self.sizes: list[int] = []
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         self.sizes.append(tokens.shape[0])
         if tokens.shape[0] > self.limit:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if not self.real:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            torch.empty(1 << 50, dtype=torch.float64, device=tokens.device)
         return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
 
 
@@ -190,17 +209,7 @@ def test_evaluate_end_to_end_in_a_script() -> None:
 def test_bf16_autocast_agrees_with_fp32_and_is_recorded() -> None:
     from pytest_seqgate.report import headline, report_json
 
-    class Mlp(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.embedding = nn.EmbeddingBag(100, 32, padding_idx=0)
-            self.head = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 3))
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return self.head(self.embedding(tokens))
-
-    model = Mlp().eval()
+    model = Bag().eval()
     data = random_data(2000)
     fp32 = evaluate(model, data, Settings(padding_check=0, bootstrap=0, device="cpu"))
     bf16 = evaluate(
