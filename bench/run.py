@@ -378,13 +378,8 @@ def hand_loop(model: nn.Module, data: SequenceData, batch: int, classes: int):
     return run
 
 
-def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
-    """The plugin's whole evaluation (every metric, interval, finding and the
-    terminal and JSON reports) against the hand loop, on a tiny model where
-    the overhead shows most, and on the two models of the batching section."""
-    from pytest_seqgate.report import render_json, render_terminal
-
-    n = 5_000 if quick else 50_000
+def tiny_case(n: int) -> tuple[nn.Module, SequenceData]:
+    """The tiny model and ``n`` sequences of 5 to 59 tokens in 4 classes."""
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(5, 60, (n,), generator=gen)
     values = torch.randint(1, 1000, (int(lengths.sum()),), generator=gen)
@@ -397,8 +392,18 @@ def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
         label_names=("a", "b", "c", "d"),
     )
     torch.manual_seed(0)
+    return Tiny().eval(), data
+
+
+def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
+    """The plugin's whole evaluation (every metric, interval, finding and the
+    terminal and JSON reports) against the hand loop, on a tiny model where
+    the overhead shows most, and on the two models of the batching section."""
+    from pytest_seqgate.report import render_json, render_terminal
+
+    tiny, data = tiny_case(5_000 if quick else 50_000)
     cases: list[tuple[str, nn.Module, SequenceData, int]] = [
-        ("tiny EmbeddingBag", Tiny().eval(), data, batch) for batch in (32, 256, 1024)
+        ("tiny EmbeddingBag", tiny, data, batch) for batch in (32, 256, 1024)
     ]
     if not quick:
         # The batching section's sizes: 20,000 for the LSTM, 2,000 for the Transformer.
@@ -432,6 +437,53 @@ def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
             ]
         )
     return rows
+
+
+def bench_fixed(quick: bool, repeats: int) -> list[list[object]]:
+    """Where the tiny model's overhead goes: each part of the evaluation timed on
+    its own (batch 256), against the hand loop. The parts after inference cost
+    the same whatever the model; with the tiny model they are a large share."""
+    from pytest_seqgate.batching import padded_sample
+    from pytest_seqgate.curves import expected_calibration_error, ranking
+    from pytest_seqgate.diagnostics import duplicates, length_slices
+    from pytest_seqgate.evaluation import Uncertainty
+    from pytest_seqgate.inference import predict, scores_alone
+    from pytest_seqgate.report import render_json, render_terminal
+
+    model, data = tiny_case(5_000 if quick else 50_000)
+    settings = Settings(batch_size=256, device="cpu")
+    ev = evaluate(model, data, settings)
+    scores, labels, preds = ev.predictions.scores, data.labels, ev.predictions.predictions
+    cm, names = ev.metrics.confusion_matrix, ev.labels
+
+    def padding_check() -> object:
+        gen = torch.Generator().manual_seed(settings.seed)
+        sample = padded_sample(data.lengths, 256, settings.padding_check, gen)
+        return scores_alone(model, data, sample, CPU)
+
+    parts: list[tuple[str, Callable[[], object]]] = [
+        ("hand loop (reference)", hand_loop(model, data, 256, 4)),
+        ("inference loop (batches, hashes, softmax)", lambda: predict(model, data, CPU, 256, 4)),
+        ("confusion matrix + metrics", lambda: compute_metrics(confusion_matrix(labels, preds, 4))),
+        (
+            "intervals (Wilson, 1,000 bootstrap resamples)",
+            lambda: Uncertainty.of(cm, settings).per_class(names),
+        ),
+        ("AP and ROC AUC", lambda: ranking(scores, labels)),
+        ("calibration (ECE)", lambda: expected_calibration_error(scores, labels)),
+        ("duplicates", lambda: duplicates(data, ev.predictions.hashes)),
+        ("padding check (64 padded sequences run alone)", padding_check),
+        ("length slices", lambda: length_slices(data.lengths, labels, preds, 4)),
+        ("terminal report", lambda: render_terminal([ev])),
+        ("JSON report", lambda: render_json([ev])),
+        (
+            "whole evaluation + reports",
+            lambda: (render_terminal([ev]), render_json([ev]), evaluate(model, data, settings)),
+        ),
+    ]
+    times = {name: median_time(fn, max(repeats, 9)) for name, fn in parts}
+    hand = times["hand loop (reference)"]
+    return [[name, len(data), f"{t * 1e3:.1f}", f"{t / hand:.1%}"] for name, t in times.items()]
 
 
 # ---------------------------------------------------------------- start-up
@@ -636,7 +688,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--only", nargs="*", default=None, help="metrics batching overhead gpu startup jsonl"
+        "--only",
+        nargs="*",
+        default=None,
+        help="metrics batching overhead fixed gpu startup streaming leakage bootstrap cache jsonl",
     )
     args = parser.parse_args()
     repeats = max(5, args.repeats)
@@ -683,6 +738,10 @@ def main() -> None:
                 "seqgate ms",
                 "seqgate / hand (target <= 1.10)",
             ],
+        ),
+        "fixed": (
+            bench_fixed,
+            ["part of the evaluation", "sequences", "ms", "share of the hand loop"],
         ),
         "gpu": (
             bench_gpu,
