@@ -9,11 +9,12 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from pytest_seqgate.batching import Batch, collate
 from pytest_seqgate.config import Settings
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.evaluation import evaluate
 from pytest_seqgate.exceptions import ConfigError, ModelError
-from pytest_seqgate.inference import calling_convention, predict, resolve_device
+from pytest_seqgate.inference import calling_convention, predict, resolve_device, scores_alone
 
 CPU = torch.device("cpu")
 
@@ -242,6 +243,57 @@ def test_padded_rows_are_the_rows_the_sorted_pass_pads() -> None:
             batch = sorted_pass.batch(start, stop)
             expected[batch.index] = batch.padding.any(1)
         assert torch.equal(padded_rows(lengths, size), expected), size
+
+
+def test_a_pass_over_some_rows_keeps_dataset_positions() -> None:
+    """``rows`` (torchrun shards, the padding check) runs just those rows: results
+    in ``rows`` order, batches indexed by dataset position, errors naming the record."""
+    data = random_data(120)
+    rows = torch.randperm(120, generator=torch.Generator().manual_seed(2))[:37]
+    seen: list[torch.Tensor] = []
+
+    def hook(model: nn.Module, batch: Batch) -> torch.Tensor:
+        seen.append(batch.index)
+        return model(batch.inputs, batch.lengths)
+
+    model = PackedGRU().eval()
+    whole = predict(model, data, CPU, batch_size=8)
+    part = predict(model, data, CPU, batch_size=8, forward=hook, rows=rows)
+    assert torch.equal(torch.cat(seen).sort().values, rows.sort().values)
+    assert torch.equal(part.predictions, whole.predictions[rows])
+    torch.testing.assert_close(part.scores, whole.scores[rows])
+    assert torch.equal(part.hashes, data.content_hashes()[rows])
+
+    class NaNOnToken7(nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            logits = torch.zeros(tokens.shape[0], 2)
+            return torch.where(tokens[:, :1] == 7, float("nan"), logits)
+
+    numbered = SequenceData.from_sequences([[i] for i in range(1, 41)], [0] * 40)
+    with pytest.raises(ModelError, match=r"NaN or Inf logits for 1 of 3 .*first: <memory>\[6\]"):
+        predict(NaNOnToken7(), numbered, CPU, rows=torch.tensor([30, 6, 2]))
+
+
+def test_unpadded_batches_never_pad_and_keep_the_batch_size() -> None:
+    from pytest_seqgate.batching import BucketedBatches
+
+    data = random_data(300)
+    index = torch.arange(0, 300, 3)
+    sorted_pass = BucketedBatches(data, index)
+    ranges = sorted_pass.ranges(4, unpadded=True)
+    batches = [sorted_pass.batch(a, b) for a, b in ranges]
+    assert all(not b.padding.any() and b.inputs.shape[0] <= 4 for b in batches)
+    assert torch.equal(torch.cat([b.index for b in batches]).sort().values, index)
+    assert len({int(b.lengths[0]) for b in batches}) == len(torch.unique(data.lengths[index]))
+    # Each sequence's probabilities, as if run one at a time.
+    model = PackedGRU().eval()
+    got = scores_alone(model, data, index, CPU, batch_size=4)
+    with torch.inference_mode():
+        one_by_one = torch.cat(
+            [model(*(lambda b: (b.inputs, b.lengths))(collate(data, i.reshape(1)))) for i in index]
+        ).softmax(1)
+    torch.testing.assert_close(got, one_by_one, atol=1e-6, rtol=1e-5)
+    assert scores_alone(model, data, index[:0], CPU).shape == (0, 0)
 
 
 class MeanOverPadding(nn.Module):

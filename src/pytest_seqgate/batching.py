@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 
 import torch
 from torch import Tensor
@@ -105,18 +106,34 @@ class BucketedBatches:
     permutation, so its lengths and offsets are slices (views) of arrays
     gathered once, and its width is its first length. That leaves a handful
     of tensor ops per batch, which is the whole per-batch cost of a small model.
+
+    ``rows`` restricts the pass to those dataset positions. ``run`` is the
+    permutation of the pass's own rows (``order`` of the same, as dataset
+    positions): outputs in run order go back to row order through it.
     """
 
-    def __init__(self, data: SequenceData) -> None:
+    def __init__(self, data: SequenceData, rows: Tensor | None = None) -> None:
         self.data = data
-        self.order = length_order(data.lengths)
-        self.lengths = data.lengths.index_select(0, self.order)
+        lengths = data.lengths if rows is None else data.lengths.index_select(0, rows)
+        self.run = length_order(lengths)
+        self.order = self.run if rows is None else rows.index_select(0, self.run)
+        self.lengths = lengths.index_select(0, self.run)
         self.offsets = data.offsets.index_select(0, self.order)
         self.widths = self.lengths.tolist()
         self.steps = torch.arange(self.widths[0] if self.widths else 0)
 
-    def ranges(self, batch_size: int) -> list[tuple[int, int]]:
-        return row_ranges(0, len(self.data), batch_size)
+    def __len__(self) -> int:
+        return len(self.widths)
+
+    def ranges(self, batch_size: int, unpadded: bool = False) -> list[tuple[int, int]]:
+        """Batches of ``batch_size`` rows in run order; with ``unpadded``, also cut
+        wherever the length changes, so that no batch pads anything."""
+        n = len(self.widths)
+        if not unpadded:
+            return row_ranges(0, n, batch_size)
+        cuts = torch.nonzero(self.lengths[1:] != self.lengths[:-1]).squeeze(1).add_(1).tolist()
+        bounds = [0, *cuts, n]
+        return [r for a, b in pairwise(bounds) for r in row_ranges(a, b, batch_size)]
 
     def batch(self, start: int, stop: int, pin_memory: bool = False) -> Batch:
         return _pad(

@@ -309,16 +309,16 @@ def evaluate(
         return compute() if cache is None else cache.get_or_compute(part, compute)
 
     def predict_part(data: SequenceData, index: Tensor, classes: int | None) -> Predictions:
-        part = data if index.numel() == len(data) else data.subset(index)
         return predict(
             model,
-            part,
+            data,
             device,
             settings.batch_size,
             classes,
             forward,
             progress,
             settings.precision,
+            rows=None if index.numel() == len(data) else index,
         )
 
     def run_eval(index: Tensor) -> dict[str, Tensor]:
@@ -391,7 +391,13 @@ def evaluate(
                 sample.numel(),
                 lambda i: {
                     "scores": scores_alone(
-                        model, eval_data, sample[i], device, forward, settings.precision
+                        model,
+                        eval_data,
+                        sample[i],
+                        device,
+                        forward,
+                        settings.precision,
+                        settings.batch_size,
                     )
                 },
             )["scores"]

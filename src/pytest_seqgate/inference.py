@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pytest_seqgate.batching import Batch, BucketedBatches, collate, row_ranges
+from pytest_seqgate.batching import Batch, BucketedBatches, row_ranges
 from pytest_seqgate.data import SequenceData, hash_padded, hash_tables, length_terms
 from pytest_seqgate.exceptions import ConfigError, ModelError
 
@@ -200,28 +200,16 @@ def scores_alone(
     device: torch.device,
     forward: ForwardHook | None = None,
     precision: str = "fp32",
+    batch_size: int = 64,
 ) -> Tensor:
-    """Class probabilities of the sequences ``index`` with no padding at all.
-
-    Sequences of equal length are batched together (they need no padding), so
-    this costs one forward call per distinct length, not one per sequence.
+    """Class probabilities of the sequences ``index`` (in that order) with no
+    padding at all: the sorted pass over just those rows, cut wherever the
+    length changes, so one forward call per distinct length (and per
+    ``batch_size`` rows of it).
     """
-    convention = calling_convention(model)
-    out = torch.empty(index.numel(), 0)
-    lengths = data.lengths[index]
-    with torch.inference_mode():
-        for length in torch.unique(lengths).tolist():
-            rows = torch.nonzero(lengths == length).reshape(-1)
-            batch = collate(data, index[rows]).to(device)
-            with autocast(device, precision):
-                output = forward(model, batch) if forward is not None else None
-                if output is None:
-                    output = call_model(model, batch, convention)
-            probs = _probabilities(logits_of(output).float().reshape(rows.numel(), -1)).cpu()
-            if out.shape[1] == 0:
-                out = torch.empty(index.numel(), probs.shape[1])
-            out[rows] = probs
-    return out
+    return predict(
+        model, data, device, batch_size, None, forward, None, precision, rows=index, unpadded=True
+    ).scores
 
 
 def _probabilities(logits: Tensor) -> Tensor:
@@ -248,8 +236,13 @@ def predict(
     forward: ForwardHook | None = None,
     progress: Progress | None = None,
     precision: str = "fp32",
+    rows: Tensor | None = None,
+    unpadded: bool = False,
 ) -> Predictions:
-    """Run the model once over ``data``; predictions come back in dataset order.
+    """Run the model once over ``data``, or over its positions ``rows``;
+    predictions come back in dataset (or ``rows``) order, and each batch's
+    ``index`` holds dataset positions either way. ``unpadded`` cuts batches
+    wherever the length changes, so none is padded (the padding check's run).
 
     The loop does as little per batch as it can: collate, hash, forward, and
     copy the logits into the next rows of a buffer in run (length-sorted)
@@ -266,22 +259,25 @@ def predict(
     convention = calling_convention(model)
     on_cpu = device.type == "cpu"
     pin = device.type == "cuda"
-    n = len(data)
-    sorted_pass = BucketedBatches(data)
+    sorted_pass = BucketedBatches(data, rows)
+    n = len(sorted_pass)
+    if n == 0:
+        empty = torch.empty(0, dtype=torch.int64)
+        return Predictions(empty, torch.empty(0, 0), str(device), batch_size, empty)
     # Splitting a batch after an OOM keeps its rows in order, so rows run in the
-    # order of ``sorted_pass.order`` whatever happens: a batch's outputs go to
+    # order of ``sorted_pass.run`` whatever happens: a batch's outputs go to
     # the next rows of the run-order buffers.
-    queue = deque(sorted_pass.ranges(batch_size))
+    queue = deque(sorted_pass.ranges(batch_size, unpadded))
     current = batch_size
     run_hashes = torch.empty(n, dtype=torch.int64)
-    weights, _ = hash_tables(int(data.lengths.max()) if n else 1)
+    weights, _ = hash_tables(sorted_pass.widths[0])
     run_logits: Tensor | None = None
     checked = False
     with torch.inference_mode():
         while queue:
             start, stop = queue.popleft()
-            rows = stop - start
-            if rows > current:
+            size = stop - start
+            if size > current:
                 queue.extendleft(reversed(row_ranges(start, stop, current)))
                 continue
             host_batch = sorted_pass.batch(start, stop, pin_memory=pin)
@@ -296,13 +292,13 @@ def predict(
                         output = call_model(model, batch, convention)
             except Exception as exc:
                 if _is_oom(exc):
-                    if rows == 1:
+                    if size == 1:
                         raise ModelError(
                             f"out of memory on a single sequence of length "
                             f"{int(batch.lengths.max())} on {device}; evaluate on a larger "
                             f"device or the CPU (seqgate_device = cpu)"
                         ) from exc
-                    current = max(1, rows // 2)
+                    current = max(1, size // 2)
                     queue.extendleft(reversed(row_ranges(start, stop, current)))
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
@@ -319,11 +315,11 @@ def predict(
                     f"whose in_features is not the RNN's hidden size): {exc}"
                 ) from exc
             logits = logits_of(output)
-            if not checked or not isinstance(logits, Tensor) or logits.shape[0] != rows:
+            if not checked or not isinstance(logits, Tensor) or logits.shape[0] != size:
                 logits = _validate_logits(logits, batch, num_classes)
                 checked = True
             if logits.dim() != 2:
-                logits = logits.reshape(rows, -1)
+                logits = logits.reshape(size, -1)
             if run_logits is None:
                 # Pinned host rows make the per-batch device-to-host copy asynchronous;
                 # past PINNED_LIMIT bytes pageable memory is kinder to the host.
@@ -337,14 +333,15 @@ def predict(
     assert run_logits is not None
     if pin:
         torch.cuda.current_stream(device).synchronize()
-    order = sorted_pass.order
+    run_hashes += length_terms(sorted_pass.lengths)
+    order = sorted_pass.run
     logits = torch.empty_like(run_logits).index_copy_(0, order, run_logits)
     hashes = torch.empty_like(run_hashes).index_copy_(0, order, run_hashes)
-    hashes += length_terms(data.lengths)
     nonfinite = ~torch.isfinite(logits).all(1)
     count = int(nonfinite.sum())
     if count:
-        where = data.record(int(torch.nonzero(nonfinite)[0]))
+        first = int(torch.nonzero(nonfinite)[0])
+        where = data.record(first if rows is None else int(rows[first]))
         raise ModelError(
             f"the model returned NaN or Inf logits for {count} of {n} sample(s) (first: {where}); "
             f"check for overflow in the model or a checkpoint with NaN weights"

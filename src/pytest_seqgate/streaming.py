@@ -134,7 +134,9 @@ def stream_eval(
         share = (offset + len(chunk)) * quota // total - offset * quota // total
         here = padded_sample(chunk.lengths, settings.batch_size, share, gen)
         if here.numel():
-            scores = scores_alone(model, chunk, here, device, forward, settings.precision)
+            scores = scores_alone(
+                model, chunk, here, device, forward, settings.precision, settings.batch_size
+            )
             alone = scores if alone.numel() == 0 else torch.cat([alone, scores])
             sample.append(here + offset)
         offset += len(chunk)
