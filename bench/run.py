@@ -316,8 +316,8 @@ def bench_gpu(quick: bool, repeats: int) -> list[list[object]]:
     rows: list[list[object]] = []
     for name, model, data in cases:
         n = len(data)
-        check = data.subset(torch.arange(min(n, 1_000)))
-        on_cpu = predict(copy.deepcopy(model), check, CPU, 64).predictions
+        checked = torch.arange(min(n, 1_000))
+        on_cpu = predict(copy.deepcopy(model), data, CPU, 64, rows=checked).predictions
         model.to(gpu)
         fp32: torch.Tensor | None = None
         for precision in ("fp32", "bf16", "fp16"):
@@ -336,7 +336,7 @@ def bench_gpu(quick: bool, repeats: int) -> list[list[object]]:
                 f"{float((preds == fp32).double().mean()):.2%}",
             ]
             if precision == "fp32":
-                same = float((preds[: check.lengths.numel()] == on_cpu).double().mean())
+                same = float((preds[checked] == on_cpu).double().mean())
                 times = {
                     s: median_time(lambda s=s: run_strategy(model, data, s, 64, gpu), repeats)
                     for s in ("bucketed", "global_max")

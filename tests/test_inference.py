@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from pytest_seqgate.batching import Batch, collate
+from pytest_seqgate.batching import Batch
 from pytest_seqgate.config import Settings
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.evaluation import evaluate
@@ -290,7 +290,7 @@ def test_unpadded_batches_never_pad_and_keep_the_batch_size() -> None:
     got = scores_alone(model, data, index, CPU, batch_size=4)
     with torch.inference_mode():
         one_by_one = torch.cat(
-            [model(*(lambda b: (b.inputs, b.lengths))(collate(data, i.reshape(1)))) for i in index]
+            [model(data[i][0].unsqueeze(0), data.lengths[i : i + 1]) for i in index.tolist()]
         ).softmax(1)
     torch.testing.assert_close(got, one_by_one, atol=1e-6, rtol=1e-5)
     assert scores_alone(model, data, index[:0], CPU).shape == (0, 0)

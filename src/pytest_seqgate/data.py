@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import torch
@@ -45,6 +45,13 @@ class SequenceData:
     @property
     def kind(self) -> str:
         return "features" if self.values.dim() == 2 else "tokens"
+
+    @cached_property
+    def max_value(self) -> int:
+        """The largest token id (-1 when empty), kept: every inference pass over
+        the set (the main one, the padding check's, a shard's) checks it against
+        the model's embedding, and the values do not change after loading."""
+        return int(self.values.max()) if self.values.numel() else -1
 
     def record(self, index: int) -> str:
         """Where sample ``index`` came from, as ``file:line`` (or ``source[index]``)."""
