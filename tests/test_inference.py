@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from pytest_seqgate.batching import Batch
+from pytest_seqgate.batching import SAMPLE_LENGTHS, Batch, padded_rows, padded_sample
 from pytest_seqgate.config import Settings
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.evaluation import evaluate
@@ -327,6 +327,35 @@ def test_padding_check_samples_the_sequences_the_pass_padded() -> None:
     [finding] = ev.findings_of("padding_sensitivity")
     # (A random 64 of the 5,000 held 0 to 2 padded sequences, none for 2 of 8 seeds.)
     assert finding.data["sampled"] == 60 and finding.data["count"] > 40
+
+
+def test_padding_check_sample_keeps_to_a_few_lengths() -> None:
+    # Lengths 5 to 59: a sample spread over them ran one forward call per
+    # sequence. It keeps to SAMPLE_LENGTHS lengths, each one call unpadded.
+    gen = torch.Generator().manual_seed(4)
+    lengths = torch.randint(5, 60, (3000,), generator=gen)
+    data = SequenceData(
+        torch.randint(1, 50, (int(lengths.sum()),), generator=gen),
+        torch.cumsum(lengths, 0) - lengths,
+        lengths,
+        torch.randint(0, 2, (3000,), generator=gen),
+    )
+    sample = padded_sample(lengths, 64, 64, torch.Generator().manual_seed(0))
+    assert sample.numel() == 64 and torch.equal(sample, sample.unique())
+    assert bool(padded_rows(lengths, 64)[sample].all())
+    assert lengths[sample].unique().numel() == SAMPLE_LENGTHS
+    model = MeanOverPadding().eval()
+    ev = evaluate(model, data, Settings(batch_size=64, bootstrap=0))
+    assert ev.findings_of("padding_sensitivity")[0].data["sampled"] == 64
+    assert model.calls == 47 + SAMPLE_LENGTHS  # ceil(3000 / 64) batches, then one per length
+
+
+def test_padding_check_fills_from_further_lengths_when_the_first_are_rare() -> None:
+    # One padded sequence of each of 100 lengths: the sample takes 64 of them.
+    lengths = torch.cat([torch.arange(100, 200), torch.tensor([5])])
+    sample = padded_sample(lengths, 1000, 64, torch.Generator().manual_seed(0))
+    assert sample.numel() == 64 and lengths[sample].unique().numel() == 64
+    assert padded_sample(lengths, 1000, 500, torch.Generator()).numel() == 100
 
 
 def test_padding_check_runs_nothing_when_nothing_was_padded() -> None:

@@ -52,6 +52,31 @@ def length_order(lengths: Tensor) -> Tensor:
     return torch.sort(lengths.to(torch.int32).neg_(), stable=True).indices
 
 
+def padded_per_length(lengths: Tensor, batch_size: int) -> Tensor:
+    """How many sequences of each length the length-sorted pass pads (``[max + 1]``).
+
+    That pass is the stable descending sort, so the sequences of length ``l``
+    hold the positions ``[s, s + count)``, where ``s`` counts the longer ones,
+    and each batch is as wide as its first sequence. Those of them in the
+    batch that starts before ``s`` are padded, the ones after it are not: the
+    first ``ceil(s / b) * b - s`` of them, in dataset order. Counting lengths
+    answers it without sorting the sequences.
+    """
+    counts = torch.bincount(lengths)
+    longer = counts.flip(0).cumsum(0).flip(0) - counts
+    size = max(1, batch_size)
+    ends = longer.add(size - 1).div_(size, rounding_mode="floor").mul_(size)
+    return torch.minimum(ends.sub_(longer), counts)
+
+
+def _rank_within_length(lengths: Tensor) -> Tensor:
+    """Each sequence's place among those of its length, in dataset order."""
+    ascending = torch.sort(lengths.to(torch.int32), stable=True)
+    first = torch.searchsorted(ascending.values, ascending.values)
+    rank = torch.arange(lengths.numel()) - first
+    return torch.empty_like(rank).index_copy_(0, ascending.indices, rank)
+
+
 def padded_rows(lengths: Tensor, batch_size: int) -> Tensor:
     """Which sequences the length-sorted pass pads, in dataset order (bool ``[N]``).
 
@@ -60,13 +85,13 @@ def padded_rows(lengths: Tensor, batch_size: int) -> Tensor:
     :func:`~pytest_seqgate.inference.predict` does unless an out-of-memory
     split or sharding runs smaller batches, which only pad less.
     """
-    n = lengths.numel()
-    order = length_order(lengths)
-    ordered = lengths.index_select(0, order)
-    firsts = torch.arange(n).div_(max(1, batch_size), rounding_mode="floor").mul_(batch_size)
-    padded = torch.empty(n, dtype=torch.bool)
-    padded[order] = ordered < ordered.index_select(0, firsts)
-    return padded
+    if lengths.numel() == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    padded = padded_per_length(lengths, batch_size)
+    return _rank_within_length(lengths) < padded.take(lengths)
+
+
+SAMPLE_LENGTHS = 8
 
 
 def padded_sample(
@@ -75,10 +100,34 @@ def padded_sample(
     """Up to ``limit`` of the sequences the length-sorted pass pads, drawn at
     random with ``generator``, in dataset order: the sample of the padding
     check. (Drawn from every sequence, the sample would mostly hold sequences
-    as long as their batch, which no padding could have changed.)"""
-    padded = torch.nonzero(padded_rows(lengths, batch_size)).squeeze(1)
-    pick = torch.randperm(padded.numel(), generator=generator)[:limit]
-    return padded.index_select(0, pick).sort().values
+    as long as their batch, which no padding could have changed.)
+
+    The sample keeps to a few lengths: run alone, unpadded, the sequences of
+    one length share a forward call, so a sample spread over every length
+    cost one call per sequence (45 calls for 64 sequences of 5 to 59 tokens,
+    more than the rest of the analyses together on a small model). The
+    ``SAMPLE_LENGTHS`` lengths are drawn with weights their padded counts
+    (so common ones are likelier), and further ones, drawn the same way,
+    join only while the drawn lengths hold fewer than ``limit`` padded
+    sequences. Only the sequences of the drawn lengths are ranked, so the
+    draw costs a few passes over the lengths and no sort of the whole set.
+    """
+    if lengths.numel() == 0 or limit <= 0:
+        return torch.zeros(0, dtype=torch.int64)
+    padded = padded_per_length(lengths, batch_size)
+    found = int(padded.count_nonzero())
+    if found == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    drawn = torch.multinomial(padded.double(), found, replacement=False, generator=generator)
+    reach = padded.take(drawn).cumsum(0)
+    keep = max(SAMPLE_LENGTHS, int(torch.searchsorted(reach, limit)) + 1)
+    chosen = torch.zeros(padded.numel(), dtype=torch.bool)
+    chosen[drawn[:keep]] = True
+    rows = torch.nonzero(chosen.take(lengths)).squeeze(1)
+    of_rows = lengths.index_select(0, rows)
+    rows = rows[_rank_within_length(of_rows) < padded.take(of_rows)]
+    pick = torch.randperm(rows.numel(), generator=generator)[:limit]
+    return rows.index_select(0, pick).sort().values
 
 
 def length_bucketed(lengths: Tensor, batch_size: int) -> list[Tensor]:
