@@ -472,7 +472,7 @@ def bench_fixed(quick: bool, repeats: int) -> list[list[object]]:
         ("AP and ROC AUC", lambda: ranking(scores, labels)),
         ("calibration (ECE)", lambda: expected_calibration_error(scores, labels)),
         ("duplicates", lambda: duplicates(data, ev.predictions.hashes)),
-        ("padding check (64 padded sequences run alone)", padding_check),
+        ("padding check (64 padded sequences at 8 lengths, run alone)", padding_check),
         ("length slices", lambda: length_slices(data.lengths, labels, preds, 4)),
         ("terminal report", lambda: render_terminal([ev])),
         ("JSON report", lambda: render_json([ev])),
