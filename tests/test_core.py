@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pytest_seqgate.batching import Batch, BucketedBatches, collate, length_bucketed
+from pytest_seqgate.batching import Batch, BucketedBatches, collate, length_bucketed, length_order
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import accuracy_paradox, duplicates, leakage
 from pytest_seqgate.exceptions import ConfigError
@@ -191,3 +191,89 @@ def test_integer_quartiles_equal_torch_quantile() -> None:
         top = int(torch.randint(1, 600, (1,), generator=gen))
         values = torch.randint(0, top, (n,), generator=gen)
         assert torch.equal(integer_quartiles(values), torch.quantile(values.double(), probs))
+
+
+def _int32_set(n: int = 200) -> SequenceData:
+    gen = torch.Generator().manual_seed(5)
+    lengths = torch.randint(2, 20, (n,), generator=gen, dtype=torch.int32)
+    return SequenceData(
+        torch.randint(1, 50, (int(lengths.sum()),), generator=gen, dtype=torch.int32),
+        (torch.cumsum(lengths, 0) - lengths).to(torch.int32),
+        lengths,
+        torch.randint(0, 2, (n,), generator=gen, dtype=torch.int32),
+    )
+
+
+def test_a_hand_built_set_of_int32_tensors_is_evaluated_and_left_as_it_was() -> None:
+    from torch import nn
+
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+
+    data = _int32_set()
+    lengths = data.lengths.clone()
+    assert data.values.dtype == data.lengths.dtype == data.labels.dtype == torch.int64
+
+    class Bag(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bag = nn.EmbeddingBag(50, 4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.head(self.bag(tokens))
+
+    ev = evaluate(Bag(), data, Settings(bootstrap=0))
+    assert ev.n_samples == 200 and ev.metrics.confusion_matrix.sum() == 200
+    # Sorting by length once negated an int32 lengths tensor in place.
+    raw = lengths.to(torch.int32)
+    assert torch.equal(length_order(raw), length_order(lengths))
+    assert torch.equal(raw, lengths.to(torch.int32))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lengths": "short"}, "SequenceData.offsets has 200 entries but lengths has 199"),
+        (
+            {"labels": "float"},
+            "SequenceData.labels must be a 1-D integer tensor, but it is float32",
+        ),
+        ({"values": "float"}, "values must hold integer token ids [total] or floating-point"),
+        ({"offsets": "past"}, "mine.pt[7]: SequenceData.offsets + lengths is out of range"),
+        ({"lengths": "negative"}, "mine.pt[3]: SequenceData.lengths is out of range"),
+        ({"labels": "too_big"}, "mine.pt[0]: SequenceData.labels is out of range"),
+    ],
+)
+def test_a_malformed_hand_built_set_is_an_error_naming_the_record(
+    change: dict[str, str], message: str
+) -> None:
+    from pytest_seqgate.exceptions import DataError
+
+    base = _int32_set()
+    fields = {
+        "values": base.values,
+        "offsets": base.offsets,
+        "lengths": base.lengths,
+        "labels": base.labels,
+    }
+    names = None
+    [(key, how)] = change.items()
+    if how == "short":
+        fields[key] = fields[key][:-1]
+    elif how == "float":
+        fields[key] = fields[key].float()
+    elif how == "past":
+        fields[key] = fields[key].clone()
+        fields[key][7] += 10_000
+    elif how == "negative":
+        fields[key] = fields[key].clone()
+        fields[key][3] = -1
+    elif how == "too_big":
+        fields[key] = fields[key].clone()
+        fields[key][0] = 2
+        fields[key][1:] = 0
+        names = ("ham", "spam")
+    with pytest.raises(DataError) as info:
+        SequenceData(**fields, label_names=names, source="mine.pt")
+    assert message in str(info.value)

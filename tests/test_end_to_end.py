@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import rule_records
+from conftest import assert_lines, rule_records
 
 GATED = """
 import pytest
@@ -208,3 +208,43 @@ def test_padding_check_catches_an_unpacked_gru(project, model, caught):
         assert found[0]["sampled"] == 64
     else:
         result.assert_outcomes(passed=1)
+
+
+def test_fixture_built_sequence_data_of_int32_and_a_broken_one(project):
+    conftest = (
+        "import pytest, torch\n"
+        "from models import FirstToken\n"
+        "from pytest_seqgate import SequenceData\n"
+        "@pytest.fixture(scope='session')\n"
+        "def seqgate_model():\n"
+        "    return FirstToken(2)\n"
+        "@pytest.fixture(scope='session')\n"
+        "def seqgate_eval_data():\n"
+        "    lengths = torch.tensor([3] * 10, dtype=torch.int32)\n"
+        "    firsts = [2 * i + 2 + i % 2 for i in range(10)]  # odd first id: spam\n"
+        "    tokens = torch.tensor([[f, 5, 7] for f in firsts], dtype=torch.int32).reshape(-1)\n"
+        "    offsets = torch.arange(10, dtype=torch.int32) * OFFSET\n"
+        "    labels = torch.tensor([i % 2 for i in range(10)], dtype=torch.int32)\n"
+        "    return SequenceData(tokens, offsets, lengths, labels, label_names=('ham', 'spam'))\n"
+    )
+    project.test("""
+        def test_code_supplied(seqgate, seqgate_evaluation):
+            assert seqgate_evaluation.n_samples == 10
+            seqgate.check(min_accuracy=1.0)
+    """)
+    (project.path / "conftest.py").write_text(conftest.replace("OFFSET", "3"))
+    project.run().assert_outcomes(passed=1)
+    # Offsets that run past the values: an error at the fixture's line, naming the record.
+    (project.path / "conftest.py").write_text(conftest.replace("OFFSET", "4"))
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    assert_lines(
+        result.stdout.str(),
+        *[
+            ">*return SequenceData(tokens, offsets, lengths, labels*",
+            "E*DataError: <memory>[7]: SequenceData.offsets + lengths is out of range for this "
+            "sequence (offset 28, length 3, label 1; 30 steps in values*",
+            "conftest.py:14: DataError",
+        ],
+    )
+    assert "data.py" not in result.stdout.str()  # the check's own frame is hidden

@@ -47,9 +47,10 @@ def length_order(lengths: Tensor) -> Tensor:
     """Dataset indices longest first; ties keep dataset order (stable).
 
     An ascending stable sort of the negated int32 lengths: the same order as a
-    descending int64 sort, and four times faster on the CPU.
+    descending int64 sort, and four times faster on the CPU. (``neg``, not
+    ``neg_``: on int32 lengths ``.to(torch.int32)`` is the caller's tensor.)
     """
-    return torch.sort(lengths.to(torch.int32).neg_(), stable=True).indices
+    return torch.sort(torch.neg(lengths.to(torch.int32)), stable=True).indices
 
 
 def padded_per_length(lengths: Tensor, batch_size: int) -> Tensor:

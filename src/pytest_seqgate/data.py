@@ -7,13 +7,15 @@ over the flat tensor instead of a Python loop per sequence.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from pytest_seqgate.exceptions import DataError
 
 
 @dataclass
@@ -33,6 +35,66 @@ class SequenceData:
     source: str = "<memory>"
     line_numbers: Tensor | None = None
     metadata: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """A set built by hand (a ``seqgate_eval_data`` fixture, a script) takes
+        the same paths as a loaded one, so it is brought to the same types here:
+        index tensors and token ids int64, feature vectors float32. What would
+        otherwise fail deep inside inference, or quietly read the wrong steps,
+        is an error that names the set and the first bad record."""
+        __tracebackhide__ = True  # pytest shows the user's line that built the set, not this
+        for name in ("lengths", "offsets", "labels", "line_numbers"):
+            column = getattr(self, name)
+            if column is None:
+                continue
+            column = torch.as_tensor(column)
+            if column.dim() != 1 or column.is_floating_point() or column.is_complex():
+                raise DataError(
+                    f"{self.source}: SequenceData.{name} must be a 1-D integer tensor, "
+                    f"but it is {_shape(column)}"
+                )
+            if column.numel() != self.lengths.numel():
+                raise DataError(
+                    f"{self.source}: SequenceData.{name} has {column.numel()} entries but "
+                    f"lengths has {self.lengths.numel()}: one per sequence"
+                )
+            setattr(self, name, column.to(torch.int64))
+        values = torch.as_tensor(self.values)
+        if values.dim() == 1 and not values.is_floating_point() and not values.is_complex():
+            self.values = values.to(torch.int64)
+        elif values.dim() == 2 and values.is_floating_point():
+            self.values = values.to(torch.float32)
+        else:
+            raise DataError(
+                f"{self.source}: SequenceData.values must hold integer token ids [total] or "
+                f"floating-point feature vectors [total, features], but it is {_shape(values)}"
+            )
+        if self.lengths.numel() == 0:
+            return
+        # Reductions on the happy path; a mask only to find the first bad record.
+        checks: list[tuple[str, bool, Callable[[], Tensor]]] = [
+            ("lengths", int(self.lengths.min()) < 0, lambda: self.lengths < 0),
+            ("labels", int(self.labels.min()) < 0, lambda: self.labels < 0),
+        ]
+        if self.label_names is not None:
+            top = len(self.label_names)
+            checks.append(("labels", int(self.labels.max()) >= top, lambda: self.labels >= top))
+        # A streamed set keeps its lengths but none of its values.
+        total = self.values.shape[0]
+        if total:
+            ends = self.offsets + self.lengths
+            checks.append(("offsets", int(self.offsets.min()) < 0, lambda: self.offsets < 0))
+            checks.append(("offsets + lengths", int(ends.max()) > total, lambda: ends > total))
+        for name, failed, mask in checks:
+            if failed:
+                first = int(mask().nonzero()[0])
+                raise DataError(
+                    f"{self.record(first)}: SequenceData.{name} is out of range for this "
+                    f"sequence (offset {int(self.offsets[first])}, length "
+                    f"{int(self.lengths[first])}, label {int(self.labels[first])}; "
+                    f"{total} steps in values, label names "
+                    f"{list(self.label_names) if self.label_names else 'none'})"
+                )
 
     def __len__(self) -> int:
         return int(self.lengths.numel())
@@ -126,6 +188,10 @@ class SequenceData:
         weights, table = hash_tables(int(self.lengths.max()))
         out = torch.zeros(n, dtype=torch.int64).index_add_(0, seq_id, steps * weights[position])
         return out + table[self.lengths]
+
+
+def _shape(tensor: Tensor) -> str:
+    return f"{str(tensor.dtype).replace('torch.', '')}{list(tensor.shape)}"
 
 
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
