@@ -243,6 +243,7 @@ def test_a_hand_built_set_of_int32_tensors_is_evaluated_and_left_as_it_was() -> 
         ({"offsets": "past"}, "mine.pt[7]: SequenceData.offsets + lengths is out of range"),
         ({"lengths": "negative"}, "mine.pt[3]: SequenceData.lengths is out of range"),
         ({"labels": "too_big"}, "mine.pt[0]: SequenceData.labels is out of range"),
+        ({"metadata": "short"}, "SequenceData.metadata['lang'] has 3 entries but lengths has 200"),
     ],
 )
 def test_a_malformed_hand_built_set_is_an_error_naming_the_record(
@@ -259,7 +260,7 @@ def test_a_malformed_hand_built_set_is_an_error_naming_the_record(
     }
     names = None
     [(key, how)] = change.items()
-    if how == "short":
+    if how == "short" and key in fields:
         fields[key] = fields[key][:-1]
     elif how == "float":
         fields[key] = fields[key].float()
@@ -274,6 +275,7 @@ def test_a_malformed_hand_built_set_is_an_error_naming_the_record(
         fields[key][0] = 2
         fields[key][1:] = 0
         names = ("ham", "spam")
+    metadata = {"lang": ["en", "fr", "de"]} if key == "metadata" else {}
     with pytest.raises(DataError) as info:
-        SequenceData(**fields, label_names=names, source="mine.pt")
+        SequenceData(**fields, label_names=names, source="mine.pt", metadata=metadata)
     assert message in str(info.value)

@@ -69,6 +69,14 @@ class SequenceData:
                 f"{self.source}: SequenceData.values must hold integer token ids [total] or "
                 f"floating-point feature vectors [total, features], but it is {_shape(values)}"
             )
+        if self.label_names is not None:
+            self.label_names = tuple(str(name) for name in self.label_names)
+        for key, column in self.metadata.items():
+            if len(column) != self.lengths.numel():
+                raise DataError(
+                    f"{self.source}: SequenceData.metadata[{key!r}] has {len(column)} entries "
+                    f"but lengths has {self.lengths.numel()}: one per sequence"
+                )
         if self.lengths.numel() == 0:
             return
         # Reductions on the happy path; a mask only to find the first bad record.
