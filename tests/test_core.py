@@ -240,9 +240,13 @@ def test_a_hand_built_set_of_int32_tensors_is_evaluated_and_left_as_it_was() -> 
             "SequenceData.labels must be a 1-D integer tensor, but it is float32",
         ),
         ({"values": "float"}, "values must hold integer token ids [total] or floating-point"),
-        ({"offsets": "past"}, "mine.pt[7]: SequenceData.offsets + lengths is out of range"),
-        ({"lengths": "negative"}, "mine.pt[3]: SequenceData.lengths is out of range"),
-        ({"labels": "too_big"}, "mine.pt[0]: SequenceData.labels is out of range"),
+        ({"offsets": "past"}, "mine.pt[7]: this sequence (offset 10"),
+        ({"offsets": "past"}, "is malformed: each sequence must lie inside values"),
+        ({"lengths": "negative"}, "mine.pt[3]: this sequence (offset 42, length 0, label 0) is"),
+        ({"lengths": "negative"}, "a sequence needs at least one step: drop the record"),
+        ({"labels": "too_big"}, "mine.pt[0]: this sequence (offset 0, length 19, label 2) is"),
+        ({"values": "negative"}, "mine.pt[1]: this sequence (offset 19, length 14, label 0)"),
+        ({"values": "negative"}, "is malformed: token ids are indices, from 0"),
         ({"metadata": "short"}, "SequenceData.metadata['lang'] has 3 entries but lengths has 200"),
     ],
 )
@@ -269,7 +273,7 @@ def test_a_malformed_hand_built_set_is_an_error_naming_the_record(
         fields[key][7] += 10_000
     elif how == "negative":
         fields[key] = fields[key].clone()
-        fields[key][3] = -1
+        fields[key][3 if key == "lengths" else 20] = 0 if key == "lengths" else -4
     elif how == "too_big":
         fields[key] = fields[key].clone()
         fields[key][0] = 2

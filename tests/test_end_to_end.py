@@ -242,8 +242,8 @@ def test_fixture_built_sequence_data_of_int32_and_a_broken_one(project):
         result.stdout.str(),
         *[
             ">*return SequenceData(tokens, offsets, lengths, labels*",
-            "E*DataError: <memory>[7]: SequenceData.offsets + lengths is out of range for this "
-            "sequence (offset 28, length 3, label 1; 30 steps in values*",
+            "E*DataError: <memory>[7]: this sequence (offset 28, length 3, label 1) is "
+            "malformed: each sequence must lie inside values (30 steps)",
             "conftest.py:14: DataError",
         ],
     )

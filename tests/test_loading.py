@@ -104,7 +104,8 @@ def test_jsonl_features(tmp_path: Path) -> None:
         (jsonl({"text": "hi", "label": 0}), "e.jsonl:1: record has 'text' but no tokenizer"),
         (
             jsonl({"tokens": [1], "label": 0}, {"tokens": [-3], "label": 0}),
-            "e.jsonl:2: negative token id",
+            "e.jsonl:2: this sequence (offset 1, length 1, label 0) is malformed: token ids are "
+            "indices, from 0",
         ),
     ],
 )

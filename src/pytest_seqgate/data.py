@@ -80,29 +80,51 @@ class SequenceData:
         if self.lengths.numel() == 0:
             return
         # Reductions on the happy path; a mask only to find the first bad record.
-        checks: list[tuple[str, bool, Callable[[], Tensor]]] = [
-            ("lengths", int(self.lengths.min()) < 0, lambda: self.lengths < 0),
-            ("labels", int(self.labels.min()) < 0, lambda: self.labels < 0),
+        n_names = len(self.label_names) if self.label_names is not None else None
+        checks: list[tuple[bool, Callable[[], Tensor], str]] = [
+            (
+                int(self.lengths.min()) < 1,
+                lambda: self.lengths < 1,
+                "a sequence needs at least one step: drop the record or give it a token",
+            ),
+            (
+                int(self.labels.min()) < 0
+                or (n_names is not None and int(self.labels.max()) >= n_names),
+                lambda: (self.labels < 0) | (self.labels >= (n_names or 2**62)),
+                "labels are class indices, from 0 to one less than the number of label names",
+            ),
         ]
-        if self.label_names is not None:
-            top = len(self.label_names)
-            checks.append(("labels", int(self.labels.max()) >= top, lambda: self.labels >= top))
         # A streamed set keeps its lengths but none of its values.
         total = self.values.shape[0]
         if total:
             ends = self.offsets + self.lengths
-            checks.append(("offsets", int(self.offsets.min()) < 0, lambda: self.offsets < 0))
-            checks.append(("offsets + lengths", int(ends.max()) > total, lambda: ends > total))
-        for name, failed, mask in checks:
+            checks.append(
+                (
+                    int(self.offsets.min()) < 0 or int(ends.max()) > total,
+                    lambda: (self.offsets < 0) | (ends > total),
+                    f"each sequence must lie inside values ({total} steps)",
+                )
+            )
+            if self.kind == "tokens":
+                low, high = torch.aminmax(self.values)
+                self.__dict__["max_value"] = int(high)  # kept for check_embedding_range
+                checks.append(
+                    (int(low) < 0, self._negative_tokens, "token ids are indices, from 0")
+                )
+        for failed, mask, hint in checks:
             if failed:
                 first = int(mask().nonzero()[0])
                 raise DataError(
-                    f"{self.record(first)}: SequenceData.{name} is out of range for this "
-                    f"sequence (offset {int(self.offsets[first])}, length "
-                    f"{int(self.lengths[first])}, label {int(self.labels[first])}; "
-                    f"{total} steps in values, label names "
-                    f"{list(self.label_names) if self.label_names else 'none'})"
+                    f"{self.record(first)}: this sequence (offset {int(self.offsets[first])}, "
+                    f"length {int(self.lengths[first])}, label {int(self.labels[first])}) "
+                    f"is malformed: {hint}"
                 )
+
+    def _negative_tokens(self) -> Tensor:
+        """Which sequences hold a negative token id (bool ``[N]``)."""
+        seen = torch.zeros(self.values.shape[0] + 1, dtype=torch.int64)
+        torch.cumsum(self.values < 0, 0, out=seen[1:])
+        return seen.take(self.offsets + self.lengths) > seen.take(self.offsets)
 
     def __len__(self) -> int:
         return int(self.lengths.numel())
