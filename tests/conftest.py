@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -149,6 +150,24 @@ def rule_records(
         ]
         records.append({"tokens": tokens, "label": names[cls]})
     return records
+
+
+def token_set(lengths: Any, seed: int, classes: int = 2, dtype: Any = None) -> Any:
+    """A SequenceData of random token ids (1 to 49) with these lengths, laid end
+    to end, and random labels; every tensor of ``dtype`` (int64 by default)."""
+    import torch
+
+    from pytest_seqgate.data import SequenceData
+
+    dtype = dtype or torch.int64
+    gen = torch.Generator().manual_seed(seed)
+    lengths = lengths.to(dtype)
+    return SequenceData(
+        torch.randint(1, 50, (int(lengths.sum()),), generator=gen, dtype=dtype),
+        torch.cumsum(lengths, 0, dtype=dtype) - lengths,
+        lengths,
+        torch.randint(0, classes, (lengths.numel(),), generator=gen, dtype=dtype),
+    )
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

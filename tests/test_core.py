@@ -15,6 +15,8 @@ from pytest_seqgate.gates import parse_gates
 from pytest_seqgate.metrics import compute_metrics
 from pytest_seqgate.stats import binomial_sf, wilson_interval
 
+from conftest import token_set
+
 
 def test_collate_pads_right_with_lengths_and_mask() -> None:
     data = SequenceData.from_sequences([[1, 2, 3], [4], [5, 6]], [0, 1, 0])
@@ -194,14 +196,8 @@ def test_integer_quartiles_equal_torch_quantile() -> None:
 
 
 def _int32_set(n: int = 200) -> SequenceData:
-    gen = torch.Generator().manual_seed(5)
-    lengths = torch.randint(2, 20, (n,), generator=gen, dtype=torch.int32)
-    return SequenceData(
-        torch.randint(1, 50, (int(lengths.sum()),), generator=gen, dtype=torch.int32),
-        (torch.cumsum(lengths, 0) - lengths).to(torch.int32),
-        lengths,
-        torch.randint(0, 2, (n,), generator=gen, dtype=torch.int32),
-    )
+    lengths = torch.randint(2, 20, (n,), generator=torch.Generator().manual_seed(5))
+    return token_set(lengths, seed=5, dtype=torch.int32)
 
 
 def test_a_hand_built_set_of_int32_tensors_is_evaluated_and_left_as_it_was() -> None:

@@ -16,6 +16,8 @@ from pytest_seqgate.evaluation import evaluate
 from pytest_seqgate.exceptions import ConfigError, ModelError
 from pytest_seqgate.inference import calling_convention, predict, resolve_device, scores_alone
 
+from conftest import token_set
+
 CPU = torch.device("cpu")
 
 
@@ -228,14 +230,8 @@ def test_bf16_autocast_agrees_with_fp32_and_is_recorded() -> None:
 def test_padded_rows_are_the_rows_the_sorted_pass_pads() -> None:
     from pytest_seqgate.batching import BucketedBatches, padded_rows
 
-    gen = torch.Generator().manual_seed(5)
-    lengths = torch.randint(1, 9, (203,), generator=gen)
-    data = SequenceData(
-        torch.randint(1, 50, (int(lengths.sum()),), generator=gen),
-        torch.cumsum(lengths, 0) - lengths,
-        lengths,
-        torch.zeros(203, dtype=torch.int64),
-    )
+    lengths = torch.randint(1, 9, (203,), generator=torch.Generator().manual_seed(5))
+    data = token_set(lengths, seed=5)
     sorted_pass = BucketedBatches(data)
     for size in (1, 7, 64, 500):
         expected = torch.zeros(203, dtype=torch.bool)
@@ -315,14 +311,7 @@ def test_padding_check_samples_the_sequences_the_pass_padded() -> None:
     # pads only the 60 sequences of length 10 in the one mixed batch, 1.2% of
     # the set. The check must look at those, not at a random 64 of all.
     torch.manual_seed(0)
-    lengths = torch.tensor([11, 10] * 2500)
-    gen = torch.Generator().manual_seed(1)
-    data = SequenceData(
-        torch.randint(1, 50, (int(lengths.sum()),), generator=gen),
-        torch.cumsum(lengths, 0) - lengths,
-        lengths,
-        torch.randint(0, 2, (5000,), generator=gen),
-    )
+    data = token_set(torch.tensor([11, 10] * 2500), seed=1)
     ev = evaluate(MeanOverPadding().eval(), data, Settings(batch_size=64, bootstrap=0))
     [finding] = ev.findings_of("padding_sensitivity")
     # (A random 64 of the 5,000 held 0 to 2 padded sequences, none for 2 of 8 seeds.)
@@ -332,14 +321,8 @@ def test_padding_check_samples_the_sequences_the_pass_padded() -> None:
 def test_padding_check_sample_keeps_to_a_few_lengths() -> None:
     # Lengths 5 to 59: a sample spread over them ran one forward call per
     # sequence. It keeps to SAMPLE_LENGTHS lengths, each one call unpadded.
-    gen = torch.Generator().manual_seed(4)
-    lengths = torch.randint(5, 60, (3000,), generator=gen)
-    data = SequenceData(
-        torch.randint(1, 50, (int(lengths.sum()),), generator=gen),
-        torch.cumsum(lengths, 0) - lengths,
-        lengths,
-        torch.randint(0, 2, (3000,), generator=gen),
-    )
+    lengths = torch.randint(5, 60, (3000,), generator=torch.Generator().manual_seed(4))
+    data = token_set(lengths, seed=4)
     sample = padded_sample(lengths, 64, 64, torch.Generator().manual_seed(0))
     assert sample.numel() == 64 and torch.equal(sample, sample.unique())
     assert bool(padded_rows(lengths, 64)[sample].all())
@@ -359,13 +342,7 @@ def test_padding_check_fills_from_further_lengths_when_the_first_are_rare() -> N
 
 
 def test_padding_check_runs_nothing_when_nothing_was_padded() -> None:
-    lengths = torch.full((300,), 6)
-    data = SequenceData(
-        torch.randint(1, 50, (1800,), generator=torch.Generator().manual_seed(2)),
-        torch.arange(300) * 6,
-        lengths,
-        torch.arange(300) % 2,
-    )
+    data = token_set(torch.full((300,), 6), seed=2)
     model = MeanOverPadding().eval()
     ev = evaluate(model, data, Settings(batch_size=64, bootstrap=0))
     assert not ev.findings_of("padding_sensitivity")
