@@ -201,23 +201,13 @@ def _int32_set(n: int = 200) -> SequenceData:
 
 
 def test_a_hand_built_set_of_int32_tensors_is_evaluated_and_left_as_it_was() -> None:
-    from torch import nn
-
     from pytest_seqgate.config import Settings
     from pytest_seqgate.evaluation import evaluate
+    from test_inference import Bag
 
     data = _int32_set()
     lengths = data.lengths.clone()
     assert data.values.dtype == data.lengths.dtype == data.labels.dtype == torch.int64
-
-    class Bag(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bag = nn.EmbeddingBag(50, 4)
-            self.head = nn.Linear(4, 2)
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return self.head(self.bag(tokens))
 
     ev = evaluate(Bag(), data, Settings(bootstrap=0))
     assert ev.n_samples == 200 and ev.metrics.confusion_matrix.sum() == 200
