@@ -141,3 +141,49 @@ def test_plugin_load_does_not_import_torch(project):
             assert "torch" not in sys.modules
     """)
     project.run().assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "message"),
+    [
+        (
+            "lambda x: x",
+            "[(torch.tensor([1, 2]), 0)]",
+            "*seqgate: the seqgate_model fixture returned function, expected a torch.nn.Module: "
+            "return the module itself*or wrap a plain function in an nn.Module*",
+        ),
+        ("None", "[(torch.tensor([1, 2]), 0)]", "*seqgate_model fixture returned NoneType*"),
+        (
+            "FirstToken(2)",
+            "{'tokens': [1, 2], 'label': 0}",
+            "*seqgate: seqgate_eval_data fixture: expected a SequenceData, or a map-style "
+            "Dataset*but got dict*",
+        ),
+        (
+            "FirstToken(2)",
+            "Broken()",
+            "*seqgate: seqgate_eval_data fixture[0]: reading the item raised KeyError: 0*",
+        ),
+    ],
+)
+def test_fixtures_that_return_the_wrong_thing(project, model, data, message):
+    (project.path / "conftest.py").write_text(
+        "import pytest, torch\n"
+        "from models import FirstToken\n"
+        "class Broken:  # a map-style dataset whose items fail to read\n"
+        "    def __len__(self):\n"
+        "        return 3\n"
+        "    def __getitem__(self, index):\n"
+        "        raise KeyError(index)\n"
+        "@pytest.fixture(scope='session')\n"
+        "def seqgate_model():\n"
+        f"    return {model}\n"
+        "@pytest.fixture(scope='session')\n"
+        "def seqgate_eval_data():\n"
+        f"    return {data}\n"
+    )
+    project.test(GATED.format(gates="min_accuracy=0.0"))
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    assert_lines(result.stdout.str(), message)
+    assert "Traceback" not in result.stdout.str() and "site-packages" not in result.stdout.str()

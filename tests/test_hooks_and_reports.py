@@ -163,3 +163,25 @@ def test_report_shows_undefined_values_as_na(project):
     report = json.loads((project.path / "r.json").read_text())
     per_class = report["evaluations"][0]["metrics"]["per_class"]
     assert per_class["eggs"]["recall"] is None
+
+
+def test_a_load_model_hook_that_returns_no_module_is_a_usage_error(project):
+    project.data(rule_records(20))
+    (project.path / "conftest.py").write_text(
+        "def pytest_seqgate_load_model(spec, settings):\n    return 'weights.bin'\n"
+    )
+    project.ini(model="special://x", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test("""
+        import pytest
+
+        @pytest.mark.seqgate(min_accuracy=0.5)
+        def test_a():
+            pass
+    """)
+    result = project.run()
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(),
+        "*seqgate: pytest_seqgate_load_model for 'special://x' returned str, expected a "
+        "torch.nn.Module*",
+    )

@@ -42,6 +42,7 @@ from pytest_seqgate.inference import (
     Predictions,
     Progress,
     predict,
+    require_module,
     resolve_device,
     scores_alone,
 )
@@ -288,6 +289,7 @@ def evaluate(
     """
     settings = settings or Settings()
     started = time.perf_counter()
+    require_module(model, "evaluate(): the model argument")
     spec = settings.device
     if spec == "auto":
         spec = local_device() or spec  # cuda:LOCAL_RANK under torchrun with GPUs

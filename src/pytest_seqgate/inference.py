@@ -36,6 +36,21 @@ class Predictions:
     hashes: Tensor
 
 
+def require_module(obj: Any, where: str) -> nn.Module:
+    """``obj`` if it is a torch.nn.Module; else an error saying which source gave what.
+
+    Inference calls ``eval()``, ``to()`` and ``modules()`` on the model, so
+    anything else would fail there, far from the fixture or hook that made it.
+    """
+    if not isinstance(obj, nn.Module):
+        raise ModelError(
+            f"{where} returned {type(obj).__name__}, expected a torch.nn.Module: return the "
+            f"module itself (a TorchScript module is one), or wrap a plain function in an "
+            f"nn.Module whose forward calls it"
+        )
+    return obj
+
+
 def resolve_device(spec: str, setting: str = "seqgate_device") -> torch.device:
     """``auto`` picks CUDA when it is available, else the CPU."""
     if spec == "auto":

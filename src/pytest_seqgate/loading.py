@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from pytest_seqgate.config import Settings, is_import_path
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.exceptions import ConfigError, DataError, ModelError
+from pytest_seqgate.inference import require_module
 
 SEQUENCE_KEYS = ("tokens", "features", "text")
 
@@ -68,21 +69,15 @@ def load_model(settings: Settings) -> nn.Module:
     if is_import_path(spec):
         obj = import_object(spec, settings.rootdir, setting)
         model = obj if isinstance(obj, nn.Module) else _call(obj, setting, spec)
-        if not isinstance(model, nn.Module):
-            raise ModelError(
-                f"{setting}: {spec!r} returned {type(model).__name__}, expected a torch.nn.Module"
-            )
-        return model
+        return require_module(model, f"{setting}: {spec!r}")
     path = settings.existing("model")
     if settings.model_factory is not None:
         factory_setting = settings.source("model_factory")
         factory = import_object(settings.model_factory, settings.rootdir, factory_setting)
-        module = _call(factory, factory_setting, settings.model_factory)
-        if not isinstance(module, nn.Module):
-            raise ModelError(
-                f"{factory_setting}: {settings.model_factory!r} returned "
-                f"{type(module).__name__}, expected a torch.nn.Module"
-            )
+        module = require_module(
+            _call(factory, factory_setting, settings.model_factory),
+            f"{factory_setting}: {settings.model_factory!r}",
+        )
         state = load_checkpoint(path, setting, settings.trust_checkpoints)
         load_state_dict(module, state, path)
         return module
@@ -581,14 +576,23 @@ def from_dataset(
         return dataset
     if not strict_len:
         raise DataError(f"{source}: 'sequences' and 'labels' have different lengths")
-    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+    if (
+        not hasattr(dataset, "__len__")
+        or not hasattr(dataset, "__getitem__")
+        or isinstance(dataset, (dict, str, bytes))
+    ):
         raise DataError(
-            f"{source}: expected a map-style Dataset (with __len__ and __getitem__) of "
-            f"(sequence, label) pairs, but got {type(dataset).__name__}"
+            f"{source}: expected a SequenceData, or a map-style Dataset (with __len__ and "
+            f"__getitem__) or list of (sequence, label) pairs, but got {type(dataset).__name__}"
         )
     builder = _Builder(source, labels, tokenizer, indexed=True)
     for i in range(len(dataset)):
-        item = dataset[i]
+        try:
+            item = dataset[i]
+        except Exception as exc:
+            raise DataError(
+                f"{source}[{i}]: reading the item raised {type(exc).__name__}: {exc}"
+            ) from exc
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise DataError(
                 f"{source}[{i}]: expected a (sequence, label) pair, but got {type(item).__name__}"

@@ -73,10 +73,13 @@ class SessionState:
                 model = self.config.hook.pytest_seqgate_load_model(
                     spec=settings.model, settings=settings
                 )
-            if model is None:
-                from pytest_seqgate.loading import load_model
+            from pytest_seqgate.inference import require_module
+            from pytest_seqgate.loading import load_model
 
+            if model is None:
                 model = load_model(settings)
+            else:
+                model = require_module(model, f"pytest_seqgate_load_model for {settings.model!r}")
             self.loaded["model"] = model
         return self.loaded["model"]
 
@@ -109,9 +112,11 @@ class SessionState:
         key = (id(model), id(eval_data), id(train_data))
         if key not in self.evaluations:
             from pytest_seqgate.evaluation import evaluate
+            from pytest_seqgate.inference import require_module
             from pytest_seqgate.loading import from_dataset
 
             settings = self.settings
+            require_module(model, "the seqgate_model fixture")
             eval_set = (
                 None
                 if eval_data is None and settings.streaming
