@@ -347,3 +347,24 @@ def test_padding_check_runs_nothing_when_nothing_was_padded() -> None:
     ev = evaluate(model, data, Settings(batch_size=64, bootstrap=0))
     assert not ev.findings_of("padding_sensitivity")
     assert model.calls == 5  # the five batches of the pass, and no re-run alone
+
+
+def test_the_pass_runs_in_eval_mode_and_leaves_each_layer_as_it_was() -> None:
+    class Dropping(Bag):
+        def __init__(self) -> None:
+            super().__init__()
+            self.drop = nn.Dropout(0.5)
+            self.seen: list[bool] = []
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            self.seen.append(self.training or self.drop.training)
+            return self.head(self.drop(self.embedding(tokens).sum(1)))
+
+    model = Dropping()
+    model.train()
+    model.head.eval()  # a frozen part of a model in training
+    data = random_data(200, seed=3)
+    first = predict(model, data, torch.device("cpu"), 32)
+    assert not any(model.seen)  # dropout off: every batch ran in eval mode
+    assert model.training and model.drop.training and not model.head.training
+    assert torch.equal(predict(model, data, torch.device("cpu"), 32).scores, first.scores)

@@ -8,9 +8,10 @@ predictions in the dataset's order whatever order the batches ran in.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,11 +102,24 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def autocast(device: torch.device, precision: str) -> Any:
     """``torch.autocast`` for bf16/fp16, a no-op context for fp32."""
-    import contextlib
-
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=AUTOCAST[precision])
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``eval()`` for a pass, then every submodule's own mode back: a model that a
+    session goes on training, or that keeps some layers frozen in eval mode
+    while the rest trains, is left as it was found. (Flags are set one by one:
+    ``train()`` would recurse from each module again.)"""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def call_model(model: nn.Module, batch: Batch, convention: str) -> Any:
@@ -269,7 +283,6 @@ def predict(
     the smaller size, down to one sequence, before giving up.
     """
     check_embedding_range(model, data)
-    model.eval()
     model.to(device)
     convention = calling_convention(model)
     on_cpu = device.type == "cpu"
@@ -288,7 +301,7 @@ def predict(
     weights, _ = hash_tables(sorted_pass.widths[0])
     run_logits: Tensor | None = None
     checked = False
-    with torch.inference_mode():
+    with torch.inference_mode(), eval_mode(model):
         while queue:
             start, stop = queue.popleft()
             size = stop - start
