@@ -231,6 +231,7 @@ def test_a_hand_built_set_of_int32_tensors_is_evaluated_and_left_as_it_was() -> 
         ({"lengths": "negative"}, "mine.pt[3]: this sequence (offset 42, length 0, label 0) is"),
         ({"lengths": "negative"}, "a sequence needs at least one step: drop the record"),
         ({"labels": "too_big"}, "mine.pt[0]: this sequence (offset 0, length 19, label 2) is"),
+        ({"labels": "no_names"}, "mine.pt[0]: this sequence (offset 0, length 19, label 0) is"),
         ({"values": "negative"}, "mine.pt[1]: this sequence (offset 19, length 14, label 0)"),
         ({"values": "negative"}, "is malformed: token ids are indices, from 0"),
         ({"metadata": "short"}, "SequenceData.metadata['lang'] has 3 entries but lengths has 200"),
@@ -260,6 +261,8 @@ def test_a_malformed_hand_built_set_is_an_error_naming_the_record(
     elif how == "negative":
         fields[key] = fields[key].clone()
         fields[key][3 if key == "lengths" else 20] = 0 if key == "lengths" else -4
+    elif how == "no_names":
+        names = ()
     elif how == "too_big":
         fields[key] = fields[key].clone()
         fields[key][0] = 2

@@ -90,7 +90,9 @@ class SequenceData:
             (
                 int(self.labels.min()) < 0
                 or (n_names is not None and int(self.labels.max()) >= n_names),
-                lambda: (self.labels < 0) | (self.labels >= (n_names or 2**62)),
+                lambda: (
+                    (self.labels < 0) | (self.labels >= (2**62 if n_names is None else n_names))
+                ),
                 "labels are class indices, from 0 to one less than the number of label names",
             ),
         ]
