@@ -327,6 +327,9 @@ def test_padding_check_sample_keeps_to_a_few_lengths() -> None:
     assert sample.numel() == 64 and torch.equal(sample, sample.unique())
     assert bool(padded_rows(lengths, 64)[sample].all())
     assert lengths[sample].unique().numel() == SAMPLE_LENGTHS
+    again = padded_sample(lengths, 64, 64, torch.Generator().manual_seed(0))
+    other = padded_sample(lengths, 64, 64, torch.Generator().manual_seed(1))
+    assert torch.equal(again, sample) and not torch.equal(other, sample)  # seeded
     model = MeanOverPadding().eval()
     ev = evaluate(model, data, Settings(batch_size=64, bootstrap=0))
     assert ev.findings_of("padding_sensitivity")[0].data["sampled"] == 64
