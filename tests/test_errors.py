@@ -55,6 +55,12 @@ def setup(project, gates="min_accuracy=0.5", **ini):
         ),
         (
             "min_accuracy=0.5",
+            {"device": "cuda:99"},
+            # Known at collection on any machine: no CUDA here, too few GPUs on a GPU machine.
+            "seqgate: seqgate_device in pytest.ini: 'cuda:99' was asked for but *",
+        ),
+        (
+            "min_accuracy=0.5",
             {"labels": ["ham", "eggs"]},
             "seqgate: eval.jsonl:2: label 'spam' is not one of seqgate_labels ['ham', 'eggs']*",
         ),

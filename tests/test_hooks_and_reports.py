@@ -185,3 +185,14 @@ def test_a_load_model_hook_that_returns_no_module_is_a_usage_error(project):
         "*seqgate: pytest_seqgate_load_model for 'special://x' returned str, expected a "
         "torch.nn.Module*",
     )
+
+
+def test_a_report_that_cannot_be_written_is_named_and_nothing_is_left_behind(tmp_path):
+    from pytest_seqgate.report import write_atomic
+
+    (tmp_path / "taken").write_text("a file where a folder should be")
+    target = tmp_path / "taken" / "r.json"
+    with pytest.raises(OSError, match=r"taken/r\.json: "):
+        write_atomic(target, "{}")
+    write_atomic(tmp_path / "r.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "taken"]  # no temp file

@@ -411,6 +411,12 @@ def pytest_collection_modifyitems(
         if settings.model is not None:
             state.model()
         _check_report_paths(settings)
+        if settings.device != "auto":
+            # The machine's devices are known now: a missing GPU is a usage error,
+            # not one failure per test after collection.
+            from pytest_seqgate.inference import resolve_device
+
+            resolve_device(settings.device, settings.source("device"))
     except SeqgateError as exc:
         raise pytest.UsageError(f"seqgate: {exc}") from None
     for item in users:
