@@ -80,3 +80,57 @@ def test_cache_makes_an_unchanged_rerun_skip_inference(counted):
     project.data(rule_records(100, missed={1: 9}))
     _run(project, "--seqgate-cache").assert_outcomes(passed=3, failed=1)
     assert len(count.read_text()) > len(first)
+
+
+def test_workers_share_one_inference_without_the_cache_provider_and_leave_nothing(
+    counted, monkeypatch
+):
+    # The run's shared predictions live in a folder of their own under the
+    # temporary folder, removed at the end; pytest's cache keeps none of them.
+    project, count = counted
+    tmp = project.path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    for extra in ([], ["-p", "no:cacheprovider"]):
+        count.unlink(missing_ok=True)
+        _run(project, "-n", "2", *extra).assert_outcomes(passed=3, failed=1)
+        assert [int(x) for x in count.read_text().split()].count(100) == 1
+        assert not list(tmp.iterdir())
+        assert not (project.path / ".pytest_cache" / "d" / "seqgate").exists()
+
+
+def test_workers_that_each_evaluate_share_the_cores(project, monkeypatch):
+    # A conftest-built model has no shared entry: each worker runs its own
+    # inference, with torch's threads divided between the workers, and gets
+    # them back afterwards.
+    project.data(rule_records(60))
+    project.ini(eval_data="eval.jsonl", labels=["ham", "spam"])
+    threads = project.path / "threads.txt"
+    monkeypatch.setenv("THREADS_FILE", str(threads))
+    (project.path / "conftest.py").write_text(
+        "import os, pytest, torch\n"
+        "from models import FirstToken\n"
+        "class Recording(FirstToken):\n"
+        "    def forward(self, tokens):\n"
+        "        with open(os.environ['THREADS_FILE'], 'a') as handle:\n"
+        "            handle.write(f'{torch.get_num_threads()}\\n')\n"
+        "        return super().forward(tokens)\n"
+        "@pytest.fixture(scope='session')\n"
+        "def seqgate_model():\n"
+        "    return Recording(2)\n"
+        "START = torch.get_num_threads()\n"
+    )
+    project.test("""
+        import pytest, torch
+        from conftest import START
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_gate(i, seqgate):
+            seqgate.check(min_accuracy=0.5)
+            assert torch.get_num_threads() == START
+    """)
+    _run(project, "-n", "2", "-p", "no:randomly").assert_outcomes(passed=4)
+    seen = {int(x) for x in threads.read_text().split()}
+    import torch
+
+    assert seen == {max(1, torch.get_num_threads() // 2)}

@@ -17,12 +17,15 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Protocol
 
 from pytest_seqgate.config import Settings, is_import_path
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# torch is imported where it is used: the xdist controller imports this module
+# to remove a run's folder, in sessions that may never touch torch.
 
 PREDICTION_SETTINGS = (
     "model",
@@ -72,6 +75,8 @@ def _spec_digest(settings: Settings, name: str, digest: hashlib._Hash) -> None:
 
 def cache_key(settings: Settings, salt: str = "") -> str:
     """A hex key for the predictions these settings produce."""
+    import torch
+
     from pytest_seqgate import __version__
 
     digest = hashlib.sha256(f"seqgate {__version__} torch {torch.__version__};{salt};".encode())
@@ -80,6 +85,16 @@ def cache_key(settings: Settings, salt: str = "") -> str:
     rest = {name: getattr(settings, name) for name in PREDICTION_SETTINGS}
     digest.update(json.dumps(rest, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:32]
+
+
+def run_folder(run: str) -> Path:
+    """Where the xdist workers of one run share their predictions: under the
+    system's temporary folder, not pytest's cache, which would keep every run's
+    copy (tens of MB each for a large eval set with scores) for good. The
+    controller removes it when the run ends."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"seqgate-run-{run}"
 
 
 @contextlib.contextmanager
@@ -133,6 +148,8 @@ class PredictionCache:
     def get_or_compute(
         self, part: str, compute: Callable[[], dict[str, Tensor]]
     ) -> dict[str, Tensor]:
+        import torch
+
         path = self.folder / f"{self.key}-{part}.pt"
         with _locked(self.folder / f"{self.key}.lock"):
             if path.is_file():
