@@ -134,3 +134,35 @@ def test_workers_that_each_evaluate_share_the_cores(project, monkeypatch):
     import torch
 
     assert seen == {max(1, torch.get_num_threads() // 2)}
+
+
+def test_a_streamed_eval_set_is_read_once_by_the_workers_and_cached(project, monkeypatch):
+    # Streaming under xdist: one worker streams the file (the others read its
+    # compact columns back, metadata for slices included); --seqgate-cache
+    # makes an unchanged re-run skip it.
+    records = rule_records(100, missed={1: 8})
+    for i, record in enumerate(records):
+        record["lang"] = ["en", "fr", {"variant": "de"}][i % 3]
+    project.data(records)
+    project.ini(
+        model="models:counting",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        batch_size="1000",
+        streaming="true",
+        slice_by="lang",
+        report="r.json",
+    )
+    project.test(TESTS)
+    count = project.path / "count.txt"
+    monkeypatch.setenv("COUNT_FILE", str(count))
+    _run(project, "-p", "no:xdist").assert_outcomes(passed=3, failed=1)
+    reference = json.loads((project.path / "r.json").read_text())
+    slices = {s["name"] for s in reference["evaluations"][0]["slices"]}
+    assert {"lang=en", "lang=fr"} <= slices
+    for args, passes in ((["-n", "2"], 1), (["--seqgate-cache"], 1), (["--seqgate-cache"], 0)):
+        count.unlink(missing_ok=True)
+        _run(project, "-p", "no:randomly", *args).assert_outcomes(passed=3, failed=1)
+        calls = [int(x) for x in count.read_text().split()] if count.exists() else []
+        assert calls.count(100) == passes, args
+        assert json.loads((project.path / "r.json").read_text()) == reference, args

@@ -301,7 +301,7 @@ def evaluate(
             )
         from pytest_seqgate.streaming import stream_eval
 
-        eval_data, cache = stream_eval(model, settings, device, forward)
+        eval_data, cache = stream_eval(model, settings, device, forward, shared=cache)
     streamed = eval_data.values.numel() == 0
     num_classes = len(settings.labels) if settings.labels is not None else None
     if eval_data.label_names is not None and settings.labels is None:

@@ -145,9 +145,7 @@ class SessionState:
                     return merged
 
             cache = self.prediction_cache(model, eval_data, train_data)
-            # A streamed eval set is read and run by each worker (its windows are
-            # not cached), so it shares the cores like a conftest-built model.
-            with self.worker_threads(shared=cache is not None and not settings.streaming):
+            with self.worker_threads(shared=cache is not None):
                 self.evaluations[key] = evaluate(
                     model,
                     eval_set,

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from pytest_seqgate.batching import padded_sample
+from pytest_seqgate.cache import PredictionSource
 from pytest_seqgate.config import Settings
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.exceptions import ConfigError
@@ -44,14 +45,18 @@ STREAM_WINDOW = 64  # batches per chunk
 
 @dataclass
 class Precomputed:
-    """Stands in for the prediction cache: hands evaluate() what streaming computed."""
+    """Stands in for the prediction cache: hands evaluate() what streaming computed,
+    and passes the other parts (the training sample's) on to the shared cache."""
 
     parts: dict[str, dict[str, Tensor]]
+    shared: PredictionSource | None = None
 
     def get_or_compute(
         self, part: str, compute: Callable[[], dict[str, Tensor]]
     ) -> dict[str, Tensor]:
-        return self.parts[part] if part in self.parts else compute()
+        if part in self.parts:
+            return self.parts[part]
+        return compute() if self.shared is None else self.shared.get_or_compute(part, compute)
 
 
 def count_records(path: Path) -> int:
@@ -64,11 +69,15 @@ def stream_eval(
     settings: Settings,
     device: torch.device,
     forward: ForwardHook | None = None,
+    shared: PredictionSource | None = None,
 ) -> tuple[SequenceData, Precomputed]:
     """Predict the eval set chunk by chunk; return a SequenceData without sequence
-    values (lengths, labels, line numbers, kept metadata) and the predictions."""
-    from pytest_seqgate.loading import import_object, stream_jsonl
+    values (lengths, labels, line numbers, kept metadata) and the predictions.
 
+    With ``shared`` (the prediction cache of xdist workers, or --seqgate-cache)
+    the compact columns are computed once, under its lock, and read back by the
+    other workers and by an unchanged re-run, instead of each streaming the file.
+    """
     if settings.eval_data is None or not settings.eval_data.endswith(".jsonl"):
         raise ConfigError(
             f"{settings.source('streaming')}: streaming reads a .jsonl eval set, "
@@ -79,6 +88,25 @@ def stream_eval(
             f"{settings.source('streaming')}: a streamed eval set is read once, "
             f"so the class names must be known first: set seqgate_labels"
         )
+
+    def compute() -> dict[str, Any]:
+        return _stream_columns(model, settings, device, forward)
+
+    stored = compute() if shared is None else shared.get_or_compute("stream", compute)
+    data, parts = _from_columns(stored, settings)
+    return data, Precomputed(parts, shared)
+
+
+def _stream_columns(
+    model: nn.Module,
+    settings: Settings,
+    device: torch.device,
+    forward: ForwardHook | None,
+) -> dict[str, Any]:
+    """The compact per-sample columns of the table above, and the padding check's."""
+    from pytest_seqgate.loading import import_object, stream_jsonl
+
+    assert settings.labels is not None
     path = settings.existing("eval_data")
     tokenizer = None
     if settings.tokenizer is not None:
@@ -142,32 +170,43 @@ def stream_eval(
         offset += len(chunk)
     if offset == 0:
         raise ConfigError(f"{settings.display(path)}: the dataset is empty: it holds no records")
-    lengths = torch.cat(columns["lengths"]).to(torch.int64)
+    stored: dict[str, Any] = {name: torch.cat(parts) for name, parts in columns.items() if parts}
+    stored.update(kind=kind, width=width, metadata=metadata, batch_size=batch_size)
+    if "scores" not in stored:
+        stored["scores"] = torch.zeros(offset, 0)
+    if quota:
+        stored["alone_index"] = torch.cat(sample) if sample else torch.zeros(0, dtype=torch.int64)
+        stored["alone_scores"] = alone
+    return stored
+
+
+def _from_columns(
+    stored: dict[str, Any], settings: Settings
+) -> tuple[SequenceData, dict[str, dict[str, Tensor]]]:
+    lengths = stored["lengths"].to(torch.int64)
     empty = (
-        torch.zeros((0, width), dtype=torch.float32)
-        if kind == "features"
+        torch.zeros((0, stored["width"]), dtype=torch.float32)
+        if stored["kind"] == "features"
         else torch.zeros(0, dtype=torch.int64)
     )
     data = SequenceData(
         values=empty,
         offsets=torch.zeros_like(lengths),
         lengths=lengths,
-        labels=torch.cat(columns["targets"]).to(torch.int64),
+        labels=stored["targets"].to(torch.int64),
         label_names=settings.labels,
-        source=settings.display(path),
-        line_numbers=torch.cat(columns["lines"]).to(torch.int64),
-        metadata=metadata,
+        source=settings.display(settings.existing("eval_data")),
+        line_numbers=stored["lines"].to(torch.int64),
+        metadata=stored["metadata"],
     )
-    scores = torch.cat(columns["scores"]) if columns["scores"] else torch.zeros(offset, 0)
     parts = {
         "eval": {
-            "predictions": torch.cat(columns["predictions"]).to(torch.int64),
-            "scores": scores,
-            "hashes": torch.cat(columns["hashes"]),
-            "batch_size": torch.tensor(batch_size),
+            "predictions": stored["predictions"].to(torch.int64),
+            "scores": stored["scores"],
+            "hashes": stored["hashes"],
+            "batch_size": torch.tensor(stored["batch_size"]),
         }
     }
-    if quota:
-        index = torch.cat(sample) if sample else torch.zeros(0, dtype=torch.int64)
-        parts["alone_padded"] = {"index": index, "scores": alone}
-    return data, Precomputed(parts)
+    if "alone_index" in stored:
+        parts["alone_padded"] = {"index": stored["alone_index"], "scores": stored["alone_scores"]}
+    return data, parts
