@@ -269,6 +269,15 @@ def test_a_pass_over_some_rows_keeps_dataset_positions() -> None:
     with pytest.raises(ModelError, match=r"NaN or Inf logits for 1 of 3 .*first: <memory>\[6\]"):
         predict(NaNOnToken7(), numbered, CPU, rows=torch.tensor([30, 6, 2]))
 
+    class Huge(nn.Module):
+        """Finite logits whose sum overflows float32: not an error."""
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.full((tokens.shape[0], 2), 3e38).index_fill_(1, torch.tensor([0]), 0)
+
+    huge = predict(Huge(), numbered, CPU)
+    assert torch.equal(huge.predictions, torch.ones(40, dtype=torch.int64))
+
 
 def test_unpadded_batches_never_pad_and_keep_the_batch_size() -> None:
     from pytest_seqgate.batching import BucketedBatches

@@ -365,7 +365,12 @@ def predict(
     order = sorted_pass.run
     logits = torch.empty_like(run_logits).index_copy_(0, order, run_logits)
     hashes = torch.empty_like(run_hashes).index_copy_(0, order, run_hashes)
-    nonfinite = ~torch.isfinite(logits).all(1)
+    # The sum of all logits is finite unless one is NaN or Inf (or the sum
+    # overflows, which the exact check below then clears): one 17 us reduction
+    # where the row-wise check costs 0.5 to 1.2 ms on 50,000 x 4.
+    nonfinite = torch.zeros(0, dtype=torch.bool)
+    if not bool(torch.isfinite(run_logits.sum())):
+        nonfinite = ~torch.isfinite(logits).all(1)
     count = int(nonfinite.sum())
     if count:
         first = int(torch.nonzero(nonfinite)[0])
