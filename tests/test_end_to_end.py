@@ -248,3 +248,26 @@ def test_fixture_built_sequence_data_of_int32_and_a_broken_one(project):
         ],
     )
     assert "data.py" not in result.stdout.str()  # the check's own frame is hidden
+
+
+def test_label_names_taken_from_the_data_are_flagged_as_a_guess(project):
+    project.data(rule_records(40))
+    project.test(GATED.replace('min_recall={"spam": 0.9}', "min_macro_f1=0.9"))
+    for labels, flagged in ((None, True), (["ham", "spam"], False)):
+        options = {"model": "models:first_token", "eval_data": "eval.jsonl", "report": "r.json"}
+        if labels:
+            options["labels"] = labels
+        project.ini(**options)
+        result = project.run()
+        result.assert_outcomes(passed=1)
+        kinds = [
+            f["kind"]
+            for f in json.loads((project.path / "r.json").read_text())["evaluations"][0]["findings"]
+        ]
+        assert ("label_order" in kinds) is flagged
+        if flagged:
+            assert_lines(
+                result.stdout.str(),
+                "*[label_order] seqgate_labels is not set: the classes are the eval set's label "
+                "names in sorted order, ['ham', 'spam'], read as the model's outputs 0 to 1*",
+            )

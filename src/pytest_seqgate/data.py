@@ -35,6 +35,9 @@ class SequenceData:
     source: str = "<memory>"
     line_numbers: Tensor | None = None
     metadata: dict[str, list[Any]] = field(default_factory=dict)
+    #: True when a loader took ``label_names`` from the records, sorted, because
+    #: seqgate_labels was not set: the model's index order is then a guess.
+    names_inferred: bool = False
 
     def __post_init__(self) -> None:
         """A set built by hand (a ``seqgate_eval_data`` fixture, a script) takes
@@ -194,6 +197,7 @@ class SequenceData:
             lengths=self.lengths[index].clone(),
             labels=self.labels[index].clone(),
             label_names=self.label_names,
+            names_inferred=self.names_inferred,
             source=self.source,
             line_numbers=None if self.line_numbers is None else self.line_numbers[index],
             metadata={k: [v[i] for i in index.tolist()] for k, v in self.metadata.items()},

@@ -381,6 +381,18 @@ def evaluate(
     evaluation.lengths = eval_data.lengths
     evaluation.metadata = eval_data.metadata
     evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))
+    if settings.labels is None and eval_data.names_inferred:
+        evaluation.findings.append(
+            Finding(
+                "label_order",
+                "warning",
+                f"seqgate_labels is not set: the classes are the eval set's label names in "
+                f"sorted order, {list(labels)}, read as the model's outputs 0 to "
+                f"{len(labels) - 1}; if the model orders its classes otherwise every per-class "
+                f"number is wrong: set seqgate_labels to its order",
+                {"labels": list(labels)},
+            )
+        )
     evaluation.findings.extend(duplicates(eval_data, preds.hashes))
     if settings.padding_check > 0 and len(eval_data) > 1 and preds.scores.shape[1]:
 

@@ -314,6 +314,7 @@ class _Builder:
             lengths=lengths,
             labels=labels,
             label_names=names,
+            names_inferred=names is not None and self.labels is None,
             source=self.source,
             line_numbers=torch.tensor(self.lines, dtype=torch.int64),
             metadata=self.metadata,
