@@ -25,16 +25,22 @@ def test_d(seqgate):
 """
 
 
-@pytest.fixture
-def counted(project, monkeypatch):
-    project.data(rule_records(100, missed={1: 8}))
+def counting_ini(project, **extra: str) -> None:
+    """The counting model on eval.jsonl in one batch, reporting to r.json."""
     project.ini(
         model="models:counting",
         eval_data="eval.jsonl",
         labels=["ham", "spam"],
         batch_size="1000",
         report="r.json",
+        **extra,
     )
+
+
+@pytest.fixture
+def counted(project, monkeypatch):
+    project.data(rule_records(100, missed={1: 8}))
+    counting_ini(project)
     project.test(TESTS)
     count = project.path / "count.txt"
     monkeypatch.setenv("COUNT_FILE", str(count))
@@ -144,15 +150,7 @@ def test_a_streamed_eval_set_is_read_once_by_the_workers_and_cached(project, mon
     for i, record in enumerate(records):
         record["lang"] = ["en", "fr", {"variant": "de"}][i % 3]
     project.data(records)
-    project.ini(
-        model="models:counting",
-        eval_data="eval.jsonl",
-        labels=["ham", "spam"],
-        batch_size="1000",
-        streaming="true",
-        slice_by="lang",
-        report="r.json",
-    )
+    counting_ini(project, streaming="true", slice_by="lang")
     project.test(TESTS)
     count = project.path / "count.txt"
     monkeypatch.setenv("COUNT_FILE", str(count))
