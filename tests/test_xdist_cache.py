@@ -164,3 +164,25 @@ def test_a_streamed_eval_set_is_read_once_by_the_workers_and_cached(project, mon
         calls = [int(x) for x in count.read_text().split()] if count.exists() else []
         assert calls.count(100) == passes, args
         assert json.loads((project.path / "r.json").read_text()) == reference, args
+
+
+def test_the_cache_keeps_the_most_recently_used_keys(tmp_path):
+    import os
+
+    import torch
+
+    from pytest_seqgate.cache import KEEP_KEYS, PredictionCache
+
+    def use(key: str, when: float) -> PredictionCache:
+        cache = PredictionCache(tmp_path, key)
+        cache.get_or_compute("eval", lambda: {"x": torch.tensor([1])})
+        os.utime(tmp_path / f"{key}.lock", (when, when))  # a clock we control
+        return cache
+
+    for i in range(KEEP_KEYS):
+        use(f"k{i}", 1000.0 + i)
+    assert use("k0", 2000.0).hits == 1  # reading k0 again marks it as recent
+    use("new", 3000.0)  # a miss: the least recently used key, k1, goes
+    keys = sorted(p.stem for p in tmp_path.glob("*.lock"))
+    assert keys == sorted(["new", "k0", *[f"k{i}" for i in range(2, KEEP_KEYS)]])
+    assert not list(tmp_path.glob("k1-*")) and len(list(tmp_path.glob("*.pt"))) == KEEP_KEYS

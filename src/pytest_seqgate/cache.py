@@ -136,8 +136,17 @@ class PredictionSource(Protocol):
     ) -> dict[str, Tensor]: ...
 
 
+KEEP_KEYS = 8
+
+
 class PredictionCache:
-    """``get_or_compute(part, fn)``: tensors from disk, or computed once under a lock."""
+    """``get_or_compute(part, fn)``: tensors from disk, or computed once under a lock.
+
+    Every model or data change is a new key, and a large eval set's entry is
+    tens of MB, so after writing one the folder keeps the ``KEEP_KEYS`` most
+    recently used keys (a key's lock file is touched on each use) and drops
+    the rest: a CI cache of the folder does not grow with every commit.
+    """
 
     def __init__(self, folder: Path, key: str) -> None:
         self.folder = folder
@@ -151,7 +160,9 @@ class PredictionCache:
         import torch
 
         path = self.folder / f"{self.key}-{part}.pt"
-        with _locked(self.folder / f"{self.key}.lock"):
+        lock = self.folder / f"{self.key}.lock"
+        with _locked(lock):
+            lock.touch()  # marks the key as used; the prune keeps the recent ones
             if path.is_file():
                 try:
                     loaded = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -164,4 +175,20 @@ class PredictionCache:
             torch.save(result, str(tmp))
             os.replace(tmp, path)
             self.misses += 1
-            return result
+        self.prune()
+        return result
+
+    def prune(self) -> None:
+        """Drop the entries of all but the ``KEEP_KEYS`` most recently used keys."""
+
+        def used(lock: Path) -> float:
+            try:
+                return lock.stat().st_mtime
+            except OSError:  # removed meanwhile by another process's prune
+                return 0.0
+
+        locks = sorted(self.folder.glob("*.lock"), key=used, reverse=True)
+        for lock in locks[KEEP_KEYS:]:
+            for entry in self.folder.glob(f"{lock.stem}-*.pt"):
+                entry.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
