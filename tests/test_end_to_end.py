@@ -271,3 +271,29 @@ def test_label_names_taken_from_the_data_are_flagged_as_a_guess(project):
                 "*[label_order] seqgate_labels is not set: the classes are the eval set's label "
                 "names in sorted order, ['ham', 'spam'], read as the model's outputs 0 to 1*",
             )
+
+
+def test_a_fixture_dataset_of_texts_uses_the_configured_tokenizer(project):
+    # The tokenizer applies to every way records arrive, a fixture's pairs too.
+    (project.path / "tok.py").write_text(
+        "def encode(text):\n    return [len(w) for w in text.split()]\n"
+    )
+    (project.path / "conftest.py").write_text(
+        "import pytest\n"
+        "from models import FirstToken\n"
+        "@pytest.fixture(scope='session')\n"
+        "def seqgate_model():\n"
+        "    return FirstToken(2)\n"
+        "@pytest.fixture(scope='session')\n"
+        "def seqgate_eval_data():\n"
+        "    # The first token is the first word's length: even for ham, odd for spam.\n"
+        "    return [('a' * (2 + 2 * i) + ' x', 'ham') for i in range(8)] + [\n"
+        "        ('a' * (1 + 2 * i) + ' x', 'spam') for i in range(8)]\n"
+    )
+    project.ini(labels=["ham", "spam"], tokenizer="tok:encode")
+    project.test("""
+        def test_texts(seqgate, seqgate_evaluation):
+            assert seqgate_evaluation.n_samples == 16
+            seqgate.check(min_accuracy=1.0)
+    """)
+    project.run("-p", "no:randomly").assert_outcomes(passed=1)

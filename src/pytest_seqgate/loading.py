@@ -345,6 +345,17 @@ class _Builder:
         raise DataError(f"{self.source}: sequences cannot be converted to a {dtype} tensor")
 
 
+def configured_tokenizer(settings: Settings) -> Callable[[str], Sequence[int]] | None:
+    """The ``seqgate_tokenizer`` callable, for every way records with text arrive:
+    files, a dataset import path, a load-dataset hook, a fixture's dataset."""
+    if settings.tokenizer is None:
+        return None
+    tokenizer: Callable[[str], Sequence[int]] = import_object(
+        settings.tokenizer, settings.rootdir, settings.source("tokenizer")
+    )
+    return tokenizer
+
+
 def load_dataset(settings: Settings, role: str) -> SequenceData:
     """Load ``seqgate_eval_data`` or ``seqgate_train_data`` (``role``)."""
     spec = getattr(settings, role)
@@ -354,11 +365,7 @@ def load_dataset(settings: Settings, role: str) -> SequenceData:
             f"no {role} configured: set seqgate_{role} (ini) or "
             f"--seqgate-{role.replace('_', '-')}, or override the seqgate_{role} fixture"
         )
-    tokenizer = None
-    if settings.tokenizer is not None:
-        tokenizer = import_object(
-            settings.tokenizer, settings.rootdir, settings.source("tokenizer")
-        )
+    tokenizer = configured_tokenizer(settings)
     if is_import_path(spec):
         obj = import_object(spec, settings.rootdir, setting)
         dataset = _call(obj, setting, spec) if callable(obj) else obj

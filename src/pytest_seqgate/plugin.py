@@ -94,7 +94,7 @@ class SessionState:
                 # A streamed eval set is read during the evaluation, a window at a time.
                 self.loaded[role] = None
                 return None
-            from pytest_seqgate.loading import from_dataset, load_dataset
+            from pytest_seqgate.loading import configured_tokenizer, from_dataset, load_dataset
 
             data = None
             if spec is not None and self.has_hook("pytest_seqgate_load_dataset"):
@@ -104,7 +104,9 @@ class SessionState:
             if data is None:
                 self.loaded[role] = load_dataset(settings, role)
             else:
-                self.loaded[role] = from_dataset(data, spec, settings.labels)
+                self.loaded[role] = from_dataset(
+                    data, spec, settings.labels, configured_tokenizer(settings)
+                )
         result: SequenceData | None = self.loaded[role]
         return result
 
@@ -114,19 +116,24 @@ class SessionState:
         if key not in self.evaluations:
             from pytest_seqgate.evaluation import evaluate
             from pytest_seqgate.inference import require_module
-            from pytest_seqgate.loading import from_dataset
+            from pytest_seqgate.loading import configured_tokenizer, from_dataset
 
             settings = self.settings
             require_module(model, "the seqgate_model fixture")
+            tokenizer = configured_tokenizer(settings)
             eval_set = (
                 None
                 if eval_data is None and settings.streaming
-                else from_dataset(eval_data, "seqgate_eval_data fixture", settings.labels)
+                else from_dataset(
+                    eval_data, "seqgate_eval_data fixture", settings.labels, tokenizer
+                )
             )
             train_set = (
                 None
                 if train_data is None
-                else from_dataset(train_data, "seqgate_train_data fixture", settings.labels)
+                else from_dataset(
+                    train_data, "seqgate_train_data fixture", settings.labels, tokenizer
+                )
             )
             hook = self.config.hook
             forward = None

@@ -104,15 +104,11 @@ def _stream_columns(
     forward: ForwardHook | None,
 ) -> dict[str, Any]:
     """The compact per-sample columns of the table above, and the padding check's."""
-    from pytest_seqgate.loading import import_object, stream_jsonl
+    from pytest_seqgate.loading import configured_tokenizer, stream_jsonl
 
     assert settings.labels is not None
     path = settings.existing("eval_data")
-    tokenizer = None
-    if settings.tokenizer is not None:
-        tokenizer = import_object(
-            settings.tokenizer, settings.rootdir, settings.source("tokenizer")
-        )
+    tokenizer = configured_tokenizer(settings)
     total = count_records(path)
     # The padding check's sample, drawn chunk by chunk among the sequences each
     # chunk's pass padded, a share of it per chunk in proportion to its size.
