@@ -297,3 +297,38 @@ def test_a_fixture_dataset_of_texts_uses_the_configured_tokenizer(project):
             seqgate.check(min_accuracy=1.0)
     """)
     project.run("-p", "no:randomly").assert_outcomes(passed=1)
+
+
+def test_a_training_set_without_one_of_the_classes_is_numbered_like_the_eval_set(project):
+    # Without seqgate_labels each file's names are its own, sorted: the eval set's
+    # (eggs, ham, spam) against the training set's (ham, spam). The training labels
+    # are read as the eval set's indices, so the train metrics compare the right classes.
+    names = ("eggs", "ham", "spam")
+    project.data(rule_records(60, classes=3, names=names))
+    train = [r for r in rule_records(60, classes=3, names=names, seed=1) if r["label"] != "eggs"]
+    project.data(train, name="train.jsonl")
+    project.ini(
+        model="models:first_token3",
+        eval_data="eval.jsonl",
+        train_data="train.jsonl",
+        report="r.json",
+    )
+    project.test("""
+        def test_it(seqgate):
+            seqgate.check(min_accuracy=0.9)
+    """)
+    project.run().assert_outcomes(passed=1)
+    ev = json.loads((project.path / "r.json").read_text())["evaluations"][0]
+    assert ev["labels"] == ["eggs", "ham", "spam"]
+    assert ev["train_metrics"]["accuracy"] == 1.0
+    # A training class the eval set lacks cannot be numbered: a clear error.
+    project.data(rule_records(40))  # ham and spam, for the two-class model
+    project.data(rule_records(60, classes=3, names=names), name="train.jsonl")
+    project.ini(model="models:first_token", eval_data="eval.jsonl", train_data="train.jsonl")
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    assert_lines(
+        result.stdout.str(),
+        "*seqgate: train.jsonl: the training set has class(es) ['eggs'] that the eval set's "
+        "labels ['ham', 'spam'] lack; set seqgate_labels to every class, in the model's order",
+    )

@@ -7,6 +7,7 @@ call too: it takes objects (a model, datasets, settings) and returns an
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -263,6 +264,28 @@ def resolve_labels(
     return tuple(str(i) for i in range(max(top, num_classes or 0, 2)))
 
 
+def _in_label_order(data: SequenceData, labels: tuple[str, ...]) -> SequenceData:
+    """``data`` with its labels as indices into ``labels`` (the eval set's classes).
+
+    Without seqgate_labels each file's class names are its own, sorted: a
+    training set that lacks one of the eval set's classes would number the
+    others differently, and its metrics would compare the wrong classes.
+    """
+    names = data.label_names
+    if names is None or tuple(names) == tuple(labels):
+        return data
+    missing = [name for name in names if name not in labels]
+    if missing:
+        raise ConfigError(
+            f"{data.source}: the training set has class(es) {missing} that the eval set's "
+            f"labels {list(labels)} lack; set seqgate_labels to every class, in the model's order"
+        )
+    lookup = torch.tensor([labels.index(name) for name in names], dtype=torch.int64)
+    return dataclasses.replace(
+        data, labels=lookup.take(data.labels), label_names=tuple(labels), names_inferred=False
+    )
+
+
 def _sample(data: SequenceData, limit: int, seed: int) -> tuple[SequenceData, dict[str, Any]]:
     if len(data) <= limit:
         return data, {"train_size": len(data), "train_sampled": len(data), "seed": seed}
@@ -440,6 +463,7 @@ def evaluate(
             )
         )
     if train_data is not None:
+        train_data = _in_label_order(train_data, labels)
         train_set, info = _sample(train_data, settings.train_sample, settings.seed)
         train_preds = cached(
             "train",
