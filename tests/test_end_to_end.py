@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import pytest
 
@@ -136,23 +137,39 @@ def test_three_gated_tests_one_inference(project):
     assert sum(sizes[1:]) == 64
 
 
-def test_fixture_override_in_conftest(project):
-    (project.path / "conftest.py").write_text(
+def code_supplied(project, eval_data: str, samples: int) -> str:
+    """A conftest.py whose fixtures build the model (FirstToken: odd first id =
+    spam) and the eval set (``eval_data``: the fixture's body) in code, and a
+    test that expects ``samples`` samples, every one right. Returns the conftest."""
+    body = textwrap.indent(textwrap.dedent(eval_data).strip("\n") + "\n", "    ")
+    conftest = (
         "import pytest, torch\n"
         "from models import FirstToken\n"
+        "from pytest_seqgate import SequenceData\n"
         "@pytest.fixture(scope='session')\n"
         "def seqgate_model():\n"
         "    return FirstToken(2)\n"
         "@pytest.fixture(scope='session')\n"
-        "def seqgate_eval_data():\n"
-        "    return [(torch.tensor([2 * i + 2, 5, 7]), 0) for i in range(6)] + [\n"
-        "        (torch.tensor([2 * i + 1] * (i + 1)), 1) for i in range(6)]\n"
+        "def seqgate_eval_data():\n" + body
     )
-    project.test("""
+    (project.path / "conftest.py").write_text(conftest)
+    project.test(f"""
         def test_code_supplied(seqgate, seqgate_evaluation):
-            assert seqgate_evaluation.n_samples == 12
+            assert seqgate_evaluation.n_samples == {samples}
             seqgate.check(min_accuracy=1.0)
     """)
+    return conftest
+
+
+def test_fixture_override_in_conftest(project):
+    code_supplied(
+        project,
+        """
+        return [(torch.tensor([2 * i + 2, 5, 7]), 0) for i in range(6)] + [
+            (torch.tensor([2 * i + 1] * (i + 1)), 1) for i in range(6)]
+        """,
+        12,
+    )
     project.run().assert_outcomes(passed=1)
 
 
@@ -211,27 +228,18 @@ def test_padding_check_catches_an_unpacked_gru(project, model, caught):
 
 
 def test_fixture_built_sequence_data_of_int32_and_a_broken_one(project):
-    conftest = (
-        "import pytest, torch\n"
-        "from models import FirstToken\n"
-        "from pytest_seqgate import SequenceData\n"
-        "@pytest.fixture(scope='session')\n"
-        "def seqgate_model():\n"
-        "    return FirstToken(2)\n"
-        "@pytest.fixture(scope='session')\n"
-        "def seqgate_eval_data():\n"
-        "    lengths = torch.tensor([3] * 10, dtype=torch.int32)\n"
-        "    firsts = [2 * i + 2 + i % 2 for i in range(10)]  # odd first id: spam\n"
-        "    tokens = torch.tensor([[f, 5, 7] for f in firsts], dtype=torch.int32).reshape(-1)\n"
-        "    offsets = torch.arange(10, dtype=torch.int32) * OFFSET\n"
-        "    labels = torch.tensor([i % 2 for i in range(10)], dtype=torch.int32)\n"
-        "    return SequenceData(tokens, offsets, lengths, labels, label_names=('ham', 'spam'))\n"
+    conftest = code_supplied(
+        project,
+        """
+        lengths = torch.tensor([3] * 10, dtype=torch.int32)
+        firsts = [2 * i + 2 + i % 2 for i in range(10)]  # odd first id: spam
+        tokens = torch.tensor([[f, 5, 7] for f in firsts], dtype=torch.int32).reshape(-1)
+        offsets = torch.arange(10, dtype=torch.int32) * OFFSET
+        labels = torch.tensor([i % 2 for i in range(10)], dtype=torch.int32)
+        return SequenceData(tokens, offsets, lengths, labels, label_names=('ham', 'spam'))
+        """,
+        10,
     )
-    project.test("""
-        def test_code_supplied(seqgate, seqgate_evaluation):
-            assert seqgate_evaluation.n_samples == 10
-            seqgate.check(min_accuracy=1.0)
-    """)
     (project.path / "conftest.py").write_text(conftest.replace("OFFSET", "3"))
     project.run().assert_outcomes(passed=1)
     # Offsets that run past the values: an error at the fixture's line, naming the record.
@@ -278,24 +286,16 @@ def test_a_fixture_dataset_of_texts_uses_the_configured_tokenizer(project):
     (project.path / "tok.py").write_text(
         "def encode(text):\n    return [len(w) for w in text.split()]\n"
     )
-    (project.path / "conftest.py").write_text(
-        "import pytest\n"
-        "from models import FirstToken\n"
-        "@pytest.fixture(scope='session')\n"
-        "def seqgate_model():\n"
-        "    return FirstToken(2)\n"
-        "@pytest.fixture(scope='session')\n"
-        "def seqgate_eval_data():\n"
-        "    # The first token is the first word's length: even for ham, odd for spam.\n"
-        "    return [('a' * (2 + 2 * i) + ' x', 'ham') for i in range(8)] + [\n"
-        "        ('a' * (1 + 2 * i) + ' x', 'spam') for i in range(8)]\n"
+    code_supplied(
+        project,
+        """
+        # The first token is the first word's length: even for ham, odd for spam.
+        return [('a' * (2 + 2 * i) + ' x', 'ham') for i in range(8)] + [
+            ('a' * (1 + 2 * i) + ' x', 'spam') for i in range(8)]
+        """,
+        16,
     )
     project.ini(labels=["ham", "spam"], tokenizer="tok:encode")
-    project.test("""
-        def test_texts(seqgate, seqgate_evaluation):
-            assert seqgate_evaluation.n_samples == 16
-            seqgate.check(min_accuracy=1.0)
-    """)
     project.run("-p", "no:randomly").assert_outcomes(passed=1)
 
 
