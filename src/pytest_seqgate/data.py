@@ -54,7 +54,7 @@ class SequenceData:
             if column.dim() != 1 or column.is_floating_point() or column.is_complex():
                 raise DataError(
                     f"{self.source}: SequenceData.{name} must be a 1-D integer tensor, "
-                    f"but it is {_shape(column)}"
+                    f"but it is {tensor_shape(column)}"
                 )
             if column.numel() != self.lengths.numel():
                 raise DataError(
@@ -70,7 +70,8 @@ class SequenceData:
         else:
             raise DataError(
                 f"{self.source}: SequenceData.values must hold integer token ids [total] or "
-                f"floating-point feature vectors [total, features], but it is {_shape(values)}"
+                f"floating-point feature vectors [total, features], but it is "
+                f"{tensor_shape(values)}"
             )
         if self.label_names is not None:
             self.label_names = tuple(str(name) for name in self.label_names)
@@ -226,7 +227,8 @@ class SequenceData:
         return out + table[self.lengths]
 
 
-def _shape(tensor: Tensor) -> str:
+def tensor_shape(tensor: Tensor) -> str:
+    """``int64[40, 12]``: how errors name a tensor."""
     return f"{str(tensor.dtype).replace('torch.', '')}{list(tensor.shape)}"
 
 

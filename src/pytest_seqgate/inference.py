@@ -19,7 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from pytest_seqgate.batching import Batch, BucketedBatches, row_ranges
-from pytest_seqgate.data import SequenceData, hash_padded, hash_tables, length_terms
+from pytest_seqgate.data import (
+    SequenceData,
+    hash_padded,
+    hash_tables,
+    length_terms,
+    tensor_shape,
+)
 from pytest_seqgate.exceptions import ConfigError, ModelError
 
 ForwardHook = Callable[[nn.Module, Batch], Any]
@@ -176,8 +182,7 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
 
 
 def _describe(batch: Batch) -> str:
-    dtype = str(batch.inputs.dtype).replace("torch.", "")
-    return f"inputs {dtype}{list(batch.inputs.shape)} with lengths[{batch.lengths.numel()}]"
+    return f"inputs {tensor_shape(batch.inputs)} with lengths[{batch.lengths.numel()}]"
 
 
 def _is_oom(exc: BaseException) -> bool:
