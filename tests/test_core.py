@@ -272,3 +272,35 @@ def test_a_malformed_hand_built_set_is_an_error_naming_the_record(
     with pytest.raises(DataError) as info:
         SequenceData(**fields, label_names=names, source="mine.pt", metadata=metadata)
     assert message in str(info.value)
+
+
+def test_misread_option_value_finds_the_skipped_config(tmp_path):
+    """Only a value outside the invocation folder that skipped a file declaring
+    pytest settings is a problem; '=' forms, flags, and paths inside are not."""
+    from pytest_seqgate.config import misread_option_value
+
+    project = tmp_path / "repo" / "proj"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "in.jsonl").write_text("")
+    (tmp_path / "out.jsonl").write_text("")
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")  # no pytest section
+    out = str(tmp_path / "out.jsonl")
+
+    def check(*args: str) -> str | None:
+        return misread_option_value(list(args), project, None, tmp_path)
+
+    assert check("--seqgate-eval-data", out) is None  # nothing skipped
+    (tmp_path / "repo" / "tox.ini").write_text("[pytest]\nseqgate_labels = a\n")
+    message = check("--seqgate-eval-data", out)
+    assert message is not None
+    assert str(tmp_path / "repo" / "tox.ini") in message
+    assert f"--seqgate-eval-data={out}" in message
+    (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    assert str(project / "pyproject.toml") in (check("--seqgate-model", out) or "")
+    assert check(f"--seqgate-eval-data={out}") is None
+    assert check("--seqgate-eval-data", "data/in.jsonl") is None  # inside: same search
+    assert check("--seqgate-eval-data", str(tmp_path / "missing.jsonl")) is None
+    assert check("--seqgate-cache", out) is None  # a flag takes no value
+    # The configuration pytest did find is not "skipped".
+    found = project / "pyproject.toml"
+    assert misread_option_value(["--seqgate-eval-data", out], project, found, project) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_lines, rule_records
+from conftest import assert_lines, rule_records, write_jsonl
 
 GATED = """
 import pytest
@@ -45,7 +45,8 @@ def setup(project, gates="min_accuracy=0.5", **ini):
         (
             "min_accuracy=0.5",
             {"eval_data": "missing.jsonl"},
-            "seqgate: seqgate_eval_data in pytest.ini: file not found: */missing.jsonl",
+            "seqgate: seqgate_eval_data in pytest.ini: file not found: missing.jsonl "
+            "(read from the rootdir, *)",
         ),
         (
             "min_accuracy=0.5",
@@ -94,6 +95,25 @@ def test_cli_wins_over_ini_and_names_the_flag(project):
     result = project.run("--seqgate-device", "tpu")
     assert result.ret == 4
     assert_lines(result.stderr.str(), "ERROR: seqgate: --seqgate-device: expected auto, cpu*'tpu'")
+
+
+def test_a_path_outside_the_project_after_a_space(project):
+    """pytest looks for its ini before it knows the plugin's options, so the path in
+    ``--seqgate-eval-data /elsewhere/x.jsonl`` moved its search above the project and
+    every seqgate_* key went unread: a usage error that gives the '=' form."""
+    setup(project)
+    outside = project.path.parent / f"{project.path.name}-outside.jsonl"
+    write_jsonl(outside, rule_records(40))
+    result = project.run("--seqgate-eval-data", str(outside))
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(),
+        f"ERROR: seqgate: pytest took the value of `--seqgate-eval-data {outside}` for a "
+        f"test path*skipped {project.path / 'pytest.ini'}*Write the option with '=': "
+        f"--seqgate-eval-data={outside}",
+    )
+    project.run(f"--seqgate-eval-data={outside}").assert_outcomes(passed=1)
+    project.run("--seqgate-eval-data", "eval.jsonl").assert_outcomes(passed=1)
 
 
 def test_cli_bad_int_is_argparse_error(project):

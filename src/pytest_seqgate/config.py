@@ -13,6 +13,7 @@ import argparse
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -277,9 +278,15 @@ class Settings:
     def existing(self, name: str) -> Path:
         """The file named by setting ``name``, which must exist (files are checked when
         loaded, not here, so that loader hooks can take specs that are not files)."""
-        path = self.resolve(name, getattr(self, name))
+        value = getattr(self, name)
+        path = self.resolve(name, value)
         if not path.is_file():
-            raise ConfigError(f"{self.source(name)}: file not found: {path}")
+            # A CLI path given from a subfolder is read from the rootdir, not from
+            # where pytest ran: say so, or "../data/x" looks like it should exist.
+            relative = ""
+            if not Path(value).is_absolute():
+                relative = f" (read from the rootdir, {self.rootdir})"
+            raise ConfigError(f"{self.source(name)}: file not found: {value}{relative}")
         return path
 
     @classmethod
@@ -435,3 +442,65 @@ def _convert(option: Option, raw: Any, source: str) -> Any:
         return _parse_scalar(option, text)
     except ValueError:
         raise ConfigError(f"{source}: expected {option.kind}, but got {raw!r}") from None
+
+
+# The files pytest reads its configuration from, and the section each needs.
+CONFIG_FILES = (
+    ("pytest.ini", ""),
+    (".pytest.ini", ""),
+    ("pyproject.toml", "[tool.pytest"),
+    ("tox.ini", "[pytest]"),
+    ("setup.cfg", "[tool:pytest]"),
+)
+
+
+def _pytest_config_in(folder: Path) -> Path | None:
+    for name, section in CONFIG_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            if section in path.read_text(encoding="utf-8", errors="replace"):
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def misread_option_value(
+    args: Sequence[str], invocation_dir: Path, inipath: Path | None, rootpath: Path
+) -> str | None:
+    """Why this run read the wrong configuration, when a ``--seqgate-x PATH`` made it.
+
+    pytest finds its configuration file before plugins add their options, so in
+    ``--seqgate-eval-data /elsewhere/test.jsonl`` it takes the path for a test
+    path, starts its search from the folder it shares with the invocation
+    folder, and misses a configuration between the two: every ``seqgate_*``
+    key of the project is then silently unread (pytest-dev/pytest#8846). The
+    ``=`` form is read correctly. Returns the message, or None when no value
+    outside the invocation folder skipped a configuration file.
+    """
+    flags = {option.flag for option in OPTIONS if option.kind != "bool"}
+    here = invocation_dir.resolve()
+    for flag, value in pairwise(args):
+        if flag not in flags or value.startswith("-"):
+            continue
+        path = (here / value).resolve()
+        if not path.exists() or path.is_relative_to(here):
+            continue
+        folder = here
+        while not path.is_relative_to(folder):
+            found = _pytest_config_in(folder)
+            if found is not None and found == inipath:
+                break  # pytest read the nearest configuration all the same
+            if found is not None:
+                return (
+                    f"pytest took the value of `{flag} {value}` for a test path (it reads "
+                    f"its own options before it knows the plugin's), so it looked for its "
+                    f"configuration from {rootpath} and skipped {found}: none of that "
+                    f"file's settings were read. Write the option with '=': {flag}={value}"
+                )
+            if folder.parent == folder:
+                break  # another drive: nothing between the two
+            folder = folder.parent
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -339,10 +340,24 @@ def pytest_configure(config: pytest.Config) -> None:
         "seqgate(**gates): check the seqgate gates after the test body, e.g. "
         "@pytest.mark.seqgate(min_recall={'spam': 0.9}, min_macro_f1=0.85)",
     )
+    if not hasattr(config, "workerinput"):
+        _check_option_values(config)
     state = SessionState(config)
     config.stash[STATE] = state
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(XdistHooks(state), "seqgate-xdist")
+
+
+def _check_option_values(config: pytest.Config) -> None:
+    """A ``--seqgate-x PATH`` outside the project made pytest miss the project's
+    configuration: a usage error, before anything runs on the wrong settings."""
+    from pytest_seqgate.config import misread_option_value
+
+    params = config.invocation_params
+    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *params.args]
+    problem = misread_option_value(args, params.dir, config.inipath, config.rootpath)
+    if problem is not None:
+        raise pytest.UsageError(f"seqgate: {problem}")
 
 
 def _uses_plugin(item: pytest.Item) -> bool:
