@@ -98,7 +98,10 @@ def test_jsonl_features(tmp_path: Path) -> None:
         ),
         (jsonl({"tokens": [], "label": 0}), "e.jsonl:1: empty sequence (length 0)"),
         (jsonl({"tokens": [1, "a"], "label": 0}), "e.jsonl:1: 'tokens' must be a list of integers"),
-        (jsonl({"tokens": [1]}), "e.jsonl:1: record has no 'label'"),
+        (
+            jsonl({"tokens": [1], "lable": 0}),
+            "e.jsonl:1: record has no 'label' (its keys: 'tokens', 'lable'); every record",
+        ),
         (jsonl([1, 2]), "e.jsonl:1: expected an object"),
         ("", "e.jsonl: the dataset is empty"),
         (jsonl({"text": "hi", "label": 0}), "e.jsonl:1: record has 'text' but no tokenizer"),

@@ -218,7 +218,11 @@ class _Builder:
                 f"'text', but has {what}"
             )
         if "label" not in record:
-            raise DataError(f"{self.where(line)}: record has no 'label'")
+            keys = ", ".join(repr(k) for k in record)
+            raise DataError(
+                f"{self.where(line)}: record has no 'label' (its keys: {keys}); every record "
+                f"needs its class, as a name or an index"
+            )
         key = present[0]
         kind = "features" if key == "features" else "tokens"
         if self.kind is None:
