@@ -169,6 +169,25 @@ def test_plugin_load_does_not_import_torch(project):
     project.run().assert_outcomes(passed=1)
 
 
+def test_collect_only_loads_no_model_and_no_data(project):
+    """An IDE lists tests with --collect-only on every save: no torch, no model, no
+    data then (a broken checkpoint is found by the run), but a missing file still is."""
+    setup(project, model="model.pt")
+    (project.path / "model.pt").write_bytes(b"not a checkpoint")
+    (project.path / "conftest.py").write_text(
+        "import sys\n"
+        "def pytest_collection_finish(session):\n"
+        "    print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    result = project.run("--collect-only", "-s")
+    assert result.ret == 0
+    assert_lines(result.stdout.str(), "*<Function test_quality>", "torch imported: False")
+    assert project.run().ret == 4  # a real run loads the model at collection
+    missing = project.run("--collect-only", "--seqgate-eval-data=gone.jsonl")
+    assert missing.ret == 4
+    assert_lines(missing.stderr.str(), "ERROR: seqgate: --seqgate-eval-data: file not found: gone*")
+
+
 @pytest.mark.parametrize(
     ("model", "data", "message"),
     [

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from pytest_seqgate.diagnostics import Finding, SliceSpec
 from pytest_seqgate.exceptions import ConfigError
 
 if TYPE_CHECKING:
+    from pytest_seqgate.diagnostics import SliceSpec
     from pytest_seqgate.evaluation import Evaluation
 
 SUMMARY_GATES = {
@@ -251,6 +251,8 @@ def parse_gates(
                 raise ConfigError(
                     f"Expected `slice` to be a string like 'length>=128', but got {value!r}"
                 )
+            from pytest_seqgate.diagnostics import SliceSpec  # imports torch: only for a slice
+
             options["slice"] = SliceSpec.parse(value)
         elif key == "max_leakage":
             options["max_leakage"] = _threshold(key, value)
@@ -423,6 +425,8 @@ def _underpowered(evaluation: Evaluation, gate: Gate, interval: Any) -> None:
         if gate.class_name
         else evaluation.n_samples
     )
+    from pytest_seqgate.diagnostics import Finding
+
     evaluation.findings.append(
         Finding(
             "underpowered",

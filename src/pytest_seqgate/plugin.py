@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from pytest_seqgate.config import OPTIONS, Option, Settings, cli_type
+from pytest_seqgate.config import OPTIONS, Option, Settings, cli_type, is_import_path
 from pytest_seqgate.exceptions import ConfigError, GateFailure, SeqgateError
 
 if TYPE_CHECKING:
@@ -460,12 +460,17 @@ def pytest_collection_modifyitems(
     allow_custom = state.has_hook("pytest_seqgate_metrics")
     labels = settings.labels
     try:
-        if settings.eval_data is not None:
-            data = state.dataset("eval_data")
-            labels = labels or (data.label_names if data is not None else None)
-            state.dataset("train_data")
-        if settings.model is not None:
-            state.model()
+        if config.option.collectonly:
+            # Listing tests (an IDE's test discovery runs this on every save) loads no
+            # model and no data: the files must exist, their contents wait for a run.
+            _check_files_exist(state)
+        else:
+            if settings.eval_data is not None:
+                data = state.dataset("eval_data")
+                labels = labels or (data.label_names if data is not None else None)
+                state.dataset("train_data")
+            if settings.model is not None:
+                state.model()
         _check_report_paths(settings)
         if settings.device != "auto":
             # The machine's devices are known now: a missing GPU is a usage error,
@@ -493,6 +498,20 @@ def pytest_collection_modifyitems(
         names = getattr(item, "fixturenames", None)
         if names is not None and "seqgate_evaluation" not in names:
             names.append("seqgate_evaluation")
+
+
+def _check_files_exist(state: SessionState) -> None:
+    """The configured files exist (a loader hook may take specs that are not files)."""
+    settings = state.settings
+    hooks = {
+        "model": "pytest_seqgate_load_model",
+        "eval_data": "pytest_seqgate_load_dataset",
+        "train_data": "pytest_seqgate_load_dataset",
+    }
+    for name, hook in hooks.items():
+        value = getattr(settings, name)
+        if value is not None and not is_import_path(value) and not state.has_hook(hook):
+            settings.existing(name)
 
 
 def _check_report_paths(settings: Settings) -> None:
