@@ -188,6 +188,38 @@ def test_collect_only_loads_no_model_and_no_data(project):
     assert_lines(missing.stderr.str(), "ERROR: seqgate: --seqgate-eval-data: file not found: gone*")
 
 
+def test_deselected_gates_load_nothing_and_late_markers_fail(project):
+    """-k that leaves no gated test loads no model (the broken checkpoint goes
+    unread, torch unimported); a marker added after collection's checks is a
+    failure that says so, never a pass with nothing checked."""
+    setup(project, model="model.pt")
+    (project.path / "model.pt").write_bytes(b"not a checkpoint")
+    project.test(
+        """
+        import sys
+
+        def test_plain():
+            assert "torch" not in sys.modules
+        """,
+        name="test_plain.py",
+    )
+    project.run("-k", "plain").assert_outcomes(passed=1, deselected=1)
+    (project.path / "model.pt").unlink()
+    setup(project)
+    (project.path / "conftest.py").write_text(
+        "import pytest\n"
+        "def pytest_collection_finish(session):\n"
+        "    for item in session.items:\n"
+        "        item.add_marker(pytest.mark.seqgate(min_accuracy=0.5))\n"
+    )
+    result = project.run("-k", "plain")
+    result.assert_outcomes(failed=1, deselected=1)
+    assert_lines(
+        result.stdout.str(),
+        "*seqgate: the gates of test_plain.py::test_plain were not registered at collection*",
+    )
+
+
 @pytest.mark.parametrize(
     ("model", "data", "message"),
     [

@@ -440,14 +440,27 @@ def _gate_items(session: pytest.Session, state: SessionState) -> list[pytest.Ite
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Add the ``seqgate_gates`` items, then validate everything that needs no inference,
-    so mistakes are usage errors (exit 4). Runs first, so -k and --deselect see the items."""
+    """Add the ``seqgate_gates`` items first, so -k and --deselect see them."""
     state = _state(config)
     if config.getini("seqgate_gates") or config.getoption("seqgate_gates", None):
         try:
             items.extend(_gate_items(session, state))
         except SeqgateError as exc:
             raise pytest.UsageError(f"seqgate: {exc}") from None
+
+
+# pytest reads only attributes named pytest_*: the second implementation of
+# the hook in this module needs another such name, and ``specname``.
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def pytest_collection_modifyitems_selected(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Validate everything that needs no inference, so mistakes are usage errors (exit 4).
+
+    Runs last, on the items -k and --deselect left: a run that deselects every
+    gated test (``pytest -k test_tokenizer``) loads no model and no data.
+    """
+    state = _state(config)
     users = [item for item in items if _uses_plugin(item)]
     if not users:
         return
@@ -627,6 +640,14 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     state = item.config.stash.get(STATE, None)
     spec = state.specs.get(item.nodeid) if state is not None else None
     if spec is None:
+        if item.get_closest_marker(MARKER) is not None:
+            # Never a silent pass: gates that were not registered were not checked.
+            pytest.fail(
+                f"seqgate: the gates of {item.nodeid} were not registered at collection "
+                f"(was the test added or changed by another plugin after collection?); "
+                f"nothing was checked",
+                pytrace=False,
+            )
         return result
     from pytest_seqgate.gates import check, failure_message
 
