@@ -176,6 +176,33 @@ def test_token_ids_beyond_embedding_are_named() -> None:
         predict(PackedGRU(), data, CPU)
 
 
+def test_embedding_range_is_the_largest_table() -> None:
+    """A position embedding declared before the token one is no vocabulary: ids past
+    it but inside the token table run; ids past every table (an EmbeddingBag
+    counts) are named."""
+
+    class Positions(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pos = nn.Embedding(4, 8)
+            self.tok = nn.EmbeddingBag(300, 8)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            steps = torch.arange(tokens.shape[1]).clamp_max(3)
+            return self.head(self.tok(tokens) + self.pos(steps).mean(0))
+
+    fits = SequenceData.from_sequences([[1, 250], [299, 3, 7]], [0, 1], source="e.jsonl")
+    assert predict(Positions(), fits, CPU).predictions.shape == (2,)
+    past = SequenceData.from_sequences([[1, 2], [3, 300]], [0, 1], source="e.jsonl")
+    with pytest.raises(
+        ModelError,
+        match=r"e.jsonl\[1\]: token id 300 is at or above the model's largest embedding "
+        r"table \(300\) \(1 record\(s\) affected\)",
+    ):
+        predict(Positions(), past, CPU)
+
+
 def test_integer_outputs_and_wrong_batch_size() -> None:
     class Ints(nn.Module):
         def forward(self, tokens: torch.Tensor) -> torch.Tensor:

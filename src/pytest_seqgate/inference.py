@@ -151,13 +151,22 @@ def logits_of(output: Any) -> Any:
 
 
 def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
-    """Token ids past the embedding table crash deep inside the forward; catch them here."""
+    """Token ids past the embedding tables crash deep inside the forward (and on a GPU
+    poison the CUDA context): catch them here, against the largest table.
+
+    Not the first table: models often declare a position embedding (512 rows)
+    before the token one, and its size says nothing of the vocabulary. An id at
+    or above every table's size fits none of them (only a model that reduces
+    ids inside its forward, the hashing trick, could still take it).
+    """
     if data.kind != "tokens" or data.values.numel() == 0:
         return
-    embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    if embedding is None:
+    sizes = [
+        m.num_embeddings for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+    ]
+    if not sizes:
         return
-    size = embedding.num_embeddings
+    size = max(sizes)
     # One reduction per set on the happy path; the mask is built only to describe a failure.
     if data.max_value >= size:
         too_big = data.values >= size
@@ -174,9 +183,10 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
                 > 0
             ).sum()
         )
+        table = f"embedding size {size}" if len(sizes) == 1 else f"largest embedding table ({size})"
         raise ModelError(
             f"{data.record(record)}: token id {int(data.values[first])} is at or above the "
-            f"model's embedding size {size} ({count} record(s) affected); the tokenizer and "
+            f"model's {table} ({count} record(s) affected); the tokenizer and "
             f"the model's vocabulary disagree"
         )
 
