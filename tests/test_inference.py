@@ -120,6 +120,57 @@ def test_calling_conventions_and_outputs() -> None:
     assert binary.scores[0, 1] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
 
 
+class MaskNotIds(nn.Module):
+    """A mask model whose first parameter is not called input_ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(100, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head((self.embedding(x) * attention_mask.unsqueeze(-1)).sum(1))
+
+
+class LengthsThird(nn.Module):
+    """``lengths`` after an optional parameter: it must arrive by name."""
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        assert mask is None and lengths is not None
+        return torch.nn.functional.one_hot(lengths % 2, 2).float()
+
+
+def test_second_input_goes_by_name_and_wrappers_are_seen_through() -> None:
+    data = SequenceData.from_sequences([[1, 2, 3], [2], [3, 3], [4, 1, 1, 1]], [1, 0, 1, 0])
+    predict(MaskNotIds(), data, CPU)
+    assert predict(LengthsThird(), data, CPU).predictions.tolist() == [1, 1, 0, 0]
+    for wrapped in (
+        nn.DataParallel(LengthsThird()),
+        torch.compile(LengthsThird(), backend="eager"),
+    ):
+        assert calling_convention(wrapped) == "lengths"
+        assert predict(wrapped, data, CPU).predictions.tolist() == [1, 1, 0, 0]
+
+
+def test_a_forward_the_call_does_not_fit_is_explained() -> None:
+    class TwoInputs(nn.Module):
+        def forward(self, tokens: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+            return tokens.float()
+
+    data = SequenceData.from_sequences([[1, 2], [3]], [0, 1])
+    with pytest.raises(ModelError) as info:
+        predict(TwoInputs(), data, CPU)
+    message = str(info.value)
+    assert "called as forward(padded); the call does not fit the forward's parameters" in message
+    assert "pytest_seqgate_forward hook" in message
+    assert "missing 1 required positional argument: 'segments'" in message
+
+
 def test_predictions_come_back_in_dataset_order() -> None:
     # Lengths force a reordering; FirstToken-like model shows each row's identity.
     class Ident(nn.Module):

@@ -79,9 +79,23 @@ def resolve_device(spec: str, setting: str = "seqgate_device") -> torch.device:
     return device
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The module whose forward a wrapper calls: ``torch.compile``'s and
+    ``DataParallel``'s forwards take ``*args, **kwargs``, which names nothing."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if inner is None and isinstance(
+            model, (nn.DataParallel, nn.parallel.DistributedDataParallel)
+        ):
+            inner = model.module
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def forward_parameters(model: nn.Module) -> list[str]:
-    """Names of forward's parameters, for TorchScript modules too."""
-    forward = model.forward
+    """Names of forward's parameters, for TorchScript modules and wrappers too."""
+    forward = unwrapped(model).forward
     schema = getattr(forward, "schema", None)
     if schema is not None:
         return [arg.name for arg in schema.arguments if arg.name != "self"]
@@ -128,11 +142,21 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+CALLS = {
+    "lengths": "forward(padded, lengths=lengths)",
+    "attention_mask": "forward(padded, attention_mask=mask)",
+    "plain": "forward(padded)",
+}
+
+
 def call_model(model: nn.Module, batch: Batch, convention: str) -> Any:
+    """The second input goes by its name, so ``forward(x, mask=None, lengths=None)``
+    gets the lengths where it wants them; the first goes by place, so it may be
+    called ``input_ids``, ``tokens`` or ``x``."""
     if convention == "lengths":
-        return model(batch.inputs, batch.lengths)
+        return model(batch.inputs, lengths=batch.lengths)
     if convention == "attention_mask":
-        return model(input_ids=batch.inputs, attention_mask=batch.attention_mask)
+        return model(batch.inputs, attention_mask=batch.attention_mask)
     return model(batch.inputs)
 
 
@@ -351,11 +375,18 @@ def predict(
                         f"the model's forward raised {type(exc).__name__} on "
                         f"{_describe(batch)}: {exc}"
                     ) from exc
+                hint = (
+                    "the call does not fit the forward's parameters: seqgate passes "
+                    "lengths= when forward has a parameter named lengths, attention_mask= "
+                    "when it has one so named, else the padded inputs alone; a "
+                    "pytest_seqgate_forward hook can call the model any other way"
+                    if isinstance(exc, TypeError) and "argument" in str(exc)
+                    else "the model's layers may disagree with each other or with the input "
+                    "(for example a Linear whose in_features is not the RNN's hidden size)"
+                )
                 raise ModelError(
                     f"the model's forward raised {type(exc).__name__} on the first batch, "
-                    f"{_describe(batch)} ({convention} calling convention); the model's layers "
-                    f"may disagree with each other or with the input (for example a Linear "
-                    f"whose in_features is not the RNN's hidden size): {exc}"
+                    f"{_describe(batch)}, called as {CALLS[convention]}; {hint}: {exc}"
                 ) from exc
             logits = logits_of(output)
             if not checked or not isinstance(logits, Tensor) or logits.shape[0] != size:
