@@ -196,3 +196,42 @@ def test_a_report_that_cannot_be_written_is_named_and_nothing_is_left_behind(tmp
         write_atomic(target, "{}")
     write_atomic(tmp_path / "r.json", "{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "taken"]  # no temp file
+
+
+def test_leakage_gate_counts_the_copies_in_one_short_reason(project):
+    """``max_leakage`` compares the share of eval sequences found in the training set;
+    its report row says how many, of which kind, and points to the findings."""
+    records = rule_records(40)
+    project.data(records)
+    project.data(rule_records(60, seed=1) + records[:6], name="train.jsonl")
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        train_data="train.jsonl",
+        labels=["ham", "spam"],
+        report="r.json",
+    )
+    project.test(
+        """
+        import pytest
+
+        @pytest.mark.seqgate(max_leakage=0.05)
+        def test_no_leakage():
+            pass
+        """
+    )
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    report = json.loads((project.path / "r.json").read_text())
+    (gate,) = report["evaluations"][0]["gates"]
+    leaked = [f for f in report["evaluations"][0]["findings"] if f["kind"] == "leakage"]
+    copies = sum(f["count"] for f in leaked)
+    assert copies >= 6
+    assert gate["value"] == pytest.approx(copies / 40)
+    assert not gate["passed"]
+    kinds = " + ".join(
+        f"{f['count']} {f['match']}" for f in sorted(leaked, key=lambda f: f["match"])
+    )
+    assert gate["reason"] == (
+        f"{kinds} of 40 eval sequences in the training set (see the leakage findings)"
+    )

@@ -527,7 +527,16 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
             reason = "undefined: no training set (set seqgate_train_data)"
             results.append(gate.result(test, None, False, reason))
         else:
-            reason = " ".join(f.message for f in leaked)
+            # A count per kind of copy: the findings give the examples, and a table
+            # row that carried both of their messages would be a paragraph wide.
+            matches = sorted(leaked, key=lambda f: f.data.get("match", "exact") != "exact")
+            parts = [f"{f.data['count']} {f.data.get('match', 'exact')}" for f in matches]
+            reason = (
+                f"{' + '.join(parts)} of {evaluation.n_samples} eval sequences in the "
+                f"training set (see the leakage findings)"
+                if leaked
+                else ""
+            )
             results.append(gate.result(test, fraction, fraction <= spec.max_leakage, reason))
     return results
 
