@@ -110,6 +110,25 @@ def test_seqgate_fixture_check_in_body(project):
     result.stdout.fnmatch_lines(["*GateFailure*", "*precision*ham*>= 0.99*0.769*"])
 
 
+def test_seqgate_fixture_check_with_a_bad_gate_ends_at_the_users_line(project):
+    project.data(rule_records(40))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test("""
+        def test_body(seqgate):
+            seqgate.check(min_recall={"spma": 0.9})
+    """)
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    assert_lines(
+        result.stdout.str(),
+        '>*seqgate.check(min_recall={"spma": 0.9})',
+        "E*ConfigError: seqgate.check(): `min_recall` names class 'spma', which is not one "
+        "of the labels ['ham', 'spam']",
+        "test_gates.py:3: ConfigError",
+    )
+    assert "gates.py" not in result.stdout.str().replace("test_gates.py", "")
+
+
 def test_three_gated_tests_one_inference(project):
     project.data(rule_records(100))
     project.ini(

@@ -606,7 +606,12 @@ class SeqgateHelper:
         __tracebackhide__ = True
         from pytest_seqgate.gates import check, failure_message, parse_gates
 
-        spec = parse_gates(gates, self.evaluation.labels, self.evaluation.custom_metrics)
+        try:
+            spec = parse_gates(gates, self.evaluation.labels, self.evaluation.custom_metrics)
+        except ConfigError as exc:
+            # Raised afresh from this hidden frame: the traceback ends at the
+            # user's call, not in the parser's internals.
+            raise ConfigError(f"seqgate.check(): {exc}") from None
         results = check(self.evaluation, spec, self._item.nodeid)
         _record(self._item, self.evaluation, results)
         if not all(r.passed for r in results):
