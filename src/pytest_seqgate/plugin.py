@@ -354,7 +354,7 @@ def _check_option_values(config: pytest.Config) -> None:
     from pytest_seqgate.config import misread_option_value
 
     params = config.invocation_params
-    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *params.args]
+    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *map(str, params.args)]
     problem = misread_option_value(args, params.dir, config.inipath, config.rootpath)
     if problem is not None:
         raise pytest.UsageError(f"seqgate: {problem}")
