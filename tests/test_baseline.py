@@ -41,7 +41,7 @@ def test_not_significantly_worse():
 
 def test_mcnemar_matches_scipy() -> None:
     stats = pytest.importorskip("scipy.stats")
-    for b, c in ((41, 12), (5, 5), (0, 7), (30, 0)):
+    for b, c in ((41, 12), (5, 5), (0, 7), (30, 0), (92, 7), (0, 300), (6, 7)):
         expected = stats.binomtest(min(b, c), b + c, 0.5).pvalue if b + c else 1.0
         assert mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9)
 

@@ -92,8 +92,10 @@ def mcnemar_exact(newly_wrong: int, newly_right: int) -> float:
     if n == 0:
         return 1.0
     low = min(newly_wrong, newly_right)
-    # P(X <= low) = 1 - P(X >= low + 1)
-    return min(1.0, 2 * (1 - binomial_sf(low + 1, n, 0.5)))
+    # P(X <= low) = P(X >= n - low) by the symmetry of Binomial(n, 1/2): the upper
+    # tail directly, where 1 - P(X >= low + 1) cancels to 0.0 for a clear regression
+    # (92 newly wrong and 7 newly right: p = 5.1e-20, not 0).
+    return min(1.0, 2 * binomial_sf(n - low, n, 0.5))
 
 
 @dataclass
