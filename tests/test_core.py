@@ -121,8 +121,13 @@ def test_leakage_and_duplicates() -> None:
 @pytest.mark.parametrize(
     ("gates", "message"),
     [
-        ({"min_acuracy": 0.9}, "unknown gate `min_acuracy`"),
-        ({"min_recall": {"spma": 0.9}}, "names class 'spma', which is not one of the labels"),
+        ({"min_acuracy": 0.9}, "unknown gate `min_acuracy` (did you mean `min_accuracy`?)"),
+        ({"min_zzz": 0.9}, "unknown gate `min_zzz`; known gates: min_accuracy"),
+        (
+            {"min_recall": {"spma": 0.9}},
+            "names class 'spma' (did you mean `spam`?), which is not one of the labels",
+        ),
+        ({"min_recall": {"eggs": 0.9}}, "names class 'eggs', which is not one of the labels"),
         ({"min_f1": {"ham": 1.3}}, "Expected `min_f1['ham']` to be in [0, 1], but got 1.3"),
         ({"min_accuracy": -0.1}, "Expected `min_accuracy` to be in [0, 1], but got -0.1"),
         ({"fail_on_paradox": "yes"}, "Expected `fail_on_paradox` to be True or False"),

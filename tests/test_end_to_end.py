@@ -122,7 +122,8 @@ def test_seqgate_fixture_check_with_a_bad_gate_ends_at_the_users_line(project):
     assert_lines(
         result.stdout.str(),
         '>*seqgate.check(min_recall={"spma": 0.9})',
-        "E*ConfigError: seqgate.check(): `min_recall` names class 'spma', which is not one "
+        "E*ConfigError: seqgate.check(): `min_recall` names class 'spma' (did you mean "
+        "`spam`?), which is not one "
         "of the labels ['ham', 'spam']",
         "test_gates.py:3: ConfigError",
     )

@@ -29,13 +29,14 @@ def setup(project, gates="min_accuracy=0.5", **ini):
         (
             "min_acuracy=0.9",
             {},
-            "test_gates.py:4: seqgate: unknown gate `min_acuracy`; known gates: *",
+            "test_gates.py:4: seqgate: unknown gate `min_acuracy` (did you mean "
+            "`min_accuracy`?); known gates: *",
         ),
         (
             'min_recall={"spma": 0.9}',
             {},
-            "test_gates.py:4: seqgate: `min_recall` names class 'spma', which is not one of the "
-            "labels ['ham', 'spam']",
+            "test_gates.py:4: seqgate: `min_recall` names class 'spma' (did you mean `spam`?), "
+            "which is not one of the labels ['ham', 'spam']",
         ),
         (
             'min_f1={"ham": 1.3}',

@@ -172,7 +172,8 @@ def _per_class(
         for name, threshold in value.items():
             if labels is not None and name not in labels:
                 raise ConfigError(
-                    f"`{key}` names class {name!r}, which is not one of the labels {list(labels)}"
+                    f"`{key}` names class {name!r}{_did_you_mean(str(name), labels)}, "
+                    f"which is not one of the labels {list(labels)}"
                 )
             out.append((str(name), parse(f"{key}[{name!r}]", threshold)))
         return out
@@ -208,6 +209,14 @@ def _max_gates(
     return out
 
 
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean `min_recall`?)`` for a near miss, else nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
 def parse_gates(
     kwargs: Mapping[str, Any],
     labels: tuple[str, ...] | None = None,
@@ -222,6 +231,7 @@ def parse_gates(
     ``custom_metrics`` (or any, with ``allow_unknown_custom``: checked later).
     """
     custom = set(custom_metrics)
+    custom_keys = [f"{bound}{name}" for name in sorted(custom) for bound in ("min_", "max_")]
     gates: list[Gate] = []
     fail_on = dict(FINDING_DEFAULTS)
     options: dict[str, Any] = {}
@@ -275,7 +285,8 @@ def parse_gates(
             )
         else:
             raise ConfigError(
-                f"unknown gate `{key}`; known gates: {', '.join(KNOWN_KEYS)}"
+                f"unknown gate `{key}`{_did_you_mean(key, [*KNOWN_KEYS, *custom_keys])}; "
+                f"known gates: {', '.join(KNOWN_KEYS)}"
                 + (f", and min_/max_ of {', '.join(sorted(custom))}" if custom else "")
             )
     return GateSpec(tuple(gates), tuple(k for k, v in fail_on.items() if v), **options)
@@ -353,7 +364,8 @@ def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
             continue
         if gate.class_name is not None and gate.class_name not in labels:
             raise ConfigError(
-                f"`{gate.key}` names class {gate.class_name!r}, which is not one "
+                f"`{gate.key}` names class {gate.class_name!r}"
+                f"{_did_you_mean(gate.class_name, labels)}, which is not one "
                 f"of the labels {list(labels)}"
             )
         gates.append(gate)
