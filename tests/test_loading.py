@@ -265,6 +265,33 @@ def test_state_dict_mismatch_lists_keys(factory_project: Path) -> None:
     assert "missing keys: head.weight; unexpected keys: extra.weight" in str(info.value)
 
 
+def test_training_checkpoints_and_wrapper_prefixes_load(factory_project: Path) -> None:
+    """The weights are found where training scripts keep them, under the names
+    DataParallel, torch.compile and Lightning give them; the loaded model is the
+    saved one, weight for weight."""
+    source = Small()
+    weights = source.state_dict()
+    saved = {
+        "loop.ckpt": {"epoch": 3, "model_state_dict": weights, "optimizer": {"lr": 0.1}},
+        "lightning.ckpt": {"state_dict": {f"model.{k}": v for k, v in weights.items()}},
+        "dp.ckpt": {f"module._orig_mod.{k}": v for k, v in weights.items()},
+    }
+    for name, content in saved.items():
+        torch.save(content, factory_project / name)
+        model = load_model(
+            Settings.from_dict(factory_project, model=name, model_factory="arch:build")
+        )
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, weights[key]), (name, key)
+    torch.save({"epoch": 3, "optimizer": {"lr": 0.1}}, factory_project / "none.ckpt")
+    with pytest.raises(ModelError) as info:
+        load_model(
+            Settings.from_dict(factory_project, model="none.ckpt", model_factory="arch:build")
+        )
+    assert "holds a dict with the keys ['epoch', 'optimizer'] and no state dict" in str(info.value)
+    assert "'model_state_dict'" in str(info.value)
+
+
 def test_malicious_pickle_is_not_executed(factory_project: Path) -> None:
     with open(factory_project / "evil.ckpt", "wb") as handle:
         pickle.dump({"head.weight": Evil()}, handle)

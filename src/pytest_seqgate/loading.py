@@ -147,15 +147,56 @@ def _needs_unpickling(exc: Exception) -> bool:
     return isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc)
 
 
-def load_state_dict(module: nn.Module, state: Any, path: Path) -> None:
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+# Where training scripts keep the weights in the dict they save: Lightning and
+# most loops use "state_dict", the PyTorch tutorials "model_state_dict".
+STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
+# What wrappers put before every name: DataParallel and DDP "module.",
+# torch.compile "_orig_mod.", a LightningModule holding the model as "model.".
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def _weights_in(state: Any, path: Path) -> dict[str, Tensor]:
+    """The state dict in what ``torch.save`` wrote: itself, or the entry of a
+    training checkpoint ({"epoch": ..., "model_state_dict": ...}) that holds it."""
+    if _is_state_dict(state) or state == {}:  # {}: a module without parameters
+        return dict(state)
+    if isinstance(state, dict):
+        for key in STATE_KEYS:
+            if _is_state_dict(state.get(key)):
+                return dict(state[key])
         raise ModelError(
-            f"{path} does not hold a state dict (a mapping of names to tensors) but "
-            f"{type(state).__name__}; save it with torch.save(model.state_dict(), path)"
+            f"{path} holds a dict with the keys {sorted(map(str, state))[:12]} and no state "
+            f"dict (a mapping of names to tensors) at the top or under "
+            f"{', '.join(repr(k) for k in STATE_KEYS)}; save it with "
+            f"torch.save(model.state_dict(), path)"
         )
+    raise ModelError(
+        f"{path} does not hold a state dict (a mapping of names to tensors) but "
+        f"{type(state).__name__}; save it with torch.save(model.state_dict(), path)"
+    )
+
+
+def _without_wrapper_prefix(state: dict[str, Tensor], expected: Any) -> dict[str, Tensor]:
+    """Names saved through a wrapper, with its prefix on every key the module lacks."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state) and not any(
+                k.startswith(prefix) for k in expected
+            ):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def load_state_dict(module: nn.Module, state: Any, path: Path) -> None:
     expected = module.state_dict()
+    state = _without_wrapper_prefix(_weights_in(state, path), expected)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = [
