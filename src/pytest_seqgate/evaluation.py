@@ -159,6 +159,8 @@ class Evaluation:
     gate_on: str = "point"
     min_support: int = 0
     train_metrics: Metrics | None = None
+    # The contract gives train_metrics the shape of metrics, intervals included.
+    train_uncertainty: Uncertainty | None = None
     train_gaps: dict[str, float] = field(default_factory=dict)
     train_sample: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
@@ -472,9 +474,9 @@ def evaluate(
                 lambda i: {"predictions": predict_part(train_set, i, len(labels)).predictions},
             ),
         )
-        evaluation.train_metrics = compute_metrics(
-            confusion_matrix(train_set.labels, train_preds["predictions"], len(labels))
-        )
+        train_cm = confusion_matrix(train_set.labels, train_preds["predictions"], len(labels))
+        evaluation.train_metrics = compute_metrics(train_cm)
+        evaluation.train_uncertainty = Uncertainty.of(train_cm, settings)
         evaluation.train_sample = info
         evaluation.train_gaps, gap_findings = train_test_gap(
             evaluation.train_metrics, metrics, labels, info

@@ -102,7 +102,9 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
         "custom_metrics": {k: _num(v) for k, v in ev.custom_metrics.items()},
         "confusion_matrix": ev.metrics.confusion_matrix.tolist(),
         "train_metrics": (
-            metrics_json(ev.train_metrics, ev.labels) if ev.train_metrics is not None else None
+            metrics_json(ev.train_metrics, ev.labels, ev.train_uncertainty)
+            if ev.train_metrics is not None
+            else None
         ),
         "train_test_gap": {k: _num(v) for k, v in ev.train_gaps.items()} or None,
         "train_sample": ev.train_sample or None,
