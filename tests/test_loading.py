@@ -206,6 +206,37 @@ def test_dataset_callable_and_text(tmp_path: Path) -> None:
     assert load_dataset(settings, "eval_data")[0][0].tolist() == [5, 3, 5]
 
 
+def test_tokenizer_outputs_and_failures(tmp_path: Path) -> None:
+    """Ids as a list, a tensor, an array or a Hugging Face encoding are taken; a
+    tokenizer that raises or returns the words is an error naming the record."""
+    import numpy as np
+
+    path = write(tmp_path / "t.jsonl", jsonl({"text": "hello big world", "label": 0}))
+    for tokenizer in (
+        lambda t: [len(w) for w in t.split()],
+        lambda t: torch.tensor([len(w) for w in t.split()]),
+        lambda t: np.array([len(w) for w in t.split()]),
+        lambda t: {"input_ids": [len(w) for w in t.split()], "attention_mask": [1, 1, 1]},
+    ):
+        assert read_jsonl(path, tokenizer=tokenizer)[0][0].tolist() == [5, 3, 5]
+
+    def broken(text: str) -> list[int]:
+        raise ValueError("vocab file missing")
+
+    with pytest.raises(DataError) as info:
+        read_jsonl(path, tokenizer=broken, display="t.jsonl")
+    assert str(info.value) == (
+        "t.jsonl:1: the tokenizer test_loading:test_tokenizer_outputs_and_failures.<locals>."
+        "broken raised ValueError on the text 'hello big world': vocab file missing"
+    )
+    with pytest.raises(
+        DataError,
+        match=r"t.jsonl:1: the tokenizer .* returned \['hello', 'big', "
+        r"'world'\] for the text 'hello big world'; it must return a list of int",
+    ):
+        read_jsonl(path, tokenizer=str.split, display="t.jsonl")
+
+
 def test_from_dataset_rejects_non_pairs() -> None:
     with pytest.raises(DataError, match=r"mine\[0\]: expected a \(sequence, label\) pair"):
         from_dataset([torch.tensor([1])], "mine", None)

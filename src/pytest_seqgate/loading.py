@@ -15,7 +15,7 @@ import json
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +224,11 @@ def load_state_dict(module: nn.Module, state: Any, path: Path) -> None:
 # ---------------------------------------------------------------- datasets
 
 
+def _name_of(function: Any) -> str:
+    module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", None)
+    return f"{module}:{name}" if module and name else repr(function)
+
+
 class _Builder:
     """Accumulates records; one ``extend`` per record, one ``torch.tensor`` at the end."""
 
@@ -235,6 +240,7 @@ class _Builder:
         self.labels = labels
         self.index = {name: i for i, name in enumerate(labels)} if labels else None
         self.tokenizer = tokenizer
+        self.checked_tokenizer = False
         self.kind: str | None = None
         self.flat: list[Any] = []
         self.lengths: list[int] = []
@@ -304,8 +310,27 @@ class _Builder:
             )
         if not isinstance(text, str):
             raise DataError(f"{self.where(line)}: 'text' must be a string")
-        ids = self.tokenizer(text)
-        return list(ids.tolist() if isinstance(ids, Tensor) else ids)
+        try:
+            ids = self.tokenizer(text)
+        except Exception as exc:
+            raise DataError(
+                f"{self.where(line)}: the tokenizer {_name_of(self.tokenizer)} raised "
+                f"{type(exc).__name__} on the text {text[:40]!r}: {exc}"
+            ) from exc
+        if isinstance(ids, Mapping) and "input_ids" in ids:
+            ids = ids["input_ids"]  # a Hugging Face tokenizer's encoding
+        out = list(ids.tolist() if hasattr(ids, "tolist") else ids)
+        if not self.checked_tokenizer:
+            # Its first output stands for the rest: checking every id of every
+            # record would cost more than the parse.
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in out):
+                raise DataError(
+                    f"{self.where(line)}: the tokenizer {_name_of(self.tokenizer)} returned "
+                    f"{repr(out[:5])[:80]} for the text {text[:40]!r}; it must return a list "
+                    f"of int token ids (the vocabulary's indices, not the words)"
+                )
+            self.checked_tokenizer = True
+        return out
 
     def label_index(self) -> tuple[Tensor, tuple[str, ...] | None]:
         raw = self.raw_labels
