@@ -187,6 +187,40 @@ def test_a_load_model_hook_that_returns_no_module_is_a_usage_error(project):
     )
 
 
+@pytest.mark.parametrize(
+    ("hook", "message"),
+    [
+        (
+            "pytest_seqgate_load_model(spec, settings)",
+            "seqgate: pytest_seqgate_load_model raised RuntimeError at conftest.py:3: down",
+        ),
+        (
+            "pytest_seqgate_load_dataset(spec, role, settings)",
+            "seqgate: pytest_seqgate_load_dataset raised RuntimeError at conftest.py:3: down",
+        ),
+    ],
+)
+def test_a_loader_hook_that_raises_is_a_usage_error_at_the_users_line(project, hook, message):
+    project.data(rule_records(20))
+    (project.path / "conftest.py").write_text(
+        f"def {hook}:\n    # the registry is down\n    raise RuntimeError('down')\n"
+    )
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test(
+        """
+        import pytest
+
+        @pytest.mark.seqgate(min_accuracy=0.5)
+        def test_a():
+            pass
+        """
+    )
+    result = project.run()
+    assert result.ret == 4
+    assert_lines(result.stderr.str(), f"ERROR: {message}")
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 def test_a_report_that_cannot_be_written_is_named_and_nothing_is_left_behind(tmp_path):
     from pytest_seqgate.report import write_atomic
 

@@ -66,14 +66,28 @@ class SessionState:
     def has_hook(self, name: str) -> bool:
         return bool(getattr(self.config.hook, name).get_hookimpls())
 
+    def call_hook(self, name: str, **kwargs: Any) -> Any:
+        """A user's loader hook; what it raises (a bucket out of reach, a missing
+        file) is a usage error naming the hook and the user's line, not an
+        INTERNALERROR through pytest's collection."""
+        try:
+            return getattr(self.config.hook, name)(**kwargs)
+        except SeqgateError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"{name} raised {type(exc).__name__} at {_user_line(exc, self.config.rootpath)}"
+                f": {exc}"
+            ) from exc
+
     # Loading is memoised so that collection-time validation and fixtures share it.
     def model(self) -> Any:
         if "model" not in self.loaded:
             settings = self.settings
             model = None
             if settings.model is not None and self.has_hook("pytest_seqgate_load_model"):
-                model = self.config.hook.pytest_seqgate_load_model(
-                    spec=settings.model, settings=settings
+                model = self.call_hook(
+                    "pytest_seqgate_load_model", spec=settings.model, settings=settings
                 )
             from pytest_seqgate.inference import require_module
             from pytest_seqgate.loading import load_model
@@ -99,8 +113,8 @@ class SessionState:
 
             data = None
             if spec is not None and self.has_hook("pytest_seqgate_load_dataset"):
-                data = self.config.hook.pytest_seqgate_load_dataset(
-                    spec=spec, role=role, settings=settings
+                data = self.call_hook(
+                    "pytest_seqgate_load_dataset", spec=spec, role=role, settings=settings
                 )
             if data is None:
                 self.loaded[role] = load_dataset(settings, role)
@@ -288,6 +302,21 @@ class XdistHooks:
         if payload:
             # Our own worker's bytes, over xdist's channel: not a user file.
             self.state.merge(pickle.loads(payload))
+
+
+def _user_line(exc: BaseException, root: Path) -> str:
+    """``file:line`` of the deepest frame of ``exc`` in the user's project (else the
+    deepest of all): where to look, without the traceback."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if Path(f.filename).resolve().is_relative_to(root)] or frames
+    if not mine:
+        return "an unknown place"
+    frame = mine[-1]
+    path = Path(frame.filename)
+    shown = path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
+    return f"{shown}:{frame.lineno}"
 
 
 def _state(config: pytest.Config) -> SessionState:
