@@ -434,7 +434,8 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .fail{color:#b00020;font-weight:600}.pass{color:#1b7f2a}.warning{color:#9a6700}
 .error{color:#b00020}.cm td{min-width:3em}.charts{display:flex;gap:2em;flex-wrap:wrap}
-.gates td,.gates th{text-align:left}.reason{max-width:32em}
+.gates td,.gates th{text-align:left}.reason{min-width:20em;max-width:32em}
+.gates td:first-child{overflow-wrap:anywhere}
 """
 
 
