@@ -186,3 +186,31 @@ def test_the_cache_keeps_the_most_recently_used_keys(tmp_path):
     keys = sorted(p.stem for p in tmp_path.glob("*.lock"))
     assert keys == sorted(["new", "k0", *[f"k{i}" for i in range(2, KEEP_KEYS)]])
     assert not list(tmp_path.glob("k1-*")) and len(list(tmp_path.glob("*.pt"))) == KEEP_KEYS
+
+
+def test_cache_key_covers_the_whole_project_package(tmp_path):
+    """An import path's key reads every file of the project's package it names: a
+    change to the model's layers or the tokenizer's vocabulary in a sibling file
+    is a new key (the named module alone kept a stale one); bytecode is not."""
+    from pytest_seqgate.cache import cache_key
+    from pytest_seqgate.config import Settings
+
+    package = tmp_path / "keyedpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text("from keyedpkg.layers import build\n")
+    (package / "layers.py").write_text("def build():\n    return None\n")
+    (package / "vocab.txt").write_text("a b c\n")
+    (tmp_path / "elsewhere.py").write_text("x = 1\n")
+    settings = Settings.from_dict(tmp_path, model="keyedpkg.model:build", eval_data="e.jsonl")
+    first = cache_key(settings)
+    assert cache_key(settings) == first
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "layers.cpython-311.pyc").write_bytes(b"\0")
+    (tmp_path / "elsewhere.py").write_text("x = 2\n")
+    assert cache_key(settings) == first
+    keys = {first}
+    for name, text in (("layers.py", "def build():\n    return 1\n"), ("vocab.txt", "a b\n")):
+        (package / name).write_text(text)
+        keys.add(cache_key(settings))
+    assert len(keys) == 3

@@ -2,10 +2,10 @@
 
 Only tensors are stored (read back with ``weights_only=True``), keyed by a hash
 of everything that decides them: the bytes of the model, data and tokenizer
-files (or the source of the modules an import path names), the labels and the
-settings that change what the model sees. Metrics, intervals and findings are
-recomputed from the cached predictions: that is cheap, and it keeps the cache
-free of anything but numbers.
+files (or, for an import path, every file of the project's package it names,
+else the module's source), the labels and the settings that change what the
+model sees. Metrics, intervals and findings are recomputed from the cached
+predictions: that is cheap, and it keeps the cache free of anything but numbers.
 """
 
 from __future__ import annotations
@@ -50,6 +50,25 @@ def _file_digest(path: Path, digest: hashlib._Hash) -> None:
             digest.update(block)
 
 
+# A package file past this size (a checkpoint kept in the package) is keyed
+# by its size and modification time: reading it whole on every run would cost
+# more than the cache saves.
+PACKAGE_FILE_BYTES = 16 * 2**20
+
+
+def _folder_digest(folder: Path, digest: hashlib._Hash) -> None:
+    """Every file of a package folder, by name and content, bytecode left out."""
+    for path in sorted(folder.rglob("*")):
+        if "__pycache__" in path.parts or not path.is_file():
+            continue
+        digest.update(f"{path.relative_to(folder).as_posix()};".encode())
+        stat = path.stat()
+        if stat.st_size > PACKAGE_FILE_BYTES:
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
+        else:
+            _file_digest(path, digest)
+
+
 def _spec_digest(settings: Settings, name: str, digest: hashlib._Hash) -> None:
     value = getattr(settings, name)
     digest.update(f"{name}={value!r};".encode())
@@ -58,14 +77,21 @@ def _spec_digest(settings: Settings, name: str, digest: hashlib._Hash) -> None:
     if is_import_path(value):
         module = value.split(":")[0]
         root = str(settings.rootdir)
-        spec = None
+        spec = top = None
         with contextlib.suppress(ImportError, ValueError):
             import sys
 
             if root not in sys.path:
                 sys.path.insert(0, root)
             spec = importlib.util.find_spec(module)
-        if spec is not None and spec.origin and os.path.isfile(spec.origin):
+            top = importlib.util.find_spec(module.split(".")[0])
+        folders = list(getattr(top, "submodule_search_locations", None) or [])
+        if folders and all(Path(f).resolve().is_relative_to(settings.rootdir) for f in folders):
+            # The project's own package: the model's layers, the tokenizer's
+            # vocabulary may sit in modules and files next to the one named.
+            for folder in folders:
+                _folder_digest(Path(folder), digest)
+        elif spec is not None and spec.origin and os.path.isfile(spec.origin):
             _file_digest(Path(spec.origin), digest)
         return
     path = settings.resolve(name, value)
