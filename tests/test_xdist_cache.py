@@ -25,16 +25,16 @@ def test_d(seqgate):
 """
 
 
-def counting_ini(project, **extra: str) -> None:
+def counting_ini(project, **extra: str | list[str]) -> None:
     """The counting model on eval.jsonl in one batch, reporting to r.json."""
-    project.ini(
-        model="models:counting",
-        eval_data="eval.jsonl",
-        labels=["ham", "spam"],
-        batch_size="1000",
-        report="r.json",
-        **extra,
-    )
+    options = {
+        "model": "models:counting",
+        "eval_data": "eval.jsonl",
+        "labels": ["ham", "spam"],
+        "batch_size": "1000",
+        "report": "r.json",
+    }
+    project.ini(**{**options, **extra})
 
 
 @pytest.fixture
@@ -86,6 +86,31 @@ def test_cache_makes_an_unchanged_rerun_skip_inference(counted):
     project.data(rule_records(100, missed={1: 9}))
     _run(project, "--seqgate-cache").assert_outcomes(passed=3, failed=1)
     assert len(count.read_text()) > len(first)
+
+
+def test_cache_keeps_nothing_a_loader_hook_returned_and_says_so(counted):
+    """A hook's spec ("registry://spam:latest") names no bytes a key could read:
+    --seqgate-cache evaluates again each run, with a warning saying why."""
+    project, count = counted
+    (project.path / "conftest.py").write_text(
+        "import json\n"
+        "def pytest_seqgate_load_dataset(spec, role, settings):\n"
+        "    if spec.startswith('registry://'):\n"
+        "        rows = [json.loads(line) for line in open('eval.jsonl')]\n"
+        "        return [(r['tokens'], r['label']) for r in rows]\n"
+    )
+    counting_ini(project, eval_data="registry://eval:latest")
+    for _ in range(2):
+        result = _run(project, "--seqgate-cache")
+        result.assert_outcomes(passed=3, failed=1)
+        result.stdout.fnmatch_lines(
+            [
+                "*seqgate: --seqgate-cache does not keep the predictions for the eval_data a "
+                "loader hook returned*"
+            ]
+        )
+    sizes = [int(x) for x in count.read_text().split()]
+    assert sizes.count(100) == 2  # one full pass per run: nothing was reused
 
 
 def test_workers_share_one_inference_without_the_cache_provider_and_leave_nothing(

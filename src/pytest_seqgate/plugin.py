@@ -37,6 +37,8 @@ class SessionState:
         self.config = config
         self._settings: Settings | None = None
         self.loaded: dict[str, Any] = {}
+        # What a loader hook returned: its spec names no bytes a cache key could read.
+        self.hooked: set[str] = set()
         self.evaluations: dict[tuple[int, int, int], Evaluation] = {}
         self.keep_alive: list[Any] = []
         self.specs: dict[str, GateSpec] = {}
@@ -95,6 +97,7 @@ class SessionState:
             if model is None:
                 model = load_model(settings)
             else:
+                self.hooked.add("model")
                 model = require_module(model, f"pytest_seqgate_load_model for {settings.model!r}")
             self.loaded["model"] = model
         return self.loaded["model"]
@@ -119,6 +122,7 @@ class SessionState:
             if data is None:
                 self.loaded[role] = load_dataset(settings, role)
             else:
+                self.hooked.add(role)
                 self.loaded[role] = from_dataset(
                     data, spec, settings.labels, configured_tokenizer(settings)
                 )
@@ -222,11 +226,25 @@ class SessionState:
         from pytest_seqgate.cache import PredictionCache, cache_key, run_folder
 
         cache = getattr(self.config, "cache", None)  # None under -p no:cacheprovider
-        if settings.cache and cache is not None:
+        # Across runs only what the key can read: a hook's "registry://spam:latest"
+        # may load other weights tomorrow. Within one run (xdist) it cannot.
+        folder = None
+        if settings.cache and cache is not None and not self.hooked:
             folder = cache.mkdir("seqgate")
         elif run is not None:
             folder = run_folder(run)
-        else:
+        if settings.cache and self.hooked:
+            import warnings
+
+            warnings.warn(
+                pytest.PytestConfigWarning(
+                    f"seqgate: --seqgate-cache does not keep the predictions for the "
+                    f"{' and '.join(sorted(self.hooked))} a loader hook returned: its spec "
+                    f"names no bytes a cache key could read, so a re-run evaluates again"
+                ),
+                stacklevel=2,
+            )
+        if folder is None:
             return None
         self.cache = PredictionCache(folder, cache_key(settings))
         return self.cache
