@@ -88,29 +88,45 @@ def test_cache_makes_an_unchanged_rerun_skip_inference(counted):
     assert len(count.read_text()) > len(first)
 
 
-def test_cache_keeps_nothing_a_loader_hook_returned_and_says_so(counted):
-    """A hook's spec ("registry://spam:latest") names no bytes a key could read:
-    --seqgate-cache evaluates again each run, with a warning saying why."""
+def test_cache_keys_hooked_data_by_its_bytes_and_keeps_no_hooked_model(counted):
+    """A hook's spec ("registry://eval:latest") names no bytes a key could read: a
+    data set it returns is keyed by its loaded tensors (a re-run reuses, a change
+    evaluates again); a model it returns is not kept across runs, and a warning
+    says why."""
     project, count = counted
     (project.path / "conftest.py").write_text(
         "import json\n"
+        "import models\n"
         "def pytest_seqgate_load_dataset(spec, role, settings):\n"
         "    if spec.startswith('registry://'):\n"
         "        rows = [json.loads(line) for line in open('eval.jsonl')]\n"
         "        return [(r['tokens'], r['label']) for r in rows]\n"
+        "def pytest_seqgate_load_model(spec, settings):\n"
+        "    if spec.startswith('registry://'):\n"
+        "        return models.counting()\n"
     )
     counting_ini(project, eval_data="registry://eval:latest")
+
+    def passes() -> int:
+        return [int(x) for x in count.read_text().split()].count(100)
+
+    _run(project, "--seqgate-cache").assert_outcomes(passed=3, failed=1)
+    _run(project, "--seqgate-cache").assert_outcomes(passed=3, failed=1)
+    assert passes() == 1  # the second run reused the first one's predictions
+    project.data(rule_records(100, missed={1: 9}))  # what the registry serves changed
+    _run(project, "--seqgate-cache").assert_outcomes(passed=3, failed=1)
+    assert passes() == 2
+    counting_ini(project, eval_data="registry://eval:latest", model="registry://model:latest")
     for _ in range(2):
         result = _run(project, "--seqgate-cache")
         result.assert_outcomes(passed=3, failed=1)
         result.stdout.fnmatch_lines(
             [
-                "*seqgate: --seqgate-cache does not keep the predictions for the eval_data a "
-                "loader hook returned*"
+                "*seqgate: --seqgate-cache does not keep the predictions of a model a loader "
+                "hook returned*"
             ]
         )
-    sizes = [int(x) for x in count.read_text().split()]
-    assert sizes.count(100) == 2  # one full pass per run: nothing was reused
+    assert passes() == 4  # one pass each run
 
 
 def test_workers_share_one_inference_without_the_cache_provider_and_leave_nothing(

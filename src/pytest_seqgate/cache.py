@@ -24,6 +24,8 @@ from pytest_seqgate.config import Settings, is_import_path
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from pytest_seqgate.data import SequenceData
+
 # torch is imported where it is used: the xdist controller imports this module
 # to remove a run's folder, in sessions that may never touch torch.
 
@@ -97,6 +99,20 @@ def _spec_digest(settings: Settings, name: str, digest: hashlib._Hash) -> None:
     path = settings.resolve(name, value)
     if path.is_file():
         _file_digest(path, digest)
+
+
+def data_digest(data: SequenceData) -> str:
+    """The bytes of a loaded set, for a key whose spec names no file that holds them:
+    an import path (``mypkg.data:eval_set``) or a loader hook may read files
+    anywhere, and a changed one must not serve the old predictions."""
+    digest = hashlib.sha256(repr(data.label_names).encode())
+    for tensor in (data.values, data.offsets, data.lengths, data.labels):
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)};".encode())
+        try:
+            digest.update(tensor.contiguous().numpy().data)  # the buffer itself, no copy
+        except (ImportError, RuntimeError, TypeError):  # torch without NumPy
+            digest.update(repr(tensor.reshape(-1).tolist()).encode())
+    return digest.hexdigest()
 
 
 def cache_key(settings: Settings, salt: str = "") -> str:

@@ -223,30 +223,38 @@ class SessionState:
             or train_data is not loaded.get("train_data")
         ):
             return None
-        from pytest_seqgate.cache import PredictionCache, cache_key, run_folder
+        from pytest_seqgate.cache import PredictionCache, cache_key, data_digest, run_folder
 
         cache = getattr(self.config, "cache", None)  # None under -p no:cacheprovider
         # Across runs only what the key can read: a hook's "registry://spam:latest"
         # may load other weights tomorrow. Within one run (xdist) it cannot.
+        hooked_model = "model" in self.hooked
         folder = None
-        if settings.cache and cache is not None and not self.hooked:
+        if settings.cache and cache is not None and not hooked_model:
             folder = cache.mkdir("seqgate")
         elif run is not None:
             folder = run_folder(run)
-        if settings.cache and self.hooked:
+        if settings.cache and hooked_model:
             import warnings
 
             warnings.warn(
                 pytest.PytestConfigWarning(
-                    f"seqgate: --seqgate-cache does not keep the predictions for the "
-                    f"{' and '.join(sorted(self.hooked))} a loader hook returned: its spec "
-                    f"names no bytes a cache key could read, so a re-run evaluates again"
+                    "seqgate: --seqgate-cache does not keep the predictions of a model a "
+                    "loader hook returned: its spec names no bytes a cache key could read, "
+                    "so a re-run evaluates again"
                 ),
                 stacklevel=2,
             )
         if folder is None:
             return None
-        self.cache = PredictionCache(folder, cache_key(settings))
+        # A data set from an import path or a hook is keyed by its loaded bytes.
+        salt = ";".join(
+            data_digest(data)
+            for role, data in (("eval_data", eval_data), ("train_data", train_data))
+            if data is not None
+            and (role in self.hooked or is_import_path(getattr(settings, role) or ""))
+        )
+        self.cache = PredictionCache(folder, cache_key(settings, salt))
         return self.cache
 
     def progress_line(self) -> Callable[[int, int], None] | None:
