@@ -631,7 +631,7 @@ def bench_leakage(quick: bool, repeats: int) -> list[list[object]]:
 
 
 def bench_bootstrap(quick: bool, repeats: int) -> list[list[object]]:
-    from pytest_seqgate.stats import batched_metrics, bootstrap_confusion, percentile_interval
+    from pytest_seqgate.stats import batched_metrics, bootstrap_margins, percentile_interval
 
     n = 10**5 if quick else 10**6
     rows = []
@@ -644,7 +644,7 @@ def bench_bootstrap(quick: bool, repeats: int) -> list[list[object]]:
         cm = confusion_matrix(y_true, y_pred, c)
 
         def run() -> object:
-            samples = batched_metrics(bootstrap_confusion(cm, 1000, seed=0))
+            samples = batched_metrics(bootstrap_margins(cm, 1000, seed=0))
             return percentile_interval(samples["macro_f1"], 0.95)
 
         rows.append([f"{n:.0e}", c, 1000, f"{median_time(run, repeats) * 1e3:.1f}"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -309,3 +310,62 @@ def test_misread_option_value_finds_the_skipped_config(tmp_path):
     # The configuration pytest did find is not "skipped".
     found = project / "pyproject.toml"
     assert misread_option_value(["--seqgate-eval-data", out], project, found, project) is None
+
+
+def test_reports_of_many_classes_show_the_weakest_and_the_top_confusions() -> None:
+    """Past 25 classes the terminal shows the weakest classes, and the matrix
+    becomes the most frequent confusions (at 1,000 classes the full matrix made
+    an 87 MB HTML page); the JSON keeps the whole matrix."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.report import (
+        confusion_pairs,
+        render_html,
+        render_json,
+        render_markdown,
+        render_terminal,
+        weakest_classes,
+    )
+
+    c = 60
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(20 * c) % c
+    # Predictions: right, except a seeded fifth sent to another class.
+    wrong = torch.rand(labels.numel(), generator=gen) < 0.2
+    preds = torch.where(wrong, torch.randint(0, c, labels.shape, generator=gen), labels)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(preds[tokens[:, 0]], c).float()
+
+    names = tuple(f"intent_{i}" for i in range(c))
+    data = SequenceData.from_sequences([[i] for i in range(labels.numel())], labels, names)
+    ev = evaluate(Fixed(), data, Settings(device="cpu", bootstrap=50, padding_check=0))
+
+    f1 = ev.metrics.f1.nan_to_num(-1.0)
+    weakest = weakest_classes(ev)
+    assert len(weakest) == 25
+    assert f1[weakest].tolist() == sorted(f1.tolist())[:25]
+    cm = ev.metrics.confusion_matrix
+    off = [
+        (int(cm[t, p]), t, p) for t in range(c) for p in range(c) if t != p and int(cm[t, p]) > 0
+    ]
+    expected = sorted(off, key=lambda x: (-x[0], x[1] * c + x[2]))[:25]
+    pairs = confusion_pairs(ev)
+    assert [(int(n), a, b) for a, b, n, _ in pairs] == [
+        (n, names[t], names[p]) for n, t, p in expected
+    ]
+    assert pairs[0][3] == f"{100 * expected[0][0] / 20:.1f}%"
+
+    terminal = [line for line, _ in render_terminal([ev])]
+    assert sum(line.startswith("intent_") for line in terminal) == 25
+    assert "(the 25 classes of lowest F1 of 60; -v shows every class" in "\n".join(terminal)
+    verbose = "\n".join(line for line, _ in render_terminal([ev], verbosity=1))
+    assert "most frequent confusions (the full matrix is in the JSON report)" in verbose
+    assert sum(line.startswith("intent_") for line in verbose.splitlines()) == 60 + len(pairs)
+    markdown = render_markdown([ev])
+    assert "Most frequent confusions" in markdown and "true \\ pred" not in markdown
+    page = render_html([ev])
+    assert "<td style='background" not in page  # no 60 x 60 heat map
+    assert "Per class, with intervals: the 25 of lowest F1" in page
+    assert json.loads(render_json([ev]))["evaluations"][0]["confusion_matrix"] == cm.tolist()

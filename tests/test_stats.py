@@ -18,7 +18,7 @@ from pytest_seqgate.curves import (
 from pytest_seqgate.evaluation import Uncertainty
 from pytest_seqgate.stats import (
     batched_metrics,
-    bootstrap_confusion,
+    bootstrap_margins,
     clopper_pearson_interval,
     percentile_interval,
     support_needed,
@@ -88,12 +88,47 @@ def test_ece_by_hand() -> None:
     assert expected_calibration_error(scores, targets) == pytest.approx(1.75 / 4)
 
 
+def dense_bootstrap(cm: torch.Tensor, resamples: int, seed: int) -> torch.Tensor:
+    """The ``[B, C, C]`` matrices of the same draws as bootstrap_margins (the
+    conditional binomial chain over the non-empty cells, in order)."""
+    c = cm.shape[0]
+    flat = cm.reshape(-1).double()
+    out = torch.zeros(resamples, c * c, dtype=torch.float64)
+    cells = torch.nonzero(flat).reshape(-1).tolist()
+    gen = torch.Generator().manual_seed(seed)
+    remaining = torch.full((resamples,), float(flat.sum()), dtype=torch.float64)
+    rest = float(flat.sum())
+    for cell in cells[:-1]:
+        share = float(flat[cell]) / rest
+        out[:, cell] = torch.binomial(
+            remaining, torch.full_like(remaining, min(share, 1.0)), generator=gen
+        )
+        remaining -= out[:, cell]
+        rest -= float(flat[cell])
+    out[:, cells[-1]] = remaining
+    return out.reshape(resamples, c, c)
+
+
+def test_bootstrap_margins_are_those_of_the_resampled_matrices() -> None:
+    """Margins drawn without building the [B, C, C] matrices (8 GB at 1,000
+    classes) equal the margins of the matrices the same draws make."""
+    gen = torch.Generator().manual_seed(0)
+    cm = torch.randint(0, 30, (7, 7), generator=gen) * (torch.rand(7, 7, generator=gen) < 0.6)
+    dense = dense_bootstrap(cm, 200, seed=5)
+    margins = bootstrap_margins(cm, 200, seed=5)
+    assert torch.equal(margins.tp, dense.diagonal(dim1=1, dim2=2))
+    assert torch.equal(margins.true, dense.sum(2))
+    assert torch.equal(margins.pred, dense.sum(1))
+    wide = bootstrap_margins(torch.eye(1000, dtype=torch.int64) * 3, 1000, seed=0)
+    assert wide.tp.shape == (1000, 1000) and bool((wide.true.sum(1) == 3000).all())
+
+
 def test_bootstrap_is_seeded_and_centred() -> None:
     cm = torch.tensor([[400, 40], [30, 130]])
-    a = batched_metrics(bootstrap_confusion(cm, 1000, seed=3))
-    b = batched_metrics(bootstrap_confusion(cm, 1000, seed=3))
+    a = batched_metrics(bootstrap_margins(cm, 1000, seed=3))
+    b = batched_metrics(bootstrap_margins(cm, 1000, seed=3))
     assert torch.equal(a["macro_f1"], b["macro_f1"])
-    assert float(bootstrap_confusion(cm, 10, 0).sum((1, 2)).min()) == 600
+    assert float(bootstrap_margins(cm, 10, 0).true.sum(1).min()) == 600
     low, high = percentile_interval(a["macro_f1"], 0.95).tolist()
     from pytest_seqgate.metrics import compute_metrics
 

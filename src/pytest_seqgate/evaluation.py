@@ -50,7 +50,7 @@ from pytest_seqgate.inference import (
 from pytest_seqgate.metrics import Metrics, compute_metrics, confusion_matrix
 from pytest_seqgate.stats import (
     batched_metrics,
-    bootstrap_confusion,
+    bootstrap_margins,
     clopper_pearson_interval,
     percentile_interval,
     wilson_interval,
@@ -86,7 +86,7 @@ class Uncertainty:
     def of(cls, cm: Tensor, settings: Settings) -> Uncertainty:
         samples = {}
         if settings.bootstrap > 0 and int(cm.sum()) > 0:
-            samples = batched_metrics(bootstrap_confusion(cm, settings.bootstrap, settings.seed))
+            samples = batched_metrics(bootstrap_margins(cm, settings.bootstrap, settings.seed))
         return cls(
             cm, settings.interval, settings.confidence, settings.bootstrap, settings.seed, samples
         )

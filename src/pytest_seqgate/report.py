@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from tabulate import tabulate
 from torch import Tensor
 
@@ -143,11 +144,52 @@ def _with_interval(value: float, interval: Tensor | None) -> str:
     return text
 
 
-def per_class_rows(ev: Evaluation) -> list[list[str]]:
+# Past this many classes a C x C matrix or a chart per class is no longer read
+# at a glance (at 1,000 classes the HTML page was 87 MB and the Markdown 9 MB):
+# the terminal and the charts show the weakest classes, the matrix becomes the
+# most frequent confusions, and the JSON keeps everything.
+GLANCE_CLASSES = 25
+# Precision-recall curves: more lines than this are a tangle.
+CURVE_CLASSES = 8
+
+
+def weakest_classes(ev: Evaluation, k: int = GLANCE_CLASSES) -> list[int]:
+    """Every class in label order when there are at most ``k``; else the ``k`` of
+    lowest F1, undefined first, weakest first."""
+    if len(ev.labels) <= k:
+        return list(range(len(ev.labels)))
+    f1 = ev.metrics.f1.double().nan_to_num(nan=-1.0)
+    return torch.argsort(f1, stable=True)[:k].tolist()
+
+
+def confusion_pairs(ev: Evaluation, k: int = GLANCE_CLASSES) -> list[list[str]]:
+    """The ``k`` most frequent confusions: true class, predicted class, count, and
+    the share of the true class's samples that went there."""
+    cm = ev.metrics.confusion_matrix.clone()
+    totals = cm.sum(1).tolist()
+    cm.fill_diagonal_(0)
+    counts, cells = torch.sort(cm.reshape(-1), descending=True, stable=True)
+    c = len(ev.labels)
+    rows = []
+    for count, cell in zip(counts[:k].tolist(), cells[:k].tolist()):
+        if count == 0:
+            break
+        true, pred = divmod(cell, c)
+        rows.append(
+            [ev.labels[true], ev.labels[pred], str(count), f"{100 * count / totals[true]:.1f}%"]
+        )
+    return rows
+
+
+CONFUSION_HEADERS = ["true", "predicted as", "count", "share of true"]
+
+
+def per_class_rows(ev: Evaluation, classes: Sequence[int] | None = None) -> list[list[str]]:
     per = ev.uncertainty.per_class(ev.labels)
     ap = ev.ranking.average_precision.tolist() if ev.ranking is not None else None
     rows = []
-    for i, name in enumerate(ev.labels):
+    for i in range(len(ev.labels)) if classes is None else classes:
+        name = ev.labels[i]
         m = ev.metrics
         rows.append(
             [
@@ -304,7 +346,16 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
         if verbosity < 0:
             continue
         out.append(("", ""))
-        table(per_class_rows(ev), PER_CLASS_HEADERS)
+        classes = None if verbosity > 0 else weakest_classes(ev)
+        table(per_class_rows(ev, classes), PER_CLASS_HEADERS)
+        if classes is not None and len(classes) < len(ev.labels):
+            out.append(
+                (
+                    f"(the {len(classes)} classes of lowest F1 of {len(ev.labels)}; -v shows "
+                    f"every class, and the report files hold them all)",
+                    "",
+                )
+            )
         out.append(("", ""))
         table(
             summary_rows(ev),
@@ -312,8 +363,12 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
         )
         if verbosity > 0:
             out.append(("", ""))
-            out.append(("confusion matrix (rows: true class, columns: predicted)", ""))
-            table(confusion_rows(ev), ["true \\ pred", *ev.labels])
+            if len(ev.labels) <= GLANCE_CLASSES:
+                out.append(("confusion matrix (rows: true class, columns: predicted)", ""))
+                table(confusion_rows(ev), ["true \\ pred", *ev.labels])
+            else:
+                out.append((f"most frequent confusions ({MATRIX_ELSEWHERE})", ""))
+                table(confusion_pairs(ev), CONFUSION_HEADERS)
         if ev.comparison is not None:
             cmp = ev.comparison
             out.append(("", ""))
@@ -377,19 +432,23 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
             tabulate(summary_rows(ev), headers=headers, tablefmt="github", disable_numparse=True),
             "",
         ]
-        parts += [
-            "<details><summary>Confusion matrix (rows: true, columns: predicted)</summary>",
-            "",
-            tabulate(
+        if len(ev.labels) <= GLANCE_CLASSES:
+            summary = "Confusion matrix (rows: true, columns: predicted)"
+            matrix = tabulate(
                 confusion_rows(ev),
                 headers=["true \\ pred", *ev.labels],
                 tablefmt="github",
                 disable_numparse=True,
-            ),
-            "",
-            "</details>",
-            "",
-        ]
+            )
+        else:
+            summary = f"Most frequent confusions ({MATRIX_ELSEWHERE})"
+            matrix = tabulate(
+                confusion_pairs(ev),
+                headers=CONFUSION_HEADERS,
+                tablefmt="github",
+                disable_numparse=True,
+            )
+        parts += [f"<details><summary>{summary}</summary>", "", matrix, "", "</details>", ""]
         if ev.comparison is not None:
             parts += [
                 f"### Against baseline `{ev.comparison.baseline}`",
@@ -434,8 +493,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .fail{color:#b00020;font-weight:600}.pass{color:#1b7f2a}.warning{color:#9a6700}
 .error{color:#b00020}.cm td{min-width:3em}.charts{display:flex;gap:2em;flex-wrap:wrap}
-.gates td,.gates th{text-align:left}.reason{min-width:20em;max-width:32em}
-.gates td:first-child{overflow-wrap:anywhere}
+.gates td,.gates th{text-align:left}.reason{min-width:18em;max-width:32em}
 """
 
 
@@ -454,8 +512,9 @@ def _bars_svg(ev: Evaluation) -> str:
     """Per-class precision, recall and F1 as bars, with their intervals as whiskers."""
     per = ev.uncertainty.per_class(ev.labels)
     metrics = ("precision", "recall", "f1")
+    classes = weakest_classes(ev)
     row_h, left, width = 16, 110, 300
-    height = len(ev.labels) * (len(metrics) * row_h + 12) + 24
+    height = len(classes) * (len(metrics) * row_h + 12) + 24
     parts = [
         f"<svg width='{left + width + 60}' "
         f"height='{height}' role='img' aria-label='per-class metrics'>"
@@ -468,7 +527,8 @@ def _bars_svg(ev: Evaluation) -> str:
             f"text-anchor='middle'>{tick:g}</text>"
         )
     y = 4
-    for i, name in enumerate(ev.labels):
+    for i in classes:
+        name = ev.labels[i]
         parts.append(
             f"<text x='0' y='{y + 12}' font-size='12' font-weight='600'>{html.escape(name)}</text>"
         )
@@ -527,7 +587,8 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
             f"text-anchor='middle'>{tick:g}</text>"
         )
     scores, targets = ev.predictions.scores, ev.targets
-    for i, name in enumerate(ev.labels):
+    for shown, i in enumerate(weakest_classes(ev, CURVE_CLASSES)):
+        name = ev.labels[i]
         positive = targets == i
         if not bool(positive.any()):
             continue
@@ -538,14 +599,14 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
         coords = " ".join(
             f"{pad + r * size:.1f},{4 + (1 - p) * size:.1f}" for r, p in zip(recall, precision)
         )
-        colour = _COLOURS[i % len(_COLOURS)]
+        colour = _COLOURS[shown % len(_COLOURS)]
         parts.append(
             f"<polyline points='{coords}' fill='none' stroke='{colour}' "
             f"stroke-width='2'><title>{html.escape(name)}</title></polyline>"
         )
         ap = float(ev.ranking.average_precision[i]) if ev.ranking is not None else math.nan
         parts.append(
-            f"<text x='{pad + size + 10}' y='{20 + 16 * i}' font-size='11' "
+            f"<text x='{pad + size + 10}' y='{20 + 16 * shown}' font-size='11' "
             f"fill='{colour}'>{html.escape(name)} (AP {ap:.3f})</text>"
         )
     parts.append("</svg>")
@@ -561,9 +622,39 @@ def _gate_row_html(gate: GateResult, row: list[str]) -> str:
             cells.append(f"<td class='{'pass' if gate.passed else 'fail'}'>{e(cell)}</td>")
         elif j == 5:
             cells.append(f"<td class='reason' title='{e(gate.reason)}'>{e(cell)}</td>")
+        elif j == 0:
+            # A test id breaks after its "::" and "/" only, not mid-name.
+            parts = e(cell).replace("::", "::<wbr>").replace("/", "/<wbr>")
+            cells.append(f"<td>{parts}</td>")
         else:
             cells.append(f"<td>{e(cell)}</td>")
     return "<tr>" + "".join(cells) + "</tr>"
+
+
+MATRIX_ELSEWHERE = "the full matrix is in the JSON report"
+
+
+def _matrix_html(ev: Evaluation) -> str:
+    """The confusion matrix, each cell shaded by its share of the true class."""
+    e = html.escape
+    cm = ev.metrics.confusion_matrix
+    share = (cm.double() / cm.sum(1).clamp_min(1).unsqueeze(1)).tolist()
+    cells = [
+        "<table class='cm'><tr><th>true \\ pred</th>"
+        + "".join(f"<th>{e(n)}</th>" for n in ev.labels)
+        + "</tr>"
+    ]
+    for name, counts, shares in zip(ev.labels, cm.tolist(), share):
+        cells.append(
+            f"<tr><th>{e(name)}</th>"
+            + "".join(
+                f"<td style='{_heat(s)}' title='{100 * s:.1f}% of true {e(name)}'>{c}</td>"
+                for c, s in zip(counts, shares)
+            )
+            + "</tr>"
+        )
+    cells.append("</table>")
+    return "".join(cells)
 
 
 def render_html(evaluations: Sequence[Evaluation]) -> str:
@@ -584,29 +675,25 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
         body.append(
             tabulate(summary_rows(ev), headers=headers, tablefmt="html", disable_numparse=True)
         )
-        cm = ev.metrics.confusion_matrix
-        rows_total = cm.sum(1).clamp_min(1).unsqueeze(1)
-        share = (cm.double() / rows_total).tolist()
-        cells = [
-            "<table class='cm'><tr><th>true \\ pred</th>"
-            + "".join(f"<th>{e(n)}</th>" for n in ev.labels)
-            + "</tr>"
-        ]
-        for name, counts, shares in zip(ev.labels, cm.tolist(), share):
-            cells.append(
-                f"<tr><th>{e(name)}</th>"
-                + "".join(
-                    f"<td style='{_heat(s)}' title='{100 * s:.1f}% of true {e(name)}'>{c}</td>"
-                    for c, s in zip(counts, shares)
+        if len(ev.labels) > GLANCE_CLASSES:
+            body.append(
+                f"<h3>Most frequent confusions</h3><p>{e(MATRIX_ELSEWHERE)}</p>"
+                + tabulate(
+                    confusion_pairs(ev),
+                    headers=CONFUSION_HEADERS,
+                    tablefmt="html",
+                    disable_numparse=True,
                 )
-                + "</tr>"
             )
-        cells.append("</table>")
-        body.append("<h3>Confusion matrix</h3>" + "".join(cells))
+        else:
+            body.append("<h3>Confusion matrix</h3>" + _matrix_html(ev))
+        c = len(ev.labels)
+        bars = f": the {GLANCE_CLASSES} of lowest F1" if c > GLANCE_CLASSES else ""
+        curves = f": the {CURVE_CLASSES} classes of lowest F1" if c > CURVE_CLASSES else ""
         body.append(
-            "<div class='charts'><div><h3>Per class, with intervals</h3>"
+            f"<div class='charts'><div><h3>Per class, with intervals{bars}</h3>"
             + _bars_svg(ev)
-            + "</div><div><h3>Precision-recall curves</h3>"
+            + f"</div><div><h3>Precision-recall curves{curves}</h3>"
             + _pr_svg(ev)
             + "</div></div>"
         )

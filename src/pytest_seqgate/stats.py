@@ -7,6 +7,7 @@ these give the report the uncertainty that goes with each number.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -113,46 +114,68 @@ def _bisect(f: object) -> float:
     return (lo + hi) / 2
 
 
-def bootstrap_confusion(cm: Tensor, resamples: int, seed: int) -> Tensor:
-    """``[resamples, C, C]`` confusion matrices of bootstrap resamples of the samples.
+@dataclass(frozen=True)
+class Margins:
+    """Per bootstrap resample and class (``[B, C]`` each): the diagonal, row sums and
+    column sums of the resampled confusion matrix, which is all that a
+    count-based metric reads of it. Keeping these instead of the ``[B, C, C]``
+    matrices is the difference between 24 MB and 8 GB at 1,000 classes."""
+
+    tp: Tensor
+    true: Tensor
+    pred: Tensor
+
+
+def bootstrap_margins(cm: Tensor, resamples: int, seed: int) -> Margins:
+    """:class:`Margins` of ``resamples`` bootstrap resamples of the samples.
 
     Resampling N samples with replacement and counting them by (true, predicted)
     cell gives cell counts distributed Multinomial(N, cm / N): every statistic
     that depends on the samples only through their cell (all count-based
-    metrics) has exactly the per-sample bootstrap distribution. Drawing the
-    counts directly, one conditional binomial per non-empty cell, costs
-    O(resamples x C^2) instead of O(resamples x N).
+    metrics) has exactly the per-sample bootstrap distribution. The counts are
+    drawn directly, one conditional binomial per non-empty cell, and each is
+    added to its row's and column's sums (and the diagonal): O(resamples x
+    cells) time and O(resamples x C) memory, instead of O(resamples x N) and
+    O(resamples x C^2).
     """
     c = cm.shape[0]
     flat = cm.reshape(-1).to(torch.float64)
     n = float(flat.sum())
-    out = torch.zeros(resamples, c * c, dtype=torch.float64)
+    # Class-major: a cell's draw adds to one contiguous row of each.
+    tp, true, pred = (torch.zeros(c, resamples, dtype=torch.float64) for _ in range(3))
     cells = torch.nonzero(flat).reshape(-1).tolist()
-    if not cells:
-        return out.reshape(resamples, c, c)
-    gen = torch.Generator().manual_seed(seed)
-    remaining = torch.full((resamples,), n, dtype=torch.float64)
-    rest = n
-    for cell in cells[:-1]:
-        share = float(flat[cell]) / rest
-        draw = torch.binomial(remaining, torch.full_like(remaining, min(share, 1.0)), generator=gen)
-        out[:, cell] = draw
-        remaining -= draw
-        rest -= float(flat[cell])
-    out[:, cells[-1]] = remaining
-    return out.reshape(resamples, c, c)
+
+    def add(cell: int, draw: Tensor) -> None:
+        row, column = divmod(cell, c)
+        true[row] += draw
+        pred[column] += draw
+        if row == column:
+            tp[row] += draw
+
+    if cells:
+        gen = torch.Generator().manual_seed(seed)
+        remaining = torch.full((resamples,), n, dtype=torch.float64)
+        rest = n
+        for cell in cells[:-1]:
+            share = float(flat[cell]) / rest
+            draw = torch.binomial(
+                remaining, torch.full_like(remaining, min(share, 1.0)), generator=gen
+            )
+            add(cell, draw)
+            remaining -= draw
+            rest -= float(flat[cell])
+        add(cells[-1], remaining)
+    return Margins(tp.T, true.T, pred.T)
 
 
 BOOTSTRAP_SUMMARY = ("balanced_accuracy", "macro_f1", "weighted_f1", "mcc", "kappa")
 
 
-def batched_metrics(cms: Tensor) -> dict[str, Tensor]:
-    """Bootstrap statistics of ``[B, C, C]`` matrices, with the same NaN rules as
-    :func:`pytest_seqgate.metrics.compute_metrics`: ``f1`` is ``[B, C]``, the
+def batched_metrics(margins: Margins) -> dict[str, Tensor]:
+    """Bootstrap statistics of resampled confusion matrices, with the same NaN rules
+    as :func:`pytest_seqgate.metrics.compute_metrics`: ``f1`` is ``[B, C]``, the
     rest ``[B]``."""
-    tp = cms.diagonal(dim1=1, dim2=2)
-    true = cms.sum(2)
-    pred = cms.sum(1)
+    tp, true, pred = margins.tp, margins.true, margins.pred
     n = true.sum(1)
     correct = tp.sum(1)
     f1 = 2 * tp / (true + pred)
