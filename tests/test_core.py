@@ -369,3 +369,24 @@ def test_reports_of_many_classes_show_the_weakest_and_the_top_confusions() -> No
     assert "<td style='background" not in page  # no 60 x 60 heat map
     assert "Per class, with intervals: the 25 of lowest F1" in page
     assert json.loads(render_json([ev]))["evaluations"][0]["confusion_matrix"] == cm.tolist()
+
+
+def test_json_report_keeps_each_list_of_numbers_on_one_line() -> None:
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.report import render_json, report_json
+
+    data = SequenceData.from_sequences(
+        [[1, 2], [2], [3, 1], [4]], [1, 0, 1, 1], label_names=("ham", "spam")
+    )
+
+    class Odd(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
+
+    ev = evaluate(Odd(), data, Settings(device="cpu", bootstrap=20, padding_check=0))
+    text = render_json([ev])
+    rows = ev.metrics.confusion_matrix.tolist()
+    assert f'"confusion_matrix": [\n        {rows[0]},\n        {rows[1]}\n      ],' in text
+    assert '"accuracy": [' in text and '"accuracy": [\n' not in text
+    assert json.loads(text) == json.loads(json.dumps(report_json([ev])))
