@@ -390,3 +390,43 @@ def test_json_report_keeps_each_list_of_numbers_on_one_line() -> None:
     assert f'"confusion_matrix": [\n        {rows[0]},\n        {rows[1]}\n      ],' in text
     assert '"accuracy": [' in text and '"accuracy": [\n' not in text
     assert json.loads(text) == json.loads(json.dumps(report_json([ev])))
+
+
+def test_weak_slices_need_20_samples_and_list_the_25_weakest() -> None:
+    """A key with hundreds of values (a user id) gives slices of a few samples whose
+    macro F1 is noise: the table keeps slices of 20+ samples, weakest first, 25
+    at most; the JSON keeps them all."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.report import render_json, render_terminal, weak_slices
+
+    n = 2000
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 2, (n,), generator=gen)
+    # 40 regions of 30 samples, the model wrong on a growing share of each; then
+    # 800 users of one sample, wrong on half of them.
+    region = [f"r{i // 30}" if i < 1200 else f"u{i}" for i in range(n)]
+    wrong = torch.tensor([(i % 30) < (i // 30) % 12 if i < 1200 else i % 2 == 0 for i in range(n)])
+    preds = torch.where(wrong, 1 - labels, labels)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(preds[tokens[:, 0]], 2).float()
+
+    data = SequenceData.from_sequences([[i] for i in range(n)], labels, ("a", "b"))
+    data.metadata = {"region": region}
+    settings = Settings(device="cpu", bootstrap=0, padding_check=0, slice_by=("region",))
+    ev = evaluate(Fixed(), data, settings)
+    weak = weak_slices(ev)
+    assert 0 < len(weak) <= 25
+    assert all(s.n >= 20 for s in weak)
+    f1 = [s.metrics.value("macro_f1") for s in weak]
+    assert f1 == sorted(f1)
+    overall = ev.metrics.value("macro_f1")
+    candidates = [s for s in ev.slices if s.n >= 20 and s.metrics.value("macro_f1") < overall - 0.1]
+    assert sorted(s.metrics.value("macro_f1") for s in candidates)[: len(weak)] == f1
+    terminal = "\n".join(line for line, _ in render_terminal([ev]))
+    assert "slices of 20+ samples whose macro F1 is more than 0.1 below" in terminal
+    assert "region=u" not in terminal
+    slices = json.loads(render_json([ev]))["evaluations"][0]["slices"]
+    assert sum(s["name"].startswith("region=u") for s in slices) == 800

@@ -273,10 +273,25 @@ def delta_rows(ev: Evaluation) -> list[list[str]]:
 DELTA_HEADERS = ["metric", "baseline", "current", "change"]
 
 
+# A slice of a handful of samples far below the whole set is noise, not news;
+# and a key with thousands of values (a user id) would list hundreds of them.
+SLICE_MIN_SAMPLES = 20
+WEAK_SLICES_TITLE = (
+    f"slices of {SLICE_MIN_SAMPLES}+ samples whose macro F1 is more than {SLICE_GAP} "
+    f"below the whole set's"
+)
+
+
 def weak_slices(ev: Evaluation) -> list[SliceResult]:
-    """Slices whose macro F1 is more than SLICE_GAP below the whole set's."""
+    """Slices of at least SLICE_MIN_SAMPLES samples whose macro F1 is more than
+    SLICE_GAP below the whole set's: the GLANCE_CLASSES weakest, weakest first."""
     overall = ev.metrics.value("macro_f1")
-    return [s for s in ev.slices if s.metrics.value("macro_f1") < overall - SLICE_GAP]
+    weak = [
+        s
+        for s in ev.slices
+        if s.n >= SLICE_MIN_SAMPLES and s.metrics.value("macro_f1") < overall - SLICE_GAP
+    ]
+    return sorted(weak, key=lambda s: s.metrics.value("macro_f1"))[:GLANCE_CLASSES]
 
 
 def slice_rows(ev: Evaluation, slices: Sequence[SliceResult]) -> list[list[str]]:
@@ -400,9 +415,7 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
             out.append(("", ""))
             out.append(
                 (
-                    "slices"
-                    if verbosity > 0
-                    else f"slices whose macro F1 is more than {SLICE_GAP} below the whole set's",
+                    "slices" if verbosity > 0 else WEAK_SLICES_TITLE,
                     "",
                 )
             )
@@ -470,12 +483,13 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
                 ),
                 "",
             ]
-        if weak_slices(ev):
+        weak = weak_slices(ev)
+        if weak:
             parts += [
-                f"### Slices whose macro F1 is more than {SLICE_GAP} below the whole set's",
+                f"### {WEAK_SLICES_TITLE[0].upper()}{WEAK_SLICES_TITLE[1:]}",
                 "",
                 tabulate(
-                    slice_rows(ev, weak_slices(ev)),
+                    slice_rows(ev, weak),
                     headers=SLICE_HEADERS,
                     tablefmt="github",
                     disable_numparse=True,
