@@ -342,10 +342,11 @@ def test_a_training_set_without_one_of_the_classes_is_numbered_like_the_eval_set
     assert ev["labels"] == ["eggs", "ham", "spam"]
     assert ev["train_metrics"]["accuracy"] == 1.0
     # The shape of metrics, intervals included (AP, AUC and ECE need scores the
-    # train pass does not keep).
+    # train pass does not keep; the train intervals are the closed-form ones).
     train, metrics = ev["train_metrics"], ev["metrics"]
     assert set(metrics) - set(train) == {"macro_average_precision", "macro_roc_auc", "ece"}
-    assert set(train["intervals"]) == set(metrics["intervals"])
+    assert train["intervals"]["method"] == {"rates": "wilson", "others": None}
+    assert set(train["intervals"]["per_class"]["ham"]) == {"precision", "recall"}
     low, high = train["intervals"]["accuracy"]
     assert low < 1.0 and high == 1.0
     # A training class the eval set lacks cannot be numbered: a clear error.
