@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -430,3 +431,25 @@ def test_weak_slices_need_20_samples_and_list_the_25_weakest() -> None:
     assert "region=u" not in terminal
     slices = json.loads(render_json([ev]))["evaluations"][0]["slices"]
     assert sum(s["name"].startswith("region=u") for s in slices) == 800
+
+
+def test_custom_metrics_must_be_numbers() -> None:
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+
+    data = SequenceData.from_sequences([[1], [2]], [1, 0], label_names=("a", "b"))
+
+    class Odd(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
+
+    settings = Settings(device="cpu", bootstrap=0, padding_check=0)
+    ev = evaluate(Odd(), data, settings, custom_metrics=lambda e: {"t": torch.tensor(0.5), "n": 3})
+    assert ev.custom_metrics == {"t": 0.5, "n": 3.0}
+    for returned, message in (
+        ({"cost": "high"}, "returned 'high' for 'cost'; a metric must be a number"),
+        ({"flag": True}, "returned True for 'flag'; a metric must be a number"),
+        ([0.5], "returned list; expected a dict of metric names to numbers"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            evaluate(Odd(), data, settings, custom_metrics=lambda e, r=returned: r)

@@ -514,9 +514,30 @@ def evaluate(
         evaluation.comparison, base_findings = compare(evaluation, base)
         evaluation.findings.extend(base_findings)
     if custom_metrics is not None:
-        evaluation.custom_metrics = {k: float(v) for k, v in custom_metrics(evaluation).items()}
+        evaluation.custom_metrics = _custom_numbers(custom_metrics(evaluation))
     evaluation.seconds = time.perf_counter() - started
     return evaluation
+
+
+def _custom_numbers(values: Any) -> dict[str, float]:
+    """What a ``pytest_seqgate_metrics`` hook returned, as numbers, or a clear error."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(
+            f"pytest_seqgate_metrics returned {type(values).__name__}; expected a dict of "
+            f"metric names to numbers, e.g. {{'cost': 0.3}}"
+        )
+    out = {}
+    for name, value in values.items():
+        try:
+            if isinstance(value, (bool, str, bytes)):
+                raise TypeError
+            out[str(name)] = float(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(
+                f"pytest_seqgate_metrics returned {value!r} for {name!r}; a metric must be a "
+                f"number (a float, an int or a one-element tensor)"
+            ) from None
+    return out
 
 
 def _model_name(settings: Settings, model: nn.Module) -> str:
