@@ -178,6 +178,31 @@ def test_csv_tokens_and_missing_columns(tmp_path: Path) -> None:
         read_csv(bad, display="bad.csv")
 
 
+def test_csv_quoting_is_strict(tmp_path: Path) -> None:
+    """Quoted commas, quotes and line breaks are read; an unclosed quote or an
+    unquoted comma is an error at its line, not a record that swallows the next
+    ones or a text cut at the comma (the csv module's lenient default)."""
+
+    def tok(text: str) -> list[int]:
+        return [len(w) for w in text.split()]
+
+    good = write(
+        tmp_path / "g.csv",
+        'label,text,lang\nham,"hello, world",en\nspam,"multi\nline ""quoted""",fr\n'
+        'ham,he said "hi",en\n',
+    )
+    data = read_csv(good, tokenizer=tok)
+    assert data.lengths.tolist() == [2, 3, 3] and data.metadata["lang"] == ["en", "fr", "en"]
+    for content, message in (
+        ('label,text\nham,"hello\nspam,"x"\n', "u.csv:2: not valid CSV (',' expected after '\"')"),
+        ("label,text\nham,ok\nham,hello, world\n", "u.csv:3: 3 fields where the header has 2"),
+    ):
+        path = write(tmp_path / "u.csv", content)
+        with pytest.raises(DataError) as info:
+            read_csv(path, tokenizer=tok, display="u.csv")
+        assert str(info.value).startswith(message)
+
+
 def test_pt_layout(tmp_path: Path) -> None:
     torch.save(
         {"sequences": [torch.tensor([1, 2]), torch.tensor([3])], "labels": torch.tensor([0, 1])},

@@ -578,15 +578,36 @@ def read_csv(
     name = display or str(path)
     builder = _Builder(name, labels, tokenizer)
     text = "".join(line + "\n" for _, line in _lines(path, name))
-    reader = csv.DictReader(io.StringIO(text))
-    columns = reader.fieldnames or []
+    # strict: an unclosed quote is an error, not a field that swallows the records
+    # after it (the csv module's default).
+    reader = csv.DictReader(io.StringIO(text), strict=True)
+    try:
+        columns = reader.fieldnames or []
+    except csv.Error as exc:
+        raise DataError(f"{name}:1: the header is not valid CSV: {exc}") from None
     if "label" not in columns or not any(key in columns for key in SEQUENCE_KEYS):
         raise DataError(
-            f"{path}:1: the header must have a 'label' column and one of 'tokens', "
+            f"{name}:1: the header must have a 'label' column and one of 'tokens', "
             f"'features' or 'text', but has {columns}"
         )
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            # line_num still counts the last good record's lines: the bad one starts after.
+            raise DataError(
+                f"{name}:{reader.line_num + 1}: not valid CSV ({exc}); a field that holds a "
+                f"comma, a quote or a line break must be quoted, with quotes doubled inside"
+            ) from None
         line = reader.line_num
+        if None in row:  # more fields than the header: an unquoted comma, most likely
+            raise DataError(
+                f"{name}:{line}: {len(columns) + len(row[None])} fields where the header "
+                f"has {len(columns)}; a field that holds a comma must be quoted"
+            )
         record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
         if (
             "label" in record
