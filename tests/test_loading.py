@@ -98,6 +98,20 @@ def test_jsonl_features(tmp_path: Path) -> None:
         ),
         (jsonl({"tokens": [], "label": 0}), "e.jsonl:1: empty sequence (length 0)"),
         (jsonl({"tokens": [1, "a"], "label": 0}), "e.jsonl:1: 'tokens' must be a list of integers"),
+        # An int64 tensor would take these as 2 and 1 without a word.
+        (
+            jsonl({"tokens": [1], "label": 0}, {"tokens": [1, 2.5], "label": 0}),
+            "e.jsonl:2: 'tokens' must be a list of integers, but holds 2.5",
+        ),
+        (jsonl({"tokens": [1, True], "label": 0}), "but holds True"),
+        (
+            jsonl({"tokens": [1], "label": None}),
+            "e.jsonl:1: label None is neither a class name nor a class index",
+        ),
+        (
+            jsonl({"tokens": [1], "label": 1}, {"tokens": [1], "label": 0.0}),
+            "e.jsonl:2: label 0.0 is neither a class name nor a class index",
+        ),
         (
             jsonl({"tokens": [1], "lable": 0}),
             "e.jsonl:1: record has no 'label' (its keys: 'tokens', 'lable'); every record",
@@ -260,6 +274,21 @@ def test_tokenizer_outputs_and_failures(tmp_path: Path) -> None:
         r"'world'\] for the text 'hello big world'; it must return a list of int",
     ):
         read_jsonl(path, tokenizer=str.split, display="t.jsonl")
+
+
+def test_from_dataset_takes_numpy_values() -> None:
+    """NumPy arrays and scalars (np.int64 is not an int) read as their numbers."""
+    import numpy as np
+
+    pairs = [
+        (np.array([1, 2, 3]), np.int64(1)),
+        ([np.int64(4), 5], torch.tensor(0)),
+        ([np.int32(8)], np.int32(0)),
+    ]
+    data = from_dataset(pairs, "mine", None)
+    assert data.values.tolist() == [1, 2, 3, 4, 5, 8] and data.labels.tolist() == [1, 0, 0]
+    features = from_dataset([(np.ones((3, 2), dtype=np.float32), 0)], "feat", None)
+    assert features.values.shape == (3, 2)
 
 
 def test_from_dataset_rejects_non_pairs() -> None:

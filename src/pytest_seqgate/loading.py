@@ -335,6 +335,12 @@ class _Builder:
     def label_index(self) -> tuple[Tensor, tuple[str, ...] | None]:
         raw = self.raw_labels
         names = self.labels
+        if not set(map(type, raw)) <= {str, int}:
+            i, value = next((i, v) for i, v in enumerate(raw) if type(v) not in (str, int))
+            raise DataError(
+                f"{self.where(self.lines[i])}: label {value!r} is neither a class name nor "
+                f"a class index (an integer)"
+            )
         if names is None:
             if all(isinstance(x, str) for x in raw):
                 names = tuple(sorted(set(raw)))
@@ -373,6 +379,9 @@ class _Builder:
             values is None
             or (self.kind == "features" and values.dim() != 2)
             or (self.kind == "tokens" and values.dim() != 1)
+            # An int64 tensor takes 2.5 as 2 and true as 1 without a word: one pass
+            # over the types (a quarter of the conversion's cost) rules them out.
+            or (self.kind == "tokens" and set(map(type, self.flat)) != {int})
         ):
             self.locate_bad_record(dtype)
         assert values is not None
@@ -398,8 +407,12 @@ class _Builder:
             chunk = self.flat[start : start + length]
             start += length
             if self.kind == "tokens":
-                if not all(isinstance(x, int) and not isinstance(x, bool) for x in chunk):
-                    raise DataError(f"{self.where(line)}: 'tokens' must be a list of integers")
+                bad = next((x for x in chunk if type(x) is not int), None)
+                if bad is not None:
+                    raise DataError(
+                        f"{self.where(line)}: 'tokens' must be a list of integers, but holds "
+                        f"{bad!r}"
+                    )
             else:
                 ok = all(
                     isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
@@ -697,15 +710,17 @@ def from_dataset(
                 f"{source}[{i}]: expected a (sequence, label) pair, but got {type(item).__name__}"
             )
         sequence, label = item
-        if isinstance(label, Tensor):
+        # Tensors and NumPy values become Python numbers: the builder checks that
+        # token ids are ints, and np.int64 is not one.
+        if hasattr(label, "item") and not isinstance(label, (str, bytes)):
             label = label.item()
         if isinstance(sequence, str):
             record: dict[str, Any] = {"text": sequence}
-        elif isinstance(sequence, Tensor):
-            key = "features" if sequence.dim() == 2 else "tokens"
+        elif hasattr(sequence, "tolist") and hasattr(sequence, "ndim"):  # tensor, ndarray
+            key = "features" if sequence.ndim == 2 else "tokens"
             record = {key: sequence.tolist()}
         else:
-            seq = list(sequence)
+            seq = [x.tolist() if hasattr(x, "tolist") else x for x in sequence]
             key = "features" if seq and isinstance(seq[0], (list, tuple)) else "tokens"
             record = {key: [list(v) for v in seq] if key == "features" else seq}
         record["label"] = label
