@@ -109,8 +109,8 @@ def test_jsonl_features(tmp_path: Path) -> None:
             "e.jsonl:1: label None is neither a class name nor a class index",
         ),
         (
-            jsonl({"tokens": [1], "label": 1}, {"tokens": [1], "label": 0.0}),
-            "e.jsonl:2: label 0.0 is neither a class name nor a class index",
+            jsonl({"tokens": [1], "label": 1}, {"tokens": [1], "label": 0.5}),
+            "e.jsonl:2: label 0.5 is neither a class name nor a class index",
         ),
         (
             jsonl({"tokens": [1], "lable": 0}),
@@ -224,6 +224,12 @@ def test_pt_layout(tmp_path: Path) -> None:
     )
     data = read_pt(tmp_path / "d.pt")
     assert data.lengths.tolist() == [2, 1]
+    # Labels saved as a BCE target, float and [N, 1], are the same class indices.
+    torch.save(
+        {"sequences": [torch.tensor([1, 2]), torch.tensor([3])], "labels": torch.ones(2, 1)},
+        tmp_path / "f.pt",
+    )
+    assert read_pt(tmp_path / "f.pt").labels.tolist() == [1, 1]
     torch.save({"inputs": [torch.tensor([1])]}, tmp_path / "w.pt")
     with pytest.raises(DataError, match=r"wrong layout: expected a dict \{'sequences'"):
         read_pt(tmp_path / "w.pt")

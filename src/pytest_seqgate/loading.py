@@ -336,11 +336,17 @@ class _Builder:
         raw = self.raw_labels
         names = self.labels
         if not set(map(type, raw)) <= {str, int}:
-            i, value = next((i, v) for i, v in enumerate(raw) if type(v) not in (str, int))
-            raise DataError(
-                f"{self.where(self.lines[i])}: label {value!r} is neither a class name nor "
-                f"a class index (an integer)"
-            )
+            # Float labels that are whole numbers (0.0 and 1.0, a BCE target's) are
+            # indices; anything else cannot name a class.
+            raw = [int(v) if type(v) is float and v.is_integer() else v for v in raw]
+            self.raw_labels = raw
+            bad = [(i, v) for i, v in enumerate(raw) if type(v) not in (str, int)]
+            if bad:
+                i, value = bad[0]
+                raise DataError(
+                    f"{self.where(self.lines[i])}: label {value!r} is neither a class name "
+                    f"nor a class index (an integer)"
+                )
         if names is None:
             if all(isinstance(x, str) for x in raw):
                 names = tuple(sorted(set(raw)))
@@ -666,6 +672,8 @@ def read_pt(
         )
     raw_labels = obj["labels"]
     if isinstance(raw_labels, Tensor):
+        if raw_labels.dim() == 2 and raw_labels.shape[1] == 1:
+            raw_labels = raw_labels.squeeze(1)  # [N, 1], as a BCE target often is
         raw_labels = raw_labels.tolist()
     return from_dataset(
         list(zip(obj["sequences"], raw_labels)),
