@@ -171,6 +171,55 @@ def test_a_forward_the_call_does_not_fit_is_explained() -> None:
     assert "missing 1 required positional argument: 'segments'" in message
 
 
+def test_probability_outputs_are_read_as_probabilities() -> None:
+    """A final sigmoid read as a logit made every prediction positive (accuracy 0.5
+    here), and a final softmax read as logits was softmaxed again (ECE 0.29 for
+    0.05): outputs that can only be probabilities are read as such, with a
+    warning, and seqgate_outputs makes it explicit either way."""
+    from pytest_seqgate.inference import output_kind
+
+    class Sigmoid(nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid((tokens[:, :1] % 2).float() * 8 - 4)
+
+    class Softmax(nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(nn.functional.one_hot(tokens[:, 0] % 2, 2).float() * 3, 1)
+
+    class Logits(nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return nn.functional.one_hot(tokens[:, 0] % 2, 2).float() * 3
+
+    assert output_kind(torch.tensor([[0.2], [0.9]])) == "probabilities"
+    assert output_kind(torch.tensor([[0.2], [1.5]])) == "logits"
+    assert output_kind(torch.tensor([[0.2, 0.8], [0.5, 0.5]])) == "probabilities"
+    assert output_kind(torch.tensor([[0.2, 0.7], [0.5, 0.5]])) == "logits"
+    data = SequenceData.from_sequences(
+        [[i + 1, 3] for i in range(200)], [(i + 1) % 2 for i in range(200)], ("even", "odd")
+    )
+    settings = Settings(device="cpu", bootstrap=0)
+    reference = evaluate(Logits(), data, settings)
+    for model in (Sigmoid(), Softmax()):
+        ev = evaluate(model, data, settings)
+        assert ev.predictions.outputs == "probabilities"
+        assert ev.metrics.value("accuracy") == 1.0
+        [finding] = ev.findings_of("outputs")
+        assert "read as probabilities, not logits" in finding.message
+        explicit = evaluate(
+            model, data, Settings(device="cpu", bootstrap=0, outputs="probabilities")
+        )
+        assert explicit.findings_of("outputs") == []
+        assert torch.equal(explicit.predictions.scores, ev.predictions.scores)
+    softmax = evaluate(Softmax(), data, settings)
+    assert softmax.ece == pytest.approx(reference.ece)
+    as_logits = evaluate(Sigmoid(), data, Settings(device="cpu", bootstrap=0, outputs="logits"))
+    assert as_logits.metrics.value("accuracy") == 0.5  # what reading them as logits gave
+    with pytest.raises(ModelError, match="seqgate_outputs = probabilities, but the model"):
+        evaluate(Logits(), data, Settings(device="cpu", outputs="probabilities"))
+    with pytest.raises(ConfigError, match="expected auto, logits or probabilities"):
+        Settings.from_dict(".", outputs="probs")
+
+
 def test_predictions_come_back_in_dataset_order() -> None:
     # Lengths force a reordering; FirstToken-like model shows each row's identity.
     class Ident(nn.Module):

@@ -121,3 +121,29 @@ def test_streaming_padding_check_samples_padded_sequences_per_chunk(tmp_path, mo
     ev = evaluate(M(), None, settings)
     [finding] = ev.findings_of("padding_sensitivity")
     assert finding.data["sampled"] == 40 and finding.data["count"] > 30
+
+
+def test_a_sigmoid_model_streamed_reads_like_in_memory(tmp_path, monkeypatch):
+    """A model that returns sigmoid probabilities is read as such in every chunk
+    (the first one decides), and the streamed report equals the in-memory one."""
+    path = tmp_path / "e.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rule_records(600, missed={1: 40})))
+    M = model_class(
+        tmp_path,
+        monkeypatch,
+        "sigmoid",
+        "class M(nn.Module):\n"
+        "    def forward(self, tokens):\n"
+        "        return torch.sigmoid((tokens[:, :1] % 2).float() * 6 - 3)\n",
+    )
+    memory = Settings.from_dict(tmp_path, eval_data="e.jsonl", labels="ham,spam", batch_size=4)
+    streamed = Settings.from_dict(
+        tmp_path, eval_data="e.jsonl", labels="ham,spam", batch_size=4, streaming=True
+    )
+    a = evaluate(M(), load_dataset(memory, "eval_data"), memory)
+    b = evaluate(M(), None, streamed)
+    assert a.predictions.outputs == b.predictions.outputs == "probabilities"
+    assert torch.equal(a.metrics.confusion_matrix, b.metrics.confusion_matrix)
+    assert a.metrics.value("accuracy") == pytest.approx(1 - 40 / 600)
+    assert torch.allclose(a.predictions.scores, b.predictions.scores)
+    assert [f.kind for f in b.findings_of("outputs")] == ["outputs"]

@@ -42,6 +42,7 @@ PREDICTION_SETTINGS = (
     "seed",
     "padding_check",
     "precision",
+    "outputs",
     "threshold",
 )
 

@@ -20,6 +20,7 @@ from typing import Any
 from pytest_seqgate.exceptions import ConfigError
 
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+OUTPUT_KINDS = ("auto", "logits", "probabilities")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -64,6 +65,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", "auto (default), cpu, cuda, cuda:N or mps", default="auto"),
     Option("batch_size", "sequences per batch (default 64)", "int", 64),
     Option("precision", "fp32 (default), bf16 or fp16: autocast the forward pass", default="fp32"),
+    Option(
+        "outputs",
+        "what the model returns: auto (default), logits, or probabilities (a softmax or "
+        "sigmoid layer at the end)",
+        default="auto",
+    ),
     Option("report", "report file(s); the suffix picks the format: .json .md .html", "paths", ()),
     Option("baseline", "a stored JSON report (or saved baseline) to compare against"),
     Option(
@@ -237,6 +244,7 @@ class Settings:
     device: str = "auto"
     batch_size: int = 64
     precision: str = "fp32"
+    outputs: str = "auto"
     report: tuple[Path, ...] = ()
     baseline: str | None = None
     save_baseline: str | None = None
@@ -340,6 +348,11 @@ class Settings:
             raise ConfigError(
                 f"{self.source('precision')}: expected fp32, bf16 or fp16, but got "
                 f"{self.precision!r}"
+            )
+        if self.outputs not in OUTPUT_KINDS:
+            raise ConfigError(
+                f"{self.source('outputs')}: expected auto, logits or probabilities, but got "
+                f"{self.outputs!r}"
             )
         if self.batch_size < 1:
             raise ConfigError(

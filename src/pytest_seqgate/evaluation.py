@@ -335,7 +335,9 @@ def evaluate(
     def cached(part: str, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
         return compute() if cache is None else cache.get_or_compute(part, compute)
 
-    def predict_part(data: SequenceData, index: Tensor, classes: int | None) -> Predictions:
+    def predict_part(
+        data: SequenceData, index: Tensor, classes: int | None, outputs: str
+    ) -> Predictions:
         return predict(
             model,
             data,
@@ -346,15 +348,18 @@ def evaluate(
             progress,
             settings.precision,
             rows=None if index.numel() == len(data) else index,
+            outputs=outputs,
         )
 
     def run_eval(index: Tensor) -> dict[str, Tensor]:
-        p = predict_part(eval_data, index, num_classes)
+        p = predict_part(eval_data, index, num_classes, settings.outputs)
         return {
             "predictions": p.predictions,
             "scores": p.scores,
             "hashes": p.hashes,
             "batch_size": torch.tensor(p.batch_size),
+            # Per sample, so that torchrun's shards gather it like the rest.
+            "probabilities": torch.full_like(p.predictions, p.outputs == "probabilities"),
         }
 
     # Under torchrun each rank predicts its shard; every rank gets the whole set back.
@@ -365,6 +370,7 @@ def evaluate(
         str(device),
         int(stored["batch_size"]),
         stored["hashes"],
+        _outputs_read(stored.get("probabilities")),
     )
     scored = preds.scores.shape[1]  # 0 when a streamed run keeps no scores
     labels = resolve_labels(settings, eval_data, scored or None)
@@ -418,6 +424,17 @@ def evaluate(
                 {"labels": list(labels)},
             )
         )
+    if settings.outputs == "auto" and preds.outputs == "probabilities":
+        evaluation.findings.append(
+            Finding(
+                "outputs",
+                "warning",
+                "the model's outputs were read as probabilities, not logits: every one lies "
+                "in [0, 1] (and each row sums to 1), as a final sigmoid or softmax gives; set "
+                "seqgate_outputs = probabilities to say so, or = logits if they are logits",
+                {"outputs": "probabilities"},
+            )
+        )
     evaluation.findings.extend(duplicates(eval_data, preds.hashes))
     if settings.padding_check > 0 and len(eval_data) > 1 and preds.scores.shape[1]:
 
@@ -437,6 +454,7 @@ def evaluate(
                         forward,
                         settings.precision,
                         settings.batch_size,
+                        preds.outputs,
                     )
                 },
             )["scores"]
@@ -471,7 +489,11 @@ def evaluate(
             "train",
             lambda: sharded(
                 len(train_set),
-                lambda i: {"predictions": predict_part(train_set, i, len(labels)).predictions},
+                lambda i: {
+                    "predictions": predict_part(
+                        train_set, i, len(labels), preds.outputs
+                    ).predictions
+                },
             ),
         )
         train_cm = confusion_matrix(train_set.labels, train_preds["predictions"], len(labels))
@@ -538,6 +560,19 @@ def _custom_numbers(values: Any) -> dict[str, float]:
                 f"number (a float, an int or a one-element tensor)"
             ) from None
     return out
+
+
+def _outputs_read(flags: Tensor | None) -> str:
+    """How the eval pass read the model's outputs, from its per-sample flags."""
+    if flags is None or flags.numel() == 0 or not bool(flags.any()):
+        return "logits"
+    if not bool(flags.all()):
+        raise ModelError(
+            "the ranks of this run read the model's outputs differently (some shards look "
+            "like probabilities, some like logits); set seqgate_outputs = logits or "
+            "probabilities"
+        )
+    return "probabilities"
 
 
 def _model_name(settings: Settings, model: nn.Module) -> str:

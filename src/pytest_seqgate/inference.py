@@ -41,6 +41,8 @@ class Predictions:
     device: str
     batch_size: int
     hashes: Tensor
+    #: How the outputs were read: "logits" or "probabilities".
+    outputs: str = "logits"
 
 
 def require_module(obj: Any, where: str) -> nn.Module:
@@ -269,19 +271,54 @@ def scores_alone(
     forward: ForwardHook | None = None,
     precision: str = "fp32",
     batch_size: int = 64,
+    outputs: str = "logits",
 ) -> Tensor:
     """Class probabilities of the sequences ``index`` (in that order) with no
     padding at all: the sorted pass over just those rows, cut wherever the
     length changes, so one forward call per distinct length (and per
-    ``batch_size`` rows of it).
+    ``batch_size`` rows of it). ``outputs`` is how the main pass read the model's
+    outputs: the two must agree to be compared.
     """
     return predict(
-        model, data, device, batch_size, None, forward, None, precision, rows=index, unpadded=True
+        model,
+        data,
+        device,
+        batch_size,
+        None,
+        forward,
+        None,
+        precision,
+        rows=index,
+        unpadded=True,
+        outputs=outputs,
     ).scores
 
 
-def _probabilities(logits: Tensor) -> Tensor:
-    """Softmax, or sigmoid for one logit as [1 - p, p].
+def output_kind(outputs: Tensor) -> str:
+    """``probabilities`` when the model's outputs can only be read as such, else ``logits``.
+
+    A model that ends in a sigmoid or a softmax returns probabilities, and reading
+    them as logits is wrong twice over: one sigmoid output read as a logit is
+    positive for every sample (so every prediction is the positive class), and a
+    second softmax flattens the scores that AP, AUC and calibration read. One
+    output per sequence, every one in [0, 1], or rows of values in [0, 1] that
+    each sum to 1, are what such a layer gives and what trained logits over a
+    whole eval set practically never are.
+    """
+    if outputs.numel() == 0:
+        return "logits"
+    low, high = torch.aminmax(outputs)
+    if float(low) < 0 or float(high) > 1:
+        return "logits"
+    if outputs.shape[1] == 1:
+        return "probabilities"
+    drift = float((outputs.sum(1, dtype=torch.float64) - 1).abs().max())
+    return "probabilities" if drift <= 1e-3 else "logits"
+
+
+def _probabilities(logits: Tensor, outputs: str = "logits") -> Tensor:
+    """Softmax, or sigmoid for one logit as [1 - p, p]; probabilities as they are
+    (one per sequence as [1 - p, p]).
 
     The softmax runs over the transposed view: with few classes, CPU softmax
     along a short contiguous row is three times slower than along a strided
@@ -290,8 +327,10 @@ def _probabilities(logits: Tensor) -> Tensor:
     metrics want.
     """
     if logits.shape[1] == 1:
-        positive = torch.sigmoid(logits)
+        positive = logits if outputs == "probabilities" else torch.sigmoid(logits)
         return torch.cat([1 - positive, positive], dim=1)
+    if outputs == "probabilities":
+        return logits
     return torch.softmax(logits.T, dim=0).T
 
 
@@ -306,6 +345,7 @@ def predict(
     precision: str = "fp32",
     rows: Tensor | None = None,
     unpadded: bool = False,
+    outputs: str = "auto",
 ) -> Predictions:
     """Run the model once over ``data``, or over its positions ``rows``;
     predictions come back in dataset (or ``rows``) order, and each batch's
@@ -425,8 +465,18 @@ def predict(
             f"the model returned NaN or Inf logits for {count} of {n} sample(s) (first: {where}); "
             f"check for overflow in the model or a checkpoint with NaN weights"
         )
+    kind = output_kind(logits) if outputs == "auto" else outputs
+    if kind == "probabilities" and outputs != "auto" and output_kind(logits) != kind:
+        raise ModelError(
+            f"seqgate_outputs = probabilities, but the model returned values outside [0, 1] "
+            f"or rows that do not sum to 1 (from {float(logits.min()):.3g} to "
+            f"{float(logits.max()):.3g}); they look like logits: set seqgate_outputs = logits "
+            f"or auto"
+        )
     if logits.shape[1] == 1:
-        predictions = (logits[:, 0] > 0).to(torch.int64)
+        cut = 0.5 if kind == "probabilities" else 0.0
+        predictions = (logits[:, 0] > cut).to(torch.int64)
     else:
         predictions = logits.argmax(dim=1)
-    return Predictions(predictions, _probabilities(logits), str(device), current, hashes)
+    scores = _probabilities(logits, kind)
+    return Predictions(predictions, scores, str(device), current, hashes, kind)

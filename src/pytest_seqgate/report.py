@@ -98,6 +98,7 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
         "device": ev.device,
         "device_note": ev.device_note or None,
         "precision": ev.precision,
+        "outputs": ev.predictions.outputs,
         "labels": list(ev.labels),
         "n_samples": ev.n_samples,
         "metrics": metrics_json(ev.metrics, ev.labels, ev.uncertainty, ev.ranking, ev.ece),

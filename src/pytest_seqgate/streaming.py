@@ -125,6 +125,9 @@ def _stream_columns(
     batch_size = settings.batch_size
     kind = "tokens"
     width = 0
+    # The first chunk decides how outputs read (with seqgate_outputs = auto); the
+    # rest and the padding check read theirs the same way.
+    outputs = settings.outputs
     for chunk in stream_jsonl(
         path,
         settings.labels,
@@ -143,7 +146,9 @@ def _stream_columns(
             forward,
             None,
             settings.precision,
+            outputs=outputs,
         )
+        outputs = p.outputs
         batch_size = min(batch_size, p.batch_size)
         columns["predictions"].append(p.predictions.to(torch.int16))
         columns["targets"].append(chunk.labels.to(torch.int16))
@@ -159,7 +164,14 @@ def _stream_columns(
         here = padded_sample(chunk.lengths, settings.batch_size, share, gen)
         if here.numel():
             scores = scores_alone(
-                model, chunk, here, device, forward, settings.precision, settings.batch_size
+                model,
+                chunk,
+                here,
+                device,
+                forward,
+                settings.precision,
+                settings.batch_size,
+                outputs,
             )
             alone = scores if alone.numel() == 0 else torch.cat([alone, scores])
             sample.append(here + offset)
@@ -167,7 +179,7 @@ def _stream_columns(
     if offset == 0:
         raise ConfigError(f"{settings.display(path)}: the dataset is empty: it holds no records")
     stored: dict[str, Any] = {name: torch.cat(parts) for name, parts in columns.items() if parts}
-    stored.update(kind=kind, width=width, metadata=metadata, batch_size=batch_size)
+    stored.update(kind=kind, width=width, metadata=metadata, batch_size=batch_size, outputs=outputs)
     if "scores" not in stored:
         stored["scores"] = torch.zeros(offset, 0)
     if quota:
@@ -201,6 +213,9 @@ def _from_columns(
             "scores": stored["scores"],
             "hashes": stored["hashes"],
             "batch_size": torch.tensor(stored["batch_size"]),
+            "probabilities": torch.full_like(
+                lengths, stored.get("outputs") == "probabilities", dtype=torch.bool
+            ),
         }
     }
     if "alone_index" in stored:
