@@ -170,6 +170,14 @@ def test_a_forward_the_call_does_not_fit_is_explained() -> None:
     assert "pytest_seqgate_forward hook" in message
     assert "missing 1 required positional argument: 'segments'" in message
 
+    def hook(model: nn.Module, batch: Batch) -> torch.Tensor:
+        return model(batch.inputs)  # the hook's own call, which does not fit either
+
+    with pytest.raises(ModelError) as info:
+        predict(TwoInputs(), data, CPU, forward=hook)
+    assert "called through the pytest_seqgate_forward hook;" in str(info.value)
+    assert "does not fit the forward's parameters" not in str(info.value)
+
 
 def test_probability_outputs_are_read_as_probabilities() -> None:
     """A final sigmoid read as a logit made every prediction positive (accuracy 0.5

@@ -415,18 +415,24 @@ def predict(
                         f"the model's forward raised {type(exc).__name__} on "
                         f"{_describe(batch)}: {exc}"
                     ) from exc
+                hooked = forward is not None
                 hint = (
                     "the call does not fit the forward's parameters: seqgate passes "
                     "lengths= when forward has a parameter named lengths, attention_mask= "
                     "when it has one so named, else the padded inputs alone; a "
                     "pytest_seqgate_forward hook can call the model any other way"
-                    if isinstance(exc, TypeError) and "argument" in str(exc)
+                    if not hooked and isinstance(exc, TypeError) and "argument" in str(exc)
                     else "the model's layers may disagree with each other or with the input "
                     "(for example a Linear whose in_features is not the RNN's hidden size)"
                 )
+                how = (
+                    "through the pytest_seqgate_forward hook"
+                    if hooked
+                    else f"as {CALLS[convention]}"
+                )
                 raise ModelError(
                     f"the model's forward raised {type(exc).__name__} on the first batch, "
-                    f"{_describe(batch)}, called as {CALLS[convention]}; {hint}: {exc}"
+                    f"{_describe(batch)}, called {how}; {hint}: {exc}"
                 ) from exc
             logits = logits_of(output)
             if not checked or not isinstance(logits, Tensor) or logits.shape[0] != size:
