@@ -260,9 +260,12 @@ class OOMAbove(nn.Module):
         return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
 
 
-def test_oom_halves_the_batch_and_retries() -> None:
+@pytest.mark.parametrize("real", [False, True], ids=["cuda-error", "cpu-allocator"])
+def test_oom_halves_the_batch_and_retries(real: bool) -> None:
+    """CUDA's out-of-memory error, and the CPU allocator's own ("can't allocate
+    memory", from asking for 8 PiB here), both halve the batch."""
     data = random_data(100)
-    model = OOMAbove(limit=10)
+    model = OOMAbove(limit=10, real=real)
     preds = predict(model, data, CPU, batch_size=64)
     assert preds.batch_size == 8  # 64 -> 32 -> 16 -> 8
     assert max(model.sizes[-5:]) <= 10

@@ -222,10 +222,13 @@ def _describe(batch: Batch) -> str:
 
 
 def _is_oom(exc: BaseException) -> bool:
+    """A device's out-of-memory error, or the CPU allocator's ("can't allocate
+    memory"): either way a smaller batch may fit."""
     oom: Any = getattr(torch, "OutOfMemoryError", None) or getattr(
         torch.cuda, "OutOfMemoryError", ()
     )
-    return isinstance(exc, oom) or "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, oom) or "out of memory" in text or "can't allocate memory" in text
 
 
 def _validate_logits(logits: Any, batch: Batch, num_classes: int | None) -> Tensor:
