@@ -275,6 +275,8 @@ def test_oom_halves_the_batch_and_retries(real: bool) -> None:
 def test_oom_at_batch_one_is_a_clear_error() -> None:
     with pytest.raises(ModelError, match="out of memory on a single sequence of length"):
         predict(OOMAbove(limit=0), random_data(5), CPU, batch_size=4)
+    with pytest.raises(ModelError, match="on cpu; evaluate on a machine with more memory"):
+        predict(OOMAbove(limit=0, real=True), random_data(5), CPU, batch_size=4)
 
 
 def test_token_ids_beyond_embedding_are_named() -> None:

@@ -403,10 +403,14 @@ def predict(
             except Exception as exc:
                 if _is_oom(exc):
                     if size == 1:
+                        advice = (
+                            "evaluate on a machine with more memory, or cut the longest sequences"
+                            if on_cpu
+                            else "evaluate on a larger device or the CPU (seqgate_device = cpu)"
+                        )
                         raise ModelError(
                             f"out of memory on a single sequence of length "
-                            f"{int(batch.lengths.max())} on {device}; evaluate on a larger "
-                            f"device or the CPU (seqgate_device = cpu)"
+                            f"{int(batch.lengths.max())} on {device}; {advice}"
                         ) from exc
                     current = max(1, size // 2)
                     queue.extendleft(reversed(row_ranges(start, stop, current)))
