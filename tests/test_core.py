@@ -453,3 +453,10 @@ def test_custom_metrics_must_be_numbers() -> None:
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             evaluate(Odd(), data, settings, custom_metrics=lambda e, r=returned: r)
+
+
+def test_markdown_cells_escape_pipes() -> None:
+    from pytest_seqgate.report import _markdown_table
+
+    table = _markdown_table([["pos|neg", 3]], ["class", "support"])
+    assert table.splitlines()[2].split(" | ")[0] == "| pos\\|neg"

@@ -438,50 +438,42 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
     return out
 
 
+def _markdown_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A GitHub table; a "|" in a cell (a class name, a test id) is escaped, or it
+    would end the cell there."""
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|")
+
+    return tabulate(
+        [[cell(v) for v in row] for row in rows],
+        headers=[cell(h) for h in headers],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
 def render_markdown(evaluations: Sequence[Evaluation]) -> str:
     parts = ["# seqgate report", ""]
     for ev in evaluations:
         failed = [g for g in ev.gates if not g.passed]
         verdict = "❌ gates failed" if failed else "✅ gates passed" if ev.gates else "no gates"
         parts += [f"## {ev.name}: {verdict}", "", headline(ev), ""]
-        parts += [
-            tabulate(
-                per_class_rows(ev),
-                headers=PER_CLASS_HEADERS,
-                tablefmt="github",
-                disable_numparse=True,
-            ),
-            "",
-        ]
+        parts += [_markdown_table(per_class_rows(ev), PER_CLASS_HEADERS), ""]
         headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
-        parts += [
-            tabulate(summary_rows(ev), headers=headers, tablefmt="github", disable_numparse=True),
-            "",
-        ]
+        parts += [_markdown_table(summary_rows(ev), headers), ""]
         if len(ev.labels) <= GLANCE_CLASSES:
             summary = "Confusion matrix (rows: true, columns: predicted)"
-            matrix = tabulate(
-                confusion_rows(ev),
-                headers=["true \\ pred", *ev.labels],
-                tablefmt="github",
-                disable_numparse=True,
-            )
+            matrix = _markdown_table(confusion_rows(ev), ["true \\ pred", *ev.labels])
         else:
             summary = f"Most frequent confusions ({MATRIX_ELSEWHERE})"
-            matrix = tabulate(
-                confusion_pairs(ev),
-                headers=CONFUSION_HEADERS,
-                tablefmt="github",
-                disable_numparse=True,
-            )
+            matrix = _markdown_table(confusion_pairs(ev), CONFUSION_HEADERS)
         parts += [f"<details><summary>{summary}</summary>", "", matrix, "", "</details>", ""]
         if ev.comparison is not None:
             parts += [
                 f"### Against baseline `{ev.comparison.baseline}`",
                 "",
-                tabulate(
-                    delta_rows(ev), headers=DELTA_HEADERS, tablefmt="github", disable_numparse=True
-                ),
+                _markdown_table(delta_rows(ev), DELTA_HEADERS),
                 "",
             ]
         weak = weak_slices(ev)
@@ -489,24 +481,11 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
             parts += [
                 f"### {WEAK_SLICES_TITLE[0].upper()}{WEAK_SLICES_TITLE[1:]}",
                 "",
-                tabulate(
-                    slice_rows(ev, weak),
-                    headers=SLICE_HEADERS,
-                    tablefmt="github",
-                    disable_numparse=True,
-                ),
+                _markdown_table(slice_rows(ev, weak), SLICE_HEADERS),
                 "",
             ]
         if ev.gates:
-            parts += [
-                tabulate(
-                    gate_rows(ev.gates),
-                    headers=GATE_HEADERS,
-                    tablefmt="github",
-                    disable_numparse=True,
-                ),
-                "",
-            ]
+            parts += [_markdown_table(gate_rows(ev.gates), GATE_HEADERS), ""]
         if ev.findings:
             parts += ["### Findings", ""]
             parts += [f"- **{f.severity}** `{f.kind}`: {f.message}" for f in ev.findings]
