@@ -262,6 +262,7 @@ def test_tokenizer_outputs_and_failures(tmp_path: Path) -> None:
         lambda t: torch.tensor([len(w) for w in t.split()]),
         lambda t: np.array([len(w) for w in t.split()]),
         lambda t: {"input_ids": [len(w) for w in t.split()], "attention_mask": [1, 1, 1]},
+        lambda t: [np.int64(len(w)) for w in t.split()],  # NumPy integers: made ints
     ):
         assert read_jsonl(path, tokenizer=tokenizer)[0][0].tolist() == [5, 3, 5]
 

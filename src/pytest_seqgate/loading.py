@@ -12,6 +12,7 @@ import csv
 import importlib
 import io
 import json
+import operator
 import sys
 import warnings
 import zipfile
@@ -241,6 +242,7 @@ class _Builder:
         self.index = {name: i for i, name in enumerate(labels)} if labels else None
         self.tokenizer = tokenizer
         self.checked_tokenizer = False
+        self.index_ids = False
         self.kind: str | None = None
         self.flat: list[Any] = []
         self.lengths: list[int] = []
@@ -320,15 +322,21 @@ class _Builder:
         if isinstance(ids, Mapping) and "input_ids" in ids:
             ids = ids["input_ids"]  # a Hugging Face tokenizer's encoding
         out = list(ids.tolist() if hasattr(ids, "tolist") else ids)
-        if not self.checked_tokenizer:
+        if self.index_ids:
+            out = list(map(operator.index, out))
+        elif not self.checked_tokenizer:
             # Its first output stands for the rest: checking every id of every
             # record would cost more than the parse.
-            if not all(isinstance(i, int) and not isinstance(i, bool) for i in out):
-                raise DataError(
-                    f"{self.where(line)}: the tokenizer {_name_of(self.tokenizer)} returned "
-                    f"{repr(out[:5])[:80]} for the text {text[:40]!r}; it must return a list "
-                    f"of int token ids (the vocabulary's indices, not the words)"
-                )
+            if not all(type(i) is int for i in out):
+                if not all(hasattr(i, "__index__") and not isinstance(i, bool) for i in out):
+                    raise DataError(
+                        f"{self.where(line)}: the tokenizer {_name_of(self.tokenizer)} returned "
+                        f"{repr(out[:5])[:80]} for the text {text[:40]!r}; it must return a "
+                        f"list of int token ids (the vocabulary's indices, not the words)"
+                    )
+                # NumPy integers, say: made Python ints, record by record from now on.
+                self.index_ids = True
+                out = list(map(operator.index, out))
             self.checked_tokenizer = True
         return out
 
