@@ -52,6 +52,20 @@ def test_stream_chunks_cover_the_file(tmp_path):
     assert int(chunks[-1].line_numbers[-1]) == 103
 
 
+def eval_file(tmp_path, records: list[dict]) -> None:
+    """``e.jsonl`` in ``tmp_path``: the eval set the settings below name."""
+    (tmp_path / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def memory_and_streamed(tmp_path, batch_size: int, **streamed: object) -> tuple[Settings, Settings]:
+    """Settings that read e.jsonl whole, and settings that stream it (plus ``streamed``)."""
+    common = {"eval_data": "e.jsonl", "labels": "ham,spam", "batch_size": batch_size}
+    return (
+        Settings.from_dict(tmp_path, **common),
+        Settings.from_dict(tmp_path, **common, streaming=True, **streamed),
+    )
+
+
 def model_class(tmp_path, monkeypatch, module: str, source: str) -> type:
     """Class ``M`` of a module written to ``tmp_path``: streaming settings name
     files, so the model lives in an importable module like a user's."""
@@ -63,8 +77,7 @@ def model_class(tmp_path, monkeypatch, module: str, source: str) -> type:
 
 
 def test_streaming_without_scores_keeps_count_metrics(tmp_path, monkeypatch):
-    path = tmp_path / "e.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rule_records(300, missed={0: 9})))
+    eval_file(tmp_path, rule_records(300, missed={0: 9}))
     M = model_class(
         tmp_path,
         monkeypatch,
@@ -74,15 +87,7 @@ def test_streaming_without_scores_keeps_count_metrics(tmp_path, monkeypatch):
         "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n",
     )
 
-    full = Settings.from_dict(tmp_path, eval_data="e.jsonl", labels="ham,spam", batch_size=8)
-    lean = Settings.from_dict(
-        tmp_path,
-        eval_data="e.jsonl",
-        labels="ham,spam",
-        batch_size=8,
-        streaming=True,
-        keep_scores=False,
-    )
+    full, lean = memory_and_streamed(tmp_path, 8, keep_scores=False)
     a = evaluate(M(), load_dataset(full, "eval_data"), full)
     b = evaluate(M(), None, lean)
     assert torch.equal(a.metrics.confusion_matrix, b.metrics.confusion_matrix)
@@ -93,8 +98,7 @@ def test_streaming_without_scores_keeps_count_metrics(tmp_path, monkeypatch):
 def test_streaming_padding_check_samples_padded_sequences_per_chunk(tmp_path, monkeypatch):
     """A model that averages the padding in is caught when streamed too: each chunk's
     share of the sample is drawn among the sequences that chunk's pass padded."""
-    path = tmp_path / "e.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rule_records(1000, seed=3)))
+    eval_file(tmp_path, rule_records(1000, seed=3))
     M = model_class(
         tmp_path,
         monkeypatch,
@@ -126,8 +130,7 @@ def test_streaming_padding_check_samples_padded_sequences_per_chunk(tmp_path, mo
 def test_a_sigmoid_model_streamed_reads_like_in_memory(tmp_path, monkeypatch):
     """A model that returns sigmoid probabilities is read as such in every chunk
     (the first one decides), and the streamed report equals the in-memory one."""
-    path = tmp_path / "e.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rule_records(600, missed={1: 40})))
+    eval_file(tmp_path, rule_records(600, missed={1: 40}))
     M = model_class(
         tmp_path,
         monkeypatch,
@@ -136,10 +139,7 @@ def test_a_sigmoid_model_streamed_reads_like_in_memory(tmp_path, monkeypatch):
         "    def forward(self, tokens):\n"
         "        return torch.sigmoid((tokens[:, :1] % 2).float() * 6 - 3)\n",
     )
-    memory = Settings.from_dict(tmp_path, eval_data="e.jsonl", labels="ham,spam", batch_size=4)
-    streamed = Settings.from_dict(
-        tmp_path, eval_data="e.jsonl", labels="ham,spam", batch_size=4, streaming=True
-    )
+    memory, streamed = memory_and_streamed(tmp_path, 4)
     a = evaluate(M(), load_dataset(memory, "eval_data"), memory)
     b = evaluate(M(), None, streamed)
     assert a.predictions.outputs == b.predictions.outputs == "probabilities"
