@@ -196,6 +196,13 @@ class Project:
     def test(self, source: str, name: str = "test_gates.py") -> None:
         (self.path / name).write_text(textwrap.dedent(source))
 
+    def gated(self, gates: str = "min_accuracy=0.5") -> None:
+        """test_gates.py with one test, ``test_quality``, gated by ``gates``."""
+        self.test(
+            "# one gated test\n"
+            f"import pytest\n\n@pytest.mark.seqgate({gates})\ndef test_quality():\n    pass\n"
+        )
+
     def data(self, records: list[dict], name: str = "eval.jsonl") -> Path:
         return write_jsonl(self.path / name, records)
 

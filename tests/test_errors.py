@@ -6,21 +6,13 @@ import pytest
 
 from conftest import assert_lines, rule_records, write_jsonl
 
-GATED = """
-import pytest
-
-@pytest.mark.seqgate({gates})
-def test_quality():
-    pass
-"""
-
 
 def setup(project, gates="min_accuracy=0.5", **ini):
     project.data(rule_records(40))
     options = {"model": "models:first_token", "eval_data": "eval.jsonl", "labels": ["ham", "spam"]}
     options.update(ini)
     project.ini(**options)
-    project.test(GATED.format(gates=gates))
+    project.gated(gates)
 
 
 @pytest.mark.parametrize(
@@ -260,7 +252,7 @@ def test_fixtures_that_return_the_wrong_thing(project, model, data, message):
         "def seqgate_eval_data():\n"
         f"    return {data}\n"
     )
-    project.test(GATED.format(gates="min_accuracy=0.0"))
+    project.gated("min_accuracy=0.0")
     result = project.run()
     result.assert_outcomes(errors=1)
     assert_lines(result.stdout.str(), message)

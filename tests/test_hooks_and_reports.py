@@ -171,13 +171,7 @@ def test_a_load_model_hook_that_returns_no_module_is_a_usage_error(project):
         "def pytest_seqgate_load_model(spec, settings):\n    return 'weights.bin'\n"
     )
     project.ini(model="special://x", eval_data="eval.jsonl", labels=["ham", "spam"])
-    project.test("""
-        import pytest
-
-        @pytest.mark.seqgate(min_accuracy=0.5)
-        def test_a():
-            pass
-    """)
+    project.gated()
     result = project.run()
     assert result.ret == 4
     assert_lines(
@@ -206,15 +200,7 @@ def test_a_loader_hook_that_raises_is_a_usage_error_at_the_users_line(project, h
         f"def {hook}:\n    # the registry is down\n    raise RuntimeError('down')\n"
     )
     project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
-    project.test(
-        """
-        import pytest
-
-        @pytest.mark.seqgate(min_accuracy=0.5)
-        def test_a():
-            pass
-        """
-    )
+    project.gated()
     result = project.run()
     assert result.ret == 4
     assert_lines(result.stderr.str(), f"ERROR: {message}")
