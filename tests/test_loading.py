@@ -423,3 +423,10 @@ def test_factory_errors(factory_project: Path) -> None:
         load_model(Settings.from_dict(factory_project, model="w.ckpt", model_factory="arch:broken"))
     with pytest.raises(ConfigError, match=r"cannot import module 'archx'.*ModuleNotFoundError"):
         load_model(Settings.from_dict(factory_project, model="w.ckpt", model_factory="archx:build"))
+    # A src layout the tests' run cannot import: the error says how to make it importable.
+    (factory_project / "src" / "srcpkg").mkdir(parents=True)
+    (factory_project / "src" / "srcpkg" / "__init__.py").write_text("def build(): pass\n")
+    with pytest.raises(ConfigError, match=r"it is under src/: install the project .*pythonpath"):
+        load_model(
+            Settings.from_dict(factory_project, model="w.ckpt", model_factory="srcpkg:build")
+        )

@@ -40,9 +40,20 @@ def import_object(spec: str, rootdir: Path, setting: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import-time failure is the user's to see, in one line
+        top = module_name.split(".")[0]
+        src = rootdir / "src" / top
+        hint = (
+            "; it is under src/: install the project (pip install -e .) or add "
+            "pythonpath = src to the pytest configuration"
+            if isinstance(exc, ModuleNotFoundError)
+            and exc.name == top
+            and (src.is_dir() or src.with_suffix(".py").is_file())
+            else ""
+        )
         raise ConfigError(
             f"{setting}: cannot import module {module_name!r} from {spec!r} "
             f"({type(exc).__name__}: {exc}); check the module path, relative to {rootdir}"
+            f"{hint}"
         ) from exc
     obj: Any = module
     for part in attr.split("."):
