@@ -49,17 +49,23 @@ _SIGN_FREE = {torch.float32: (torch.int32, 0x7FFFFFFF), torch.float64: (torch.in
 
 
 def descending_keys(scores: Tensor) -> Tensor:
-    """Integers that sort ascending exactly as ``scores`` sort descending.
+    """Integers, contiguous in ``scores``' shape, that sort ascending exactly as
+    ``scores`` sort descending.
 
     IEEE floats order like their bit patterns once the magnitude bits of the
-    negative ones are flipped; a bitwise not then reverses the order. PyTorch's
-    CPU sort is two to three times faster on these integers than on the floats,
-    and equal keys are exactly equal scores (-0.0 is first turned into 0.0).
+    negative ones are flipped (an xor with the sign bit smeared over them); a
+    bitwise not then reverses the order. PyTorch's CPU sort is three to four
+    times faster on these integers than on the floats, and equal keys are
+    exactly equal scores (adding 0.0 first turns -0.0 into 0.0). The add writes
+    a fresh contiguous tensor from any layout (a transposed score matrix
+    included) in one pass, which is four times faster than ``contiguous()``.
     """
     floats = scores if scores.dtype in _SIGN_FREE else scores.to(torch.float32)
     int_type, magnitude = _SIGN_FREE[floats.dtype]
-    bits = (floats + 0.0).view(int_type)
-    return torch.where(bits >= 0, bits, bits ^ magnitude).bitwise_not_()
+    bits = torch.add(floats, 0.0, out=torch.empty(floats.shape, dtype=floats.dtype))
+    keys = bits.view(int_type)
+    keys ^= (keys >> (8 * keys.element_size() - 1)) & magnitude
+    return keys.bitwise_not_()
 
 
 def ranking(scores: Tensor, targets: Tensor) -> Ranking:
@@ -78,7 +84,7 @@ def ranking(scores: Tensor, targets: Tensor) -> Ranking:
     auc = torch.full((c,), float("nan"), dtype=torch.float64)
     if n == 0:
         return Ranking(ap, auc)
-    keys = descending_keys(scores.T.contiguous())
+    keys = descending_keys(scores.T)
     steps = torch.arange(1, n + 1, dtype=torch.float64)
     for start in range(0, c, COLUMNS_PER_CHUNK):
         stop = min(c, start + COLUMNS_PER_CHUNK)
