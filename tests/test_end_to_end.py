@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 
+from pytest_seqgate.gates import REASON_WIDTH
+
 from conftest import assert_lines, rule_records
 
 GATED = """
@@ -58,6 +60,25 @@ def test_failing_gate_exit_1_with_table(project):
         ]
     )
     assert "Traceback" not in result.stdout.str()
+
+
+def test_failure_message_says_where_the_full_report_is(project):
+    """Under -q the terminal summary is one line: the failure message must not send
+    the reader there for tables, and it names the report files that were written."""
+    project.data(rule_records(200, missed={1: 30}))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test(GATED)
+    quiet = project.run("-q")
+    assert quiet.ret == 1
+    quiet.stdout.fnmatch_lines(
+        ["*Under -q the terminal summary is one line: run without -q for its tables*"]
+    )
+    assert "The full report is in the terminal summary" not in quiet.stdout.str()
+    loud = project.run("--seqgate-report", "out/r.json", "--seqgate-report", "out/r.html")
+    loud.stdout.fnmatch_lines(
+        ["*The full report is in the terminal summary, and in out/r.json, out/r.html.*"]
+    )
+    assert (project.path / "out" / "r.html").exists()
 
 
 def test_torchscript_gru(project):
@@ -208,11 +229,18 @@ def test_paradox_fails_a_gate_that_only_asks_for_accuracy(project):
     """)
     result = project.run()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*accuracy_paradox*spam*absent*present*accuracy 97.8% hides recall 12.0% on 'spam' "
-            "(2.5% of samples): a model that always answers 'ham' scores 97.5%*"
-        ]
+    # The reason wraps in its column (the table stays as wide as a CI log) and
+    # reads whole once its lines are joined.
+    out = result.stdout.str()
+    table = out[out.index("metric ") : out.index("What to do")].splitlines()
+    assert max(len(line) for line in table) <= 60 + REASON_WIDTH
+    row = next(i for i, line in enumerate(table) if line.startswith("accuracy_paradox"))
+    assert table[row].split()[:4] == ["accuracy_paradox", "spam", "absent", "present"]
+    column = table[1].rindex(" ") + 1  # where the reason column's dashes start
+    reason = " ".join(line[column:].strip() for line in table[row:])
+    assert reason == (
+        "accuracy 97.8% hides recall 12.0% on 'spam' (2.5% of samples): a model that "
+        "always answers 'ham' scores 97.5%"
     )
 
 
@@ -242,6 +270,10 @@ def test_padding_check_catches_an_unpacked_gru(project, model, caught):
     if caught:
         result.assert_outcomes(failed=1)
         assert "padding changes the model's output for" in found[0]["message"]
+        # The fix for the layer at fault: Unpacked is a GRU.
+        assert found[0]["message"].endswith(
+            "Pack the RNN's input (pack_padded_sequence with the lengths)"
+        )
         assert found[0]["sampled"] == 64
     else:
         result.assert_outcomes(passed=1)

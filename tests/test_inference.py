@@ -493,6 +493,43 @@ def test_padding_check_fills_from_further_lengths_when_the_first_are_rare() -> N
     assert padded_sample(lengths, 1000, 500, torch.Generator()).numel() == 100
 
 
+def test_padding_finding_gives_the_fix_for_the_layers_the_model_has() -> None:
+    """An EmbeddingBag averages the padding in unless it has padding_idx: the
+    finding says so, and with padding_idx=0 (seqgate pads with 0) it is gone."""
+    from pytest_seqgate.diagnostics import PADDING_REMEDY, padding_remedy
+
+    class Pooled(nn.Module):
+        def __init__(self, padding_idx: int | None) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.bag = nn.EmbeddingBag(100, 8, padding_idx=padding_idx)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.head(self.bag(tokens))
+
+    data = token_set(torch.randint(2, 30, (400,), generator=torch.Generator().manual_seed(3)), 3)
+    [finding] = evaluate(Pooled(None).eval(), data, Settings(bootstrap=0)).findings_of(
+        "padding_sensitivity"
+    )
+    assert finding.message.endswith(
+        "Give the nn.EmbeddingBag padding_idx=0 (seqgate pads with 0), so that it pools "
+        "the real tokens only"
+    )
+    assert not evaluate(Pooled(0).eval(), data, Settings(bootstrap=0)).findings_of(
+        "padding_sensitivity"
+    )
+    assert padding_remedy(PackedGRU()) == (
+        "Pack the RNN's input (pack_padded_sequence with the lengths)"
+    )
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, batch_first=True), 1)
+    assert padding_remedy(encoder).startswith("Pass the padding to attention")
+    plain = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))  # no layer to blame
+    assert padding_remedy(plain) == (
+        f"{PADDING_REMEDY}, and pool over the real steps only (divide by the lengths)"
+    )
+
+
 def test_padding_check_runs_nothing_when_nothing_was_padded() -> None:
     data = token_set(torch.full((300,), 6), seed=2)
     model = MeanOverPadding().eval()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.metrics import Metrics
@@ -214,6 +214,35 @@ def near_duplicate_leakage(
     )
 
 
+PADDING_REMEDY = (
+    "Pack the input (pack_padded_sequence with the lengths) or apply the attention mask"
+)
+
+
+def padding_remedy(model: nn.Module) -> str:
+    """The fix for a padding-sensitive model, from the layers it has: a pooled
+    embedding without ``padding_idx`` averages the padding in, a recurrent layer
+    steps through it unless packed, attention attends to it unless masked."""
+    layers = list(model.modules())
+    advice = []
+    if any(isinstance(m, nn.EmbeddingBag) and m.padding_idx is None for m in layers):
+        advice.append(
+            "give the nn.EmbeddingBag padding_idx=0 (seqgate pads with 0), so that it pools "
+            "the real tokens only"
+        )
+    if any(isinstance(m, nn.RNNBase) for m in layers):
+        advice.append("pack the RNN's input (pack_padded_sequence with the lengths)")
+    if any(isinstance(m, nn.MultiheadAttention) for m in layers):
+        advice.append(
+            "pass the padding to attention (src_key_padding_mask=~attention_mask, or "
+            "the attention_mask argument)"
+        )
+    if not advice:
+        return f"{PADDING_REMEDY}, and pool over the real steps only (divide by the lengths)"
+    text = "; ".join(advice)
+    return text[0].upper() + text[1:]
+
+
 def padding_sensitivity(
     batched: Tensor,
     alone: Tensor,
@@ -221,11 +250,13 @@ def padding_sensitivity(
     data: SequenceData,
     labels: tuple[str, ...],
     tolerance: float = 1e-3,
+    remedy: str = PADDING_REMEDY,
 ) -> list[Finding]:
     """Sequences whose probabilities change between their padded batch and running alone.
 
     A model that neither packs nor masks reads the padding as input; its answer
-    then depends on what else was in the batch.
+    then depends on what else was in the batch. ``remedy`` is the fix for the
+    model at hand (:func:`padding_remedy`).
     """
     diff = (batched - alone).abs().amax(1)
     changed = diff > tolerance
@@ -245,8 +276,7 @@ def padding_sensitivity(
             "error",
             f"padding changes the model's output for {count} of {index.numel()} sampled sequences "
             f"({flipped} change class): e.g. {record} gives {fmt(batched[first])} in its padded "
-            f"batch but {fmt(alone[first])} alone. Pack the input (pack_padded_sequence with the "
-            f"lengths) or apply the attention mask",
+            f"batch but {fmt(alone[first])} alone. {remedy}",
             {
                 "count": count,
                 "sampled": int(index.numel()),

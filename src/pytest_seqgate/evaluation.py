@@ -32,6 +32,7 @@ from pytest_seqgate.diagnostics import (
     length_slices,
     metadata_slices,
     near_duplicate_leakage,
+    padding_remedy,
     padding_sensitivity,
     train_test_gap,
 )
@@ -465,7 +466,12 @@ def evaluate(
         if alone["index"].numel():
             evaluation.findings.extend(
                 padding_sensitivity(
-                    preds.scores[alone["index"]], alone["scores"], alone["index"], eval_data, labels
+                    preds.scores[alone["index"]],
+                    alone["scores"],
+                    alone["index"],
+                    eval_data,
+                    labels,
+                    remedy=padding_remedy(model),
                 )
             )
     evaluation.slices = length_slices(

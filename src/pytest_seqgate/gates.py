@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,11 +66,29 @@ KNOWN_KEYS = (*SUMMARY_GATES, *MAX_GATES, *PER_CLASS_GATES, *TRADE_OFF_GATES, *O
 UNDERPOWERED_WIDTH = 0.1
 WHOLE_SET_METRICS = ("regression.", "train_test_gap.")
 
-HINT = (
+ADVICE = (
     "What to do: if the model got worse, fix it before merging; if a threshold is wrong, "
-    "change it in the gate. The full report is in the terminal summary "
-    "(and in the --seqgate-report files)."
+    "change it in the gate."
 )
+# Reasons can run to 300 characters (an accuracy paradox names the class, its
+# share and the majority answer): wrapped, the table stays within a CI log's width.
+REASON_WIDTH = 60
+
+
+def where_the_report_is(quiet: bool, files: Sequence[str]) -> str:
+    """The failure message's pointer to the full report, true for this run: under
+    ``-q`` the terminal summary is one line, and report files exist only when set."""
+    terminal = (
+        "Under -q the terminal summary is one line: run without -q for its tables"
+        if quiet
+        else "The full report is in the terminal summary"
+    )
+    written = (
+        f", and in {', '.join(files)}"
+        if files
+        else " (--seqgate-report writes it to .json, .md or .html files too)"
+    )
+    return f"{terminal}{written}."
 
 
 @dataclass(frozen=True)
@@ -572,8 +590,8 @@ def format_value(result: GateResult) -> str:
     return text
 
 
-def failure_message(results: list[GateResult], test: str) -> str:
-    """Every violated gate as a table, then what to do."""
+def failure_message(results: list[GateResult], test: str, where: str = "") -> str:
+    """Every violated gate as a table, then what to do and where the full report is."""
     failed = [r for r in results if not r.passed]
     rows = [
         [r.metric, r.class_name or "", format_threshold(r), format_value(r), r.reason]
@@ -584,5 +602,7 @@ def failure_message(results: list[GateResult], test: str) -> str:
         headers=["metric", "class", "threshold", "value", "reason"],
         tablefmt="simple",
         disable_numparse=True,
+        maxcolwidths=[None, None, None, None, REASON_WIDTH],
     )
-    return f"seqgate: {len(failed)} of {len(results)} gate(s) failed for {test}\n{table}\n{HINT}"
+    advice = f"{ADVICE}\n{where}" if where else ADVICE
+    return f"seqgate: {len(failed)} of {len(results)} gate(s) failed for {test}\n{table}\n{advice}"

@@ -445,7 +445,7 @@ class GateItem(pytest.Item):
         self.line = line
 
     def runtest(self) -> None:
-        from pytest_seqgate.gates import check, failure_message
+        from pytest_seqgate.gates import check
 
         state = _state(self.config)
         evaluation = _guard(
@@ -456,7 +456,7 @@ class GateItem(pytest.Item):
         results = _guard(lambda: check(evaluation, self.spec, self.nodeid))
         _record(self, evaluation, results)
         if not all(r.passed for r in results):
-            raise GateFailure(failure_message(results, self.nodeid))
+            raise GateFailure(_failure_message(self.config, results, self.nodeid))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, GateFailure):
@@ -659,7 +659,7 @@ class SeqgateHelper:
 
     def check(self, **gates: Any) -> list[GateResult]:
         __tracebackhide__ = True
-        from pytest_seqgate.gates import check, failure_message, parse_gates
+        from pytest_seqgate.gates import check, parse_gates
 
         try:
             spec = parse_gates(gates, self.evaluation.labels, self.evaluation.custom_metrics)
@@ -670,7 +670,7 @@ class SeqgateHelper:
         results = check(self.evaluation, spec, self._item.nodeid)
         _record(self._item, self.evaluation, results)
         if not all(r.passed for r in results):
-            raise GateFailure(failure_message(results, self._item.nodeid))
+            raise GateFailure(_failure_message(self._item.config, results, self._item.nodeid))
         return results
 
 
@@ -709,14 +709,21 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 pytrace=False,
             )
         return result
-    from pytest_seqgate.gates import check, failure_message
+    from pytest_seqgate.gates import check
 
     evaluation = item.funcargs["seqgate_evaluation"]  # type: ignore[attr-defined]
     results = _guard(lambda: check(evaluation, spec, item.nodeid))
     _record(item, evaluation, results)
     if not all(r.passed for r in results):
-        pytest.fail(failure_message(results, item.nodeid), pytrace=False)
+        pytest.fail(_failure_message(item.config, results, item.nodeid), pytrace=False)
     return result
+
+
+def _failure_message(config: pytest.Config, results: list[GateResult], test: str) -> str:
+    from pytest_seqgate.gates import failure_message, where_the_report_is
+
+    files = [str(p) for p in _state(config).settings.report]
+    return failure_message(results, test, where_the_report_is(config.get_verbosity() < 0, files))
 
 
 def _evaluations(config: pytest.Config) -> list[Evaluation]:
