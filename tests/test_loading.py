@@ -114,7 +114,20 @@ def test_jsonl_features(tmp_path: Path) -> None:
         ),
         (
             jsonl({"tokens": [1], "lable": 0}),
-            "e.jsonl:1: record has no 'label' (its keys: 'tokens', 'lable'); every record",
+            "e.jsonl:1: record has no 'label' (its keys: 'tokens', 'lable'); every record "
+            "needs its class, as a name or an index: rename 'lable' to 'label', or build the "
+            "set in code",
+        ),
+        (
+            jsonl({"sentence": "hi", "category": "spam"}),
+            "e.jsonl:1: a record needs one of 'tokens', 'features' or 'text', but has none "
+            "(its keys: 'sentence', 'category'); rename 'sentence' to 'text', or build the set "
+            "in code (a 'pkg.module:callable' in place of the file, or the fixture overridden "
+            "in a conftest.py)",
+        ),
+        (
+            jsonl({"input_ids": [1, 2], "label": 0}),
+            "rename 'input_ids' to 'tokens', or build the set in code",
         ),
         (jsonl([1, 2]), "e.jsonl:1: expected an object"),
         ("", "e.jsonl: the dataset is empty"),
@@ -190,6 +203,16 @@ def test_csv_tokens_and_missing_columns(tmp_path: Path) -> None:
     bad = write(tmp_path / "bad.csv", "label,body\nspam,hello\n")
     with pytest.raises(DataError, match=r"bad.csv:1: the header must have a 'label' column"):
         read_csv(bad, display="bad.csv")
+    # A Kaggle-style header: both renames, in the order of the contract's columns.
+    other = write(tmp_path / "other.csv", "Category,Message\nspam,hello\n")
+    with pytest.raises(DataError) as info:
+        read_csv(other, display="other.csv")
+    assert str(info.value) == (
+        "other.csv:1: the header must have a 'label' column and one of 'tokens', 'features' "
+        "or 'text', but has ['Category', 'Message']; rename 'Category' to 'label' and "
+        "'Message' to 'text', or build the set in code (a 'pkg.module:callable' in place of "
+        "the file, or the fixture overridden in a conftest.py)"
+    )
 
 
 def test_csv_quoting_is_strict(tmp_path: Path) -> None:

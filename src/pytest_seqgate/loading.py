@@ -9,6 +9,7 @@ and an evaluation gate must never be the way a malicious file gets in.
 from __future__ import annotations
 
 import csv
+import difflib
 import importlib
 import io
 import json
@@ -29,6 +30,30 @@ from pytest_seqgate.exceptions import ConfigError, DataError, ModelError
 from pytest_seqgate.inference import require_module
 
 SEQUENCE_KEYS = ("tokens", "features", "text")
+# Field names other datasets use for the label and the sequence (Hugging Face
+# datasets, Kaggle CSVs): an error names the rename when it sees one.
+ALIASES = {
+    "label": ("labels", "category", "class", "target", "y", "intent", "sentiment", "tag"),
+    "text": ("sentence", "content", "body", "message", "review", "document", "sms", "comment"),
+    "tokens": ("input_ids", "ids", "token_ids"),
+}
+
+
+def rename_advice(keys: Iterable[str], wanted: Iterable[str]) -> str:
+    """What to do about a record or header that lacks the ``wanted`` fields: the
+    rename when one of its ``keys`` is a usual name for one, and the way round a
+    fixed layout (a set built in code)."""
+    keys = [key for key in keys if isinstance(key, str)]
+    renames = []
+    for target in wanted:
+        near = difflib.get_close_matches(target, keys, n=1, cutoff=0.75)  # 'lable', 'Text'
+        usual = [key for key in keys if key.lower() in ALIASES.get(target, ())]
+        renames += [f"{key!r} to {target!r}" for key in (near or usual)[:1]]
+    first = f"rename {' and '.join(renames)}" if renames else "rename the fields"
+    return (
+        f"{first}, or build the set in code (a 'pkg.module:callable' in place of the file, "
+        f"or the fixture overridden in a conftest.py)"
+    )
 
 
 def import_object(spec: str, rootdir: Path, setting: str) -> Any:
@@ -272,16 +297,22 @@ class _Builder:
             )
         present = [key for key in SEQUENCE_KEYS if key in record]
         if len(present) != 1:
-            what = "none" if not present else " and ".join(repr(k) for k in present)
+            keys = ", ".join(repr(k) for k in record)
+            if present:
+                raise DataError(
+                    f"{self.where(line)}: a record needs exactly one of 'tokens', 'features' "
+                    f"or 'text', but has {' and '.join(repr(k) for k in present)}"
+                )
             raise DataError(
-                f"{self.where(line)}: a record needs exactly one of 'tokens', 'features' or "
-                f"'text', but has {what}"
+                f"{self.where(line)}: a record needs one of 'tokens', 'features' or 'text', "
+                f"but has none (its keys: {keys}); "
+                f"{rename_advice(record, ('text', 'tokens'))}"
             )
         if "label" not in record:
             keys = ", ".join(repr(k) for k in record)
             raise DataError(
                 f"{self.where(line)}: record has no 'label' (its keys: {keys}); every record "
-                f"needs its class, as a name or an index"
+                f"needs its class, as a name or an index: {rename_advice(record, ('label',))}"
             )
         key = present[0]
         kind = "features" if key == "features" else "tokens"
@@ -624,9 +655,12 @@ def read_csv(
     except csv.Error as exc:
         raise DataError(f"{name}:1: the header is not valid CSV: {exc}") from None
     if "label" not in columns or not any(key in columns for key in SEQUENCE_KEYS):
+        wanted = ("label",) if "label" not in columns else ()
+        if not any(key in columns for key in SEQUENCE_KEYS):
+            wanted += ("text", "tokens")
         raise DataError(
             f"{name}:1: the header must have a 'label' column and one of 'tokens', "
-            f"'features' or 'text', but has {columns}"
+            f"'features' or 'text', but has {columns}; {rename_advice(columns, wanted)}"
         )
     rows = iter(reader)
     while True:
