@@ -655,7 +655,7 @@ def read_csv(
     except csv.Error as exc:
         raise DataError(f"{name}:1: the header is not valid CSV: {exc}") from None
     if "label" not in columns or not any(key in columns for key in SEQUENCE_KEYS):
-        wanted = ("label",) if "label" not in columns else ()
+        wanted: tuple[str, ...] = ("label",) if "label" not in columns else ()
         if not any(key in columns for key in SEQUENCE_KEYS):
             wanted += ("text", "tokens")
         raise DataError(
