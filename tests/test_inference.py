@@ -338,6 +338,11 @@ def test_device_resolution() -> None:
         assert resolve_device("auto") == CPU
         with pytest.raises(ConfigError, match="'cuda' was asked for but CUDA is not available"):
             resolve_device("cuda")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(
+            ConfigError, match="MPS .* is not available on this machine; use 'auto'"
+        ):
+            resolve_device("mps")
 
 
 def test_evaluate_end_to_end_in_a_script() -> None:

@@ -74,10 +74,14 @@ def resolve_device(spec: str, setting: str = "seqgate_device") -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
                 f"{setting}: {spec!r} was asked for but this machine has "
-                f"{torch.cuda.device_count()} CUDA device(s)"
+                f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+                f"cuda:{torch.cuda.device_count() - 1}; use one of them, or 'cuda'"
             )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"{setting}: 'mps' was asked for but MPS is not available")
+        raise ConfigError(
+            f"{setting}: 'mps' was asked for but MPS (Apple silicon) is not available on this "
+            f"machine; use 'auto' or 'cpu'"
+        )
     return device
 
 
