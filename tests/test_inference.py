@@ -340,7 +340,7 @@ def test_device_resolution() -> None:
             resolve_device("cuda")
     if not torch.backends.mps.is_available():
         with pytest.raises(
-            ConfigError, match="MPS .* is not available on this machine; use 'auto'"
+            ConfigError, match=r"MPS .* is not available on this machine; use 'auto'"
         ):
             resolve_device("mps")
 
