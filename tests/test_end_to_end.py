@@ -116,6 +116,17 @@ def test_state_dict_with_factory(project):
     )
     project.test(GATED)
     project.run().assert_outcomes(passed=1)
+    # A TorchScript file for one run, where the ini names a state dict and its
+    # factory: the factory's ini value gets in the way, and an empty flag clears it.
+    project.script_model("first_token", "scripted.pt")
+    blocked = project.run("--seqgate-model", "scripted.pt")
+    assert blocked.ret == 4
+    blocked.stderr.fnmatch_lines(
+        ["*scripted.pt is a TorchScript file*(for one run: --seqgate-model-factory=)"]
+    )
+    cleared = project.run("--seqgate-model", "scripted.pt", "--seqgate-model-factory=")
+    cleared.assert_outcomes(passed=1)
+    cleared.stdout.fnmatch_lines(["*scripted.pt on eval.jsonl: 100 samples*"])
 
 
 def test_seqgate_fixture_check_in_body(project):

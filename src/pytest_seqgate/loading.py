@@ -158,7 +158,8 @@ def load_checkpoint(path: Path, setting: str, trust: bool) -> Any:
     if _is_torchscript(path):
         raise ModelError(
             f"{setting}: {path} is a TorchScript file, not a state-dict checkpoint; "
-            f"remove seqgate_model_factory to load it as TorchScript"
+            f"remove seqgate_model_factory to load it as TorchScript (for one run: "
+            f"--seqgate-model-factory=)"
         )
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)

@@ -55,7 +55,11 @@ class SessionState:
 
     def _lookup(self, option: Option) -> tuple[Any, str] | None:
         cli = self.config.getoption(option.ini, None)
-        if cli not in (None, [], ""):
+        if cli == "":
+            # ``--seqgate-model-factory=`` clears the ini's value for this run:
+            # the way to gate a TorchScript file where the ini names a state dict.
+            return None
+        if cli not in (None, []):
             if option.kind in ("paths", "lines"):
                 cli = [p for group in cli for p in group]
             return cli, option.flag
