@@ -436,8 +436,92 @@ def test_torchscript_and_pickle_confusions(factory_project: Path) -> None:
     with pytest.raises(ModelError, match="is a TorchScript file, not a state-dict checkpoint"):
         load_model(Settings.from_dict(factory_project, model="ts.pt", model_factory="arch:build"))
     torch.save(Small().state_dict(), factory_project / "sd.pt")
-    with pytest.raises(ModelError, match=r"is not a TorchScript file.*set seqgate_model_factory"):
+    with pytest.raises(
+        ModelError,
+        match=r"is neither an exported program \(\.pt2\) nor a TorchScript file.*set "
+        r"seqgate_model_factory.*torch\.export\.save",
+    ):
         load_model(Settings.from_dict(factory_project, model="sd.pt"))
+
+
+class Summed(nn.Module):
+    """Summed token embeddings (the padding id embeds to zeros, so padding changes
+    nothing) with dropout: what torch.export captures with dynamic batch and steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = nn.Embedding(50, 4, padding_idx=0)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.embedding(tokens).sum(1)))
+
+
+def export_to(model: nn.Module, path: Path, dynamic: bool = True) -> None:
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("steps")}
+    example = (torch.randint(1, 50, (4, 6)),)
+    program = torch.export.export(model, example, dynamic_shapes=(dims,) if dynamic else None)
+    torch.export.save(program, str(path))
+
+
+def test_exported_program_is_gated_like_the_module(factory_project: Path) -> None:
+    """A torch.export archive (.pt2, TorchScript's successor) loads, runs every
+    batch shape of the pass (a last batch of one sequence too), and predicts what
+    the module predicts."""
+    from pytest_seqgate.evaluation import evaluate
+
+    from conftest import token_set
+
+    model = Summed().eval()
+    export_to(model, factory_project / "m.pt2")
+    loaded = load_model(Settings.from_dict(factory_project, model="m.pt2"))
+    data = token_set(torch.randint(1, 30, (50,), generator=torch.Generator().manual_seed(0)), 0)
+    settings = Settings(batch_size=7, bootstrap=0)  # 50 = 7 x 7 + 1
+    ours, reference = evaluate(loaded, data, settings), evaluate(model, data, settings)
+    assert torch.equal(ours.predictions.predictions, reference.predictions.predictions)
+    torch.testing.assert_close(ours.predictions.scores, reference.predictions.scores)
+    assert not ours.findings_of("padding_sensitivity")
+    # The factory's checkpoint is not this, and a shape-bound export says what it needs.
+    with pytest.raises(ModelError, match=r"is an exported program \(torch\.export\), not a state"):
+        load_model(Settings.from_dict(factory_project, model="m.pt2", model_factory="arch:build"))
+    export_to(model, factory_project / "static.pt2", dynamic=False)
+    static = load_model(Settings.from_dict(factory_project, model="static.pt2"))
+    with pytest.raises(ModelError, match="an exported program runs only the shapes it was export"):
+        evaluate(static, data, settings)
+
+
+def test_exported_program_in_training_mode_is_refused(factory_project: Path) -> None:
+    """Its dropout is in its graph and no eval() can take it out: refused, not gated."""
+    export_to(Summed().train(), factory_project / "train.pt2")
+    with pytest.raises(ModelError) as info:
+        load_model(Settings.from_dict(factory_project, model="train.pt2"))
+    assert str(info.value).endswith(
+        "train.pt2 was exported in training mode: its dropout run as in training (random "
+        "dropout, batch statistics), and an exported program cannot be put in eval mode; "
+        "export model.eval() instead"
+    )
+
+
+def test_exported_program_that_would_unpickle_is_refused(factory_project: Path) -> None:
+    """torch.export.load unpickles in full what it cannot read as tensors (here the
+    sample inputs): held to the checkpoint rule, nothing in the file runs."""
+    import zipfile
+
+    export_to(Summed().eval(), factory_project / "m.pt2")
+    with (
+        zipfile.ZipFile(factory_project / "m.pt2") as good,
+        zipfile.ZipFile(factory_project / "evil.pt2", "w") as evil,
+    ):
+        for name in good.namelist():
+            payload = good.read(name)
+            if "/data/sample_inputs/" in name:
+                payload = pickle.dumps((Evil(),), protocol=2)
+            evil.writestr(name, payload)
+    with pytest.raises(ModelError, match=r"whose sample inputs .* would unpickle in full"):
+        load_model(Settings.from_dict(factory_project, model="evil.pt2"))
+    assert not (factory_project / "pwned").exists()
 
 
 def test_factory_errors(factory_project: Path) -> None:

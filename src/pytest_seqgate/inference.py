@@ -140,7 +140,14 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     while the rest trains, is left as it was found. (Flags are set one by one:
     ``train()`` would recurse from each module again.)"""
     modes = [(module, module.training) for module in model.modules()]
-    model.eval()
+    try:
+        model.eval()
+    except NotImplementedError:
+        # A torch.export program has no modes to switch ("Calling eval() is not
+        # supported yet"): its graph is fixed, and the loader refuses one that
+        # was captured in training mode. The flags are cleared all the same.
+        for module, _ in modes:
+            module.training = False
     try:
         yield
     finally:
@@ -219,6 +226,18 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
             f"model's {table} ({count} record(s) affected); the tokenizer and "
             f"the model's vocabulary disagree"
         )
+
+
+def _guard_hint(exc: BaseException, lead: str = "") -> str:
+    """For a shape guard of an exported program (torch.export): what it needs."""
+    if "Guard failed" not in str(exc):
+        return ""
+    return (
+        f"{lead}an exported program runs only the shapes it was exported for, and seqgate's "
+        f"batches hold 1 to batch_size sequences padded to 1 to the longest length: export "
+        f"with dynamic_shapes (torch.export.Dim for the batch and the steps) and an example "
+        f"batch whose sizes are above 1"
+    )
 
 
 def _describe(batch: Batch) -> str:
@@ -424,7 +443,7 @@ def predict(
                 if checked:
                     raise ModelError(
                         f"the model's forward raised {type(exc).__name__} on "
-                        f"{_describe(batch)}: {exc}"
+                        f"{_describe(batch)}: {exc}{_guard_hint(exc, '; ')}"
                     ) from exc
                 hooked = forward is not None
                 hint = (
@@ -433,7 +452,8 @@ def predict(
                     "when it has one so named, else the padded inputs alone; a "
                     "pytest_seqgate_forward hook can call the model any other way"
                     if not hooked and isinstance(exc, TypeError) and "argument" in str(exc)
-                    else "the model's layers may disagree with each other or with the input "
+                    else _guard_hint(exc)
+                    or "the model's layers may disagree with each other or with the input "
                     "(for example a Linear whose in_features is not the RNN's hidden size)"
                 )
                 how = (

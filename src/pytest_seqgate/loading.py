@@ -118,6 +118,8 @@ def load_model(settings: Settings) -> nn.Module:
         state = load_checkpoint(path, setting, settings.trust_checkpoints)
         load_state_dict(module, state, path)
         return module
+    if _is_exported_program(path):
+        return load_exported_program(path, setting, settings.trust_checkpoints)
     if _is_torchscript(path):
         try:
             with warnings.catch_warnings():
@@ -127,11 +129,100 @@ def load_model(settings: Settings) -> nn.Module:
         except Exception as exc:
             raise ModelError(f"{setting}: cannot load TorchScript file {path}: {exc}") from exc
     raise ModelError(
-        f"{setting}: {path} is not a TorchScript file. If it is a state-dict checkpoint, "
-        f"set seqgate_model_factory to the 'pkg.module:callable' that builds its "
-        f"architecture; if it is a whole pickled model, export it with torch.jit.script "
-        f"or torch.jit.trace"
+        f"{setting}: {path} is neither an exported program (.pt2) nor a TorchScript file. "
+        f"If it is a state-dict checkpoint, set seqgate_model_factory to the "
+        f"'pkg.module:callable' that builds its architecture; if it is a whole pickled "
+        f"model, export it: torch.export.save(torch.export.export(model.eval(), args, "
+        f"dynamic_shapes=...), 'model.pt2')"
     )
+
+
+def _is_exported_program(path: Path) -> bool:
+    """A ``torch.export.save`` archive: its ``archive_format`` entry says pt2."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(
+            name.rsplit("/", 1)[-1] == "archive_format" and archive.read(name).strip() == b"pt2"
+            for name in archive.namelist()
+        )
+
+
+# Graph ops whose argument at this place says whether they run as in training.
+TRAINING_FLAGS = {
+    "aten.dropout.default": 2,
+    "aten.feature_dropout.default": 2,
+    "aten.alpha_dropout.default": 2,
+    "aten.batch_norm.default": 5,
+}
+
+
+def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
+    """The module of a ``torch.export`` program (the successor of TorchScript,
+    which torch 2.10+ deprecates).
+
+    Two things ``torch.export.load`` does not guard are checked first. It
+    unpickles in full whatever it cannot read as plain tensors (the sample
+    inputs, pickled weights, opaque constants), so those are held to the
+    checkpoint rule: refused unless trusted. And a program cannot be switched
+    to eval mode: one captured in training mode keeps dropout and batch
+    statistics in its graph, and would give numbers no one can trust.
+    """
+    with zipfile.ZipFile(path) as archive:
+        pickled = _pickled_parts(archive)
+    if pickled and not trust:
+        raise ModelError(
+            f"{setting}: {path} is an exported program whose {pickled} torch.export.load "
+            f"would unpickle in full, which can run arbitrary code from the file; it was "
+            f"refused. Export the model with plain tensor inputs and weights, or, only for "
+            f"a file you trust, set seqgate_trust_checkpoints = true"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on the archive's format
+            module = torch.export.load(str(path)).module()
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ModelError(
+            f"{setting}: cannot load exported program {path}: {type(exc).__name__}: {first}"
+        ) from exc
+    training = sorted(
+        {
+            str(node.target).split(".")[1]
+            for node in module.graph.nodes
+            if node.op == "call_function"
+            and str(node.target) in TRAINING_FLAGS
+            and len(node.args) > TRAINING_FLAGS[str(node.target)]
+            and node.args[TRAINING_FLAGS[str(node.target)]] is True
+        }
+    )
+    if training:
+        raise ModelError(
+            f"{setting}: {path} was exported in training mode: its {', '.join(training)} "
+            f"run as in training (random dropout, batch statistics), and an exported program "
+            f"cannot be put in eval mode; export model.eval() instead"
+        )
+    return module
+
+
+def _pickled_parts(archive: zipfile.ZipFile) -> str | None:
+    """What of a .pt2 archive ``torch.export.load`` would unpickle in full, or None."""
+    names = archive.namelist()
+    configs = [n for n in names if n.endswith(("_weights_config.json", "_constants_config.json"))]
+    if not any(n.endswith("_weights_config.json") for n in configs):
+        return "weights (an older archive format, pickled)"
+    for name in configs:
+        for key, meta in json.loads(archive.read(name)).get("config", {}).items():
+            part = str(meta.get("path_name", ""))
+            if meta.get("use_pickle") or not part.startswith(("weight_", "tensor_")):
+                return f"entry {key!r} ({name})"
+    for name in names:
+        if "/data/sample_inputs/" in name:
+            try:
+                torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+            except Exception:
+                return f"sample inputs ({name})"
+    return None
 
 
 def _call(factory: Any, setting: str, spec: str) -> Any:
@@ -155,6 +246,12 @@ def _is_torchscript(path: Path) -> bool:
 
 def load_checkpoint(path: Path, setting: str, trust: bool) -> Any:
     """``torch.load`` with ``weights_only=True``; full unpickling only when trusted."""
+    if _is_exported_program(path):
+        raise ModelError(
+            f"{setting}: {path} is an exported program (torch.export), not a state-dict "
+            f"checkpoint; remove seqgate_model_factory to load it as one (for one run: "
+            f"--seqgate-model-factory=)"
+        )
     if _is_torchscript(path):
         raise ModelError(
             f"{setting}: {path} is a TorchScript file, not a state-dict checkpoint; "
