@@ -90,6 +90,10 @@ def test_reports_json_markdown_html(project):
         @pytest.mark.seqgate(min_recall={"spam": 0.95})
         def test_fails():
             pass
+
+        @pytest.mark.seqgate(min_accuracy=0.5)
+        def test_a_pass():
+            pass
     """)
     result = project.run()
     assert result.ret == 1
@@ -117,23 +121,35 @@ def test_reports_json_markdown_html(project):
     }
     low, high = ev["metrics"]["intervals"]["per_class"]["spam"]["recall"]
     assert low < 0.8 < high
-    assert ev["gates"] == [
-        {
-            "test": "test_gates.py::test_fails",
-            "metric": "recall",
-            "class": "spam",
-            "op": ">=",
-            "threshold": 0.95,
-            "value": 0.8,
-            "passed": False,
-            "reason": "",
-        }
+    assert ev["gates"][1] == {
+        "test": "test_gates.py::test_fails",
+        "metric": "recall",
+        "class": "spam",
+        "op": ">=",
+        "threshold": 0.95,
+        "value": 0.8,
+        "passed": False,
+        "reason": "",
+    }
+    assert [g["test"] for g in ev["gates"]] == [
+        "test_gates.py::test_a_pass",
+        "test_gates.py::test_fails",
     ]
     markdown = (project.path / "out/r.md").read_text()
     assert "1.000 [0.929, 1.000]" in markdown and "❌ gates failed" in markdown
+    # Read from the top, as a pull-request comment is: the failed gate comes before
+    # the tables, the passed one is folded away below them.
+    failed = markdown.index("### Failed gates")
+    assert failed < markdown.index("| recall[spam]") < markdown.index("| class ")
+    assert markdown.index("| class ") < markdown.index("<summary>Passed gates (1)</summary>")
+    passed = markdown.index("<summary>Passed gates (1)</summary>")
+    assert passed < markdown.index("| test_gates.py::test_a_pass ")
     page = (project.path / "out/r.html").read_text()
     assert page.startswith("<!doctype html>") and "http" not in page.lower()
     assert "<td style='background:rgb(" in page and "spam" in page
+    # The page's gate table sits under the headline, the failed gate first.
+    assert page.index("<h3>Gates</h3>") < page.index("<h3>Confusion matrix</h3>")
+    assert page.index("recall[spam]") < page.index(">accuracy<") < page.index("Confusion matrix")
     assert not list((project.path / "out").glob(".*.tmp"))
 
 

@@ -459,6 +459,9 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
         failed = [g for g in ev.gates if not g.passed]
         verdict = "❌ gates failed" if failed else "✅ gates passed" if ev.gates else "no gates"
         parts += [f"## {ev.name}: {verdict}", "", headline(ev), ""]
+        # A pull-request comment is read from the top: what failed comes first.
+        if failed:
+            parts += ["### Failed gates", "", _markdown_table(gate_rows(failed), GATE_HEADERS), ""]
         parts += [_markdown_table(per_class_rows(ev), PER_CLASS_HEADERS), ""]
         headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
         parts += [_markdown_table(summary_rows(ev), headers), ""]
@@ -484,8 +487,16 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
                 _markdown_table(slice_rows(ev, weak), SLICE_HEADERS),
                 "",
             ]
-        if ev.gates:
-            parts += [_markdown_table(gate_rows(ev.gates), GATE_HEADERS), ""]
+        passed = [g for g in ev.gates if g.passed]
+        if passed:
+            parts += [
+                f"<details><summary>Passed gates ({len(passed)})</summary>",
+                "",
+                _markdown_table(gate_rows(passed), GATE_HEADERS),
+                "",
+                "</details>",
+                "",
+            ]
         if ev.findings:
             parts += ["### Findings", ""]
             parts += [f"- **{f.severity}** `{f.kind}`: {f.message}" for f in ev.findings]
@@ -663,12 +674,26 @@ def _matrix_html(ev: Evaluation) -> str:
     return "".join(cells)
 
 
+def _gates_html(gates: Sequence[GateResult]) -> str:
+    return (
+        "<h3>Gates</h3><table class='gates'><tr>"
+        + "".join(f"<th>{h}</th>" for h in GATE_HEADERS)
+        + "</tr>"
+        + "".join(_gate_row_html(g, row) for g, row in zip(gates, gate_rows(gates, 90)))
+        + "</table>"
+    )
+
+
 def render_html(evaluations: Sequence[Evaluation]) -> str:
     """One self-contained page: inline CSS, no scripts, no network."""
     e = html.escape
     body = ["<h1>seqgate report</h1>"]
     for ev in evaluations:
         body.append(f"<h2>{e(ev.name)}</h2><p>{e(headline(ev))}</p>")
+        failed = any(not g.passed for g in ev.gates)
+        if failed:
+            # Right under the headline, failed first: the page answers "why did CI fail".
+            body.append(_gates_html(sorted(ev.gates, key=lambda g: g.passed)))
         body.append(
             tabulate(
                 per_class_rows(ev),
@@ -703,16 +728,8 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
             + _pr_svg(ev)
             + "</div></div>"
         )
-        if ev.gates:
-            body.append(
-                "<h3>Gates</h3><table class='gates'><tr>"
-                + "".join(f"<th>{h}</th>" for h in GATE_HEADERS)
-                + "</tr>"
-                + "".join(
-                    _gate_row_html(g, row) for g, row in zip(ev.gates, gate_rows(ev.gates, 90))
-                )
-                + "</table>"
-            )
+        if ev.gates and not failed:
+            body.append(_gates_html(ev.gates))
         if ev.findings:
             body.append(
                 "<h3>Findings</h3><ul>"
