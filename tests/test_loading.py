@@ -444,6 +444,49 @@ def test_torchscript_and_pickle_confusions(factory_project: Path) -> None:
         load_model(Settings.from_dict(factory_project, model="sd.pt"))
 
 
+def test_safetensors_state_dict(factory_project: Path) -> None:
+    """The Hugging Face weights format, read without its package (the test writes
+    it with the package): every dtype it names, the same tensors as saved."""
+    from pytest_seqgate.loading import read_safetensors
+
+    save_file = pytest.importorskip("safetensors.torch").save_file
+
+    source = Small()
+    save_file(source.state_dict(), str(factory_project / "w.safetensors"))
+    settings = Settings.from_dict(
+        factory_project, model="w.safetensors", model_factory="arch:build"
+    )
+    loaded = load_model(settings)
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor)
+    gen = torch.Generator().manual_seed(0)
+    kinds = {
+        "f64": torch.randn(3, 2, dtype=torch.float64, generator=gen),
+        "bf16": torch.randn(5, generator=gen).to(torch.bfloat16),
+        "f16": torch.randn(2, 2, 2, generator=gen).to(torch.float16),
+        "i64": torch.arange(-3, 3),
+        "i8": torch.tensor([-128, 0, 127], dtype=torch.int8),
+        "u8": torch.tensor([0, 255], dtype=torch.uint8),
+        "flags": torch.tensor([True, False]),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 4),
+    }
+    save_file(kinds, str(factory_project / "kinds.safetensors"), metadata={"format": "pt"})
+    read = read_safetensors(factory_project / "kinds.safetensors", "seqgate_model")
+    assert set(read) == set(kinds)
+    for name, tensor in kinds.items():
+        assert read[name].dtype == tensor.dtype and torch.equal(read[name], tensor)
+    # Weights without their architecture, and a file cut short, say what they are.
+    with pytest.raises(ModelError, match="is a safetensors file, which holds weights only; set"):
+        load_model(Settings.from_dict(factory_project, model="w.safetensors"))
+    whole = (factory_project / "w.safetensors").read_bytes()
+    (factory_project / "cut.safetensors").write_bytes(whole[: len(whole) - 8])
+    with pytest.raises(ModelError, match=r"cut.safetensors is not a valid safetensors file: "):
+        load_model(
+            Settings.from_dict(factory_project, model="cut.safetensors", model_factory="arch:build")
+        )
+
+
 class Summed(nn.Module):
     """Summed token embeddings (the padding id embeds to zeros, so padding changes
     nothing) with dropout: what torch.export captures with dynamic batch and steps."""

@@ -120,6 +120,12 @@ def load_model(settings: Settings) -> nn.Module:
         return module
     if _is_exported_program(path):
         return load_exported_program(path, setting, settings.trust_checkpoints)
+    if _is_safetensors(path):
+        raise ModelError(
+            f"{setting}: {path} is a safetensors file, which holds weights only; set "
+            f"seqgate_model_factory to the 'pkg.module:callable' that builds the architecture "
+            f"they are loaded into"
+        )
     if _is_torchscript(path):
         try:
             with warnings.catch_warnings():
@@ -258,6 +264,8 @@ def load_checkpoint(path: Path, setting: str, trust: bool) -> Any:
             f"remove seqgate_model_factory to load it as TorchScript (for one run: "
             f"--seqgate-model-factory=)"
         )
+    if _is_safetensors(path):
+        return read_safetensors(path, setting)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -274,6 +282,61 @@ def load_checkpoint(path: Path, setting: str, trust: bool) -> Any:
                 f"seqgate_trust_checkpoints = true (or --seqgate-trust-checkpoints true)"
             ) from exc
     return torch.load(str(path), map_location="cpu", weights_only=False)
+
+
+# The safetensors format's dtype names (little-endian data, as on every machine
+# torch ships for).
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _is_safetensors(path: Path) -> bool:
+    """An 8-byte header length that fits the file, then a JSON object."""
+    with path.open("rb") as handle:
+        start = handle.read(9)
+    if len(start) < 9:
+        return False
+    size = int.from_bytes(start[:8], "little")
+    return start[8:9] == b"{" and 8 + size <= path.stat().st_size
+
+
+def read_safetensors(path: Path, setting: str) -> dict[str, Tensor]:
+    """A ``.safetensors`` state dict (the Hugging Face format), read without the
+    safetensors package: a JSON header of names, dtypes, shapes and byte ranges,
+    then the raw bytes. Nothing in it is code, so it needs no trust."""
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    base = 8 + size
+    try:
+        header = json.loads(data[8:base])
+        header.pop("__metadata__", None)
+        state = {}
+        for name, entry in header.items():
+            dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+            start, end = (base + int(offset) for offset in entry["data_offsets"])
+            if not base <= start <= end <= len(data):
+                raise ValueError(f"{name!r}: its bytes {start}-{end} lie outside the file")
+            raw = bytearray(data[start:end])
+            flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            state[name] = flat.reshape(entry["shape"])
+    except KeyError as exc:
+        raise ModelError(
+            f"{setting}: {path}: unsupported or missing safetensors field {exc}; the "
+            f"dtypes read are {', '.join(SAFETENSORS_DTYPES)}"
+        ) from None
+    except (ValueError, TypeError, RuntimeError, AttributeError) as exc:
+        raise ModelError(f"{setting}: {path} is not a valid safetensors file: {exc}") from None
+    return state
 
 
 def _needs_unpickling(exc: Exception) -> bool:
