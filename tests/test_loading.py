@@ -502,11 +502,11 @@ class Summed(nn.Module):
         return self.head(self.drop(self.embedding(tokens).sum(1)))
 
 
-def export_to(model: nn.Module, path: Path, dynamic: bool = True) -> None:
+def export_to(model: nn.Module, path: Path, dynamic: bool = True, decompose: bool = False) -> None:
     dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("steps")}
     example = (torch.randint(1, 50, (4, 6)),)
     program = torch.export.export(model, example, dynamic_shapes=(dims,) if dynamic else None)
-    torch.export.save(program, str(path))
+    torch.export.save(program.run_decompositions() if decompose else program, str(path))
 
 
 def test_exported_program_is_gated_like_the_module(factory_project: Path) -> None:
@@ -535,16 +535,32 @@ def test_exported_program_is_gated_like_the_module(factory_project: Path) -> Non
         evaluate(static, data, settings)
 
 
-def test_exported_program_in_training_mode_is_refused(factory_project: Path) -> None:
-    """Its dropout is in its graph and no eval() can take it out: refused, not gated."""
-    export_to(Summed().train(), factory_project / "train.pt2")
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch's own, in run_decompositions
+@pytest.mark.parametrize("decompose", [False, True])
+def test_exported_program_in_training_mode_is_refused(
+    factory_project: Path, decompose: bool
+) -> None:
+    """Its dropout and batch norm are in its graph (as exported, or decomposed to
+    core ATen ops) and no eval() can take them out: refused, not gated."""
+
+    class Normed(Summed):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = nn.BatchNorm1d(4)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.head(self.norm(self.drop(self.embedding(tokens).sum(1))))
+
+    export_to(Normed().train(), factory_project / "train.pt2", decompose=decompose)
     with pytest.raises(ModelError) as info:
         load_model(Settings.from_dict(factory_project, model="train.pt2"))
     assert str(info.value).endswith(
-        "train.pt2 was exported in training mode: its dropout run as in training (random "
-        "dropout, batch statistics), and an exported program cannot be put in eval mode; "
-        "export model.eval() instead"
+        "train.pt2 was exported in training mode: its batch norm, dropout run as in training "
+        "(random dropout, batch statistics), and an exported program cannot be put in eval "
+        "mode; export model.eval() instead"
     )
+    export_to(Normed().eval(), factory_project / "eval.pt2", decompose=decompose)
+    assert isinstance(load_model(Settings.from_dict(factory_project, model="eval.pt2")), nn.Module)
 
 
 def test_exported_program_that_would_unpickle_is_refused(factory_project: Path) -> None:

@@ -154,12 +154,16 @@ def _is_exported_program(path: Path) -> bool:
         )
 
 
-# Graph ops whose argument at this place says whether they run as in training.
+# Graph ops whose argument at this place says whether they run as in training,
+# and the layer they come from: as exported, and after run_decompositions().
 TRAINING_FLAGS = {
-    "aten.dropout.default": 2,
-    "aten.feature_dropout.default": 2,
-    "aten.alpha_dropout.default": 2,
-    "aten.batch_norm.default": 5,
+    "aten.dropout.default": (2, "dropout"),
+    "aten.feature_dropout.default": (2, "dropout"),
+    "aten.alpha_dropout.default": (2, "dropout"),
+    "aten.native_dropout.default": (2, "dropout"),
+    "aten.batch_norm.default": (5, "batch norm"),
+    "aten._native_batch_norm_legit.default": (5, "batch norm"),
+    "aten._native_batch_norm_legit_functional.default": (5, "batch norm"),
 }
 
 
@@ -192,15 +196,13 @@ def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
         raise ModelError(
             f"{setting}: cannot load exported program {path}: {type(exc).__name__}: {first}"
         ) from exc
+    flags = [
+        (node, TRAINING_FLAGS[str(node.target)])
+        for node in module.graph.nodes
+        if node.op == "call_function" and str(node.target) in TRAINING_FLAGS
+    ]
     training = sorted(
-        {
-            str(node.target).split(".")[1]
-            for node in module.graph.nodes
-            if node.op == "call_function"
-            and str(node.target) in TRAINING_FLAGS
-            and len(node.args) > TRAINING_FLAGS[str(node.target)]
-            and node.args[TRAINING_FLAGS[str(node.target)]] is True
-        }
+        {layer for node, (at, layer) in flags if len(node.args) > at and node.args[at] is True}
     )
     if training:
         raise ModelError(
