@@ -144,12 +144,16 @@ def load_model(settings: Settings) -> nn.Module:
 
 
 def _is_exported_program(path: Path) -> bool:
-    """A ``torch.export.save`` archive: its ``archive_format`` entry says pt2."""
+    """A ``torch.export.save`` archive: its ``archive_format`` entry says pt2 (or,
+    as torch before 2.6 wrote them, it holds ``serialized_exported_program.json``)."""
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
         return any(
-            name.rsplit("/", 1)[-1] == "archive_format" and archive.read(name).strip() == b"pt2"
+            name.endswith("serialized_exported_program.json")
+            or (
+                name.rsplit("/", 1)[-1] == "archive_format" and archive.read(name).strip() == b"pt2"
+            )
             for name in archive.namelist()
         )
 
