@@ -145,7 +145,7 @@ def load_model(settings: Settings) -> nn.Module:
 
 def _is_exported_program(path: Path) -> bool:
     """A ``torch.export.save`` archive: its ``archive_format`` entry says pt2 (or,
-    as torch before 2.6 wrote them, it holds ``serialized_exported_program.json``)."""
+    as older torch versions wrote them, it holds ``serialized_exported_program.json``)."""
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
