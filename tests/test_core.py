@@ -460,3 +460,20 @@ def test_markdown_cells_escape_pipes() -> None:
 
     table = _markdown_table([["pos|neg", 3]], ["class", "support"])
     assert table.splitlines()[2].split(" | ")[0] == "| pos\\|neg"
+
+
+def test_numbers_that_round_to_zero_print_without_a_sign() -> None:
+    """A chance-level model's MCC comes out as -1e-17: the tables say 0.000, and the
+    intervals beside it follow the same rule; a real -0.001 keeps its sign."""
+    from pytest_seqgate.gates import format_number
+    from pytest_seqgate.report import _with_interval
+
+    assert [format_number(v) for v in (-1e-17, -0.0, 0.0004, -0.0006, 0.5)] == [
+        "0.000",
+        "0.000",
+        "0.000",
+        "-0.001",
+        "0.500",
+    ]
+    assert format_number(float("nan")) == format_number(None) == "n/a"
+    assert _with_interval(-2e-17, torch.tensor([-0.0001, 0.103])) == "0.000 [0.000, 0.103]"

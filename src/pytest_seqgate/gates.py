@@ -576,9 +576,11 @@ def format_threshold(result: GateResult) -> str:
 
 
 def format_number(value: float | None, digits: int = 3) -> str:
+    """``n/a`` for undefined; a value that rounds to zero prints as 0.000, not
+    -0.000 (an MCC of -1e-17 from a chance-level model is no negative finding)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    return f"{value:.{digits}f}"
+    return f"{value + 0.0 if round(value, digits) != 0 else 0.0:.{digits}f}"
 
 
 def format_value(result: GateResult) -> str:

@@ -153,7 +153,7 @@ def _with_interval(value: float, interval: Tensor | None) -> str:
     if interval is not None and text != "n/a":
         pair = _pair(interval)
         if pair is not None:
-            text += f" [{pair[0]:.3f}, {pair[1]:.3f}]"
+            text += f" [{format_number(pair[0])}, {format_number(pair[1])}]"
     return text
 
 
