@@ -203,6 +203,14 @@ def test_csv_tokens_and_missing_columns(tmp_path: Path) -> None:
     bad = write(tmp_path / "bad.csv", "label,body\nspam,hello\n")
     with pytest.raises(DataError, match=r"bad.csv:1: the header must have a 'label' column"):
         read_csv(bad, display="bad.csv")
+    # The column is there, this row's field is empty: that, not a missing column.
+    blank = write(tmp_path / "blank.csv", "label,tokens\nspam,1 2\nham,\n")
+    with pytest.raises(DataError) as info:
+        read_csv(blank, display="blank.csv")
+    assert str(info.value) == (
+        "blank.csv:3: empty sequence (length 0): the 'tokens' field is empty; drop the "
+        "record or give it at least one step"
+    )
     # A Kaggle-style header: both renames, in the order of the contract's columns.
     other = write(tmp_path / "other.csv", "Category,Message\nspam,hello\n")
     with pytest.raises(DataError) as info:

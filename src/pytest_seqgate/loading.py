@@ -848,6 +848,13 @@ def read_csv(
                 f"has {len(columns)}; a field that holds a comma must be quoted"
             )
         record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
+        if not any(key in record for key in SEQUENCE_KEYS):
+            # The column is there but this row's field is empty (a blank message).
+            empty = next(key for key in SEQUENCE_KEYS if key in columns)
+            raise DataError(
+                f"{name}:{line}: empty sequence (length 0): the {empty!r} field is empty; "
+                f"drop the record or give it at least one step"
+            )
         if (
             "label" in record
             and str(record["label"]).lstrip("-").isdigit()
