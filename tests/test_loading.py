@@ -334,6 +334,31 @@ def test_from_dataset_rejects_non_pairs() -> None:
         from_dataset([torch.tensor([1])], "mine", None)
 
 
+def test_from_dataset_takes_records() -> None:
+    """Rows of a Hugging Face dataset, or any dicts: the fields of a .jsonl record,
+    tensors and NumPy values read as numbers, other keys kept as metadata."""
+    import numpy as np
+
+    rows = [
+        {"tokens": torch.tensor([1, 2, 3]), "label": "spam", "lang": "en"},
+        {"tokens": [np.int64(4), 5], "label": np.int64(0), "lang": "fr"},
+        {"text": "7 8", "label": torch.tensor(1), "lang": "en"},
+    ]
+    data = from_dataset(
+        rows, "mine", ("ham", "spam"), tokenizer=lambda t: [int(x) for x in t.split()]
+    )
+    assert data.values.tolist() == [1, 2, 3, 4, 5, 7, 8]
+    assert data.labels.tolist() == [1, 0, 1] and data.metadata["lang"] == ["en", "fr", "en"]
+    # A tokenized Hugging Face dataset names its ids input_ids: the rename, and no
+    # advice to build in code what already is code.
+    with pytest.raises(DataError) as info:
+        from_dataset([{"input_ids": [1, 2], "attention_mask": [1, 1], "label": 0}], "hf", None)
+    assert str(info.value) == (
+        "hf[0]: a record needs one of 'tokens', 'features' or 'text', but has none (its "
+        "keys: 'input_ids', 'attention_mask', 'label'); rename 'input_ids' to 'tokens'"
+    )
+
+
 class Small(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -39,10 +39,10 @@ ALIASES = {
 }
 
 
-def rename_advice(keys: Iterable[str], wanted: Iterable[str]) -> str:
+def rename_advice(keys: Iterable[str], wanted: Iterable[str], in_code: bool = False) -> str:
     """What to do about a record or header that lacks the ``wanted`` fields: the
-    rename when one of its ``keys`` is a usual name for one, and the way round a
-    fixed layout (a set built in code)."""
+    rename when one of its ``keys`` is a usual name for one, and, for a file, the
+    way round a fixed layout (a set built in code)."""
     keys = [key for key in keys if isinstance(key, str)]
     renames = []
     for target in wanted:
@@ -50,6 +50,8 @@ def rename_advice(keys: Iterable[str], wanted: Iterable[str]) -> str:
         usual = [key for key in keys if key.lower() in ALIASES.get(target, ())]
         renames += [f"{key!r} to {target!r}" for key in (near or usual)[:1]]
     first = f"rename {' and '.join(renames)}" if renames else "rename the fields"
+    if in_code:
+        return first
     return (
         f"{first}, or build the set in code (a 'pkg.module:callable' in place of the file, "
         f"or the fixture overridden in a conftest.py)"
@@ -473,13 +475,14 @@ class _Builder:
             raise DataError(
                 f"{self.where(line)}: a record needs one of 'tokens', 'features' or 'text', "
                 f"but has none (its keys: {keys}); "
-                f"{rename_advice(record, ('text', 'tokens'))}"
+                f"{rename_advice(record, ('text', 'tokens'), self.indexed)}"
             )
         if "label" not in record:
             keys = ", ".join(repr(k) for k in record)
             raise DataError(
                 f"{self.where(line)}: record has no 'label' (its keys: {keys}); every record "
-                f"needs its class, as a name or an index: {rename_advice(record, ('label',))}"
+                f"needs its class, as a name or an index: "
+                f"{rename_advice(record, ('label',), self.indexed)}"
             )
         key = present[0]
         kind = "features" if key == "features" else "tokens"
@@ -911,6 +914,15 @@ def read_pt(
     )
 
 
+def _plain(value: Any) -> Any:
+    """Tensors and NumPy values as Python lists and numbers (what a .jsonl gives)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def from_dataset(
     dataset: Any,
     source: str,
@@ -918,7 +930,8 @@ def from_dataset(
     tokenizer: Any = None,
     strict_len: bool = True,
 ) -> SequenceData:
-    """Convert a map-style Dataset of (sequence, label) pairs (or a SequenceData)."""
+    """Convert a map-style Dataset of (sequence, label) pairs or of records (dicts
+    with the fields of a .jsonl line), or a SequenceData."""
     if isinstance(dataset, SequenceData):
         return dataset
     if not strict_len:
@@ -940,9 +953,16 @@ def from_dataset(
             raise DataError(
                 f"{source}[{i}]: reading the item raised {type(exc).__name__}: {exc}"
             ) from exc
+        if isinstance(item, Mapping):
+            # A row of a Hugging Face dataset, or any dict: the fields of a .jsonl
+            # record, its tensors and NumPy values turned into Python ones.
+            builder.add({k: _plain(v) for k, v in item.items()}, i)
+            continue
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise DataError(
-                f"{source}[{i}]: expected a (sequence, label) pair, but got {type(item).__name__}"
+                f"{source}[{i}]: expected a (sequence, label) pair or a record (a dict with "
+                f"'label' and one of 'tokens', 'features' or 'text'), but got "
+                f"{type(item).__name__}"
             )
         sequence, label = item
         # Tensors and NumPy values become Python numbers: the builder checks that
