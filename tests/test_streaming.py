@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from pytest_seqgate.config import Settings
 from pytest_seqgate.evaluation import evaluate
+from pytest_seqgate.gates import NO_SCORES, check, parse_gates
 from pytest_seqgate.loading import load_dataset, stream_jsonl
 from pytest_seqgate.report import render_json
 
@@ -93,6 +95,22 @@ def test_streaming_without_scores_keeps_count_metrics(tmp_path, monkeypatch):
     assert torch.equal(a.metrics.confusion_matrix, b.metrics.confusion_matrix)
     assert b.ranking is None and b.predictions.scores.shape == (300, 0)
     assert '"macro_roc_auc"' not in render_json([b])
+    # The same option in memory: counts only, no ranking, calibration or padding check.
+    c = evaluate(M(), load_dataset(full, "eval_data"), dataclasses.replace(full, keep_scores=False))
+    assert torch.equal(a.metrics.confusion_matrix, c.metrics.confusion_matrix)
+    assert c.ranking is None and c.predictions.scores.shape == (300, 0)
+    assert render_json([c]) == render_json([b]).replace(b.eval_data, c.eval_data)
+    # A gate on what the scores give fails and says why (a trade-off gate crashed).
+    gates = {"min_roc_auc": 0.5, "max_ece": 0.2, "min_recall_at_precision": {"ham": (0.5, 0.9)}}
+    for ev in (b, c):
+        results = check(ev, parse_gates(gates, ev.labels, {}), "t")
+        assert {r.label for r in results if not r.passed} >= {
+            "roc_auc[ham]",
+            "roc_auc[spam]",
+            "ece",
+            "recall_at_precision[ham]",
+        }
+        assert all(r.reason == NO_SCORES for r in results if r.metric != "accuracy_paradox")
 
 
 def test_streaming_padding_check_samples_padded_sequences_per_chunk(tmp_path, monkeypatch):

@@ -64,6 +64,20 @@ OTHER_KEYS = (
 )
 KNOWN_KEYS = (*SUMMARY_GATES, *MAX_GATES, *PER_CLASS_GATES, *TRADE_OFF_GATES, *OTHER_KEYS)
 UNDERPOWERED_WIDTH = 0.1
+# Metrics read from the per-sample class probabilities, which a run with
+# seqgate_keep_scores = false does not keep.
+SCORE_METRICS = (
+    "average_precision",
+    "roc_auc",
+    "macro_average_precision",
+    "macro_roc_auc",
+    "ece",
+    *TRADE_OFF_GATES.values(),
+)
+NO_SCORES = (
+    "needs the per-sample probabilities, which seqgate_keep_scores = false does not keep: "
+    "set it to true (the default) to gate on it"
+)
 WHOLE_SET_METRICS = ("regression.", "train_test_gap.")
 
 ADVICE = (
@@ -483,6 +497,9 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
     results = []
     for gate in spec.gates:
         extra: dict[str, Any] = {}
+        if gate.metric in SCORE_METRICS and evaluation.predictions.scores.shape[1] == 0:
+            results.append(gate.result(test, None, False, NO_SCORES))
+            continue
         if gate.metric in TRADE_OFF_GATES.values():
             value, note, extra = _trade_off(scope, gate)
         else:
