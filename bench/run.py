@@ -10,6 +10,7 @@ are what the targets in the README are about: they hold across machines.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -395,6 +396,9 @@ def tiny_case(n: int) -> tuple[nn.Module, SequenceData]:
     return Tiny().eval(), data
 
 
+LEAN_NAME = "keep_scores = false, bootstrap = 0"
+
+
 def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
     """The plugin's whole evaluation (every metric, interval, finding and the
     terminal and JSON reports) against the hand loop, on a tiny model where
@@ -405,6 +409,9 @@ def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
     cases: list[tuple[str, nn.Module, SequenceData, int]] = [
         ("tiny EmbeddingBag", tiny, data, batch) for batch in (32, 256, 1024)
     ]
+    # The leanest evaluation (seqgate_keep_scores = false, seqgate_bootstrap = 0):
+    # counts, closed-form intervals and the checks that need no scores.
+    cases += [(f"tiny EmbeddingBag, {LEAN_NAME}", tiny, data, batch) for batch in (32, 256, 1024)]
     if not quick:
         # The batching section's sizes: 20,000 for the LSTM, 2,000 for the Transformer.
         for name, model, size in (
@@ -418,6 +425,8 @@ def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
     for name, model, dataset, batch in cases:
         classes = len(dataset.label_names or ())
         settings = Settings(batch_size=batch, device="cpu")
+        if name.endswith(LEAN_NAME):
+            settings = dataclasses.replace(settings, keep_scores=False, bootstrap=0)
 
         def plugin() -> object:
             ev = evaluate(model, dataset, settings)
