@@ -143,6 +143,17 @@ def test_streaming_padding_check_samples_padded_sequences_per_chunk(tmp_path, mo
     ev = evaluate(M(), None, settings)
     [finding] = ev.findings_of("padding_sensitivity")
     assert finding.data["sampled"] == 40 and finding.data["count"] > 30
+    # Without the per-sample scores (streamed or in memory) the check still runs:
+    # it keeps the sample's own, and finds what it finds with them.
+    lean = dataclasses.replace(settings, keep_scores=False)
+    [same] = evaluate(M(), None, lean).findings_of("padding_sensitivity")
+    assert same.data == finding.data
+    memory = dataclasses.replace(settings, streaming=False)
+    data = load_dataset(memory, "eval_data")
+    [whole] = evaluate(M(), data, memory).findings_of("padding_sensitivity")
+    lean = dataclasses.replace(memory, keep_scores=False)
+    [same] = evaluate(M(), data, lean).findings_of("padding_sensitivity")
+    assert same.data == whole.data
 
 
 def test_a_sigmoid_model_streamed_reads_like_in_memory(tmp_path, monkeypatch):

@@ -387,10 +387,12 @@ def evaluate(
                 f"this one has {len(labels)} classes"
             )
         preds.predictions = (preds.scores[:, 1] >= settings.threshold).to(torch.int64)
+    # The padding check compares a sample's scores in its batch with its scores
+    # alone, so it keeps them when the rest are dropped.
+    batched_scores = preds.scores
     if not settings.keep_scores:
-        # As a streamed run without scores: nothing to rank (AP, ROC AUC), calibrate
-        # or compare with a run alone (the padding check), which is the leanest
-        # evaluation, for a CI job that gates on counts only.
+        # As a streamed run without scores: nothing to rank (AP, ROC AUC) or
+        # calibrate, the leanest evaluation, for a CI job that gates on counts.
         preds.scores = preds.scores[:, :0]
     cm = confusion_matrix(eval_data.labels, preds.predictions, len(labels))
     metrics = compute_metrics(cm)
@@ -442,7 +444,7 @@ def evaluate(
             )
         )
     evaluation.findings.extend(duplicates(eval_data, preds.hashes))
-    if settings.padding_check > 0 and len(eval_data) > 1 and preds.scores.shape[1]:
+    if settings.padding_check > 0 and len(eval_data) > 1 and (batched_scores.shape[1] or streamed):
 
         def run_alone() -> dict[str, Tensor]:
             gen = torch.Generator().manual_seed(settings.seed)
@@ -471,7 +473,8 @@ def evaluate(
         if alone["index"].numel():
             evaluation.findings.extend(
                 padding_sensitivity(
-                    preds.scores[alone["index"]],
+                    # A streamed run kept the sample's batched scores beside the rest.
+                    alone["batched"] if "batched" in alone else batched_scores[alone["index"]],
                     alone["scores"],
                     alone["index"],
                     eval_data,

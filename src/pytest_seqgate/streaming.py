@@ -113,8 +113,9 @@ def _stream_columns(
     # The padding check's sample, drawn chunk by chunk among the sequences each
     # chunk's pass padded, a share of it per chunk in proportion to its size.
     gen = torch.Generator().manual_seed(settings.seed)
-    quota = settings.padding_check if settings.keep_scores else 0
+    quota = settings.padding_check
     sample: list[Tensor] = []
+    batched: list[Tensor] = []  # the sample's scores in their batches
     keep = set(settings.slice_by or ())
     columns: dict[str, list[Tensor]] = {
         k: [] for k in ("predictions", "targets", "hashes", "lengths", "lines", "scores")
@@ -175,6 +176,7 @@ def _stream_columns(
             )
             alone = scores if alone.numel() == 0 else torch.cat([alone, scores])
             sample.append(here + offset)
+            batched.append(p.scores[here])
         offset += len(chunk)
     if offset == 0:
         raise ConfigError(f"{settings.display(path)}: the dataset is empty: it holds no records")
@@ -185,6 +187,7 @@ def _stream_columns(
     if quota:
         stored["alone_index"] = torch.cat(sample) if sample else torch.zeros(0, dtype=torch.int64)
         stored["alone_scores"] = alone
+        stored["alone_batched"] = torch.cat(batched) if batched else alone
     return stored
 
 
@@ -220,4 +223,6 @@ def _from_columns(
     }
     if "alone_index" in stored:
         parts["alone_padded"] = {"index": stored["alone_index"], "scores": stored["alone_scores"]}
+        if "alone_batched" in stored:
+            parts["alone_padded"]["batched"] = stored["alone_batched"]
     return data, parts
