@@ -92,17 +92,23 @@ REASON_WIDTH = 60
 def where_the_report_is(quiet: bool, files: Sequence[str]) -> str:
     """The failure message's pointer to the full report, true for this run: under
     ``-q`` the terminal summary is one line, and report files exist only when set."""
-    terminal = (
-        "Under -q the terminal summary is one line: run without -q for its tables"
-        if quiet
-        else "The full report is in the terminal summary"
+    written = ", ".join(files)
+    if quiet and files:
+        return (
+            f"The full report is in {written} (under -q the terminal summary is one line: "
+            f"run without -q for its tables)."
+        )
+    if quiet:
+        return (
+            "Under -q the terminal summary is one line: run without -q for the full report "
+            "(--seqgate-report writes it to .json, .md or .html files too)."
+        )
+    if files:
+        return f"The full report is in the terminal summary, and in {written}."
+    return (
+        "The full report is in the terminal summary (--seqgate-report writes it to .json, "
+        ".md or .html files too)."
     )
-    written = (
-        f", and in {', '.join(files)}"
-        if files
-        else " (--seqgate-report writes it to .json, .md or .html files too)"
-    )
-    return f"{terminal}{written}."
 
 
 @dataclass(frozen=True)
