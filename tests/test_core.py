@@ -477,3 +477,49 @@ def test_numbers_that_round_to_zero_print_without_a_sign() -> None:
     ]
     assert format_number(float("nan")) == format_number(None) == "n/a"
     assert _with_interval(-2e-17, torch.tensor([-0.0001, 0.103])) == "0.000 [0.000, 0.103]"
+
+
+def test_error_examples_are_the_most_confident_errors() -> None:
+    """A failed recall gate lists the class's samples the model missed with the
+    lowest P(class) first; a failed precision gate the others it took for the
+    class, highest P(class) first; both name the record and the two classes."""
+    from torch import nn
+
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.gates import check, failure_message, parse_gates
+
+    class Score(nn.Module):
+        """P(spam) = sigmoid(first token - 50): the token sets the confidence."""
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return (tokens[:, :1].float() - 50) / 5
+
+    firsts = [10, 45, 30, 49, 90, 60, 95, 55, 20, 80]  # spam below 50 is missed
+    labels = [1, 1, 1, 0, 1, 0, 1, 0, 0, 1]  # ham above 50 is a false alarm
+    data = SequenceData.from_sequences([[f, 1] for f in firsts], labels, ("ham", "spam"), "e")
+    ev = evaluate(Score(), data, Settings(bootstrap=0, padding_check=0))
+    missed = ev.error_examples(1, "missed")
+    assert [m["record"] for m in missed] == ["e[0]", "e[2]", "e[1]"]  # P(spam) rising
+    assert {(m["true"], m["predicted"]) for m in missed} == {("spam", "ham")}
+    assert missed[0]["p_true"] == pytest.approx(torch.sigmoid(torch.tensor(-8.0)).item())
+    alarms = ev.error_examples(1, "false_alarms")
+    assert [a["record"] for a in alarms] == ["e[5]", "e[7]"]  # P(spam) falling
+    spec = parse_gates({"min_recall": {"spam": 0.9}, "min_precision": {"spam": 0.9}}, ev.labels, {})
+    results = check(ev, spec, "t")
+    assert results[0].extra["examples"] == {"missed": missed}
+    assert results[1].extra["examples"] == {"false_alarms": alarms}
+    message = failure_message(results, "t")
+    assert "recall[spam] missed, most confident first:\n  e[0]  predicted ham, P(spam) 0.00\n" in (
+        message
+    )
+    assert (
+        "precision[spam] false alarms, most confident first:\n  e[5]  true ham, P(spam) 0.88"
+        in (message)
+    )
+    # Passing gates, and gates on a slice (whose rows are not the set's), list none.
+    passing = parse_gates({"min_recall": {"ham": 0.5}}, ev.labels, {})
+    assert "examples" not in check(ev, passing, "t")[0].extra
+    sliced = parse_gates({"min_recall": {"spam": 0.9}, "slice": "length>=2"}, ev.labels, {})
+    result = check(ev, sliced, "t")[0]
+    assert not result.passed and "examples" not in result.extra

@@ -56,6 +56,11 @@ def test_failing_gate_exit_1_with_table(project):
             "*seqgate: * gate(s) failed for test_gates.py::test_quality*",
             "*metric*class*threshold*value*reason*",
             "*recall*spam*>= 0.9*0.700*",
+            # The records behind it: the first missed spam (rule_records' lines 2, 4, ...).
+            "recall[spam] missed, most confident first:",
+            "  eval.jsonl:2  predicted ham, P(spam) 0.02",
+            "  eval.jsonl:4  predicted ham, P(spam) 0.02",
+            "  eval.jsonl:6  predicted ham, P(spam) 0.02",
             "*What to do*",
         ]
     )

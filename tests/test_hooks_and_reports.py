@@ -121,6 +121,8 @@ def test_reports_json_markdown_html(project):
     }
     low, high = ev["metrics"]["intervals"]["per_class"]["spam"]["recall"]
     assert low < 0.8 < high
+    examples = ev["gates"][1].pop("examples")["missed"]
+    assert [e["record"] for e in examples] == ["eval.jsonl:2", "eval.jsonl:4", "eval.jsonl:6"]
     assert ev["gates"][1] == {
         "test": "test_gates.py::test_fails",
         "metric": "recall",
@@ -142,13 +144,15 @@ def test_reports_json_markdown_html(project):
     failed = markdown.index("### Failed gates")
     assert failed < markdown.index("| recall[spam]") < markdown.index("| class ")
     assert markdown.index("| class ") < markdown.index("<summary>Passed gates (1)</summary>")
+    assert "| spam    | missed  | eval.jsonl:2 | spam   | ham         | 0.02       |" in markdown
     passed = markdown.index("<summary>Passed gates (1)</summary>")
     assert passed < markdown.index("| test_gates.py::test_a_pass ")
     page = (project.path / "out/r.html").read_text()
     assert page.startswith("<!doctype html>") and "http" not in page.lower()
     assert "<td style='background:rgb(" in page and "spam" in page
     # The page's gate table sits under the headline, the failed gate first.
-    assert page.index("<h3>Gates</h3>") < page.index("<h3>Confusion matrix</h3>")
+    assert page.index("<h3>Gates</h3>") < page.index("<h3>Errors behind the failed gates</h3>")
+    assert page.index("<h3>Errors behind the failed gates</h3>") < page.index("Confusion matrix")
     assert page.index("recall[spam]") < page.index(">accuracy<") < page.index("Confusion matrix")
     assert not list((project.path / "out").glob(".*.tmp"))
 

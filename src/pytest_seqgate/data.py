@@ -153,9 +153,7 @@ class SequenceData:
 
     def record(self, index: int) -> str:
         """Where sample ``index`` came from, as ``file:line`` (or ``source[index]``)."""
-        if self.line_numbers is not None:
-            return f"{self.source}:{int(self.line_numbers[index])}"
-        return f"{self.source}[{index}]"
+        return record_location(self.source, self.line_numbers, index)
 
     @classmethod
     def from_sequences(
@@ -250,6 +248,13 @@ def hash_tables(max_length: int) -> tuple[Tensor, Tensor]:
     table = torch.zeros(weights.numel() + 1, dtype=torch.int64)
     table[1:] = torch.cumsum(weights * _GOLDEN, 0)
     return weights, table + torch.arange(table.numel()) * _LENGTH_MIX
+
+
+def record_location(source: str, line_numbers: Tensor | None, index: int) -> str:
+    """``file:line`` of sample ``index`` when the lines are known, else ``source[index]``."""
+    if line_numbers is not None:
+        return f"{source}:{int(line_numbers[index])}"
+    return f"{source}[{index}]"
 
 
 def hash_padded(inputs: Tensor, weights: Tensor, out: Tensor | None = None) -> Tensor:

@@ -21,7 +21,7 @@ from pytest_seqgate.batching import padded_sample
 from pytest_seqgate.cache import PredictionSource
 from pytest_seqgate.config import Settings
 from pytest_seqgate.curves import Ranking, expected_calibration_error, ranking
-from pytest_seqgate.data import SequenceData
+from pytest_seqgate.data import SequenceData, record_location
 from pytest_seqgate.diagnostics import (
     Finding,
     SliceResult,
@@ -142,6 +142,10 @@ class Uncertainty:
         return out
 
 
+# Errors a failed per-class gate lists (in its message and the reports).
+EXAMPLES = 3
+
+
 @dataclass
 class Evaluation:
     """The result of one model on one eval set: everything the gates and report read."""
@@ -175,10 +179,44 @@ class Evaluation:
     metadata: dict[str, list[Any]] = field(default_factory=dict)
     slices: list[SliceResult] = field(default_factory=list)
     comparison: Comparison | None = None
+    # Where each sample came from, for the examples a failed gate shows.
+    record_source: str = ""
+    record_lines: Tensor | None = None
 
     @property
     def n_samples(self) -> int:
         return int(self.targets.numel())
+
+    def error_examples(self, index: int, kind: str, limit: int = EXAMPLES) -> list[dict[str, Any]]:
+        """The model's most confident errors on class ``index``: ``missed``, samples
+        of the class predicted as another, lowest P(class) first, or
+        ``false_alarms``, samples of other classes predicted as it, highest
+        P(class) first (without scores, the first in dataset order). They answer
+        the question a failed recall or precision gate raises: which records."""
+        predicted = self.predictions.predictions
+        wrong = (
+            (self.targets == index) & (predicted != index)
+            if kind == "missed"
+            else (predicted == index) & (self.targets != index)
+        )
+        rows = torch.nonzero(wrong).squeeze(1)
+        scores = self.predictions.scores
+        if scores.shape[1] and rows.numel():
+            p = scores[rows, index]
+            rows = rows[torch.argsort(p, descending=kind != "missed", stable=True)]
+        examples = []
+        for i in rows[:limit].tolist():
+            true, guess = int(self.targets[i]), int(predicted[i])
+            example: dict[str, Any] = {
+                "record": record_location(self.record_source, self.record_lines, i),
+                "true": self.labels[true],
+                "predicted": self.labels[guess],
+            }
+            if scores.shape[1]:
+                example["p_true"] = float(scores[i, true])
+                example["p_predicted"] = float(scores[i, guess])
+            examples.append(example)
+        return examples
 
     def findings_of(self, kind: str) -> list[Finding]:
         return [f for f in self.findings if f.kind == kind]
@@ -419,6 +457,8 @@ def evaluate(
         evaluation.device_note = "auto: no CUDA device, ran on the CPU"
     evaluation.lengths = eval_data.lengths
     evaluation.metadata = eval_data.metadata
+    evaluation.record_source = eval_data.source
+    evaluation.record_lines = eval_data.line_numbers
     evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))
     if settings.labels is None and eval_data.names_inferred:
         evaluation.findings.append(

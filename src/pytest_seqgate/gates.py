@@ -64,6 +64,13 @@ OTHER_KEYS = (
 )
 KNOWN_KEYS = (*SUMMARY_GATES, *MAX_GATES, *PER_CLASS_GATES, *TRADE_OFF_GATES, *OTHER_KEYS)
 UNDERPOWERED_WIDTH = 0.1
+# The errors behind a failed per-class gate: recall misses samples of the
+# class, precision takes others for it, F1 does both.
+ERROR_KINDS = {
+    "recall": ("missed",),
+    "precision": ("false_alarms",),
+    "f1": ("missed", "false_alarms"),
+}
 # Metrics read from the per-sample class probabilities, which a run with
 # seqgate_keep_scores = false does not keep.
 SCORE_METRICS = (
@@ -564,6 +571,11 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
                         )
                     ),
                 )
+        if not passed and class_index is not None and spec.slice is None:
+            kinds = ERROR_KINDS.get(gate.metric, ())
+            examples = {kind: evaluation.error_examples(class_index, kind) for kind in kinds}
+            if any(examples.values()):
+                extra["examples"] = {kind: rows for kind, rows in examples.items() if rows}
         results.append(
             gate.result(test, value, passed, "; ".join(r for r in reasons if r), bound, extra)
         )
@@ -630,4 +642,31 @@ def failure_message(results: list[GateResult], test: str, where: str = "") -> st
         maxcolwidths=[None, None, None, None, REASON_WIDTH],
     )
     advice = f"{ADVICE}\n{where}" if where else ADVICE
-    return f"seqgate: {len(failed)} of {len(results)} gate(s) failed for {test}\n{table}\n{advice}"
+    examples = "".join(f"\n{line}" for r in failed for line in example_lines(r))
+    return (
+        f"seqgate: {len(failed)} of {len(results)} gate(s) failed for {test}\n{table}"
+        f"{examples}\n{advice}"
+    )
+
+
+def example_lines(result: GateResult) -> list[str]:
+    """One line per kind of error behind a failed per-class gate, most confident
+    first: the records to open when asking why."""
+    lines = []
+    for kind, rows in result.extra.get("examples", {}).items():
+        shown = []
+        for row in rows:
+            if kind == "missed":
+                what = f"predicted {row['predicted']}"
+                p = row.get("p_true")
+            else:
+                what = f"true {row['true']}"
+                p = row.get("p_predicted")
+            score = f", P({result.class_name}) {p:.2f}" if p is not None else ""
+            shown.append((row["record"], f"{what}{score}"))
+        title = "missed" if kind == "missed" else "false alarms"
+        order = ", most confident first" if any(len(r) > 3 for r in rows) else ""
+        lines.append(f"{result.label} {title}{order}:")
+        width = max(len(record) for record, _ in shown)
+        lines += [f"  {record:<{width}}  {what}" for record, what in shown]
+    return lines

@@ -334,6 +334,31 @@ def gate_rows(gates: Sequence[GateResult], reason_width: int | None = None) -> l
 
 
 GATE_HEADERS = ["test", "gate", "threshold", "value", "result", "reason"]
+EXAMPLE_HEADERS = ["class", "error", "record", "true", "predicted", "P(class)"]
+
+
+def example_rows(gates: Sequence[GateResult]) -> list[list[str]]:
+    """The most confident errors behind failed per-class gates, once per class and
+    kind of error (recall[spam] and f1[spam] share the misses of spam)."""
+    rows, seen = [], set()
+    for g in gates:
+        for kind, examples in g.extra.get("examples", {}).items():
+            if (g.class_name, kind) in seen:
+                continue
+            seen.add((g.class_name, kind))
+            for e in examples:
+                p = e.get("p_true" if kind == "missed" else "p_predicted")
+                rows.append(
+                    [
+                        str(g.class_name),
+                        "missed" if kind == "missed" else "false alarm",
+                        e["record"],
+                        e["true"],
+                        e["predicted"],
+                        format_number(p, 2) if p is not None else "n/a",
+                    ]
+                )
+    return rows
 
 
 def headline(ev: Evaluation) -> str:
@@ -462,6 +487,9 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
         # A pull-request comment is read from the top: what failed comes first.
         if failed:
             parts += ["### Failed gates", "", _markdown_table(gate_rows(failed), GATE_HEADERS), ""]
+            examples = example_rows(failed)
+            if examples:
+                parts += [_markdown_table(examples, EXAMPLE_HEADERS), ""]
         parts += [_markdown_table(per_class_rows(ev), PER_CLASS_HEADERS), ""]
         headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
         parts += [_markdown_table(summary_rows(ev), headers), ""]
@@ -694,6 +722,14 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
         if failed:
             # Right under the headline, failed first: the page answers "why did CI fail".
             body.append(_gates_html(sorted(ev.gates, key=lambda g: g.passed)))
+            examples = example_rows([g for g in ev.gates if not g.passed])
+            if examples:
+                body.append(
+                    "<h3>Errors behind the failed gates</h3>"
+                    + tabulate(
+                        examples, headers=EXAMPLE_HEADERS, tablefmt="html", disable_numparse=True
+                    )
+                )
         body.append(
             tabulate(
                 per_class_rows(ev),
