@@ -517,6 +517,8 @@ def test_error_examples_are_the_most_confident_errors() -> None:
         "precision[spam] false alarms, most confident first:\n  e[5]  true ham, P(spam) 0.88"
         in (message)
     )
+    # Two gates on the misses of spam (two tests, or recall and a paradox) list them once.
+    assert failure_message(results + results, "t").count("recall[spam] missed") == 1
     # Passing gates, and gates on a slice (whose rows are not the set's), list none.
     passing = parse_gates({"min_recall": {"ham": 0.5}}, ev.labels, {})
     assert "examples" not in check(ev, passing, "t")[0].extra

@@ -255,7 +255,10 @@ def test_paradox_fails_a_gate_that_only_asks_for_accuracy(project):
     # The reason wraps in its column (the table stays as wide as a CI log) and
     # reads whole once its lines are joined.
     out = result.stdout.str()
-    table = out[out.index("metric ") : out.index("What to do")].splitlines()
+    # After the table, the spam the paradox hides: the 44 missed, first of equal P.
+    examples = out.index("accuracy_paradox[spam] missed, most confident first:")
+    assert "  eval.jsonl:1957  predicted ham, P(spam) 0.02\n" in out[examples:]
+    table = out[out.index("metric ") : examples].splitlines()
     assert max(len(line) for line in table) <= 60 + REASON_WIDTH
     row = next(i for i, line in enumerate(table) if line.startswith("accuracy_paradox"))
     assert table[row].split()[:4] == ["accuracy_paradox", "spam", "absent", "present"]

@@ -581,8 +581,14 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
         )
     for kind in spec.fail_on:
         for finding in evaluation.findings_of(kind):
-            gate = Gate(kind, kind, finding.data.get("class"), "absent", 0.0)
-            results.append(gate.result(test, None, False, finding.message))
+            name = finding.data.get("class")
+            gate = Gate(kind, kind, name, "absent", 0.0)
+            extra = {}
+            if kind == "accuracy_paradox" and name in evaluation.labels and spec.slice is None:
+                # The class the accuracy hides: its misses are what to look at.
+                missed = evaluation.error_examples(evaluation.labels.index(name), "missed")
+                extra = {"examples": {"missed": missed}} if missed else {}
+            results.append(gate.result(test, None, False, finding.message, extra=extra))
     if spec.max_leakage is not None:
         gate = Gate("max_leakage", "leakage", None, "<=", spec.max_leakage)
         leaked = evaluation.findings_of("leakage")
@@ -642,26 +648,43 @@ def failure_message(results: list[GateResult], test: str, where: str = "") -> st
         maxcolwidths=[None, None, None, None, REASON_WIDTH],
     )
     advice = f"{ADVICE}\n{where}" if where else ADVICE
-    examples = "".join(f"\n{line}" for r in failed for line in example_lines(r))
+    examples = "".join(f"\n{line}" for line in example_lines(failed))
     return (
         f"seqgate: {len(failed)} of {len(results)} gate(s) failed for {test}\n{table}"
         f"{examples}\n{advice}"
     )
 
 
-def example_lines(result: GateResult) -> list[str]:
-    """One line per kind of error behind a failed per-class gate, most confident
-    first: the records to open when asking why."""
-    lines = []
-    for kind, rows in result.extra.get("examples", {}).items():
+def distinct_examples(
+    results: Sequence[GateResult],
+) -> list[tuple[GateResult, str, list[dict[str, Any]]]]:
+    """(gate, kind, rows) for each class and kind of error behind the failed
+    per-class gates, once: recall[spam], f1[spam] and a paradox on spam share
+    the misses of spam."""
+    found, seen = [], set()
+    for result in results:
+        for kind, rows in result.extra.get("examples", {}).items():
+            if (result.class_name, kind) not in seen:
+                seen.add((result.class_name, kind))
+                found.append((result, kind, rows))
+    return found
+
+
+def example_score(kind: str, row: dict[str, Any]) -> float | None:
+    """P(class) of an error: of the true class for a miss, of the predicted one
+    for a false alarm (None without scores)."""
+    return row.get("p_true" if kind == "missed" else "p_predicted")
+
+
+def example_lines(results: Sequence[GateResult]) -> list[str]:
+    """A block per class and kind of error, most confident first: the records to
+    open when asking why."""
+    lines: list[str] = []
+    for result, kind, rows in distinct_examples(results):
         shown = []
         for row in rows:
-            if kind == "missed":
-                what = f"predicted {row['predicted']}"
-                p = row.get("p_true")
-            else:
-                what = f"true {row['true']}"
-                p = row.get("p_predicted")
+            what = f"predicted {row['predicted']}" if kind == "missed" else f"true {row['true']}"
+            p = example_score(kind, row)
             score = f", P({result.class_name}) {p:.2f}" if p is not None else ""
             shown.append((row["record"], f"{what}{score}"))
         title = "missed" if kind == "missed" else "false alarms"

@@ -23,7 +23,14 @@ from torch import Tensor
 from pytest_seqgate.curves import Ranking
 from pytest_seqgate.diagnostics import SliceResult
 from pytest_seqgate.evaluation import Evaluation, Uncertainty
-from pytest_seqgate.gates import GateResult, format_number, format_threshold, format_value
+from pytest_seqgate.gates import (
+    GateResult,
+    distinct_examples,
+    example_score,
+    format_number,
+    format_threshold,
+    format_value,
+)
 from pytest_seqgate.metrics import SUMMARY_METRICS, Metrics
 
 SCHEMA = "seqgate-report/1"
@@ -338,27 +345,19 @@ EXAMPLE_HEADERS = ["class", "error", "record", "true", "predicted", "P(class)"]
 
 
 def example_rows(gates: Sequence[GateResult]) -> list[list[str]]:
-    """The most confident errors behind failed per-class gates, once per class and
-    kind of error (recall[spam] and f1[spam] share the misses of spam)."""
-    rows, seen = [], set()
-    for g in gates:
-        for kind, examples in g.extra.get("examples", {}).items():
-            if (g.class_name, kind) in seen:
-                continue
-            seen.add((g.class_name, kind))
-            for e in examples:
-                p = e.get("p_true" if kind == "missed" else "p_predicted")
-                rows.append(
-                    [
-                        str(g.class_name),
-                        "missed" if kind == "missed" else "false alarm",
-                        e["record"],
-                        e["true"],
-                        e["predicted"],
-                        format_number(p, 2) if p is not None else "n/a",
-                    ]
-                )
-    return rows
+    """The most confident errors behind failed per-class gates, a row each."""
+    return [
+        [
+            str(g.class_name),
+            "missed" if kind == "missed" else "false alarm",
+            e["record"],
+            e["true"],
+            e["predicted"],
+            format_number(example_score(kind, e), 2),
+        ]
+        for g, kind, examples in distinct_examples(gates)
+        for e in examples
+    ]
 
 
 def headline(ev: Evaluation) -> str:
