@@ -535,6 +535,33 @@ def test_padding_finding_gives_the_fix_for_the_layers_the_model_has() -> None:
     )
 
 
+def test_padding_tolerance_follows_the_precision() -> None:
+    """Under autocast, products of other batch shapes round differently (by up to
+    2^-8 of a logit in bf16): the check allows for it there, not in fp32. A model
+    that moves its probabilities by under 0.01 with its padding shows the line."""
+    from pytest_seqgate.diagnostics import PADDING_TOLERANCE
+
+    class Slight(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.bag = nn.EmbeddingBag(100, 8, padding_idx=0)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            share = (tokens == 0).float().mean(1, keepdim=True)
+            return self.head(self.bag(tokens)) + 0.1 * share * torch.tensor([1.0, 0.0, 0.0])
+
+    data = random_data(600)
+    [strict] = evaluate(Slight().eval(), data, Settings(bootstrap=0)).findings_of(
+        "padding_sensitivity"
+    )
+    moved = max(abs(a - b) for a, b in zip(strict.data["batched"], strict.data["alone"]))
+    assert strict.data["tolerance"] == PADDING_TOLERANCE["fp32"] < moved < PADDING_TOLERANCE["bf16"]
+    lenient = evaluate(Slight().eval(), data, Settings(bootstrap=0, precision="bf16"))
+    assert not lenient.findings_of("padding_sensitivity")
+
+
 def test_padding_check_runs_nothing_when_nothing_was_padded() -> None:
     data = token_set(torch.full((300,), 6), seed=2)
     model = MeanOverPadding().eval()

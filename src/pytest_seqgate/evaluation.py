@@ -23,6 +23,7 @@ from pytest_seqgate.config import Settings
 from pytest_seqgate.curves import Ranking, expected_calibration_error, ranking
 from pytest_seqgate.data import SequenceData, record_location
 from pytest_seqgate.diagnostics import (
+    PADDING_TOLERANCE,
     Finding,
     SliceResult,
     SliceSpec,
@@ -519,6 +520,7 @@ def evaluate(
                     alone["index"],
                     eval_data,
                     labels,
+                    tolerance=PADDING_TOLERANCE[settings.precision],
                     remedy=padding_remedy(model),
                 )
             )
