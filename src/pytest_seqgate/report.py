@@ -727,7 +727,7 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
                     "<h3>Errors behind the failed gates</h3>"
                     + tabulate(
                         examples, headers=EXAMPLE_HEADERS, tablefmt="html", disable_numparse=True
-                    )
+                    ).replace("<table>", "<table class='gates'>", 1)  # text: left-aligned
                 )
         body.append(
             tabulate(
