@@ -80,7 +80,19 @@ def test_baseline_round_trip(project):
         "metric*baseline*current*change",
         f"accuracy*1.000*{1 - wrong / 600:.3f}*",
     )
-    report = json.loads((project.path / "r.json").read_text())["evaluations"][0]["baseline"]
+    evaluation = json.loads((project.path / "r.json").read_text())["evaluations"][0]
+    # The finding names samples the baseline got right and this model does not.
+    [regression] = [f for f in evaluation["findings"] if f["kind"] == "significant_regression"]
+    assert len(regression["examples"]) == 3
+    for example in regression["examples"]:
+        line = int(example["record"].rsplit(":", 1)[1])
+        assert records[line - 1]["tokens"][0] in (2, 3)
+        assert example["true"] == records[line - 1]["label"] != example["predicted"]
+        assert (
+            f"{example['record']} ({example['true']}, now {example['predicted']})"
+            in (regression["message"])
+        )
+    report = evaluation["baseline"]
     assert report["mcnemar"]["newly_wrong"] == wrong
     assert report["samples"] == {
         "shared": len({json.dumps(r["tokens"]) for r in records}),

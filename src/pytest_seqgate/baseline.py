@@ -146,6 +146,9 @@ def _num(value: Any) -> float | None:
     )
 
 
+NEWLY_WRONG_SHOWN = 3
+
+
 def compare(ev: Any, base: Baseline) -> tuple[Comparison, list[Finding]]:
     """Deltas per metric, and McNemar's exact test on the samples both runs share."""
     cmp = Comparison(str(base.path))
@@ -185,6 +188,7 @@ def compare(ev: Any, base: Baseline) -> tuple[Comparison, list[Finding]]:
     now_idx, base_idx = now_idx[same_label], base_idx[same_label]
     was_right = base.predictions[base_idx] == base.targets[base_idx]
     is_right = ev.predictions.predictions[now_idx] == ev.targets[now_idx]
+    newly = ev.least_sure_of_the_truth(now_idx[was_right & ~is_right])
     cmp.newly_wrong = int((was_right & ~is_right).sum())
     cmp.newly_right = int((~was_right & is_right).sum())
     cmp.p_value = mcnemar_exact(cmp.newly_wrong, cmp.newly_right)
@@ -200,16 +204,22 @@ def compare(ev: Any, base: Baseline) -> tuple[Comparison, list[Finding]]:
             )
         )
     if cmp.newly_wrong > cmp.newly_right and cmp.p_value < SIGNIFICANCE:
+        # The samples the baseline got right and this model gets wrong, most
+        # confident first: where to look for what the change broke.
+        examples = ev.describe(newly[:NEWLY_WRONG_SHOWN])
+        shown = ", ".join(f"{e['record']} ({e['true']}, now {e['predicted']})" for e in examples)
         findings.append(
             Finding(
                 "significant_regression",
                 "warning",
                 f"significantly worse than baseline (p = {cmp.p_value:.3g}, {cmp.newly_wrong} "
-                f"samples newly wrong, {cmp.newly_right} newly right; McNemar's exact test)",
+                f"samples newly wrong, {cmp.newly_right} newly right; McNemar's exact test), "
+                f"e.g. {shown}",
                 {
                     "p_value": cmp.p_value,
                     "newly_wrong": cmp.newly_wrong,
                     "newly_right": cmp.newly_right,
+                    "examples": examples,
                 },
             )
         )

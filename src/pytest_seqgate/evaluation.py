@@ -205,8 +205,14 @@ class Evaluation:
         if scores.shape[1] and rows.numel():
             p = scores[rows, index]
             rows = rows[torch.argsort(p, descending=kind != "missed", stable=True)]
+        return self.describe(rows[:limit])
+
+    def describe(self, rows: Tensor) -> list[dict[str, Any]]:
+        """Each sample of ``rows``: where it came from, its true and predicted class,
+        and (with scores) the probability of each."""
+        predicted, scores = self.predictions.predictions, self.predictions.scores
         examples = []
-        for i in rows[:limit].tolist():
+        for i in rows.tolist():
             true, guess = int(self.targets[i]), int(predicted[i])
             example: dict[str, Any] = {
                 "record": record_location(self.record_source, self.record_lines, i),
@@ -218,6 +224,15 @@ class Evaluation:
                 example["p_predicted"] = float(scores[i, guess])
             examples.append(example)
         return examples
+
+    def least_sure_of_the_truth(self, rows: Tensor) -> Tensor:
+        """``rows`` with the lowest probability of their true class first (as they
+        are without scores): the most confident errors lead."""
+        scores = self.predictions.scores
+        if not scores.shape[1] or not rows.numel():
+            return rows
+        p = scores[rows, self.targets[rows]]
+        return rows[torch.argsort(p, stable=True)]
 
     def findings_of(self, kind: str) -> list[Finding]:
         return [f for f in self.findings if f.kind == kind]
