@@ -202,9 +202,10 @@ class Evaluation:
         )
         rows = torch.nonzero(wrong).squeeze(1)
         scores = self.predictions.scores
-        if scores.shape[1] and rows.numel():
-            p = scores[rows, index]
-            rows = rows[torch.argsort(p, descending=kind != "missed", stable=True)]
+        if kind == "missed":
+            rows = self.least_sure_of_the_truth(rows)
+        elif scores.shape[1] and rows.numel():
+            rows = rows[torch.argsort(scores[rows, index], descending=True, stable=True)]
         return self.describe(rows[:limit])
 
     def describe(self, rows: Tensor) -> list[dict[str, Any]]:
