@@ -525,3 +525,30 @@ def test_error_examples_are_the_most_confident_errors() -> None:
     sliced = parse_gates({"min_recall": {"spam": 0.9}, "slice": "length>=2"}, ev.labels, {})
     result = check(ev, sliced, "t")[0]
     assert not result.passed and "examples" not in result.extra
+
+
+def test_a_failed_summary_gate_lists_the_misses_of_its_weakest_class() -> None:
+    """macro F1 or accuracy names no class: the misses of the class of lowest
+    recall are what pull it down, and the message says whose they are."""
+    from torch import nn
+
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.gates import check, failure_message, parse_gates
+
+    class Score(nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return (tokens[:, :1].float() - 50) / 5  # P(spam) = sigmoid((first - 50) / 5)
+
+    firsts = [10, 20, 30, 40, 45, 30, 60, 90]  # ham all right; spam 2 of 4 found
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    data = SequenceData.from_sequences([[f, 1] for f in firsts], labels, ("ham", "spam"), "e")
+    ev = evaluate(Score(), data, Settings(bootstrap=0, padding_check=0))
+    spec = parse_gates({"min_macro_f1": 0.9, "fail_on_paradox": False}, ev.labels, {})
+    [result] = check(ev, spec, "t")
+    assert result.extra["examples_of"] == "spam"
+    assert [e["record"] for e in result.extra["examples"]["missed"]] == ["e[5]", "e[4]"]
+    assert (
+        "macro_f1 missed of 'spam', its class of lowest recall, most confident first:\n"
+        "  e[5]  predicted ham, P(spam) 0.02\n  e[4]  predicted ham, P(spam) 0.27"
+    ) in failure_message([result], "t")

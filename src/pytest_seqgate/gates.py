@@ -66,6 +66,7 @@ KNOWN_KEYS = (*SUMMARY_GATES, *MAX_GATES, *PER_CLASS_GATES, *TRADE_OFF_GATES, *O
 UNDERPOWERED_WIDTH = 0.1
 # The errors behind a failed per-class gate: recall misses samples of the
 # class, precision takes others for it, F1 does both.
+COUNT_SUMMARIES = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mcc", "kappa")
 ERROR_KINDS = {
     "recall": ("missed",),
     "precision": ("false_alarms",),
@@ -441,6 +442,23 @@ def _undefined_reason(metric: str, name: str | None) -> str:
     return "undefined on this eval set"
 
 
+def _examples_for(evaluation: Evaluation, gate: Gate, class_index: int | None) -> dict[str, Any]:
+    """The records behind a failed gate: for a per-class gate, its class's errors;
+    for a count-based summary gate (accuracy, macro F1, ...), the misses of the
+    class of lowest recall, which pulls it down most (``examples_of`` names it)."""
+    kinds = ERROR_KINDS.get(gate.metric, ())
+    extra: dict[str, Any] = {}
+    if class_index is None and gate.metric in COUNT_SUMMARIES:
+        recall = evaluation.metrics.recall.nan_to_num(nan=2.0)  # no samples: not the weakest
+        class_index, kinds = int(recall.argmin()), ("missed",)
+        extra["examples_of"] = evaluation.labels[class_index]
+    if class_index is None:
+        return {}
+    examples = {kind: evaluation.error_examples(class_index, kind) for kind in kinds}
+    examples = {kind: rows for kind, rows in examples.items() if rows}
+    return {**extra, "examples": examples} if examples else {}
+
+
 def _trade_off(scope: Evaluation, gate: Gate) -> tuple[float | None, str, dict[str, Any]]:
     """recall@precision or precision@recall of one class, and the threshold that gives it."""
     from pytest_seqgate.curves import best_precision_at_recall, best_recall_at_precision, pr_curve
@@ -571,11 +589,8 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
                         )
                     ),
                 )
-        if not passed and class_index is not None and spec.slice is None:
-            kinds = ERROR_KINDS.get(gate.metric, ())
-            examples = {kind: evaluation.error_examples(class_index, kind) for kind in kinds}
-            if any(examples.values()):
-                extra["examples"] = {kind: rows for kind, rows in examples.items() if rows}
+        if not passed and spec.slice is None:
+            extra.update(_examples_for(evaluation, gate, class_index))
         results.append(
             gate.result(test, value, passed, "; ".join(r for r in reasons if r), bound, extra)
         )
@@ -662,12 +677,20 @@ def distinct_examples(
     per-class gates, once: recall[spam], f1[spam] and a paradox on spam share
     the misses of spam."""
     found, seen = [], set()
-    for result in results:
+    # A per-class gate's own title first: recall[spam] lists the misses of spam,
+    # and a macro F1 gate whose weakest class is spam adds nothing to it.
+    for result in sorted(results, key=lambda r: "examples_of" in r.extra):
+        name = example_class(result)
         for kind, rows in result.extra.get("examples", {}).items():
-            if (result.class_name, kind) not in seen:
-                seen.add((result.class_name, kind))
+            if (name, kind) not in seen:
+                seen.add((name, kind))
                 found.append((result, kind, rows))
     return found
+
+
+def example_class(result: GateResult) -> str | None:
+    """The class whose errors a result lists: its own, or a summary gate's weakest."""
+    return result.extra.get("examples_of", result.class_name)
 
 
 def example_score(kind: str, row: dict[str, Any]) -> float | None:
@@ -685,9 +708,11 @@ def example_lines(results: Sequence[GateResult]) -> list[str]:
         for row in rows:
             what = f"predicted {row['predicted']}" if kind == "missed" else f"true {row['true']}"
             p = example_score(kind, row)
-            score = f", P({result.class_name}) {p:.2f}" if p is not None else ""
+            score = f", P({example_class(result)}) {p:.2f}" if p is not None else ""
             shown.append((row["record"], f"{what}{score}"))
         title = "missed" if kind == "missed" else "false alarms"
+        if "examples_of" in result.extra:
+            title = f"{title} of {result.extra['examples_of']!r}, its class of lowest recall"
         order = ", most confident first" if any(len(r) > 3 for r in rows) else ""
         lines.append(f"{result.label} {title}{order}:")
         width = max(len(record) for record, _ in shown)

@@ -26,6 +26,7 @@ from pytest_seqgate.evaluation import Evaluation, Uncertainty
 from pytest_seqgate.gates import (
     GateResult,
     distinct_examples,
+    example_class,
     example_score,
     format_number,
     format_threshold,
@@ -348,7 +349,7 @@ def example_rows(gates: Sequence[GateResult]) -> list[list[str]]:
     """The most confident errors behind failed per-class gates, a row each."""
     return [
         [
-            str(g.class_name),
+            str(example_class(g)),
             "missed" if kind == "missed" else "false alarm",
             e["record"],
             e["true"],
