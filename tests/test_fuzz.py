@@ -101,3 +101,50 @@ def test_metrics_invariant_to_order_and_additive_over_shards(case, rnd) -> None:
         assert torch.equal(other.confusion_matrix, whole.confusion_matrix)
         assert torch.allclose(other.values, whole.values, equal_nan=True, atol=1e-12)
         assert torch.allclose(other.per_class, whole.per_class, equal_nan=True, atol=1e-12)
+
+
+safetensors_headers = st.dictionaries(
+    st.text(max_size=4),
+    st.fixed_dictionaries(
+        {
+            "dtype": st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3"]),
+            "shape": st.lists(st.integers(-1, 4), max_size=3),
+            "data_offsets": st.lists(st.integers(-2, 40), min_size=0, max_size=3),
+        }
+    )
+    | json_values,
+    max_size=3,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(safetensors_headers, st.binary(max_size=64), st.integers(-3, 3))
+def test_random_safetensors_never_crash(header: dict, payload: bytes, skew: int) -> None:
+    """A header of names, dtypes, shapes and byte ranges (some wrong), its length
+    (sometimes off) and bytes: tensors, or a ModelError naming the file."""
+    from pytest_seqgate.exceptions import ModelError
+    from pytest_seqgate.loading import read_safetensors
+
+    text = json.dumps(header).encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "w.safetensors"
+        path.write_bytes(max(0, len(text) + skew).to_bytes(8, "little") + text + payload)
+        try:
+            state = read_safetensors(path, "seqgate_model")
+        except ModelError as exc:
+            assert "w.safetensors" in str(exc)
+            return
+        assert all(isinstance(t, torch.Tensor) for t in state.values())
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records, min_size=1, max_size=6))
+def test_random_records_from_code_never_crash(rows: list[dict[str, object]]) -> None:
+    """Records handed over from code (dicts, as a Hugging Face dataset's rows)."""
+    from pytest_seqgate.loading import from_dataset
+
+    try:
+        data = from_dataset(rows, "mine", None)
+    except SeqgateError:
+        return
+    assert len(data) == len(rows)

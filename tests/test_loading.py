@@ -112,6 +112,11 @@ def test_jsonl_features(tmp_path: Path) -> None:
             jsonl({"tokens": [1], "label": 1}, {"tokens": [1], "label": 0.5}),
             "e.jsonl:2: label 0.5 is neither a class name nor a class index",
         ),
+        # Past int64 (found by the fuzz tests): an error at its line, not an OverflowError.
+        (
+            jsonl({"tokens": [1], "label": 0}, {"tokens": [1], "label": 10**20}),
+            "e.jsonl:2: label 100000000000000000000 is not a class index",
+        ),
         (
             jsonl({"tokens": [1], "lable": 0}),
             "e.jsonl:1: record has no 'label' (its keys: 'tokens', 'lable'); every record "

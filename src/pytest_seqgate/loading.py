@@ -571,6 +571,13 @@ class _Builder:
             if all(isinstance(x, str) for x in raw):
                 names = tuple(sorted(set(raw)))
             elif all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+                huge = next((i for i, x in enumerate(raw) if not -(2**63) <= x < 2**63), None)
+                if huge is not None:
+                    # No class has such an index, and int64 cannot hold it.
+                    raise DataError(
+                        f"{self.where(self.lines[huge])}: label {raw[huge]!r} is not a class "
+                        f"index: indices run from 0 to one less than the number of classes"
+                    )
                 return torch.tensor(raw, dtype=torch.int64).reshape(-1), None
             else:
                 raise DataError(
