@@ -620,6 +620,12 @@ def test_exported_program_that_would_unpickle_is_refused(factory_project: Path) 
     with pytest.raises(ModelError, match=r"whose sample inputs .* would unpickle in full"):
         load_model(Settings.from_dict(factory_project, model="evil.pt2"))
     assert not (factory_project / "pwned").exists()
+    # A damaged archive is an error naming it, not a JSONDecodeError from inside.
+    with zipfile.ZipFile(factory_project / "bad.pt2", "w") as bad:
+        bad.writestr("m/archive_format", "pt2")
+        bad.writestr("m/data/weights/model_weights_config.json", "{not json")
+    with pytest.raises(ModelError, match=r"cannot read exported program .*bad.pt2: JSONDecode"):
+        load_model(Settings.from_dict(factory_project, model="bad.pt2"))
 
 
 def test_factory_errors(factory_project: Path) -> None:

@@ -184,8 +184,14 @@ def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
     to eval mode: one captured in training mode keeps dropout and batch
     statistics in its graph, and would give numbers no one can trust.
     """
-    with zipfile.ZipFile(path) as archive:
-        pickled = _pickled_parts(archive)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickled = _pickled_parts(archive)
+    except (zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
+        # A damaged archive, or a config that is not the format's JSON.
+        raise ModelError(
+            f"{setting}: cannot read exported program {path}: {type(exc).__name__}: {exc}"
+        ) from None
     if pickled and not trust:
         raise ModelError(
             f"{setting}: {path} is an exported program whose {pickled} torch.export.load "
