@@ -331,6 +331,11 @@ def test_from_dataset_takes_numpy_values() -> None:
     ]
     data = from_dataset(pairs, "mine", None)
     assert data.values.tolist() == [1, 2, 3, 4, 5, 8] and data.labels.tolist() == [1, 0, 0]
+    # Wherever they sit in a list, NumPy and torch integers are ids; a float is not.
+    mixed = from_dataset([([5, np.int64(4), torch.tensor(3)], 0)], "mixed", None)
+    assert mixed.values.tolist() == [5, 4, 3]
+    with pytest.raises(DataError, match=r"mixed\[0\]: 'tokens' must be a list of integers"):
+        from_dataset([([5, torch.tensor(2.5)], 0)], "mixed", None)
     features = from_dataset([(np.ones((3, 2), dtype=np.float32), 0)], "feat", None)
     assert features.values.shape == (3, 2)
 

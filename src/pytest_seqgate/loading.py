@@ -8,6 +8,7 @@ and an evaluation gate must never be the way a malicious file gets in.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import importlib
@@ -610,6 +611,18 @@ class _Builder:
             raise DataError(f"{self.source}: the dataset is empty: it holds no records")
         labels, names = self.label_index()
         dtype = torch.float32 if self.kind == "features" else torch.int64
+        types = set(map(type, self.flat)) if self.kind == "tokens" else set()
+        if self.kind == "tokens" and not types <= {int}:
+            # NumPy or torch integer scalars among the ids (a set built in code):
+            # made Python ints in one pass; floats and bools stay to be blamed.
+            integral = all(
+                hasattr(x, "__index__") and not isinstance(x, (bool, float)) for x in self.flat
+            )
+            if integral:
+                # (A float tensor has __index__ too, and refuses: then it is blamed.)
+                with contextlib.suppress(TypeError, ValueError, RuntimeError):
+                    self.flat = list(map(operator.index, self.flat))
+                    types = {int}
         try:
             values = torch.tensor(self.flat, dtype=dtype)
         except (TypeError, ValueError, RuntimeError, OverflowError):
@@ -620,7 +633,7 @@ class _Builder:
             or (self.kind == "tokens" and values.dim() != 1)
             # An int64 tensor takes 2.5 as 2 and true as 1 without a word: one pass
             # over the types (a quarter of the conversion's cost) rules them out.
-            or (self.kind == "tokens" and set(map(type, self.flat)) != {int})
+            or (self.kind == "tokens" and types != {int})
         ):
             self.locate_bad_record(dtype)
         assert values is not None
@@ -931,9 +944,11 @@ def _plain(value: Any) -> Any:
     """Tensors and NumPy values as Python lists and numbers (what a .jsonl gives)."""
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         return value.tolist()
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) and value and not isinstance(value[0], (int, float, str)):
+        # NumPy scalars or nested vectors; a list of plain numbers (the common
+        # case, a token list) is returned as it is, with no call per token.
         return [_plain(v) for v in value]
-    return value
+    return list(value) if isinstance(value, tuple) else value
 
 
 def from_dataset(
@@ -988,7 +1003,7 @@ def from_dataset(
             key = "features" if sequence.ndim == 2 else "tokens"
             record = {key: sequence.tolist()}
         else:
-            seq = [x.tolist() if hasattr(x, "tolist") else x for x in sequence]
+            seq = _plain(list(sequence))
             key = "features" if seq and isinstance(seq[0], (list, tuple)) else "tokens"
             record = {key: [list(v) for v in seq] if key == "features" else seq}
         record["label"] = label
