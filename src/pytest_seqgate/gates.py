@@ -65,13 +65,17 @@ OTHER_KEYS = (
 KNOWN_KEYS = (*SUMMARY_GATES, *MAX_GATES, *PER_CLASS_GATES, *TRADE_OFF_GATES, *OTHER_KEYS)
 UNDERPOWERED_WIDTH = 0.1
 # The errors behind a failed per-class gate: recall misses samples of the
-# class, precision takes others for it, F1 does both.
-COUNT_SUMMARIES = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mcc", "kappa")
+# class, precision takes others for it, F1 does both; an accuracy paradox hides
+# the misses of its class.
 ERROR_KINDS = {
     "recall": ("missed",),
     "precision": ("false_alarms",),
     "f1": ("missed", "false_alarms"),
+    "accuracy_paradox": ("missed",),
 }
+# Summary gates read from the counts: their examples are the misses of the
+# class of lowest recall.
+COUNT_SUMMARIES = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mcc", "kappa")
 # Metrics read from the per-sample class probabilities, which a run with
 # seqgate_keep_scores = false does not keep.
 SCORE_METRICS = (
@@ -598,11 +602,8 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
         for finding in evaluation.findings_of(kind):
             name = finding.data.get("class")
             gate = Gate(kind, kind, name, "absent", 0.0)
-            extra = {}
-            if kind == "accuracy_paradox" and name in evaluation.labels and spec.slice is None:
-                # The class the accuracy hides: its misses are what to look at.
-                missed = evaluation.error_examples(evaluation.labels.index(name), "missed")
-                extra = {"examples": {"missed": missed}} if missed else {}
+            index = evaluation.labels.index(name) if name in evaluation.labels else None
+            extra = _examples_for(evaluation, gate, index) if spec.slice is None else {}
             results.append(gate.result(test, None, False, finding.message, extra=extra))
     if spec.max_leakage is not None:
         gate = Gate("max_leakage", "leakage", None, "<=", spec.max_leakage)
@@ -713,7 +714,7 @@ def example_lines(results: Sequence[GateResult]) -> list[str]:
         title = "missed" if kind == "missed" else "false alarms"
         if "examples_of" in result.extra:
             title = f"{title} of {result.extra['examples_of']!r}, its class of lowest recall"
-        order = ", most confident first" if any(len(r) > 3 for r in rows) else ""
+        order = ", most confident first" if any("p_true" in r for r in rows) else ""
         lines.append(f"{result.label} {title}{order}:")
         width = max(len(record) for record, _ in shown)
         lines += [f"  {record:<{width}}  {what}" for record, what in shown]
