@@ -675,8 +675,8 @@ def distinct_examples(
     results: Sequence[GateResult],
 ) -> list[tuple[GateResult, str, list[dict[str, Any]]]]:
     """(gate, kind, rows) for each class and kind of error behind the failed
-    per-class gates, once: recall[spam], f1[spam] and a paradox on spam share
-    the misses of spam."""
+    gates, once: recall[spam], f1[spam] and a paradox on spam share the misses
+    of spam."""
     found, seen = [], set()
     # A per-class gate's own title first: recall[spam] lists the misses of spam,
     # and a macro F1 gate whose weakest class is spam adds nothing to it.

@@ -346,7 +346,7 @@ EXAMPLE_HEADERS = ["class", "error", "record", "true", "predicted", "P(class)"]
 
 
 def example_rows(gates: Sequence[GateResult]) -> list[list[str]]:
-    """The most confident errors behind failed per-class gates, a row each."""
+    """The most confident errors behind failed gates, a row each."""
     return [
         [
             str(example_class(g)),
@@ -489,7 +489,12 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
             parts += ["### Failed gates", "", _markdown_table(gate_rows(failed), GATE_HEADERS), ""]
             examples = example_rows(failed)
             if examples:
-                parts += [_markdown_table(examples, EXAMPLE_HEADERS), ""]
+                parts += [
+                    "Errors behind the failed gates, most confident first:",
+                    "",
+                    _markdown_table(examples, EXAMPLE_HEADERS),
+                    "",
+                ]
         parts += [_markdown_table(per_class_rows(ev), PER_CLASS_HEADERS), ""]
         headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
         parts += [_markdown_table(summary_rows(ev), headers), ""]
