@@ -141,6 +141,31 @@ def test_state_dict_with_factory(project):
     cleared.stdout.fnmatch_lines(["*scripted.pt on eval.jsonl: 100 samples*"])
 
 
+def test_exported_program_gated_through_pytest(project):
+    """A .pt2 from torch.export, named by the ini like any model file: loaded at
+    collection, run in its own (eval) mode, gated, and its failure names records."""
+    project.python("""
+        import torch, models
+        dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("steps")}
+        example = (torch.randint(1, 40, (4, 6)),)
+        program = torch.export.export(models.first_token().eval(), example, dynamic_shapes=(dims,))
+        torch.export.save(program, "model.pt2")
+    """)
+    project.data(rule_records(100, missed={1: 20}))
+    project.ini(model="model.pt2", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test(GATED)
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*recall*spam*>= 0.9*0.600*",
+            "recall[spam] missed, most confident first:",
+            "  eval.jsonl:2  predicted ham, P(spam) 0.02",
+            "*model.pt2 on eval.jsonl: 100 samples, accuracy 0.800*",
+        ]
+    )
+
+
 def test_seqgate_fixture_check_in_body(project):
     project.data(rule_records(200, missed={1: 30}))
     project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
