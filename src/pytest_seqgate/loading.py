@@ -121,15 +121,16 @@ def load_model(settings: Settings) -> nn.Module:
         state = load_checkpoint(path, setting, settings.trust_checkpoints)
         load_state_dict(module, state, path)
         return module
-    if _is_exported_program(path):
+    kind = file_format(path)
+    if kind == "exported":
         return load_exported_program(path, setting, settings.trust_checkpoints)
-    if _is_safetensors(path):
+    if kind == "safetensors":
         raise ModelError(
             f"{setting}: {path} is a safetensors file, which holds weights only; set "
             f"seqgate_model_factory to the 'pkg.module:callable' that builds the architecture "
             f"they are loaded into"
         )
-    if _is_torchscript(path):
+    if kind == "torchscript":
         try:
             with warnings.catch_warnings():
                 # torch 2.10+ deprecates TorchScript; users' exported models still load.
@@ -146,19 +147,34 @@ def load_model(settings: Settings) -> nn.Module:
     )
 
 
-def _is_exported_program(path: Path) -> bool:
-    """A ``torch.export.save`` archive: its ``archive_format`` entry says pt2 (or,
-    as older torch versions wrote them, it holds ``serialized_exported_program.json``)."""
+def file_format(path: Path) -> str:
+    """What a model or checkpoint file is, from its first bytes and its archive's
+    names: ``exported`` (a torch.export.save archive: its ``archive_format`` says
+    pt2, or, as older torch versions wrote them, it holds
+    ``serialized_exported_program.json``), ``torchscript`` (compiled code beside
+    the data), ``safetensors`` (an 8-byte header length that fits the file, then
+    a JSON object), or ``other`` (a torch.save archive or pickle, or not a model
+    file at all: torch.load says which)."""
+    with path.open("rb") as handle:
+        start = handle.read(9)
+    header = int.from_bytes(start[:8], "little")
+    if len(start) == 9 and start[8:9] == b"{" and 8 + header <= path.stat().st_size:
+        return "safetensors"
     if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(
-            name.endswith("serialized_exported_program.json")
-            or (
-                name.rsplit("/", 1)[-1] == "archive_format" and archive.read(name).strip() == b"pt2"
-            )
-            for name in archive.namelist()
-        )
+        return "other"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            formats = [n for n in names if n.rsplit("/", 1)[-1] == "archive_format"]
+            if any(n.endswith("serialized_exported_program.json") for n in names) or any(
+                archive.read(n).strip() == b"pt2" for n in formats
+            ):
+                return "exported"
+    except (zipfile.BadZipFile, OSError):
+        return "other"  # a damaged archive: torch.load's error names it
+    if any(name.endswith("constants.pkl") or "/code/" in name for name in names):
+        return "torchscript"
+    return "other"
 
 
 # Graph ops whose argument at this place says whether they run as in training,
@@ -255,31 +271,22 @@ def _call(factory: Any, setting: str, spec: str) -> Any:
         raise ModelError(f"{setting}: calling {spec!r} raised {type(exc).__name__}: {exc}") from exc
 
 
-def _is_torchscript(path: Path) -> bool:
-    """TorchScript archives carry compiled code; torch.save archives only data.pkl."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(
-            name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist()
-        )
-
-
 def load_checkpoint(path: Path, setting: str, trust: bool) -> Any:
     """``torch.load`` with ``weights_only=True``; full unpickling only when trusted."""
-    if _is_exported_program(path):
+    kind = file_format(path)
+    if kind == "exported":
         raise ModelError(
             f"{setting}: {path} is an exported program (torch.export), not a state-dict "
             f"checkpoint; remove seqgate_model_factory to load it as one (for one run: "
             f"--seqgate-model-factory=)"
         )
-    if _is_torchscript(path):
+    if kind == "torchscript":
         raise ModelError(
             f"{setting}: {path} is a TorchScript file, not a state-dict checkpoint; "
             f"remove seqgate_model_factory to load it as TorchScript (for one run: "
             f"--seqgate-model-factory=)"
         )
-    if _is_safetensors(path):
+    if kind == "safetensors":
         return read_safetensors(path, setting)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
@@ -313,16 +320,6 @@ SAFETENSORS_DTYPES = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-
-
-def _is_safetensors(path: Path) -> bool:
-    """An 8-byte header length that fits the file, then a JSON object."""
-    with path.open("rb") as handle:
-        start = handle.read(9)
-    if len(start) < 9:
-        return False
-    size = int.from_bytes(start[:8], "little")
-    return start[8:9] == b"{" and 8 + size <= path.stat().st_size
 
 
 def read_safetensors(path: Path, setting: str) -> dict[str, Tensor]:
