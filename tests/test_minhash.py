@@ -1,0 +1,117 @@
+"""Near-duplicate leakage: MinHash signatures, LSH banding, and the finding."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pytest_seqgate.config import Settings
+from pytest_seqgate.data import SequenceData, _weights
+from pytest_seqgate.evaluation import evaluate
+from pytest_seqgate.minhash import CHUNK, NGRAM, SLOTS, near_duplicates, signatures
+
+
+def _signature_alone(tokens: list[int], seed: int = 0) -> torch.Tensor:
+    """One sequence's signature computed on its own, as the module documents it:
+    each n-gram is the weighted sum of its steps, each slot the minimum of a
+    mixed affine hash of the grams (no flat layout, no chunks, no owners)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randint(1, 2**62, (SLOTS,), generator=gen) * 2 + 1
+    b = torch.randint(0, 2**62, (SLOTS,), generator=gen)
+    steps = torch.tensor(tokens, dtype=torch.int64)
+    w = _weights(NGRAM, salt=23)
+    if len(tokens) < NGRAM:
+        grams = steps[:1] * w[0]
+    else:
+        windows = steps.unfold(0, NGRAM, 1)
+        grams = (windows * w).sum(1)
+    hashed = grams.unsqueeze(1) * a + b
+    hashed = hashed ^ (hashed >> 29)
+    return hashed.amin(0)
+
+
+def _random_set(n: int, low: int, high: int, seed: int) -> SequenceData:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(low, high, (n,), generator=gen).tolist()
+    seqs = [torch.randint(1, 50_000, (k,), generator=gen).tolist() for k in lengths]
+    return SequenceData.from_sequences(seqs, [0] * n)
+
+
+def _rows(data: SequenceData) -> list[list[int]]:
+    return [data.values[o : o + n].tolist() for o, n in zip(data.offsets, data.lengths)]
+
+
+def test_signatures_match_each_sequence_hashed_alone_across_chunks() -> None:
+    # Lengths 1 to 40 (a sequence shorter than the n-gram included) over enough
+    # grams to span several chunks, so owners straddle chunk boundaries.
+    data = _random_set(3 * CHUNK // 15, 1, 40, seed=1)
+    assert int((data.lengths - NGRAM + 1).clamp_min(1).sum()) > 2 * CHUNK
+    sig = signatures(data)
+    for i, tokens in enumerate(_rows(data)):
+        assert torch.equal(sig[i], _signature_alone(tokens)), i
+
+
+def test_slot_agreement_estimates_the_jaccard_of_bigram_sets() -> None:
+    a = list(range(1, 201))  # 199 distinct bigrams
+    b = a[:100] + list(range(1001, 1101))  # shares 99 of them: Jaccard 99 / 299
+    c = a[:180] + list(range(2001, 2021))  # shares 179: Jaccard 179 / 219
+    sig = signatures(SequenceData.from_sequences([a, b, c], [0, 0, 0]))
+    for other, jaccard in ((1, 99 / 299), (2, 179 / 219)):
+        estimate = float((sig[0] == sig[other]).double().mean())
+        # 128 slots: a standard error of at most 0.045.
+        assert abs(estimate - jaccard) < 0.15, (other, estimate, jaccard)
+    assert torch.equal(sig[0], signatures(SequenceData.from_sequences([a], [0]))[0])
+
+
+def test_near_duplicates_finds_edited_copies_and_nothing_else() -> None:
+    train = _random_set(300, 60, 61, seed=2)
+    rows = _rows(train)
+    edited = {}
+    for k, i in enumerate((5, 77, 250)):
+        copy = list(rows[i])
+        copy[-1] = 60_000 + k  # one token changed: 58 of 60 distinct bigrams shared
+        edited[len(edited)] = (copy, i)
+    unrelated = _random_set(50, 60, 61, seed=3)
+    test_seqs = [seq for seq, _ in edited.values()] + [rows[123]]  # and one exact copy
+    test_seqs += _rows(unrelated)
+    test = SequenceData.from_sequences(test_seqs, [0] * len(test_seqs))
+
+    index, match, similarity = near_duplicates(train, test, 0.9)
+    assert index.tolist() == [0, 1, 2, 3]
+    assert match.tolist() == [5, 77, 250, 123]
+    assert bool((similarity[:3] >= 0.9).all()) and float(similarity[3]) == 1.0
+
+    exact = torch.zeros(len(test), dtype=torch.bool)
+    exact[3] = True
+    index, _, _ = near_duplicates(train, test, 0.9, exclude=exact)
+    assert index.tolist() == [0, 1, 2]
+
+
+class _Bag(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = nn.EmbeddingBag(70_000, 4, padding_idx=0)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(tokens))
+
+
+def test_evaluate_reports_near_copies_apart_from_exact_ones() -> None:
+    train = _random_set(200, 60, 61, seed=4)
+    rows = _rows(train)
+    near = [[*rows[i][:-1], 65_000 + i] for i in (3, 9)]  # 58 of 60 distinct bigrams shared
+    test_seqs = [*near, rows[17], *_rows(_random_set(40, 60, 61, seed=5))]
+    test = SequenceData.from_sequences(test_seqs, [j % 2 for j in range(len(test_seqs))])
+
+    settings = Settings(device="cpu", padding_check=0, bootstrap=0)
+    ev = evaluate(_Bag(), test, settings, train_data=train)
+    leaks = {f.data["match"]: f for f in ev.findings if f.kind == "leakage"}
+    assert leaks["exact"].data["count"] == 1
+    assert leaks["near"].data["count"] == 2
+    assert "nearly copy a training sequence (2-gram Jaccard >= 0.9)" in leaks["near"].message
+
+    settings = Settings(device="cpu", padding_check=0, bootstrap=0, near_duplicate_threshold=0)
+    off = evaluate(_Bag(), test, settings, train_data=train)
+    assert [f.data["match"] for f in off.findings if f.kind == "leakage"] == ["exact"]
