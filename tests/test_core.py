@@ -51,6 +51,48 @@ def test_subset_and_hashes() -> None:
     assert sub.content_hashes().tolist() == hashes[[3, 1]].tolist()
 
 
+def test_hashes_are_the_same_across_chunks_and_for_any_layout() -> None:
+    from pytest_seqgate.data import HASH_CHUNK
+    from pytest_seqgate.minhash import signatures
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 300, (3 * HASH_CHUNK // 150,), generator=gen)
+    seqs = [torch.randint(0, 1000, (int(k),), generator=gen) for k in lengths]
+    data = SequenceData.from_sequences(seqs, [0] * len(seqs))
+    assert int(lengths.sum()) > 2 * HASH_CHUNK  # sequences straddle the chunk cuts
+    alone = torch.cat([SequenceData.from_sequences([s], [0]).content_hashes() for s in seqs])
+    assert torch.equal(data.content_hashes(), alone)
+    # Built by hand: the same sequences laid out backwards, with a gap between.
+    n = len(seqs)
+    values = torch.cat([torch.cat(seqs[::-1]), torch.full((5,), 7)])
+    offsets = torch.cumsum(lengths.flip(0), 0).flip(0) - lengths
+    by_hand = SequenceData(values, offsets, lengths, torch.zeros(n, dtype=torch.int64))
+    assert by_hand[1][0].tolist() == seqs[1].tolist()
+    assert torch.equal(by_hand.content_hashes(), alone)
+    assert torch.equal(signatures(by_hand), signatures(data))
+
+
+def test_a_hand_built_layout_is_judged_by_its_sequences_alone() -> None:
+    from torch import nn
+
+    from pytest_seqgate.exceptions import ModelError
+    from pytest_seqgate.inference import check_embedding_range
+
+    # Sequence 0 is [3, 12] at offset 4, sequence 1 is [1, 2, 5] at offset 0;
+    # position 3 lies between them and belongs to no sequence.
+    values = torch.tensor([1, 2, 5, -1, 3, 12])
+    data = SequenceData(values, torch.tensor([4, 0]), torch.tensor([2, 3]), torch.tensor([0, 1]))
+    model = nn.EmbeddingBag(10, 2)
+    with pytest.raises(
+        ModelError, match=r"<memory>\[0\]: token id 12 .*\(1 record\(s\) affected\)"
+    ):
+        check_embedding_range(model, data)
+    values[5] = 4
+    check_embedding_range(model, SequenceData(values, data.offsets, data.lengths, data.labels))
+    values[3] = 99  # between the sequences: nothing reads it
+    check_embedding_range(model, SequenceData(values, data.offsets, data.lengths, data.labels))
+
+
 def test_wilson_textbook_value() -> None:
     # 45/50 at 95%: p = 0.9, z = 1.959963984540054.
     z = 1.959963984540054

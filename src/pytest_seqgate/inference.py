@@ -206,7 +206,10 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
     size = max(sizes)
     # One reduction per set on the happy path; the mask is built only to describe a failure.
     if data.max_value >= size:
-        too_big = data.values >= size
+        values = data.packed_values()
+        too_big = values >= size
+        if not bool(too_big.any()):
+            return  # only between the sequences of a set built by hand
         first = int(torch.nonzero(too_big)[0])
         ends = torch.cumsum(data.lengths, 0)
         record = int(torch.searchsorted(ends, first, right=True))
@@ -222,7 +225,7 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
         )
         table = f"embedding size {size}" if len(sizes) == 1 else f"largest embedding table ({size})"
         raise ModelError(
-            f"{data.record(record)}: token id {int(data.values[first])} is at or above the "
+            f"{data.record(record)}: token id {int(values[first])} is at or above the "
             f"model's {table} ({count} record(s) affected); the tokenizer and "
             f"the model's vocabulary disagree"
         )

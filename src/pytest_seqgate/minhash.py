@@ -31,7 +31,7 @@ def _bands(threshold: float) -> tuple[int, int]:
 def ngram_hashes(data: SequenceData, n: int = NGRAM) -> tuple[Tensor, Tensor]:
     """A hash per n-gram and the sequence it belongs to; a sequence shorter than n
     contributes one gram of all its steps, so it still has a signature."""
-    steps = _fold_steps(data.values)
+    steps = _fold_steps(data.packed_values())
     total = steps.shape[0]
     seq_id = torch.repeat_interleave(torch.arange(len(data)), data.lengths, output_size=total)
     weights = _weights(n, salt=23)
@@ -40,7 +40,8 @@ def ngram_hashes(data: SequenceData, n: int = NGRAM) -> tuple[Tensor, Tensor]:
         shifted = torch.zeros_like(steps)
         shifted[: total - k] = steps[k:] * weights[k]
         gram = gram + shifted
-    position = torch.arange(total) - data.offsets[seq_id]
+    first_step = torch.cumsum(data.lengths, 0) - data.lengths
+    position = torch.arange(total) - first_step[seq_id]
     starts = position <= (data.lengths[seq_id] - n).clamp_min(0)
     # A short sequence's single gram must not include the next sequence's steps.
     short = data.lengths[seq_id] < n
