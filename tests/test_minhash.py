@@ -16,8 +16,8 @@ def _signature_alone(tokens: list[int], seed: int = 0) -> torch.Tensor:
     each n-gram is the weighted sum of its steps, each slot the minimum of a
     mixed affine hash of the grams (no flat layout, no chunks, no owners)."""
     gen = torch.Generator().manual_seed(seed)
-    a = torch.randint(1, 2**62, (SLOTS,), generator=gen) * 2 + 1
-    b = torch.randint(0, 2**62, (SLOTS,), generator=gen)
+    a = (torch.randint(0, 2**30, (SLOTS,), generator=gen) * 2 + 1).to(torch.int32)
+    b = torch.randint(-(2**31), 2**31 - 1, (SLOTS,), generator=gen).to(torch.int32)
     steps = torch.tensor(tokens, dtype=torch.int64)
     w = _weights(NGRAM, salt=23)
     if len(tokens) < NGRAM:
@@ -25,8 +25,9 @@ def _signature_alone(tokens: list[int], seed: int = 0) -> torch.Tensor:
     else:
         windows = steps.unfold(0, NGRAM, 1)
         grams = (windows * w).sum(1)
+    grams = (grams ^ (grams >> 32)).to(torch.int32)
     hashed = grams.unsqueeze(1) * a + b
-    hashed = hashed ^ (hashed >> 29)
+    hashed = hashed ^ (hashed >> 15)
     return hashed.amin(0)
 
 

