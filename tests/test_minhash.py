@@ -116,3 +116,16 @@ def test_evaluate_reports_near_copies_apart_from_exact_ones() -> None:
     settings = Settings(device="cpu", padding_check=0, bootstrap=0, near_duplicate_threshold=0)
     off = evaluate(_Bag(), test, settings, train_data=train)
     assert [f.data["match"] for f in off.findings if f.kind == "leakage"] == ["exact"]
+
+
+def test_a_lower_threshold_bands_differently_and_finds_looser_copies() -> None:
+    train = _random_set(100, 80, 81, seed=6)
+    rows = _rows(train)
+    # The last 12 of 80 tokens replaced: 67 of 79 bigrams kept, 24 new or lost,
+    # Jaccard 67 / 91 = 0.74.
+    loose = [*rows[42][:68], *range(70_000, 70_012)]
+    test = SequenceData.from_sequences([loose, *_rows(_random_set(20, 80, 81, seed=7))], [0] * 21)
+    assert near_duplicates(train, test, 0.9)[0].tolist() == []
+    index, match, similarity = near_duplicates(train, test, 0.6)
+    assert index.tolist() == [0] and match.tolist() == [42]
+    assert abs(float(similarity[0]) - 67 / 91) < 0.15
