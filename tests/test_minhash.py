@@ -129,3 +129,37 @@ def test_a_lower_threshold_bands_differently_and_finds_looser_copies() -> None:
     index, match, similarity = near_duplicates(train, test, 0.6)
     assert index.tolist() == [0] and match.tolist() == [42]
     assert abs(float(similarity[0]) - 67 / 91) < 0.15
+
+
+def test_the_leakage_checks_are_cached_with_the_predictions(tmp_path, monkeypatch) -> None:
+    """xdist workers and an unchanged --seqgate-cache re-run read the leakage
+    found by the first evaluation instead of hashing the train set again."""
+    import pytest_seqgate.minhash as minhash
+    from pytest_seqgate.cache import PredictionCache
+
+    train = _random_set(200, 60, 61, seed=4)
+    rows = _rows(train)
+    test_seqs = [[*rows[3][:-1], 65_000], rows[17], *_rows(_random_set(40, 60, 61, seed=5))]
+    test = SequenceData.from_sequences(test_seqs, [j % 2 for j in range(len(test_seqs))])
+    calls = []
+    real = minhash.near_duplicates
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(minhash, "near_duplicates", counted)
+
+    def leaks(threshold: float) -> list[tuple[str, int]]:
+        cache = PredictionCache(tmp_path, "key")
+        s = Settings(device="cpu", padding_check=0, bootstrap=0, near_duplicate_threshold=threshold)
+        ev = evaluate(_Bag(), test, s, train_data=train, cache=cache)
+        return [(f.data["match"], f.data["count"]) for f in ev.findings if f.kind == "leakage"]
+
+    assert leaks(0.9) == [("exact", 1), ("near", 1)] and len(calls) == 1
+    assert leaks(0.9) == [("exact", 1), ("near", 1)] and len(calls) == 1  # read back
+    assert leaks(0.5) == [("exact", 1), ("near", 1)] and len(calls) == 2  # another threshold
+    assert sorted(p.name for p in tmp_path.glob("key-leakage_*.pt")) == [
+        "key-leakage_0.5.pt",
+        "key-leakage_0.9.pt",
+    ]

@@ -6,6 +6,9 @@ files (or, for an import path, every file of the project's package it names,
 else the module's source), the labels and the settings that change what the
 model sees. Metrics, intervals and findings are recomputed from the cached
 predictions: that is cheap, and it keeps the cache free of anything but numbers.
+The one finding that is not cheap, leakage (hashing the whole training set, and
+its MinHash signatures), is kept as its tensors too: it depends on the data the
+key covers and on the near-duplicate threshold its part is named by.
 """
 
 from __future__ import annotations

@@ -186,12 +186,17 @@ def duplicates(data: SequenceData, hashes: Tensor | None = None) -> list[Finding
 
 
 def near_duplicate_leakage(
-    train: SequenceData, test: SequenceData, threshold: float, seed: int, exact: Tensor
+    train: SequenceData,
+    test: SequenceData,
+    threshold: float,
+    index: Tensor,
+    match: Tensor,
+    similarity: Tensor,
 ) -> Finding | None:
-    """Eval sequences that nearly copy a training sequence (MinHash, LSH banding)."""
-    from pytest_seqgate.minhash import NGRAM, near_duplicates
+    """Eval sequences ``index`` that nearly copy training sequences ``match``, as
+    :func:`pytest_seqgate.minhash.near_duplicates` found them."""
+    from pytest_seqgate.minhash import NGRAM
 
-    index, match, similarity = near_duplicates(train, test, threshold, seed, exclude=exact)
     if index.numel() == 0:
         return None
     count = int(index.numel())

@@ -580,19 +580,36 @@ def evaluate(
             evaluation.train_metrics, metrics, labels, info
         )
         evaluation.findings.extend(gap_findings)
-        exact = torch.isin(preds.hashes, train_data.content_hashes())
-        evaluation.findings.extend(leakage(exact, eval_data))
-        if (
+        threshold = settings.near_duplicate_threshold
+        near_wanted = (
             not streamed
-            and settings.near_duplicate_threshold > 0
+            and threshold > 0
             and eval_data.kind == "tokens"
             and train_data.kind == "tokens"
-        ):
-            near = near_duplicate_leakage(
-                train_data, eval_data, settings.near_duplicate_threshold, settings.seed, exact
+        )
+
+        def find_leaks() -> dict[str, Tensor]:
+            exact = torch.isin(preds.hashes, train_data.content_hashes())
+            found = {"exact": exact}
+            if near_wanted:
+                from pytest_seqgate.minhash import near_duplicates
+
+                near = near_duplicates(train_data, eval_data, threshold, settings.seed, exact)
+                found.update(zip(("index", "match", "similarity"), near))
+            return found
+
+        # The data's own, not the model's, but the costliest check on a large
+        # training set (MinHash: seconds per 100,000 sequences): xdist workers
+        # and unchanged re-runs share it as they share the predictions.
+        leaks = cached(f"leakage_{threshold:g}", find_leaks)
+        evaluation.findings.extend(leakage(leaks["exact"], eval_data))
+        if "index" in leaks:
+            index, match, similarity = leaks["index"], leaks["match"], leaks["similarity"]
+            near_finding = near_duplicate_leakage(
+                train_data, eval_data, threshold, index, match, similarity
             )
-            if near is not None:
-                evaluation.findings.append(near)
+            if near_finding is not None:
+                evaluation.findings.append(near_finding)
     if settings.trust_checkpoints and settings.model_factory is not None:
         evaluation.findings.append(
             Finding(
