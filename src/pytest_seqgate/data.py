@@ -7,7 +7,7 @@ over the flat tensor instead of a Python loop per sequence.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from itertools import pairwise
@@ -224,26 +224,34 @@ class SequenceData:
         n = len(self)
         if n == 0:
             return torch.zeros(0, dtype=torch.int64)
-        values = self.packed_values()
         weights, table = hash_tables(int(self.lengths.max()))
+        out = torch.zeros(n, dtype=torch.int64)
+        for rows, values, lengths in self.step_chunks(HASH_CHUNK):
+            steps = _fold_steps(values)
+            seq_id = torch.repeat_interleave(
+                torch.arange(lengths.numel()), lengths, output_size=steps.shape[0]
+            )
+            position = torch.arange(steps.shape[0]) - (lengths.cumsum(0) - lengths).take(seq_id)
+            out[rows].index_add_(0, seq_id, steps * weights.take(position))
+        return out + table.take(self.lengths)
+
+    def step_chunks(self, size: int) -> Iterator[tuple[slice, Tensor, Tensor]]:
+        """Runs of whole sequences of about ``size`` steps each (one longer
+        sequence alone), as (rows, their values end to end, their lengths):
+        for passes over every step whose temporaries should stay in the CPU's
+        cache, and whose memory should not grow with the set."""
+        if len(self) == 0:
+            return
+        values = self.packed_values()
         ends = torch.cumsum(self.lengths, 0)
         total = int(ends[-1])
-        starts = ends - self.lengths
-        marks = torch.arange(1, total // HASH_CHUNK + 1) * HASH_CHUNK
-        cuts = torch.searchsorted(ends, marks, right=True)
-        bounds = [0, *cuts.tolist(), n]
-        out = torch.zeros(n, dtype=torch.int64)
-        for i, j in pairwise(bounds):
-            if i == j:
-                continue
-            first, stop = int(starts[i]), int(ends[j - 1])
-            steps = _fold_steps(values[first:stop])
-            seq_id = torch.repeat_interleave(
-                torch.arange(j - i), self.lengths[i:j], output_size=stop - first
-            )
-            position = torch.arange(stop - first) - (starts[i:j] - first).take(seq_id)
-            out[i:j].index_add_(0, seq_id, steps * weights.take(position))
-        return out + table.take(self.lengths)
+        marks = torch.arange(1, total // size + 1) * size
+        cuts = torch.searchsorted(ends, marks, right=True).unique_consecutive()
+        bounds = [0, *cuts[(cuts > 0) & (cuts < len(self))].tolist(), len(self)]
+        # The step where each run starts, and where the last one stops.
+        edges = [0, *ends.take(torch.tensor(bounds[1:]) - 1).tolist()]
+        for k, (i, j) in enumerate(pairwise(bounds)):
+            yield slice(i, j), values[edges[k] : edges[k + 1]], self.lengths[i:j]
 
     def packed_values(self) -> Tensor:
         """The values of every sequence, in order, end to end: the layout that
