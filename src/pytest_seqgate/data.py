@@ -272,8 +272,8 @@ def tensor_shape(tensor: Tensor) -> str:
 
 
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
-HASH_CHUNK = 1 << 16
 _LENGTH_MIX = -0x61C8864680B583EB
+HASH_CHUNK = 1 << 16  # steps hashed at a time by content_hashes
 
 
 def _fold_steps(values: Tensor) -> Tensor:
