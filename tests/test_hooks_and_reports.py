@@ -275,3 +275,40 @@ def test_leakage_gate_counts_the_copies_in_one_short_reason(project):
     assert gate["reason"] == (
         f"{kinds} of 40 eval sequences in the training set (see the leakage findings)"
     )
+
+
+def test_exact_copies_of_training_data_are_reported_before_near_ones(project):
+    """The example's report listed "12 ... nearly copy" before "5 ... also appear":
+    findings were ordered by their message's text."""
+    import random
+
+    rng = random.Random(0)
+    evals = [[c + 2 * rng.randint(1, 20), *rng.choices(range(1, 50), k=59)] for c in (0, 1) * 6]
+    near = [[*evals[2][:-1], 50]]  # 58 of 60 bigrams kept; "1 of" sorts before "2 of"
+    others = [[rng.randint(1, 49) for _ in range(60)] for _ in range(20)]
+
+    def record(tokens: list[int]) -> dict:
+        return {"tokens": tokens, "label": ("ham", "spam")[tokens[0] % 2]}
+
+    project.data([record(t) for t in evals])
+    project.data([record(t) for t in [*others, *evals[:2], *near]], name="train.jsonl")
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        train_data="train.jsonl",
+        labels=["ham", "spam"],
+        report="r.json",
+    )
+    project.test("def test_nothing(seqgate_evaluation):\n    pass\n")
+    result = project.run()
+    result.assert_outcomes(passed=1)
+    report = json.loads((project.path / "r.json").read_text())
+    leaked = [f for f in report["evaluations"][0]["findings"] if f["kind"] == "leakage"]
+    assert [(f["match"], f["count"]) for f in leaked] == [("exact", 2), ("near", 1)]
+    result.stdout.re_match_lines_random(
+        [r"WARNING \[leakage\] 2 of 12 eval sequences .* also appear in the training set.*"]
+    )
+    lines = result.stdout.lines
+    also = next(i for i, line in enumerate(lines) if "also appear in the training set" in line)
+    nearly = next(i for i, line in enumerate(lines) if "nearly copy a training sequence" in line)
+    assert also < nearly

@@ -741,7 +741,15 @@ def _evaluations(config: pytest.Config) -> list[Evaluation]:
     severity = {"error": 0, "warning": 1}
     for ev in evaluations:
         ev.gates.sort(key=lambda g: g.test)
-        ev.findings.sort(key=lambda f: (severity.get(f.severity, 2), f.kind, f.message))
+        # Exact copies of training sequences before near ones, whatever their counts.
+        ev.findings.sort(
+            key=lambda f: (
+                severity.get(f.severity, 2),
+                f.kind,
+                f.data.get("match") == "near",
+                f.message,
+            )
+        )
     return evaluations
 
 
