@@ -159,7 +159,9 @@ def test_the_leakage_checks_are_cached_with_the_predictions(tmp_path, monkeypatc
     assert leaks(0.9) == [("exact", 1), ("near", 1)] and len(calls) == 1
     assert leaks(0.9) == [("exact", 1), ("near", 1)] and len(calls) == 1  # read back
     assert leaks(0.5) == [("exact", 1), ("near", 1)] and len(calls) == 2  # another threshold
+    assert leaks(0) == [("exact", 1)] and len(calls) == 2  # off: exact copies only
     assert sorted(p.name for p in tmp_path.glob("key-leakage_*.pt")) == [
         "key-leakage_0.5.pt",
         "key-leakage_0.9.pt",
+        "key-leakage_exact.pt",
     ]

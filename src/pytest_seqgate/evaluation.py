@@ -600,8 +600,9 @@ def evaluate(
 
         # The data's own, not the model's, but the costliest check on a large
         # training set (MinHash: seconds per 100,000 sequences): xdist workers
-        # and unchanged re-runs share it as they share the predictions.
-        leaks = cached(f"leakage_{threshold:g}", find_leaks)
+        # and unchanged re-runs share it as they share the predictions. The
+        # part's name says what it holds (a streamed run finds exact copies only).
+        leaks = cached(f"leakage_{threshold:g}" if near_wanted else "leakage_exact", find_leaks)
         evaluation.findings.extend(leakage(leaks["exact"], eval_data))
         if "index" in leaks:
             index, match, similarity = leaks["index"], leaks["match"], leaks["similarity"]
