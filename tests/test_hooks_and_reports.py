@@ -238,12 +238,10 @@ def test_a_report_that_cannot_be_written_is_named_and_nothing_is_left_behind(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "taken"]  # no temp file
 
 
-def test_leakage_gate_counts_the_copies_in_one_short_reason(project):
-    """``max_leakage`` compares the share of eval sequences found in the training set;
-    its report row says how many, of which kind, and points to the findings."""
-    records = rule_records(40)
-    project.data(records)
-    project.data(rule_records(60, seed=1) + records[:6], name="train.jsonl")
+def with_train_set(project, eval_records: list[dict], train_records: list[dict]) -> None:
+    """The first-token model on eval.jsonl, with train.jsonl as its training set."""
+    project.data(eval_records)
+    project.data(train_records, name="train.jsonl")
     project.ini(
         model="models:first_token",
         eval_data="eval.jsonl",
@@ -251,6 +249,13 @@ def test_leakage_gate_counts_the_copies_in_one_short_reason(project):
         labels=["ham", "spam"],
         report="r.json",
     )
+
+
+def test_leakage_gate_counts_the_copies_in_one_short_reason(project):
+    """``max_leakage`` compares the share of eval sequences found in the training set;
+    its report row says how many, of which kind, and points to the findings."""
+    records = rule_records(40)
+    with_train_set(project, records, rule_records(60, seed=1) + records[:6])
     project.test(
         """
         import pytest
@@ -290,15 +295,8 @@ def test_exact_copies_of_training_data_are_reported_before_near_ones(project):
     def record(tokens: list[int]) -> dict:
         return {"tokens": tokens, "label": ("ham", "spam")[tokens[0] % 2]}
 
-    project.data([record(t) for t in evals])
-    project.data([record(t) for t in [*others, *evals[:2], *near]], name="train.jsonl")
-    project.ini(
-        model="models:first_token",
-        eval_data="eval.jsonl",
-        train_data="train.jsonl",
-        labels=["ham", "spam"],
-        report="r.json",
-    )
+    train = [*others, *evals[:2], *near]
+    with_train_set(project, [record(t) for t in evals], [record(t) for t in train])
     project.test("def test_nothing(seqgate_evaluation):\n    pass\n")
     result = project.run()
     result.assert_outcomes(passed=1)
