@@ -635,8 +635,38 @@ def bench_leakage(quick: bool, repeats: int) -> list[list[object]]:
             f"{t_minhash:.1f}",
             f"{t_infer:.1f}",
             f"{t_minhash / t_infer:.2f}",
+            f"{leakage_peak_mib(n_train * 3, n_eval):,}",
         ]
     ]
+
+
+LEAKAGE_PEAK = """
+import resource, sys, torch
+from pytest_seqgate.data import SequenceData
+from pytest_seqgate.minhash import near_duplicates
+gen = torch.Generator().manual_seed(0)
+def make(n):
+    lengths = torch.randint(40, 61, (n,), generator=gen)
+    values = torch.randint(1, 50_000, (int(lengths.sum()),), generator=gen)
+    return SequenceData(values, torch.cumsum(lengths, 0) - lengths, lengths,
+                        torch.zeros(n, dtype=torch.int64))
+train, test = make(int(sys.argv[1])), make(int(sys.argv[2]))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+near_duplicates(train, test, 0.9)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def leakage_peak_mib(n_train: int, n_eval: int) -> int:
+    """The near-duplicate check's peak memory beyond its data, in a fresh process
+    (Linux reports the peak RSS in KiB)."""
+    out = subprocess.run(
+        [sys.executable, "-c", LEAKAGE_PEAK, str(n_train), str(n_eval)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.split()[-1])
 
 
 def bench_bootstrap(quick: bool, repeats: int) -> list[list[object]]:
@@ -783,7 +813,13 @@ def main() -> None:
         ),
         "leakage": (
             bench_leakage,
-            ["train x eval", "MinHash + LSH s", "inference (LSTM) s", "ratio"],
+            [
+                "train x eval",
+                "MinHash + LSH s",
+                "inference (LSTM) s",
+                "ratio",
+                "peak MiB beyond the data, 3x the train set",
+            ],
         ),
         "bootstrap": (bench_bootstrap, ["predictions", "classes", "resamples", "ms"]),
         "cache": (
