@@ -148,3 +148,34 @@ def test_random_records_from_code_never_crash(rows: list[dict[str, object]]) -> 
     except SeqgateError:
         return
     assert len(data) == len(rows)
+
+
+@given(
+    st.lists(st.lists(st.integers(0, 40), min_size=1, max_size=30), min_size=1, max_size=40),
+    st.integers(1, 64),
+    st.randoms(use_true_random=False),
+)
+def test_step_chunks_cover_every_sequence_once_whatever_the_layout(seqs, size, rng):
+    """The runs that the hashes and the MinHash signatures read: contiguous, in
+    order, each of whole sequences, fewer than ``size`` steps past its first
+    sequence, and the same for a hand-built layout (shuffled, with gaps) as for the packed one."""
+    lengths = torch.tensor([len(s) for s in seqs])
+    order = list(range(len(seqs)))
+    rng.shuffle(order)
+    values, offsets = [], [0] * len(seqs)
+    for i in order:  # stored in a shuffled order, a gap of one value after each
+        offsets[i] = len(values)
+        values += [*seqs[i], 99]
+    labels = torch.zeros(len(seqs), dtype=torch.int64)
+    by_hand = SequenceData(torch.tensor(values), torch.tensor(offsets), lengths, labels)
+    packed = SequenceData.from_sequences(seqs, [0] * len(seqs))
+    for data in (packed, by_hand):
+        runs = list(data.step_chunks(size))
+        assert [r.start for r, _, _ in runs] == [0, *[r.stop for r, _, _ in runs[:-1]]]
+        assert runs[-1][0].stop == len(seqs)
+        for rows, steps, run_lengths in runs:
+            assert run_lengths.tolist() == lengths[rows].tolist()
+            assert steps.tolist() == [v for s in seqs[rows] for v in s]
+            assert int(run_lengths[1:].sum()) < size  # fewer than size steps past its first
+    alone = [SequenceData.from_sequences([s], [0]).content_hashes() for s in seqs]
+    assert torch.equal(by_hand.content_hashes(), torch.cat(alone))

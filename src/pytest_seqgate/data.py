@@ -236,8 +236,8 @@ class SequenceData:
         return out + table.take(self.lengths)
 
     def step_chunks(self, size: int) -> Iterator[tuple[slice, Tensor, Tensor]]:
-        """Runs of whole sequences of about ``size`` steps each (one longer
-        sequence alone), as (rows, their values end to end, their lengths):
+        """Runs of whole sequences, each fewer than ``size`` steps past its first
+        sequence, as (rows, their values end to end, their lengths):
         for passes over every step whose temporaries should stay in the CPU's
         cache, and whose memory should not grow with the set."""
         if len(self) == 0:
