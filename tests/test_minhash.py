@@ -165,3 +165,15 @@ def test_the_leakage_checks_are_cached_with_the_predictions(tmp_path, monkeypatc
         "key-leakage_0.9.pt",
         "key-leakage_exact.pt",
     ]
+
+
+def test_banding_finds_a_pair_at_the_threshold_with_99_percent_chance() -> None:
+    from pytest_seqgate.minhash import _bands
+
+    for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99):
+        bands, rows = _bands(threshold)
+        assert bands * rows == SLOTS
+        assert 1 - (1 - threshold**rows) ** bands >= 0.99, threshold
+        if rows < 16:  # and no more rows would do: fewer chance matches of unrelated pairs
+            assert 1 - (1 - threshold ** (2 * rows)) ** (bands // 2) < 0.99, threshold
+    assert _bands(0.9) == (16, 8)  # the default threshold's banding
