@@ -625,7 +625,6 @@ def bench_leakage(quick: bool, repeats: int) -> list[list[object]]:
 
     train, test = make(n_train), make(n_eval)
     reps = 1 if quick else max(3, repeats // 2)
-    n_train_peak = n_train * 3
     t_minhash = median_time(lambda: near_duplicates(train, test, 0.9), reps, warmup=0)
     model = LSTMClassifier().eval()
     settings = Settings(batch_size=64, device="cpu", padding_check=0, bootstrap=0)
@@ -636,7 +635,7 @@ def bench_leakage(quick: bool, repeats: int) -> list[list[object]]:
             f"{t_minhash:.1f}",
             f"{t_infer:.1f}",
             f"{t_minhash / t_infer:.2f}",
-            f"{leakage_peak_mib(n_train_peak, n_eval):,} at {n_train_peak:,}",
+            leakage_peak_mib(3 * n_train, n_eval),
         ]
     ]
 
@@ -666,16 +665,18 @@ print((kib("VmHWM:") - before) // 1024)
 """
 
 
-def leakage_peak_mib(n_train: int, n_eval: int) -> int:
+def leakage_peak_mib(n_train: int, n_eval: int) -> str:
     """The near-duplicate check's peak memory beyond its data, in a fresh process
     (Linux only: it reads and resets the process's peak resident size)."""
+    if not sys.platform.startswith("linux"):
+        return "- (Linux only)"
     out = subprocess.run(
         [sys.executable, "-c", LEAKAGE_PEAK, str(n_train), str(n_eval)],
         capture_output=True,
         text=True,
         check=True,
     )
-    return int(out.stdout.split()[-1])
+    return f"{int(out.stdout.split()[-1]):,} at {n_train:,}"
 
 
 def bench_bootstrap(quick: bool, repeats: int) -> list[list[object]]:
