@@ -287,6 +287,10 @@ def test_token_ids_beyond_embedding_are_named() -> None:
         r"embedding size 100 \(1 record\(s\) affected\)",
     ):
         predict(PackedGRU(), data, CPU)
+    # Records are counted once however many of their ids are too large.
+    data = SequenceData.from_sequences([[1], [5, 200, 300], [4], [700]], [0, 1, 0, 1])
+    with pytest.raises(ModelError, match=r"\[1\]: token id 200 .* \(2 record\(s\) affected\)"):
+        predict(PackedGRU(), data, CPU)
 
 
 def test_embedding_range_is_the_largest_table() -> None:

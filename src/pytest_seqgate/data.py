@@ -227,12 +227,8 @@ class SequenceData:
         weights, table = hash_tables(int(self.lengths.max()))
         out = torch.zeros(n, dtype=torch.int64)
         for rows, values, lengths in self.step_chunks(HASH_CHUNK):
-            steps = _fold_steps(values)
-            seq_id = torch.repeat_interleave(
-                torch.arange(lengths.numel()), lengths, output_size=steps.shape[0]
-            )
-            position = torch.arange(steps.shape[0]) - (lengths.cumsum(0) - lengths).take(seq_id)
-            out[rows].index_add_(0, seq_id, steps * weights.take(position))
+            seq_id, position = step_owners(lengths)
+            out[rows].index_add_(0, seq_id, _fold_steps(values) * weights.take(position))
         return out + table.take(self.lengths)
 
     def step_chunks(self, size: int) -> Iterator[tuple[slice, Tensor, Tensor]]:
@@ -264,6 +260,15 @@ class SequenceData:
             return self.values
         positions, _ = self.gather_positions(torch.arange(len(self)))
         return self.values[positions]
+
+
+def step_owners(lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """For each step of sequences laid end to end: its sequence, and its position
+    in that sequence."""
+    total = int(lengths.sum())
+    seq_id = torch.repeat_interleave(torch.arange(lengths.numel()), lengths, output_size=total)
+    position = torch.arange(total) - (torch.cumsum(lengths, 0) - lengths).take(seq_id)
+    return seq_id, position
 
 
 def tensor_shape(tensor: Tensor) -> str:

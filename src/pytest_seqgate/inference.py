@@ -24,6 +24,7 @@ from pytest_seqgate.data import (
     hash_padded,
     hash_tables,
     length_terms,
+    step_owners,
     tensor_shape,
 )
 from pytest_seqgate.exceptions import ConfigError, ModelError
@@ -211,18 +212,9 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
         if not bool(too_big.any()):
             return  # only between the sequences of a set built by hand
         first = int(torch.nonzero(too_big)[0])
-        ends = torch.cumsum(data.lengths, 0)
-        record = int(torch.searchsorted(ends, first, right=True))
-        count = int(
-            (
-                torch.zeros(len(data), dtype=torch.int64).index_add_(
-                    0,
-                    torch.repeat_interleave(torch.arange(len(data)), data.lengths),
-                    too_big.to(torch.int64),
-                )
-                > 0
-            ).sum()
-        )
+        owner, _ = step_owners(data.lengths)
+        record = int(owner[first])
+        count = int(torch.unique(owner[too_big]).numel())
         table = f"embedding size {size}" if len(sizes) == 1 else f"largest embedding table ({size})"
         raise ModelError(
             f"{data.record(record)}: token id {int(values[first])} is at or above the "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pytest_seqgate.data import SequenceData, _fold_steps, _weights
+from pytest_seqgate.data import SequenceData, _fold_steps, _weights, step_owners
 
 SLOTS = 128
 NGRAM = 2
@@ -48,15 +48,13 @@ def ngram_hashes(steps: Tensor, lengths: Tensor, n: int = NGRAM) -> tuple[Tensor
     per step), and the sequence it belongs to; a sequence shorter than n
     contributes one gram of all its steps, so it still has a signature."""
     total = steps.shape[0]
-    seq_id = torch.repeat_interleave(torch.arange(lengths.numel()), lengths, output_size=total)
+    seq_id, position = step_owners(lengths)
     weights = _weights(n, salt=23)
     gram = steps * weights[0]
     for k in range(1, n):
         shifted = torch.zeros_like(steps)
         shifted[: total - k] = steps[k:] * weights[k]
         gram = gram + shifted
-    first_step = torch.cumsum(lengths, 0) - lengths
-    position = torch.arange(total) - first_step[seq_id]
     starts = position <= (lengths[seq_id] - n).clamp_min(0)
     # A short sequence's single gram must not include the next sequence's steps.
     short = lengths[seq_id] < n
