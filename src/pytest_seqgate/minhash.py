@@ -26,6 +26,9 @@ STEPS_PER_RUN = 1 << 18
 
 # The chance that a pair at exactly the threshold shares a band, at least.
 BAND_RECALL = 0.99
+# Candidates whose estimated Jaccard is this close below the threshold are
+# measured exactly: three to five standard errors of a 128-slot estimate.
+ESTIMATE_MARGIN = 0.15
 
 
 def _bands(threshold: float) -> tuple[int, int]:
@@ -119,35 +122,81 @@ def near_duplicates(
     seed: int = 0,
     exclude: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """For each eval sequence, the most similar training candidate found by LSH.
+    """For each eval sequence, the most similar training sequence among those LSH
+    proposes, by the exact Jaccard of their n-gram sets.
 
-    Returns ``(eval index, train index, estimated Jaccard)`` for the eval
-    sequences whose estimate is at least ``threshold`` (``exclude``: a mask of
-    eval sequences to leave out, e.g. exact copies reported already).
+    Returns ``(eval index, train index, Jaccard)`` for the eval sequences whose
+    Jaccard is at least ``threshold`` (``exclude``: a mask of eval sequences to
+    leave out, e.g. exact copies reported already).
+
+    LSH proposes candidates and the signatures' agreement ranks them, but an
+    estimate from 128 slots is off by 0.02 to 0.04: on the example's SMS set at
+    0.9 it counted two pairs of 0.85 and 0.87 and missed two of 0.91 and 0.94.
+    So every candidate whose estimate comes within ESTIMATE_MARGIN of the
+    threshold is measured exactly, and the count and the reported Jaccard are
+    the exact ones.
     """
     bands, rows = _bands(threshold)
     train_sig = signatures(train, seed)
     test_sig = signatures(test, seed)
     train_keys = band_keys(train_sig, bands, rows)
     test_keys = band_keys(test_sig, bands, rows)
-    best = torch.zeros(len(test), dtype=torch.float64)
-    best_match = torch.full((len(test),), -1, dtype=torch.int64)
+    pairs = []
     for band in range(bands):
         sorted_keys, order = torch.sort(train_keys[:, band])
         pos = torch.searchsorted(sorted_keys, test_keys[:, band].contiguous()).clamp_max(
             len(train) - 1
         )
         hit = sorted_keys[pos] == test_keys[:, band]
+        if exclude is not None:
+            hit &= ~exclude
         if not bool(hit.any()):
             continue
         cand_test = torch.nonzero(hit).reshape(-1)
         cand_train = order[pos[cand_test]]
         agree = (test_sig[cand_test] == train_sig[cand_train]).double().mean(1)
-        better = agree > best[cand_test]
-        best[cand_test[better]] = agree[better]
-        best_match[cand_test[better]] = cand_train[better]
-    found = best >= threshold
-    if exclude is not None:
-        found &= ~exclude
-    index = torch.nonzero(found).reshape(-1)
-    return index, best_match[index], best[index]
+        close = agree >= threshold - ESTIMATE_MARGIN
+        pairs.append(cand_test[close] * len(train) + cand_train[close])
+    empty = torch.zeros(0, dtype=torch.int64)
+    if not pairs:
+        return empty, empty, torch.zeros(0, dtype=torch.float64)
+    pair = torch.unique(torch.cat(pairs))
+    pair_test, pair_train = pair.div(len(train), rounding_mode="floor"), pair % len(train)
+    jaccard = exact_jaccard(test.subset(pair_test), train.subset(pair_train))
+    # The best pair of each eval sequence: sorted by Jaccard, then stably by eval
+    # index, the last of each eval index's run.
+    by_jaccard = torch.argsort(jaccard, stable=True)
+    ranked = by_jaccard[torch.argsort(pair_test[by_jaccard], stable=True)]
+    last = torch.ones(ranked.numel(), dtype=torch.bool)
+    last[:-1] = pair_test[ranked[1:]] != pair_test[ranked[:-1]]
+    best = ranked[last]
+    best = best[jaccard[best] >= threshold]
+    return pair_test[best], pair_train[best], jaccard[best]
+
+
+def exact_jaccard(left: SequenceData, right: SequenceData) -> Tensor:
+    """The Jaccard similarity of the n-gram sets of ``left[i]`` and ``right[i]``,
+    for each i (float64): two sorts per side to make each sequence's grams a
+    set, one over both sides to count what they share."""
+    sets = [_gram_sets(side) for side in (left, right)]
+    size_left, size_right = (torch.bincount(owner, minlength=len(left)) for owner, _ in sets)
+    owner, gram = _lexsorted(torch.cat([o for o, _ in sets]), torch.cat([g for _, g in sets]))
+    shared = (owner[1:] == owner[:-1]) & (gram[1:] == gram[:-1])
+    common = torch.bincount(owner[1:][shared], minlength=len(left))
+    return common / (size_left + size_right - common).to(torch.float64)
+
+
+def _gram_sets(data: SequenceData) -> tuple[Tensor, Tensor]:
+    """Each sequence's distinct n-grams, as (sequence, gram) sorted pairs."""
+    gram, owner = ngram_hashes(_fold_steps(data.packed_values()), data.lengths)
+    owner, gram = _lexsorted(owner, gram)
+    keep = torch.ones(owner.numel(), dtype=torch.bool)
+    keep[1:] = (owner[1:] != owner[:-1]) | (gram[1:] != gram[:-1])
+    return owner[keep], gram[keep]
+
+
+def _lexsorted(major: Tensor, minor: Tensor) -> tuple[Tensor, Tensor]:
+    """``(major, minor)`` pairs sorted by major, then minor."""
+    order = torch.argsort(minor, stable=True)
+    order = order[torch.argsort(major[order], stable=True)]
+    return major[order], minor[order]
