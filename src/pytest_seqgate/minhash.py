@@ -3,7 +3,9 @@
 Comparing every eval sequence with every training sequence is quadratic; a
 MinHash signature estimates the Jaccard similarity of two n-gram sets from
 the fraction of equal slots, and banding the signatures turns "similar" into
-"share a band key", found with a sort and a binary search per band.
+"share a band key", found with a sort and a binary search per band. The
+candidates whose estimate comes near the threshold are then measured exactly
+(their n-gram sets compared), so what is reported is never an estimate.
 All of it is tensor ops; signatures are built in chunks to bound memory.
 """
 
