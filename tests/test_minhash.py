@@ -210,7 +210,8 @@ def test_exact_jaccard_is_the_jaccard_of_the_bigram_sets() -> None:
         right.append(b.tolist())
     left_set = SequenceData.from_sequences(left, [0] * 200)
     right_set = SequenceData.from_sequences(right, [0] * 200)
-    measured = exact_jaccard(left_set, right_set).tolist()
+    rows = torch.arange(200)
+    measured = exact_jaccard(left_set, rows, right_set, rows).tolist()
     assert measured == [_bigram_jaccard(a, b) for a, b in zip(left, right)]
 
 

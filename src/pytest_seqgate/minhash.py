@@ -171,7 +171,7 @@ def near_duplicates(
         return empty, empty, torch.zeros(0, dtype=torch.float64)
     pair = torch.unique(torch.cat(pairs))
     pair_test, pair_train = pair.div(len(train), rounding_mode="floor"), pair % len(train)
-    jaccard = exact_jaccard(test.subset(pair_test), train.subset(pair_train))
+    jaccard = exact_jaccard(test, pair_test, train, pair_train)
     # The best pair of each eval sequence: sorted by Jaccard, then stably by eval
     # index, the last of each eval index's run.
     by_jaccard = torch.argsort(jaccard, stable=True)
@@ -183,21 +183,26 @@ def near_duplicates(
     return pair_test[best], pair_train[best], jaccard[best]
 
 
-def exact_jaccard(left: SequenceData, right: SequenceData) -> Tensor:
-    """The Jaccard similarity of the n-gram sets of ``left[i]`` and ``right[i]``,
-    for each i (float64): two sorts per side to make each sequence's grams a
-    set, one over both sides to count what they share."""
-    sets = [_gram_sets(side) for side in (left, right)]
-    size_left, size_right = (torch.bincount(owner, minlength=len(left)) for owner, _ in sets)
+def exact_jaccard(
+    left: SequenceData, left_rows: Tensor, right: SequenceData, right_rows: Tensor
+) -> Tensor:
+    """The Jaccard similarity of the n-gram sets of ``left[left_rows[i]]`` and
+    ``right[right_rows[i]]``, for each i (float64): two sorts per side to make
+    each sequence's grams a set, one over both sides to count what they share."""
+    pairs = left_rows.numel()
+    sets = [_gram_sets(left, left_rows), _gram_sets(right, right_rows)]
+    size_left, size_right = (torch.bincount(owner, minlength=pairs) for owner, _ in sets)
     owner, gram = _lexsorted(torch.cat([o for o, _ in sets]), torch.cat([g for _, g in sets]))
     shared = (owner[1:] == owner[:-1]) & (gram[1:] == gram[:-1])
-    common = torch.bincount(owner[1:][shared], minlength=len(left))
+    common = torch.bincount(owner[1:][shared], minlength=pairs)
     return common / (size_left + size_right - common).to(torch.float64)
 
 
-def _gram_sets(data: SequenceData) -> tuple[Tensor, Tensor]:
-    """Each sequence's distinct n-grams, as (sequence, gram) sorted pairs."""
-    gram, owner = ngram_hashes(_fold_steps(data.packed_values()), data.lengths)
+def _gram_sets(data: SequenceData, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct n-grams of the sequences ``rows``, as (i, gram) pairs sorted."""
+    positions, _ = data.gather_positions(rows)
+    steps = _fold_steps(data.values[positions])
+    gram, owner = ngram_hashes(steps, data.lengths[rows])
     owner, gram = _lexsorted(owner, gram)
     keep = torch.ones(owner.numel(), dtype=torch.bool)
     keep[1:] = (owner[1:] != owner[:-1]) | (gram[1:] != gram[:-1])
