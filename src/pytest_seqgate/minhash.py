@@ -86,7 +86,7 @@ def signatures(data: SequenceData, seed: int = 0) -> Tensor:
     The n-grams are formed a run of whole sequences at a time, so that memory
     beyond the signatures does not grow with the set (the whole check on
     300,000 training sequences of 50 tokens peaked at 1,290 MiB beyond the data
-    with every n-gram at once, 250 to 295 MiB so).
+    with every n-gram at once, 250 to 300 MiB so).
     """
     gen = torch.Generator().manual_seed(seed)
     a = (torch.randint(0, 2**30, (SLOTS,), generator=gen) * 2 + 1).to(torch.int32)
