@@ -471,6 +471,14 @@ def test_weak_slices_need_20_samples_and_list_the_25_weakest() -> None:
     terminal = "\n".join(line for line, _ in render_terminal([ev]))
     assert "slices of 20+ samples whose macro F1 is more than 0.1 below" in terminal
     assert "region=u" not in terminal
+    # Each recall shows the counts behind it: a 0.000 over 2 samples is not one over 200.
+    worst = weak[0]
+    cm = worst.metrics.confusion_matrix
+    row = next(line for line in terminal.splitlines() if line.startswith(f"{worst.name} "))
+    for k, name in enumerate(("a", "b")):
+        recall = int(cm[k, k]) / int(cm[k].sum())
+        assert f"{name} {recall:.3f} ({int(cm[k, k])}/{int(cm[k].sum())})" in row
+    assert int(cm.sum()) == 30
     slices = json.loads(render_json([ev]))["evaluations"][0]["slices"]
     assert sum(s["name"].startswith("region=u") for s in slices) == 800
 

@@ -306,9 +306,14 @@ def weak_slices(ev: Evaluation) -> list[SliceResult]:
 def slice_rows(ev: Evaluation, slices: Sequence[SliceResult]) -> list[list[str]]:
     rows = []
     for s in slices:
+        # A recall of 0.000 means little over 2 samples and much over 200: the
+        # counts behind each one say which.
+        cm = s.metrics.confusion_matrix
         recalls = ", ".join(
-            f"{name} {format_number(float(v))}"
-            for name, v in zip(ev.labels, s.metrics.recall.tolist())
+            f"{name} {format_number(float(v))} ({hit}/{total})"
+            for name, v, hit, total in zip(
+                ev.labels, s.metrics.recall.tolist(), cm.diagonal().tolist(), cm.sum(1).tolist()
+            )
         )
         rows.append(
             [
@@ -322,7 +327,7 @@ def slice_rows(ev: Evaluation, slices: Sequence[SliceResult]) -> list[list[str]]
     return rows
 
 
-SLICE_HEADERS = ["slice", "samples", "accuracy", "macro_f1", "recall per class"]
+SLICE_HEADERS = ["slice", "samples", "accuracy", "macro_f1", "recall per class (correct/samples)"]
 
 
 def gate_rows(gates: Sequence[GateResult], reason_width: int | None = None) -> list[list[str]]:
