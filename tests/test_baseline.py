@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -51,7 +52,10 @@ def test_baseline_round_trip(project):
     project.data(records)
     (project.path / "degraded.py").write_text(DEGRADED)
     project.ini(
-        model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json"
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        report=["r.json", "r.html"],
     )
     project.test(GATED)
     saved = project.run("--seqgate-save-baseline", "base/baseline.json")
@@ -80,6 +84,12 @@ def test_baseline_round_trip(project):
         "metric*baseline*current*change",
         f"accuracy*1.000*{1 - wrong / 600:.3f}*",
     )
+    # The page shows the comparison too, as the Markdown report does.
+    page = (project.path / "r.html").read_text()
+    section = re.sub(r"\s+<", "<", page[page.index("<h3>Against baseline <code>") :])
+    assert section.index("base/baseline.json</code></h3>") < section.index("<table>")
+    now = 1 - wrong / 600
+    assert f"<td>accuracy</td><td>1.000</td><td>{now:.3f}</td><td>{now - 1:+.3f}</td>" in section
     evaluation = json.loads((project.path / "r.json").read_text())["evaluations"][0]
     # The finding names samples the baseline got right and this model does not.
     [regression] = [f for f in evaluation["findings"] if f["kind"] == "significant_regression"]

@@ -441,7 +441,7 @@ def test_weak_slices_need_20_samples_and_list_the_25_weakest() -> None:
     at most; the JSON keeps them all."""
     from pytest_seqgate.config import Settings
     from pytest_seqgate.evaluation import evaluate
-    from pytest_seqgate.report import render_json, render_terminal, weak_slices
+    from pytest_seqgate.report import render_html, render_json, render_terminal, weak_slices
 
     n = 2000
     gen = torch.Generator().manual_seed(1)
@@ -479,6 +479,9 @@ def test_weak_slices_need_20_samples_and_list_the_25_weakest() -> None:
         recall = int(cm[k, k]) / int(cm[k].sum())
         assert f"{name} {recall:.3f} ({int(cm[k, k])}/{int(cm[k].sum())})" in row
     assert int(cm.sum()) == 30
+    page = render_html([ev])
+    assert "<h3>Slices of 20+ samples whose macro F1 is more than 0.1 below" in page
+    assert f"({int(cm[0, 0])}/{int(cm[0].sum())})" in page and "region=u" not in page
     slices = json.loads(render_json([ev]))["evaluations"][0]["slices"]
     assert sum(s["name"].startswith("region=u") for s in slices) == 800
 

@@ -764,6 +764,26 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
             )
         else:
             body.append("<h3>Confusion matrix</h3>" + _matrix_html(ev))
+        # The same sections as the Markdown report: a person opening either
+        # after a regression sees what changed and where the model is weakest.
+        if ev.comparison is not None:
+            body.append(
+                f"<h3>Against baseline <code>{e(ev.comparison.baseline)}</code></h3>"
+                + tabulate(
+                    delta_rows(ev), headers=DELTA_HEADERS, tablefmt="html", disable_numparse=True
+                )
+            )
+        weak = weak_slices(ev)
+        if weak:
+            body.append(
+                f"<h3>{e(WEAK_SLICES_TITLE[0].upper() + WEAK_SLICES_TITLE[1:])}</h3>"
+                + tabulate(
+                    slice_rows(ev, weak),
+                    headers=SLICE_HEADERS,
+                    tablefmt="html",
+                    disable_numparse=True,
+                )
+            )
         c = len(ev.labels)
         bars = f": the {GLANCE_CLASSES} of lowest F1" if c > GLANCE_CLASSES else ""
         curves = f": the {CURVE_CLASSES} classes of lowest F1" if c > CURVE_CLASSES else ""
