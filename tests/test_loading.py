@@ -415,6 +415,21 @@ def test_state_dict_loads(factory_project: Path) -> None:
     assert isinstance(model, nn.Module)
 
 
+def test_one_letter_module_is_an_import_path(
+    factory_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``m:build`` was read as a Windows drive-relative file, "file not found: m:build",
+    on every system; only Windows has drives."""
+    from pytest_seqgate import config
+
+    (factory_project / "m.py").write_text("from arch import build\n")
+    model = load_model(Settings.from_dict(factory_project, model="m:build"))
+    assert type(model).__name__ == "Small"
+    monkeypatch.setattr(config.os, "name", "nt")
+    assert not config.is_import_path("C:model.pt")
+    assert config.is_import_path("spam.model:build")
+
+
 def test_state_dict_mismatch_lists_keys(factory_project: Path) -> None:
     state = Small().state_dict()
     state["extra.weight"] = state.pop("head.weight")

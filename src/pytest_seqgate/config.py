@@ -10,6 +10,7 @@ between the CLI, the ini file and scripts that use the core without pytest.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -437,8 +438,9 @@ class Settings:
 
 
 def is_import_path(value: str) -> bool:
-    """``pkg.module:callable`` rather than a file (a Windows drive ``C:`` is a file)."""
-    return bool(IMPORT_PATH.match(value)) and len(value.split(":")[0]) > 1
+    """``pkg.module:callable`` rather than a file. Only Windows has drives, so only
+    there is a one-letter module (``m:build``) read as a drive-relative file (``C:model.pt``)."""
+    return bool(IMPORT_PATH.match(value)) and (len(value.split(":")[0]) > 1 or os.name != "nt")
 
 
 def _convert(option: Option, raw: Any, source: str) -> Any:
