@@ -50,8 +50,8 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "model",
-        "model: TorchScript file, state-dict checkpoint (with seqgate_model_factory), "
-        "or pkg.module:callable returning an nn.Module",
+        "model: exported program (.pt2), TorchScript file, state dict (.pt, .safetensors; "
+        "with seqgate_model_factory), or pkg.module:callable returning an nn.Module",
     ),
     Option(
         "model_factory",
