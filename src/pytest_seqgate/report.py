@@ -291,6 +291,9 @@ WEAK_SLICES_TITLE = (
 )
 
 
+WEAK_SLICES_HEADING = WEAK_SLICES_TITLE[0].upper() + WEAK_SLICES_TITLE[1:]
+
+
 def weak_slices(ev: Evaluation) -> list[SliceResult]:
     """Slices of at least SLICE_MIN_SAMPLES samples whose macro F1 is more than
     SLICE_GAP below the whole set's: the GLANCE_CLASSES weakest, weakest first."""
@@ -520,7 +523,7 @@ def render_markdown(evaluations: Sequence[Evaluation]) -> str:
         weak = weak_slices(ev)
         if weak:
             parts += [
-                f"### {WEAK_SLICES_TITLE[0].upper()}{WEAK_SLICES_TITLE[1:]}",
+                f"### {WEAK_SLICES_HEADING}",
                 "",
                 _markdown_table(slice_rows(ev, weak), SLICE_HEADERS),
                 "",
@@ -776,7 +779,7 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
         weak = weak_slices(ev)
         if weak:
             body.append(
-                f"<h3>{e(WEAK_SLICES_TITLE[0].upper() + WEAK_SLICES_TITLE[1:])}</h3>"
+                f"<h3>{e(WEAK_SLICES_HEADING)}</h3>"
                 + tabulate(
                     slice_rows(ev, weak),
                     headers=SLICE_HEADERS,
