@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -428,6 +430,40 @@ def test_one_letter_module_is_an_import_path(
     monkeypatch.setattr(config.os, "name", "nt")
     assert not config.is_import_path("C:model.pt")
     assert config.is_import_path("spam.model:build")
+
+
+def test_file_format_tells_every_model_file_apart(tmp_path: Path) -> None:
+    """The loader picks its reader from the first bytes and the archive's names,
+    whatever the suffix: an exported program as torch 2.13 writes it and as older
+    versions did (a ``serialized_exported_program.json`` and no ``archive_format``),
+    TorchScript, safetensors, and everything else for torch.load to judge."""
+    from pytest_seqgate.loading import file_format
+
+    model = Small().eval()
+    torch.export.save(
+        torch.export.export(model, (torch.zeros(2, 3, dtype=torch.int64),)), tmp_path / "new.bin"
+    )
+    with zipfile.ZipFile(tmp_path / "old.bin", "w") as archive:
+        for name in ("serialized_exported_program.json", "serialized_state_dict.pt", "version"):
+            archive.writestr(f"old/{name}", b"{}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script's
+        torch.jit.save(torch.jit.script(model), tmp_path / "script.bin")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    write(tmp_path / "st.bin", len(header).to_bytes(8, "little") + header + bytes(4))
+    torch.save(model.state_dict(), tmp_path / "state.bin")
+    write(tmp_path / "text.bin", "not a model")
+    assert {
+        name: file_format(tmp_path / f"{name}.bin")
+        for name in ("new", "old", "script", "st", "state", "text")
+    } == {
+        "new": "exported",
+        "old": "exported",
+        "script": "torchscript",
+        "st": "safetensors",
+        "state": "other",
+        "text": "other",
+    }
 
 
 def test_state_dict_mismatch_lists_keys(factory_project: Path) -> None:
