@@ -174,8 +174,7 @@ def near_duplicates(
     jaccard = exact_jaccard(test, pair_test, train, pair_train)
     # The best pair of each eval sequence: sorted by Jaccard, then stably by eval
     # index, the last of each eval index's run.
-    by_jaccard = torch.argsort(jaccard, stable=True)
-    ranked = by_jaccard[torch.argsort(pair_test[by_jaccard], stable=True)]
+    ranked = _lexsort(pair_test, jaccard)
     last = torch.ones(ranked.numel(), dtype=torch.bool)
     last[:-1] = pair_test[ranked[1:]] != pair_test[ranked[:-1]]
     best = ranked[last]
@@ -209,8 +208,13 @@ def _gram_sets(data: SequenceData, rows: Tensor) -> tuple[Tensor, Tensor]:
     return owner[keep], gram[keep]
 
 
+def _lexsort(major: Tensor, minor: Tensor) -> Tensor:
+    """The order that sorts ``(major, minor)`` pairs by major, then minor (stable)."""
+    order = torch.argsort(minor, stable=True)
+    return order[torch.argsort(major[order], stable=True)]
+
+
 def _lexsorted(major: Tensor, minor: Tensor) -> tuple[Tensor, Tensor]:
     """``(major, minor)`` pairs sorted by major, then minor."""
-    order = torch.argsort(minor, stable=True)
-    order = order[torch.argsort(major[order], stable=True)]
+    order = _lexsort(major, minor)
     return major[order], minor[order]
