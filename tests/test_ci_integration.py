@@ -58,15 +58,18 @@ def test_bad_gate_line_is_a_usage_error(project):
         model="models:first_token",
         eval_data="eval.jsonl",
         labels=["ham", "spam"],
-        gates=["recall[spam] => 0.9"],
+        gates=["recall[spam] => 0.9", "macro_f1 >= 0.5", "recall[spma] >= 0.5"],
     )
     result = project.run()
     assert result.ret == 4
+    # Every bad line, named by where it was written; the good line between them is fine.
     assert_lines(
         result.stderr.str(),
-        "ERROR: seqgate: seqgate_gates: cannot read "
+        "ERROR: seqgate: seqgate_gates in pytest.ini: cannot read "
         "'recall[spam] => 0.9'; expected 'METRIC[CLASS] >= NUMBER'*",
+        "seqgate_gates in pytest.ini: 'recall[spma] >= 0.5': `min_recall` names class 'spma'*",
     )
+    assert "macro_f1" not in result.stderr.str()
 
 
 def test_quiet_is_one_line_and_verbose_adds_confusion_matrix(configured):

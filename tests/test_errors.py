@@ -83,6 +83,34 @@ def test_usage_errors_exit_4(project, gates, ini, message):
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
+def test_every_bad_marker_is_reported_in_one_run(project):
+    """Three mistakes in three tests: one run names all three, each at its line, and a
+    parametrized test's shared marker once, so a user fixes them in one go."""
+    setup(project)
+    project.test(
+        "import pytest\n\n"
+        "@pytest.mark.seqgate(min_acuracy=0.9)\n"
+        "def test_a():\n    pass\n\n"
+        "@pytest.mark.seqgate(min_recall={'spma': 0.9})\n"
+        "def test_b():\n    pass\n\n"
+        "@pytest.mark.seqgate(min_f1=1.3)\n"
+        "@pytest.mark.parametrize('x', [1, 2])\n"
+        "def test_c(x):\n    pass\n",
+        name="test_many.py",
+    )
+    result = project.run("test_many.py")
+    assert result.ret == 4
+    err = result.stderr.str()
+    assert_lines(
+        err,
+        "ERROR: test_many.py:3: seqgate: unknown gate `min_acuracy`*",
+        "test_many.py:7: seqgate: `min_recall` names class 'spma'*",
+        "test_many.py:11: seqgate: Expected `min_f1` to be in [0, 1], but got 1.3",
+    )
+    assert err.count("but got 1.3") == 1
+    assert "Traceback" not in err + result.stdout.str()
+
+
 def test_cli_wins_over_ini_and_names_the_flag(project):
     setup(project)
     result = project.run("--seqgate-device", "tpu")

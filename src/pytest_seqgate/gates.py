@@ -358,13 +358,19 @@ class GateLine:
 
 
 def parse_gate_line(
-    line: str, labels: tuple[str, ...] | None, allow_unknown_custom: bool = False
+    line: str,
+    labels: tuple[str, ...] | None,
+    allow_unknown_custom: bool = False,
+    setting: str = "seqgate_gates",
 ) -> GateLine:
-    """``recall[spam] >= 0.9``, ``macro_f1 >= 0.85; xfail: known weak``, ``ece <= 0.05``."""
+    """``recall[spam] >= 0.9``, ``macro_f1 >= 0.85; xfail: known weak``, ``ece <= 0.05``.
+
+    ``setting`` is where the line was written (``seqgate_gates in pyproject.toml``),
+    for the error."""
     match = GATE_LINE.match(line)
     if match is None:
         raise ConfigError(
-            f"seqgate_gates: cannot read {line!r}; expected "
+            f"{setting}: cannot read {line!r}; expected "
             f"'METRIC[CLASS] >= NUMBER' or 'METRIC <= NUMBER', optionally "
             f"followed by '; xfail: reason'"
         )
@@ -372,9 +378,7 @@ def parse_gate_line(
     try:
         value = float(match["value"])
     except ValueError:
-        raise ConfigError(
-            f"seqgate_gates: {match['value']!r} in {line!r} is not a number"
-        ) from None
+        raise ConfigError(f"{setting}: {match['value']!r} in {line!r} is not a number") from None
     if metric.startswith("train_test_gap"):
         sub = metric.partition(".")[2]
         kwargs: dict[str, Any] = {"max_train_test_gap": {sub: value} if sub else value}
@@ -386,7 +390,7 @@ def parse_gate_line(
     try:
         spec = parse_gates(kwargs, labels, allow_unknown_custom=allow_unknown_custom)
     except ConfigError as exc:
-        raise ConfigError(f"seqgate_gates: {line!r}: {exc}") from None
+        raise ConfigError(f"{setting}: {line!r}: {exc}") from None
     name = f"{metric}[{cls}]" if cls else metric
     reason = match["reason"]
     xfail = (reason or "known weak (seqgate_gates)") if ";" in line else None

@@ -481,12 +481,21 @@ def _gate_items(session: pytest.Session, state: SessionState) -> list[pytest.Ite
         labels = data.label_names if data is not None else None
     parent = GateCollection.from_parent(session, name="seqgate", nodeid="seqgate")
     items: list[pytest.Item] = []
+    problems = []  # every bad line at once, as for markers
     for line in settings.gates or ():
-        parsed = parse_gate_line(line, labels, state.has_hook("pytest_seqgate_metrics"))
+        try:
+            parsed = parse_gate_line(
+                line, labels, state.has_hook("pytest_seqgate_metrics"), settings.source("gates")
+            )
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
         item = GateItem.from_parent(parent, name=parsed.name, spec=parsed.spec, line=line)
         if parsed.xfail is not None:
             item.add_marker(pytest.mark.xfail(reason=parsed.xfail, strict=False))
         items.append(item)
+    if problems:
+        raise ConfigError("\n".join(problems))
     parent.gate_items = items
     # Tell the terminal (and other plugins) about them, so "collected N items" counts them.
     session.config.hook.pytest_collectreport(
@@ -552,6 +561,10 @@ def pytest_collection_modifyitems_selected(
             resolve_device(settings.device, settings.source("device"))
     except SeqgateError as exc:
         raise pytest.UsageError(f"seqgate: {exc}") from None
+    # Every bad marker at once, each with its place: a run that stopped at the
+    # first would make a user with three typos run it three times. (A
+    # parametrized test's items share one marker: its error is said once.)
+    problems: dict[str, None] = {}
     for item in users:
         marker = item.get_closest_marker(MARKER)
         if marker is None:
@@ -566,10 +579,13 @@ def pytest_collection_modifyitems_selected(
                 marker.kwargs, labels, allow_unknown_custom=allow_custom
             )
         except SeqgateError as exc:
-            raise pytest.UsageError(f"{_where(item)}: seqgate: {exc}") from None
+            problems[f"{_where(item)}: seqgate: {exc}"] = None
+            continue
         names = getattr(item, "fixturenames", None)
         if names is not None and "seqgate_evaluation" not in names:
             names.append("seqgate_evaluation")
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
 
 
 def _check_files_exist(state: SessionState) -> None:
