@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import textwrap
 
@@ -141,6 +143,12 @@ def test_state_dict_with_factory(project):
     cleared.stdout.fnmatch_lines(["*scripted.pt on eval.jsonl: 100 samples*"])
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch.export.pt2_archive") is None,
+    reason=f"torch {importlib.metadata.version('torch')} cannot export the test model with "
+    f"dynamic shapes (one_hot), and pickles the weights of what it exports "
+    f"(tests/test_loading.py covers that)",
+)
 def test_exported_program_gated_through_pytest(project):
     """A .pt2 from torch.export, named by the ini like any model file: loaded at
     collection, run in its own (eval) mode, gated, and its failure names records."""

@@ -255,7 +255,9 @@ class OOMAbove(nn.Module):
         self.sizes.append(tokens.shape[0])
         if tokens.shape[0] > self.limit:
             if not self.real:
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+                # torch.OutOfMemoryError since 2.5; torch.cuda's (the same class) before.
+                oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+                raise oom("CUDA out of memory. Tried to allocate 2.00 GiB")
             torch.empty(1 << 50, dtype=torch.float64, device=tokens.device)
         return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
 

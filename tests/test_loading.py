@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import pickle
 import warnings
 import zipfile
@@ -599,6 +601,12 @@ class Summed(nn.Module):
         return self.head(self.drop(self.embedding(tokens).sum(1)))
 
 
+# A torch without the PT2 archive (before 2.7 or so; 2.2.2 was checked) pickles the
+# weights of every program it exports, which the loader refuses unless trusted.
+PICKLING_EXPORT = importlib.util.find_spec("torch.export.pt2_archive") is None
+DATA = Path(__file__).parent / "data"
+
+
 def export_to(model: nn.Module, path: Path, dynamic: bool = True, decompose: bool = False) -> None:
     dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("steps")}
     example = (torch.randint(1, 50, (4, 6)),)
@@ -616,7 +624,8 @@ def test_exported_program_is_gated_like_the_module(factory_project: Path) -> Non
 
     model = Summed().eval()
     export_to(model, factory_project / "m.pt2")
-    loaded = load_model(Settings.from_dict(factory_project, model="m.pt2"))
+    trust = PICKLING_EXPORT
+    loaded = load_model(Settings.from_dict(factory_project, model="m.pt2", trust_checkpoints=trust))
     data = token_set(torch.randint(1, 30, (50,), generator=torch.Generator().manual_seed(0)), 0)
     settings = Settings(batch_size=7, bootstrap=0)  # 50 = 7 x 7 + 1
     ours, reference = evaluate(loaded, data, settings), evaluate(model, data, settings)
@@ -627,7 +636,9 @@ def test_exported_program_is_gated_like_the_module(factory_project: Path) -> Non
     with pytest.raises(ModelError, match=r"is an exported program \(torch\.export\), not a state"):
         load_model(Settings.from_dict(factory_project, model="m.pt2", model_factory="arch:build"))
     export_to(model, factory_project / "static.pt2", dynamic=False)
-    static = load_model(Settings.from_dict(factory_project, model="static.pt2"))
+    static = load_model(
+        Settings.from_dict(factory_project, model="static.pt2", trust_checkpoints=trust)
+    )
     with pytest.raises(ModelError, match="an exported program runs only the shapes it was export"):
         evaluate(static, data, settings)
 
@@ -650,16 +661,78 @@ def test_exported_program_in_training_mode_is_refused(
 
     export_to(Normed().train(), factory_project / "train.pt2", decompose=decompose)
     with pytest.raises(ModelError) as info:
-        load_model(Settings.from_dict(factory_project, model="train.pt2"))
+        load_model(
+            Settings.from_dict(
+                factory_project, model="train.pt2", trust_checkpoints=PICKLING_EXPORT
+            )
+        )
     assert str(info.value).endswith(
         "train.pt2 was exported in training mode: its batch norm, dropout run as in training "
         "(random dropout, batch statistics), and an exported program cannot be put in eval "
         "mode; export model.eval() instead"
     )
     export_to(Normed().eval(), factory_project / "eval.pt2", decompose=decompose)
-    assert isinstance(load_model(Settings.from_dict(factory_project, model="eval.pt2")), nn.Module)
+    settings = Settings.from_dict(
+        factory_project, model="eval.pt2", trust_checkpoints=PICKLING_EXPORT
+    )
+    assert isinstance(load_model(settings), nn.Module)
 
 
+def test_exported_program_saved_by_an_older_torch() -> None:
+    """legacy_export.pt2 as torch 2.2.2 saved it (tests/data/make_legacy_export.py: every
+    file at the top of the archive, weights pickled). Untrusted, it is refused, and the
+    error says an older torch wrote it and that re-exporting is the fix (or, on a torch
+    that writes such files itself, that a state dict is). Trusted, it loads and gives the
+    logits it gave when it was saved; or, where this torch cannot read that layout at all
+    (2.13 cannot), one line says so and what to do, and torch's own traceback, which it
+    logs before trying the older format, stays out of the user's terminal."""
+    version = torch.__version__.split("+")[0]
+    reference = json.loads((DATA / "legacy_export.json").read_text())
+    with pytest.raises(ModelError) as refused:
+        load_model(Settings.from_dict(DATA, model="legacy_export.pt2"))
+    if PICKLING_EXPORT:
+        assert f"torch {version} pickles the weights of every program it exports: save a " in str(
+            refused.value
+        )
+    else:
+        assert str(refused.value).startswith(
+            f"model: {DATA / 'legacy_export.pt2'} is an exported program saved by an older "
+            f"torch (with serialized_exported_program.json at the top of the archive), which "
+            f"pickles its weights: torch.export.load would unpickle in full"
+        )
+        assert f"it was refused. Re-export the model with torch {version}" in str(refused.value)
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]
+    logging.getLogger("torch.export").addHandler(handler)
+    try:
+        model = load_model(
+            Settings.from_dict(DATA, model="legacy_export.pt2", trust_checkpoints=True)
+        )
+    except ModelError as exc:
+        assert not PICKLING_EXPORT
+        message = str(exc)
+        assert "\n" not in message
+        assert message.endswith(
+            f"; it was saved by an older torch, in the layout with "
+            f"serialized_exported_program.json at the top of the archive, which this torch "
+            f"({version}) does not read: re-export the model with torch {version}, or save a "
+            f"state dict and set seqgate_model_factory"
+        )
+        assert not logged
+    else:
+        with torch.no_grad():
+            logits = model(torch.tensor(reference["inputs"]))
+        torch.testing.assert_close(logits, torch.tensor(reference["logits"]))
+    finally:
+        logging.getLogger("torch.export").removeHandler(handler)
+
+
+@pytest.mark.skipif(
+    PICKLING_EXPORT,
+    reason=f"torch {torch.__version__} pickles an exported program's weights, which the loader "
+    f"refuses first: the check of pickled sample inputs needs a torch with the PT2 archive",
+)
 def test_exported_program_that_would_unpickle_is_refused(factory_project: Path) -> None:
     """torch.export.load unpickles in full what it cannot read as tensors (here the
     sample inputs): held to the checkpoint rule, nothing in the file runs."""

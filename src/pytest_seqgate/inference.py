@@ -224,8 +224,10 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
 
 
 def _guard_hint(exc: BaseException, lead: str = "") -> str:
-    """For a shape guard of an exported program (torch.export): what it needs."""
-    if "Guard failed" not in str(exc):
+    """For a shape guard of an exported program (torch.export): what it needs.
+    (torch 2.2 words it "Input l_tokens_.shape[1] is specialized at 6".)"""
+    text = str(exc)
+    if "Guard failed" not in text and "is specialized at" not in text:
         return ""
     return (
         f"{lead}an exported program runs only the shapes it was exported for, and seqgate's "

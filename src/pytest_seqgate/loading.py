@@ -12,8 +12,10 @@ import contextlib
 import csv
 import difflib
 import importlib
+import importlib.util
 import io
 import json
+import logging
 import operator
 import sys
 import warnings
@@ -200,30 +202,70 @@ def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
     checkpoint rule: refused unless trusted. And a program cannot be switched
     to eval mode: one captured in training mode keeps dropout and batch
     statistics in its graph, and would give numbers no one can trust.
+
+    An archive in the layout older torch versions wrote (every file at the top,
+    weights pickled) is what a user gets from a model exported a few releases
+    ago; a torch that writes the newer archive may not read it at all (2.13
+    fails on one from 2.2 with "Version in the saved file has incorrect
+    length"), so the errors say which torch wrote what, and that re-exporting
+    is the fix.
     """
     try:
         with zipfile.ZipFile(path) as archive:
             pickled = _pickled_parts(archive)
+            legacy = LEGACY_EXPORT_ENTRY in archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
         # A damaged archive, or a config that is not the format's JSON.
         raise ModelError(
             f"{setting}: cannot read exported program {path}: {type(exc).__name__}: {exc}"
         ) from None
+    version = torch.__version__.split("+")[0]
+    # The newer archive (torch.export.pt2_archive) stores weights as plain tensors;
+    # a torch without it pickles them in every program it exports.
+    new_writer = importlib.util.find_spec("torch.export.pt2_archive") is not None
+    older = (
+        f"it was saved by an older torch, in the layout with {LEGACY_EXPORT_ENTRY} at the "
+        f"top of the archive, "
+        if legacy and new_writer
+        else ""
+    )
     if pickled and not trust:
+        risk = (
+            "torch.export.load would unpickle in full, which can run arbitrary code from the file"
+        )
+        if older:
+            raise ModelError(
+                f"{setting}: {path} is an exported program saved by an older torch (with "
+                f"{LEGACY_EXPORT_ENTRY} at the top of the archive), which pickles its weights: "
+                f"{risk}, and this torch ({version}) may not read that layout at all; it was "
+                f"refused. Re-export the model with torch {version}, which saves plain tensors; "
+                f"or, only for a file you trust, set seqgate_trust_checkpoints = true"
+            )
+        remedy = (
+            "Export the model with plain tensor inputs and weights"
+            if new_writer
+            else f"torch {version} pickles the weights of every program it exports: save a "
+            f"state dict and set seqgate_model_factory instead"
+        )
         raise ModelError(
-            f"{setting}: {path} is an exported program whose {pickled} torch.export.load "
-            f"would unpickle in full, which can run arbitrary code from the file; it was "
-            f"refused. Export the model with plain tensor inputs and weights, or, only for "
-            f"a file you trust, set seqgate_trust_checkpoints = true"
+            f"{setting}: {path} is an exported program whose {pickled} {risk}; it was "
+            f"refused. {remedy}, or, only for a file you trust, set "
+            f"seqgate_trust_checkpoints = true"
         )
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_logger("torch.export"):
             warnings.simplefilter("ignore")  # torch's notes on the archive's format
             module = torch.export.load(str(path)).module()
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
+        hint = (
+            f"; {older}which this torch ({version}) does not read: re-export the model with "
+            f"torch {version}, or save a state dict and set seqgate_model_factory"
+            if older
+            else ""
+        )
         raise ModelError(
-            f"{setting}: cannot load exported program {path}: {type(exc).__name__}: {first}"
+            f"{setting}: cannot load exported program {path}: {type(exc).__name__}: {first}{hint}"
         ) from exc
     flags = [
         (node, TRAINING_FLAGS[str(node.target)])
@@ -240,6 +282,25 @@ def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
             f"cannot be put in eval mode; export model.eval() instead"
         )
     return module
+
+
+# The program's entry in the archive as torch.export.save wrote it before the
+# PT2 archive (which puts every file under a folder of the archive's name).
+LEGACY_EXPORT_ENTRY = "serialized_exported_program.json"
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence a library's logger for a call: torch.export.load logs a whole
+    traceback (as a warning) before it tries an older format, which would land
+    in the user's terminal above the one-line error that explains it."""
+    logger = logging.getLogger(name)
+    disabled = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 def _pickled_parts(archive: zipfile.ZipFile) -> str | None:
