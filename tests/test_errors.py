@@ -83,9 +83,12 @@ def test_usage_errors_exit_4(project, gates, ini, message):
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
-def test_every_bad_marker_is_reported_in_one_run(project):
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_every_bad_marker_is_reported_in_one_run(project, xdist):
     """Three mistakes in three tests: one run names all three, each at its line, and a
-    parametrized test's shared marker once, so a user fixes them in one go."""
+    parametrized test's shared marker once, so a user fixes them in one go. Under
+    xdist too, where a usage error raised in a worker's collection was xdist's
+    INTERNALERROR traceback (exit 3) with the message nowhere."""
     setup(project)
     project.test(
         "import pytest\n\n"
@@ -98,9 +101,10 @@ def test_every_bad_marker_is_reported_in_one_run(project):
         "def test_c(x):\n    pass\n",
         name="test_many.py",
     )
-    result = project.run("test_many.py")
+    result = project.run("test_many.py", *xdist)
     assert result.ret == 4
     err = result.stderr.str()
+    assert "INTERNALERROR" not in err + result.stdout.str()
     assert_lines(
         err,
         "ERROR: test_many.py:3: seqgate: unknown gate `min_acuracy`*",
@@ -109,6 +113,18 @@ def test_every_bad_marker_is_reported_in_one_run(project):
     )
     assert err.count("but got 1.3") == 1
     assert "Traceback" not in err + result.stdout.str()
+
+
+def test_a_missing_file_under_xdist_is_a_usage_error(project):
+    """The workers find it at collection; the controller says it as pytest would."""
+    setup(project, eval_data="missing.jsonl")
+    result = project.run("-n", "2")
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(),
+        "ERROR: seqgate: seqgate_eval_data in pytest.ini: file not found: missing.jsonl*",
+    )
+    assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
 
 
 def test_cli_wins_over_ini_and_names_the_flag(project):

@@ -299,6 +299,8 @@ class SessionState:
 
 
 STATE = pytest.StashKey[SessionState]()
+# The key of a worker's usage error in xdist's workeroutput.
+USAGE_ERROR = "seqgate_usage_error"
 
 
 class XdistHooks:
@@ -311,6 +313,7 @@ class XdistHooks:
 
         self.state = state
         self.run = uuid.uuid4().hex
+        self.usage_error: str | None = None
 
     @pytest.hookimpl
     def pytest_configure_node(self, node: Any) -> None:
@@ -324,11 +327,23 @@ class XdistHooks:
 
         shutil.rmtree(run_folder(self.run), ignore_errors=True)
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        """A worker's usage error, raised here as it is without xdist: ``ERROR: ...``
+        and exit 4 (every worker collects the same tests, so each found it)."""
+        result = yield
+        if self.usage_error is not None:
+            raise pytest.UsageError(self.usage_error)
+        return result
+
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         import pickle
 
-        payload = getattr(node, "workeroutput", {}).get("seqgate")
+        output = getattr(node, "workeroutput", {})
+        if self.usage_error is None:
+            self.usage_error = output.get(USAGE_ERROR)
+        payload = output.get("seqgate")
         if payload:
             # Our own worker's bytes, over xdist's channel: not a user file.
             self.state.merge(pickle.loads(payload))
@@ -514,7 +529,22 @@ def pytest_collection_modifyitems(
         try:
             items.extend(_gate_items(session, state))
         except SeqgateError as exc:
-            raise pytest.UsageError(f"seqgate: {exc}") from None
+            _usage_error(config, items, f"seqgate: {exc}")
+
+
+def _usage_error(config: pytest.Config, items: list[pytest.Item], message: str) -> None:
+    """Raise pytest's usage error (exit 4, ``ERROR: message``).
+
+    On a pytest-xdist worker a usage error raised in collection crashes the
+    worker, and the controller shows xdist's INTERNALERROR traceback, not the
+    message: the worker hands the message over (``workeroutput``) and runs
+    nothing, and the controller raises it once every worker is down.
+    """
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is None:
+        raise pytest.UsageError(message)
+    workeroutput.setdefault(USAGE_ERROR, message)
+    items.clear()
 
 
 # pytest reads only attributes named pytest_*: the second implementation of
@@ -528,6 +558,13 @@ def pytest_collection_modifyitems_selected(
     Runs last, on the items -k and --deselect left: a run that deselects every
     gated test (``pytest -k test_tokenizer``) loads no model and no data.
     """
+    try:
+        _validate_selected(config, items)
+    except pytest.UsageError as exc:
+        _usage_error(config, items, str(exc))
+
+
+def _validate_selected(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = _state(config)
     users = [item for item in items if _uses_plugin(item)]
     if not users:
