@@ -1,10 +1,11 @@
-"""Writes legacy_export.pt2 and legacy_export.json: a torch.export program as an
-older torch saves it (every file at the top of the archive, weights pickled),
-and the logits it gives on a few inputs.
+"""Writes legacy_export_X.Y.pt2 and legacy_export_X.Y.json: a torch.export
+program as torch X.Y saves it (before the PT2 archive: every file at the top of
+the archive, weights pickled), and the logits it gives on a few inputs.
 
-The committed files were made with torch 2.2.2 (``pip install torch==2.2.2`` in
-a virtual environment of its own, then ``python tests/data/make_legacy_export.py``);
-tests/test_loading.py checks how this torch treats them.
+The committed files were made with torch 2.2.2 and 2.6.0, each in a virtual
+environment of its own (``pip install torch==2.6.0``, then ``python
+tests/data/make_legacy_export.py``); tests/test_loading.py checks how this torch
+treats them (2.13 cannot read the first at all, and reads the second).
 """
 
 import json
@@ -31,7 +32,9 @@ if __name__ == "__main__":
     model = Summed().eval()
     dims = {0: torch.export.Dim("batch", min=1, max=1024), 1: torch.export.Dim("steps", max=512)}
     program = torch.export.export(model, (torch.randint(1, 40, (4, 6)),), dynamic_shapes=(dims,))
-    archive = here / "legacy_export.pt2"
+    version = torch.__version__.split("+")[0]
+    name = "legacy_export_" + ".".join(version.split(".")[:2])
+    archive = here / f"{name}.pt2"
     torch.export.save(program, str(archive))
     # The graph's stack traces name this file by its absolute path: keep the
     # repository's relative one, so that no machine's folders are committed.
@@ -45,8 +48,8 @@ if __name__ == "__main__":
     with torch.no_grad():
         logits = model(inputs)
     reference = {
-        "torch": torch.__version__.split("+")[0],
+        "torch": version,
         "inputs": inputs.tolist(),
         "logits": logits.tolist(),
     }
-    (here / "legacy_export.json").write_text(json.dumps(reference, indent=1) + "\n")
+    (here / f"{name}.json").write_text(json.dumps(reference, indent=1) + "\n")
