@@ -223,11 +223,15 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
         )
 
 
+# How torch words a failed shape check of an exported program: 2.13 "Guard
+# failed", 2.6 "Expected input at *args[0].shape[0] to be equal to 4, but got 7",
+# 2.2 "Input l_tokens_.shape[1] is specialized at 6".
+GUARD_WORDS = ("Guard failed", "Expected input at *args", "is specialized at")
+
+
 def _guard_hint(exc: BaseException, lead: str = "") -> str:
-    """For a shape guard of an exported program (torch.export): what it needs.
-    (torch 2.2 words it "Input l_tokens_.shape[1] is specialized at 6".)"""
-    text = str(exc)
-    if "Guard failed" not in text and "is specialized at" not in text:
+    """For a shape guard of an exported program (torch.export): what it needs."""
+    if not any(words in str(exc) for words in GUARD_WORDS):
         return ""
     return (
         f"{lead}an exported program runs only the shapes it was exported for, and seqgate's "
