@@ -255,7 +255,7 @@ class OOMAbove(nn.Module):
         self.sizes.append(tokens.shape[0])
         if tokens.shape[0] > self.limit:
             if not self.real:
-                # torch.OutOfMemoryError since 2.5; torch.cuda's (the same class) before.
+                # torch.OutOfMemoryError in 2.6 and 2.13; torch 2.2 has only torch.cuda's.
                 oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
                 raise oom("CUDA out of memory. Tried to allocate 2.00 GiB")
             torch.empty(1 << 50, dtype=torch.float64, device=tokens.device)

@@ -601,8 +601,8 @@ class Summed(nn.Module):
         return self.head(self.drop(self.embedding(tokens).sum(1)))
 
 
-# A torch without the PT2 archive (before 2.7 or so; 2.2.2 was checked) pickles the
-# weights of every program it exports, which the loader refuses unless trusted.
+# A torch without the PT2 archive (2.2.2 and 2.6.0 were checked; 2.13 has it) pickles
+# the weights of every program it exports, which the loader refuses unless trusted.
 PICKLING_EXPORT = importlib.util.find_spec("torch.export.pt2_archive") is None
 DATA = Path(__file__).parent / "data"
 
