@@ -700,8 +700,8 @@ def test_exported_program_saved_by_an_older_torch(saved_by: str) -> None:
     else:
         assert str(refused.value).startswith(
             f"model: {DATA / name} is an exported program saved by an older torch (with "
-            f"serialized_exported_program.json at the top of the archive), which pickles its "
-            f"weights: torch.export.load would unpickle in full"
+            f"serialized_exported_program.json at the top of the archive), whose pickled "
+            f"weights torch.export.load would unpickle in full"
         )
         assert f"it was refused. Re-export the model with torch {version}" in str(refused.value)
     logged: list[logging.LogRecord] = []

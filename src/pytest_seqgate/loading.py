@@ -236,7 +236,7 @@ def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
         if older:
             raise ModelError(
                 f"{setting}: {path} is an exported program saved by an older torch (with "
-                f"{LEGACY_EXPORT_ENTRY} at the top of the archive), which pickles its weights: "
+                f"{LEGACY_EXPORT_ENTRY} at the top of the archive), whose pickled weights "
                 f"{risk}, and this torch ({version}) may not read that layout at all; it was "
                 f"refused. Re-export the model with torch {version}, which saves plain tensors; "
                 f"or, only for a file you trust, set seqgate_trust_checkpoints = true"
