@@ -452,6 +452,63 @@ def test_unpadded_batches_never_pad_and_keep_the_batch_size() -> None:
     assert scores_alone(model, data, index[:0], CPU).shape == (0, 0)
 
 
+@pytest.mark.parametrize("features", [None, 5])
+@pytest.mark.parametrize("unpadded", [False, True])
+def test_small_batches_padded_as_a_group_are_the_batches_of_one_pad_each(
+    features: int | None, unpadded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small batches are padded a group at a time on the CPU and cut apart: the
+    model must see exactly the batches one pad per batch gives (same values,
+    widths, padding, lengths and rows, contiguous), and hashes must not change."""
+    import pytest_seqgate.batching as batching
+    import pytest_seqgate.inference as inference
+
+    data = random_data(300, features=features)
+    model = PackedGRU(features).eval()
+
+    def run(group_steps: int) -> tuple[list[Batch], object, int]:
+        monkeypatch.setattr(inference, "GROUP_STEPS", group_steps)
+        seen: list[Batch] = []
+        pads = 0
+        real_pad = batching._pad
+
+        def counting_pad(*args: object, **kwargs: object) -> Batch:
+            nonlocal pads
+            pads += 1
+            return real_pad(*args, **kwargs)  # type: ignore[arg-type]
+
+        def forward(m: nn.Module, batch: Batch) -> torch.Tensor:
+            assert batch.inputs.is_contiguous()
+            seen.append(batch)
+            return m(batch.inputs, lengths=batch.lengths)
+
+        monkeypatch.setattr(batching, "_pad", counting_pad)
+        preds = predict(model, data, CPU, batch_size=8, forward=forward, unpadded=unpadded)
+        return seen, preds, pads
+
+    group_steps = inference.GROUP_STEPS
+    one_each, expected, pads_one_each = run(0)
+    grouped, got, pads_grouped = run(group_steps)
+    assert pads_one_each == len(one_each) and pads_grouped < len(grouped) / 10
+    assert len(grouped) == len(one_each)
+    for a, b in zip(grouped, one_each):
+        assert torch.equal(a.inputs, b.inputs)
+        assert torch.equal(a.padding, b.padding)
+        assert torch.equal(a.lengths, b.lengths) and torch.equal(a.index, b.index)
+    assert torch.equal(got.scores, expected.scores)
+    assert torch.equal(got.hashes, expected.hashes)
+    assert torch.equal(got.hashes, data.content_hashes())
+
+
+def test_an_out_of_memory_split_inside_a_group_keeps_every_row() -> None:
+    data = random_data(100)
+    model = OOMAbove(limit=3)
+    preds = predict(model, data, CPU, batch_size=8)
+    assert preds.batch_size == 2 and max(model.sizes[-5:]) <= 3
+    assert preds.predictions.tolist() == [int(data[i][0][0]) % 2 for i in range(100)]
+    assert torch.equal(preds.hashes, data.content_hashes())
+
+
 class MeanOverPadding(nn.Module):
     """Averages every position, padding included: its answer depends on the batch."""
 
