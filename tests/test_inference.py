@@ -466,8 +466,8 @@ def test_small_batches_padded_as_a_group_are_the_batches_of_one_pad_each(
     data = random_data(300, features=features)
     model = PackedGRU(features).eval()
 
-    def run(group_steps: int) -> tuple[list[Batch], object, int]:
-        monkeypatch.setattr(inference, "GROUP_STEPS", group_steps)
+    def run(group_values: int) -> tuple[list[Batch], object, int]:
+        monkeypatch.setattr(inference, "GROUP_VALUES", group_values)
         seen: list[Batch] = []
         pads = 0
         real_pad = batching._pad
@@ -486,9 +486,9 @@ def test_small_batches_padded_as_a_group_are_the_batches_of_one_pad_each(
         preds = predict(model, data, CPU, batch_size=8, forward=forward, unpadded=unpadded)
         return seen, preds, pads
 
-    group_steps = inference.GROUP_STEPS
+    group_values = inference.GROUP_VALUES
     one_each, expected, pads_one_each = run(0)
-    grouped, got, pads_grouped = run(group_steps)
+    grouped, got, pads_grouped = run(group_values)
     assert pads_one_each == len(one_each) and pads_grouped < len(grouped) / 10
     assert len(grouped) == len(one_each)
     for a, b in zip(grouped, one_each):
@@ -498,6 +498,33 @@ def test_small_batches_padded_as_a_group_are_the_batches_of_one_pad_each(
     assert torch.equal(got.scores, expected.scores)
     assert torch.equal(got.hashes, expected.hashes)
     assert torch.equal(got.hashes, data.content_hashes())
+
+
+def test_steps_of_many_features_are_padded_one_batch_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A group is counted in padded values: with an embedding per step, a batch
+    already holds more than a group's worth, and grouping would only copy."""
+    import pytest_seqgate.batching as batching
+
+    pads = 0
+    real_pad = batching._pad
+
+    def counting_pad(*args: object, **kwargs: object) -> Batch:
+        nonlocal pads
+        pads += 1
+        return real_pad(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batching, "_pad", counting_pad)
+    data = random_data(12, features=4096)
+    calls: list[int] = []
+
+    def forward(m: nn.Module, batch: Batch) -> torch.Tensor:
+        calls.append(batch.inputs.shape[0])
+        return m(batch.inputs, lengths=batch.lengths)
+
+    predict(PackedGRU(4096).eval(), data, CPU, batch_size=2, forward=forward)
+    assert pads == len(calls) == 6
 
 
 def test_an_out_of_memory_split_inside_a_group_keeps_every_row() -> None:

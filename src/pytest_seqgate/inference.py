@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -124,12 +125,14 @@ def calling_convention(model: nn.Module) -> str:
 
 PINNED_LIMIT = 256 * 2**20
 
-# Padded steps per group of small batches on the CPU (int64: 256 KiB, in the
-# L2 cache). Paired against one pad per batch (bench's tiny model, 50,000
-# sequences, the pass alone): 0.88x at batch 32 and 64, 0.97x at 128, 1.00x at
-# 256 and 1024, where a batch fills a group alone. Groups of 256 Ki steps ran
-# 4-7% slower than one pad per batch at 32, 256 and 1024 (out of the cache).
-GROUP_STEPS = 1 << 15
+# Padded values (token ids, or the features of steps) per group of small
+# batches on the CPU: 256 KiB of int64 ids, in the L2 cache. Paired against one
+# pad per batch (bench's tiny model, 50,000 sequences, the pass alone): 0.88x
+# at batch 32 and 64, 0.97x at 128, 1.00x at 256 and 1024, where a batch fills
+# a group alone. Groups of 256 Ki ran 4-7% slower than one pad per batch at 32,
+# 256 and 1024 (out of the cache). Counted in values, not steps, so that steps
+# of many features (one embedding per step) make groups of one batch.
+GROUP_VALUES = 1 << 15
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -417,6 +420,7 @@ def predict(
     checked = False
     group_start = group_stop = 0
     group = None
+    group_steps = GROUP_VALUES // math.prod(data.values.shape[1:]) if on_cpu else 0
     with torch.inference_mode(), eval_mode(model):
         while queue:
             start, stop = queue.popleft()
@@ -428,7 +432,7 @@ def predict(
                 # On the CPU small batches are padded a group at a time (see
                 # BucketedBatches.group_stop); a GPU gets each batch pinned.
                 group_start = start
-                group_stop = sorted_pass.group_stop(start, stop, GROUP_STEPS if on_cpu else 0)
+                group_stop = sorted_pass.group_stop(start, stop, group_steps)
                 group = sorted_pass.batch(start, group_stop, pin_memory=pin)
                 # Content hashes for the duplicate and leakage checks, from the padded
                 # rows we already have, on the CPU: no extra pass and no device sync.
