@@ -214,14 +214,15 @@ class BucketedBatches:
 
     def cut(self, group: Batch, first: int, start: int, stop: int) -> Batch:
         """Rows ``[start, stop)`` of the run from ``group``, padded rows whose first
-        is row ``first``: the same batch as :meth:`batch` gives, contiguous."""
+        is row ``first``: the same batch as :meth:`batch` gives, its inputs
+        contiguous (its padding mask is a view of the group's)."""
         width = self.widths[start]
-        lengths = self.lengths[start:stop]
+        rows = slice(start - first, stop - first)
         return Batch(
-            group.inputs[start - first : stop - first, :width].contiguous(),
-            lengths,
+            group.inputs[rows, :width].contiguous(),
+            self.lengths[start:stop],
             self.order[start:stop],
-            self.steps[:width] >= lengths.unsqueeze(1),
+            group.padding[rows, :width],
         )
 
 
