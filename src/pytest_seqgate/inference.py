@@ -126,13 +126,14 @@ def calling_convention(model: nn.Module) -> str:
 PINNED_LIMIT = 256 * 2**20
 
 # Padded values (token ids, or the features of steps) per group of small
-# batches on the CPU: 256 KiB of int64 ids, in the L2 cache. Paired against one
+# batches on the CPU: 512 KiB of int64 ids, in the L2 cache. Paired against one
 # pad per batch (bench's tiny model, 50,000 sequences, the pass alone): 0.83x
-# at batch 32, 0.88-0.91x at 64, 0.97x at 128, 1.00x at 256 and 1024, where a
-# batch fills a group alone. Groups of 256 Ki ran 4-7% slower than one pad per batch at 32,
-# 256 and 1024 (out of the cache). Counted in values, not steps, so that steps
+# at batch 32, 0.88-0.91x at 64, 1.00x at 1024, where a batch fills a group
+# alone. Against groups of 32 Ki: 0.96-0.97x at batch 256, 0.98x at 128, the
+# same at 32 and 1024; 128 Ki gained less, and 256 Ki ran 4-7% slower than one
+# pad per batch (out of the cache). Counted in values, not steps, so that steps
 # of many features (one embedding per step) make groups of one batch.
-GROUP_VALUES = 1 << 15
+GROUP_VALUES = 1 << 16
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
