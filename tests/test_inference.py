@@ -10,11 +10,18 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from pytest_seqgate.batching import SAMPLE_LENGTHS, Batch, padded_rows, padded_sample
+from pytest_seqgate.batching import _pad as REAL_PAD
 from pytest_seqgate.config import Settings
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.evaluation import evaluate
 from pytest_seqgate.exceptions import ConfigError, ModelError
-from pytest_seqgate.inference import calling_convention, predict, resolve_device, scores_alone
+from pytest_seqgate.inference import (
+    Predictions,
+    calling_convention,
+    predict,
+    resolve_device,
+    scores_alone,
+)
 
 from conftest import token_set
 
@@ -452,6 +459,28 @@ def test_unpadded_batches_never_pad_and_keep_the_batch_size() -> None:
     assert scores_alone(model, data, index[:0], CPU).shape == (0, 0)
 
 
+class Recorded:
+    """A predict pass that counts its pads (calls of ``batching._pad``) and keeps
+    the batches the model saw, whose inputs must be contiguous."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import pytest_seqgate.batching as batching
+
+        self.pads = 0
+        self.batches: list[Batch] = []
+
+        def counting_pad(*args: object, **kwargs: object) -> Batch:
+            self.pads += 1
+            return REAL_PAD(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(batching, "_pad", counting_pad)
+
+    def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        assert batch.inputs.is_contiguous()
+        self.batches.append(batch)
+        return model(batch.inputs, lengths=batch.lengths)
+
+
 @pytest.mark.parametrize("features", [None, 5])
 @pytest.mark.parametrize("unpadded", [False, True])
 def test_small_batches_padded_as_a_group_are_the_batches_of_one_pad_each(
@@ -460,38 +489,24 @@ def test_small_batches_padded_as_a_group_are_the_batches_of_one_pad_each(
     """Small batches are padded a group at a time on the CPU and cut apart: the
     model must see exactly the batches one pad per batch gives (same values,
     widths, padding, lengths and rows, contiguous), and hashes must not change."""
-    import pytest_seqgate.batching as batching
     import pytest_seqgate.inference as inference
 
     data = random_data(300, features=features)
     model = PackedGRU(features).eval()
 
-    def run(group_values: int) -> tuple[list[Batch], object, int]:
+    def run(group_values: int) -> tuple[Recorded, Predictions]:
         monkeypatch.setattr(inference, "GROUP_VALUES", group_values)
-        seen: list[Batch] = []
-        pads = 0
-        real_pad = batching._pad
-
-        def counting_pad(*args: object, **kwargs: object) -> Batch:
-            nonlocal pads
-            pads += 1
-            return real_pad(*args, **kwargs)  # type: ignore[arg-type]
-
-        def forward(m: nn.Module, batch: Batch) -> torch.Tensor:
-            assert batch.inputs.is_contiguous()
-            seen.append(batch)
-            return m(batch.inputs, lengths=batch.lengths)
-
-        monkeypatch.setattr(batching, "_pad", counting_pad)
-        preds = predict(model, data, CPU, batch_size=8, forward=forward, unpadded=unpadded)
-        return seen, preds, pads
+        seen = Recorded(monkeypatch)
+        preds = predict(model, data, CPU, batch_size=8, forward=seen.forward, unpadded=unpadded)
+        return seen, preds
 
     group_values = inference.GROUP_VALUES
-    one_each, expected, pads_one_each = run(0)
-    grouped, got, pads_grouped = run(group_values)
-    assert pads_one_each == len(one_each) and pads_grouped < len(grouped) / 10
-    assert len(grouped) == len(one_each)
-    for a, b in zip(grouped, one_each):
+    one_each, expected = run(0)
+    grouped, got = run(group_values)
+    assert one_each.pads == len(one_each.batches)
+    assert grouped.pads < len(grouped.batches) / 10
+    assert len(grouped.batches) == len(one_each.batches)
+    for a, b in zip(grouped.batches, one_each.batches):
         assert torch.equal(a.inputs, b.inputs)
         assert torch.equal(a.padding, b.padding)
         assert torch.equal(a.lengths, b.lengths) and torch.equal(a.index, b.index)
@@ -505,26 +520,10 @@ def test_steps_of_many_features_are_padded_one_batch_at_a_time(
 ) -> None:
     """A group is counted in padded values: with an embedding per step, a batch
     already holds more than a group's worth, and grouping would only copy."""
-    import pytest_seqgate.batching as batching
-
-    pads = 0
-    real_pad = batching._pad
-
-    def counting_pad(*args: object, **kwargs: object) -> Batch:
-        nonlocal pads
-        pads += 1
-        return real_pad(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(batching, "_pad", counting_pad)
+    seen = Recorded(monkeypatch)
     data = random_data(12, features=4096)
-    calls: list[int] = []
-
-    def forward(m: nn.Module, batch: Batch) -> torch.Tensor:
-        calls.append(batch.inputs.shape[0])
-        return m(batch.inputs, lengths=batch.lengths)
-
-    predict(PackedGRU(4096).eval(), data, CPU, batch_size=2, forward=forward)
-    assert pads == len(calls) == 6
+    predict(PackedGRU(4096).eval(), data, CPU, batch_size=2, forward=seen.forward)
+    assert seen.pads == len(seen.batches) == 6
 
 
 def test_an_out_of_memory_split_inside_a_group_keeps_every_row() -> None:
