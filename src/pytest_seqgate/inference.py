@@ -421,7 +421,7 @@ def predict(
     checked = False
     group_start = group_stop = 0
     group = None
-    group_steps = GROUP_VALUES // math.prod(data.values.shape[1:]) if on_cpu else 0
+    group_steps = GROUP_VALUES // max(1, math.prod(data.values.shape[1:])) if on_cpu else 0
     with torch.inference_mode(), eval_mode(model):
         while queue:
             start, stop = queue.popleft()
