@@ -481,8 +481,8 @@ def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
 def bench_fixed(quick: bool, repeats: int) -> list[list[object]]:
     """Where the tiny model's overhead goes: each part of the evaluation timed on
     its own (batch 256), the parts in turn round after round, against the hand
-    loop. The parts after inference cost
-    the same whatever the model; with the tiny model they are a large share."""
+    loop. The parts after inference cost the same whatever the model; with the
+    tiny model they are a large share."""
     from pytest_seqgate.batching import padded_sample
     from pytest_seqgate.curves import expected_calibration_error, ranking
     from pytest_seqgate.diagnostics import duplicates, length_slices

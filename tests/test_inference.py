@@ -460,8 +460,8 @@ def test_unpadded_batches_never_pad_and_keep_the_batch_size() -> None:
 
 
 class Recorded:
-    """A predict pass that counts its pads (calls of ``batching._pad``) and keeps
-    the batches the model saw, whose inputs must be contiguous."""
+    """Records a predict pass: counts its pads (calls of ``batching._pad``) and
+    keeps the batches the model saw, whose inputs must be contiguous."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import pytest_seqgate.batching as batching
@@ -524,6 +524,17 @@ def test_steps_of_many_features_are_padded_one_batch_at_a_time(
     data = random_data(12, features=4096)
     predict(PackedGRU(4096).eval(), data, CPU, batch_size=2, forward=seen.forward)
     assert seen.pads == len(seen.batches) == 6
+
+
+def test_steps_of_no_features_still_form_groups() -> None:
+    """A group's size divides by the features per step: none must not crash."""
+
+    class ByLength(nn.Module):
+        def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(lengths % 2, 2).float()
+
+    data = SequenceData.from_sequences([torch.zeros(k, 0) for k in (3, 1, 2, 5)], [1, 1, 0, 1])
+    assert predict(ByLength(), data, CPU, batch_size=2).predictions.tolist() == [1, 1, 0, 1]
 
 
 def test_an_out_of_memory_split_inside_a_group_keeps_every_row() -> None:

@@ -200,13 +200,15 @@ class BucketedBatches:
         ends: whole batches of its size while they fit in ``steps`` padded steps
         at its width (at least the batch itself; ``steps = 0``: just the batch).
 
-        Padding costs a fixed dozen or so of tensor ops per call: for batches of
-        a few dozen short sequences that is most of a small model's time (a
-        tenth of it at batch 32). Padded as one group and cut into batches, the
-        rows cost those ops once per group and one copy per batch; the group
-        stays small enough for the CPU's cache. Lengths fall along the run, so
-        the group pads each batch's rows only to the group's first width, and
-        :meth:`cut` trims each batch back to its own.
+        Padding and hashing cost a dozen or so tensor ops per call, whatever
+        the batch's size: with batches of a few dozen short sequences that is a
+        large share of a small model's pass (padding each of bench's tiny
+        model's batches of 32 made the pass 1.2x as long). Padded as one group
+        and cut into batches, the rows cost those ops once per group and one
+        copy per batch; the group stays small enough for the CPU's cache.
+        Lengths fall along the run, so the group pads each batch's rows only to
+        the group's first width, and :meth:`cut` trims each batch back to its
+        own.
         """
         size = stop - start
         rows = max(1, steps // max(1, self.widths[start] * size)) * size

@@ -394,8 +394,9 @@ def predict(
     copy the logits into the next rows of a buffer in run (length-sorted)
     order, which on a GPU is an asynchronous copy into pinned memory, so
     there is no host sync per batch. On the CPU, small batches are collated
-    and hashed a group at a time, then cut apart. Softmax, argmax, the finiteness check and
-    the reordering to dataset order are then one vectorized pass each.
+    and hashed a group at a time, then cut apart. Softmax, argmax, the
+    finiteness check and the reordering to dataset order are then one
+    vectorized pass each.
 
     A CUDA out-of-memory error splits the failing batch in two and goes on at
     the smaller size, down to one sequence, before giving up.
