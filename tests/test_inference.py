@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from types import SimpleNamespace
 
 import pytest
@@ -462,19 +461,16 @@ def test_unpadded_batches_never_pad_and_keep_the_batch_size() -> None:
 
 class Recorded:
     """Records a predict pass: counts its pads (calls of ``batching._pad``) and
-    the threads they ran on, and keeps the batches the model saw, whose inputs
-    must be contiguous."""
+    keeps the batches the model saw, whose inputs must be contiguous."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import pytest_seqgate.batching as batching
 
         self.pads = 0
-        self.pad_threads: set[str] = set()
         self.batches: list[Batch] = []
 
         def counting_pad(*args: object, **kwargs: object) -> Batch:
             self.pads += 1
-            self.pad_threads.add(threading.current_thread().name)
             return REAL_PAD(*args, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(batching, "_pad", counting_pad)
@@ -548,124 +544,6 @@ def test_an_out_of_memory_split_inside_a_group_keeps_every_row() -> None:
     assert preds.batch_size == 2 and max(model.sizes[-5:]) <= 3
     assert preds.predictions.tolist() == [int(data[i][0][0]) % 2 for i in range(100)]
     assert torch.equal(preds.hashes, data.content_hashes())
-
-
-def prefetch_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("seqgate-prefetch")]
-
-
-def test_prefetched_keeps_order_and_makes_ahead_on_one_single_op_thread() -> None:
-    from pytest_seqgate.batching import prefetched
-
-    made: list[tuple[str, int]] = []
-
-    def make(i: int) -> int:
-        made.append((threading.current_thread().name, torch.get_num_threads()))
-        return i * i
-
-    threads = torch.get_num_threads()
-    assert list(prefetched(make, range(10), 0)) == [i * i for i in range(10)]
-    assert {name for name, _ in made} == {threading.current_thread().name}
-    made.clear()
-    assert list(prefetched(make, range(10), 3)) == [i * i for i in range(10)]
-    assert len(made) == 10
-    # One thread, which runs torch ops on one intra-op thread: a second
-    # OpenMP team would spin on the cores a model's own ops use.
-    assert len({name for name, _ in made}) == 1
-    assert all(name.startswith("seqgate-prefetch") and n == 1 for name, n in made)
-    # The count of the caller, and the default of threads started later, are
-    # put back.
-    assert torch.get_num_threads() == threads
-    later: list[int] = []
-    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
-    thread.start()
-    thread.join()
-    assert later == [threads]
-    assert not prefetch_threads()
-
-
-def test_prefetched_raises_at_the_failing_item_and_leaves_no_thread() -> None:
-    from pytest_seqgate.batching import prefetched
-
-    made: list[int] = []
-
-    def make(i: int) -> int:
-        made.append(i)
-        if i == 3:
-            raise ValueError("item 3 is bad")
-        return i
-
-    got = []
-    with pytest.raises(ValueError, match="item 3 is bad"):
-        for value in prefetched(make, range(100), 2):
-            got.append(value)
-    assert got == [0, 1, 2] and max(made) <= 5  # made ahead by 2 at most
-    assert not prefetch_threads()
-    # A consumer that stops early (the model raised) cancels the rest.
-    made.clear()
-    items = prefetched(make, range(10, 100), 2)
-    assert next(items) == 10
-    items.close()
-    assert max(made) <= 13 and not prefetch_threads()
-
-
-def test_small_batches_are_padded_ahead_of_the_model_on_another_thread(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With groups of two batches of 8, the pass pads ahead on the prefetch
-    thread; the model sees the same batches and the results are the same as
-    padding in line. Batches of a group each pad in line."""
-    import pytest_seqgate.inference as inference
-
-    data = random_data(300)
-    model = PackedGRU().eval()
-
-    def run(group_values: int, ahead: int) -> tuple[Recorded, Predictions]:
-        monkeypatch.setattr(inference, "GROUP_VALUES", group_values)
-        monkeypatch.setattr(inference, "PREFETCH", ahead)
-        seen = Recorded(monkeypatch)
-        return seen, predict(model, data, CPU, batch_size=8, forward=seen.forward)
-
-    pair = 2 * 8 * int(data.lengths.max())
-    ahead, got = run(pair, 4)
-    in_line, expected = run(pair, 0)
-    one_each, _ = run(0, 4)
-    assert ahead.pad_threads == {"seqgate-prefetch_0"}
-    assert in_line.pad_threads == one_each.pad_threads == {threading.current_thread().name}
-    assert len(ahead.batches) == len(in_line.batches) == 38
-    assert 4 < ahead.pads == in_line.pads < 38
-    for a, b in zip(ahead.batches, in_line.batches):
-        assert torch.equal(a.inputs, b.inputs) and torch.equal(a.index, b.index)
-    assert torch.equal(got.scores, expected.scores)
-    assert torch.equal(got.hashes, data.content_hashes())
-    assert not prefetch_threads()
-    # Running out of memory splits a batch padded ahead like one padded in line.
-    oom = predict(OOMAbove(limit=3), data, CPU, batch_size=8)
-    assert oom.batch_size == 2
-    assert oom.predictions.tolist() == [int(data[i][0][0]) % 2 for i in range(300)]
-    assert torch.equal(oom.hashes, data.content_hashes())
-
-
-def test_a_model_error_mid_pass_leaves_no_prefetch_thread(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import pytest_seqgate.inference as inference
-
-    class FailsOnTheFifthCall(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.calls = 0
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            self.calls += 1
-            if self.calls == 5:
-                raise RuntimeError("boom")
-            return torch.zeros(tokens.shape[0], 2)
-
-    monkeypatch.setattr(inference, "GROUP_VALUES", 2 * 8 * 40)
-    with pytest.raises(ModelError, match="boom"):
-        predict(FailsOnTheFifthCall(), random_data(300), CPU, batch_size=8)
-    assert not prefetch_threads()
 
 
 class MeanOverPadding(nn.Module):

@@ -7,21 +7,14 @@ sequences whose lengths are skewed (see bench/).
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Generator, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import islice, pairwise
-from typing import TypeVar
+from itertools import pairwise
 
 import torch
 from torch import Tensor
 
 from pytest_seqgate.data import SequenceData
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -202,12 +195,10 @@ class BucketedBatches:
             pin_memory,
         )
 
-    def groups(self, ranges: list[tuple[int, int]], steps: int) -> list[list[tuple[int, int]]]:
-        """The batches ``ranges`` (in run order) in groups to pad together: a group
-        starting with the batch ``[start, stop)`` takes the following batches
-        while they end within as many of its rows as fit in ``steps`` padded
-        steps at its width (at least the batch itself; ``steps = 0``: one batch
-        a group).
+    def group_stop(self, start: int, stop: int, steps: int) -> int:
+        """Where a group of padded rows that starts with the batch ``[start, stop)``
+        ends: whole batches of its size while they fit in ``steps`` padded steps
+        at its width (at least the batch itself; ``steps = 0``: just the batch).
 
         Padding and hashing cost a dozen or so tensor ops per call, whatever
         the batch's size: with batches of a few dozen short sequences that is a
@@ -219,16 +210,9 @@ class BucketedBatches:
         the group's first width, and :meth:`cut` trims each batch back to its
         own.
         """
-        out: list[list[tuple[int, int]]] = []
-        end = -1
-        for start, stop in ranges:
-            if stop <= end:
-                out[-1].append((start, stop))
-                continue
-            size = stop - start
-            end = start + max(1, steps // max(1, self.widths[start] * size)) * size
-            out.append([(start, stop)])
-        return out
+        size = stop - start
+        rows = max(1, steps // max(1, self.widths[start] * size)) * size
+        return max(stop, min(len(self.widths), start + rows))
 
     def cut(self, group: Batch, first: int, start: int, stop: int) -> Batch:
         """Rows ``[start, stop)`` of the run from ``group``, padded rows whose first
@@ -268,39 +252,3 @@ def _pad(
     if pin_memory:
         inputs = inputs.pin_memory()
     return Batch(inputs, lengths, index, padding)
-
-
-def prefetched(make: Callable[[T], R], items: Iterable[T], ahead: int) -> Generator[R, None, None]:
-    """``make(item)`` for each of ``items``, in order, computed up to ``ahead``
-    items in advance on one background thread (``ahead = 0``: in line).
-
-    A small model's forward pass runs on one core, and padding its batches was
-    a sixth of its pass: made on the other core while the model runs, the
-    batches cost the pass almost nothing. Tensor ops release the GIL, so the
-    two threads overlap. An error in ``make`` is raised here, at its item;
-    closing the generator early cancels what has not started and waits for
-    the item under way, so no thread outlives the pass.
-    """
-    if ahead <= 0:
-        yield from map(make, items)
-        return
-    source = iter(items)
-    # One intra-op thread for the worker: a second OpenMP team, spinning
-    # between its ops, took cores from a model that runs on all of them (a
-    # packed LSTM's pass ran 1.36x as long). The count is per thread in
-    # OpenMP, but torch also keeps it as the default of new threads, which
-    # is put back once the worker is gone.
-    threads = torch.get_num_threads()
-    pool = ThreadPoolExecutor(
-        1, "seqgate-prefetch", initializer=torch.set_num_threads, initargs=(1,)
-    )
-    try:
-        pending = deque(pool.submit(make, item) for item in islice(source, ahead))
-        while pending:
-            done = pending.popleft()
-            for item in islice(source, 1):
-                pending.append(pool.submit(make, item))
-            yield done.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)

@@ -1,10 +1,9 @@
 """The prediction loop: device, eval mode, inference_mode, length-bucketed batches.
 
-The loop copies each batch's logits into a host buffer (asynchronously from a
-GPU: no host sync per batch), checks the model's outputs on the first batch
-(where a wrong model fails loudly instead of producing quietly wrong
-numbers), and returns the predictions in the dataset's order whatever order
-the batches ran in.
+The loop does one host sync per batch (copying the batch's predictions
+back), checks the model's outputs on the first batch (where a wrong model
+fails loudly instead of producing quietly wrong numbers), and returns the
+predictions in the dataset's order whatever order the batches ran in.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pytest_seqgate.batching import Batch, BucketedBatches, prefetched, row_ranges
+from pytest_seqgate.batching import Batch, BucketedBatches, row_ranges
 from pytest_seqgate.data import (
     SequenceData,
     hash_padded,
@@ -135,12 +134,6 @@ PINNED_LIMIT = 256 * 2**20
 # pad per batch (out of the cache). Counted in values, not steps, so that steps
 # of many features (one embedding per step) make groups of one batch.
 GROUP_VALUES = 1 << 16
-
-# Groups padded ahead of the model on the CPU (see batching.prefetched), at
-# most PREFETCH_BYTES of them: batches of long steps of many features pad in
-# line, where the model's own time dwarfs their padding.
-PREFETCH = 4
-PREFETCH_BYTES = 16 * 2**20
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -379,26 +372,6 @@ def _probabilities(logits: Tensor, outputs: str = "logits") -> Tensor:
     return torch.softmax(logits.T, dim=0).T
 
 
-def _ahead(
-    data: SequenceData, sorted_pass: BucketedBatches, groups: list[list[tuple[int, int]]]
-) -> int:
-    """How many groups to pad ahead of the model, on another thread.
-
-    Only batches small enough to share a group: their forward calls run
-    mostly on one core (torch splits an op over threads from 32 Ki elements
-    up), and a thread padding beside them hid most of padding's sixth of the
-    tiny model's pass. Beside its batches of 1,024, a group each, the thread
-    made the pass 1.07x as long, and a pass of a few groups does not pay for
-    starting it. The first group, of the longest sequences, is the largest:
-    at most PREFETCH_BYTES of groups wait.
-    """
-    if len(groups) <= PREFETCH or len(groups[0]) < 2:
-        return 0
-    rows = groups[0][-1][1] - groups[0][0][0]
-    values = rows * sorted_pass.widths[0] * math.prod(data.values.shape[1:])
-    return min(PREFETCH, PREFETCH_BYTES // max(1, values * data.values.element_size()))
-
-
 def predict(
     model: nn.Module,
     data: SequenceData,
@@ -421,9 +394,9 @@ def predict(
     copy the logits into the next rows of a buffer in run (length-sorted)
     order, which on a GPU is an asynchronous copy into pinned memory, so
     there is no host sync per batch. On the CPU, small batches are collated
-    and hashed a group at a time, ahead of the model on a second thread, then
-    cut apart. Softmax, argmax, the finiteness check and the reordering to
-    dataset order are then one vectorized pass each.
+    and hashed a group at a time, then cut apart. Softmax, argmax, the
+    finiteness check and the reordering to dataset order are then one
+    vectorized pass each.
 
     A CUDA out-of-memory error splits the failing batch in two and goes on at
     the smaller size, down to one sequence, before giving up.
@@ -441,40 +414,31 @@ def predict(
     # Splitting a batch after an OOM keeps its rows in order, so rows run in the
     # order of ``sorted_pass.run`` whatever happens: a batch's outputs go to
     # the next rows of the run-order buffers.
-    ranges = sorted_pass.ranges(batch_size, unpadded)
-    queue = deque(ranges)
+    queue = deque(sorted_pass.ranges(batch_size, unpadded))
     current = batch_size
     run_hashes = torch.empty(n, dtype=torch.int64)
     weights, _ = hash_tables(sorted_pass.widths[0])
     run_logits: Tensor | None = None
     checked = False
-    # On the CPU small batches are padded a group at a time (see
-    # BucketedBatches.groups), ahead of the model, on another thread; a GPU
-    # gets each batch pinned, in line.
-    group_steps = GROUP_VALUES // max(1, math.prod(data.values.shape[1:])) if on_cpu else 0
-
-    @torch.inference_mode()
-    def pad(batches: list[tuple[int, int]]) -> tuple[int, int, Batch]:
-        first, last = batches[0][0], batches[-1][1]
-        group = sorted_pass.batch(first, last, pin_memory=pin)
-        # Content hashes for the duplicate and leakage checks, from the padded
-        # rows we already have, on the CPU: no extra pass and no device sync.
-        hash_padded(group.inputs, weights, out=run_hashes[first:last])
-        return first, last, group
-
-    planned = sorted_pass.groups(ranges, group_steps)
-    groups = prefetched(pad, planned, _ahead(data, sorted_pass, planned) if on_cpu else 0)
     group_start = group_stop = 0
     group = None
-    with contextlib.closing(groups), torch.inference_mode(), eval_mode(model):
+    group_steps = GROUP_VALUES // max(1, math.prod(data.values.shape[1:])) if on_cpu else 0
+    with torch.inference_mode(), eval_mode(model):
         while queue:
             start, stop = queue.popleft()
             size = stop - start
             if size > current:
                 queue.extendleft(reversed(row_ranges(start, stop, current)))
                 continue
-            while stop > group_stop:
-                group_start, group_stop, group = next(groups)
+            if start < group_start or stop > group_stop:
+                # On the CPU small batches are padded a group at a time (see
+                # BucketedBatches.group_stop); a GPU gets each batch pinned.
+                group_start = start
+                group_stop = sorted_pass.group_stop(start, stop, group_steps)
+                group = sorted_pass.batch(start, group_stop, pin_memory=pin)
+                # Content hashes for the duplicate and leakage checks, from the padded
+                # rows we already have, on the CPU: no extra pass and no device sync.
+                hash_padded(group.inputs, weights, out=run_hashes[start:group_stop])
             assert group is not None
             if start == group_start and stop == group_stop:
                 host_batch = group
