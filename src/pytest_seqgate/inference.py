@@ -1,9 +1,10 @@
 """The prediction loop: device, eval mode, inference_mode, length-bucketed batches.
 
-The loop does one host sync per batch (copying the batch's predictions
-back), checks the model's outputs on the first batch (where a wrong model
-fails loudly instead of producing quietly wrong numbers), and returns the
-predictions in the dataset's order whatever order the batches ran in.
+The loop copies each batch's logits into a host buffer (asynchronously from a
+GPU: no host sync per batch), checks the model's outputs on the first batch
+(where a wrong model fails loudly instead of producing quietly wrong
+numbers), and returns the predictions in the dataset's order whatever order
+the batches ran in.
 """
 
 from __future__ import annotations
