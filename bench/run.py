@@ -41,6 +41,17 @@ from pytest_seqgate.metrics import compute_metrics, confusion_matrix  # noqa: E4
 
 T = TypeVar("T")
 
+# Each measured figure against the target for it: the sections add
+# their rows, and the bench prints them last, so one run says what is met.
+VERDICTS: list[list[object]] = []
+
+
+def verdict(
+    target: str, case: str, value: float, bound: float, at_least: bool = False, shown: str = ""
+) -> None:
+    met = value >= bound if at_least else value <= bound
+    VERDICTS.append([target, case, shown or f"{value:.2f}", "yes" if met else "NO"])
+
 
 def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     for _ in range(warmup):
@@ -121,6 +132,7 @@ def bench_metrics(quick: bool, repeats: int) -> list[list[object]]:
             rounds = max(repeats, 31 if n <= 10**5 else 15)
             _, t_ours, ratio = paired_times(bare, ours, rounds, inner)
             row: list[object] = [f"{n:.0e}", c, f"{t_ours * 1e3:.2f}", f"{ratio:.2f}"]
+            verdict("metrics / bare bincount <= 1.3", f"{n:.0e}, {c} classes", ratio, 1.3)
             if n <= 10**6:
                 yt, yp = y_true.numpy(), y_pred.numpy()
                 sk_repeats = max(3, repeats // 2) if n == 10**6 else repeats
@@ -132,6 +144,15 @@ def bench_metrics(quick: bool, repeats: int) -> list[list[object]]:
                     lambda: precision_recall_fscore_support(yt, yp, zero_division=0), sk_repeats
                 )
                 row += [f"{t_report / t_ours:.0f}x", f"{t_prfs / t_ours:.0f}x"]
+                if n == 10**6:
+                    verdict(
+                        "classification_report / metrics >= 20 at 1e6",
+                        f"{c} classes",
+                        t_report / t_ours,
+                        20,
+                        at_least=True,
+                        shown=f"{t_report / t_ours:.0f}x",
+                    )
             else:
                 row += ["-", "-"]
             rows.append(row)
@@ -283,6 +304,17 @@ def bench_batching(quick: bool, repeats: int) -> list[list[object]]:
                 for i in sample
             ]
         same = sum(int(preds["bucketed"][i]) == a for i, a in zip(sample.tolist(), alone))
+        speedups = {s: times[s] / times["bucketed"] for s in ("global_max", "per_batch")}
+        verdict("global-max / bucketed >= 4", name, speedups["global_max"], 4, at_least=True)
+        verdict("per-batch / bucketed >= 2.5", name, speedups["per_batch"], 2.5, at_least=True)
+        verdict(
+            "bucketed = each sequence alone, all strategies agree",
+            name,
+            same / len(alone) if same_all else 0.0,
+            1.0,
+            at_least=True,
+            shown=f"{same}/{len(alone)}" + ("" if same_all else ", strategies disagree"),
+        )
         ceiling = "-"
         if isinstance(model, LSTMClassifier) and model.packed:
             floor = lstm_floor_seconds(model, data.lengths, 64)
@@ -294,8 +326,8 @@ def bench_batching(quick: bool, repeats: int) -> list[list[object]]:
                 name,
                 n,
                 f"{n / times['bucketed']:.0f}",
-                f"{times['global_max'] / times['bucketed']:.2f}x",
-                f"{times['per_batch'] / times['bucketed']:.2f}x",
+                f"{speedups['global_max']:.2f}x",
+                f"{speedups['per_batch']:.2f}x",
                 ceiling,
                 f"{pads['bucketed'] / 1e3:.0f}k / {pads['per_batch'] / 1e3:.0f}k / "
                 f"{pads['global_max'] / 1e3:.0f}k",
@@ -363,6 +395,16 @@ def bench_gpu(quick: bool, repeats: int) -> list[list[object]]:
                 f"{n / seconds:,.0f}",
                 f"{float((preds == fp32).double().mean()):.2%}",
             ]
+            if precision == "bf16" and name.startswith("example"):
+                agree = float((preds == fp32).double().mean())
+                verdict(
+                    "bf16 = fp32 on the example >= 99.5%",
+                    name,
+                    agree,
+                    0.995,
+                    at_least=True,
+                    shown=f"{agree:.2%}",
+                )
             if precision == "fp32":
                 same = float((preds[checked] == on_cpu).double().mean())
                 times = {
@@ -465,6 +507,7 @@ def bench_overhead(quick: bool, repeats: int) -> list[list[object]]:
         # and steady a ratio that moves by 0.1 to 0.3 between runs of 7.
         rounds = max(repeats, 21 if name.startswith("tiny") else 7)
         t_hand, t_plugin, ratio = paired_times(hand, plugin, rounds)
+        verdict("whole evaluation / hand loop <= 1.10", f"{name}, batch {batch}", ratio, 1.10)
         rows.append(
             [
                 name,
@@ -576,13 +619,22 @@ def bench_startup(quick: bool, repeats: int) -> list[list[object]]:
         )
         for _ in range(reps)
     ]
+    plugin_import = statistics.median(imports)
+    verdict("pytest with the plugin / without <= 1.05", "50 trivial tests, wall", ratio, 1.05)
+    verdict(
+        "the plugin's import / a run with it <= 5%",
+        "50 trivial tests",
+        plugin_import / with_plugin,
+        0.05,
+        shown=f"{plugin_import / with_plugin:.1%}",
+    )
     return [
         [
             f"{with_plugin * 1e3:.0f}",
             f"{without * 1e3:.0f}",
             f"{(ratio - 1) * 100:+.1f}%",
             f"{(cpu_ratio - 1) * 100:+.1f}%",
-            f"{statistics.median(imports) * 1e3:.1f}",
+            f"{plugin_import * 1e3:.1f}",
         ]
     ]
 
@@ -623,10 +675,12 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
         rows = []
         t_bare, t_json, ratio = paired_times(bare, standard_library_only, reps)
         rows.append(["json", n, f"{n / t_json:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"])
+        verdict(".jsonl / bare json.loads >= 0.5", "json", 1 / ratio, 0.5, at_least=True)
         if loading.fast_loads() is not None:
             t_bare, t_fast, ratio = paired_times(bare, lambda: read_jsonl(path), reps)
             fast_row = [f"{n / t_fast:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
             rows.append(["orjson (extra 'fast')", n, *fast_row])
+            verdict(".jsonl / bare json.loads >= 0.5", "orjson", 1 / ratio, 0.5, at_least=True)
     return rows
 
 
@@ -883,6 +937,9 @@ def main() -> None:
             continue
         print(f"\n## {name}\n")
         print(table(fn(args.quick, repeats), headers), flush=True)
+    if VERDICTS:
+        print("\n## targets" + (" (quick sizes: not the issue's)" if args.quick else "") + "\n")
+        print(table(VERDICTS, ["target", "case", "measured", "met"]))
 
 
 if __name__ == "__main__":
