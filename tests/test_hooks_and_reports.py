@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -236,6 +238,26 @@ def test_a_report_that_cannot_be_written_is_named_and_nothing_is_left_behind(tmp
         write_atomic(target, "{}")
     write_atomic(tmp_path / "r.json", "{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "taken"]  # no temp file
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_a_report_gets_the_permissions_of_a_plain_write_not_a_temporary_files(tmp_path):
+    from pytest_seqgate.report import write_atomic
+
+    old = os.umask(0o027)
+    try:
+        write_atomic(tmp_path / "new.json", "{}")
+        kept = tmp_path / "kept.json"
+        kept.write_text("old")
+        kept.chmod(0o604)
+        write_atomic(kept, "{}")
+    finally:
+        os.umask(old)
+    # A new file: 0o666 less the umask (a temporary file's would be 0o600).
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o640
+    # A file that was there keeps its own bits, as open(path, "w") leaves them.
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o604
+    assert kept.read_text() == "{}"
 
 
 def with_train_set(project, eval_records: list[dict], train_records: list[dict]) -> None:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -821,14 +822,29 @@ def render_html(evaluations: Sequence[Evaluation]) -> str:
 RENDERERS = {".json": render_json, ".md": render_markdown, ".html": render_html}
 
 
+def _mode_of_new(path: Path) -> int:
+    """The permission bits ``open(path, "w")`` would leave: an existing file's own,
+    else 0o666 less the process's umask (which can only be read by setting it)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename over the target.
 
     A reader (or a crash) never sees half a report: the old file stays whole
-    until the new one is complete.
+    until the new one is complete. The file ends up with the permissions a
+    plain ``open(path, "w")`` gives (an existing file's, else 0o666 less the
+    umask), not the 0o600 of a temporary file: a CI job that publishes the
+    reports, or a colleague on a shared runner, must be able to read them.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        mode = _mode_of_new(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         # Name the report, not the temporary file beside it.
@@ -838,6 +854,7 @@ def write_atomic(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
