@@ -332,3 +332,78 @@ def test_exact_copies_of_training_data_are_reported_before_near_ones(project):
     also = next(i for i, line in enumerate(lines) if "also appear in the training set" in line)
     nearly = next(i for i, line in enumerate(lines) if "nearly copy a training sequence" in line)
     assert also < nearly
+
+
+def _reported_run(project, model: str, *args: str, conftest: str = ""):
+    """The first-token project with JSON and Markdown reports, run with ``model``."""
+    if conftest:
+        (project.path / "conftest.py").write_text(conftest)
+    project.ini(
+        model=model,
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        report=["r.json", "r.md", "r.html"],
+    )
+    return project.run(*args)
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["none", "n2"])
+def test_a_failed_evaluation_replaces_the_last_runs_reports_with_why(project, xdist):
+    project.data(rule_records(40))
+    project.gated()
+    _reported_run(project, "models:first_token").assert_outcomes(passed=1)
+    assert json.loads((project.path / "r.json").read_text())["evaluations"]
+    # Next run: a model that returns NaN. Its error stops the test; the reports of
+    # the run before (gates passed) must not stand as this run's.
+    result = _reported_run(project, "models:NaNOnThree", *xdist)
+    result.assert_outcomes(errors=1)
+    document = json.loads((project.path / "r.json").read_text())
+    assert document["evaluations"] == []
+    (error,) = document["errors"]
+    assert error.startswith("seqgate_evaluation: seqgate: the model returned NaN or Inf logits")
+    markdown = (project.path / "r.md").read_text()
+    assert "## ❌ The evaluation did not run" in markdown and "NaN or Inf logits" in markdown
+    assert "The evaluation did not run" in (project.path / "r.html").read_text()
+    assert_lines(result.stdout.str(), "seqgate: the evaluation did not run; the report says why: *")
+    # Fixed again: the reports are the evaluation's, with no error.
+    _reported_run(project, "models:first_token").assert_outcomes(passed=1)
+    assert json.loads((project.path / "r.json").read_text())["errors"] == []
+
+
+def test_a_conftest_fixture_that_raises_is_named_in_the_reports(project):
+    project.data(rule_records(20))
+    project.gated()
+    conftest = (
+        "import pytest\n\n@pytest.fixture(scope='session')\n"
+        "def seqgate_model():\n    raise RuntimeError('the registry is down')\n"
+    )
+    result = _reported_run(project, "models:first_token", conftest=conftest)
+    result.assert_outcomes(errors=1)
+    document = json.loads((project.path / "r.json").read_text())
+    assert document["errors"] == ["seqgate_model: RuntimeError('the registry is down')"]
+
+
+def test_a_usage_error_replaces_the_reports_and_a_deselected_run_keeps_them(project):
+    project.data(rule_records(20))
+    project.gated()
+    project.test("def test_other():\n    pass\n", name="test_other.py")
+    _reported_run(project, "models:first_token").assert_outcomes(passed=2)
+    before = (project.path / "r.json").read_text()
+    # A run of the other tests alone evaluates nothing and leaves the reports be.
+    _reported_run(project, "models:first_token", "-k", "other").assert_outcomes(passed=1)
+    assert (project.path / "r.json").read_text() == before
+    project.gated("min_recall={'spma': 0.9}")
+    result = _reported_run(project, "models:first_token")
+    assert result.ret == 4
+    (error,) = json.loads((project.path / "r.json").read_text())["errors"]
+    assert "spma" in error and error in result.stderr.str()
+
+
+def test_the_step_summary_says_the_evaluation_did_not_run(project, monkeypatch):
+    project.data(rule_records(40))
+    project.gated()
+    summary = project.path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    _reported_run(project, "models:NaNOnThree").assert_outcomes(errors=1)
+    text = summary.read_text()
+    assert "## ❌ The evaluation did not run" in text and "NaN or Inf logits" in text

@@ -43,6 +43,9 @@ class SessionState:
         self.keep_alive: list[Any] = []
         self.specs: dict[str, GateSpec] = {}
         self.report_errors: list[str] = []
+        # Why an evaluation this session wanted did not run (a fixture that raised,
+        # a usage error): the reports say so instead of keeping the last run's.
+        self.errors: list[str] = []
         self.written: list[Path] = []
         self.merged: dict[tuple[str, str], Evaluation] = {}
         self.cache: Any = None
@@ -301,6 +304,17 @@ class SessionState:
 STATE = pytest.StashKey[SessionState]()
 # The key of a worker's usage error in xdist's workeroutput.
 USAGE_ERROR = "seqgate_usage_error"
+# The key of a worker's SessionState.errors in xdist's workeroutput.
+NOT_EVALUATED = "seqgate_not_evaluated"
+# The fixtures an evaluation is built from: one that raises means no evaluation.
+EVALUATION_FIXTURES = frozenset(
+    ("seqgate_model", "seqgate_eval_data", "seqgate_train_data", "seqgate_evaluation")
+)
+
+
+def _not_evaluated(state: SessionState, message: str) -> None:
+    if message not in state.errors:
+        state.errors.append(message)
 
 
 class XdistHooks:
@@ -333,6 +347,7 @@ class XdistHooks:
         and exit 4 (every worker collects the same tests, so each found it)."""
         result = yield
         if self.usage_error is not None:
+            _not_evaluated(self.state, self.usage_error)
             raise pytest.UsageError(self.usage_error)
         return result
 
@@ -347,6 +362,8 @@ class XdistHooks:
         if payload:
             # Our own worker's bytes, over xdist's channel: not a user file.
             self.state.merge(pickle.loads(payload))
+        for message in output.get(NOT_EVALUATED, ()):
+            _not_evaluated(self.state, message)
 
 
 def _user_line(exc: BaseException, root: Path) -> str:
@@ -542,6 +559,7 @@ def _usage_error(config: pytest.Config, items: list[pytest.Item], message: str) 
     """
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is None:
+        _not_evaluated(_state(config), message)
         raise pytest.UsageError(message)
     workeroutput.setdefault(USAGE_ERROR, message)
     items.clear()
@@ -806,28 +824,56 @@ def _evaluations(config: pytest.Config) -> list[Evaluation]:
     return evaluations
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: Any, request: pytest.FixtureRequest
+) -> Generator[None, Any, Any]:
+    """Note why an evaluation fixture (ours, or a conftest.py's override) raised:
+    the session's reports then say the evaluation did not run, and why."""
+    try:
+        return (yield)
+    except (pytest.skip.Exception, pytest.xfail.Exception):
+        raise
+    except BaseException as exc:
+        failed = isinstance(exc, (Exception, pytest.fail.Exception))
+        if failed and fixturedef.argname in EVALUATION_FIXTURES:
+            state = request.config.stash.get(STATE, None)
+            if state is not None:
+                # Ours arrive as pytest.fail("seqgate: ..."); a user's as they are.
+                text = str(exc) if isinstance(exc, pytest.fail.Exception) else repr(exc)
+                _not_evaluated(state, f"{fixturedef.argname}: {text}")
+        raise
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     evaluations = _evaluations(session.config)
-    if not evaluations:
+    state = session.config.stash.get(STATE, None)
+    errors = state.errors if state is not None else []
+    if not evaluations and not errors:
         return
     from pytest_seqgate.distributed import is_main
 
     if not is_main():
         return  # under torchrun, rank 0 writes the reports
-    state = _state(session.config)
+    assert state is not None
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         import pickle
 
-        workeroutput["seqgate"] = pickle.dumps(evaluations)
+        if evaluations:
+            workeroutput["seqgate"] = pickle.dumps(evaluations)
+        workeroutput[NOT_EVALUATED] = list(errors)
         return
     from pytest_seqgate.report import write_reports
 
-    settings = state.settings
+    try:
+        settings = state.settings
+    except SeqgateError:
+        return  # the settings themselves were the error: no report path to trust
     paths = [settings.resolve("report", str(p)) for p in settings.report]
     try:
-        state.written = write_reports(paths, evaluations)
-        if settings.save_baseline is not None:
+        state.written = write_reports(paths, evaluations, errors)
+        if settings.save_baseline is not None and evaluations:
             import json
 
             from pytest_seqgate.baseline import baseline_json
@@ -842,23 +888,34 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             from pytest_seqgate.report import render_markdown
 
             with open(summary, "a", encoding="utf-8") as handle:
-                handle.write(render_markdown(evaluations))
+                handle.write(render_markdown(evaluations, errors))
     except OSError as exc:
         state.report_errors.append(f"seqgate: cannot write report: {exc}")
-    session.config.hook.pytest_seqgate_report(evaluations=evaluations, config=session.config)
+    if evaluations:
+        session.config.hook.pytest_seqgate_report(evaluations=evaluations, config=session.config)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     evaluations = _evaluations(config)
-    if not evaluations:
+    state = config.stash.get(STATE, None)
+    if not evaluations and not (state is not None and state.errors):
         return
     from pytest_seqgate.distributed import is_main
 
     if not is_main():
         return
+    assert state is not None
+    tr = terminalreporter
+    if not evaluations:
+        # The errors themselves are above, at the tests they stopped.
+        if state.written:
+            files = ", ".join(str(p) for p in state.written)
+            tr.write_line(f"seqgate: the evaluation did not run; the report says why: {files}")
+        for error in state.report_errors:
+            tr.write_line(error, red=True)
+        return
     from pytest_seqgate.report import render_terminal
 
-    tr = terminalreporter
     tr.write_sep("=", "seqgate report")
     styles: dict[str, dict[str, bool]] = {
         "red": {"red": True},
@@ -869,7 +926,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     }
     for line, style in render_terminal(evaluations, config.get_verbosity()):
         tr.write_line(line, **styles[style])
-    state = _state(config)
+    for message in state.errors:
+        tr.write_line(f"seqgate: an evaluation did not run: {message}", red=True)
     for path in state.written:
         tr.write_line(f"seqgate: report written to {path}")
     for error in state.report_errors:

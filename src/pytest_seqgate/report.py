@@ -135,8 +135,14 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
     }
 
 
-def report_json(evaluations: Sequence[Evaluation]) -> dict[str, Any]:
-    return {"schema": SCHEMA, "evaluations": [evaluation_json(ev) for ev in evaluations]}
+def report_json(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -> dict[str, Any]:
+    """``errors``: why an evaluation the session wanted did not run (a model that
+    would not load, a usage error); empty when every one ran."""
+    return {
+        "schema": SCHEMA,
+        "evaluations": [evaluation_json(ev) for ev in evaluations],
+        "errors": list(errors),
+    }
 
 
 # A list of numbers that json.dumps spread over lines (a matrix row, an interval):
@@ -146,11 +152,11 @@ _NUMBER_LIST = re.compile(rf"\[\n\s+({_NUMBER}(?:,\n\s+{_NUMBER})*)\n\s*\]")
 _ITEM_BREAK = re.compile(r",\n\s+")
 
 
-def render_json(evaluations: Sequence[Evaluation]) -> str:
+def render_json(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -> str:
     """Indented, with each list of numbers on one line: a confusion-matrix row or an
     interval reads as ``[784, 7]``, not one number a line (at 1,000 classes that
     made the file 13.8 MB rather than 3)."""
-    text = json.dumps(report_json(evaluations), indent=2, allow_nan=False)
+    text = json.dumps(report_json(evaluations, errors), indent=2, allow_nan=False)
     return _NUMBER_LIST.sub(lambda m: f"[{_ITEM_BREAK.sub(', ', m.group(1))}]", text) + "\n"
 
 
@@ -487,8 +493,15 @@ def _markdown_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> st
     )
 
 
-def render_markdown(evaluations: Sequence[Evaluation]) -> str:
+# What a report says when an evaluation did not run: written over the last run's
+# files, which would otherwise be read (or published by CI) as this run's.
+NOT_EVALUATED = "The evaluation did not run"
+
+
+def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -> str:
     parts = ["# seqgate report", ""]
+    if errors:
+        parts += [f"## ❌ {NOT_EVALUATED}", "", *[f"- {m}" for m in errors], ""]
     for ev in evaluations:
         failed = [g for g in ev.gates if not g.passed]
         verdict = "❌ gates failed" if failed else "✅ gates passed" if ev.gates else "no gates"
@@ -726,10 +739,16 @@ def _gates_html(gates: Sequence[GateResult]) -> str:
     )
 
 
-def render_html(evaluations: Sequence[Evaluation]) -> str:
+def render_html(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -> str:
     """One self-contained page: inline CSS, no scripts, no network."""
     e = html.escape
     body = ["<h1>seqgate report</h1>"]
+    if errors:
+        body.append(
+            f"<h2 class='fail'>{e(NOT_EVALUATED)}</h2><ul>"
+            + "".join(f"<li class='error'>{e(m)}</li>" for m in errors)
+            + "</ul>"
+        )
     for ev in evaluations:
         body.append(f"<h2>{e(ev.name)}</h2><p>{e(headline(ev))}</p>")
         failed = any(not g.passed for g in ev.gates)
@@ -861,9 +880,11 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_reports(paths: Sequence[Path], evaluations: Sequence[Evaluation]) -> list[Path]:
+def write_reports(
+    paths: Sequence[Path], evaluations: Sequence[Evaluation], errors: Sequence[str] = ()
+) -> list[Path]:
     written = []
     for path in paths:
-        write_atomic(path, RENDERERS[path.suffix](evaluations))
+        write_atomic(path, RENDERERS[path.suffix](evaluations, errors))
         written.append(path)
     return written
