@@ -306,6 +306,8 @@ STATE = pytest.StashKey[SessionState]()
 USAGE_ERROR = "seqgate_usage_error"
 # The key of a worker's SessionState.errors in xdist's workeroutput.
 NOT_EVALUATED = "seqgate_not_evaluated"
+# The name EvaluationErrors is registered under.
+EVALUATION_ERRORS = "seqgate-evaluation-errors"
 # The fixtures an evaluation is built from: one that raises means no evaluation.
 EVALUATION_FIXTURES = frozenset(
     ("seqgate_model", "seqgate_eval_data", "seqgate_train_data", "seqgate_evaluation")
@@ -582,11 +584,37 @@ def pytest_collection_modifyitems_selected(
         _usage_error(config, items, str(exc))
 
 
+class EvaluationErrors:
+    """Registered only in sessions that select a gated test (a fixture wrapper
+    costs every fixture setup of every session otherwise): notes why an
+    evaluation fixture (ours, or a conftest.py's override) raised, so that the
+    session's reports say the evaluation did not run, and why."""
+
+    def __init__(self, state: SessionState) -> None:
+        self.state = state
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, Any, Any]:
+        try:
+            return (yield)
+        except (pytest.skip.Exception, pytest.xfail.Exception):
+            raise
+        except BaseException as exc:
+            failed = isinstance(exc, (Exception, pytest.fail.Exception))
+            if failed and fixturedef.argname in EVALUATION_FIXTURES:
+                # Ours arrive as pytest.fail("seqgate: ..."); a user's as they are.
+                text = str(exc) if isinstance(exc, pytest.fail.Exception) else repr(exc)
+                _not_evaluated(self.state, f"{fixturedef.argname}: {text}")
+            raise
+
+
 def _validate_selected(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = _state(config)
     users = [item for item in items if _uses_plugin(item)]
     if not users:
         return
+    if not config.pluginmanager.has_plugin(EVALUATION_ERRORS):
+        config.pluginmanager.register(EvaluationErrors(state), EVALUATION_ERRORS)
     try:
         settings = state.settings
     except SeqgateError as exc:
@@ -822,27 +850,6 @@ def _evaluations(config: pytest.Config) -> list[Evaluation]:
             )
         )
     return evaluations
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(
-    fixturedef: Any, request: pytest.FixtureRequest
-) -> Generator[None, Any, Any]:
-    """Note why an evaluation fixture (ours, or a conftest.py's override) raised:
-    the session's reports then say the evaluation did not run, and why."""
-    try:
-        return (yield)
-    except (pytest.skip.Exception, pytest.xfail.Exception):
-        raise
-    except BaseException as exc:
-        failed = isinstance(exc, (Exception, pytest.fail.Exception))
-        if failed and fixturedef.argname in EVALUATION_FIXTURES:
-            state = request.config.stash.get(STATE, None)
-            if state is not None:
-                # Ours arrive as pytest.fail("seqgate: ..."); a user's as they are.
-                text = str(exc) if isinstance(exc, pytest.fail.Exception) else repr(exc)
-                _not_evaluated(state, f"{fixturedef.argname}: {text}")
-        raise
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
