@@ -360,7 +360,7 @@ def test_a_failed_evaluation_replaces_the_last_runs_reports_with_why(project, xd
     document = json.loads((project.path / "r.json").read_text())
     assert document["evaluations"] == []
     (error,) = document["errors"]
-    assert error.startswith("seqgate_evaluation: seqgate: the model returned NaN or Inf logits")
+    assert error.startswith("seqgate_evaluation: the model returned NaN or Inf logits")
     markdown = (project.path / "r.md").read_text()
     assert "## ❌ The evaluation did not run" in markdown and "NaN or Inf logits" in markdown
     assert "The evaluation did not run" in (project.path / "r.html").read_text()

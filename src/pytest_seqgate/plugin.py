@@ -315,6 +315,8 @@ EVALUATION_FIXTURES = frozenset(
 
 
 def _not_evaluated(state: SessionState, message: str) -> None:
+    # The report is seqgate's own: the "seqgate: " of a terminal message goes.
+    message = message.removeprefix("seqgate: ")
     if message not in state.errors:
         state.errors.append(message)
 
@@ -604,7 +606,9 @@ class EvaluationErrors:
             if failed and fixturedef.argname in EVALUATION_FIXTURES:
                 # Ours arrive as pytest.fail("seqgate: ..."); a user's as they are.
                 text = str(exc) if isinstance(exc, pytest.fail.Exception) else repr(exc)
-                _not_evaluated(self.state, f"{fixturedef.argname}: {text}")
+                _not_evaluated(
+                    self.state, f"{fixturedef.argname}: {text.removeprefix('seqgate: ')}"
+                )
             raise
 
 
