@@ -200,8 +200,10 @@ def test_plugin_load_does_not_import_torch(project):
     project.test("""
         import sys
 
-        def test_no_torch():
+        def test_no_torch(request):
             assert "torch" not in sys.modules
+            # Nor does it wrap each fixture's set-up in a session with no gated test.
+            assert not request.config.pluginmanager.has_plugin("seqgate-evaluation-errors")
     """)
     project.run().assert_outcomes(passed=1)
 
