@@ -162,6 +162,32 @@ def test_leakage_and_duplicates() -> None:
     assert duplicates(dup)[0].data["count"] == 2
 
 
+def test_duplicates_are_settled_on_all_64_bits_of_the_hash() -> None:
+    """The check sorts the top 32 bits first: hashes that share them but differ
+    below are no copies, and copies among them are still each found once."""
+    data = SequenceData.from_sequences([[i + 1] for i in range(8)], [0] * 8)
+    top = 0x12345678 << 32
+    distinct = torch.tensor([top | 1, top | 2, top | 3, 5, 6, 7, 8, 9])
+    assert duplicates(data, distinct) == []
+    # Copies of row 0 at rows 4 and 6, interleaved with a same-top non-copy (row 2),
+    # and a copy of row 3 at row 7 under other top bits (negative hashes too).
+    mixed = torch.tensor([top | 1, 4, top | 2, -(2**40), top | 1, 5, top | 1, -(2**40)])
+    (finding,) = duplicates(data, mixed)
+    assert finding.data["count"] == 3
+    assert finding.data["examples"] == [data.record(i) for i in (4, 6, 7)]
+    # Against the plain definition on random hashes with many copies.
+    gen = torch.Generator().manual_seed(0)
+    pool = torch.randint(-(2**62), 2**62, (300,), generator=gen)
+    drawn = pool[torch.randint(0, 300, (2_000,), generator=gen)]
+    data = SequenceData.from_sequences([[1]] * 2_000, [0] * 2_000)
+    first_seen: set[int] = set()
+    expected = 0
+    for h in drawn.tolist():
+        expected += h in first_seen
+        first_seen.add(h)
+    assert duplicates(data, drawn)[0].data["count"] == expected
+
+
 @pytest.mark.parametrize(
     ("gates", "message"),
     [

