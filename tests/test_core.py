@@ -270,6 +270,33 @@ def test_integer_quartiles_equal_torch_quantile() -> None:
         assert torch.equal(integer_quartiles(values), torch.quantile(values.double(), probs))
 
 
+def test_length_slices_are_the_quartile_buckets_with_their_own_counts() -> None:
+    """Each sequence in the slice its length falls in (edges the floored
+    quartiles, each slice named by the lengths it spans), each slice's confusion
+    matrix counted from its own samples."""
+    from pytest_seqgate.diagnostics import integer_quartiles, length_slices
+
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(50):
+        n = int(torch.randint(1, 400, (1,), generator=gen))
+        lengths = torch.randint(1, int(torch.randint(2, 300, (1,), generator=gen)), (n,))
+        targets = torch.randint(0, 3, (n,), generator=gen)
+        preds = torch.randint(0, 3, (n,), generator=gen)
+        edges = sorted({int(q) for q in integer_quartiles(lengths).floor().tolist()})
+        slices = length_slices(lengths, targets, preds, 3)
+        uppers = [*edges, int(lengths.max())]
+        lowers = [int(lengths.min()), *[e + 1 for e in edges]]
+        expected = []
+        for lo, hi in zip(lowers, uppers):
+            inside = (lengths >= lo) & (lengths <= hi)
+            if int(inside.sum()):
+                cm = torch.bincount(targets[inside] * 3 + preds[inside], minlength=9)
+                expected.append((f"length {lo}-{hi}", int(inside.sum()), cm.reshape(3, 3)))
+        assert [(s.name, s.n) for s in slices] == [(name, k) for name, k, _ in expected]
+        for s, (_, _, cm) in zip(slices, expected):
+            assert torch.equal(s.metrics.confusion_matrix, cm)
+
+
 def _int32_set(n: int = 200) -> SequenceData:
     lengths = torch.randint(2, 20, (n,), generator=torch.Generator().manual_seed(5))
     return token_set(lengths, seed=5, dtype=torch.int32)
