@@ -295,6 +295,11 @@ def test_length_slices_are_the_quartile_buckets_with_their_own_counts() -> None:
         assert [(s.name, s.n) for s in slices] == [(name, k) for name, k, _ in expected]
         for s, (_, _, cm) in zip(slices, expected):
             assert torch.equal(s.metrics.confusion_matrix, cm)
+    # Fixed-length windows (feature sequences): one slice, named by that length
+    # (it was "length 129-128", the only length past every edge).
+    same = torch.full((40,), 128)
+    (only,) = length_slices(same, same % 2, same % 2, 2)
+    assert (only.name, only.n) == ("length 128-128", 40)
 
 
 def _int32_set(n: int = 200) -> SequenceData:
