@@ -663,3 +663,28 @@ def test_a_failed_summary_gate_lists_the_misses_of_its_weakest_class() -> None:
         "macro_f1 missed of 'spam', its class of lowest recall, most confident first:\n"
         "  e[5]  predicted ham, P(spam) 0.02\n  e[4]  predicted ham, P(spam) 0.27"
     ) in failure_message([result], "t")
+
+
+def test_number_columns_are_right_aligned_and_intervals_left() -> None:
+    """Digits of a count column line up (right); a column of rates where some
+    carry an interval stays left, where the points line up."""
+    from pytest_seqgate.report import _markdown_table, column_alignment
+
+    rows = [
+        ["ham", "0.974 [0.962, 0.983]", "1,204", "n/a", "ham 0.991 (214/216)", ""],
+        ["spam", "0.955", "12", "-0.031", "spam 0.000 (0/4)", "2.5%"],
+    ]
+    assert column_alignment(rows) == ("left", "left", "right", "right", "left", "right")
+    assert column_alignment([]) is None
+    lines = _markdown_table(rows, ["class", "rate", "n", "delta", "recall", "share"]).splitlines()
+    # GitHub reads the colons of the rule line: right-aligned columns end in one.
+    rule = [c.strip() for c in lines[1].strip("|").split("|")]
+    assert [c.endswith(":") and not c.startswith(":") for c in rule] == [
+        False,
+        False,
+        True,
+        True,
+        False,
+        True,
+    ]
+    assert "| 1,204 |" in lines[2] and "|    12 |" in lines[3]

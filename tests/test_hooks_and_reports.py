@@ -146,7 +146,7 @@ def test_reports_json_markdown_html(project):
     failed = markdown.index("### Failed gates")
     assert failed < markdown.index("| recall[spam]") < markdown.index("| class ")
     assert markdown.index("| class ") < markdown.index("<summary>Passed gates (1)</summary>")
-    assert "| spam    | missed  | eval.jsonl:2 | spam   | ham         | 0.02       |" in markdown
+    assert "| spam    | missed  | eval.jsonl:2 | spam   | ham         |       0.02 |" in markdown
     passed = markdown.index("<summary>Passed gates (1)</summary>")
     assert passed < markdown.index("| test_gates.py::test_a_pass ")
     page = (project.path / "out/r.html").read_text()

@@ -404,7 +404,11 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
         out.extend(
             (line, "")
             for line in tabulate(
-                rows, headers=headers, tablefmt="simple", disable_numparse=True
+                rows,
+                headers=headers,
+                tablefmt="simple",
+                disable_numparse=True,
+                colalign=column_alignment(rows),
             ).splitlines()
         )
 
@@ -478,9 +482,30 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
     return out
 
 
+# A cell that reads as a number: 0.912, 1,204, -0.031, 12.5%, n/a.
+_NUMERIC_CELL = re.compile(r"n/a|[-+]?[0-9][0-9,]*(\.[0-9]+)?(e[-+]?[0-9]+)?%?")
+
+
+def column_alignment(rows: Sequence[Sequence[Any]]) -> tuple[str, ...] | None:
+    """Right for the columns whose every cell is a number, else left: the
+    digits of a column line up, as in a spreadsheet (the tables are built from
+    strings, so tabulate cannot tell numbers from names by itself). A column of
+    rates with intervals (``0.912 [0.874, 0.941]``) stays left, where its points
+    line up with those that have no interval."""
+    if not rows:
+        return None
+    return tuple(
+        "right"
+        if all(_NUMERIC_CELL.fullmatch(str(row[j])) for row in rows if str(row[j]))
+        and any(str(row[j]) for row in rows)
+        else "left"
+        for j in range(len(rows[0]))
+    )
+
+
 def _markdown_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    """A GitHub table; a "|" in a cell (a class name, a test id) is escaped, or it
-    would end the cell there."""
+    """A GitHub table (its numeric columns marked right-aligned); a "|" in a cell
+    (a class name, a test id) is escaped, or it would end the cell there."""
 
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|")
@@ -488,8 +513,9 @@ def _markdown_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> st
     return tabulate(
         [[cell(v) for v in row] for row in rows],
         headers=[cell(h) for h in headers],
-        tablefmt="github",
+        tablefmt="pipe",
         disable_numparse=True,
+        colalign=column_alignment(rows),
     )
 
 
