@@ -392,11 +392,17 @@ def test_a_usage_error_replaces_the_reports_and_a_deselected_run_keeps_them(proj
     # A run of the other tests alone evaluates nothing and leaves the reports be.
     _reported_run(project, "models:first_token", "-k", "other").assert_outcomes(passed=1)
     assert (project.path / "r.json").read_text() == before
-    project.gated("min_recall={'spma': 0.9}")
+    project.test(
+        "import pytest\n\n@pytest.mark.seqgate(min_recall={'spma': 0.9})\ndef test_a():\n"
+        "    pass\n\n@pytest.mark.seqgate(min_acuracy=0.9)\ndef test_b():\n    pass\n"
+    )
     result = _reported_run(project, "models:first_token")
     assert result.ret == 4
-    (error,) = json.loads((project.path / "r.json").read_text())["errors"]
-    assert "spma" in error and error in result.stderr.str()
+    # Each bad marker is one entry, as the terminal gives each its line.
+    first, second = json.loads((project.path / "r.json").read_text())["errors"]
+    assert first.startswith("test_gates.py:3: seqgate: ") and "spma" in first
+    assert second.startswith("test_gates.py:7: seqgate: ") and "min_acuracy" in second
+    assert first in result.stderr.str() and second in result.stderr.str()
 
 
 def test_the_step_summary_says_the_evaluation_did_not_run(project, monkeypatch):

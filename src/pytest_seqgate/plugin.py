@@ -315,10 +315,12 @@ EVALUATION_FIXTURES = frozenset(
 
 
 def _not_evaluated(state: SessionState, message: str) -> None:
-    # The report is seqgate's own: the "seqgate: " of a terminal message goes.
-    message = message.removeprefix("seqgate: ")
-    if message not in state.errors:
-        state.errors.append(message)
+    # One entry a problem (a usage error lists every bad marker, a line each); the
+    # report is seqgate's own, so the "seqgate: " of a terminal message goes.
+    for line in message.splitlines():
+        line = line.removeprefix("seqgate: ")
+        if line and line not in state.errors:
+            state.errors.append(line)
 
 
 class XdistHooks:
