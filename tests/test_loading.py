@@ -249,6 +249,13 @@ def test_csv_quoting_is_strict(tmp_path: Path) -> None:
     )
     data = read_csv(good, tokenizer=tok)
     assert data.lengths.tolist() == [2, 3, 3] and data.metadata["lang"] == ["en", "fr", "en"]
+    # Each record at the line it starts on, a multi-line one included (the csv
+    # module counts to the line it ends on), and the records after it too.
+    assert data.line_numbers is not None and data.line_numbers.tolist() == [2, 3, 5]
+    assert csv_error(tmp_path, "m.csv", 'label,tokens,note\nham,1,x\nspam,,"two\nlines"\n') == (
+        "m.csv:3: empty sequence (length 0): the 'tokens' field is empty; drop the "
+        "record or give it at least one step"
+    )
     for content, message in (
         ('label,text\nham,"hello\nspam,"x"\n', "u.csv:2: not valid CSV (',' expected after '\"')"),
         ("label,text\nham,ok\nham,hello, world\n", "u.csv:3: 3 fields where the header has 2"),

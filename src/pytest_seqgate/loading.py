@@ -928,7 +928,10 @@ def read_csv(
                 f"{name}:{reader.line_num + 1}: not valid CSV ({exc}); a field that holds a "
                 f"comma, a quote or a line break must be quoted, with quotes doubled inside"
             ) from None
-        line = reader.line_num
+        # line_num is the record's last line: a quoted field with line breaks (an
+        # email, a multi-line message) ends lines below where the record starts.
+        fields = [v for v in row.values() if isinstance(v, str)] + list(row.get(None) or [])
+        line = reader.line_num - sum(v.count("\n") for v in fields)
         if None in row:  # more fields than the header: an unquoted comma, most likely
             raise DataError(
                 f"{name}:{line}: {len(columns) + len(row[None])} fields where the header "
