@@ -67,6 +67,15 @@ def test_auto_picks_cuda_and_the_report_says_so() -> None:
     assert report_json([ev])["evaluations"][0]["device"].startswith("cuda")
 
 
+def test_a_model_evaluated_on_the_gpu_goes_back_to_the_cpu() -> None:
+    """Under auto a CPU model runs on the GPU, then goes back: the user's next
+    test may feed it CPU tensors."""
+    model = PackedGRU().eval()
+    ev = evaluate(model, random_data(200), Settings(device="auto", bootstrap=0))
+    assert ev.device.startswith("cuda")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
 def test_a_device_index_past_the_last_gpu_is_a_config_error() -> None:
     past = torch.cuda.device_count()
     with pytest.raises(ConfigError, match=rf"'cuda:{past}' was asked for but this machine has"):

@@ -670,6 +670,35 @@ def test_padding_check_runs_nothing_when_nothing_was_padded() -> None:
     assert model.calls == 5  # the five batches of the pass, and no re-run alone
 
 
+def test_evaluate_puts_the_model_back_on_the_device_it_came_on(monkeypatch) -> None:
+    """A session's model that the evaluation moved (to the GPU, under auto) goes
+    back where it was, as its train/eval modes do, also when the pass fails. A
+    CPU-only machine has one device: the home device is faked as ``meta``, where
+    a module can be moved without a GPU."""
+    import pytest_seqgate.evaluation as evaluation_module
+
+    real = evaluation_module._home_device
+    calls: list[object] = []
+
+    def home_is_meta(model: object) -> torch.device | None:
+        calls.append(model)
+        return torch.device("meta") if len(calls) == 1 else real(model)
+
+    monkeypatch.setattr(evaluation_module, "_home_device", home_is_meta)
+    model = Bag()
+    evaluate(model, random_data(60, seed=1), Settings(device="cpu", bootstrap=0))
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    # A pass that raises puts it back too.
+    calls.clear()
+    broken = Bag()
+    broken.head = nn.Linear(3, 2)  # does not take the embedding's 32 features
+    with pytest.raises(ModelError):
+        evaluate(broken, random_data(60, seed=1), Settings(device="cpu", bootstrap=0))
+    assert {p.device.type for p in broken.parameters()} == {"meta"}
+    # A module with no tensors at all has no home to go back to.
+    assert real(nn.Identity()) is None and real(Bag()) == torch.device("cpu")
+
+
 def test_the_pass_runs_in_eval_mode_and_leaves_each_layer_as_it_was() -> None:
     class Dropping(Bag):
         def __init__(self) -> None:

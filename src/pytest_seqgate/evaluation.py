@@ -8,6 +8,7 @@ call too: it takes objects (a model, datasets, settings) and returns an
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -352,6 +353,16 @@ def _sample(data: SequenceData, limit: int, seed: int) -> tuple[SequenceData, di
     return data.subset(index), {"train_size": len(data), "train_sampled": limit, "seed": seed}
 
 
+def _home_device(model: Any) -> torch.device | None:
+    """Where a module's weights are (its first parameter's or buffer's device);
+    None for anything else, or a module with no tensors."""
+    if not isinstance(model, nn.Module):
+        return None
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return None
+
+
 def evaluate(
     model: nn.Module,
     eval_data: SequenceData | None,
@@ -367,7 +378,32 @@ def evaluate(
 
     With a ``cache``, each inference (eval set, train sample, padding check) is
     read from disk when present, so xdist workers and unchanged re-runs share one.
+
+    The model goes back to the device it came on, as it goes back to its
+    train/eval modes: a session's model that the evaluation moved to the GPU
+    would otherwise break the user's next test that feeds it CPU tensors.
     """
+    home = _home_device(model)
+    try:
+        return _evaluate(
+            model, eval_data, settings, train_data, forward, custom_metrics, name, cache, progress
+        )
+    finally:
+        if home is not None and _home_device(model) != home:
+            model.to(home)
+
+
+def _evaluate(
+    model: nn.Module,
+    eval_data: SequenceData | None,
+    settings: Settings | None,
+    train_data: SequenceData | None,
+    forward: ForwardHook | None,
+    custom_metrics: CustomMetrics | None,
+    name: str | None,
+    cache: PredictionSource | None,
+    progress: Progress | None,
+) -> Evaluation:
     settings = settings or Settings()
     started = time.perf_counter()
     require_module(model, "evaluate(): the model argument")
