@@ -699,6 +699,17 @@ def test_evaluate_puts_the_model_back_on_the_device_it_came_on(monkeypatch) -> N
     assert real(nn.Identity()) is None and real(Bag()) == torch.device("cpu")
 
 
+def test_evaluate_leaves_the_global_random_state_alone() -> None:
+    """Every random choice (the train sample, the padding check's sample, the
+    bootstrap, MinHash) draws from its own seeded generator: the tests after a
+    gate see the random stream they would have seen without it."""
+    data = random_data(300, seed=4)
+    model = Bag()
+    before = torch.get_rng_state()
+    evaluate(model, data, Settings(device="cpu", bootstrap=200), train_data=data)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_the_pass_runs_in_eval_mode_and_leaves_each_layer_as_it_was() -> None:
     class Dropping(Bag):
         def __init__(self) -> None:
