@@ -13,7 +13,7 @@ from pytest_seqgate.batching import Batch, BucketedBatches, collate, length_buck
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import accuracy_paradox, duplicates, leakage
 from pytest_seqgate.exceptions import ConfigError
-from pytest_seqgate.gates import parse_gates
+from pytest_seqgate.gates import merge_gate_kwargs, parse_gates
 from pytest_seqgate.metrics import compute_metrics
 from pytest_seqgate.stats import binomial_sf, wilson_interval
 
@@ -208,6 +208,22 @@ def test_gate_parse_errors(gates: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_gates(gates, ("ham", "spam"))
     assert message in str(info.value)
+
+
+def test_marker_levels_merge_closest_first() -> None:
+    test = {"min_recall": {"spam": 0.9}, "max_train_test_gap": 0.05, "slice": "lang=fr"}
+    klass = {"min_recall": {"ham": 0.8, "spam": 0.5}, "min_f1": {"ham": 0.7}}
+    module = {"min_f1": 0.6, "max_train_test_gap": {"accuracy": 0.1}, "min_accuracy": 0.9}
+    assert merge_gate_kwargs([test, klass, module]) == {
+        # Mappings combine entry by entry, the closest winning.
+        "min_recall": {"ham": 0.8, "spam": 0.9},
+        # A mapping and a number: the closer one, whole.
+        "min_f1": {"ham": 0.7},
+        "max_train_test_gap": 0.05,
+        "min_accuracy": 0.9,
+        "slice": "lang=fr",
+    }
+    assert module == {"min_f1": 0.6, "max_train_test_gap": {"accuracy": 0.1}, "min_accuracy": 0.9}
 
 
 def test_batch_hashes_equal_flat_hashes() -> None:

@@ -69,6 +69,71 @@ def test_failing_gate_exit_1_with_table(project):
     assert "Traceback" not in result.stdout.str()
 
 
+def test_markers_of_module_class_and_test_combine(project):
+    """A module's `pytestmark` floor holds for a test that adds a gate of its own
+    (it was dropped: only the closest marker counted, a silent pass); a key set
+    closer replaces it, and per-class mappings combine class by class."""
+    # Spam recall 0.7, ham recall 1.0, accuracy 0.85.
+    project.data(rule_records(200, missed={1: 30}))
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        report="report.json",
+    )
+    project.test(
+        "import pytest\n\n"
+        "pytestmark = pytest.mark.seqgate(min_accuracy=0.9)\n\n"
+        "class TestFilter:\n"
+        "    pytestmark = pytest.mark.seqgate(min_recall={'ham': 0.95})\n\n"
+        "    @pytest.mark.seqgate(min_recall={'spam': 0.5})\n"
+        "    def test_inherits(self):\n        pass\n\n"
+        "    @pytest.mark.seqgate(min_accuracy=0.8)\n"
+        "    def test_overrides(self):\n        pass\n"
+    )
+    result = project.run()
+    result.assert_outcomes(passed=1, failed=1)
+    gates = json.loads((project.path / "report.json").read_text())["evaluations"][0]["gates"]
+    by_test: dict[str, list[tuple]] = {}
+    for gate in gates:
+        key = (gate["metric"], gate["class"], gate["threshold"], gate["passed"])
+        by_test.setdefault(gate["test"].rsplit("::", 1)[1], []).append(key)
+    assert sorted(by_test["test_inherits"]) == [
+        ("accuracy", None, 0.9, False),
+        ("recall", "ham", 0.95, True),
+        ("recall", "spam", 0.5, True),
+    ]
+    assert sorted(by_test["test_overrides"]) == [
+        ("accuracy", None, 0.8, True),
+        ("recall", "ham", 0.95, True),
+    ]
+
+
+def test_a_bad_module_marker_is_reported_once_at_its_module(project):
+    project.data(rule_records(40))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test(
+        "import pytest\n\n"
+        "pytestmark = pytest.mark.seqgate(min_acuracy=0.9)\n\n"
+        "class TestFilter:\n"
+        "    pytestmark = pytest.mark.seqgate(min_f1=1.3)\n\n"
+        "    def test_a(self):\n        pass\n\n"
+        "    def test_b(self):\n        pass\n\n"
+        "def test_c():\n    pass\n",
+        name="test_marks.py",
+    )
+    result = project.run()
+    assert result.ret == 4
+    err = result.stderr.str()
+    assert err.count("min_acuracy") == 1, err
+    assert err.count("but got 1.3") == 1, err
+    assert_lines(
+        err,
+        "ERROR: test_marks.py:5: seqgate: Expected `min_f1` to be in [0, 1], but got 1.3",
+        "test_marks.py (pytestmark): seqgate: unknown gate `min_acuracy`*",
+    )
+
+
 def test_failure_message_says_where_the_full_report_is(project):
     """Under -q the terminal summary is one line: the failure message must not send
     the reader there for tables, and it names the report files that were written."""

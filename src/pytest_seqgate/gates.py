@@ -342,6 +342,24 @@ def parse_gates(
     return GateSpec(tuple(gates), tuple(k for k, v in fail_on.items() if v), **options)
 
 
+def merge_gate_kwargs(levels: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One set of marker keywords from the markers of a test's levels, closest
+    first (function, class, module): a key takes its closest value, and where
+    two levels both give a per-class (or per-metric) mapping, the mappings
+    combine entry by entry, the closest winning. So a module's
+    ``min_recall={"spam": 0.9}`` and a test's ``min_recall={"ham": 0.95}``
+    gate both classes, while a test's ``min_accuracy`` replaces the module's."""
+    merged: dict[str, Any] = {}
+    for kwargs in reversed(levels):
+        for key, value in kwargs.items():
+            earlier = merged.get(key)
+            if isinstance(earlier, Mapping) and isinstance(value, Mapping):
+                merged[key] = {**earlier, **value}
+            else:
+                merged[key] = value
+    return merged
+
+
 GATE_LINE = re.compile(
     r"^\s*(?P<metric>[A-Za-z_][\w.]*)(?:\[(?P<cls>[^\]]+)\])?\s*(?P<op>>=|<=)\s*"
     r"(?P<value>[-+0-9.eE]+)\s*(?:;\s*xfail(?:\s*:\s*(?P<reason>.*))?)?\s*$"

@@ -469,6 +469,18 @@ def _where(item: pytest.Item) -> str:
     return f"{path}:{(line or 0) + 1}" if line is not None else path
 
 
+def _marker_where(node: pytest.Item | pytest.Collector, item: pytest.Item) -> str:
+    """Where a marker was put: the test's line, its class's line, or its module's
+    ``pytestmark``."""
+    if node is item:
+        return _where(item)
+    if isinstance(node, pytest.Class):
+        _, line, _ = node.reportinfo()
+        if line is not None:
+            return f"{item.location[0]}:{line + 1}"
+    return f"{item.location[0]} (pytestmark)"
+
+
 class GateCollection(pytest.Collector):
     """The parent of the ``seqgate_gates`` items: node id ``seqgate``."""
 
@@ -625,7 +637,7 @@ def _validate_selected(config: pytest.Config, items: list[pytest.Item]) -> None:
         settings = state.settings
     except SeqgateError as exc:
         raise pytest.UsageError(f"seqgate: {exc}") from None
-    from pytest_seqgate.gates import parse_gates
+    from pytest_seqgate.gates import merge_gate_kwargs, parse_gates
 
     allow_custom = state.has_hook("pytest_seqgate_metrics")
     labels = settings.labels
@@ -655,17 +667,31 @@ def _validate_selected(config: pytest.Config, items: list[pytest.Item]) -> None:
     # parametrized test's items share one marker: its error is said once.)
     problems: dict[str, None] = {}
     for item in users:
-        marker = item.get_closest_marker(MARKER)
-        if marker is None:
+        # Markers of the module, class and function combine (closest first):
+        # a module's `pytestmark` floor must not vanish from a test that adds
+        # a gate of its own. Each is checked alone, so an error in a module's
+        # marker is said once, at its place, not once per test.
+        levels = list(item.iter_markers_with_node(MARKER))
+        if not levels:
             continue
+        valid = True
+        for node, marker in levels:
+            try:
+                if marker.args:
+                    raise ConfigError(
+                        "the seqgate marker takes keyword gates only, e.g. "
+                        "@pytest.mark.seqgate(min_macro_f1=0.8)"
+                    )
+                parse_gates(marker.kwargs, labels, allow_unknown_custom=allow_custom)
+            except SeqgateError as exc:
+                problems[f"{_marker_where(node, item)}: seqgate: {exc}"] = None
+                valid = False
+        if not valid:
+            continue
+        merged = merge_gate_kwargs([marker.kwargs for _, marker in levels])
         try:
-            if marker.args:
-                raise ConfigError(
-                    "the seqgate marker takes keyword gates only, e.g. "
-                    "@pytest.mark.seqgate(min_macro_f1=0.8)"
-                )
             state.specs[item.nodeid] = parse_gates(
-                marker.kwargs, labels, allow_unknown_custom=allow_custom
+                merged, labels, allow_unknown_custom=allow_custom
             )
         except SeqgateError as exc:
             problems[f"{_where(item)}: seqgate: {exc}"] = None
