@@ -21,6 +21,8 @@ from pytest_seqgate.config import OPTIONS, Option, Settings, cli_type, is_import
 from pytest_seqgate.exceptions import ConfigError, GateFailure, SeqgateError
 
 if TYPE_CHECKING:
+    from _pytest.nodes import Node
+
     from pytest_seqgate.data import SequenceData
     from pytest_seqgate.evaluation import Evaluation
     from pytest_seqgate.gates import GateResult, GateSpec
@@ -469,7 +471,7 @@ def _where(item: pytest.Item) -> str:
     return f"{path}:{(line or 0) + 1}" if line is not None else path
 
 
-def _marker_where(node: pytest.Item | pytest.Collector, item: pytest.Item) -> str:
+def _marker_where(node: Node, item: pytest.Item) -> str:
     """Where a marker was put: the test's line, its class's line, or its module's
     ``pytestmark``."""
     if node is item:
