@@ -203,7 +203,7 @@ def test_plugin_load_does_not_import_torch(project):
         def test_no_torch(request):
             assert "torch" not in sys.modules
             # Nor does it wrap each fixture's set-up in a session with no gated test.
-            assert not request.config.pluginmanager.has_plugin("seqgate-evaluation-errors")
+            assert not request.config.pluginmanager.has_plugin("seqgate-gated-session")
     """)
     project.run().assert_outcomes(passed=1)
 

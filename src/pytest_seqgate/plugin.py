@@ -304,12 +304,14 @@ class SessionState:
 
 
 STATE = pytest.StashKey[SessionState]()
+# A test's gate results, to mark them when pytest reports the test as xfailed.
+GATE_RESULTS = pytest.StashKey[list["GateResult"]]()
 # The key of a worker's usage error in xdist's workeroutput.
 USAGE_ERROR = "seqgate_usage_error"
 # The key of a worker's SessionState.errors in xdist's workeroutput.
 NOT_EVALUATED = "seqgate_not_evaluated"
-# The name EvaluationErrors is registered under.
-EVALUATION_ERRORS = "seqgate-evaluation-errors"
+# The name GatedSession is registered under.
+GATED_SESSION = "seqgate-gated-session"
 # The fixtures an evaluation is built from: one that raises means no evaluation.
 EVALUATION_FIXTURES = frozenset(
     ("seqgate_model", "seqgate_eval_data", "seqgate_train_data", "seqgate_evaluation")
@@ -602,17 +604,33 @@ def pytest_collection_modifyitems_selected(
         _usage_error(config, items, str(exc))
 
 
-class EvaluationErrors:
-    """Registered only in sessions that select a gated test (a fixture wrapper
-    costs every fixture setup of every session otherwise): notes why an
-    evaluation fixture (ours, or a conftest.py's override) raised, so that the
-    session's reports say the evaluation did not run, and why."""
+class GatedSession:
+    """Hooks that only a session selecting a gated test needs, registered then
+    alone: a wrapper around every fixture setup and every test report would
+    cost each run of each project where the plugin is installed."""
 
     def __init__(self, state: SessionState) -> None:
         self.state = state
 
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        """Marks the failed gates of a test that pytest judged an expected failure
+        (xfail), so the reports do not say the run failed when it did not.
+        Outermost (tryfirst), it sees the report once pytest's xfail handling
+        has set ``wasxfail``."""
+        report = yield
+        reason = getattr(report, "wasxfail", None)
+        if reason is not None and report.skipped:
+            for result in item.stash.get(GATE_RESULTS, ()):
+                if not result.passed:
+                    result.extra["xfail"] = reason or "xfail"
+        return report
+
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, Any, Any]:
+        """Notes why an evaluation fixture (ours, or a conftest.py's override)
+        raised, so that the session's reports say the evaluation did not run,
+        and why."""
         try:
             return (yield)
         except (pytest.skip.Exception, pytest.xfail.Exception):
@@ -633,8 +651,8 @@ def _validate_selected(config: pytest.Config, items: list[pytest.Item]) -> None:
     users = [item for item in items if _uses_plugin(item)]
     if not users:
         return
-    if not config.pluginmanager.has_plugin(EVALUATION_ERRORS):
-        config.pluginmanager.register(EvaluationErrors(state), EVALUATION_ERRORS)
+    if not config.pluginmanager.has_plugin(GATED_SESSION):
+        config.pluginmanager.register(GatedSession(state), GATED_SESSION)
     try:
         settings = state.settings
     except SeqgateError as exc:
@@ -821,6 +839,7 @@ def seqgate(request: pytest.FixtureRequest, seqgate_evaluation: Evaluation) -> S
 
 def _record(item: pytest.Item, evaluation: Evaluation, results: list[GateResult]) -> None:
     evaluation.gates.extend(results)
+    item.stash.setdefault(GATE_RESULTS, []).extend(results)
     for r in results:
         item.user_properties.append(
             (

@@ -29,6 +29,7 @@ from pytest_seqgate.gates import (
     distinct_examples,
     example_class,
     example_score,
+    failed_gates,
     format_number,
     format_threshold,
     format_value,
@@ -349,7 +350,7 @@ def gate_rows(gates: Sequence[GateResult], reason_width: int | None = None) -> l
             g.label,
             format_threshold(g),
             format_value(g),
-            "PASS" if g.passed else "FAIL",
+            g.outcome,
             _shorten(g.reason, reason_width),
         ]
         for g in gates
@@ -357,6 +358,8 @@ def gate_rows(gates: Sequence[GateResult], reason_width: int | None = None) -> l
 
 
 GATE_HEADERS = ["test", "gate", "threshold", "value", "result", "reason"]
+XFAIL_NOTE = "XFAIL: a test marked xfail, expected to fail; it does not fail the run"
+_GATE_STYLE = {"PASS": "green", "FAIL": "red", "XFAIL": "yellow"}
 EXAMPLE_HEADERS = ["class", "error", "record", "true", "predicted", "P(class)"]
 
 
@@ -379,8 +382,13 @@ def example_rows(gates: Sequence[GateResult]) -> list[list[str]]:
 def headline(ev: Evaluation) -> str:
     """The one line every report starts with. It names the device and, when the
     forward ran under autocast, the precision: bf16 numbers are not fp32 numbers."""
-    failed = sum(not g.passed for g in ev.gates)
-    gates = f", gates {len(ev.gates) - failed}/{len(ev.gates)} passed" if ev.gates else ""
+    passed = sum(g.passed for g in ev.gates)
+    xfailed = sum(g.xfail is not None for g in ev.gates)
+    gates = (
+        f", gates {passed}/{len(ev.gates)} passed{f' ({xfailed} xfail)' if xfailed else ''}"
+        if ev.gates
+        else ""
+    )
     return (
         f"{ev.name} on {ev.eval_data}: {ev.n_samples} samples, accuracy "
         f"{format_number(ev.metrics.value('accuracy'))}, macro F1 "
@@ -413,7 +421,7 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
         )
 
     for ev in evaluations:
-        failed = [g for g in ev.gates if not g.passed]
+        failed = failed_gates(ev.gates)
         out.append((headline(ev), "red" if failed else "bold"))
         if verbosity < 0:
             continue
@@ -465,16 +473,19 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
                 )
             )
             table(slice_rows(ev, slices), SLICE_HEADERS)
-        shown = ev.gates if verbosity > 0 else failed
+        shown = ev.gates if verbosity > 0 else [g for g in ev.gates if not g.passed]
         if shown:
             out.append(("", ""))
-            out.append(("gates" if verbosity > 0 else "failed gates", ""))
+            title = "gates" if verbosity > 0 else "failed gates"
+            if any(g.xfail is not None for g in shown):
+                title += f" ({XFAIL_NOTE})"
+            out.append((title, ""))
             lines = tabulate(
                 gate_rows(shown, 48), headers=GATE_HEADERS, tablefmt="simple", disable_numparse=True
             ).splitlines()
             out.extend((line, "") for line in lines[:2])
             for gate, line in zip(shown, lines[2:]):
-                out.append((line, "green" if gate.passed else "red"))
+                out.append((line, _GATE_STYLE[gate.outcome]))
         for finding in ev.findings:
             style = "red" if finding.severity == "error" else "yellow"
             out.append((f"{finding.severity.upper()} [{finding.kind}] {finding.message}", style))
@@ -529,7 +540,7 @@ def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = (
     if errors:
         parts += [f"## ❌ {NOT_EVALUATED}", "", *[f"- {m}" for m in errors], ""]
     for ev in evaluations:
-        failed = [g for g in ev.gates if not g.passed]
+        failed = failed_gates(ev.gates)
         verdict = "❌ gates failed" if failed else "✅ gates passed" if ev.gates else "no gates"
         parts += [f"## {ev.name}: {verdict}", "", headline(ev), ""]
         # A pull-request comment is read from the top: what failed comes first.
@@ -568,6 +579,16 @@ def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = (
                 _markdown_table(slice_rows(ev, weak), SLICE_HEADERS),
                 "",
             ]
+        expected = [g for g in ev.gates if g.xfail is not None]
+        if expected:
+            parts += [
+                "### Expected failures (xfail)",
+                "",
+                "Gates of tests marked xfail: they failed, as expected, and do not fail the run.",
+                "",
+                _markdown_table(gate_rows(expected), GATE_HEADERS),
+                "",
+            ]
         passed = [g for g in ev.gates if g.passed]
         if passed:
             parts += [
@@ -589,7 +610,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-.fail{color:#b00020;font-weight:600}.pass{color:#1b7f2a}.warning{color:#9a6700}
+.fail{color:#b00020;font-weight:600}.pass{color:#1b7f2a}.warning,.xfail{color:#9a6700}
 .error{color:#b00020}.cm td{min-width:3em}.charts{display:flex;gap:2em;flex-wrap:wrap}
 .gates td,.gates th{text-align:left}.reason{min-width:18em;max-width:32em}
 """
@@ -717,7 +738,7 @@ def _gate_row_html(gate: GateResult, row: list[str]) -> str:
     cells = []
     for j, cell in enumerate(row):
         if j == 4:
-            cells.append(f"<td class='{'pass' if gate.passed else 'fail'}'>{e(cell)}</td>")
+            cells.append(f"<td class='{gate.outcome.lower()}'>{e(cell)}</td>")
         elif j == 5:
             cells.append(f"<td class='reason' title='{e(gate.reason)}'>{e(cell)}</td>")
         elif j == 0:
@@ -777,11 +798,12 @@ def render_html(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -
         )
     for ev in evaluations:
         body.append(f"<h2>{e(ev.name)}</h2><p>{e(headline(ev))}</p>")
-        failed = any(not g.passed for g in ev.gates)
+        failed = failed_gates(ev.gates)
         if failed:
             # Right under the headline, failed first: the page answers "why did CI fail".
-            body.append(_gates_html(sorted(ev.gates, key=lambda g: g.passed)))
-            examples = example_rows([g for g in ev.gates if not g.passed])
+            order = {"FAIL": 0, "XFAIL": 1, "PASS": 2}
+            body.append(_gates_html(sorted(ev.gates, key=lambda g: order[g.outcome])))
+            examples = example_rows(failed)
             if examples:
                 body.append(
                     "<h3>Errors behind the failed gates</h3>"
