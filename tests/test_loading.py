@@ -550,6 +550,50 @@ def test_torchscript_and_pickle_confusions(factory_project: Path) -> None:
         load_model(Settings.from_dict(factory_project, model="sd.pt"))
 
 
+def test_files_torch_save_did_not_write_are_named_as_such(factory_project: Path) -> None:
+    """A JSON file, an empty file, random bytes, a cut-off download: not "refused,
+    trust it to unpickle" (torch.load's weights_only error, the wrong advice), but
+    what the file is, with or without a factory."""
+    torch.save(Small().state_dict(), factory_project / "sd.pt")
+    whole = (factory_project / "sd.pt").read_bytes()
+    files = {
+        "vocab.json": (b'["<pad>", "<unk>", "the"]', 'it starts with b\'["<pad>"'),
+        "empty.pt": (b"", "it is empty"),
+        "random.pt": (bytes(range(7, 107)), "it starts with b'\\x07"),
+        "cut.pt": (whole[: len(whole) // 2], "damaged or cut-off zip archive"),
+    }
+    for name, (content, what) in files.items():
+        (factory_project / name).write_bytes(content)
+        for factory in ("arch:build", None):
+            settings = Settings.from_dict(factory_project, model=name, model_factory=factory)
+            with pytest.raises(ModelError) as info:
+                load_model(settings)
+            message = str(info.value)
+            assert "is not a file torch.save wrote" in message, message
+            assert what in message, message
+            assert "unpickling" not in message
+
+
+def test_git_lfs_pointers_are_named_as_such(factory_project: Path) -> None:
+    """A checkout without LFS leaves text pointers where checkpoints and data sets
+    should be; each configured file says so, and what to run."""
+    pointer = (
+        "version https://git-lfs.github.com/spec/v1\n"
+        "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+        "size 12345\n"
+    )
+    for name in ("model.pt", "eval.jsonl"):
+        (factory_project / name).write_text(pointer)
+    settings = Settings.from_dict(
+        factory_project, model="model.pt", model_factory="arch:build", eval_data="eval.jsonl"
+    )
+    for role in ("model", "eval_data"):
+        with pytest.raises(ConfigError, match="is a Git LFS pointer, not the file it stands for"):
+            settings.existing(role)
+    with pytest.raises(ConfigError, match=r"git lfs pull.*lfs: true"):
+        load_model(settings)
+
+
 def test_safetensors_state_dict(factory_project: Path) -> None:
     """The Hugging Face weights format, read without its package (the test writes
     it with the package): every dtype it names, the same tensors as saved."""

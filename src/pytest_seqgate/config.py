@@ -23,6 +23,8 @@ from pytest_seqgate.exceptions import ConfigError
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# How the small text file that Git LFS leaves in place of an unfetched file begins.
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 @dataclass(frozen=True)
@@ -296,6 +298,16 @@ class Settings:
             if not Path(value).is_absolute():
                 relative = f" (read from the rootdir, {self.rootdir})"
             raise ConfigError(f"{self.source(name)}: file not found: {value}{relative}")
+        with path.open("rb") as handle:
+            start = handle.read(len(LFS_POINTER))
+        if start == LFS_POINTER:
+            # A checkout without LFS leaves these ~130-byte text files in place of
+            # checkpoints and data sets; every reader would fail on them obscurely.
+            raise ConfigError(
+                f"{self.source(name)}: {value} is a Git LFS pointer, not the file it stands "
+                f"for: the checkout did not fetch the LFS files; run `git lfs pull` (on GitHub "
+                f"Actions, actions/checkout with `lfs: true`)"
+            )
         return path
 
     @classmethod

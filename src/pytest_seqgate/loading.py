@@ -140,6 +140,7 @@ def load_model(settings: Settings) -> nn.Module:
                 return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise ModelError(f"{setting}: cannot load TorchScript file {path}: {exc}") from exc
+    refuse_unsaved(path, setting)
     raise ModelError(
         f"{setting}: {path} is neither an exported program (.pt2) nor a TorchScript file. "
         f"If it is a state-dict checkpoint, set seqgate_model_factory to the "
@@ -332,6 +333,27 @@ def _call(factory: Any, setting: str, spec: str) -> Any:
         raise ModelError(f"{setting}: calling {spec!r} raised {type(exc).__name__}: {exc}") from exc
 
 
+def refuse_unsaved(path: Path, setting: str) -> None:
+    """Raise when torch.save cannot have written ``path``: not a zip archive, nor
+    a pickle (the format before torch 1.6). torch.load's weights_only refusal
+    of such a file reads "trust this file", the wrong advice for a truncated
+    download or a JSON file named as the model."""
+    if zipfile.is_zipfile(path):
+        return
+    with path.open("rb") as handle:
+        start = handle.read(24)
+    if start[:1] == b"\x80":  # pickle protocol 2 and above
+        return
+    if start.startswith(b"PK\x03\x04"):
+        what = "is a damaged or cut-off zip archive (an interrupted download or copy?)"
+    else:
+        what = "is empty" if not start else f"starts with {start!r}"
+    raise ModelError(
+        f"{setting}: {path} is not a file torch.save wrote (a zip archive, or a pickle "
+        f"before torch 1.6): it {what}; point {setting} at the saved model or checkpoint"
+    )
+
+
 def load_checkpoint(path: Path, setting: str, trust: bool) -> Any:
     """``torch.load`` with ``weights_only=True``; full unpickling only when trusted."""
     kind = file_format(path)
@@ -349,6 +371,7 @@ def load_checkpoint(path: Path, setting: str, trust: bool) -> Any:
         )
     if kind == "safetensors":
         return read_safetensors(path, setting)
+    refuse_unsaved(path, setting)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
