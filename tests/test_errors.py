@@ -61,7 +61,14 @@ def setup(project, gates="min_accuracy=0.5", **ini):
         (
             "min_accuracy=0.5",
             {"model": "models:nope"},
-            "seqgate: seqgate_model in pytest.ini: module 'models' has no attribute 'nope'*",
+            "seqgate: seqgate_model in pytest.ini: 'models' has no attribute 'nope' (from "
+            "'models:nope'); it defines: *first_token*",
+        ),
+        (
+            "min_accuracy=0.5",
+            {"model": "models:first_tokn"},
+            "seqgate: seqgate_model in pytest.ini: 'models' has no attribute 'first_tokn' (from "
+            "'models:first_tokn') (did you mean `first_token`?); it defines: *",
         ),
         (
             "min_accuracy=0.5",

@@ -241,7 +241,7 @@ def _per_class(
         for name, threshold in value.items():
             if labels is not None and name not in labels:
                 raise ConfigError(
-                    f"`{key}` names class {name!r}{_did_you_mean(str(name), labels)}, "
+                    f"`{key}` names class {name!r}{did_you_mean(str(name), labels)}, "
                     f"which is not one of the labels {list(labels)}"
                 )
             out.append((str(name), parse(f"{key}[{name!r}]", threshold)))
@@ -278,7 +278,7 @@ def _max_gates(
     return out
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean `min_recall`?)`` for a near miss, else nothing."""
     import difflib
 
@@ -354,7 +354,7 @@ def parse_gates(
             )
         else:
             raise ConfigError(
-                f"unknown gate `{key}`{_did_you_mean(key, [*KNOWN_KEYS, *custom_keys])}; "
+                f"unknown gate `{key}`{did_you_mean(key, [*KNOWN_KEYS, *custom_keys])}; "
                 f"known gates: {', '.join(KNOWN_KEYS)}"
                 + (f", and min_/max_ of {', '.join(sorted(custom))}" if custom else "")
             )
@@ -456,7 +456,7 @@ def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
         if gate.class_name is not None and gate.class_name not in labels:
             raise ConfigError(
                 f"`{gate.key}` names class {gate.class_name!r}"
-                f"{_did_you_mean(gate.class_name, labels)}, which is not one "
+                f"{did_you_mean(gate.class_name, labels)}, which is not one "
                 f"of the labels {list(labels)}"
             )
         gates.append(gate)

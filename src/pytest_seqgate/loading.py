@@ -18,6 +18,7 @@ import json
 import logging
 import operator
 import sys
+import types
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -86,14 +87,31 @@ def import_object(spec: str, rootdir: Path, setting: str) -> Any:
             f"{hint}"
         ) from exc
     obj: Any = module
+    where = module_name
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ConfigError(
-                f"{setting}: module {module_name!r} has no attribute {attr!r} (from {spec!r})"
+                f"{setting}: {where!r} has no attribute {part!r} (from {spec!r})"
+                f"{_attribute_advice(obj, part)}"
             ) from None
+        where = f"{where}.{part}"
     return obj
+
+
+def _attribute_advice(obj: Any, wanted: str) -> str:
+    """A near name; for a module, also the callables it defines (not those it
+    imported, unless it defines none): what a factory or loader could be."""
+    from pytest_seqgate.gates import did_you_mean
+
+    names = [n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n, None))]
+    advice = did_you_mean(wanted, names)
+    if isinstance(obj, types.ModuleType) and names:
+        own = [n for n in names if getattr(getattr(obj, n), "__module__", None) == obj.__name__]
+        shown = own or names
+        advice += f"; it defines: {', '.join(shown[:12])}{', ...' if len(shown) > 12 else ''}"
+    return advice
 
 
 # ---------------------------------------------------------------- models
