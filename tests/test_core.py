@@ -11,7 +11,7 @@ import torch
 
 from pytest_seqgate.batching import Batch, BucketedBatches, collate, length_bucketed, length_order
 from pytest_seqgate.data import SequenceData
-from pytest_seqgate.diagnostics import accuracy_paradox, duplicates, leakage
+from pytest_seqgate.diagnostics import accuracy_paradox, duplicates, leakage, traded_labels
 from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.gates import merge_gate_kwargs, parse_gates
 from pytest_seqgate.metrics import compute_metrics
@@ -149,6 +149,53 @@ def test_paradox_flagged_on_imbalance() -> None:
 def test_no_paradox_for_balanced_good_model() -> None:
     # 90% recall on both classes at 80/20.
     assert accuracy_paradox(_cm([[720, 80], [20, 180]]), ("ham", "spam")) == []
+
+
+def test_labels_in_the_wrong_order_are_named() -> None:
+    # The example's model gated with seqgate_labels = spam, ham.
+    (found,) = traded_labels(_cm([[7, 103], [784, 7]]), ("spam", "ham"))
+    assert found.kind == "label_order" and found.severity == "error"
+    assert found.data["fitting_order"] == ["ham", "spam"]
+    assert found.data["accuracy_in_that_order"] == pytest.approx(887 / 901)
+    assert "in the order ['ham', 'spam'] accuracy would be 98.4%, not 1.6%" in found.message
+    # A cycle of three of four classes: outputs 0, 1, 2 are classes 2, 0, 1.
+    cycle = [[2, 40, 1, 0], [1, 0, 50, 2], [30, 1, 2, 0], [0, 3, 0, 60]]
+    (found,) = traded_labels(_cm(cycle), ("a", "b", "c", "d"))
+    assert found.data["fitting_order"] == ["c", "a", "b", "d"]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[900, 0], [100, 0]],  # always the majority class
+        [[40, 35], [30, 45]],  # poor, but each prediction's majority is its own class
+        [[50, 30, 0], [2, 10, 0], [0, 0, 40]],  # predicted b is mostly a, but a stays a
+        [[1, 3], [3, 1]],  # too few predictions to tell
+        [[0, 0], [0, 0]],
+    ],
+)
+def test_no_label_order_finding_without_a_permutation(rows: list[list[int]]) -> None:
+    assert traded_labels(_cm(rows), tuple("abc"[: len(rows)])) == []
+
+
+def test_a_fitting_order_always_fits_better() -> None:
+    gen = torch.Generator().manual_seed(3)
+    flagged = 0
+    for _ in range(300):
+        c = int(torch.randint(2, 6, (1,), generator=gen))
+        cm = torch.randint(0, 20, (c, c), generator=gen)
+        cm[torch.randperm(c, generator=gen), torch.arange(c)] += torch.randint(0, 200, (c,))
+        labels = tuple(f"k{i}" for i in range(c))
+        for found in traded_labels(compute_metrics(cm), labels):
+            flagged += 1
+            order = found.data["fitting_order"]
+            assert sorted(order) == sorted(labels)  # a permutation of the labels
+            # Reading output j as class order[j] gives the accuracy it reports.
+            rows = torch.tensor([labels.index(name) for name in order])
+            correct = int(cm[rows, torch.arange(c)].sum())
+            assert found.data["accuracy_in_that_order"] == pytest.approx(correct / int(cm.sum()))
+            assert correct > int(cm.diagonal().sum())
+    assert flagged > 50
 
 
 def test_leakage_and_duplicates() -> None:

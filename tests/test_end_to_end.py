@@ -457,6 +457,27 @@ def test_label_names_taken_from_the_data_are_flagged_as_a_guess(project):
             )
 
 
+def test_labels_configured_in_the_wrong_order_are_named(project):
+    """seqgate_labels = spam, ham for a model whose output 0 is ham: the report must
+    say the order is wrong, not only that the model looks hopeless."""
+    project.data(rule_records(40))
+    project.ini(
+        model="models:first_token", eval_data="eval.jsonl", labels=["spam", "ham"], report="r.json"
+    )
+    project.test(GATED)
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    assert_lines(
+        result.stdout.str(),
+        "ERROR [label_order] the labels fit the model's outputs better in another order: 20 of "
+        "the 20 predicted 'spam' are 'ham', 20 of the 20 predicted 'ham' are 'spam'; in the "
+        "order ['ham', 'spam'] accuracy would be 100.0%, not 0.0%.*",
+    )
+    findings = json.loads((project.path / "r.json").read_text())["evaluations"][0]["findings"]
+    (found,) = [f for f in findings if f["kind"] == "label_order"]
+    assert found["fitting_order"] == ["ham", "spam"]
+
+
 def test_a_fixture_dataset_of_texts_uses_the_configured_tokenizer(project):
     # The tokenizer applies to every way records arrive, a fixture's pairs too.
     (project.path / "tok.py").write_text(

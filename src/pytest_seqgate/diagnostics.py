@@ -98,6 +98,58 @@ def accuracy_paradox(
     return [Finding("accuracy_paradox", "error", message, data)]
 
 
+# A predicted class counts as traded when at least this many of its predictions
+# are of one other true class, and they are the majority of them.
+TRADED_MIN_PREDICTIONS = 5
+
+
+def traded_labels(metrics: Metrics, labels: tuple[str, ...]) -> list[Finding]:
+    """Flag labels that fit the model's outputs better in another order.
+
+    A model trained with ``['ham', 'spam']`` and gated with ``seqgate_labels =
+    spam, ham`` (or with a data set's indices in another order) gets every
+    per-class number wrong, and the report looks like a terrible model rather
+    than a configuration error. The sign is in the confusion matrix: some
+    predicted classes are mostly samples of one other class, and those classes
+    trade places among themselves (a permutation). Read column by column, it
+    costs one argmax over the matrix.
+    """
+    cm = metrics.confusion_matrix
+    c = cm.shape[0]
+    if c < 2 or metrics.n_samples == 0:
+        return []
+    predicted = cm.sum(0)
+    best = cm.argmax(0)  # the true class most of each predicted class's samples have
+    top = cm.gather(0, best.unsqueeze(0)).squeeze(0)
+    moved = (best != torch.arange(c)) & (2 * top > predicted) & (top >= TRADED_MIN_PREDICTIONS)
+    columns = torch.nonzero(moved).flatten().tolist()
+    if not columns or sorted(best[columns].tolist()) != columns:
+        return []  # nothing moved, or not a permutation of the moved classes
+    order = list(labels)
+    for j in columns:
+        order[j] = labels[int(best[j])]
+    correct = int(cm.diagonal().sum())
+    traded = correct + sum(int(top[j]) - int(cm[j, j]) for j in columns)
+    n = metrics.n_samples
+    pairs = ", ".join(
+        f"{int(top[j])} of the {int(predicted[j])} predicted {labels[j]!r} are "
+        f"{labels[int(best[j])]!r}"
+        for j in columns[:4]
+    ) + (", ..." if len(columns) > 4 else "")
+    return [
+        Finding(
+            "label_order",
+            "error",
+            f"the labels fit the model's outputs better in another order: {pairs}; in the "
+            f"order {order if c <= 12 else 'the JSON gives (fitting_order)'} accuracy would "
+            f"be {_pct(traded / n)}, not {_pct(correct / n)}. If seqgate_labels (or the data's "
+            f"label indices) do not follow the model's output order, every per-class number "
+            f"is wrong: set seqgate_labels to the model's order",
+            {"labels": list(labels), "fitting_order": order, "accuracy_in_that_order": traded / n},
+        )
+    ]
+
+
 def train_test_gap(
     train: Metrics, test: Metrics, labels: tuple[str, ...], sample: dict[str, Any]
 ) -> tuple[dict[str, float], list[Finding]]:

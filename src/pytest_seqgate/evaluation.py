@@ -36,6 +36,7 @@ from pytest_seqgate.diagnostics import (
     near_duplicate_leakage,
     padding_remedy,
     padding_sensitivity,
+    traded_labels,
     train_test_gap,
 )
 from pytest_seqgate.distributed import local_device, sharded
@@ -513,6 +514,7 @@ def _evaluate(
     evaluation.record_source = eval_data.source
     evaluation.record_lines = eval_data.line_numbers
     evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))
+    evaluation.findings.extend(traded_labels(metrics, labels))
     if settings.labels is None and eval_data.names_inferred:
         evaluation.findings.append(
             Finding(
