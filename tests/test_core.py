@@ -320,6 +320,27 @@ def test_train_gap_gate_on_a_slice_reads_the_whole_set() -> None:
     assert [r.value for r in results] == [0.0, 0.0] and all(r.passed for r in results)
 
 
+def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_near_one() -> None:
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.gates import check
+
+    class Parity(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
+
+    data = SequenceData.from_sequences([[i % 2 + 2] for i in range(30)], [i % 2 for i in range(30)])
+    data.metadata = {"lang": [["en", "fr", None][i % 3] for i in range(30)]}
+    ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0))
+    (result,) = check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lang=de"}), "t")
+    assert not result.passed and result.value is None
+    assert result.reason.endswith("on slice lang=de (0 samples); lang takes 'None', 'en', 'fr'")
+    (result,) = check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lang=fr"}), "t")
+    assert result.passed and result.reason == "on slice lang=fr (10 samples)"
+    with pytest.raises(ConfigError, match=r"no key 'lagn' \(did you mean `lang`\?\)"):
+        check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lagn=fr"}), "t")
+
+
 def test_integer_quartiles_equal_torch_quantile() -> None:
     """The histogram quartiles behind the length slices are torch.quantile's, bit for bit."""
     from pytest_seqgate.diagnostics import integer_quartiles

@@ -399,7 +399,6 @@ class SliceSpec:
         )
 
     def mask(self, lengths: Tensor, metadata: dict[str, list[Any]]) -> Tensor:
-        from pytest_seqgate.exceptions import ConfigError
 
         if self.key == "length":
             v = int(self.value)
@@ -412,13 +411,29 @@ class SliceSpec:
                 "!=": lengths != v,
             }
             return ops[self.op]
-        if self.key not in metadata:
-            raise ConfigError(
-                f"slice {self.name!r}: the eval set has no key {self.key!r}; "
-                f"its extra keys are {sorted(metadata)}"
-            )
+        self.check_key(metadata)
         equal = torch.tensor([str(x) == self.value for x in metadata[self.key]], dtype=torch.bool)
         return equal if self.op == "==" else ~equal
+
+    def check_key(self, metadata: dict[str, list[Any]]) -> None:
+        """A metadata slice's key must be one of the records' extra keys."""
+        from pytest_seqgate.exceptions import ConfigError
+        from pytest_seqgate.gates import did_you_mean
+
+        if self.key != "length" and self.key not in metadata:
+            raise ConfigError(
+                f"slice {self.name!r}: the eval set has no key {self.key!r}"
+                f"{did_you_mean(self.key, metadata)}; its extra keys are {sorted(metadata)}"
+            )
+
+    def values_seen(self, metadata: dict[str, list[Any]], limit: int = 10) -> str:
+        """The values a metadata key takes, for the message of a slice that matched
+        nothing (``lang=de`` on a set of 'en' and 'fr'); empty for length slices."""
+        if self.key == "length" or self.key not in metadata:
+            return ""
+        seen = sorted({str(x) for x in metadata[self.key]})
+        listing = ", ".join(repr(v) for v in seen[:limit]) + (", ..." if len(seen) > limit else "")
+        return f"; {self.key} takes {listing}"
 
 
 @dataclass

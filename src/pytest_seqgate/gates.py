@@ -565,7 +565,11 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
 
     spec = bind_classes(spec, evaluation.labels)
     scope = evaluation.for_slice(spec.slice) if spec.slice is not None else evaluation
-    where = f" on slice {spec.slice.name} ({scope.n_samples} samples)" if spec.slice else ""
+    where = ""
+    if spec.slice is not None:
+        where = f" on slice {spec.slice.name} ({scope.n_samples} samples)"
+        if scope.n_samples == 0:
+            where += spec.slice.values_seen(evaluation.metadata)
     level = spec.confidence
     if level is None and evaluation.gate_on == "lower_bound":
         level = evaluation.confidence
