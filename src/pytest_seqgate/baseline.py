@@ -149,9 +149,11 @@ def _num(value: Any) -> float | None:
 NEWLY_WRONG_SHOWN = 3
 
 
-def compare(ev: Any, base: Baseline) -> tuple[Comparison, list[Finding]]:
-    """Deltas per metric, and McNemar's exact test on the samples both runs share."""
-    cmp = Comparison(str(base.path))
+def compare(ev: Any, base: Baseline, name: str | None = None) -> tuple[Comparison, list[Finding]]:
+    """Deltas per metric, and McNemar's exact test on the samples both runs share.
+    ``name`` is how reports call the baseline (its path relative to the rootdir,
+    as they name the data: a CI runner's absolute paths are noise in them)."""
+    cmp = Comparison(name or str(base.path))
     for name in SUMMARY_METRICS:
         cmp.deltas[name] = (_num(base.metrics.get(name)), _num(ev.metrics.value(name)))
     per_class = base.metrics.get("per_class", {})

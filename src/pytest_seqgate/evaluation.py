@@ -660,8 +660,9 @@ def _evaluate(
             )
         )
     if settings.baseline is not None:
-        base = Baseline.load(settings.existing("baseline"), settings.source("baseline"))
-        evaluation.comparison, base_findings = compare(evaluation, base)
+        path = settings.existing("baseline")
+        base = Baseline.load(path, settings.source("baseline"))
+        evaluation.comparison, base_findings = compare(evaluation, base, settings.display(path))
         evaluation.findings.extend(base_findings)
     if custom_metrics is not None:
         evaluation.custom_metrics = _custom_numbers(custom_metrics(evaluation))
