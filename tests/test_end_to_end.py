@@ -109,6 +109,23 @@ def test_markers_of_module_class_and_test_combine(project):
     ]
 
 
+def test_a_params_marker_is_closer_than_its_functions(project):
+    """pytest lists a pytest.param's marks after the function's decorators: read as
+    pytest orders them, the function's min_accuracy hid the param's stricter one."""
+    project.data(rule_records(200, missed={1: 30}))  # accuracy 0.85
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test(
+        "import pytest\n\n"
+        "@pytest.mark.seqgate(min_accuracy=0.8)\n"
+        "@pytest.mark.parametrize('x', [1, pytest.param(2, marks=pytest.mark.seqgate("
+        "min_accuracy=0.9))])\n"
+        "def test_p(x):\n    pass\n"
+    )
+    result = project.run("-v")
+    result.assert_outcomes(passed=1, failed=1)
+    assert_lines(result.stdout.str(), "*test_p[1] PASSED*", "*test_p[2] FAILED*")
+
+
 def test_a_bad_module_marker_is_reported_once_at_its_module(project):
     project.data(rule_records(40))
     project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])

@@ -473,6 +473,17 @@ def _where(item: pytest.Item) -> str:
     return f"{path}:{(line or 0) + 1}" if line is not None else path
 
 
+def _marker_levels(item: pytest.Item) -> list[tuple[Node, pytest.Mark]]:
+    """The item's seqgate markers, closest first: a ``pytest.param(...,
+    marks=...)``'s (pytest lists them after the function's own decorators),
+    then the function's, the class's and the module's."""
+    levels = list(item.iter_markers_with_node(MARKER))
+    params = [m for m in getattr(getattr(item, "callspec", None), "marks", ()) if m.name == MARKER]
+    if not params:
+        return levels
+    return [(item, m) for m in params] + [(n, m) for n, m in levels if m not in params]
+
+
 def _marker_where(node: Node, item: pytest.Item) -> str:
     """Where a marker was put: the test's line, its class's line, or its module's
     ``pytestmark``."""
@@ -691,7 +702,7 @@ def _validate_selected(config: pytest.Config, items: list[pytest.Item]) -> None:
         # a module's `pytestmark` floor must not vanish from a test that adds
         # a gate of its own. Each is checked alone, so an error in a module's
         # marker is said once, at its place, not once per test.
-        levels = list(item.iter_markers_with_node(MARKER))
+        levels = _marker_levels(item)
         if not levels:
             continue
         valid = True
