@@ -341,6 +341,48 @@ def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_ne
         check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lagn=fr"}), "t")
 
 
+def test_wide_intervals_of_gated_metrics_are_flagged_once() -> None:
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.gates import check
+
+    class Parity(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
+
+    def evaluated(n: int):  # a tenth of class 1 predicted as class 0
+        seqs = [[2 + (i % 2 if i % 20 != 1 else 0)] * (1 + i % 4) for i in range(n)]
+        data = SequenceData.from_sequences(seqs, [i % 2 for i in range(n)], ("ham", "spam"))
+        return evaluate(Parity(), data, Settings(padding_check=0))
+
+    ev = evaluated(40)
+    gates = {"min_accuracy": 0.5, "min_recall": {"spam": 0.5}, "min_macro_f1": 0.5}
+    check(ev, parse_gates(gates, ev.labels), "t1")
+    check(ev, parse_gates(gates, ev.labels), "t2")  # the same gates again: no new finding
+    check(ev, parse_gates({"min_recall": {"spam": 0.5}, "slice": "length>=3"}, ev.labels), "t3")
+    found = {
+        (f.data["metric"], f.data["class"], f.data.get("where")): f
+        for f in ev.findings_of("underpowered")
+    }
+    assert len(found) == len(ev.findings_of("underpowered"))
+    assert set(found) == {
+        ("accuracy", None, None),
+        ("recall", "spam", None),
+        ("macro_f1", None, None),
+        ("recall", "spam", " on slice length>=3"),
+    }
+    assert found["accuracy", None, None].data["support"] == 40
+    assert found["recall", "spam", None].data["support"] == 20
+    sliced = found["recall", "spam", " on slice length>=3"]
+    assert sliced.data["support"] == 10
+    assert sliced.message.startswith("recall[spam] on slice length>=3 is known only to within")
+    assert "from 10 samples" in sliced.message
+    # Enough samples: the same rates, narrow intervals, no finding.
+    ev = evaluated(4000)
+    check(ev, parse_gates(gates, ev.labels), "t")
+    assert not [f for f in ev.findings if f.kind == "underpowered"]
+
+
 def test_integer_quartiles_equal_torch_quantile() -> None:
     """The histogram quartiles behind the length slices are torch.quantile's, bit for bit."""
     from pytest_seqgate.diagnostics import integer_quartiles

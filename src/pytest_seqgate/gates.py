@@ -529,32 +529,40 @@ def _trade_off(scope: Evaluation, gate: Gate) -> tuple[float | None, str, dict[s
     )
 
 
-def _underpowered(evaluation: Evaluation, gate: Gate, interval: Any) -> None:
-    """A warning finding, once per (metric, class), when a gated interval is wide."""
+def _underpowered(
+    evaluation: Evaluation, scope: Evaluation, gate: Gate, interval: Any, where: str
+) -> None:
+    """A warning finding, once per (metric, class, slice), when a gated interval is
+    wide: a summary gate's too (``min_accuracy=0.9`` on 40 samples is a coin toss
+    as much as a class's). ``scope`` is the slice the gate reads, or the whole set."""
     width = float(interval[1] - interval[0])
     if not width > UNDERPOWERED_WIDTH:
         return
-    key = (gate.metric, gate.class_name)
+    key = (gate.metric, gate.class_name, where)
     if any(
-        (f.data.get("metric"), f.data.get("class")) == key
+        (f.data.get("metric"), f.data.get("class"), f.data.get("where", "")) == key
         for f in evaluation.findings_of("underpowered")
     ):
         return
     support = (
-        int(evaluation.metrics.support[evaluation.labels.index(gate.class_name)])
+        int(scope.metrics.support[scope.labels.index(gate.class_name)])
         if gate.class_name
-        else evaluation.n_samples
+        else scope.n_samples
     )
     from pytest_seqgate.diagnostics import Finding
 
+    label = f"{gate.metric}[{gate.class_name}]" if gate.class_name else gate.metric
+    data = {"metric": gate.metric, "class": gate.class_name, "width": width, "support": support}
+    if where:
+        data["where"] = where
     evaluation.findings.append(
         Finding(
             "underpowered",
             "warning",
-            f"{gate.metric}[{gate.class_name}] is known only to within {width:.3f} "
+            f"{label}{where} is known only to within {width:.3f} "
             f"([{float(interval[0]):.3f}, {float(interval[1]):.3f}] at "
             f"{evaluation.confidence:.0%}) from {support} samples: a gate on it can flip on noise",
-            {"metric": gate.metric, "class": gate.class_name, "width": width, "support": support},
+            data,
         )
     )
 
@@ -601,8 +609,11 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
             continue
         class_index = scope.labels.index(gate.class_name) if gate.class_name else None
         interval = scope.uncertainty.interval(gate.metric, class_index, level)
-        if interval is not None and gate.class_name is not None:
-            _underpowered(evaluation, gate, scope.uncertainty.interval(gate.metric, class_index))
+        if interval is not None:
+            on = f" on slice {spec.slice.name}" if spec.slice is not None else ""
+            _underpowered(
+                evaluation, scope, gate, scope.uncertainty.interval(gate.metric, class_index), on
+            )
         compared, bound = value, None
         if level is not None and gate.op == ">=" and interval is not None:
             bound = float(interval[0])
