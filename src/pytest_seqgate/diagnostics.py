@@ -399,7 +399,6 @@ class SliceSpec:
         )
 
     def mask(self, lengths: Tensor, metadata: dict[str, list[Any]]) -> Tensor:
-
         if self.key == "length":
             v = int(self.value)
             ops = {

@@ -616,9 +616,9 @@ def pytest_collection_modifyitems_selected(
 
 
 class GatedSession:
-    """Hooks that only a session selecting a gated test needs, registered then
-    alone: a wrapper around every fixture setup and every test report would
-    cost each run of each project where the plugin is installed."""
+    """Hooks that only a session selecting a gated test needs, so registered only
+    in such a session: a wrapper around every fixture setup and every test
+    report would cost each run of each project where the plugin is installed."""
 
     def __init__(self, state: SessionState) -> None:
         self.state = state
