@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import rule_records
+from conftest import assert_lines, rule_records
 
 TESTS = """
 import pytest
@@ -75,13 +75,25 @@ def test_same_json_and_one_inference(counted, xdist):
 
 def test_cache_makes_an_unchanged_rerun_skip_inference(counted):
     project, count = counted
-    _run(project, "--seqgate-cache").assert_outcomes(passed=3, failed=1)
+    result = _run(project, "--seqgate-cache")
+    result.assert_outcomes(passed=3, failed=1)
+    assert "earlier run's cache" not in result.stdout.str()
     first = count.read_text()
     assert first
     first_report = (project.path / "r.json").read_text()
-    _run(project, "--seqgate-cache").assert_outcomes(passed=3, failed=1)
+    result = _run(project, "--seqgate-cache")
+    result.assert_outcomes(passed=3, failed=1)
     assert count.read_text() == first  # no forward call the second time
     assert (project.path / "r.json").read_text() == first_report
+    # The headline says nothing ran on the model this time (the JSON stays the same).
+    assert_lines(result.stdout.str(), "*s (predictions from an earlier run's cache), gates*")
+    # Workers reading the entry one of them wrote in this run are no earlier run.
+    project.data(rule_records(100, missed={1: 7}))
+    result = _run(project, "--seqgate-cache", "-n", "2")
+    result.assert_outcomes(passed=3, failed=1)
+    assert "earlier run's cache" not in result.stdout.str()
+    result = _run(project, "--seqgate-cache", "-n", "2")
+    assert_lines(result.stdout.str(), "*s (predictions from an earlier run's cache), gates*")
     # A changed eval set is a different key: inference runs again.
     project.data(rule_records(100, missed={1: 9}))
     _run(project, "--seqgate-cache").assert_outcomes(passed=3, failed=1)

@@ -194,11 +194,15 @@ class PredictionCache:
     the rest: a CI cache of the folder does not grow with every commit.
     """
 
-    def __init__(self, folder: Path, key: str) -> None:
+    def __init__(self, folder: Path, key: str, started: float | None = None) -> None:
         self.folder = folder
         self.key = key
         self.hits = 0
         self.misses = 0
+        # The parts read from entries written before ``started`` (the session's
+        # start): an earlier run's predictions, which the report says it reused.
+        self.started = started
+        self.earlier: set[str] = set()
 
     def get_or_compute(
         self, part: str, compute: Callable[[], dict[str, Tensor]]
@@ -213,6 +217,8 @@ class PredictionCache:
                 try:
                     loaded = torch.load(str(path), map_location="cpu", weights_only=True)
                     self.hits += 1
+                    if self.started is not None and path.stat().st_mtime < self.started:
+                        self.earlier.add(part)
                     return dict(loaded)
                 except Exception:  # a torn or stale file: recompute it
                     path.unlink(missing_ok=True)

@@ -177,6 +177,9 @@ class Evaluation:
     seconds: float = 0.0
     confidence: float = 0.95
     device_note: str = ""
+    # Set when the predictions came from an earlier run's cache (--seqgate-cache):
+    # the headline says so, since nothing ran on the model this time.
+    cache_note: str = ""
     precision: str = "fp32"
     lengths: Tensor | None = None
     metadata: dict[str, list[Any]] = field(default_factory=dict)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -51,6 +52,9 @@ class SessionState:
         self.written: list[Path] = []
         self.merged: dict[tuple[str, str], Evaluation] = {}
         self.cache: Any = None
+        # When the run began (the xdist controller's, in its workers): cache entries
+        # older than this are an earlier run's.
+        self.started = float(getattr(config, "workerinput", {}).get("seqgate_started", time.time()))
 
     @property
     def settings(self) -> Settings:
@@ -191,6 +195,8 @@ class SessionState:
                     progress=self.progress_line(),
                     cache=cache,
                 )
+            if cache is not None and cache.earlier & {"eval", "stream"}:
+                self.evaluations[key].cache_note = "predictions from an earlier run's cache"
             self.keep_alive.extend([model, eval_data, train_data])
         return self.evaluations[key]
 
@@ -263,7 +269,7 @@ class SessionState:
             if data is not None
             and (role in self.hooked or is_import_path(getattr(settings, role) or ""))
         )
-        self.cache = PredictionCache(folder, cache_key(settings, salt))
+        self.cache = PredictionCache(folder, cache_key(settings, salt), self.started)
         return self.cache
 
     def progress_line(self) -> Callable[[int, int], None] | None:
@@ -275,8 +281,6 @@ class SessionState:
             wanted = writer.hasmarkup and os.environ.get("CI", "").lower() not in ("true", "1")
         if not wanted or hasattr(self.config, "workerinput"):
             return None
-        import time
-
         last = [0.0]
 
         def show(done: int, total: int) -> None:
@@ -342,6 +346,7 @@ class XdistHooks:
     @pytest.hookimpl
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["seqgate_run"] = self.run
+        node.workerinput["seqgate_started"] = self.state.started
 
     @pytest.hookimpl
     def pytest_sessionfinish(self) -> None:

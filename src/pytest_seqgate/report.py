@@ -395,7 +395,7 @@ def headline(ev: Evaluation) -> str:
         f"{format_number(ev.metrics.value('macro_f1'))}, {ev.device}"
         f"{f' {ev.precision} autocast' if ev.precision != 'fp32' else ''}"
         f"{f' ({ev.device_note})' if ev.device_note else ''}, "
-        f"{ev.seconds:.2f}s{gates}"
+        f"{ev.seconds:.2f}s{f' ({ev.cache_note})' if ev.cache_note else ''}{gates}"
     )
 
 
