@@ -729,3 +729,85 @@ def test_the_pass_runs_in_eval_mode_and_leaves_each_layer_as_it_was() -> None:
     assert not any(model.seen)  # dropout off: every batch ran in eval mode
     assert model.training and model.drop.training and not model.head.training
     assert torch.equal(predict(model, data, torch.device("cpu"), 32).scores, first.scores)
+
+
+class FirstTokenScore(nn.Module):
+    """P(class 1) = sigmoid((first token - 25) / 5), as two logits or as one."""
+
+    def __init__(self, one_logit: bool = False) -> None:
+        super().__init__()
+        self.one_logit = one_logit
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        z = (tokens[:, 0].float() - 25) / 5 + self.bias
+        return z.unsqueeze(1) if self.one_logit else torch.stack([torch.zeros_like(z), z], 1)
+
+
+def _scored_records(n: int, seed: int) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    first = torch.randint(1, 50, (n,), generator=gen).tolist()
+    labels = torch.randint(0, 2, (n,), generator=gen).tolist()
+    return [{"tokens": [f, 7, 8], "label": ["ham", "spam"][y]} for f, y in zip(first, labels)]
+
+
+@pytest.mark.parametrize("one_logit", [False, True], ids=["two logits", "one logit"])
+def test_the_decision_threshold_applies_to_every_pass(tmp_path, one_logit: bool) -> None:
+    """seqgate_threshold decides the eval set, the training sample and a streamed
+    set alike: the train pass used argmax, so the train/test gap compared two
+    decision rules, and a streamed run without scores crashed on it."""
+    import json
+
+    from pytest_seqgate.metrics import confusion_matrix
+
+    model = FirstTokenScore(one_logit)
+    for name, seed in (("eval.jsonl", 1), ("train.jsonl", 2)):
+        rows = _scored_records(400, seed)
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def expected(name: str, threshold: float | None) -> torch.Tensor:
+        rows = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        p = torch.sigmoid((torch.tensor([r["tokens"][0] for r in rows]).float() - 25) / 5)
+        preds = (p > 0.5) if threshold is None else (p >= threshold)
+        truth = torch.tensor([["ham", "spam"].index(r["label"]) for r in rows])
+        return confusion_matrix(truth, preds.long(), 2)
+
+    from pytest_seqgate.loading import load_dataset
+
+    for threshold in (None, 0.3, 0.8):
+        settings = Settings.from_dict(
+            tmp_path,
+            eval_data="eval.jsonl",
+            train_data="train.jsonl",
+            labels="ham,spam",
+            threshold=threshold,
+            padding_check=0,
+            bootstrap=0,
+            train_sample=400,
+            near_duplicate_threshold=0,
+        )
+        eval_set, train_set = (
+            load_dataset(settings, "eval_data"),
+            load_dataset(settings, "train_data"),
+        )
+        ev = evaluate(model, eval_set, settings, train_data=train_set)
+        assert torch.equal(ev.metrics.confusion_matrix, expected("eval.jsonl", threshold))
+        assert ev.train_metrics is not None
+        assert torch.equal(ev.train_metrics.confusion_matrix, expected("train.jsonl", threshold))
+        streamed = Settings.from_dict(
+            tmp_path,
+            eval_data="eval.jsonl",
+            labels="ham,spam",
+            threshold=threshold,
+            streaming=True,
+            keep_scores=False,
+            padding_check=0,
+            bootstrap=0,
+        )
+        ev = evaluate(model, None, streamed)
+        assert torch.equal(ev.metrics.confusion_matrix, expected("eval.jsonl", threshold))
+
+
+def test_a_threshold_on_a_model_of_three_classes_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="applies to binary models, but this one has 3 classes"):
+        evaluate(Bag(), random_data(60), Settings(threshold=0.4, padding_check=0))

@@ -445,6 +445,7 @@ def _evaluate(
             settings.precision,
             rows=None if index.numel() == len(data) else index,
             outputs=outputs,
+            threshold=settings.threshold,
         )
 
     def run_eval(index: Tensor) -> dict[str, Tensor]:
@@ -475,13 +476,12 @@ def _evaluate(
             f"the model scores {preds.scores.shape[1]} classes but the labels are "
             f"{list(labels)}; set seqgate_labels to the model's classes in index order"
         )
-    if settings.threshold is not None:
-        if len(labels) != 2:
-            raise ConfigError(
-                f"{settings.source('threshold')} applies to binary models, but "
-                f"this one has {len(labels)} classes"
-            )
-        preds.predictions = (preds.scores[:, 1] >= settings.threshold).to(torch.int64)
+    if settings.threshold is not None and len(labels) != 2:
+        # (predict applied the threshold to the passes of a binary model.)
+        raise ConfigError(
+            f"{settings.source('threshold')} applies to binary models, but "
+            f"this one has {len(labels)} classes"
+        )
     # The padding check compares a sample's scores in its batch with its scores
     # alone, so it keeps them when the rest are dropped.
     batched_scores = preds.scores

@@ -385,6 +385,7 @@ def predict(
     rows: Tensor | None = None,
     unpadded: bool = False,
     outputs: str = "auto",
+    threshold: float | None = None,
 ) -> Predictions:
     """Run the model once over ``data``, or over its positions ``rows``;
     predictions come back in dataset (or ``rows``) order, and each batch's
@@ -538,10 +539,14 @@ def predict(
             f"{float(logits.max()):.3g}); they look like logits: set seqgate_outputs = logits "
             f"or auto"
         )
-    if logits.shape[1] == 1:
+    scores = _probabilities(logits, kind)
+    if threshold is not None and scores.shape[1] == 2:
+        # seqgate_threshold: every pass (eval, train sample, streamed chunks) decides
+        # alike, so the train/test gap compares one decision rule with itself.
+        predictions = (scores[:, 1] >= threshold).to(torch.int64)
+    elif logits.shape[1] == 1:
         cut = 0.5 if kind == "probabilities" else 0.0
         predictions = (logits[:, 0] > cut).to(torch.int64)
     else:
         predictions = logits.argmax(dim=1)
-    scores = _probabilities(logits, kind)
     return Predictions(predictions, scores, str(device), current, hashes, kind)

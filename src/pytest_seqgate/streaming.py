@@ -148,6 +148,7 @@ def _stream_columns(
             None,
             settings.precision,
             outputs=outputs,
+            threshold=settings.threshold,
         )
         outputs = p.outputs
         batch_size = min(batch_size, p.batch_size)
