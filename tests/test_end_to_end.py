@@ -484,6 +484,12 @@ def test_labels_configured_in_the_wrong_order_are_named(project):
     project.test(GATED)
     result = project.run()
     result.assert_outcomes(failed=1)
+    # The cause before its symptoms (an accuracy paradox at 0% accuracy).
+    assert_lines(
+        result.stdout.str(),
+        "ERROR [label_order] *",
+        "ERROR [accuracy_paradox] *",
+    )
     assert_lines(
         result.stdout.str(),
         "ERROR [label_order] the labels fit the model's outputs better in another order: 20 of "

@@ -516,8 +516,9 @@ def _evaluate(
     evaluation.metadata = eval_data.metadata
     evaluation.record_source = eval_data.source
     evaluation.record_lines = eval_data.line_numbers
-    evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))
+    # Labels in the wrong order make every other number wrong: said first.
     evaluation.findings.extend(traded_labels(metrics, labels))
+    evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))
     if settings.labels is None and eval_data.names_inferred:
         evaluation.findings.append(
             Finding(

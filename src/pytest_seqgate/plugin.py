@@ -913,6 +913,8 @@ def _evaluations(config: pytest.Config) -> list[Evaluation]:
         ev.findings.sort(
             key=lambda f: (
                 severity.get(f.severity, 2),
+                # Labels in the wrong order make every other number wrong: first.
+                f.kind != "label_order",
                 f.kind,
                 f.data.get("match") == "near",
                 f.message,
