@@ -240,6 +240,35 @@ def test_a_report_that_cannot_be_written_is_named_and_nothing_is_left_behind(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "taken"]  # no temp file
 
 
+def test_one_unwritable_target_costs_none_of_the_others(project, monkeypatch):
+    """A report folder taken by a file (after collection's check), and a step summary
+    that is a folder: each is named, and the other report and the baseline are still
+    written (one failure used to end the writing, the step summary's said
+    'cannot write report')."""
+    project.data(rule_records(40))
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        report=["blocked/r.json", "ok.md"],
+        save_baseline="b.json",
+    )
+    project.gated()
+    (project.path / "conftest.py").write_text(
+        "def pytest_collection_finish(session):\n"
+        "    (session.config.rootpath / 'blocked').write_text('a file, not a folder')\n"
+    )
+    (project.path / "summary").mkdir()
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(project.path / "summary"))
+    result = project.run()
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    assert_lines(out, "seqgate: cannot write report: *blocked/r.json: *")
+    assert_lines(out, "seqgate: cannot append the report to $GITHUB_STEP_SUMMARY (*summary): *")
+    assert (project.path / "ok.md").read_text().startswith("# seqgate report")
+    assert json.loads((project.path / "b.json").read_text())["schema"].startswith("seqgate")
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_a_report_gets_the_permissions_of_a_plain_write_not_a_temporary_files(tmp_path):
     from pytest_seqgate.report import write_atomic

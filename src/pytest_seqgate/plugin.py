@@ -949,26 +949,37 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     except SeqgateError:
         return  # the settings themselves were the error: no report path to trust
     paths = [settings.resolve("report", str(p)) for p in settings.report]
-    try:
-        state.written = write_reports(paths, evaluations, errors)
-        if settings.save_baseline is not None and evaluations:
-            import json
+    # Each target on its own: a report folder that cannot be written must not cost
+    # the other reports, the baseline or the step summary.
+    state.written, failures = write_reports(paths, evaluations, errors)
+    state.report_errors.extend(f"seqgate: cannot write report: {f}" for f in failures)
+    if settings.save_baseline is not None and evaluations:
+        import json
 
-            from pytest_seqgate.baseline import baseline_json
-            from pytest_seqgate.report import report_json, write_atomic
+        from pytest_seqgate.baseline import baseline_json
+        from pytest_seqgate.report import report_json, write_atomic
 
-            target = settings.resolve("save_baseline", settings.save_baseline)
+        target = settings.resolve("save_baseline", settings.save_baseline)
+        try:
             document = baseline_json(report_json(evaluations), evaluations)
             write_atomic(target, json.dumps(document, indent=1, allow_nan=False) + "\n")
             state.written.append(target)
-        summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if summary:
-            from pytest_seqgate.report import render_markdown
+        except OSError as exc:
+            state.report_errors.append(
+                f"seqgate: cannot save the baseline ({settings.source('save_baseline')}): {exc}"
+            )
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        from pytest_seqgate.report import render_markdown
 
+        try:
             with open(summary, "a", encoding="utf-8") as handle:
                 handle.write(render_markdown(evaluations, errors))
-    except OSError as exc:
-        state.report_errors.append(f"seqgate: cannot write report: {exc}")
+        except OSError as exc:
+            state.report_errors.append(
+                f"seqgate: cannot append the report to $GITHUB_STEP_SUMMARY ({summary}): "
+                f"{exc.strerror or exc}"
+            )
     if evaluations:
         session.config.hook.pytest_seqgate_report(evaluations=evaluations, config=session.config)
 

@@ -930,9 +930,15 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_reports(
     paths: Sequence[Path], evaluations: Sequence[Evaluation], errors: Sequence[str] = ()
-) -> list[Path]:
-    written = []
+) -> tuple[list[Path], list[str]]:
+    """Write every report that can be written: the files written, and why each of
+    the others could not be (one unwritable path must not cost the rest)."""
+    written, failures = [], []
     for path in paths:
-        write_atomic(path, RENDERERS[path.suffix](evaluations, errors))
+        try:
+            write_atomic(path, RENDERERS[path.suffix](evaluations, errors))
+        except OSError as exc:
+            failures.append(str(exc))
+            continue
         written.append(path)
-    return written
+    return written, failures
