@@ -158,6 +158,21 @@ def test_workers_share_one_inference_without_the_cache_provider_and_leave_nothin
         assert not (project.path / ".pytest_cache" / "d" / "seqgate").exists()
 
 
+def test_the_cache_option_without_the_cache_provider_says_nothing_is_kept(counted):
+    """-p no:cacheprovider (the example's gate.sh runs with it) turns --seqgate-cache
+    into a no-op: a warning says so, where it was silent."""
+    project, count = counted
+    for _ in range(2):
+        result = _run(project, "-p", "no:cacheprovider", "--seqgate-cache")
+        result.assert_outcomes(passed=3, failed=1)
+        assert_lines(
+            result.stdout.str(),
+            "*seqgate: --seqgate-cache needs pytest's cache folder, which -p no:cacheprovider "
+            "turned off: nothing is kept*",
+        )
+    assert [int(x) for x in count.read_text().split()].count(100) == 2  # both runs evaluated
+
+
 def test_workers_that_each_evaluate_share_the_cores(project, monkeypatch):
     # A conftest-built model has no shared entry: each worker runs its own
     # inference, with torch's threads divided between the workers, and gets

@@ -249,15 +249,18 @@ class SessionState:
             folder = cache.mkdir("seqgate")
         elif run is not None:
             folder = run_folder(run)
-        if settings.cache and hooked_model:
+        if settings.cache and (hooked_model or cache is None):
             import warnings
 
+            why = (
+                "does not keep the predictions of a model a loader hook returned: its spec "
+                "names no bytes a cache key could read, so a re-run evaluates again"
+                if hooked_model
+                else "needs pytest's cache folder, which -p no:cacheprovider turned off: "
+                "nothing is kept (drop -p no:cacheprovider to use it)"
+            )
             warnings.warn(
-                pytest.PytestConfigWarning(
-                    "seqgate: --seqgate-cache does not keep the predictions of a model a "
-                    "loader hook returned: its spec names no bytes a cache key could read, "
-                    "so a re-run evaluates again"
-                ),
+                pytest.PytestConfigWarning(f"seqgate: {settings.source('cache')} {why}"),
                 stacklevel=2,
             )
         if folder is None:
