@@ -339,6 +339,12 @@ def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_ne
     assert result.passed and result.reason == "on slice lang=fr (10 samples)"
     with pytest.raises(ConfigError, match=r"no key 'lagn' \(did you mean `lang`\?\)"):
         check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lagn=fr"}), "t")
+    with pytest.raises(
+        ConfigError,
+        match=r"^seqgate_slice_by: the eval set has no key 'lagn' \(did you mean `lang`\?\); its "
+        r"extra keys are \['lang'\]$",
+    ):
+        evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0, slice_by=("lagn",)))
 
 
 def test_wide_intervals_of_gated_metrics_are_flagged_once() -> None:

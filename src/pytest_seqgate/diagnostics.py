@@ -416,14 +416,8 @@ class SliceSpec:
 
     def check_key(self, metadata: dict[str, list[Any]]) -> None:
         """A metadata slice's key must be one of the records' extra keys."""
-        from pytest_seqgate.exceptions import ConfigError
-        from pytest_seqgate.gates import did_you_mean
-
-        if self.key != "length" and self.key not in metadata:
-            raise ConfigError(
-                f"slice {self.name!r}: the eval set has no key {self.key!r}"
-                f"{did_you_mean(self.key, metadata)}; its extra keys are {sorted(metadata)}"
-            )
+        if self.key != "length":
+            require_key(self.key, metadata, f"slice {self.name!r}")
 
     def values_seen(self, metadata: dict[str, list[Any]], limit: int = 10) -> str:
         """The values a metadata key takes, for the message of a slice that matched
@@ -433,6 +427,18 @@ class SliceSpec:
         seen = sorted({str(x) for x in metadata[self.key]})
         listing = ", ".join(repr(v) for v in seen[:limit]) + (", ..." if len(seen) > limit else "")
         return f"; {self.key} takes {listing}"
+
+
+def require_key(key: str, metadata: dict[str, list[Any]], where: str) -> None:
+    """Raise, naming the near key and the keys there are, unless the records have ``key``."""
+    from pytest_seqgate.exceptions import ConfigError
+    from pytest_seqgate.gates import did_you_mean
+
+    if key not in metadata:
+        raise ConfigError(
+            f"{where}: the eval set has no key {key!r}{did_you_mean(key, metadata)}; "
+            f"its extra keys are {sorted(metadata)}"
+        )
 
 
 @dataclass

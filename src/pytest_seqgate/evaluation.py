@@ -36,6 +36,7 @@ from pytest_seqgate.diagnostics import (
     near_duplicate_leakage,
     padding_remedy,
     padding_sensitivity,
+    require_key,
     traded_labels,
     train_test_gap,
 )
@@ -586,11 +587,7 @@ def _evaluate(
         eval_data.lengths, eval_data.labels, preds.predictions, len(labels)
     )
     for key in settings.slice_by or ():
-        if key not in eval_data.metadata:
-            raise ConfigError(
-                f"{settings.source('slice_by')}: the eval set has no key {key!r}; "
-                f"its extra keys are {sorted(eval_data.metadata)}"
-            )
+        require_key(key, eval_data.metadata, settings.source("slice_by"))
         evaluation.slices.extend(
             metadata_slices(
                 key, eval_data.metadata[key], eval_data.labels, preds.predictions, len(labels)
