@@ -389,6 +389,34 @@ def test_wide_intervals_of_gated_metrics_are_flagged_once() -> None:
     assert not [f for f in ev.findings if f.kind == "underpowered"]
 
 
+def test_a_lower_bound_gate_without_an_interval_says_it_compared_the_point() -> None:
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.gates import check
+
+    class Parity(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
+
+    data = SequenceData.from_sequences(
+        [[i % 2 + 2] * (1 + i % 4) for i in range(80)], [i % 2 for i in range(80)], ("a", "b")
+    )
+    gates = {"min_macro_f1": 0.5, "min_recall": {"b": 0.5}, "min_roc_auc": {"b": 0.5}}
+    ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0, gate_on="lower_bound"))
+    reasons = {r.label: r.reason for r in check(ev, parse_gates(gates, ev.labels), "t")}
+    assert reasons == {
+        "macro_f1": "point value compared: no bootstrap interval (seqgate_bootstrap = 0)",
+        "recall[b]": "",  # a Wilson interval: its lower bound was compared
+        "roc_auc[b]": "point value compared: roc_auc has no interval",
+    }
+    ev = evaluate(Parity(), data, Settings(padding_check=0))
+    sliced = parse_gates({"min_f1": {"b": 0.5}, "slice": "length>=2", "confidence": 0.9}, ev.labels)
+    (result,) = check(ev, sliced, "t")
+    assert result.reason.startswith(
+        "point value compared: a slice's F1, MCC and the like get no bootstrap interval; on slice"
+    )
+
+
 def test_integer_quartiles_equal_torch_quantile() -> None:
     """The histogram quartiles behind the length slices are torch.quantile's, bit for bit."""
     from pytest_seqgate.diagnostics import integer_quartiles

@@ -567,6 +567,19 @@ def _underpowered(
     )
 
 
+def _no_interval(metric: str, spec: GateSpec) -> str:
+    """Why a gate that compares lower bounds found no interval for ``metric``."""
+    from pytest_seqgate.stats import BOOTSTRAP_SUMMARY
+
+    if metric == "f1" or metric in BOOTSTRAP_SUMMARY:
+        return (
+            "a slice's F1, MCC and the like get no bootstrap interval"
+            if spec.slice is not None
+            else "no bootstrap interval (seqgate_bootstrap = 0)"
+        )
+    return f"{metric} has no interval"
+
+
 def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]:
     """Judge every gate of ``spec``; one result per gate, plus findings-based gates."""
     from pytest_seqgate.stats import support_needed
@@ -620,6 +633,9 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
             compared = bound
         passed = compared >= gate.threshold if gate.op == ">=" else compared <= gate.threshold
         reasons = [note, where.strip()]
+        if level is not None and gate.op == ">=" and interval is None:
+            # Asked for the lower bound, but there is none: say the point was compared.
+            reasons.insert(0, f"point value compared: {_no_interval(gate.metric, spec)}")
         if bound is not None and not passed:
             reasons.insert(
                 0,
