@@ -489,7 +489,10 @@ def _marker_levels(item: pytest.Item) -> list[tuple[Node, pytest.Mark]]:
     params = [m for m in getattr(getattr(item, "callspec", None), "marks", ()) if m.name == MARKER]
     if not params:
         return levels
-    return [(item, m) for m in params] + [(n, m) for n, m in levels if m not in params]
+    # By identity (pytest adds these very objects to the item's own markers): a
+    # Mark's == compares its keyword values, which need not compare cleanly.
+    ids = {id(m) for m in params}
+    return [(item, m) for m in params] + [(n, m) for n, m in levels if id(m) not in ids]
 
 
 def _marker_where(node: Node, item: pytest.Item) -> str:
