@@ -303,14 +303,17 @@ def test_batch_hashes_equal_flat_hashes() -> None:
         assert torch.equal(p.inputs, collate(data, p.index).inputs)
 
 
+class Parity(torch.nn.Module):
+    """Predicts the parity of the first token, with certainty."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
+
+
 def test_train_gap_gate_on_a_slice_reads_the_whole_set() -> None:
     from pytest_seqgate.config import Settings
     from pytest_seqgate.evaluation import evaluate
     from pytest_seqgate.gates import check
-
-    class Parity(torch.nn.Module):
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
 
     data = SequenceData.from_sequences(
         [[i % 2 + 2] * (i % 5 + 1) for i in range(60)], [i % 2 for i in range(60)]
@@ -324,10 +327,6 @@ def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_ne
     from pytest_seqgate.config import Settings
     from pytest_seqgate.evaluation import evaluate
     from pytest_seqgate.gates import check
-
-    class Parity(torch.nn.Module):
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
 
     data = SequenceData.from_sequences([[i % 2 + 2] for i in range(30)], [i % 2 for i in range(30)])
     data.metadata = {"lang": [["en", "fr", None][i % 3] for i in range(30)]}
@@ -351,10 +350,6 @@ def test_wide_intervals_of_gated_metrics_are_flagged_once() -> None:
     from pytest_seqgate.config import Settings
     from pytest_seqgate.evaluation import evaluate
     from pytest_seqgate.gates import check
-
-    class Parity(torch.nn.Module):
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
 
     def evaluated(n: int):  # a tenth of class 1 predicted as class 0
         seqs = [[2 + (i % 2 if i % 20 != 1 else 0)] * (1 + i % 4) for i in range(n)]
@@ -393,10 +388,6 @@ def test_a_lower_bound_gate_without_an_interval_says_it_compared_the_point() -> 
     from pytest_seqgate.config import Settings
     from pytest_seqgate.evaluation import evaluate
     from pytest_seqgate.gates import check
-
-    class Parity(torch.nn.Module):
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
 
     data = SequenceData.from_sequences(
         [[i % 2 + 2] * (1 + i % 4) for i in range(80)], [i % 2 for i in range(80)], ("a", "b")
