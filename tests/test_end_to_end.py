@@ -340,6 +340,70 @@ def code_supplied(project, eval_data: str, samples: int) -> str:
     return conftest
 
 
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_folders_own_model_is_evaluated_for_its_tests_alone(project, xdist):
+    """A conftest.py in sub/ overrides seqgate_model: its tests get its model, the
+    others the configured one, whatever the order. With seqgate_evaluation
+    session-scoped, pytest kept the first folder's evaluation for every test (a
+    pytest rule: pytest-dev/pytest#5203), and the report named it after the ini's
+    file."""
+    project.data(rule_records(200, missed={1: 30}))  # the configured model: accuracy 0.85
+    project.ini(
+        model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json"
+    )
+    sub = project.path / "sub"
+    sub.mkdir()
+    (sub / "conftest.py").write_text(
+        "import pytest, torch\n"
+        "from models import FirstToken\n\n"
+        "class AlwaysHam(FirstToken):\n"
+        "    def forward(self, tokens):\n"
+        "        return torch.tensor([[4.0, 0.0]]).expand(tokens.shape[0], 2)\n\n"
+        "@pytest.fixture(scope='session')\n"
+        "def seqgate_model():\n"
+        "    return AlwaysHam(2)\n"
+    )
+    gated = "import pytest\n\n@pytest.mark.seqgate(min_accuracy=0.1, fail_on_paradox=False)\n"
+    (sub / "test_a_sub.py").write_text(gated + "def test_sub():\n    pass\n")
+    project.test(gated + "def test_top():\n    pass\n", name="test_z_top.py")
+    project.run(*xdist).assert_outcomes(passed=2)
+    report = json.loads((project.path / "r.json").read_text())
+    found = {
+        ev["name"]: (ev["model"], ev["metrics"]["accuracy"], [g["test"] for g in ev["gates"]])
+        for ev in report["evaluations"]
+    }
+    assert found == {
+        "AlwaysHam": ("AlwaysHam", 0.5, ["sub/test_a_sub.py::test_sub"]),
+        "models:first_token": ("models:first_token", 0.85, ["test_z_top.py::test_top"]),
+    }
+
+
+def test_a_failed_evaluation_is_not_retried_for_each_test(project):
+    """seqgate_evaluation is function-scoped: a model that fails is run once, and each
+    test that needs it gets the same error."""
+    project.data(rule_records(40))
+    project.ini(model="models:counting", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test(
+        "import pytest\n\n"
+        + "".join(
+            f"@pytest.mark.seqgate(min_accuracy=0.5)\ndef test_{i}():\n    pass\n\n"
+            for i in range(3)
+        )
+    )
+    count = project.path / "count.txt"
+    (project.path / "conftest.py").write_text(
+        "import os, pytest\n"
+        f"os.environ['COUNT_FILE'] = {str(count)!r}\n\n"
+        "@pytest.fixture(scope='session', autouse=True)\n"
+        "def broken(seqgate_model):\n"
+        "    seqgate_model.bias.data[:] = float('nan')\n"
+    )
+    result = project.run()
+    result.assert_outcomes(errors=3)
+    assert result.stdout.str().count("returned NaN or Inf logits") >= 3
+    assert count.read_text().split() == ["40"]  # one forward pass, not one per test
+
+
 def test_fixture_override_in_conftest(project):
     code_supplied(
         project,

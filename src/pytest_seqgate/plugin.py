@@ -51,6 +51,7 @@ class SessionState:
         self.errors: list[str] = []
         self.written: list[Path] = []
         self.merged: dict[tuple[str, str], Evaluation] = {}
+        self.failed: dict[tuple[int, int, int], Exception] = {}
         self.cache: Any = None
         # When the run began (the xdist controller's, in its workers): cache entries
         # older than this are an earlier run's.
@@ -143,14 +144,35 @@ class SessionState:
         return result
 
     def evaluate(self, model: Any, eval_data: Any, train_data: Any) -> Evaluation:
-        """One inference per (model, eval set, train set) per session."""
+        """One inference per (model, eval set, train set) per session; a failed one
+        is not retried for every test that asks (its error is raised again)."""
         key = (id(model), id(eval_data), id(train_data))
+        failed = self.failed.get(key)
+        if failed is not None:
+            raise failed
+        try:
+            return self._evaluate(key, model, eval_data, train_data)
+        except Exception as exc:
+            self.failed[key] = exc
+            raise
+
+    def _evaluate(
+        self, key: tuple[int, int, int], model: Any, eval_data: Any, train_data: Any
+    ) -> Evaluation:
         if key not in self.evaluations:
+            import dataclasses
+
             from pytest_seqgate.evaluation import evaluate
             from pytest_seqgate.inference import require_module
             from pytest_seqgate.loading import configured_tokenizer, from_dataset
 
             settings = self.settings
+            # A conftest.py's own model or eval set is not the configured file:
+            # the report must not name it after the file.
+            if model is not self.loaded.get("model"):
+                settings = dataclasses.replace(settings, model=None, model_factory=None)
+            if eval_data is not None and eval_data is not self.loaded.get("eval_data"):
+                settings = dataclasses.replace(settings, eval_data=None)
             require_module(model, "the seqgate_model fixture")
             tokenizer = configured_tokenizer(settings)
             eval_set = (
@@ -810,14 +832,21 @@ def seqgate_train_data(request: pytest.FixtureRequest) -> Any:
     return _guard(lambda: _state(request.config).dataset("train_data"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def seqgate_evaluation(
     request: pytest.FixtureRequest,
     seqgate_model: Any,
     seqgate_eval_data: Any,
     seqgate_train_data: Any,
 ) -> Evaluation:
-    """The session's evaluation; inference runs once however many tests use it."""
+    """The evaluation of this test's model and data; inference runs once per
+    (model, eval set, train set) however many tests use it.
+
+    Function-scoped on purpose: pytest would keep a session-scoped fixture's
+    first value for every test, so the tests of a folder whose conftest.py
+    overrides ``seqgate_model`` got the evaluation of the other folder's model
+    (or the other way round, by test order). The session-wide cache is the
+    plugin's own, keyed by the objects."""
     state = _state(request.config)
     return _guard(lambda: state.evaluate(seqgate_model, seqgate_eval_data, seqgate_train_data))
 
@@ -911,7 +940,12 @@ def _evaluations(config: pytest.Config) -> list[Evaluation]:
     state = config.stash.get(STATE, None)
     if state is None:
         return []
-    evaluations = [*state.evaluations.values(), *state.merged.values()]
+    # In name order: under xdist the workers' evaluations arrive in the order
+    # the workers finish, and the reports must not depend on it.
+    evaluations = sorted(
+        [*state.evaluations.values(), *state.merged.values()],
+        key=lambda ev: (ev.name, ev.eval_data),
+    )
     severity = {"error": 0, "warning": 1}
     for ev in evaluations:
         ev.gates.sort(key=lambda g: g.test)
