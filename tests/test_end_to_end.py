@@ -378,6 +378,37 @@ def test_a_folders_own_model_is_evaluated_for_its_tests_alone(project, xdist):
     }
 
 
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_two_folders_models_of_one_class_stay_two_evaluations(project, xdist):
+    project.data(rule_records(200))
+    project.ini(eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json")
+    for folder, logits in (("a", "[4.0, 0.0]"), ("b", "[0.0, 4.0]")):
+        sub = project.path / folder
+        sub.mkdir()
+        (sub / "conftest.py").write_text(
+            "import pytest, torch\n\n"
+            "class Constant(torch.nn.Module):\n"
+            "    def forward(self, tokens):\n"
+            f"        return torch.tensor([{logits}]).expand(tokens.shape[0], 2)\n\n"
+            "@pytest.fixture(scope='session')\n"
+            "def seqgate_model():\n"
+            "    return Constant()\n"
+        )
+        (sub / f"test_{folder}.py").write_text(
+            "import pytest\n\n@pytest.mark.seqgate(min_accuracy=0.1, fail_on_paradox=False)\n"
+            f"def test_{folder}():\n    pass\n"
+        )
+    project.run(*xdist).assert_outcomes(passed=2)
+    evaluations = json.loads((project.path / "r.json").read_text())["evaluations"]
+    gates = sorted((g["test"], ev["confusion_matrix"]) for ev in evaluations for g in ev["gates"])
+    assert gates == [
+        ("a/test_a.py::test_a", [[100, 0], [100, 0]]),
+        ("b/test_b.py::test_b", [[0, 100], [0, 100]]),
+    ]
+    if not xdist:  # one process sees both: told apart by number
+        assert sorted(ev["name"] for ev in evaluations) == ["Constant", "Constant #2"]
+
+
 def test_a_failed_evaluation_is_not_retried_for_each_test(project):
     """seqgate_evaluation is function-scoped: a model that fails is run once, and each
     test that needs it gets the same error."""

@@ -50,7 +50,7 @@ class SessionState:
         # a usage error): the reports say so instead of keeping the last run's.
         self.errors: list[str] = []
         self.written: list[Path] = []
-        self.merged: dict[tuple[str, str], Evaluation] = {}
+        self.merged: dict[tuple[str, str, str], Evaluation] = {}
         self.failed: dict[tuple[int, int, int], Exception] = {}
         self.cache: Any = None
         # When the run began (the xdist controller's, in its workers): cache entries
@@ -220,6 +220,12 @@ class SessionState:
             if cache is not None and cache.earlier & {"eval", "stream"}:
                 self.evaluations[key].cache_note = "predictions from an earlier run's cache"
             self.keep_alive.extend([model, eval_data, train_data])
+            # Two conftest.py models of one class on one eval set: told apart by number.
+            ev = self.evaluations[key]
+            taken = {(e.name, e.eval_data) for k, e in self.evaluations.items() if k != key}
+            base, n = ev.name, 2
+            while (ev.name, ev.eval_data) in taken:
+                ev.name, n = f"{base} #{n}", n + 1
         return self.evaluations[key]
 
     @contextlib.contextmanager
@@ -322,7 +328,9 @@ class SessionState:
         """Fold a worker's evaluations in: the same evaluation from several workers
         keeps one copy, with every worker's gates and findings."""
         for ev in evaluations:
-            key = (ev.name, ev.eval_data)
+            # Two conftest.py models of one class on one data set share a name; their
+            # confusion matrices tell them apart (the same evaluation has the same one).
+            key = (ev.name, ev.eval_data, str(ev.metrics.confusion_matrix.tolist()))
             mine = self.merged.get(key)
             if mine is None:
                 self.merged[key] = ev
