@@ -52,6 +52,7 @@ class SessionState:
         self.written: list[Path] = []
         self.merged: dict[tuple[str, str, str], Evaluation] = {}
         self.failed: dict[tuple[int, int, int], Exception] = {}
+        self.base_names: dict[int, str] = {}
         self.cache: Any = None
         # When the run began (the xdist controller's, in its workers): cache entries
         # older than this are an earlier run's.
@@ -220,12 +221,6 @@ class SessionState:
             if cache is not None and cache.earlier & {"eval", "stream"}:
                 self.evaluations[key].cache_note = "predictions from an earlier run's cache"
             self.keep_alive.extend([model, eval_data, train_data])
-            # Two conftest.py models of one class on one eval set: told apart by number.
-            ev = self.evaluations[key]
-            taken = {(e.name, e.eval_data) for k, e in self.evaluations.items() if k != key}
-            base, n = ev.name, 2
-            while (ev.name, ev.eval_data) in taken:
-                ev.name, n = f"{base} #{n}", n + 1
         return self.evaluations[key]
 
     @contextlib.contextmanager
@@ -330,7 +325,7 @@ class SessionState:
         for ev in evaluations:
             # Two conftest.py models of one class on one data set share a name; their
             # confusion matrices tell them apart (the same evaluation has the same one).
-            key = (ev.name, ev.eval_data, str(ev.metrics.confusion_matrix.tolist()))
+            key = (ev.model, ev.eval_data, str(ev.metrics.confusion_matrix.tolist()))
             mine = self.merged.get(key)
             if mine is None:
                 self.merged[key] = ev
@@ -952,8 +947,15 @@ def _evaluations(config: pytest.Config) -> list[Evaluation]:
     # the workers finish, and the reports must not depend on it.
     evaluations = sorted(
         [*state.evaluations.values(), *state.merged.values()],
-        key=lambda ev: (ev.name, ev.eval_data),
+        key=lambda ev: (ev.name, ev.eval_data, min((g.test for g in ev.gates), default="")),
     )
+    # Two conftest.py models of one class on one eval set: told apart by number,
+    # in the order of their first gated test.
+    seen: dict[tuple[str, str], int] = {}
+    for ev in evaluations:
+        base = state.base_names.setdefault(id(ev), ev.name)  # this runs more than once
+        n = seen[base, ev.eval_data] = seen.get((base, ev.eval_data), 0) + 1
+        ev.name = base if n == 1 else f"{base} #{n}"
     severity = {"error": 0, "warning": 1}
     for ev in evaluations:
         ev.gates.sort(key=lambda g: g.test)
