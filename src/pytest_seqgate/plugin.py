@@ -155,6 +155,9 @@ class SessionState:
             return self._evaluate(key, model, eval_data, train_data)
         except Exception as exc:
             self.failed[key] = exc
+            # Kept alive, as evaluated objects are: a new object at a freed one's
+            # address must not inherit its error.
+            self.keep_alive.extend([model, eval_data, train_data])
             raise
 
     def _evaluate(
