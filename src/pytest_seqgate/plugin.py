@@ -822,7 +822,9 @@ def _guard(action: Callable[[], T]) -> T:
 
 @pytest.fixture(scope="session")
 def seqgate_model(request: pytest.FixtureRequest) -> Any:
-    """The model under test; override in a conftest.py to build it in code."""
+    """The model under test; override in a conftest.py to build it in code (with
+    scope="session": a function-scoped override is a new model, evaluated again,
+    for each test)."""
     return _guard(_state(request.config).model)
 
 
