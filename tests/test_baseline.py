@@ -144,3 +144,61 @@ def test_bad_baseline_file_is_a_usage_error(project):
     assert_lines(
         result.stdout.str(), "*seqgate_baseline in pytest.ini: */b.json is not a seqgate report*"
     )
+
+
+def test_each_evaluation_is_compared_with_its_own_baseline(project):
+    """A folder's conftest.py model beside the configured one: the baseline file
+    holds both, and each is compared with its own (every evaluation was compared
+    with the file's first)."""
+    project.data(rule_records(200, missed={1: 30}))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    sub = project.path / "sub"
+    sub.mkdir()
+    (sub / "conftest.py").write_text(
+        "import pytest, torch\n\n"
+        "class AlwaysHam(torch.nn.Module):\n"
+        "    def forward(self, tokens):\n"
+        "        return torch.tensor([[4.0, 0.0]]).expand(tokens.shape[0], 2)\n\n"
+        "@pytest.fixture(scope='session')\n"
+        "def seqgate_model():\n"
+        "    return AlwaysHam()\n"
+    )
+    gated = (
+        "import pytest\n\n"
+        "@pytest.mark.seqgate(max_regression=0.0, fail_on_paradox=False)\n"
+        "def test_it():\n    pass\n"
+    )
+    (sub / "test_sub.py").write_text(gated)
+    project.test(gated, name="test_top.py")
+    project.run("--seqgate-save-baseline", "b.json").assert_outcomes(passed=2)
+    assert [
+        e["name"] for e in json.loads((project.path / "b.json").read_text())["evaluations"]
+    ] == [
+        "AlwaysHam",
+        "models:first_token",
+    ]
+    result = project.run("--seqgate-baseline", "b.json", "--seqgate-report", "r.json")
+    result.assert_outcomes(passed=2)
+    for ev in json.loads((project.path / "r.json").read_text())["evaluations"]:
+        assert ev["baseline"]["mcnemar"]["newly_wrong"] == 0, ev["name"]
+        assert ev["baseline"]["mcnemar"]["newly_right"] == 0, ev["name"]
+
+
+def test_a_baseline_of_other_evaluations_is_a_clear_error(tmp_path):
+    from pytest_seqgate.baseline import Baseline
+    from pytest_seqgate.exceptions import ConfigError
+
+    entries = [
+        {"name": name, "eval_data": "e.jsonl", "labels": ["a", "b"], "metrics": {"accuracy": acc}}
+        for name, acc in (("big.pt", 0.9), ("small.pt", 0.8))
+    ]
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"schema": "seqgate-report/1", "evaluations": entries}))
+    assert Baseline.load(path, name="small.pt", eval_data="e.jsonl").metrics["accuracy"] == 0.8
+    assert Baseline.load(path, name="small.pt", eval_data="other.jsonl").metrics["accuracy"] == 0.8
+    with pytest.raises(
+        ConfigError,
+        match=r"holds the baselines of big\.pt on e\.jsonl, small\.pt on e\.jsonl, none of them "
+        r"tiny\.pt on e\.jsonl; save a baseline from a run that evaluates it",
+    ):
+        Baseline.load(path, name="tiny.pt", eval_data="e.jsonl")

@@ -62,7 +62,16 @@ class Baseline:
     predictions: Tensor | None = None
 
     @classmethod
-    def load(cls, path: Path, setting: str = "seqgate_baseline") -> Baseline:
+    def load(
+        cls,
+        path: Path,
+        setting: str = "seqgate_baseline",
+        name: str | None = None,
+        eval_data: str | None = None,
+    ) -> Baseline:
+        """The baseline of evaluation ``name`` on ``eval_data``: a report of several
+        evaluations (a folder's conftest.py model beside the configured one) holds
+        one for each, and each is compared with its own."""
         try:
             report = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -76,7 +85,7 @@ class Baseline:
                 f"{setting}: {path} is not a seqgate report (schema "
                 f"'seqgate-report/1' with at least one evaluation)"
             )
-        entry = report["evaluations"][0]
+        entry = _entry_for(report["evaluations"], name, eval_data, setting, path)
         samples = entry.get("samples")
         out = cls(path, list(entry["labels"]), entry["metrics"])
         if samples:
@@ -84,6 +93,22 @@ class Baseline:
             out.targets = _decode(samples["targets"], torch.int16)
             out.predictions = _decode(samples["predictions"], torch.int16)
         return out
+
+
+def _entry_for(
+    entries: list[Any], name: str | None, eval_data: str | None, setting: str, path: Path
+) -> Any:
+    if len(entries) == 1 or name is None:
+        return entries[0]
+    for wanted in ((name, eval_data), (name, None)):
+        for entry in entries:
+            if entry.get("name") == wanted[0] and wanted[1] in (None, entry.get("eval_data")):
+                return entry
+    held = ", ".join(f"{e.get('name')} on {e.get('eval_data')}" for e in entries)
+    raise ConfigError(
+        f"{setting}: {path} holds the baselines of {held}, none of them {name} on "
+        f"{eval_data}; save a baseline from a run that evaluates it"
+    )
 
 
 def mcnemar_exact(newly_wrong: int, newly_right: int) -> float:

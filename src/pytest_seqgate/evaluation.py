@@ -662,7 +662,9 @@ def _evaluate(
         )
     if settings.baseline is not None:
         path = settings.existing("baseline")
-        base = Baseline.load(path, settings.source("baseline"))
+        base = Baseline.load(
+            path, settings.source("baseline"), evaluation.name, evaluation.eval_data
+        )
         evaluation.comparison, base_findings = compare(evaluation, base, settings.display(path))
         evaluation.findings.extend(base_findings)
     if custom_metrics is not None:
