@@ -811,3 +811,12 @@ def test_the_decision_threshold_applies_to_every_pass(tmp_path, one_logit: bool)
 def test_a_threshold_on_a_model_of_three_classes_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="applies to binary models, but this one has 3 classes"):
         evaluate(Bag(), random_data(60), Settings(threshold=0.4, padding_check=0))
+
+    class Unreachable(Bag):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            raise AssertionError("no inference when the labels say 3 classes")
+
+    # With the class count known from the labels, before any inference.
+    settings = Settings(threshold=0.4, padding_check=0, labels=("a", "b", "c"))
+    with pytest.raises(ConfigError, match="3 classes; remove it to decide by the most probable"):
+        evaluate(Unreachable(), random_data(60), settings)
