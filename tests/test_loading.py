@@ -163,6 +163,15 @@ def test_jsonl_label_not_in_labels(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"e.jsonl:2: label 'eggs' is not one of seqgate_labels"):
         read_jsonl(path, labels=("ham", "spam"), display="e.jsonl")
+    # A name that differs only in case says so.
+    path = write(tmp_path / "c.jsonl", jsonl({"tokens": [1], "label": "Spam"}))
+    with pytest.raises(DataError) as info:
+        read_jsonl(path, labels=("ham", "spam"), display="c.jsonl")
+    assert str(info.value) == (
+        "c.jsonl:1: label 'Spam' is not one of seqgate_labels ['ham', 'spam'] (nor an index "
+        "below 2): it differs from 'spam' only in case; fix the record or add the class to "
+        "seqgate_labels"
+    )
 
 
 def test_jsonl_bom_and_non_utf8(tmp_path: Path, parser: str) -> None:

@@ -698,9 +698,11 @@ class _Builder:
             elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
                 out.append(value)
             else:
+                folded = [n for n in names if isinstance(value, str) and n.lower() == value.lower()]
+                near = f": it differs from {folded[0]!r} only in case" if folded else ""
                 raise DataError(
                     f"{self.where(self.lines[i])}: label {value!r} is not one of "
-                    f"seqgate_labels {list(names)} (nor an index below {len(names)}); "
+                    f"seqgate_labels {list(names)} (nor an index below {len(names)}){near}; "
                     f"fix the record or add the class to seqgate_labels"
                 )
         return torch.tensor(out, dtype=torch.int64).reshape(-1), names
