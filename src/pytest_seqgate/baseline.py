@@ -100,10 +100,10 @@ def _entry_for(
 ) -> Any:
     if len(entries) == 1 or name is None:
         return entries[0]
-    for wanted in ((name, eval_data), (name, None)):
-        for entry in entries:
-            if entry.get("name") == wanted[0] and wanted[1] in (None, entry.get("eval_data")):
-                return entry
+    named = [e for e in entries if e.get("name") == name]
+    on_data = [e for e in named if e.get("eval_data") == eval_data]
+    if named:
+        return (on_data or named)[0]  # the same model on a renamed eval set still compares
     held = ", ".join(f"{e.get('name')} on {e.get('eval_data')}" for e in entries)
     raise ConfigError(
         f"{setting}: {path} holds the baselines of {held}, none of them {name} on "
@@ -174,11 +174,13 @@ def _num(value: Any) -> float | None:
 NEWLY_WRONG_SHOWN = 3
 
 
-def compare(ev: Any, base: Baseline, name: str | None = None) -> tuple[Comparison, list[Finding]]:
+def compare(
+    ev: Any, base: Baseline, shown_as: str | None = None
+) -> tuple[Comparison, list[Finding]]:
     """Deltas per metric, and McNemar's exact test on the samples both runs share.
-    ``name`` is how reports call the baseline (its path relative to the rootdir,
-    as they name the data: a CI runner's absolute paths are noise in them)."""
-    cmp = Comparison(name or str(base.path))
+    ``shown_as`` is how reports call the baseline (its path relative to the
+    rootdir, as they name the data: a CI runner's absolute paths are noise)."""
+    cmp = Comparison(shown_as or str(base.path))
     for name in SUMMARY_METRICS:
         cmp.deltas[name] = (_num(base.metrics.get(name)), _num(ev.metrics.value(name)))
     per_class = base.metrics.get("per_class", {})

@@ -410,14 +410,9 @@ class SliceSpec:
                 "!=": lengths != v,
             }
             return ops[self.op]
-        self.check_key(metadata)
+        require_key(self.key, metadata, f"slice {self.name!r}")
         equal = torch.tensor([str(x) == self.value for x in metadata[self.key]], dtype=torch.bool)
         return equal if self.op == "==" else ~equal
-
-    def check_key(self, metadata: dict[str, list[Any]]) -> None:
-        """A metadata slice's key must be one of the records' extra keys."""
-        if self.key != "length":
-            require_key(self.key, metadata, f"slice {self.name!r}")
 
     def values_seen(self, metadata: dict[str, list[Any]], limit: int = 10) -> str:
         """The values a metadata key takes, for the message of a slice that matched
