@@ -127,6 +127,29 @@ def test_bad_gate_line_is_a_usage_error(project):
     assert "macro_f1" not in result.stderr.str()
 
 
+def test_gate_lines_without_a_configured_model_say_fixtures_do_not_serve_them(project):
+    """A conftest.py's seqgate_model serves tests; the lines gate the configured model.
+    They said "no model configured: ... or override the seqgate_model fixture in a
+    conftest.py", which is what this user had done."""
+    project.data(rule_records(20))
+    project.ini(eval_data="eval.jsonl", labels=["ham", "spam"], gates=["macro_f1 >= 0.5"])
+    (project.path / "conftest.py").write_text(
+        "import pytest\nfrom models import FirstToken\n\n"
+        "@pytest.fixture(scope='session')\ndef seqgate_model():\n    return FirstToken(2)\n"
+    )
+    project.gated("min_accuracy=0.5")
+    result = project.run()
+    result.assert_outcomes(passed=1, failed=1)
+    assert_lines(
+        result.stdout.str(),
+        "seqgate: seqgate_gates lines gate the configured model and eval set, and "
+        "seqgate_model is not set; a conftest.py's seqgate_* fixtures serve the tests that "
+        "use them, not these lines: set seqgate_model, or gate the fixtures' model in a "
+        "test with @pytest.mark.seqgate(...)",
+    )
+    assert "override the seqgate_model fixture" not in result.stdout.str()
+
+
 def test_quiet_is_one_line_and_verbose_adds_confusion_matrix(configured):
     quiet = configured.run("-q").stdout.str()
     summary = quiet[quiet.index("seqgate report") :]

@@ -409,6 +409,109 @@ def test_two_folders_models_of_one_class_stay_two_evaluations(project, xdist):
         assert sorted(ev["name"] for ev in evaluations) == ["Constant", "Constant #2"]
 
 
+PARAMETRIZED_MODEL = """
+import pytest, torch
+
+class Constant(torch.nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor([logits])
+
+    def forward(self, tokens):
+        return self.logits.expand(tokens.shape[0], 2)
+
+@pytest.fixture(scope="session", params=["ham", "spam"])
+def seqgate_model(request):
+    return Constant([4.0, 0.0] if request.param == "ham" else [0.0, 4.0])
+"""
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_parametrized_model_gates_marker_only_tests_once_per_model(project, xdist):
+    """A conftest.py's seqgate_model with params=[...] (one model per checkpoint):
+    a test with only a marker asks for no fixture, and the evaluation added to it
+    after collection was never parametrized, so every such test was an error
+    ("The requested fixture has no parameter defined for test")."""
+    project.data(rule_records(200))
+    project.ini(eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json")
+    (project.path / "conftest.py").write_text(PARAMETRIZED_MODEL)
+    project.test("""
+        import pytest
+
+        pytestmark = pytest.mark.seqgate(fail_on_paradox=False)
+
+        @pytest.mark.seqgate(min_recall={"spam": 0.9})
+        def test_function_marker():
+            pass
+
+        def test_module_marker_only():
+            pass
+
+        @pytest.mark.parametrize("n", [pytest.param(1, marks=pytest.mark.seqgate(min_accuracy=0))])
+        def test_param_marker(n):
+            pass
+
+        @pytest.mark.parametrize("n", (n for n in range(2)))  # a generator, used up once
+        def test_generator_params(n):
+            pass
+
+        def test_in_a_body(seqgate):
+            seqgate.check(min_recall={"ham": 0.9}, fail_on_paradox=False)
+
+        @pytest.fixture  # in a gated module: pytest refuses marks on fixtures
+        def helper():
+            return 1
+
+        class TestGrouped:
+            def test_in_class(self, helper):
+                pass
+    """)
+    result = project.run("-v", *xdist)
+    result.assert_outcomes(passed=12, failed=2)
+    out = result.stdout.str()
+    assert "has no parameter defined" not in out
+    for failed in ("test_function_marker[ham]", "test_in_a_body[spam]"):
+        assert f"FAILED test_gates.py::{failed}" in out
+    # Gated without a gate to check (the module's marker turns the paradox off), but
+    # collected for each model:
+    for test in (
+        "test_module_marker_only[ham]",
+        "test_generator_params[spam-1]",
+        "TestGrouped::test_in_class[spam]",
+    ):
+        assert any(test in line and "PASSED" in line for line in out.splitlines()), test
+    report = json.loads((project.path / "r.json").read_text())
+    found = {}
+    for ev in report["evaluations"]:
+        tests = {g["test"].split("::")[1] for g in ev["gates"]}
+        param = ev["name"].removeprefix("Constant[").removesuffix("]")
+        # Each evaluation's gates are its own model's tests, every one of them.
+        assert all(param in t.split("[")[1].rstrip("]").split("-") for t in tests), tests
+        found[ev["name"]] = (ev["confusion_matrix"], sorted({t.split("[")[0] for t in tests}))
+    every = ["test_function_marker", "test_in_a_body", "test_param_marker"]
+    assert found == {
+        "Constant[ham]": ([[100, 0], [100, 0]], every),
+        "Constant[spam]": ([[0, 100], [0, 100]], every),
+    }
+
+
+def test_a_parametrized_eval_set_is_named_by_its_parameter(project):
+    project.ini(model="models:first_token", labels=["ham", "spam"], report="r.json")
+    (project.path / "conftest.py").write_text(
+        "import pytest\n\n"
+        "@pytest.fixture(scope='session', params=['even', 'odd'])\n"
+        "def seqgate_eval_data(request):\n"
+        "    first = 2 if request.param == 'even' else 3\n"
+        "    return [{'tokens': [first, 5], 'label': 'ham'}] * 10\n"
+    )
+    project.gated("min_accuracy=0.5, fail_on_paradox=False")
+    result = project.run()
+    result.assert_outcomes(passed=1, failed=1)
+    report = json.loads((project.path / "r.json").read_text())
+    found = {ev["eval_data"]: ev["metrics"]["accuracy"] for ev in report["evaluations"]}
+    assert found == {"seqgate_eval_data fixture[even]": 1.0, "seqgate_eval_data fixture[odd]": 0.0}
+
+
 def test_a_failed_evaluation_is_not_retried_for_each_test(project):
     """seqgate_evaluation is function-scoped: a model that fails is run once, and each
     test that needs it gets the same error."""

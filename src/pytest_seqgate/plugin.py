@@ -144,15 +144,19 @@ class SessionState:
         result: SequenceData | None = self.loaded[role]
         return result
 
-    def evaluate(self, model: Any, eval_data: Any, train_data: Any) -> Evaluation:
+    def evaluate(
+        self, model: Any, eval_data: Any, train_data: Any, params: dict[str, str] | None = None
+    ) -> Evaluation:
         """One inference per (model, eval set, train set) per session; a failed one
-        is not retried for every test that asks (its error is raised again)."""
+        is not retried for every test that asks (its error is raised again).
+        ``params``: the fixture parameters that made a model or eval set that is
+        not the configured one, to name it by."""
         key = (id(model), id(eval_data), id(train_data))
         failed = self.failed.get(key)
         if failed is not None:
             raise failed
         try:
-            return self._evaluate(key, model, eval_data, train_data)
+            return self._evaluate(key, model, eval_data, train_data, params or {})
         except Exception as exc:
             self.failed[key] = exc
             # Kept alive, as evaluated objects are: a new object at a freed one's
@@ -161,7 +165,12 @@ class SessionState:
             raise
 
     def _evaluate(
-        self, key: tuple[int, int, int], model: Any, eval_data: Any, train_data: Any
+        self,
+        key: tuple[int, int, int],
+        model: Any,
+        eval_data: Any,
+        train_data: Any,
+        params: dict[str, str],
     ) -> Evaluation:
         if key not in self.evaluations:
             import dataclasses
@@ -173,8 +182,11 @@ class SessionState:
             settings = self.settings
             # A conftest.py's own model or eval set is not the configured file:
             # the report must not name it after the file.
+            name = None
             if model is not self.loaded.get("model"):
                 settings = dataclasses.replace(settings, model=None, model_factory=None)
+                if "seqgate_model" in params:
+                    name = f"{type(model).__name__}[{params['seqgate_model']}]"
             if eval_data is not None and eval_data is not self.loaded.get("eval_data"):
                 settings = dataclasses.replace(settings, eval_data=None)
             require_module(model, "the seqgate_model fixture")
@@ -220,7 +232,10 @@ class SessionState:
                     custom_metrics=custom,
                     progress=self.progress_line(),
                     cache=cache,
+                    name=name,
                 )
+            if settings.eval_data is None and "seqgate_eval_data" in params:
+                self.evaluations[key].eval_data += f"[{params['seqgate_eval_data']}]"
             if cache is not None and cache.earlier & {"eval", "stream"}:
                 self.evaluations[key].cache_note = "predictions from an earlier run's cache"
             self.keep_alive.extend([model, eval_data, train_data])
@@ -504,6 +519,57 @@ def _uses_plugin(item: pytest.Item) -> bool:
     return any(name in names for name in FIXTURES)
 
 
+GATED_COLLECTOR = pytest.StashKey[bool]()
+USES_EVALUATION = pytest.mark.usefixtures("seqgate_evaluation")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Give a gated test function the evaluation fixture before pytest computes its
+    fixtures, as if it had asked for it.
+
+    A marker-only test asks for no fixture; added after collection, the
+    evaluation was never parametrized: a conftest.py's ``seqgate_model`` with
+    ``params=[...]`` (one model per checkpoint) made every marker-only test an
+    error ("The requested fixture has no parameter defined for test").
+    Returns None: pytest's own hook still makes the items.
+    """
+    # Test functions only: pytest refuses marks on fixtures, and a class's marks
+    # would pass to its subclasses elsewhere.
+    is_test = getattr(collector, "istestfunction", None)
+    if is_test is None or not is_test(obj, name) or not _gated_function(collector, obj):
+        return
+    if not any(m.name == "usefixtures" and "seqgate_evaluation" in m.args for m in _marks(obj)):
+        with contextlib.suppress(AttributeError, TypeError):  # an object that takes no marks
+            USES_EVALUATION(obj)
+
+
+def _marks(obj: object) -> list[Any]:
+    marks = getattr(obj, "pytestmark", [])
+    return [m for m in (marks if isinstance(marks, list) else [marks]) if hasattr(m, "name")]
+
+
+def _gated_function(collector: pytest.Collector, obj: object) -> bool:
+    """A seqgate marker on the function, on a ``pytest.param`` of its
+    parametrize, or on its class or module (looked up once per collector)."""
+    for mark in _marks(obj):
+        if mark.name == MARKER:
+            return True
+        values = mark.args[1] if mark.name == "parametrize" and len(mark.args) > 1 else ()
+        # Only a list or tuple: iterating a generator would use up pytest's parameters.
+        for value in values if isinstance(values, (list, tuple)) else ():
+            marks = getattr(value, "marks", ())
+            if isinstance(marks, (list, tuple)) and any(
+                getattr(m, "name", None) == MARKER for m in marks
+            ):
+                return True
+    gated = collector.stash.get(GATED_COLLECTOR, None)
+    if gated is None:
+        gated = collector.get_closest_marker(MARKER) is not None
+        collector.stash[GATED_COLLECTOR] = gated
+    return gated
+
+
 def _where(item: pytest.Item) -> str:
     path, line, _ = item.location
     return f"{path}:{(line or 0) + 1}" if line is not None else path
@@ -556,6 +622,19 @@ class GateItem(pytest.Item):
         from pytest_seqgate.gates import check
 
         state = _state(self.config)
+        settings = _guard(lambda: state.settings)
+        unset = [f"seqgate_{name}" for name in ("model", "eval_data") if not getattr(settings, name)]
+        if unset:
+            # The usual reason: a conftest.py supplies them as fixtures, which
+            # serve tests, not these lines.
+            pytest.fail(
+                f"seqgate: seqgate_gates lines gate the configured model and eval set, and "
+                f"{' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set; a "
+                f"conftest.py's seqgate_* fixtures serve the tests that use them, not these "
+                f"lines: set {' and '.join(unset)}, or gate the fixtures' model in a test "
+                f"with @pytest.mark.seqgate(...)",
+                pytrace=False,
+            )
         evaluation = _guard(
             lambda: state.evaluate(
                 state.model(), state.dataset("eval_data"), state.dataset("train_data")
@@ -856,7 +935,30 @@ def seqgate_evaluation(
     (or the other way round, by test order). The session-wide cache is the
     plugin's own, keyed by the objects."""
     state = _state(request.config)
-    return _guard(lambda: state.evaluate(seqgate_model, seqgate_eval_data, seqgate_train_data))
+    params = _fixture_params(request.node)
+    return _guard(
+        lambda: state.evaluate(seqgate_model, seqgate_eval_data, seqgate_train_data, params)
+    )
+
+
+def _fixture_params(item: pytest.Item) -> dict[str, str]:
+    """The parameters of a parametrized ``seqgate_model`` or ``seqgate_eval_data``
+    (a conftest.py's ``params=``, or ``indirect`` parametrize) as pytest shows
+    simple ones, so the reports tell the evaluations apart by them
+    (``SpamGRU[gru.pt]``), not by the order they ran in."""
+    callspec = getattr(item, "callspec", None)
+    shown = {}
+    for fixture in ("seqgate_model", "seqgate_eval_data"):
+        if callspec is None or fixture not in callspec.params:
+            continue
+        value = callspec.params[fixture]
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            shown[fixture] = str(value)
+        else:
+            shown[fixture] = f"{fixture}{callspec.indices[fixture]}"
+    return shown
 
 
 class SeqgateHelper:
