@@ -536,8 +536,10 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     """
     # Test functions only: pytest refuses marks on fixtures, and a class's marks
     # would pass to its subclasses elsewhere.
+    if not _gated_function(collector, obj):
+        return
     is_test = getattr(collector, "istestfunction", None)
-    if is_test is None or not is_test(obj, name) or not _gated_function(collector, obj):
+    if is_test is None or not is_test(obj, name):
         return
     if not any(m.name == "usefixtures" and "seqgate_evaluation" in m.args for m in _marks(obj)):
         with contextlib.suppress(AttributeError, TypeError):  # an object that takes no marks
@@ -623,7 +625,9 @@ class GateItem(pytest.Item):
 
         state = _state(self.config)
         settings = _guard(lambda: state.settings)
-        unset = [f"seqgate_{name}" for name in ("model", "eval_data") if not getattr(settings, name)]
+        unset = [
+            f"seqgate_{name}" for name in ("model", "eval_data") if not getattr(settings, name)
+        ]
         if unset:
             # The usual reason: a conftest.py supplies them as fixtures, which
             # serve tests, not these lines.
