@@ -535,14 +535,21 @@ def _markdown_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> st
 NOT_EVALUATED = "The evaluation did not run"
 
 
+def verdict(ev: Evaluation) -> tuple[str, str]:
+    """The evaluation's outcome, for a heading, and its CSS class: what a person
+    opening either file reads first."""
+    if failed_gates(ev.gates):
+        return "❌ gates failed", "fail"
+    return ("✅ gates passed", "pass") if ev.gates else ("no gates", "")
+
+
 def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -> str:
     parts = ["# seqgate report", ""]
     if errors:
         parts += [f"## ❌ {NOT_EVALUATED}", "", *[f"- {m}" for m in errors], ""]
     for ev in evaluations:
         failed = failed_gates(ev.gates)
-        verdict = "❌ gates failed" if failed else "✅ gates passed" if ev.gates else "no gates"
-        parts += [f"## {ev.name}: {verdict}", "", headline(ev), ""]
+        parts += [f"## {ev.name}: {verdict(ev)[0]}", "", headline(ev), ""]
         # A pull-request comment is read from the top: what failed comes first.
         if failed:
             parts += ["### Failed gates", "", _markdown_table(gate_rows(failed), GATE_HEADERS), ""]
@@ -797,7 +804,11 @@ def render_html(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -
             + "</ul>"
         )
     for ev in evaluations:
-        body.append(f"<h2>{e(ev.name)}</h2><p>{e(headline(ev))}</p>")
+        outcome, css = verdict(ev)
+        body.append(
+            f"<h2>{e(ev.name)}: <span class='{css}'>{e(outcome)}</span></h2>"
+            f"<p>{e(headline(ev))}</p>"
+        )
         failed = failed_gates(ev.gates)
         if failed:
             # Right under the headline, failed first: the page answers "why did CI fail".
