@@ -235,6 +235,49 @@ def test_duplicates_are_settled_on_all_64_bits_of_the_hash() -> None:
     assert duplicates(data, drawn)[0].data["count"] == expected
 
 
+def test_copies_with_different_labels_bound_accuracy() -> None:
+    """Against the plain definition: group the sequences, keep the groups holding
+    two labels or more, and count what the best answer per group still gets wrong."""
+    from collections import Counter
+
+    for seed in range(20):
+        gen = torch.Generator().manual_seed(seed)
+        n, classes = 400, 2 + seed % 3
+        pool = torch.randint(1, 9, (60, 2), generator=gen)
+        sequences = pool[torch.randint(0, 60, (n,), generator=gen)].tolist()
+        labels = torch.randint(0, classes, (n,), generator=gen)
+        # Most copies agree: a label per pool entry, with a seeded few flipped.
+        labels = torch.where(torch.rand(n, generator=gen) < 0.9, labels[:1].expand(n), labels)
+        data = SequenceData.from_sequences(sequences, labels.tolist())
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for sequence, label in zip(sequences, labels.tolist()):
+            groups.setdefault(tuple(sequence), []).append(label)
+        conflicted = [g for g in groups.values() if len(set(g)) > 1]
+        found = [f for f in duplicates(data) if f.kind == "conflicting_labels"]
+        if not conflicted:
+            assert found == []
+            continue
+        (finding,) = found
+        wrong = sum(len(g) - max(Counter(g).values()) for g in conflicted)
+        assert finding.data["sequences"] == len(conflicted)
+        assert finding.data["samples"] == sum(map(len, conflicted))
+        assert finding.data["max_accuracy"] == pytest.approx(1 - wrong / n)
+    # The examples: the first disagreeing copies in dataset order, with the labels' names.
+    data = SequenceData.from_sequences(
+        [[1, 2], [3], [1, 2], [3], [1, 2]], [0, 1, 0, 0, 1], label_names=("ham", "spam")
+    )
+    (_, finding) = duplicates(data, labels=("ham", "spam"))
+    assert finding.data["examples"] == [
+        "<memory>[1] 'spam' = <memory>[3] 'ham'",
+        "<memory>[2] 'ham' = <memory>[4] 'spam'",
+    ]
+    assert finding.message.startswith(
+        "2 sequences appear in the eval set with different labels (5 samples), e.g. "
+        "<memory>[1] 'spam' = <memory>[3] 'ham': no model can be right on every copy, "
+        "so accuracy cannot exceed 60.0%"
+    )
+
+
 @pytest.mark.parametrize(
     ("gates", "message"),
     [

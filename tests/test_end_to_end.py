@@ -512,6 +512,27 @@ def test_a_parametrized_eval_set_is_named_by_its_parameter(project):
     assert found == {"seqgate_eval_data fixture[even]": 1.0, "seqgate_eval_data fixture[odd]": 0.0}
 
 
+def test_copies_with_different_labels_are_reported_with_the_accuracy_they_allow(project):
+    records = [{"tokens": [2 * i + 2, 5], "label": "ham"} for i in range(18)]
+    records += [{"tokens": [2, 5], "label": "spam"}, {"tokens": [4, 5], "label": "spam"}]
+    project.data(records)
+    project.ini(
+        model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json"
+    )
+    project.gated("min_accuracy=0.5, fail_on_paradox=False")
+    result = project.run()
+    result.assert_outcomes(passed=1)
+    assert_lines(
+        result.stdout.str(),
+        "WARNING [conflicting_labels] 2 sequences appear in the eval set with different labels "
+        "(4 samples), e.g. eval.jsonl:1 'ham' = eval.jsonl:19 'spam': no model can be right on "
+        "every copy, so accuracy cannot exceed 90.0%; correct the labels or keep one copy",
+    )
+    findings = json.loads((project.path / "r.json").read_text())["evaluations"][0]["findings"]
+    (found,) = [f for f in findings if f["kind"] == "conflicting_labels"]
+    assert (found["sequences"], found["samples"], found["max_accuracy"]) == (2, 4, 0.9)
+
+
 def test_a_failed_evaluation_is_not_retried_for_each_test(project):
     """seqgate_evaluation is function-scoped: a model that fails is run once, and each
     test that needs it gets the same error."""

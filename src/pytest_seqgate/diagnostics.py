@@ -8,6 +8,7 @@ report and the gates all tell the same story.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,8 +209,11 @@ def leakage(leaked: Tensor, test: SequenceData) -> list[Finding]:
     ]
 
 
-def duplicates(data: SequenceData, hashes: Tensor | None = None) -> list[Finding]:
-    """Sequences repeated inside one set: each copy after the first is counted."""
+def duplicates(
+    data: SequenceData, hashes: Tensor | None = None, labels: Sequence[str] | None = None
+) -> list[Finding]:
+    """Sequences repeated inside one set: each copy after the first is counted;
+    and copies whose labels disagree (see :func:`_conflicting_labels`)."""
     if hashes is None:
         hashes = data.content_hashes()
     if hashes.numel() == 0:
@@ -233,7 +237,7 @@ def duplicates(data: SequenceData, hashes: Tensor | None = None) -> list[Finding
     if count == 0:
         return []
     examples = _examples(data, repeat)
-    return [
+    found = [
         Finding(
             "duplicates",
             "warning",
@@ -242,6 +246,63 @@ def duplicates(data: SequenceData, hashes: Tensor | None = None) -> list[Finding
             {"count": count, "fraction": count / len(data), "examples": examples},
         )
     ]
+    conflict = _conflicting_labels(data, candidates.take(exact.indices), exact.values, labels)
+    return found + ([conflict] if conflict is not None else [])
+
+
+def _conflicting_labels(
+    data: SequenceData, members: Tensor, member_hashes: Tensor, labels: Sequence[str] | None
+) -> Finding | None:
+    """Copies of one sequence that carry different labels: no model can be right on
+    all of them, so a gate may ask for more than any model can score.
+
+    ``members``: dataset indices grouped by content hash (``member_hashes``,
+    sorted), dataset order inside a group. A group holds two labels or more
+    exactly when two neighbours in it differ. The best any model can do on a
+    group is its most frequent label: the rest bounds accuracy.
+    """
+    first = torch.ones_like(members, dtype=torch.bool)
+    first[1:] = member_hashes[1:] != member_hashes[:-1]
+    targets = data.labels.take(members)
+    differs = torch.zeros_like(first)
+    differs[1:] = ~first[1:] & (targets[1:] != targets[:-1])
+    if not bool(differs.any()):
+        return None
+    group = first.cumsum(0) - 1
+    groups = int(group[-1]) + 1
+    conflicted = torch.zeros(groups, dtype=torch.bool)
+    conflicted[group[differs]] = True
+    inside = conflicted.take(group)
+    classes = int(targets.max()) + 1
+    counts = torch.bincount(
+        group[inside] * classes + targets[inside], minlength=groups * classes
+    ).view(groups, classes)
+    samples = int(inside.sum())
+    ceiling = 1 - (samples - int(counts.max(1).values.sum())) / len(data)
+    names = labels or data.label_names
+    # The first disagreeing pairs in dataset order, each as `file:line 'label'`.
+    at = torch.nonzero(differs).reshape(-1)
+    pairs = torch.stack([members.take(at - 1), members.take(at)], 1)
+    pairs = pairs[torch.argsort(pairs[:, 0], stable=True)][:3]
+
+    def shown(i: int) -> str:
+        label = int(data.labels[i])
+        return f"{data.record(i)} {repr(names[label]) if names else label}"
+
+    examples = [f"{shown(int(a))} = {shown(int(b))}" for a, b in pairs.tolist()]
+    return Finding(
+        "conflicting_labels",
+        "warning",
+        f"{int(conflicted.sum())} sequences appear in the eval set with different labels "
+        f"({samples} samples), e.g. {examples[0]}: no model can be right on every copy, "
+        f"so accuracy cannot exceed {_pct(ceiling)}; correct the labels or keep one copy",
+        {
+            "sequences": int(conflicted.sum()),
+            "samples": samples,
+            "max_accuracy": ceiling,
+            "examples": examples,
+        },
+    )
 
 
 def near_duplicate_leakage(

@@ -542,7 +542,7 @@ def _evaluate(
                 {"outputs": "probabilities"},
             )
         )
-    evaluation.findings.extend(duplicates(eval_data, preds.hashes))
+    evaluation.findings.extend(duplicates(eval_data, preds.hashes, labels))
     if settings.padding_check > 0 and len(eval_data) > 1 and (batched_scores.shape[1] or streamed):
 
         def run_alone() -> dict[str, Tensor]:
