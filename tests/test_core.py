@@ -11,7 +11,13 @@ import torch
 
 from pytest_seqgate.batching import Batch, BucketedBatches, collate, length_bucketed, length_order
 from pytest_seqgate.data import SequenceData
-from pytest_seqgate.diagnostics import accuracy_paradox, duplicates, leakage, traded_labels
+from pytest_seqgate.diagnostics import (
+    accuracy_paradox,
+    duplicates,
+    leakage,
+    missing_classes,
+    traded_labels,
+)
 from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.gates import merge_gate_kwargs, parse_gates
 from pytest_seqgate.metrics import compute_metrics
@@ -235,6 +241,20 @@ def test_duplicates_are_settled_on_all_64_bits_of_the_hash() -> None:
     assert duplicates(data, drawn)[0].data["count"] == expected
 
 
+def test_classes_without_samples_are_named() -> None:
+    names = ("a", "b", "c", "d", "e")
+    # Rows are true classes: b and d have none; the model still predicts d twice.
+    cm = torch.tensor(
+        [[5, 0, 0, 1, 0], [0] * 5, [0, 0, 4, 1, 0], [0] * 5, [1, 0, 0, 0, 3]], dtype=torch.int64
+    )
+    (found,) = missing_classes(compute_metrics(cm), names)
+    assert found.data == {"classes": ["b", "d"]}
+    assert found.message.startswith("2 of 5 classes have no samples in the eval set ('b', 'd'): ")
+    full = torch.eye(5, dtype=torch.int64) * 3
+    assert missing_classes(compute_metrics(full), names) == []
+    assert missing_classes(compute_metrics(torch.zeros(5, 5, dtype=torch.int64)), names) == []
+
+
 def test_copies_with_different_labels_bound_accuracy() -> None:
     """Against the plain definition: group the sequences, keep the groups holding
     two labels or more, and count what the best answer per group still gets wrong."""
@@ -404,6 +424,7 @@ def test_wide_intervals_of_gated_metrics_are_flagged_once() -> None:
     check(ev, parse_gates(gates, ev.labels), "t1")
     check(ev, parse_gates(gates, ev.labels), "t2")  # the same gates again: no new finding
     check(ev, parse_gates({"min_recall": {"spam": 0.5}, "slice": "length>=3"}, ev.labels), "t3")
+    check(ev, parse_gates({"min_precision": {"ham": 0.5}}, ev.labels), "t4")
     found = {
         (f.data["metric"], f.data["class"], f.data.get("where")): f
         for f in ev.findings_of("underpowered")
@@ -414,13 +435,19 @@ def test_wide_intervals_of_gated_metrics_are_flagged_once() -> None:
         ("recall", "spam", None),
         ("macro_f1", None, None),
         ("recall", "spam", " on slice length>=3"),
+        ("precision", "ham", None),
     }
     assert found["accuracy", None, None].data["support"] == 40
     assert found["recall", "spam", None].data["support"] == 20
+    assert "from 20 samples of 'spam'" in found["recall", "spam", None].message
+    # A precision rests on the class's predictions (20 ham and 2 missed spam), not its samples.
+    precision = found["precision", "ham", None]
+    assert (precision.data["support"], precision.data["predictions"]) == (20, 22)
+    assert "from 22 predictions of 'ham': a gate on it can flip on noise" in precision.message
     sliced = found["recall", "spam", " on slice length>=3"]
     assert sliced.data["support"] == 10
     assert sliced.message.startswith("recall[spam] on slice length>=3 is known only to within")
-    assert "from 10 samples" in sliced.message
+    assert "from 10 samples of 'spam'" in sliced.message
     # Enough samples: the same rates, narrow intervals, no finding.
     ev = evaluated(4000)
     check(ev, parse_gates(gates, ev.labels), "t")

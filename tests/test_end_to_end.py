@@ -533,6 +533,36 @@ def test_copies_with_different_labels_are_reported_with_the_accuracy_they_allow(
     assert (found["sequences"], found["samples"], found["max_accuracy"]) == (2, 4, 0.9)
 
 
+def test_an_eval_set_without_one_class_writes_its_reports(project):
+    """No spam in the eval set: the training set's recall gap for spam is undefined.
+    The JSON report raised on that NaN (strict JSON has none) at the session's end,
+    an INTERNALERROR that left no report at all."""
+    # 30 of the 50 ham missed: a gap the training set (all right) shows.
+    project.data([r for r in rule_records(100, missed={0: 30}) if r["label"] == "ham"])
+    project.data(rule_records(100), name="train.jsonl")
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        train_data="train.jsonl",
+        labels=["ham", "spam"],
+        report=["r.json", "r.md", "r.html"],
+    )
+    project.gated("max_train_test_gap=1.0, fail_on_paradox=False")
+    result = project.run()
+    result.assert_outcomes(passed=1)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    findings = {
+        f["kind"]: f
+        for f in json.loads((project.path / "r.json").read_text())["evaluations"][0]["findings"]
+    }
+    assert findings["train_test_gap"]["gaps"]["recall[spam]"] is None  # undefined: null
+    assert findings["missing_classes"]["classes"] == ["spam"]
+    assert findings["missing_classes"]["message"].startswith(
+        "1 of 2 classes has no samples in the eval set ('spam'): its recall is undefined, so "
+        "macro recall and balanced accuracy leave it out"
+    )
+
+
 def test_a_failed_evaluation_is_not_retried_for_each_test(project):
     """seqgate_evaluation is function-scoped: a model that fails is run once, and each
     test that needs it gets the same error."""

@@ -8,6 +8,7 @@ report and the gates all tell the same story.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,20 @@ class Finding:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "severity": self.severity, "message": self.message, **self.data}
+        """Undefined numbers in the data (NaN, a class without samples) are ``null``,
+        as everywhere in the JSON report: strict JSON has no NaN."""
+        data = {"kind": self.kind, "severity": self.severity, "message": self.message}
+        return data | {key: _defined(value) for key, value in self.data.items()}
+
+
+def _defined(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _defined(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_defined(v) for v in value]
+    return value
 
 
 def _pct(x: float) -> str:
@@ -97,6 +111,32 @@ def accuracy_paradox(
             f"rate: {baseline} (binomial p = {p_value:.3g})"
         )
     return [Finding("accuracy_paradox", "error", message, data)]
+
+
+def missing_classes(metrics: Metrics, labels: tuple[str, ...]) -> list[Finding]:
+    """Classes the eval set has no samples of: their recall is undefined, so the
+    macro averages and balanced accuracy quietly average over the other classes,
+    and a recall gate on them can only fail. (A small eval set of a many-class
+    model often lacks its rare classes.)"""
+    if metrics.n_samples == 0:
+        return []
+    absent = [labels[i] for i in torch.nonzero(metrics.support == 0).flatten().tolist()]
+    if not absent:
+        return []
+    shown = ", ".join(map(repr, absent[:10])) + (", ..." if len(absent) > 10 else "")
+    one = len(absent) == 1
+    has, its, it = ("has", "its", "it") if one else ("have", "their", "them")
+    return [
+        Finding(
+            "missing_classes",
+            "warning",
+            f"{len(absent)} of {len(labels)} classes {has} no samples in the eval set "
+            f"({shown}): {its} recall is undefined, so macro recall and balanced accuracy "
+            f"leave {it} out, and a recall gate on {it} fails; add samples of {it} to the "
+            f"eval set",
+            {"classes": absent},
+        )
+    ]
 
 
 # A predicted class counts as traded when at least this many of its predictions

@@ -33,6 +33,7 @@ from pytest_seqgate.diagnostics import (
     leakage,
     length_slices,
     metadata_slices,
+    missing_classes,
     near_duplicate_leakage,
     padding_remedy,
     padding_sensitivity,
@@ -519,6 +520,7 @@ def _evaluate(
     # Labels in the wrong order make every other number wrong: said first.
     evaluation.findings.extend(traded_labels(metrics, labels))
     evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))
+    evaluation.findings.extend(missing_classes(metrics, labels))
     if settings.labels is None and eval_data.names_inferred:
         evaluation.findings.append(
             Finding(

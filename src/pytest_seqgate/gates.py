@@ -544,15 +544,21 @@ def _underpowered(
         for f in evaluation.findings_of("underpowered")
     ):
         return
-    support = (
-        int(scope.metrics.support[scope.labels.index(gate.class_name)])
-        if gate.class_name
-        else scope.n_samples
-    )
     from pytest_seqgate.diagnostics import Finding
 
     label = f"{gate.metric}[{gate.class_name}]" if gate.class_name else gate.metric
+    if gate.class_name is None:
+        support = scope.n_samples
+        basis = f"{support} samples"
+    else:
+        index = scope.labels.index(gate.class_name)
+        support = int(scope.metrics.support[index])
+        basis = f"{support} samples of {gate.class_name!r}"
     data = {"metric": gate.metric, "class": gate.class_name, "width": width, "support": support}
+    if gate.metric == "precision" and gate.class_name is not None:
+        # A precision is a rate over the model's predictions of the class, not its samples.
+        data["predictions"] = int(scope.metrics.confusion_matrix[:, index].sum())
+        basis = f"{data['predictions']} predictions of {gate.class_name!r}"
     if where:
         data["where"] = where
     evaluation.findings.append(
@@ -561,7 +567,7 @@ def _underpowered(
             "warning",
             f"{label}{where} is known only to within {width:.3f} "
             f"([{float(interval[0]):.3f}, {float(interval[1]):.3f}] at "
-            f"{evaluation.confidence:.0%}) from {support} samples: a gate on it can flip on noise",
+            f"{evaluation.confidence:.0%}) from {basis}: a gate on it can flip on noise",
             data,
         )
     )
