@@ -384,6 +384,7 @@ def test_train_gap_gate_on_a_slice_reads_the_whole_set() -> None:
     ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0), train_data=data)
     results = check(ev, parse_gates({"max_train_test_gap": 0.1, "slice": "length>=3"}), "t")
     assert [r.value for r in results] == [0.0, 0.0] and all(r.passed for r in results)
+    assert [r.label for r in results] == ["train_test_gap.accuracy", "train_test_gap.macro_f1"]
 
 
 def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_near_one() -> None:
@@ -396,6 +397,8 @@ def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_ne
     ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0))
     (result,) = check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lang=de"}), "t")
     assert not result.passed and result.value is None
+    # Every table names the slice with the gate: the row is not the whole set's number.
+    assert (result.label, result.to_json()["slice"]) == ("accuracy on lang=de", "lang=de")
     assert result.reason.endswith("on slice lang=de (0 samples); lang takes 'None', 'en', 'fr'")
     (result,) = check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lang=fr"}), "t")
     assert result.passed and result.reason == "on slice lang=fr (10 samples)"

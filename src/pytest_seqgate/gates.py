@@ -185,7 +185,16 @@ class GateResult:
 
     @property
     def label(self) -> str:
-        return f"{self.metric}[{self.class_name}]" if self.class_name else self.metric
+        """``recall[spam]``, and ``recall[spam] on lang=fr`` for a slice's gate: a
+        table row must not read as the whole set's number."""
+        base = f"{self.metric}[{self.class_name}]" if self.class_name else self.metric
+        return base + self.on
+
+    @property
+    def on(self) -> str:
+        """`` on SLICE`` when the gate read a slice (JSON ``slice``), else ``""``."""
+        where = self.extra.get("slice")
+        return f" on {where}" if where else ""
 
     @property
     def xfail(self) -> str | None:
@@ -607,14 +616,16 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
         if gate.metric in SCORE_METRICS and evaluation.predictions.scores.shape[1] == 0:
             results.append(gate.result(test, None, False, NO_SCORES))
             continue
+        # A train/test gap or a regression is a property of the whole eval set, so a
+        # slice does not change it.
+        whole = gate.metric.startswith(WHOLE_SET_METRICS)
         if gate.metric in TRADE_OFF_GATES.values():
             value, note, extra = _trade_off(scope, gate)
         else:
-            # A train/test gap or a regression is a property of the whole eval set, so a
-            # slice does not change it.
-            whole = gate.metric.startswith(WHOLE_SET_METRICS)
             value = (evaluation if whole else scope).gate_value(gate.metric, gate.class_name)
             note = ""
+        if spec.slice is not None and not whole:
+            extra["slice"] = spec.slice.name
         if value is None or math.isnan(value):
             # Without a baseline there is nothing to regress from: the run that saves the
             # baseline on the main branch runs the same gates and must not fail them.
@@ -624,7 +635,7 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
                 if no_baseline
                 else _undefined_reason(gate.metric, gate.class_name) + where
             )
-            results.append(gate.result(test, None, no_baseline, reason))
+            results.append(gate.result(test, None, no_baseline, reason, extra=extra))
             continue
         class_index = scope.labels.index(gate.class_name) if gate.class_name else None
         interval = scope.uncertainty.interval(gate.metric, class_index, level)
@@ -731,7 +742,7 @@ def failure_message(results: list[GateResult], test: str, where: str = "") -> st
     """Every violated gate as a table, then what to do and where the full report is."""
     failed = [r for r in results if not r.passed]
     rows = [
-        [r.metric, r.class_name or "", format_threshold(r), format_value(r), r.reason]
+        [r.metric + r.on, r.class_name or "", format_threshold(r), format_value(r), r.reason]
         for r in failed
     ]
     table = tabulate(
