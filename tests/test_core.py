@@ -296,6 +296,12 @@ def test_copies_with_different_labels_bound_accuracy() -> None:
         "<memory>[1] 'spam' = <memory>[3] 'ham': no model can be right on every copy, "
         "so accuracy cannot exceed 60.0%"
     )
+    one = SequenceData.from_sequences([[1], [1], [2]], [0, 1, 0])
+    (_, finding) = duplicates(one)
+    assert finding.message.startswith(
+        "1 sequence appears in the eval set with different labels (2 samples), e.g. "
+        "<memory>[0] 0 = <memory>[1] 1: "
+    )
 
 
 @pytest.mark.parametrize(

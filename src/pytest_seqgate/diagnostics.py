@@ -56,6 +56,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 sample``, ``2 samples``: a message about one sample reads as one."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def accuracy_paradox(
     metrics: Metrics, labels: tuple[str, ...], recall_floor: float = 0.5
 ) -> list[Finding]:
@@ -333,8 +338,10 @@ def _conflicting_labels(
     return Finding(
         "conflicting_labels",
         "warning",
-        f"{int(conflicted.sum())} sequences appear in the eval set with different labels "
-        f"({samples} samples), e.g. {examples[0]}: no model can be right on every copy, "
+        f"{counted(int(conflicted.sum()), 'sequence')} "
+        f"{'appears' if int(conflicted.sum()) == 1 else 'appear'} in the eval set with "
+        f"different labels ({samples} samples), e.g. {examples[0]}: no model can be right "
+        f"on every copy, "
         f"so accuracy cannot exceed {_pct(ceiling)}; correct the labels or keep one copy",
         {
             "sequences": int(conflicted.sum()),

@@ -553,21 +553,22 @@ def _underpowered(
         for f in evaluation.findings_of("underpowered")
     ):
         return
-    from pytest_seqgate.diagnostics import Finding
+    from pytest_seqgate.diagnostics import Finding, counted
 
     label = f"{gate.metric}[{gate.class_name}]" if gate.class_name else gate.metric
     if gate.class_name is None:
         support = scope.n_samples
-        basis = f"{support} samples"
+        basis = counted(support, "sample")
     else:
         index = scope.labels.index(gate.class_name)
         support = int(scope.metrics.support[index])
-        basis = f"{support} samples of {gate.class_name!r}"
+        basis = f"{counted(support, 'sample')} of {gate.class_name!r}"
     data = {"metric": gate.metric, "class": gate.class_name, "width": width, "support": support}
     if gate.metric == "precision" and gate.class_name is not None:
         # A precision is a rate over the model's predictions of the class, not its samples.
-        data["predictions"] = int(scope.metrics.confusion_matrix[:, index].sum())
-        basis = f"{data['predictions']} predictions of {gate.class_name!r}"
+        predictions = int(scope.metrics.confusion_matrix[:, index].sum())
+        data["predictions"] = predictions
+        basis = f"{counted(predictions, 'prediction')} of {gate.class_name!r}"
     if where:
         data["where"] = where
     evaluation.findings.append(
