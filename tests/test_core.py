@@ -241,6 +241,28 @@ def test_duplicates_are_settled_on_all_64_bits_of_the_hash() -> None:
     assert duplicates(data, drawn)[0].data["count"] == expected
 
 
+def test_an_accuracy_gate_above_what_conflicting_labels_allow_says_so() -> None:
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.gates import check
+
+    # 20 sequences; [2] appears twice, once as each class: at most 19 of 20 right.
+    sequences = [[2]] + [[i + 2] for i in range(19)]
+    labels = [1] + [i % 2 for i in range(19)]
+    data = SequenceData.from_sequences(sequences, labels, ("even", "odd"))
+    ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0))
+    gates = parse_gates({"min_accuracy": 0.97, "fail_on_paradox": False}, ev.labels)
+    (result,) = check(ev, gates, "t")
+    assert not result.passed and result.value == pytest.approx(0.95)
+    assert result.reason == (
+        "out of reach: copies of 1 eval sequence carry different labels, which caps any "
+        "model's accuracy at 0.950"
+    )
+    # At or below the cap the gate is the model's alone, and says nothing of it.
+    gates = parse_gates({"min_accuracy": 0.949, "fail_on_paradox": False}, ev.labels)
+    assert check(ev, gates, "t")[0].reason == ""
+
+
 def test_classes_without_samples_are_named() -> None:
     names = ("a", "b", "c", "d", "e")
     # Rows are true classes: b and d have none; the model still predicts d twice.

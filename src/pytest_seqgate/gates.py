@@ -583,6 +583,22 @@ def _underpowered(
     )
 
 
+def _out_of_reach(evaluation: Evaluation, threshold: float) -> str:
+    """Why no model could pass an accuracy gate: copies of a sequence with
+    different labels (the ``conflicting_labels`` finding) cap accuracy below it."""
+    from pytest_seqgate.diagnostics import counted
+
+    for finding in evaluation.findings_of("conflicting_labels"):
+        ceiling = float(finding.data["max_accuracy"])
+        if ceiling < threshold:
+            copies = counted(int(finding.data["sequences"]), "eval sequence")
+            return (
+                f"out of reach: copies of {copies} carry different labels, which caps any "
+                f"model's accuracy at {ceiling:.3f}"
+            )
+    return ""
+
+
 def _no_interval(metric: str, spec: GateSpec) -> str:
     """Why a gate that compares lower bounds found no interval for ``metric``."""
     from pytest_seqgate.stats import BOOTSTRAP_SUMMARY
@@ -651,6 +667,8 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
             compared = bound
         passed = compared >= gate.threshold if gate.op == ">=" else compared <= gate.threshold
         reasons = [note, where.strip()]
+        if gate.metric == "accuracy" and spec.slice is None and not passed:
+            reasons.append(_out_of_reach(evaluation, gate.threshold))
         if level is not None and gate.op == ">=" and interval is None:
             # Asked for the lower bound, but there is none: say the point was compared.
             reasons.insert(0, f"point value compared: {_no_interval(gate.metric, spec)}")
