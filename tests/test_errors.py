@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import assert_lines, rule_records, write_jsonl
@@ -198,9 +200,30 @@ def test_help_lists_options(project):
             "seqgate: gate a sequence classifier's quality:",
             "*--seqgate-model=MODEL*",
             "*--seqgate-report=PATH*",
+            "*--seqgate-no-keep-scores*",
             "*seqgate_labels (linelist)*",
         ]
     )
+
+
+def test_a_bool_setting_turns_off_from_the_cli(project):
+    """A bool's flag can only turn it on: keep_scores (true by default) and an ini's
+    `seqgate_cache = true` had no way off for one run."""
+    project.data(rule_records(40))
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        keep_scores="true",
+        report="r.json",
+    )
+    project.gated("min_accuracy=0.5")
+    project.run().assert_outcomes(passed=1)
+    metrics = json.loads((project.path / "r.json").read_text())["evaluations"][0]["metrics"]
+    assert metrics["macro_roc_auc"] == 1.0
+    project.run("--seqgate-no-keep-scores").assert_outcomes(passed=1)
+    metrics = json.loads((project.path / "r.json").read_text())["evaluations"][0]["metrics"]
+    assert "macro_roc_auc" not in metrics
 
 
 def test_plugin_load_does_not_import_torch(project):

@@ -45,6 +45,13 @@ class Option:
         return "--seqgate-" + self.name.replace("_", "-")
 
     @property
+    def off_flag(self) -> str:
+        """``--seqgate-no-<name>``, a bool setting's way off for one run: its own flag
+        can only turn it on, and an ini's ``true`` (or a default of true, as
+        ``keep_scores``) had no CLI way back."""
+        return "--seqgate-no-" + self.name.replace("_", "-")
+
+    @property
     def ini_type(self) -> str | None:
         return "linelist" if self.kind in ("list", "lines", "paths") else None
 

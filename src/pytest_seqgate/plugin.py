@@ -73,7 +73,7 @@ class SessionState:
         if cli not in (None, []):
             if option.kind in ("paths", "lines"):
                 cli = [p for group in cli for p in group]
-            return cli, option.flag
+            return cli, option.off_flag if cli is False else option.flag
         ini = self.config.getini(option.ini)
         if ini in (None, [], ""):
             return None
@@ -463,6 +463,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 const=True,
                 default=None,
                 help=option.help,
+            )
+            group.addoption(
+                option.off_flag,
+                dest=option.ini,
+                action="store_const",
+                const=False,
+                default=None,
+                help=f"turn {option.ini} off for this run",
             )
         elif option.kind in ("paths", "lines"):
             group.addoption(
