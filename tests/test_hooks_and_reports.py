@@ -269,6 +269,50 @@ def test_one_unwritable_target_costs_none_of_the_others(project, monkeypatch):
     assert json.loads((project.path / "b.json").read_text())["schema"].startswith("seqgate")
 
 
+def test_a_report_that_fails_to_render_costs_none_of_the_others_and_fails_the_run(project):
+    """A bug in one format (the HTML report raised IndexError on a run without
+    scores) ended the session in an INTERNALERROR before the other reports were
+    written."""
+    project.data(rule_records(40))
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        report=["r.html", "r.json"],
+    )
+    project.gated()
+    (project.path / "conftest.py").write_text(
+        "import pytest_seqgate.report as report\n\n"
+        "def broken(evaluations, errors=()):\n"
+        "    raise IndexError('index 0 is out of bounds')\n\n"
+        "report.RENDERERS['.html'] = broken\n"
+    )
+    result = project.run()
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    assert_lines(
+        result.stdout.str(),
+        "seqgate: cannot write report: *r.html: rendering failed, a bug in pytest-seqgate "
+        "(please report it): IndexError: index 0 is out of bounds",
+    )
+    assert "INTERNALERROR>" not in result.stdout.str()
+    assert json.loads((project.path / "r.json").read_text())["schema"] == "seqgate-report/1"
+
+
+def test_the_html_report_of_a_run_without_scores(project):
+    project.data(rule_records(40))
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        keep_scores="false",
+        report="r.html",
+    )
+    project.gated()
+    project.run().assert_outcomes(passed=1)
+    assert "<p>No curves: this run kept no scores" in (project.path / "r.html").read_text()
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_a_report_gets_the_permissions_of_a_plain_write_not_a_temporary_files(tmp_path):
     from pytest_seqgate.report import write_atomic

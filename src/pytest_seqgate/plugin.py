@@ -1111,7 +1111,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             workeroutput["seqgate"] = pickle.dumps(evaluations)
         workeroutput[NOT_EVALUATED] = list(errors)
         return
-    from pytest_seqgate.report import write_reports
+    from pytest_seqgate.report import RENDER_BUG, write_reports
 
     try:
         settings = state.settings
@@ -1122,6 +1122,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # the other reports, the baseline or the step summary.
     state.written, failures = write_reports(paths, evaluations, errors)
     state.report_errors.extend(f"seqgate: cannot write report: {f}" for f in failures)
+    if any(RENDER_BUG in f for f in failures):
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
     if settings.save_baseline is not None and evaluations:
         import json
 

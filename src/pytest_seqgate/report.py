@@ -713,6 +713,11 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
             f"text-anchor='middle'>{tick:g}</text>"
         )
     scores, targets = ev.predictions.scores, ev.targets
+    if scores.shape[1] == 0:
+        return (
+            "<p>No curves: this run kept no scores (seqgate_keep_scores = false, or a "
+            "streamed run without them).</p>"
+        )
     for shown, i in enumerate(weakest_classes(ev, CURVE_CLASSES)):
         name = ev.labels[i]
         positive = targets == i
@@ -951,5 +956,13 @@ def write_reports(
         except OSError as exc:
             failures.append(str(exc))
             continue
+        except Exception as exc:  # a bug of ours in one format must not cost the others
+            failures.append(f"{path}: {RENDER_BUG}: {type(exc).__name__}: {exc}")
+            continue
         written.append(path)
     return written, failures
+
+
+# How a report that failed to render (not to write) is named: a bug, which the run's
+# exit status shows (the plugin makes it pytest's internal-error status).
+RENDER_BUG = "rendering failed, a bug in pytest-seqgate (please report it)"
