@@ -537,10 +537,14 @@ NOT_EVALUATED = "The evaluation did not run"
 
 def verdict(ev: Evaluation) -> tuple[str, str]:
     """The evaluation's outcome, for a heading, and its CSS class: what a person
-    opening either file reads first."""
+    opening either file reads first. (The Markdown adds an emoji; the HTML page
+    its colour, as a browser without an emoji font shows a box.)"""
     if failed_gates(ev.gates):
-        return "❌ gates failed", "fail"
-    return ("✅ gates passed", "pass") if ev.gates else ("no gates", "")
+        return "gates failed", "fail"
+    return ("gates passed", "pass") if ev.gates else ("no gates", "")
+
+
+VERDICT_EMOJI = {"fail": "❌ ", "pass": "✅ ", "": ""}
 
 
 def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -> str:
@@ -549,7 +553,8 @@ def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = (
         parts += [f"## ❌ {NOT_EVALUATED}", "", *[f"- {m}" for m in errors], ""]
     for ev in evaluations:
         failed = failed_gates(ev.gates)
-        parts += [f"## {ev.name}: {verdict(ev)[0]}", "", headline(ev), ""]
+        outcome, css = verdict(ev)
+        parts += [f"## {ev.name}: {VERDICT_EMOJI[css]}{outcome}", "", headline(ev), ""]
         # A pull-request comment is read from the top: what failed comes first.
         if failed:
             parts += ["### Failed gates", "", _markdown_table(gate_rows(failed), GATE_HEADERS), ""]
