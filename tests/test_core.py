@@ -263,6 +263,28 @@ def test_an_accuracy_gate_above_what_conflicting_labels_allow_says_so() -> None:
     assert check(ev, gates, "t")[0].reason == ""
 
 
+def test_the_terminal_shows_a_few_findings_of_a_kind_and_counts_the_rest() -> None:
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.diagnostics import Finding
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.report import render_terminal
+
+    data = SequenceData.from_sequences([[i % 2 + 2] for i in range(40)], [i % 2 for i in range(40)])
+    ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0))
+    ev.findings = [Finding("underpowered", "warning", f"wide {i}") for i in range(5)]
+    ev.findings.append(Finding("leakage", "warning", "copied"))
+    quiet = [line for line, _ in render_terminal([ev]) if line.startswith("WARNING")]
+    assert quiet == [
+        "WARNING [underpowered] wide 0",
+        "WARNING [underpowered] wide 1",
+        "WARNING [underpowered] wide 2",
+        "WARNING [underpowered] ... and 2 more (-v shows each; the report files hold them all)",
+        "WARNING [leakage] copied",
+    ]
+    verbose = [line for line, _ in render_terminal([ev], 1) if line.startswith("WARNING")]
+    assert len(verbose) == 6
+
+
 def test_classes_without_samples_are_named() -> None:
     names = ("a", "b", "c", "d", "e")
     # Rows are true classes: b and d have none; the model still predicts d twice.

@@ -1086,6 +1086,8 @@ def _evaluations(config: pytest.Config) -> list[Evaluation]:
                 f.kind != "label_order",
                 f.kind,
                 f.data.get("match") == "near",
+                # The widest intervals first: the terminal shows a few of a kind.
+                -float(f.data.get("width") or 0.0),
                 f.message,
             )
         )

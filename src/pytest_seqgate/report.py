@@ -22,7 +22,7 @@ from tabulate import tabulate
 from torch import Tensor
 
 from pytest_seqgate.curves import Ranking
-from pytest_seqgate.diagnostics import SliceResult
+from pytest_seqgate.diagnostics import Finding, SliceResult
 from pytest_seqgate.evaluation import Evaluation, Uncertainty
 from pytest_seqgate.gates import (
     GateResult,
@@ -486,11 +486,31 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
             out.extend((line, "") for line in lines[:2])
             for gate, line in zip(shown, lines[2:]):
                 out.append((line, _GATE_STYLE[gate.outcome]))
-        for finding in ev.findings:
-            style = "red" if finding.severity == "error" else "yellow"
-            out.append((f"{finding.severity.upper()} [{finding.kind}] {finding.message}", style))
+        out.extend(_finding_lines(ev.findings, verbosity))
         out.append(("", ""))
     return out
+
+
+# Findings of one kind shown in the terminal without -v: a per-class gate on 30
+# classes gave 29 underpowered warnings, which buried everything after them.
+FINDINGS_PER_KIND = 3
+
+
+def _finding_lines(findings: Sequence[Finding], verbosity: int) -> list[tuple[str, str]]:
+    lines: list[tuple[str, str]] = []
+    shown: dict[tuple[str, str], int] = {}
+    for finding in findings:
+        key = (finding.severity, finding.kind)
+        shown[key] = shown.get(key, 0) + 1
+        style = "red" if finding.severity == "error" else "yellow"
+        tag = f"{finding.severity.upper()} [{finding.kind}]"
+        if verbosity > 0 or shown[key] <= FINDINGS_PER_KIND:
+            lines.append((f"{tag} {finding.message}", style))
+        elif shown[key] == FINDINGS_PER_KIND + 1:
+            more = sum(1 for f in findings if (f.severity, f.kind) == key) - FINDINGS_PER_KIND
+            text = f"{tag} ... and {more} more (-v shows each; the report files hold them all)"
+            lines.append((text, style))
+    return lines
 
 
 # A cell that reads as a number: 0.912, 1,204, -0.031, 12.5%, n/a.
