@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_lines, rule_records, write_jsonl
 
 
-def setup(project, gates="min_accuracy=0.5", **ini):
+def configured_project(project, gates="min_accuracy=0.5", **ini):
     project.data(rule_records(40))
     options = {"model": "models:first_token", "eval_data": "eval.jsonl", "labels": ["ham", "spam"]}
     options.update(ini)
@@ -85,7 +85,7 @@ def setup(project, gates="min_accuracy=0.5", **ini):
     ],
 )
 def test_usage_errors_exit_4(project, gates, ini, message):
-    setup(project, gates, **ini)
+    configured_project(project, gates, **ini)
     result = project.run()
     assert result.ret == 4
     assert_lines(result.stderr.str(), f"ERROR: {message}")
@@ -98,7 +98,7 @@ def test_every_bad_marker_is_reported_in_one_run(project, xdist):
     parametrized test's shared marker once, so a user fixes them in one go. Under
     xdist too, where a usage error raised in a worker's collection was xdist's
     INTERNALERROR traceback (exit 3) with the message nowhere."""
-    setup(project)
+    configured_project(project)
     project.test(
         "import pytest\n\n"
         "@pytest.mark.seqgate(min_acuracy=0.9)\n"
@@ -126,7 +126,7 @@ def test_every_bad_marker_is_reported_in_one_run(project, xdist):
 
 def test_a_missing_file_under_xdist_is_a_usage_error(project):
     """The workers find it at collection; the controller says it as pytest would."""
-    setup(project, eval_data="missing.jsonl")
+    configured_project(project, eval_data="missing.jsonl")
     result = project.run("-n", "2")
     assert result.ret == 4
     assert_lines(
@@ -137,7 +137,7 @@ def test_a_missing_file_under_xdist_is_a_usage_error(project):
 
 
 def test_cli_wins_over_ini_and_names_the_flag(project):
-    setup(project)
+    configured_project(project)
     result = project.run("--seqgate-device", "tpu")
     assert result.ret == 4
     assert_lines(result.stderr.str(), "ERROR: seqgate: --seqgate-device: expected auto, cpu*'tpu'")
@@ -147,7 +147,7 @@ def test_a_path_outside_the_project_after_a_space(project):
     """pytest looks for its ini before it knows the plugin's options, so the path in
     ``--seqgate-eval-data /elsewhere/x.jsonl`` moved its search above the project and
     every seqgate_* key went unread: a usage error that gives the '=' form."""
-    setup(project)
+    configured_project(project)
     outside = project.path.parent / f"{project.path.name}-outside.jsonl"
     write_jsonl(outside, rule_records(40))
     result = project.run("--seqgate-eval-data", str(outside))
@@ -163,7 +163,7 @@ def test_a_path_outside_the_project_after_a_space(project):
 
 
 def test_cli_bad_int_is_argparse_error(project):
-    setup(project)
+    configured_project(project)
     result = project.run("--seqgate-batch-size", "x")
     assert result.ret == 4
     assert_lines(result.stderr.str(), "*expected int for --seqgate-batch-size, but got 'x'*")
@@ -183,7 +183,7 @@ def test_cli_bad_int_is_argparse_error(project):
     ],
 )
 def test_inference_errors(project, model, message):
-    setup(project, model=model)
+    configured_project(project, model=model)
     result = project.run()
     assert result.ret == 1
     result.assert_outcomes(errors=1)
@@ -241,7 +241,7 @@ def test_plugin_load_does_not_import_torch(project):
 def test_collect_only_loads_no_model_and_no_data(project):
     """An IDE lists tests with --collect-only on every save: no torch, no model, no
     data then (a broken checkpoint is found by the run), but a missing file still is."""
-    setup(project, model="model.pt")
+    configured_project(project, model="model.pt")
     (project.path / "model.pt").write_bytes(b"not a checkpoint")
     (project.path / "conftest.py").write_text(
         "import sys\n"
@@ -261,7 +261,7 @@ def test_deselected_gates_load_nothing_and_late_markers_fail(project):
     """-k that leaves no gated test loads no model (the broken checkpoint goes
     unread, torch unimported); a marker added after collection's checks is a
     failure that says so, never a pass with nothing checked."""
-    setup(project, model="model.pt")
+    configured_project(project, model="model.pt")
     (project.path / "model.pt").write_bytes(b"not a checkpoint")
     project.test(
         """
@@ -274,7 +274,7 @@ def test_deselected_gates_load_nothing_and_late_markers_fail(project):
     )
     project.run("-k", "plain").assert_outcomes(passed=1, deselected=1)
     (project.path / "model.pt").unlink()
-    setup(project)
+    configured_project(project)
     (project.path / "conftest.py").write_text(
         "import pytest\n"
         "def pytest_collection_finish(session):\n"

@@ -1048,11 +1048,17 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     return result
 
 
+def _verbosity(config: pytest.Config) -> int:
+    """``-q`` below 0, ``-v`` above (``Config.get_verbosity`` is pytest 8's; the
+    plugin supports 7.4)."""
+    return int(config.getoption("verbose", 0) or 0)
+
+
 def _failure_message(config: pytest.Config, results: list[GateResult], test: str) -> str:
     from pytest_seqgate.gates import failure_message, where_the_report_is
 
     files = [str(p) for p in _state(config).settings.report]
-    return failure_message(results, test, where_the_report_is(config.get_verbosity() < 0, files))
+    return failure_message(results, test, where_the_report_is(_verbosity(config) < 0, files))
 
 
 def _evaluations(config: pytest.Config) -> list[Evaluation]:
@@ -1186,7 +1192,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         "bold": {"bold": True},
         "": {},
     }
-    for line, style in render_terminal(evaluations, config.get_verbosity()):
+    for line, style in render_terminal(evaluations, _verbosity(config)):
         tr.write_line(line, **styles[style])
     for message in state.errors:
         tr.write_line(f"seqgate: an evaluation did not run: {message}", red=True)
