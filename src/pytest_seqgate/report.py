@@ -720,6 +720,11 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
     """Precision-recall curves, one per class (one-vs-rest), as polylines."""
     from pytest_seqgate.curves import pr_curve
 
+    if ev.predictions.scores.shape[1] == 0:
+        return (
+            "<p>No curves: this run kept no scores (seqgate_keep_scores = false, or a "
+            "streamed run without them).</p>"
+        )
     size, pad = 260, 34
     parts = [
         f"<svg width='{size + pad + 150}' "
@@ -738,11 +743,6 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
             f"text-anchor='middle'>{tick:g}</text>"
         )
     scores, targets = ev.predictions.scores, ev.targets
-    if scores.shape[1] == 0:
-        return (
-            "<p>No curves: this run kept no scores (seqgate_keep_scores = false, or a "
-            "streamed run without them).</p>"
-        )
     for shown, i in enumerate(weakest_classes(ev, CURVE_CLASSES)):
         name = ev.labels[i]
         positive = targets == i
