@@ -206,6 +206,50 @@ def test_help_lists_options(project):
     )
 
 
+def test_a_misspelt_marker_is_a_usage_error(project):
+    """pytest only warns of an unknown marker, and the test passed with its gates
+    never checked."""
+    configured_project(project)
+    project.test(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.seq_gate(min_accuracy=0.99)
+
+        @pytest.mark.seqgates(min_recall={"spam": 0.99})
+        def test_typo():
+            pass
+
+        class TestGrouped:
+            pytestmark = [pytest.mark.Seqgate(min_accuracy=0.99)]
+
+            def test_method(self):
+                pass
+
+        @pytest.mark.slow
+        def test_other_marker():
+            pass
+        """,
+        name="test_typos.py",
+    )
+    result = project.run("-p", "no:warnings")
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(),
+        "ERROR: test_typos.py:6: seqgate: unknown marker `seqgates` (did you mean `seqgate`?): "
+        "pytest ignores an unknown marker, so these gates would never be checked",
+        "test_typos.py (pytestmark): seqgate: unknown marker `seq_gate` (did you mean `seqgate`?)*",
+        "test_typos.py:10: seqgate: unknown marker `Seqgate` (did you mean `seqgate`?)*",
+    )
+    assert "slow" not in result.stderr.str()
+    # A near name registered on purpose is no typo.
+    (project.path / "pytest.ini").write_text(
+        (project.path / "pytest.ini").read_text()
+        + "markers =\n    seqgates: ours\n    seq_gate\n    Seqgate(x): also ours\n"
+    )
+    project.run().assert_outcomes(passed=4)
+
+
 def test_a_bool_setting_turns_off_from_the_cli(project):
     """A bool's flag can only turn it on: keep_scores (true by default) and an ini's
     `seqgate_cache = true` had no way off for one run."""

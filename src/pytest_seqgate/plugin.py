@@ -789,6 +789,9 @@ class GatedSession:
 
 def _validate_selected(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = _state(config)
+    misspelt = _misspelt_markers(config, items)
+    if misspelt:
+        raise pytest.UsageError("\n".join(misspelt))
     users = [item for item in items if _uses_plugin(item)]
     if not users:
         return
@@ -862,6 +865,47 @@ def _validate_selected(config: pytest.Config, items: list[pytest.Item]) -> None:
             names.append("seqgate_evaluation")
     if problems:
         raise pytest.UsageError("\n".join(problems))
+
+
+def _misspelt_markers(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """Markers whose name is nearly ``seqgate`` (``seqgates``, ``seq_gate``): pytest
+    only warns of an unknown marker, a line a CI log buries, and the test passes
+    with its gates never checked.
+
+    Each node's own markers are read once (a module's and a class's are shared
+    by their tests), so a session that does not use the plugin pays a few
+    attribute reads per test.
+    """
+    import difflib
+
+    near: dict[str, bool] = {}
+    seen: set[int] = set()
+    problems: dict[str, None] = {}
+    for item in items:
+        node: Node | None = item
+        while node is not None and id(node) not in seen:
+            seen.add(id(node))
+            for mark in node.own_markers:
+                name = mark.name
+                if name not in near:
+                    near[name] = name != MARKER and bool(
+                        difflib.get_close_matches(name.lower(), [MARKER], n=1, cutoff=0.75)
+                    )
+                if near[name] and name not in _registered_markers(config):
+                    problems[
+                        f"{_marker_where(node, item)}: seqgate: unknown marker `{name}` (did "
+                        f"you mean `{MARKER}`?): pytest ignores an unknown marker, so these "
+                        f"gates would never be checked"
+                    ] = None
+            node = node.parent
+    return list(problems)
+
+
+def _registered_markers(config: pytest.Config) -> set[str]:
+    """Names registered in the ini's ``markers`` (a near name registered on
+    purpose is no typo)."""
+    lines = config.getini("markers")
+    return {line.split(":")[0].split("(")[0].strip() for line in lines}
 
 
 def _check_files_exist(state: SessionState) -> None:
