@@ -173,6 +173,26 @@ def test_the_cache_option_without_the_cache_provider_says_nothing_is_kept(counte
     assert [int(x) for x in count.read_text().split()].count(100) == 2  # both runs evaluated
 
 
+def test_the_cache_option_says_a_conftest_built_model_is_not_kept(counted):
+    """A cache key reads files: a conftest.py's model is evaluated on each run, and
+    the option said nothing of it."""
+    project, count = counted
+    (project.path / "conftest.py").write_text(
+        "import pytest\nfrom models import counting\n\n"
+        "@pytest.fixture(scope='session')\ndef seqgate_model():\n    return counting()\n"
+    )
+    for _ in range(2):
+        result = _run(project, "--seqgate-cache")
+        result.assert_outcomes(passed=3, failed=1)
+        assert_lines(
+            result.stdout.str(),
+            "*seqgate: --seqgate-cache keeps the predictions of the configured files only: a "
+            "model or data set a conftest.py fixture built is evaluated again on each run*",
+        )
+        assert result.stdout.str().count("keeps the predictions of the configured") == 1
+    assert [int(x) for x in count.read_text().split()].count(100) == 2  # both runs evaluated
+
+
 def test_workers_that_each_evaluate_share_the_cores(project, monkeypatch):
     # A conftest-built model has no shared entry: each worker runs its own
     # inference, with torch's threads divided between the workers, and gets

@@ -53,6 +53,7 @@ class SessionState:
         self.merged: dict[tuple[str, str, str], Evaluation] = {}
         self.failed: dict[tuple[int, int, int], Exception] = {}
         self.base_names: dict[int, str] = {}
+        self.warned_uncached = False
         self.cache: Any = None
         # When the run began (the xdist controller's, in its workers): cache entries
         # older than this are an earlier run's.
@@ -278,6 +279,19 @@ class SessionState:
             or eval_data is not loaded.get("eval_data")
             or train_data is not loaded.get("train_data")
         ):
+            if settings.cache and not self.warned_uncached:
+                self.warned_uncached = True
+                import warnings
+
+                warnings.warn(
+                    pytest.PytestConfigWarning(
+                        f"seqgate: {settings.source('cache')} keeps the predictions of the "
+                        f"configured files only: a model or data set a conftest.py fixture "
+                        f"built is evaluated again on each run (a cache key reads files, not "
+                        f"objects built in code)"
+                    ),
+                    stacklevel=2,
+                )
             return None
         from pytest_seqgate.cache import PredictionCache, cache_key, data_digest, run_folder
 
