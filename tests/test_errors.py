@@ -82,6 +82,11 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
             {"batch_size": "many"},
             "seqgate: seqgate_batch_size in pytest.ini: expected int, but got 'many'",
         ),
+        (
+            "min_accuracy=0.5",
+            {"labels": ["ham", "spam", "ham"]},
+            "seqgate: seqgate_labels in pytest.ini: class names must be unique, but 'ham' repeats",
+        ),
     ],
 )
 def test_usage_errors_exit_4(project, gates, ini, message):

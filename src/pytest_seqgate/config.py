@@ -424,7 +424,7 @@ class Settings:
             dupes = sorted({x for x in self.labels if self.labels.count(x) > 1})
             raise ConfigError(
                 f"{self.source('labels')}: class names must be unique, "
-                f"but {', '.join(map(repr, dupes))} repeat"
+                f"but {', '.join(map(repr, dupes))} {'repeats' if len(dupes) == 1 else 'repeat'}"
             )
         if self.labels is not None and len(self.labels) < 2:
             raise ConfigError(
