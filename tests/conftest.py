@@ -206,6 +206,11 @@ class Project:
     def data(self, records: list[dict], name: str = "eval.jsonl") -> Path:
         return write_jsonl(self.path / name, records)
 
+    def findings(self, kind: str | None = None, report: str = "r.json") -> list[dict]:
+        """The first evaluation's findings in the JSON report (of one kind, if given)."""
+        found = json.loads((self.path / report).read_text())["evaluations"][0]["findings"]
+        return [f for f in found if kind is None or f["kind"] == kind]
+
     def run(self, *args: str) -> pytest.RunResult:
         return self.pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
 

@@ -528,8 +528,7 @@ def test_copies_with_different_labels_are_reported_with_the_accuracy_they_allow(
         "(4 samples), e.g. eval.jsonl:1 'ham' = eval.jsonl:19 'spam': no model can be right on "
         "every copy, so accuracy cannot exceed 90.0%; correct the labels or keep one copy",
     )
-    findings = json.loads((project.path / "r.json").read_text())["evaluations"][0]["findings"]
-    (found,) = [f for f in findings if f["kind"] == "conflicting_labels"]
+    (found,) = project.findings("conflicting_labels")
     assert (found["sequences"], found["samples"], found["max_accuracy"]) == (2, 4, 0.9)
 
 
@@ -551,10 +550,7 @@ def test_an_eval_set_without_one_class_writes_its_reports(project):
     result = project.run()
     result.assert_outcomes(passed=1)
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
-    findings = {
-        f["kind"]: f
-        for f in json.loads((project.path / "r.json").read_text())["evaluations"][0]["findings"]
-    }
+    findings = {f["kind"]: f for f in project.findings()}
     assert findings["train_test_gap"]["gaps"]["recall[spam]"] is None  # undefined: null
     assert findings["missing_classes"]["classes"] == ["spam"]
     assert findings["missing_classes"]["message"].startswith(
@@ -710,10 +706,7 @@ def test_label_names_taken_from_the_data_are_flagged_as_a_guess(project):
         project.ini(**options)
         result = project.run()
         result.assert_outcomes(passed=1)
-        kinds = [
-            f["kind"]
-            for f in json.loads((project.path / "r.json").read_text())["evaluations"][0]["findings"]
-        ]
+        kinds = [f["kind"] for f in project.findings()]
         assert ("label_order" in kinds) is flagged
         if flagged:
             assert_lines(
@@ -745,8 +738,7 @@ def test_labels_configured_in_the_wrong_order_are_named(project):
         "the 20 predicted 'spam' are 'ham', 20 of the 20 predicted 'ham' are 'spam'; in the "
         "order ['ham', 'spam'] accuracy would be 100.0%, not 0.0%.*",
     )
-    findings = json.loads((project.path / "r.json").read_text())["evaluations"][0]["findings"]
-    (found,) = [f for f in findings if f["kind"] == "label_order"]
+    (found,) = project.findings("label_order")
     assert found["fitting_order"] == ["ham", "spam"]
 
 

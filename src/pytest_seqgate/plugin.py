@@ -470,22 +470,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("seqgate", "seqgate: gate a sequence classifier's quality")
     for option in OPTIONS:
         if option.kind == "bool":
-            group.addoption(
-                option.flag,
-                dest=option.ini,
-                action="store_const",
-                const=True,
-                default=None,
-                help=option.help,
-            )
-            group.addoption(
-                option.off_flag,
-                dest=option.ini,
-                action="store_const",
-                const=False,
-                default=None,
-                help=f"turn {option.ini} off for this run",
-            )
+            for flag, value, text in (
+                (option.flag, True, option.help),
+                (option.off_flag, False, f"turn {option.ini} off for this run"),
+            ):
+                group.addoption(
+                    flag,
+                    dest=option.ini,
+                    action="store_const",
+                    const=value,
+                    default=None,
+                    help=text,
+                )
         elif option.kind in ("paths", "lines"):
             group.addoption(
                 option.flag,
