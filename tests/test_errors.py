@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import assert_lines, rule_records, write_jsonl
+from conftest import MODELS, assert_lines, rule_records, write_jsonl
 
 
 def configured_project(project, gates="min_accuracy=0.5", **ini):
@@ -180,7 +180,7 @@ def test_cli_bad_int_is_argparse_error(project):
         (
             "models:BadHead",
             "*forward raised RuntimeError on the first batch, inputs int64[40, 12]*the model's "
-            "layers may disagree*Linear whose in_features*",
+            "layers may disagree*Linear whose in_features*(raised at models.py:{BAD_HEAD})",
         ),
         ("models:PerToken", "*per-token outputs [40, 12, 2]*sequence labelling*pool*"),
         ("models:first_token3", "*3 logit(s) per sequence (3 classes) but seqgate_labels names 2*"),
@@ -192,7 +192,12 @@ def test_inference_errors(project, model, message):
     result = project.run()
     assert result.ret == 1
     result.assert_outcomes(errors=1)
-    assert_lines(result.stdout.str(), message)
+    # The line of the user's model that raised (BadHead's head call in models.py).
+    lines = MODELS.splitlines()
+    bad_head = lines.index(
+        "    def forward(self, tokens):", lines.index("class BadHead(nn.Module):")
+    )
+    assert_lines(result.stdout.str(), message.replace("{BAD_HEAD}", str(bad_head + 3)))
     assert "site-packages" not in result.stdout.str()
     assert "During handling" not in result.stdout.str()
 

@@ -229,6 +229,36 @@ def test_a_loader_hook_that_raises_is_a_usage_error_at_the_users_line(project, h
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
+@pytest.mark.parametrize(
+    ("conftest", "message"),
+    [
+        (
+            "def pytest_seqgate_metrics(evaluation):\n    return {'cost': 1 / 0}\n",
+            "seqgate: pytest_seqgate_metrics raised ZeroDivisionError at conftest.py:2: "
+            "division by zero",
+        ),
+        (
+            "def pytest_seqgate_forward(model, batch):\n    raise KeyError('segments')\n",
+            "seqgate: the model's forward raised KeyError on the first batch, * called through "
+            "the pytest_seqgate_forward hook; the hook raised it, or the model it called: "
+            "'segments' (raised at conftest.py:2)",
+        ),
+    ],
+    ids=["metrics", "forward"],
+)
+def test_a_hook_that_raises_is_one_line_at_the_users_line(project, conftest, message):
+    """The metrics hook's error came as a traceback through the plugin's frames (and
+    the whole Evaluation's repr); the forward hook's named no line."""
+    project.data(rule_records(20))
+    (project.path / "conftest.py").write_text(conftest)
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.gated()
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    assert_lines(result.stdout.str(), message)
+    assert "plugin.py" not in result.stdout.str() and "Evaluation(" not in result.stdout.str()
+
+
 def test_a_report_that_cannot_be_written_is_named_and_nothing_is_left_behind(tmp_path):
     from pytest_seqgate.report import write_atomic
 

@@ -7,6 +7,8 @@ treat them differently (exit 4 versus exit 1), so they never share a class.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class SeqgateError(Exception):
     """Base class: every error the plugin raises on purpose derives from it."""
@@ -26,3 +28,25 @@ class ModelError(SeqgateError):
 
 class GateFailure(AssertionError):
     """One or more gates were violated: the model's verdict, reported as a test failure."""
+
+
+def user_line(exc: BaseException, root: Path | None = None) -> str | None:
+    """``file:line`` of the deepest frame of ``exc`` in the user's own code (not in
+    this plugin, the standard library or an installed package), relative to
+    ``root`` (default: the working directory) when under it: where to look, in
+    a one-line error that shows no traceback. None when no frame is theirs."""
+    import sysconfig
+    import traceback
+
+    skipped = [Path(__file__).resolve().parent]
+    skipped += [Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "purelib")]
+    base = (root or Path.cwd()).resolve()
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith("<"):
+            continue  # <string>, <frozen ...>: no file to open
+        path = Path(frame.filename).resolve()
+        if any(path.is_relative_to(s) for s in skipped) or "site-packages" in path.parts:
+            continue
+        shown = path.relative_to(base) if path.is_relative_to(base) else path
+        return f"{shown}:{frame.lineno}"
+    return None

@@ -29,7 +29,7 @@ from pytest_seqgate.data import (
     step_owners,
     tensor_shape,
 )
-from pytest_seqgate.exceptions import ConfigError, ModelError
+from pytest_seqgate.exceptions import ConfigError, ModelError, user_line
 
 ForwardHook = Callable[[nn.Module, Batch], Any]
 Progress = Callable[[int, int], None]  # (sequences done, total)
@@ -469,10 +469,12 @@ def predict(
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                     continue
+                where = user_line(exc)
+                at = f" (raised at {where})" if where else ""
                 if checked:
                     raise ModelError(
                         f"the model's forward raised {type(exc).__name__} on "
-                        f"{_describe(batch)}: {exc}{_guard_hint(exc, '; ')}"
+                        f"{_describe(batch)}: {exc}{_guard_hint(exc, '; ')}{at}"
                     ) from exc
                 hooked = forward is not None
                 hint = (
@@ -482,8 +484,13 @@ def predict(
                     "pytest_seqgate_forward hook can call the model any other way"
                     if not hooked and isinstance(exc, TypeError) and "argument" in str(exc)
                     else _guard_hint(exc)
-                    or "the model's layers may disagree with each other or with the input "
-                    "(for example a Linear whose in_features is not the RNN's hidden size)"
+                    or (
+                        "the hook raised it, or the model it called"
+                        if hooked
+                        else "the model's layers may disagree with each other or with the "
+                        "input (for example a Linear whose in_features is not the RNN's "
+                        "hidden size)"
+                    )
                 )
                 how = (
                     "through the pytest_seqgate_forward hook"
@@ -492,7 +499,7 @@ def predict(
                 )
                 raise ModelError(
                     f"the model's forward raised {type(exc).__name__} on the first batch, "
-                    f"{_describe(batch)}, called {how}; {hint}: {exc}"
+                    f"{_describe(batch)}, called {how}; {hint}: {exc}{at}"
                 ) from exc
             logits = logits_of(output)
             if not checked or not isinstance(logits, Tensor) or logits.shape[0] != size:

@@ -218,7 +218,8 @@ class SessionState:
 
                 def custom(ev: Evaluation) -> dict[str, float]:
                     merged: dict[str, float] = {}
-                    for part in hook.pytest_seqgate_metrics(evaluation=ev):
+                    # What the user's hook raises: one line at their line, no traceback.
+                    for part in self.call_hook("pytest_seqgate_metrics", evaluation=ev):
                         merged.update(part or {})
                     return merged
 
@@ -442,18 +443,9 @@ class XdistHooks:
 
 
 def _user_line(exc: BaseException, root: Path) -> str:
-    """``file:line`` of the deepest frame of ``exc`` in the user's project (else the
-    deepest of all): where to look, without the traceback."""
-    import traceback
+    from pytest_seqgate.exceptions import user_line
 
-    frames = traceback.extract_tb(exc.__traceback__)
-    mine = [f for f in frames if Path(f.filename).resolve().is_relative_to(root)] or frames
-    if not mine:
-        return "an unknown place"
-    frame = mine[-1]
-    path = Path(frame.filename)
-    shown = path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
-    return f"{shown}:{frame.lineno}"
+    return user_line(exc, root) or "an unknown place"
 
 
 def _state(config: pytest.Config) -> SessionState:
