@@ -152,6 +152,21 @@ def test_paradox_flagged_on_imbalance() -> None:
     )
 
 
+def test_an_eval_set_too_small_to_tell_says_so() -> None:
+    # 30 samples at 80/20, every class found at 80% or more: 27 right is not
+    # significantly above the 80% of always answering ham (p = 0.12).
+    (found,) = accuracy_paradox(_cm([[22, 2], [1, 5]]), ("ham", "spam"))
+    assert found.message == (
+        "accuracy 90.0% on 30 samples is not significantly above the no-information rate: a "
+        "model that always answers 'ham' scores 80.0% (binomial p = 0.123); the model finds "
+        "every class (lowest recall 83.3%), so the eval set may be too small to tell: add "
+        "samples, or set fail_on_paradox=False for it"
+    )
+    # A class it misses: the sample size is not the story, and the hint is not given.
+    (found,) = accuracy_paradox(_cm([[24, 0], [4, 2]]), ("ham", "spam"))
+    assert "too small to tell" not in found.message
+
+
 def test_no_paradox_for_balanced_good_model() -> None:
     # 90% recall on both classes at 80/20.
     assert accuracy_paradox(_cm([[720, 80], [20, 180]]), ("ham", "spam")) == []

@@ -105,16 +105,25 @@ def accuracy_paradox(
         "p_value": p_value,
     }
     baseline = f"a model that always answers {labels[majority]!r} scores {_pct(nir)}"
-    if reason_b or worst != majority:
+    # "Hides" only a class found poorly: a minority class found at 83% on a set too
+    # small for a significant accuracy is hidden by nothing.
+    if reason_b or (worst != majority and worst_recall < recall_floor):
         message = (
             f"accuracy {_pct(accuracy)} hides recall {_pct(worst_recall)} on "
             f"{labels[worst]!r} ({_pct(share)} of samples): {baseline}"
         )
     else:
         message = (
-            f"accuracy {_pct(accuracy)} is not significantly above the no-information "
-            f"rate: {baseline} (binomial p = {p_value:.3g})"
+            f"accuracy {_pct(accuracy)} on {counted(n, 'sample')} is not significantly "
+            f"above the no-information rate: {baseline} (binomial p = {p_value:.3g})"
         )
+        if worst_recall >= recall_floor:
+            # Every class is found well enough: the sample is what cannot tell.
+            message += (
+                f"; the model finds every class (lowest recall {_pct(worst_recall)}), so the "
+                f"eval set may be too small to tell: add samples, or set "
+                f"fail_on_paradox=False for it"
+            )
     return [Finding("accuracy_paradox", "error", message, data)]
 
 
