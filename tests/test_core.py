@@ -467,6 +467,18 @@ def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_ne
     assert result.reason.endswith("on slice lang=de (0 samples); lang takes 'None', 'en', 'fr'")
     (result,) = check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lang=fr"}), "t")
     assert result.passed and result.reason == "on slice lang=fr (10 samples)"
+    # The .jsonl's true, false and null, spelt as the file spells them (or as Python does).
+    ev.metadata = {**ev.metadata, "flag": [[True, False, None][i % 3] for i in range(30)]}
+    for text, samples in (
+        ("flag=true", 10),
+        ("flag=True", 10),
+        ("flag!=false", 20),
+        ("flag=null", 10),
+    ):
+        (result,) = check(ev, parse_gates({"min_accuracy": 0.9, "slice": text}), "t")
+        assert result.reason == f"on slice {text} ({samples} samples)", text
+    (result,) = check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lang=null"}), "t")
+    assert result.reason == "on slice lang=null (10 samples)"  # the records' None
     with pytest.raises(ConfigError, match=r"no key 'lagn' \(did you mean `lang`\?\)"):
         check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lagn=fr"}), "t")
     with pytest.raises(

@@ -485,6 +485,9 @@ def padding_sensitivity(
 SLICE_OPS = (">=", "<=", "!=", "==", ">", "<", "=")
 
 
+JSON_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
+
+
 @dataclass(frozen=True)
 class SliceSpec:
     """``length>=128`` or ``lang=fr``: a key (``length`` or a metadata key), an op, a value."""
@@ -528,7 +531,12 @@ class SliceSpec:
             }
             return ops[self.op]
         require_key(self.key, metadata, f"slice {self.name!r}")
-        equal = torch.tensor([str(x) == self.value for x in metadata[self.key]], dtype=torch.bool)
+        # A record's JSON `true`, `false` or `null` is Python's True, False or None:
+        # `flag=true`, as the .jsonl spells it, matches as `flag=True` does.
+        literal = JSON_LITERALS.get(self.value, self)  # (self: a value no record holds)
+        equal = torch.tensor(
+            [x is literal or str(x) == self.value for x in metadata[self.key]], dtype=torch.bool
+        )
         return equal if self.op == "==" else ~equal
 
     def values_seen(self, metadata: dict[str, list[Any]], limit: int = 10) -> str:
