@@ -84,6 +84,19 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
         ),
         (
             "min_accuracy=0.5",
+            {"eval_data": "sub"},
+            "seqgate: seqgate_eval_data in pytest.ini: sub is a folder, not a file (read from "
+            "the rootdir, *)",
+        ),
+        (
+            "min_accuracy=0.5",
+            {"eval_data": "eval.json"},
+            "seqgate: seqgate_eval_data in pytest.ini: cannot read *eval.json: the suffix must "
+            "be .jsonl, .csv or .pt, or give a 'pkg.module:callable' returning a Dataset (a "
+            ".jsonl file holds one JSON record a line: if this one does, rename it .jsonl)",
+        ),
+        (
+            "min_accuracy=0.5",
             {"labels": ["ham", "spam", "ham"]},
             "seqgate: seqgate_labels in pytest.ini: class names must be unique, but 'ham' repeats",
         ),
@@ -91,6 +104,8 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
 )
 def test_usage_errors_exit_4(project, gates, ini, message):
     configured_project(project, gates, **ini)
+    (project.path / "sub").mkdir()
+    (project.path / "eval.json").write_text((project.path / "eval.jsonl").read_text())
     result = project.run()
     assert result.ret == 4
     assert_lines(result.stderr.str(), f"ERROR: {message}")

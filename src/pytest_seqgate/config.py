@@ -304,7 +304,10 @@ class Settings:
             relative = ""
             if not Path(value).is_absolute():
                 relative = f" (read from the rootdir, {self.rootdir})"
-            raise ConfigError(f"{self.source(name)}: file not found: {value}{relative}")
+            what = (
+                f"{value} is a folder, not a file" if path.is_dir() else f"file not found: {value}"
+            )
+            raise ConfigError(f"{self.source(name)}: {what}{relative}")
         with path.open("rb") as handle:
             start = handle.read(len(LFS_POINTER))
         if start == LFS_POINTER:

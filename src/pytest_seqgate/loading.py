@@ -818,9 +818,14 @@ def load_dataset(settings: Settings, role: str) -> SequenceData:
         data = None
     if data is not None:
         return data
+    hint = (
+        " (a .jsonl file holds one JSON record a line: if this one does, rename it .jsonl)"
+        if suffix in (".json", ".ndjson")
+        else ""
+    )
     raise ConfigError(
         f"{setting}: cannot read {path}: the suffix must be .jsonl, .csv or .pt, or give a "
-        f"'pkg.module:callable' returning a Dataset"
+        f"'pkg.module:callable' returning a Dataset{hint}"
     )
 
 
