@@ -174,6 +174,27 @@ def test_jsonl_label_not_in_labels(tmp_path: Path) -> None:
     )
 
 
+def test_labels_that_are_numbers_written_as_strings(tmp_path: Path) -> None:
+    """A .jsonl exported from a table often writes indices as strings ("0", "1"), as a
+    CSV field always does; and numeric class names sort as numbers."""
+    path = write(tmp_path / "s.jsonl", jsonl(*({"tokens": [1], "label": v} for v in "0110")))
+    data = read_jsonl(path, labels=("ham", "spam"))
+    assert data.labels.tolist() == [0, 1, 1, 0] and data.label_names == ("ham", "spam")
+    with pytest.raises(DataError, match=r"s2.jsonl:1: label '2' is not one of seqgate_labels"):
+        read_jsonl(
+            write(tmp_path / "s2.jsonl", jsonl({"tokens": [1], "label": "2"})),
+            labels=("ham", "spam"),
+            display="s2.jsonl",
+        )
+    # A class named "1" is the class named "1", not index 1.
+    data = read_jsonl(path, labels=("1", "0"))
+    assert data.labels.tolist() == [1, 0, 0, 1]
+    # Star ratings "1" to "12" without seqgate_labels: 2 before 10.
+    stars = [str(k) for k in range(1, 13)]
+    path = write(tmp_path / "r.jsonl", jsonl(*({"tokens": [1], "label": v} for v in stars)))
+    assert read_jsonl(path).label_names == tuple(stars)
+
+
 def test_jsonl_bom_and_non_utf8(tmp_path: Path, parser: str) -> None:
     path = write(
         tmp_path / "b.jsonl", b"\xef\xbb\xbf" + jsonl({"tokens": [1], "label": 0}).encode()

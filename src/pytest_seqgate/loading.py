@@ -23,7 +23,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
@@ -675,7 +675,11 @@ class _Builder:
                 )
         if names is None:
             if all(isinstance(x, str) for x in raw):
-                names = tuple(sorted(set(raw)))
+                # Names that are numbers ("1" to "12" stars) in their numeric order:
+                # sorted as text, "10" would come before "2".
+                distinct = set(raw)
+                numeric = all(x.isascii() and x.isdigit() for x in distinct)
+                names = tuple(sorted(distinct, key=int if numeric else None))
             elif all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
                 huge = next((i for i, x in enumerate(raw) if not -(2**63) <= x < 2**63), None)
                 if huge is not None:
@@ -697,15 +701,24 @@ class _Builder:
                 out.append(index[value])
             elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
                 out.append(value)
+            elif isinstance(value, str) and value.isascii() and value.isdigit():
+                if int(value) >= len(names):
+                    self._unknown_label(i, value, names)
+                # "1" where no class is named "1": an index written as a string (a CSV
+                # field always is one; a .jsonl exported from a table often is).
+                out.append(int(value))
             else:
-                folded = [n for n in names if isinstance(value, str) and n.lower() == value.lower()]
-                near = f": it differs from {folded[0]!r} only in case" if folded else ""
-                raise DataError(
-                    f"{self.where(self.lines[i])}: label {value!r} is not one of "
-                    f"seqgate_labels {list(names)} (nor an index below {len(names)}){near}; "
-                    f"fix the record or add the class to seqgate_labels"
-                )
+                self._unknown_label(i, value, names)
         return torch.tensor(out, dtype=torch.int64).reshape(-1), names
+
+    def _unknown_label(self, i: int, value: Any, names: tuple[str, ...]) -> NoReturn:
+        folded = [n for n in names if isinstance(value, str) and n.lower() == value.lower()]
+        near = f": it differs from {folded[0]!r} only in case" if folded else ""
+        raise DataError(
+            f"{self.where(self.lines[i])}: label {value!r} is not one of "
+            f"seqgate_labels {list(names)} (nor an index below {len(names)}){near}; "
+            f"fix the record or add the class to seqgate_labels"
+        )
 
     def build(self) -> SequenceData:
         if not self.lengths:
