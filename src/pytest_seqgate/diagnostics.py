@@ -344,16 +344,16 @@ def _conflicting_labels(
         return f"{data.record(i)} {repr(names[label]) if names else label}"
 
     examples = [f"{shown(int(a))} = {shown(int(b))}" for a, b in pairs.tolist()]
+    sequences = int(conflicted.sum())
     return Finding(
         "conflicting_labels",
         "warning",
-        f"{counted(int(conflicted.sum()), 'sequence')} "
-        f"{'appears' if int(conflicted.sum()) == 1 else 'appear'} in the eval set with "
-        f"different labels ({samples} samples), e.g. {examples[0]}: no model can be right "
-        f"on every copy, "
-        f"so accuracy cannot exceed {_pct(ceiling)}; correct the labels or keep one copy",
+        f"{counted(sequences, 'sequence')} {'appears' if sequences == 1 else 'appear'} in "
+        f"the eval set with different labels ({samples} samples), e.g. {examples[0]}: no "
+        f"model can be right on every copy, so accuracy cannot exceed {_pct(ceiling)}; "
+        f"correct the labels or keep one copy",
         {
-            "sequences": int(conflicted.sum()),
+            "sequences": sequences,
             "samples": samples,
             "max_accuracy": ceiling,
             "examples": examples,

@@ -890,10 +890,12 @@ def _misspelt_markers(config: pytest.Config, items: list[pytest.Item]) -> list[s
             for mark in node.own_markers:
                 name = mark.name
                 if name not in near:
-                    near[name] = name != MARKER and bool(
-                        difflib.get_close_matches(name.lower(), [MARKER], n=1, cutoff=0.75)
+                    near[name] = (
+                        name != MARKER
+                        and bool(difflib.get_close_matches(name.lower(), [MARKER], cutoff=0.75))
+                        and name not in _registered_markers(config)
                     )
-                if near[name] and name not in _registered_markers(config):
+                if near[name]:
                     problems[
                         f"{_marker_where(node, item)}: seqgate: unknown marker `{name}` (did "
                         f"you mean `{MARKER}`?): pytest ignores an unknown marker, so these "
