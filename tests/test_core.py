@@ -167,6 +167,20 @@ def test_an_eval_set_too_small_to_tell_says_so() -> None:
     assert "too small to tell" not in found.message
 
 
+def test_accuracy_near_chance_on_a_balanced_set_hides_nothing() -> None:
+    # Three classes of 100: 34% is chance, and 'b' is no minority to be hidden.
+    cm = _cm([[25, 10, 65], [30, 16, 54], [24, 15, 61]])
+    (found,) = accuracy_paradox(cm, ("a", "b", "c"))
+    assert found.message == (
+        "accuracy 34.0% on 300 samples is not significantly above the no-information rate: "
+        "a model that always answers 'a' scores 33.3% (binomial p = 0.425); lowest recall "
+        "16.0% on 'b'"
+    )
+    # A minority class found poorly is hidden, even below 80% accuracy.
+    (found,) = accuracy_paradox(_cm([[50, 10], [28, 12]]), ("a", "b"))
+    assert found.message.startswith("accuracy 62.0% hides recall 30.0% on 'b'")
+
+
 def test_no_paradox_for_balanced_good_model() -> None:
     # 90% recall on both classes at 80/20.
     assert accuracy_paradox(_cm([[720, 80], [20, 180]]), ("ham", "spam")) == []

@@ -105,9 +105,12 @@ def accuracy_paradox(
         "p_value": p_value,
     }
     baseline = f"a model that always answers {labels[majority]!r} scores {_pct(nir)}"
-    # "Hides" only a class found poorly: a minority class found at 83% on a set too
-    # small for a significant accuracy is hidden by nothing.
-    if reason_b or (worst != majority and worst_recall < recall_floor):
+    # "Hides" only a minority class found poorly: a minority class found at 83% on
+    # a set too small for a significant accuracy is hidden by nothing, and neither
+    # is a class as frequent as any other (on a balanced set, accuracy near chance
+    # is the whole story).
+    minority = bool(support[worst] < support[majority])
+    if reason_b or (minority and worst_recall < recall_floor):
         message = (
             f"accuracy {_pct(accuracy)} hides recall {_pct(worst_recall)} on "
             f"{labels[worst]!r} ({_pct(share)} of samples): {baseline}"
@@ -124,6 +127,8 @@ def accuracy_paradox(
                 f"eval set may be too small to tell: add samples, or set "
                 f"fail_on_paradox=False for it"
             )
+        else:
+            message += f"; lowest recall {_pct(worst_recall)} on {labels[worst]!r}"
     return [Finding("accuracy_paradox", "error", message, data)]
 
 
