@@ -390,7 +390,8 @@ def merge_gate_kwargs(levels: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 GATE_LINE = re.compile(
     r"^\s*(?P<metric>[A-Za-z_][\w.]*)(?:\[(?P<cls>[^\]]+)\])?\s*(?P<op>>=|<=)\s*"
-    r"(?P<value>[-+0-9.eE]+)\s*(?:;\s*xfail(?:\s*:\s*(?P<reason>.*))?)?\s*$"
+    r"(?P<value>[-+0-9.eE]+)(?:\s+at\s+(?P<at>[-+0-9.eE]+))?"
+    r"\s*(?:;\s*xfail(?:\s*:\s*(?P<reason>.*))?)?\s*$"
 )
 
 
@@ -421,10 +422,34 @@ def parse_gate_line(
             f"followed by '; xfail: reason'"
         )
     metric, cls, op = match["metric"], match["cls"], match["op"]
-    try:
-        value = float(match["value"])
-    except ValueError:
-        raise ConfigError(f"{setting}: {match['value']!r} in {line!r} is not a number") from None
+
+    def number(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{setting}: {text!r} in {line!r} is not a number") from None
+
+    value = number(match["value"])
+    at = None if match["at"] is None else number(match["at"])
+    trade_off = metric in ("recall_at_precision", "precision_at_recall")
+    if (at is not None) != trade_off:
+        raise ConfigError(
+            f"{setting}: {line!r}: "
+            + (
+                f"{metric} needs the rate it is read at, as in "
+                f"'{metric}[{cls or 'CLASS'}] >= 0.9 at 0.95'"
+                if trade_off
+                else f"'at {match['at']}' belongs to recall_at_precision and "
+                f"precision_at_recall only"
+            )
+        )
+    bounded_above = metric.startswith("train_test_gap") or metric == "leakage"
+    if (op == ">=" and bounded_above) or (op == "<=" and trade_off):
+        # Read the other way round, the gate would check the opposite of what it says.
+        raise ConfigError(
+            f"{setting}: {line!r}: {metric} takes only "
+            f"{'an upper bound: <=' if bounded_above else 'a lower bound: >='}"
+        )
     if metric.startswith("train_test_gap"):
         sub = metric.partition(".")[2]
         kwargs: dict[str, Any] = {"max_train_test_gap": {sub: value} if sub else value}
@@ -432,7 +457,8 @@ def parse_gate_line(
         kwargs = {"max_leakage": value}
     else:
         key = ("min_" if op == ">=" else "max_") + metric
-        kwargs = {key: {cls: value} if cls else value}
+        target: Any = value if at is None else (value, at)
+        kwargs = {key: {cls: target} if cls else target}
     try:
         spec = parse_gates(kwargs, labels, allow_unknown_custom=allow_unknown_custom)
     except ConfigError as exc:

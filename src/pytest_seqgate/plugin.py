@@ -679,6 +679,7 @@ def _gate_items(session: pytest.Session, state: SessionState) -> list[pytest.Ite
     parent = GateCollection.from_parent(session, name="seqgate", nodeid="seqgate")
     items: list[pytest.Item] = []
     problems = []  # every bad line at once, as for markers
+    taken: set[str] = set()
     for line in settings.gates or ():
         try:
             parsed = parse_gate_line(
@@ -687,7 +688,9 @@ def _gate_items(session: pytest.Session, state: SessionState) -> list[pytest.Ite
         except ConfigError as exc:
             problems.append(str(exc))
             continue
-        item = GateItem.from_parent(parent, name=parsed.name, spec=parsed.spec, line=line)
+        item = GateItem.from_parent(
+            parent, name=_unique_name(parsed.name, line, taken), spec=parsed.spec, line=line
+        )
         if parsed.xfail is not None:
             item.add_marker(pytest.mark.xfail(reason=parsed.xfail, strict=False))
         items.append(item)
@@ -699,6 +702,20 @@ def _gate_items(session: pytest.Session, state: SessionState) -> list[pytest.Ite
         report=pytest.CollectReport(parent.nodeid, "passed", None, list(items))
     )
     return items
+
+
+def _unique_name(name: str, line: str, taken: set[str]) -> str:
+    """The item's name: its metric, unless another line took it (``recall[spam] >=
+    0.8`` and ``recall[spam] >= 0.9; xfail``), then the line itself, so that each
+    item has its own node id for ``--deselect``, ``--lf`` and the report."""
+    if name in taken:
+        name = " ".join(line.split(";")[0].split())
+        base, n = name, 1
+        while name in taken:
+            n += 1
+            name = f"{base} #{n}"
+    taken.add(name)
+    return name
 
 
 @pytest.hookimpl(tryfirst=True)
