@@ -129,6 +129,78 @@ def test_changed_eval_set_compares_shared_samples(project):
     )
 
 
+SWAPPED = """
+import torch
+from models import FirstToken
+
+class Swapped(FirstToken):
+    \"\"\"Outputs in the order spam, ham, then 'phish', which it never predicts.\"\"\"
+
+    def forward(self, tokens):
+        out = super().forward(tokens).flip(1)
+        return torch.cat([out, torch.full((len(out), 1), -10.0)], 1)
+
+def build():
+    return Swapped(2)
+"""
+
+
+def test_a_baseline_with_other_labels_is_compared_by_class_name(project):
+    """A model that gained a class, its outputs in another order: the per-sample
+    comparison was skipped whenever the labels differed at all."""
+    records = rule_records(200)
+    project.data(records)
+    (project.path / "swapped.py").write_text(SWAPPED)
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test(GATED)
+    project.run("--seqgate-save-baseline", "b.json").assert_outcomes(passed=2)
+    project.ini(
+        model="swapped:build",
+        eval_data="eval.jsonl",
+        labels=["spam", "ham", "phish"],
+        report="r.json",
+    )
+    result = project.run("--seqgate-baseline", "b.json")
+    result.assert_outcomes(passed=2)
+    assert_lines(
+        result.stdout.str(),
+        "*the baseline's labels ['ham', 'spam'] differ from ['spam', 'ham', 'phish']: "
+        "samples are paired by class name",
+    )
+    evaluation = json.loads((project.path / "r.json").read_text())["evaluations"][0]
+    compared = evaluation["baseline"]
+    assert compared["samples"]["label_changed"] == 0 and compared["samples"]["added"] == 0
+    assert compared["mcnemar"] == {"newly_wrong": 0, "newly_right": 0, "p_value": 1.0}
+    # max_regression gates every class's recall: 'phish', which the baseline has no
+    # recall of (nor the eval set any sample), has nothing to regress from.
+    [phish] = [g for g in evaluation["gates"] if g["metric"] == "regression.recall[phish]"]
+    assert phish["passed"] and phish["reason"] == (
+        "the baseline has no recall[phish] (undefined there, or new since): not compared"
+    )
+    # A class the labels no longer name: its samples cannot pair.
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "eggs"])
+    project.data([{**r, "label": {"spam": "eggs"}.get(r["label"], r["label"])} for r in records])
+    result = project.run("--seqgate-baseline", "b.json")
+    assert_lines(
+        result.stdout.str(),
+        "*samples are paired by class name; those of 'spam', which the labels no longer "
+        "name, count as relabelled",
+        "*98 relabelled; the per-sample comparison uses the 100 shared ones",
+    )
+    # A class the baseline has a recall of, and the eval set no sample of now: the
+    # gate cannot tell whether it regressed, and fails saying so.
+    project.ini(
+        model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json"
+    )
+    project.data([r for r in records if r["label"] == "ham"])
+    project.run("--seqgate-baseline", "b.json").assert_outcomes(passed=1, failed=1)
+    evaluation = json.loads((project.path / "r.json").read_text())["evaluations"][0]
+    [spam] = [g for g in evaluation["gates"] if g["metric"] == "regression.recall[spam]"]
+    assert not spam["passed"] and spam["reason"] == (
+        "recall[spam] is undefined now (the eval set has no samples of 'spam'): not compared"
+    )
+
+
 def test_bad_baseline_file_is_a_usage_error(project):
     project.data(rule_records(20))
     (project.path / "b.json").write_text('{"schema": "other"}')

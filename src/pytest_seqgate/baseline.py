@@ -191,16 +191,29 @@ def compare(
     findings: list[Finding] = []
     if base.hashes is None or base.predictions is None or base.targets is None:
         return cmp, findings
+    base_targets = base.targets
     if base.labels != list(ev.labels):
+        # A model that gained a class, or whose outputs were reordered, is still
+        # compared sample by sample: a class is the same class by its name.
+        position = {name: i for i, name in enumerate(ev.labels)}
+        by_name = torch.tensor([position.get(name, -1) for name in base.labels])
+        base_targets = by_name[base.targets.long()]
+        gone = [name for name in base.labels if name not in position]
         findings.append(
             Finding(
                 "baseline",
                 "warning",
-                f"the baseline's labels {base.labels} "
-                f"differ from {list(ev.labels)}: per-sample comparison skipped",
+                f"the baseline's labels {base.labels} differ from {list(ev.labels)}: "
+                f"samples are paired by class name"
+                + (
+                    f"; those of {', '.join(map(repr, gone))}, which the labels no longer "
+                    f"name, count as relabelled"
+                    if gone
+                    else ""
+                ),
+                {"baseline_labels": base.labels},
             )
         )
-        return cmp, findings
     now_hashes = ev.predictions.hashes
     # First occurrence of each hash on both sides: duplicates inside a set do not pair twice.
     b_unique, b_first = _first_index(base.hashes)
@@ -212,7 +225,7 @@ def compare(
     shared_hashes = n_unique[in_base]
     now_idx = n_first[in_base]
     base_idx = b_first[torch.searchsorted(b_unique, shared_hashes)]
-    same_label = base.targets[base_idx] == ev.targets[now_idx]
+    same_label = base_targets[base_idx] == ev.targets[now_idx]
     cmp.changed = int((~same_label).sum())
     now_idx, base_idx = now_idx[same_label], base_idx[same_label]
     was_right = base.predictions[base_idx] == base.targets[base_idx]

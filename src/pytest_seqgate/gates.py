@@ -500,6 +500,24 @@ def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
     )
 
 
+def _undefined(evaluation: Any, gate: Gate) -> tuple[bool, str]:
+    """Whether a gate on an undefined value passes, and why. Without a baseline
+    there is nothing to regress from: the run that saves the baseline on the main
+    branch runs the same gates and must not fail them; nor is there for a class
+    the baseline has no recall of (one the model gained since)."""
+    if not gate.metric.startswith("regression."):
+        return False, _undefined_reason(gate.metric, gate.class_name)
+    if evaluation.comparison is None:
+        return True, "no baseline configured (seqgate_baseline): not compared"
+    metric = gate.metric.split(".", 1)[1]
+    before, _ = evaluation.comparison.deltas.get(metric, (None, None))
+    if before is None:
+        return True, f"the baseline has no {metric} (undefined there, or new since): not compared"
+    match = re.fullmatch(r"(\w+)\[(.+)\]", metric)
+    now = _undefined_reason(*match.groups()) if match else "undefined on this eval set"
+    return False, f"{metric} is undefined now ({now.removeprefix('undefined: ')}): not compared"
+
+
 def _undefined_reason(metric: str, name: str | None) -> str:
     if metric == "precision":
         return f"undefined: the model never predicted {name!r} (no predictions of the class)"
@@ -517,8 +535,6 @@ def _undefined_reason(metric: str, name: str | None) -> str:
         return f"undefined: {name!r} has no samples and no predictions"
     if metric.startswith("train_test_gap"):
         return "undefined: no training set (set seqgate_train_data)"
-    if metric.startswith("regression."):
-        return "undefined: no baseline (set seqgate_baseline), or the metric is not in it"
     return "undefined on this eval set"
 
 
@@ -670,15 +686,10 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
         if spec.slice is not None and not whole:
             extra["slice"] = spec.slice.name
         if value is None or math.isnan(value):
-            # Without a baseline there is nothing to regress from: the run that saves the
-            # baseline on the main branch runs the same gates and must not fail them.
-            no_baseline = gate.metric.startswith("regression.") and evaluation.comparison is None
-            reason = (
-                "no baseline configured (seqgate_baseline): not compared"
-                if no_baseline
-                else _undefined_reason(gate.metric, gate.class_name) + where
-            )
-            results.append(gate.result(test, None, no_baseline, reason, extra=extra))
+            passed, reason = _undefined(evaluation, gate)
+            if not gate.metric.startswith("regression."):
+                reason += where
+            results.append(gate.result(test, None, passed, reason, extra=extra))
             continue
         class_index = scope.labels.index(gate.class_name) if gate.class_name else None
         interval = scope.uncertainty.interval(gate.metric, class_index, level)
