@@ -218,6 +218,50 @@ def test_bad_baseline_file_is_a_usage_error(project):
     )
 
 
+def _cut_predictions(entry):
+    entry["samples"]["predictions"] = entry["samples"]["predictions"][:8]
+
+
+@pytest.mark.parametrize(
+    "damage, said",
+    [
+        (lambda e: e["samples"].pop("hashes"), "samples.hashes is not base64 of torch.int64"),
+        (
+            lambda e: e["samples"].update(targets="!!!x"),
+            "samples.targets is not base64 of torch.int16: Invalid base64",
+        ),
+        (_cut_predictions, "samples hold 20 hashes, 20 targets and 3 predictions"),
+        (lambda e: e.pop("labels"), "'labels' is not a list of class names"),
+        (lambda e: e.update(metrics=[]), "'metrics' is not an object of numbers"),
+        (
+            lambda e: e["metrics"]["per_class"]["spam"].update(recall="0.9"),
+            "metric recall[spam] is '0.9', not a number or null",
+        ),
+        (lambda e: e.update(labels=["ham"]), "samples.targets hold class indices outside"),
+    ],
+    ids=["no-hashes", "bad-base64", "short", "no-labels", "metrics", "string", "labels"],
+)
+def test_a_damaged_baseline_says_what_is_wrong(project, damage, said):
+    """A hand-edited or cut baseline ended every gated test in a KeyError or an
+    IndexError from deep in the comparison."""
+    project.data(rule_records(20))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test(GATED)
+    project.run("--seqgate-save-baseline", "b.json").assert_outcomes(passed=2)
+    document = json.loads((project.path / "b.json").read_text())
+    damage(document["evaluations"][0])
+    (project.path / "b.json").write_text(json.dumps(document))
+    result = project.run("--seqgate-baseline", "b.json")
+    result.assert_outcomes(errors=2)
+    out = result.stdout.str()
+    assert_lines(
+        out,
+        f"seqgate: --seqgate-baseline: */b.json is damaged: {said}*; save it again with "
+        "--seqgate-save-baseline from the branch it stands for",
+    )
+    assert "Traceback" not in out and "baseline.py:" not in out
+
+
 def test_each_evaluation_is_compared_with_its_own_baseline(project):
     """A folder's conftest.py model beside the configured one: the baseline file
     holds both, and each is compared with its own (every evaluation was compared

@@ -86,12 +86,58 @@ class Baseline:
                 f"'seqgate-report/1' with at least one evaluation)"
             )
         entry = _entry_for(report["evaluations"], name, eval_data, setting, path)
+
+        def damaged(what: str) -> ConfigError:
+            # A hand edit, a merge tool's conflict markers resolved by hand, an older
+            # file: a traceback from deep in the comparison would name none of it.
+            return ConfigError(
+                f"{setting}: {path} is damaged: {what}; save it again with "
+                f"--seqgate-save-baseline from the branch it stands for"
+            )
+
+        if not isinstance(entry, dict):
+            raise damaged("an evaluation is not a JSON object")
+        labels, metrics = entry.get("labels"), entry.get("metrics")
+        if not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+            raise damaged("'labels' is not a list of class names")
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("per_class", {}), dict):
+            raise damaged("'metrics' is not an object of numbers")
+        numbers = [(k, metrics.get(k)) for k in SUMMARY_METRICS] + [
+            (f"{k}[{c}]", v.get(k) if isinstance(v, dict) else v)
+            for c, v in metrics.get("per_class", {}).items()
+            for k in ("precision", "recall", "f1")
+        ]
+        for key, value in numbers:
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                raise damaged(f"metric {key} is {value!r}, not a number or null")
+        out = cls(path, labels, metrics)
         samples = entry.get("samples")
-        out = cls(path, list(entry["labels"]), entry["metrics"])
         if samples:
-            out.hashes = _decode(samples["hashes"], torch.int64)
-            out.targets = _decode(samples["targets"], torch.int16)
-            out.predictions = _decode(samples["predictions"], torch.int16)
+            decoded = []
+            for field_name, dtype in (
+                ("hashes", torch.int64),
+                ("targets", torch.int16),
+                ("predictions", torch.int16),
+            ):
+                text = samples.get(field_name) if isinstance(samples, dict) else None
+                try:
+                    if not isinstance(text, str):
+                        raise ValueError("missing")
+                    decoded.append(_decode(text, dtype))
+                except ValueError as exc:  # binascii.Error and a length off the item size
+                    raise damaged(f"samples.{field_name} is not base64 of {dtype}: {exc}") from None
+            hashes, targets, predictions = decoded
+            if not len(hashes) == len(targets) == len(predictions):
+                raise damaged(
+                    f"samples hold {len(hashes)} hashes, {len(targets)} targets and "
+                    f"{len(predictions)} predictions"
+                )
+            for field_name, values in (("targets", targets), ("predictions", predictions)):
+                if len(values) and not 0 <= int(values.min()) <= int(values.max()) < len(labels):
+                    raise damaged(f"samples.{field_name} hold class indices outside its labels")
+            out.hashes, out.targets, out.predictions = hashes, targets, predictions
         return out
 
 
