@@ -1005,3 +1005,28 @@ def test_number_columns_are_right_aligned_and_intervals_left() -> None:
         True,
     ]
     assert "| 1,204 |" in lines[2] and "|    12 |" in lines[3]
+
+
+@pytest.mark.parametrize(
+    "name, value, said",
+    [
+        ("precision", "fp8", "expected fp32, bf16 or fp16, but got 'fp8'"),
+        ("outputs", "probs", "expected auto, logits or probabilities, but got 'probs'"),
+        ("train_sample", 0, "expected a positive integer, but got 0"),
+        ("interval", "exact", "expected wilson or clopper_pearson, but got 'exact'"),
+        ("gate_on", "upper", "expected point or lower_bound, but got 'upper'"),
+        ("threshold", 1.0, "expected a probability in (0, 1), but got 1.0"),
+        ("bootstrap", -1, "expected 0 or a positive integer, but got -1"),
+        ("min_support", -2, "expected 0 or a positive integer, but got -2"),
+        ("padding_check", -1, "expected 0 (off) or a positive integer, but got -1"),
+        ("recall_floor", 1.5, "expected a number in [0, 1], but got 1.5"),
+        ("near_duplicate_threshold", -0.1, "expected a number in [0, 1], but got -0.1"),
+        ("confidence", 1.0, "expected a number in (0, 1), but got 1.0"),
+    ],
+)
+def test_each_setting_out_of_range_names_itself(name: str, value: object, said: str) -> None:
+    from pytest_seqgate.config import Settings
+
+    with pytest.raises(ConfigError) as error:
+        Settings.from_dict(**{name: value})
+    assert str(error.value) == f"{name}: {said}"
