@@ -147,6 +147,20 @@ def test_jsonl_features(tmp_path: Path) -> None:
             "e.jsonl:2: this sequence (offset 1, length 1, label 0) is malformed: token ids are "
             "indices, from 0",
         ),
+        # Python's json reads NaN and Infinity: they came out as NaN logits, blamed on
+        # the model, or (an Infinity a GRU saturates on) not at all.
+        (
+            jsonl(
+                {"features": [[0.5, 1.0]], "label": 0},
+                {"features": [[0.5, 1.0], [float("nan"), 2.0]], "label": 1},
+            ),
+            "e.jsonl:2: this sequence (offset 1, length 2, label 1) is malformed: its feature "
+            "vectors hold NaN or infinite values",
+        ),
+        (
+            jsonl({"features": [[float("inf"), 1.0]], "label": 0}),
+            "e.jsonl:1: this sequence (offset 0, length 1, label 0) is malformed: its feature",
+        ),
     ],
 )
 def test_jsonl_errors(tmp_path: Path, content: str, message: str, parser: str) -> None:

@@ -116,7 +116,22 @@ class SequenceData:
                 low, high = torch.aminmax(self.values)
                 self.__dict__["max_value"] = int(high)  # kept for check_embedding_range
                 checks.append(
-                    (int(low) < 0, self._negative_tokens, "token ids are indices, from 0")
+                    (
+                        int(low) < 0,
+                        lambda: self._sequences_holding(self.values < 0),
+                        "token ids are indices, from 0",
+                    )
+                )
+            else:
+                # NaN or Infinity (Python's json reads both) would come out as NaN
+                # logits, blamed on the model. The sum is finite unless a value is
+                # not (or it overflows, which the exact check then clears).
+                checks.append(
+                    (
+                        not bool(torch.isfinite(self.values.sum())),
+                        lambda: self._sequences_holding(~torch.isfinite(self.values).all(1)),
+                        "its feature vectors hold NaN or infinite values",
+                    )
                 )
         for failed, mask, hint in checks:
             bad = mask().nonzero() if failed else None
@@ -129,10 +144,10 @@ class SequenceData:
                     f"is malformed: {hint}"
                 )
 
-    def _negative_tokens(self) -> Tensor:
-        """Which sequences hold a negative token id (bool ``[N]``)."""
+    def _sequences_holding(self, steps: Tensor) -> Tensor:
+        """Which sequences hold one of the marked ``steps`` (bool ``[N]``)."""
         seen = torch.zeros(self.values.shape[0] + 1, dtype=torch.int64)
-        torch.cumsum(self.values < 0, 0, out=seen[1:])
+        torch.cumsum(steps, 0, out=seen[1:])
         return seen.take(self.offsets + self.lengths) > seen.take(self.offsets)
 
     def __len__(self) -> int:
