@@ -89,7 +89,23 @@ def test_baseline_round_trip(project):
     section = re.sub(r"\s+<", "<", page[page.index("<h3>Against baseline <code>") :])
     assert section.index("base/baseline.json</code></h3>") < section.index("<table>")
     now = 1 - wrong / 600
-    assert f"<td>accuracy</td><td>1.000</td><td>{now:.3f}</td><td>{now - 1:+.3f}</td>" in section
+    # A drop in red, a gain in green; no change stays plain.
+    assert (
+        f"<td>accuracy</td><td>1.000</td><td>{now:.3f}</td>"
+        f"<td><span class='fail'>{now - 1:+.3f}</span></td>"
+    ) in section
+    from pytest_seqgate.report import _delta_row_html
+
+    assert _delta_row_html(["mcc", "0.500", "0.600", "+0.100"])[-1] == (
+        "<span class='pass'>+0.100</span>"
+    )
+    assert _delta_row_html(["recall[<b>]", "0.5", "0.5", "+0.000"]) == [
+        "recall[&lt;b&gt;]",
+        "0.5",
+        "0.5",
+        "+0.000",
+    ]
+    assert _delta_row_html(["recall[x]", "n/a", "0.5", "n/a"])[-1] == "n/a"
     evaluation = json.loads((project.path / "r.json").read_text())["evaluations"][0]
     # The finding names samples the baseline got right and this model does not.
     [regression] = [f for f in evaluation["findings"] if f["kind"] == "significant_regression"]
