@@ -1030,3 +1030,24 @@ def test_each_setting_out_of_range_names_itself(name: str, value: object, said: 
     with pytest.raises(ConfigError) as error:
         Settings.from_dict(**{name: value})
     assert str(error.value) == f"{name}: {said}"
+
+
+def test_a_misspelt_file_name_gets_the_near_one(tmp_path) -> None:
+    from pytest_seqgate.config import Settings
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test.jsonl").write_text("")
+
+    def error(value: str) -> str:
+        with pytest.raises(ConfigError) as info:
+            Settings.from_dict(tmp_path, eval_data=value).existing("eval_data")
+        return str(info.value)
+
+    assert error("data/tset.jsonl") == (
+        f"eval_data: file not found: data/tset.jsonl (did you mean `data/test.jsonl`?) "
+        f"(read from the rootdir, {tmp_path})"
+    )
+    assert "file not found: dat/test.jsonl (there is no folder dat either)" in error(
+        "dat/test.jsonl"
+    )
+    assert error("data/other.jsonl").startswith("eval_data: file not found: data/other.jsonl (read")

@@ -27,6 +27,18 @@ DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
+def _near_file(path: Path, value: str) -> str:
+    """`` (did you mean `data/test.jsonl`?)`` for a misspelt file name, or the
+    folder that is missing: "file not found" alone leaves the user to list it."""
+    from pytest_seqgate.gates import closest
+
+    given = Path(value)
+    if not path.parent.is_dir():
+        return f" (there is no folder {given.parent} either)" if given.parent.name else ""
+    near = closest(path.name, [p.name for p in path.parent.iterdir() if p.is_file()])
+    return f" (did you mean `{given.parent / near}`?)" if near else ""
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its ini key is ``seqgate_<name>``, its flag ``--seqgate-<name>``."""
@@ -305,7 +317,9 @@ class Settings:
             if not Path(value).is_absolute():
                 relative = f" (read from the rootdir, {self.rootdir})"
             what = (
-                f"{value} is a folder, not a file" if path.is_dir() else f"file not found: {value}"
+                f"{value} is a folder, not a file"
+                if path.is_dir()
+                else f"file not found: {value}{_near_file(path, value)}"
             )
             raise ConfigError(f"{self.source(name)}: {what}{relative}")
         with path.open("rb") as handle:
