@@ -30,13 +30,22 @@ LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 def _near_file(path: Path, value: str) -> str:
     """`` (did you mean `data/test.jsonl`?)`` for a misspelt file name, or the
     folder that is missing: "file not found" alone leaves the user to list it."""
-    from pytest_seqgate.gates import closest
+    import difflib
 
     given = Path(value)
     if not path.parent.is_dir():
         return f" (there is no folder {given.parent} either)" if given.parent.name else ""
-    near = closest(path.name, [p.name for p in path.parent.iterdir() if p.is_file()])
-    return f" (did you mean `{given.parent / near}`?)" if near else ""
+
+    def likeness(other: Path) -> tuple[float, bool]:
+        # Stems, not names: a shared ".jsonl" made other.jsonl look like test.jsonl.
+        ratio = difflib.SequenceMatcher(None, path.stem, other.stem).ratio()
+        return ratio, other.suffix == path.suffix
+
+    scored = [(likeness(p), p.name) for p in path.parent.iterdir() if p.is_file()]
+    best = max(scored, default=None)
+    if best is None or best[0][0] < 0.75:
+        return ""
+    return f" (did you mean `{given.parent / best[1]}`?)"
 
 
 @dataclass(frozen=True)

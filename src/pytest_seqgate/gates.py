@@ -287,18 +287,12 @@ def _max_gates(
     return out
 
 
-def closest(word: str, choices: Iterable[str]) -> str | None:
-    """The choice ``word`` is a near miss of (a typo), if any."""
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean `min_recall`?)`` for a near miss, else nothing."""
     import difflib
 
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
-    return close[0] if close else None
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean `min_recall`?)`` for a near miss, else nothing."""
-    near = closest(word, choices)
-    return f" (did you mean `{near}`?)" if near else ""
+    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 def parse_gates(
