@@ -69,6 +69,33 @@ def test_failing_gate_exit_1_with_table(project):
     assert "Traceback" not in result.stdout.str()
 
 
+def test_a_failed_body_keeps_its_failure_and_its_gates_are_still_reported(project):
+    """The marker's gates were judged only after a body that passed: a body
+    assertion that failed hid a gate that failed too, from every report."""
+    project.data(rule_records(200, missed={1: 30}))
+    project.ini(
+        model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json"
+    )
+    project.test(
+        "import pytest\n\n"
+        "@pytest.mark.seqgate(min_recall={'spam': 0.9})\n"
+        "def test_body_fails(seqgate_evaluation):\n"
+        "    assert seqgate_evaluation.n_samples == 1\n\n"
+        "@pytest.mark.seqgate(min_recall={'spam': 0.9})\n"
+        "def test_skipped():\n"
+        "    pytest.skip('not today')\n"
+    )
+    result = project.run()
+    result.assert_outcomes(failed=1, skipped=1)
+    out = result.stdout.str()
+    assert "assert 200 == 1" in out and "gate(s) failed for" not in out  # its own failure
+    assert_lines(out, "*test_gates.py::test_body_fails*recall[spam]*>= 0.9*0.700*FAIL*")
+    gates = json.loads((project.path / "r.json").read_text())["evaluations"][0]["gates"]
+    assert [(g["test"], g["metric"], g["passed"]) for g in gates] == [
+        ("test_gates.py::test_body_fails", "recall", False)
+    ]
+
+
 def test_markers_of_module_class_and_test_combine(project):
     """A module's `pytestmark` floor holds for a test that adds a gate of its own
     (it was dropped: only the closest marker counted, a silent pass); a key set

@@ -1089,8 +1089,20 @@ def _record(item: pytest.Item, evaluation: Evaluation, results: list[GateResult]
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
-    """Check the marker's gates after the test body passed."""
-    result = yield
+    """Check the marker's gates after the test body. A body that failed keeps
+    its own failure, but its gates are still judged and reported: a failed body
+    assertion must not hide a gate that failed too."""
+    try:
+        result = yield
+    except (Exception, pytest.fail.Exception):  # not a skip, nor an xfail() call
+        with contextlib.suppress(Exception, pytest.fail.Exception):
+            _judge_marker(item)
+        raise
+    _judge_marker(item, fail=True)
+    return result
+
+
+def _judge_marker(item: pytest.Item, fail: bool = False) -> None:
     state = item.config.stash.get(STATE, None)
     spec = state.specs.get(item.nodeid) if state is not None else None
     if spec is None:
@@ -1102,15 +1114,14 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 f"nothing was checked",
                 pytrace=False,
             )
-        return result
+        return
     from pytest_seqgate.gates import check
 
     evaluation = item.funcargs["seqgate_evaluation"]  # type: ignore[attr-defined]
     results = _guard(lambda: check(evaluation, spec, item.nodeid))
     _record(item, evaluation, results)
-    if not all(r.passed for r in results):
+    if fail and not all(r.passed for r in results):
         pytest.fail(_failure_message(item.config, results, item.nodeid), pytrace=False)
-    return result
 
 
 def _verbosity(config: pytest.Config) -> int:
