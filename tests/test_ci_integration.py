@@ -246,11 +246,14 @@ def test_github_step_summary_and_junit_properties(configured, monkeypatch):
     summary = configured.path / "summary.md"
     summary.write_text("# earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    configured.run("--junitxml=junit.xml")
+    # A gate on a value that is undefined here (no training set): "n/a", not "None".
+    gates = [f"--seqgate-gates={line}" for line in (*GATE_LINES, "train_test_gap <= 0.1")]
+    configured.run("--junitxml=junit.xml", *gates)
     text = summary.read_text()
     assert text.startswith("# earlier step\n# seqgate report") and "❌ gates failed" in text
     junit = (configured.path / "junit.xml").read_text()
     assert '<property name="seqgate.recall[spam]" value="0.7 &gt;= 0.9: fail"' in junit
+    assert '<property name="seqgate.train_test_gap.accuracy" value="n/a &lt;= 0.1: fail"' in junit
 
 
 def test_progress_only_when_asked_off_a_tty(configured):

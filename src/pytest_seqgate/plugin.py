@@ -1082,7 +1082,8 @@ def _record(item: pytest.Item, evaluation: Evaluation, results: list[GateResult]
         item.user_properties.append(
             (
                 f"seqgate.{r.label}",
-                f"{r.value} {r.op} {r.threshold}: {'pass' if r.passed else 'fail'}",
+                f"{'n/a' if r.value is None else r.value} {r.op} {r.threshold}: "
+                f"{'pass' if r.passed else 'fail'}",
             )
         )
 
