@@ -1051,3 +1051,22 @@ def test_a_misspelt_file_name_gets_the_near_one(tmp_path) -> None:
         "dat/test.jsonl"
     )
     assert error("data/other.jsonl").startswith("eval_data: file not found: data/other.jsonl (read")
+
+
+def test_a_gap_of_macro_f1_from_a_class_the_eval_set_lacks_says_so() -> None:
+    from pytest_seqgate.diagnostics import train_test_gap
+
+    train = compute_metrics(torch.tensor([[500, 1], [1, 100]]))
+    # A spam-only eval set: 16 spam called ham give 'ham' an F1 of 0.
+    spam_only = compute_metrics(torch.tensor([[0, 0], [16, 94]]))
+    _, (found,) = train_test_gap(train, spam_only, ("ham", "spam"), {})
+    assert found.data["metric"] == "macro_f1"
+    assert found.message.endswith(
+        "the eval set has no samples of 'ham', whose F1 there is 0 (false alarms, and "
+        "nothing to find), which lowers its macro F1: compare sets of the same classes, or "
+        "gate accuracy and recall"
+    )
+    # Both classes in the eval set: the usual reading.
+    worse = compute_metrics(torch.tensor([[400, 100], [40, 60]]))
+    _, (found,) = train_test_gap(train, worse, ("ham", "spam"), {})
+    assert found.message.endswith("the model may be overfitting")

@@ -224,13 +224,25 @@ def train_test_gap(
     if defined:
         metric, worst = max(defined.items(), key=lambda kv: kv[1])
         if worst > GAP_WARNING:
+            cause = "the model may be overfitting"
+            # A class the eval set has no sample of (a spam-only regression set) has
+            # F1 0 there from its false alarms alone, and pulls macro F1 down
+            # however well the model generalises.
+            zero = (test.support == 0) & (train.support > 0) & (test.f1 == 0)
+            absent = [labels[i] for i in torch.nonzero(zero).flatten().tolist()]
+            if metric == "macro_f1" and absent:
+                cause = (
+                    f"the eval set has no samples of {', '.join(map(repr, absent))}, whose F1 "
+                    f"there is 0 (false alarms, and nothing to find), which lowers its macro "
+                    f"F1: compare sets of the same classes, or gate accuracy and recall"
+                )
             findings.append(
                 Finding(
                     "train_test_gap",
                     "warning",
                     f"{metric} is {worst:.3f} higher on the training set than on the eval set "
                     f"(train {worst + _value(test, metric, labels):.3f}, eval "
-                    f"{_value(test, metric, labels):.3f}): the model may be overfitting",
+                    f"{_value(test, metric, labels):.3f}): {cause}",
                     {"metric": metric, "gap": worst, "gaps": gaps, **sample},
                 )
             )
