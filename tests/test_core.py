@@ -325,6 +325,12 @@ def test_classes_without_samples_are_named() -> None:
     (found,) = missing_classes(compute_metrics(cm), names)
     assert found.data == {"classes": ["b", "d"]}
     assert found.message.startswith("2 of 5 classes have no samples in the eval set ('b', 'd'): ")
+    # d, predicted twice, has precision and F1 0, which the macro averages count;
+    # b, never predicted, has neither, and they skip it.
+    assert (
+        "; predicted all the same, 'd' has precision and F1 0, which macro precision and "
+        "macro F1 average in; add samples" in found.message
+    )
     full = torch.eye(5, dtype=torch.int64) * 3
     assert missing_classes(compute_metrics(full), names) == []
     assert missing_classes(compute_metrics(torch.zeros(5, 5, dtype=torch.int64)), names) == []

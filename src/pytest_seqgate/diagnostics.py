@@ -143,14 +143,26 @@ def missing_classes(metrics: Metrics, labels: tuple[str, ...]) -> list[Finding]:
     shown = ", ".join(map(repr, absent[:10])) + (", ..." if len(absent) > 10 else "")
     one = len(absent) == 1
     has, its, it = ("has", "its", "it") if one else ("have", "their", "them")
+    # Predicted though absent: precision and F1 are 0, and the macro averages count them.
+    alarmed = [
+        labels[i]
+        for i in torch.nonzero((metrics.support == 0) & (metrics.f1 == 0)).flatten().tolist()
+    ]
+    zeros = (
+        f"; predicted all the same, {', '.join(map(repr, alarmed[:10]))} "
+        f"{'has' if len(alarmed) == 1 else 'have'} precision and F1 0, which macro precision "
+        f"and macro F1 average in"
+        if alarmed
+        else ""
+    )
     return [
         Finding(
             "missing_classes",
             "warning",
             f"{len(absent)} of {len(labels)} classes {has} no samples in the eval set "
             f"({shown}): {its} recall is undefined, so macro recall and balanced accuracy "
-            f"leave {it} out, and a recall gate on {it} fails; add samples of {it} to the "
-            f"eval set",
+            f"leave {it} out, and a recall gate on {it} fails{zeros}; add samples of {it} "
+            f"to the eval set",
             {"classes": absent},
         )
     ]
