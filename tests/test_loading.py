@@ -374,6 +374,17 @@ def test_tokenizer_outputs_and_failures(tmp_path: Path) -> None:
         r"'world'\] for the text 'hello big world'; it must return a list of int",
     ):
         read_jsonl(path, tokenizer=str.split, display="t.jsonl")
+    # None for a text it gave up on, on the second record: an INTERNALERROR before.
+    two = write(
+        tmp_path / "two.jsonl",
+        jsonl({"text": "fine", "label": 0}, {"text": "no words", "label": 1}),
+    )
+    with pytest.raises(DataError) as info:
+        read_jsonl(two, tokenizer=lambda t: None if " " in t else [1], display="two.jsonl")
+    assert str(info.value).startswith(
+        "two.jsonl:2: the tokenizer test_loading:test_tokenizer_outputs_and_failures.<locals>."
+        "<lambda> returned None for the text 'no words'; it must return a list of int token ids"
+    )
 
 
 def test_from_dataset_takes_numpy_values() -> None:

@@ -639,7 +639,14 @@ class _Builder:
             ) from exc
         if isinstance(ids, Mapping) and "input_ids" in ids:
             ids = ids["input_ids"]  # a Hugging Face tokenizer's encoding
-        out = list(ids.tolist() if hasattr(ids, "tolist") else ids)
+        try:
+            out = list(ids.tolist() if hasattr(ids, "tolist") else ids)
+        except TypeError:  # None (a text it gave up on), a single id
+            raise DataError(
+                f"{self.where(line)}: the tokenizer {_name_of(self.tokenizer)} returned "
+                f"{repr(ids)[:80]} for the text {text[:40]!r}; it must return a list of int "
+                f"token ids"
+            ) from None
         if self.index_ids:
             out = list(map(operator.index, out))
         elif not self.checked_tokenizer:
