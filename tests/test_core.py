@@ -1076,3 +1076,15 @@ def test_a_gap_of_macro_f1_from_a_class_the_eval_set_lacks_says_so() -> None:
     worse = compute_metrics(torch.tensor([[400, 100], [40, 60]]))
     _, (found,) = train_test_gap(train, worse, ("ham", "spam"), {})
     assert found.message.endswith("the model may be overfitting")
+
+
+def test_a_factory_beside_an_import_path_model_says_how_to_drop_it() -> None:
+    from pytest_seqgate.config import Settings
+
+    with pytest.raises(ConfigError) as info:
+        Settings.from_dict(model="spam.model:build", model_factory="spam.model:build")
+    assert str(info.value) == (
+        "model_factory is only used with a state-dict checkpoint file, but model is the "
+        "import path 'spam.model:build'; remove seqgate_model_factory (for one run: "
+        "--seqgate-model-factory=)"
+    )

@@ -467,7 +467,8 @@ class Settings:
         if self.model_factory is not None and self.model is not None and is_import_path(self.model):
             raise ConfigError(
                 f"{self.source('model_factory')} is only used with a state-dict checkpoint "
-                f"file, but {self.source('model')} is the import path {self.model!r}"
+                f"file, but {self.source('model')} is the import path {self.model!r}; remove "
+                f"seqgate_model_factory (for one run: --seqgate-model-factory=)"
             )
         if self.save_baseline is not None and not self.save_baseline.endswith(".json"):
             raise ConfigError(
