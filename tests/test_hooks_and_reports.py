@@ -203,6 +203,25 @@ def test_a_load_model_hook_that_returns_no_module_is_a_usage_error(project):
     )
 
 
+def test_a_load_dataset_hook_that_returns_bad_data_is_named(project):
+    """The error named only the spec, a file the user's hook read: it looked like
+    the file was bad."""
+    project.data(rule_records(20))
+    (project.path / "conftest.py").write_text(
+        "def pytest_seqgate_load_dataset(spec, role, settings):\n"
+        "    return [([1, 2], 0), ([3], 7)] if role == 'eval_data' else None\n"
+    )
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.gated()
+    result = project.run()
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(),
+        "ERROR: seqgate: the data pytest_seqgate_load_dataset returned for 'eval.jsonl': "
+        "eval.jsonl[1]: label 7 is not one of seqgate_labels ['ham', 'spam']*",
+    )
+
+
 @pytest.mark.parametrize(
     ("hook", "message"),
     [

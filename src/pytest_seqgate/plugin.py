@@ -139,9 +139,15 @@ class SessionState:
                 self.loaded[role] = load_dataset(settings, role)
             else:
                 self.hooked.add(role)
-                self.loaded[role] = from_dataset(
-                    data, spec, settings.labels, configured_tokenizer(settings)
-                )
+                try:
+                    self.loaded[role] = from_dataset(
+                        data, spec, settings.labels, configured_tokenizer(settings)
+                    )
+                except ConfigError as exc:
+                    # The spec names a file the user's hook read: say whose data it was.
+                    raise type(exc)(
+                        f"the data pytest_seqgate_load_dataset returned for {spec!r}: {exc}"
+                    ) from None
         result: SequenceData | None = self.loaded[role]
         return result
 
