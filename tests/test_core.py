@@ -884,6 +884,13 @@ def test_custom_metrics_must_be_numbers() -> None:
         ({"cost": "high"}, "returned 'high' for 'cost'; a metric must be a number"),
         ({"flag": True}, "returned True for 'flag'; a metric must be a number"),
         ([0.5], "returned list; expected a dict of metric names to numbers"),
+        # A built-in's name: a gate would read the built-in, the hook's never.
+        (
+            {"accuracy": 0.5},
+            "returned 'accuracy', the name of a built-in metric; give yours "
+            "another name (e.g. 'my_accuracy')",
+        ),
+        ({"recall": 0.5}, "returned 'recall', the name of a built-in metric"),
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             evaluate(Odd(), data, settings, custom_metrics=lambda e, r=returned: r)

@@ -203,6 +203,25 @@ def test_a_load_model_hook_that_returns_no_module_is_a_usage_error(project):
     )
 
 
+def test_a_metrics_hook_that_returns_a_list_says_so(project):
+    """Two hooks' dicts are merged first: a list from one ended the evaluation in
+    "TypeError: cannot convert dictionary update sequence element"."""
+    project.data(rule_records(20))
+    (project.path / "conftest.py").write_text(
+        "def pytest_seqgate_metrics(evaluation):\n    return [('cost', 0.3)]\n"
+    )
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.gated("max_cost=0.5")
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    assert_lines(
+        result.stdout.str(),
+        "seqgate: pytest_seqgate_metrics returned list; expected a dict of metric names to "
+        "numbers, e.g. {'cost': 0.3}",
+    )
+    assert "TypeError" not in result.stdout.str()
+
+
 def test_a_load_dataset_hook_that_returns_bad_data_is_named(project):
     """The error named only the spec, a file the user's hook read: it looked like
     the file was bad."""

@@ -669,20 +669,30 @@ def _evaluate(
         evaluation.comparison, base_findings = compare(evaluation, base, settings.display(path))
         evaluation.findings.extend(base_findings)
     if custom_metrics is not None:
-        evaluation.custom_metrics = _custom_numbers(custom_metrics(evaluation))
+        evaluation.custom_metrics = custom_numbers(custom_metrics(evaluation))
     evaluation.seconds = time.perf_counter() - started
     return evaluation
 
 
-def _custom_numbers(values: Any) -> dict[str, float]:
+def custom_numbers(values: Any) -> dict[str, float]:
     """What a ``pytest_seqgate_metrics`` hook returned, as numbers, or a clear error."""
     if not isinstance(values, Mapping):
         raise ConfigError(
             f"pytest_seqgate_metrics returned {type(values).__name__}; expected a dict of "
             f"metric names to numbers, e.g. {{'cost': 0.3}}"
         )
+    from pytest_seqgate.gates import PER_CLASS_GATES, SCORE_METRICS
+    from pytest_seqgate.metrics import SUMMARY_METRICS
+
+    built_in = {*SUMMARY_METRICS, *SCORE_METRICS, *PER_CLASS_GATES.values(), "leakage"}
     out = {}
     for name, value in values.items():
+        if str(name) in built_in or str(name).startswith(("train_test_gap", "regression")):
+            # A gate on it would read the built-in number: the hook's would go unseen.
+            raise ConfigError(
+                f"pytest_seqgate_metrics returned {name!r}, the name of a built-in metric; "
+                f"give yours another name (e.g. 'my_{name}')"
+            )
         try:
             if isinstance(value, (bool, str, bytes)):
                 raise TypeError

@@ -182,7 +182,7 @@ class SessionState:
         if key not in self.evaluations:
             import dataclasses
 
-            from pytest_seqgate.evaluation import evaluate
+            from pytest_seqgate.evaluation import custom_numbers, evaluate
             from pytest_seqgate.inference import require_module
             from pytest_seqgate.loading import configured_tokenizer, from_dataset
 
@@ -226,7 +226,8 @@ class SessionState:
                     merged: dict[str, float] = {}
                     # What the user's hook raises: one line at their line, no traceback.
                     for part in self.call_hook("pytest_seqgate_metrics", evaluation=ev):
-                        merged.update(part or {})
+                        if part is not None:
+                            merged.update(custom_numbers(part))
                     return merged
 
             cache = self.prediction_cache(model, eval_data, train_data)
