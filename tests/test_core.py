@@ -1095,3 +1095,33 @@ def test_a_factory_beside_an_import_path_model_says_how_to_drop_it() -> None:
         "import path 'spam.model:build'; remove seqgate_model_factory (for one run: "
         "--seqgate-model-factory=)"
     )
+
+
+def test_a_bootstrap_interval_collapsed_to_a_point_is_no_interval() -> None:
+    """A class found perfectly has F1 1.0 in every resample: the percentile
+    bootstrap said [1.000, 1.000] on 40 samples, a certainty they cannot give."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.gates import check
+    from pytest_seqgate.report import render_json
+
+    tokens = [[1 + i % 2, 3] for i in range(40)]
+    data = SequenceData.from_sequences(tokens, [i % 2 for i in range(40)], ("a", "b"))
+
+    class Perfect(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(tokens[:, 0] - 1, 2).float() * 5
+
+    ev = evaluate(Perfect(), data, Settings(device="cpu", padding_check=0))
+    assert ev.uncertainty.interval("f1", 0) is None
+    assert ev.uncertainty.interval("macro_f1") is None
+    # Wilson intervals stay: they are not resamples.
+    low, high = ev.uncertainty.interval("recall", 0).tolist()
+    assert low == pytest.approx(0.8389, abs=1e-4) and high == 1.0
+    entry = json.loads(render_json([ev]))["evaluations"][0]["metrics"]
+    assert entry["intervals"].get("macro_f1") is None and "accuracy" in entry["intervals"]
+    (result,) = check(ev, parse_gates({"min_macro_f1": 0.9, "confidence": 0.95}, ("a", "b")), "t")
+    assert result.passed and result.reason.startswith(
+        "point value compared: every bootstrap resample gives the same value (no error of the "
+        "kind it counts), which says nothing of how few samples there are; see min_support"
+    )

@@ -118,9 +118,9 @@ class Uncertainty:
             scalars = [k for k, v in self.samples.items() if v.dim() == 1]
             if scalars:
                 stacked = torch.stack([self.samples[k] for k in scalars], 1)
-                table.update(zip(scalars, percentile_interval(stacked, level).unbind(0)))
+                table.update(zip(scalars, _not_a_point(percentile_interval(stacked, level))))
             if "f1" in self.samples:
-                table["f1"] = percentile_interval(self.samples["f1"], level)
+                table["f1"] = _not_a_point(percentile_interval(self.samples["f1"], level))
             self._levels[level] = table
         return table
 
@@ -129,13 +129,19 @@ class Uncertainty:
     ) -> Tensor | None:
         """``[low, high]`` (float64), or None when the metric has no interval."""
         table = self._table(self.confidence if confidence is None else confidence)
+        found = None
         if metric == "accuracy":
-            return table["accuracy"]
-        if metric in ("precision", "recall", "f1") and class_index is not None:
-            return table[metric][class_index] if metric in table else None
-        if class_index is None and metric in self.samples:
-            return table[metric]
-        return None
+            found = table["accuracy"]
+        elif metric in ("precision", "recall", "f1") and class_index is not None:
+            found = table[metric][class_index] if metric in table else None
+        elif class_index is None and metric in self.samples:
+            found = table[metric]
+        return None if found is None or bool(found.isnan().any()) else found
+
+    def bootstrapped(self, metric: str) -> bool:
+        """Whether ``metric`` was resampled (its interval, if None, is a point the
+        bootstrap collapsed to, not one that was never computed)."""
+        return metric in self.samples
 
     def per_class(self, labels: tuple[str, ...]) -> dict[str, dict[str, Tensor]]:
         table = self._table(self.confidence)
@@ -145,6 +151,15 @@ class Uncertainty:
             if "f1" in table:
                 out[name]["f1"] = table["f1"][i]
         return out
+
+
+def _not_a_point(intervals: Tensor) -> Tensor:
+    """Bootstrap intervals ``[..., 2]`` with those of zero width made NaN (no
+    interval). Every resample gives the same value when the eval set holds no error
+    of the kind the metric counts (a class found perfectly: F1 1.0 in each of
+    them): the percentile bootstrap then says [1.000, 1.000] on 40 samples as on
+    40,000, a certainty the sample cannot give."""
+    return intervals.masked_fill((intervals[..., :1] == intervals[..., 1:]), float("nan"))
 
 
 # Errors a failed per-class gate lists (in its message and the reports).

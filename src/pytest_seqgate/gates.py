@@ -641,9 +641,15 @@ def _out_of_reach(evaluation: Evaluation, threshold: float) -> str:
     return ""
 
 
-def _no_interval(metric: str, spec: GateSpec) -> str:
+def _no_interval(metric: str, spec: GateSpec, uncertainty: Any = None) -> str:
     """Why a gate that compares lower bounds found no interval for ``metric``."""
     from pytest_seqgate.stats import BOOTSTRAP_SUMMARY
+
+    if uncertainty is not None and uncertainty.bootstrapped(metric):
+        return (
+            "every bootstrap resample gives the same value (no error of the kind it "
+            "counts), which says nothing of how few samples there are; see min_support"
+        )
 
     if metric == "f1" or metric in BOOTSTRAP_SUMMARY:
         return (
@@ -708,7 +714,9 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
             reasons.append(_out_of_reach(evaluation, gate.threshold))
         if level is not None and gate.op == ">=" and interval is None:
             # Asked for the lower bound, but there is none: say the point was compared.
-            reasons.insert(0, f"point value compared: {_no_interval(gate.metric, spec)}")
+            reasons.insert(
+                0, f"point value compared: {_no_interval(gate.metric, spec, scope.uncertainty)}"
+            )
         if bound is not None and not passed:
             reasons.insert(
                 0,
