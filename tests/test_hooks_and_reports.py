@@ -443,6 +443,15 @@ def test_leakage_gate_counts_the_copies_in_one_short_reason(project):
     assert gate["reason"] == (
         f"{kinds} of 40 eval sequences in the training set (see the leakage findings)"
     )
+    # Exact copies alone (near copies off, or a streamed eval set): the gate read a
+    # smaller share, and said nothing of it.
+    for flag, why in (
+        ("--seqgate-near-duplicate-threshold=0", "--seqgate-near-duplicate-threshold is 0"),
+        ("--seqgate-streaming", "a streamed eval set keeps no sequences to compare"),
+    ):
+        project.run(flag, "--seqgate-labels=ham,spam")
+        (gate,) = json.loads((project.path / "r.json").read_text())["evaluations"][0]["gates"]
+        assert gate["reason"].endswith(f"; near copies not checked: {why}"), gate["reason"]
 
 
 def test_exact_copies_of_training_data_are_reported_before_near_ones(project):

@@ -188,6 +188,8 @@ class Evaluation:
     train_uncertainty: Uncertainty | None = None
     train_gaps: dict[str, float] = field(default_factory=dict)
     train_sample: dict[str, Any] = field(default_factory=dict)
+    #: Why near copies of training sequences were not looked for ("" when they were).
+    near_unchecked: str = ""
     findings: list[Finding] = field(default_factory=list)
     custom_metrics: dict[str, float] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
@@ -636,12 +638,13 @@ def _evaluate(
         )
         evaluation.findings.extend(gap_findings)
         threshold = settings.near_duplicate_threshold
-        near_wanted = (
-            not streamed
-            and threshold > 0
-            and eval_data.kind == "tokens"
-            and train_data.kind == "tokens"
-        )
+        if streamed:
+            evaluation.near_unchecked = "a streamed eval set keeps no sequences to compare"
+        elif threshold <= 0:
+            evaluation.near_unchecked = f"{settings.source('near_duplicate_threshold')} is 0"
+        elif eval_data.kind != "tokens" or train_data.kind != "tokens":
+            evaluation.near_unchecked = "they are measured on token ids, not feature vectors"
+        near_wanted = not evaluation.near_unchecked
 
         def find_leaks() -> dict[str, Tensor]:
             exact = torch.isin(preds.hashes, train_data.content_hashes())

@@ -771,12 +771,17 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
             # row that carried both of their messages would be a paragraph wide.
             matches = sorted(leaked, key=lambda f: f.data.get("match", "exact") != "exact")
             parts = [f"{f.data['count']} {f.data.get('match', 'exact')}" for f in matches]
-            reason = (
+            reasons = [
                 f"{' + '.join(parts)} of {evaluation.n_samples} eval sequences in the "
                 f"training set (see the leakage findings)"
                 if leaked
-                else ""
-            )
+                else "",
+                # Exact copies alone: the same gate would read more where near ones count.
+                f"near copies not checked: {evaluation.near_unchecked}"
+                if evaluation.near_unchecked
+                else "",
+            ]
+            reason = "; ".join(r for r in reasons if r)
             results.append(gate.result(test, fraction, fraction <= spec.max_leakage, reason))
     return results
 
