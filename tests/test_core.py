@@ -1125,3 +1125,28 @@ def test_a_bootstrap_interval_collapsed_to_a_point_is_no_interval() -> None:
         "point value compared: every bootstrap resample gives the same value (no error of the "
         "kind it counts), which says nothing of how few samples there are; see min_support"
     )
+
+
+def test_padding_in_the_data_is_told_apart_from_data_of_one_length() -> None:
+    from pytest_seqgate.exceptions import DataError
+
+    labels = [i % 2 for i in range(10)]
+    # Feature vectors padded with zero rows, as a collate_fn would leave them.
+    padded = [torch.cat([torch.rand(3, 4) + 0.1, torch.zeros(5, 4)]) for _ in range(10)]
+    with pytest.raises(
+        DataError,
+        match=r"f.pt: the sequences look padded already: all 10 "
+        r"are 8 steps long, and 10 \(100.0%\) end in a run of zero vectors",
+    ):
+        SequenceData.from_sequences(padded, labels, ("a", "b"), source="f.pt").refuse_padded()
+    # One length, but real content to the end (fixed windows of a signal, say).
+    windows = [
+        torch.randint(1, 50, (8,), generator=torch.Generator().manual_seed(i)) for i in range(10)
+    ]
+    SequenceData.from_sequences(windows, labels, ("a", "b")).refuse_padded()
+    # Padded to the longest, but lengths differ: the sequences were cut, not padded.
+    cut = [torch.tensor([5, 6, 0, 0][: 2 + i % 3]) for i in range(10)]
+    SequenceData.from_sequences(cut, labels, ("a", "b")).refuse_padded()
+    # Fewer than half end in a run of one token: sequences that end as they may.
+    few = [torch.tensor([5, 6, 0, 0] if i < 4 else [5, 6, 7, 8]) for i in range(10)]
+    SequenceData.from_sequences(few, labels, ("a", "b")).refuse_padded()

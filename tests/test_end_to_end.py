@@ -723,6 +723,32 @@ def test_fixture_built_sequence_data_of_int32_and_a_broken_one(project):
     assert "data.py" not in result.stdout.str()  # the check's own frame is hidden
 
 
+def test_an_eval_set_padded_before_it_came_is_refused(project):
+    """A TensorDataset of input_ids padded to 12: the padding was read as steps,
+    and the numbers were the model's on sequences it never sees (the example's
+    GRU: 15.9% accuracy instead of 97.4%), blamed on the model."""
+    code_supplied(
+        project,
+        """
+        ids = torch.zeros(20, 12, dtype=torch.long)
+        for i in range(20):
+            ids[i, : 2 + i % 5] = torch.arange(2 + i % 5) + 2 + i % 2
+        return torch.utils.data.TensorDataset(ids, torch.tensor([i % 2 for i in range(20)]))
+        """,
+        20,
+    )
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    assert_lines(
+        result.stdout.str(),
+        "seqgate: seqgate_eval_data fixture: the sequences look padded already: all 20 are 12 "
+        "steps long, and 20 (100.0%) end in a run of token 0 (the last 10 of seqgate_eval_data "
+        "fixture[0], say). The plugin pads each batch itself and gives the model the lengths "
+        "(or the mask), so padding in the data is read as steps: give the sequences unpadded "
+        "(cut each at its length, e.g. the sum of its attention mask)",
+    )
+
+
 def test_label_names_taken_from_the_data_are_flagged_as_a_guess(project):
     project.data(rule_records(40))
     project.test(GATED.replace('min_recall={"spam": 0.9}', "min_macro_f1=0.9"))

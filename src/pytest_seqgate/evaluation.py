@@ -443,6 +443,9 @@ def _evaluate(
 
         eval_data, cache = stream_eval(model, settings, device, forward, shared=cache)
     streamed = eval_data.values.numel() == 0
+    eval_data.refuse_padded()
+    if train_data is not None:
+        train_data.refuse_padded()
     num_classes = len(settings.labels) if settings.labels is not None else None
     if eval_data.label_names is not None and settings.labels is None:
         num_classes = len(eval_data.label_names)
