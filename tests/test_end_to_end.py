@@ -724,10 +724,11 @@ def test_fixture_built_sequence_data_of_int32_and_a_broken_one(project):
 
 
 def test_an_eval_set_padded_before_it_came_is_refused(project):
-    """A TensorDataset of input_ids padded to 12: the padding was read as steps,
-    and the numbers were the model's on sequences it never sees (the example's
-    GRU: 15.9% accuracy instead of 97.4%), blamed on the model."""
-    code_supplied(
+    """A TensorDataset of input_ids padded to 12, for a model told the lengths:
+    they covered the padding, and the numbers were the model's on sequences it
+    never sees (the example's GRU: 15.9% accuracy instead of 97.4%), blamed on
+    the model. A model given the padded batch alone sees what it sees in use."""
+    conftest = code_supplied(
         project,
         """
         ids = torch.zeros(20, 12, dtype=torch.long)
@@ -737,16 +738,26 @@ def test_an_eval_set_padded_before_it_came_is_refused(project):
         """,
         20,
     )
+    told = conftest.replace(
+        "    return FirstToken(2)\n",
+        "    class Told(FirstToken):\n"
+        "        def forward(self, tokens, lengths):\n"
+        "            return super().forward(tokens)\n"
+        "    return Told(2)\n",
+    )
+    (project.path / "conftest.py").write_text(told)
     result = project.run()
     result.assert_outcomes(errors=1)
     assert_lines(
         result.stdout.str(),
         "seqgate: seqgate_eval_data fixture: the sequences look padded already: all 20 are 12 "
         "steps long, and 20 (100.0%) end in a run of token 0 (the last 10 of seqgate_eval_data "
-        "fixture[0], say). The plugin pads each batch itself and gives the model the lengths "
-        "(or the mask), so padding in the data is read as steps: give the sequences unpadded "
-        "(cut each at its length, e.g. the sum of its attention mask)",
+        "fixture[0], say). The plugin pads each batch itself and gives the model the lengths, "
+        "which would cover that padding as if it were steps: give the sequences unpadded (cut "
+        "each at its length, e.g. the sum of its attention mask)",
     )
+    (project.path / "conftest.py").write_text(conftest)
+    project.run().assert_outcomes(passed=1)
 
 
 def test_label_names_taken_from_the_data_are_flagged_as_a_guess(project):

@@ -144,14 +144,15 @@ class SequenceData:
                     f"is malformed: {hint}"
                 )
 
-    def refuse_padded(self) -> None:
+    def refuse_padded(self, told: str = "lengths") -> None:
         """Refuse a set whose sequences were padded before they came here (a
         TensorDataset of ``input_ids`` padded to 128, a tokenizer run with
-        ``padding="max_length"``): the padding would be read as steps, and every
-        number would be the model's on sequences it never sees in use (the
-        example's GRU scored 15.9% instead of 97.4%), blamed on the model. The
-        sign: every sequence as long as the others, and most end in a run of one
-        token (or of zero vectors)."""
+        ``padding="max_length"``), for a model ``told`` the ``lengths`` or given
+        an ``attention_mask``: they would cover the padding, and every number
+        would be the model's on sequences it never sees in use (the example's GRU
+        scored 15.9% instead of 97.4%), blamed on the model. The sign: every
+        sequence as long as the others, and most end in a run of one token (or
+        of zero vectors)."""
         n = len(self)
         if n < 8 or self.values.numel() == 0 or int(self.lengths.min()) < 2:
             return
@@ -179,9 +180,9 @@ class SequenceData:
             f"{self.source}: the sequences look padded already: all {n} are {length} steps "
             f"long, and {count} ({count / n:.1%}) end in a run of {what} (the last "
             f"{length - kept} of {self.record(first)}, say). The plugin pads each batch "
-            f"itself and gives the model the lengths (or the mask), so padding in the data "
-            f"is read as steps: give the sequences unpadded (cut each at its length, e.g. "
-            f"the sum of its attention mask)"
+            f"itself and gives the model {'the lengths' if told == 'lengths' else 'a mask'}, "
+            f"which would cover that padding as if it were steps: give the sequences "
+            f"unpadded (cut each at its length, e.g. the sum of its attention mask)"
         )
 
     def _sequences_holding(self, steps: Tensor) -> Tensor:

@@ -48,6 +48,7 @@ from pytest_seqgate.inference import (
     ForwardHook,
     Predictions,
     Progress,
+    calling_convention,
     predict,
     require_module,
     resolve_device,
@@ -443,9 +444,14 @@ def _evaluate(
 
         eval_data, cache = stream_eval(model, settings, device, forward, shared=cache)
     streamed = eval_data.values.numel() == 0
-    eval_data.refuse_padded()
-    if train_data is not None:
-        train_data.refuse_padded()
+    # A model told the lengths, or given a mask, would be told wrong ones by data
+    # padded before it came; one that takes the padded batch alone sees what it
+    # would see in use, and the padding check judges that.
+    told = None if forward is not None else calling_convention(model)
+    if told in ("lengths", "attention_mask"):
+        for given in (eval_data, train_data):
+            if given is not None:
+                given.refuse_padded(told)
     num_classes = len(settings.labels) if settings.labels is not None else None
     if eval_data.label_names is not None and settings.labels is None:
         num_classes = len(eval_data.label_names)
