@@ -41,7 +41,10 @@ def _near_file(path: Path, value: str) -> str:
         ratio = difflib.SequenceMatcher(None, path.stem, other.stem).ratio()
         return ratio, other.suffix == path.suffix
 
-    scored = [(likeness(p), p.name) for p in path.parent.iterdir() if p.is_file()]
+    try:
+        scored = [(likeness(p), p.name) for p in path.parent.iterdir() if p.is_file()]
+    except OSError:  # a folder it may not list: the hint is a courtesy, the error stands
+        return ""
     best = max(scored, default=None)
     if best is None or best[0][0] < 0.75:
         return ""
