@@ -792,6 +792,13 @@ def test_the_decision_threshold_applies_to_every_pass(tmp_path, one_logit: bool)
         )
         ev = evaluate(model, eval_set, settings, train_data=train_set)
         assert torch.equal(ev.metrics.confusion_matrix, expected("eval.jsonl", threshold))
+        # The reports say which rule decided: another threshold, other numbers.
+        from pytest_seqgate.report import headline, render_json
+
+        assert ("spam at P(spam) >= " in headline(ev)) is (threshold is not None)
+        assert threshold is None or f"spam at P(spam) >= {threshold:g}, cpu" in headline(ev)
+        entry = json.loads(render_json([ev]))["evaluations"][0]
+        assert entry["decision_threshold"] == threshold
         assert ev.train_metrics is not None
         assert torch.equal(ev.train_metrics.confusion_matrix, expected("train.jsonl", threshold))
         streamed = Settings.from_dict(

@@ -201,6 +201,8 @@ class Evaluation:
     # the headline says so, since nothing ran on the model this time.
     cache_note: str = ""
     precision: str = "fp32"
+    #: seqgate_threshold, where it decided the classes (binary): None for argmax.
+    threshold: float | None = None
     lengths: Tensor | None = None
     metadata: dict[str, list[Any]] = field(default_factory=dict)
     slices: list[SliceResult] = field(default_factory=list)
@@ -537,6 +539,8 @@ def _evaluate(
         min_support=settings.min_support,
     )
     evaluation.precision = settings.precision
+    if len(labels) == 2:
+        evaluation.threshold = settings.threshold
     if settings.device == "auto" and device.type == "cpu":
         evaluation.device_note = "auto: no CUDA device, ran on the CPU"
     evaluation.lengths = eval_data.lengths

@@ -108,6 +108,7 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
         "device": ev.device,
         "device_note": ev.device_note or None,
         "precision": ev.precision,
+        "decision_threshold": ev.threshold,
         "outputs": ev.predictions.outputs,
         "labels": list(ev.labels),
         "n_samples": ev.n_samples,
@@ -400,10 +401,16 @@ def headline(ev: Evaluation) -> str:
         if ev.gates
         else ""
     )
+    # Another threshold, other numbers: the line says which decided the classes.
+    decided = (
+        f", {ev.labels[1]} at P({ev.labels[1]}) >= {ev.threshold:g}"
+        if ev.threshold is not None
+        else ""
+    )
     return (
         f"{ev.name} on {ev.eval_data}: {ev.n_samples} samples, accuracy "
         f"{format_number(ev.metrics.value('accuracy'))}, macro F1 "
-        f"{format_number(ev.metrics.value('macro_f1'))}, {ev.device}"
+        f"{format_number(ev.metrics.value('macro_f1'))}{decided}, {ev.device}"
         f"{f' {ev.precision} autocast' if ev.precision != 'fp32' else ''}"
         f"{f' ({ev.device_note})' if ev.device_note else ''}, "
         f"{ev.seconds:.2f}s{f' ({ev.cache_note})' if ev.cache_note else ''}{gates}"
