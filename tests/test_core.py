@@ -1150,3 +1150,18 @@ def test_padding_in_the_data_is_told_apart_from_data_of_one_length() -> None:
     # Fewer than half end in a run of one token: sequences that end as they may.
     few = [torch.tensor([5, 6, 0, 0] if i < 4 else [5, 6, 7, 8]) for i in range(10)]
     SequenceData.from_sequences(few, labels, ("a", "b")).refuse_padded()
+
+
+def test_the_headline_of_one_sample_reads_as_one() -> None:
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.report import headline
+
+    data = SequenceData.from_sequences([[2, 3]], [0], ("a", "b"), source="one.jsonl")
+
+    class Zero(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([[1.0, 0.0]]).expand(len(tokens), 2)
+
+    ev = evaluate(Zero(), data, Settings(device="cpu", padding_check=0))
+    assert headline(ev).startswith("Zero on one.jsonl: 1 sample, accuracy 1.000")

@@ -22,7 +22,7 @@ from tabulate import tabulate
 from torch import Tensor
 
 from pytest_seqgate.curves import Ranking
-from pytest_seqgate.diagnostics import Finding, SliceResult
+from pytest_seqgate.diagnostics import Finding, SliceResult, counted
 from pytest_seqgate.evaluation import Evaluation, Uncertainty
 from pytest_seqgate.gates import (
     GateResult,
@@ -408,7 +408,7 @@ def headline(ev: Evaluation) -> str:
         else ""
     )
     return (
-        f"{ev.name} on {ev.eval_data}: {ev.n_samples} samples, accuracy "
+        f"{ev.name} on {ev.eval_data}: {counted(ev.n_samples, 'sample')}, accuracy "
         f"{format_number(ev.metrics.value('accuracy'))}, macro F1 "
         f"{format_number(ev.metrics.value('macro_f1'))}{decided}, {ev.device}"
         f"{f' {ev.precision} autocast' if ev.precision != 'fp32' else ''}"
@@ -475,7 +475,7 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
             if cmp.p_value is not None:
                 out.append(
                     (
-                        f"McNemar on {cmp.shared - cmp.changed} shared samples: "
+                        f"McNemar on {counted(cmp.shared - cmp.changed, 'shared sample')}: "
                         f"{cmp.newly_wrong} newly wrong, {cmp.newly_right} newly right, "
                         f"p = {cmp.p_value:.3g}",
                         "",
