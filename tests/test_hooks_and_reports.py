@@ -187,58 +187,52 @@ def test_report_shows_undefined_values_as_na(project):
     assert per_class["eggs"]["recall"] is None
 
 
-def test_a_load_model_hook_that_returns_no_module_is_a_usage_error(project):
+@pytest.mark.parametrize(
+    ("hook", "model", "gates", "message"),
+    # Loaders run at collection (a usage error, exit 4, on stderr); the metrics hook
+    # after inference (the gated test errors, exit 1).
+    [
+        (
+            "def pytest_seqgate_load_model(spec, settings):\n    return 'weights.bin'\n",
+            "special://x",
+            "min_accuracy=0.5",
+            "ERROR: seqgate: pytest_seqgate_load_model for 'special://x' returned str, expected "
+            "a torch.nn.Module*",
+        ),
+        # The hooks' dicts are merged first: a list from one ended the evaluation in
+        # "TypeError: cannot convert dictionary update sequence element".
+        (
+            "def pytest_seqgate_metrics(evaluation):\n    return [('cost', 0.3)]\n",
+            "models:first_token",
+            "max_cost=0.5",
+            "seqgate: pytest_seqgate_metrics returned list; expected a dict of metric names to "
+            "numbers, e.g. {'cost': 0.3}",
+        ),
+        # The error named only the spec, a file the user's hook read: it looked like
+        # the file was bad.
+        (
+            "def pytest_seqgate_load_dataset(spec, role, settings):\n"
+            "    return [([1, 2], 0), ([3], 7)] if role == 'eval_data' else None\n",
+            "models:first_token",
+            "min_accuracy=0.5",
+            "ERROR: seqgate: the data pytest_seqgate_load_dataset returned for 'eval.jsonl': "
+            "eval.jsonl[1]: label 7 is not one of seqgate_labels ['ham', 'spam']*",
+        ),
+    ],
+    ids=["load-model", "metrics", "load-dataset"],
+)
+def test_a_hook_that_returns_the_wrong_thing_says_whose_it_was(
+    project, hook, model, gates, message
+):
     project.data(rule_records(20))
-    (project.path / "conftest.py").write_text(
-        "def pytest_seqgate_load_model(spec, settings):\n    return 'weights.bin'\n"
-    )
-    project.ini(model="special://x", eval_data="eval.jsonl", labels=["ham", "spam"])
-    project.gated()
+    (project.path / "conftest.py").write_text(hook)
+    project.ini(model=model, eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.gated(gates)
     result = project.run()
-    assert result.ret == 4
-    assert_lines(
-        result.stderr.str(),
-        "*seqgate: pytest_seqgate_load_model for 'special://x' returned str, expected a "
-        "torch.nn.Module*",
-    )
-
-
-def test_a_metrics_hook_that_returns_a_list_says_so(project):
-    """Two hooks' dicts are merged first: a list from one ended the evaluation in
-    "TypeError: cannot convert dictionary update sequence element"."""
-    project.data(rule_records(20))
-    (project.path / "conftest.py").write_text(
-        "def pytest_seqgate_metrics(evaluation):\n    return [('cost', 0.3)]\n"
-    )
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
-    project.gated("max_cost=0.5")
-    result = project.run()
-    result.assert_outcomes(errors=1)
-    assert_lines(
-        result.stdout.str(),
-        "seqgate: pytest_seqgate_metrics returned list; expected a dict of metric names to "
-        "numbers, e.g. {'cost': 0.3}",
-    )
-    assert "TypeError" not in result.stdout.str()
-
-
-def test_a_load_dataset_hook_that_returns_bad_data_is_named(project):
-    """The error named only the spec, a file the user's hook read: it looked like
-    the file was bad."""
-    project.data(rule_records(20))
-    (project.path / "conftest.py").write_text(
-        "def pytest_seqgate_load_dataset(spec, role, settings):\n"
-        "    return [([1, 2], 0), ([3], 7)] if role == 'eval_data' else None\n"
-    )
-    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
-    project.gated()
-    result = project.run()
-    assert result.ret == 4
-    assert_lines(
-        result.stderr.str(),
-        "ERROR: seqgate: the data pytest_seqgate_load_dataset returned for 'eval.jsonl': "
-        "eval.jsonl[1]: label 7 is not one of seqgate_labels ['ham', 'spam']*",
-    )
+    at_collection = message.startswith("ERROR:")
+    assert result.ret == (4 if at_collection else 1)
+    assert_lines((result.stderr if at_collection else result.stdout).str(), message)
+    assert "TypeError" not in result.stdout.str() + result.stderr.str()
 
 
 @pytest.mark.parametrize(
