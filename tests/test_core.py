@@ -896,11 +896,49 @@ def test_custom_metrics_must_be_numbers() -> None:
             evaluate(Odd(), data, settings, custom_metrics=lambda e, r=returned: r)
 
 
-def test_markdown_cells_escape_pipes() -> None:
-    from pytest_seqgate.report import _markdown_table
+def _rendered_text(markdown: str) -> list[str]:
+    """The text a reader sees in each paragraph, heading and table cell of a
+    Markdown page, as a CommonMark renderer with tables makes it (raw HTML, which
+    GitHub's sanitizer drops when it is no tag it knows, is left out)."""
+    from markdown_it import MarkdownIt
 
-    table = _markdown_table([["pos|neg", 3]], ["class", "support"])
-    assert table.splitlines()[2].split(" | ")[0] == "| pos\\|neg"
+    seen = []
+    for token in MarkdownIt("commonmark").enable(["table", "strikethrough"]).parse(markdown):
+        if token.type == "inline":
+            kinds = {child.type for child in token.children or ()}
+            assert not kinds & {"em_open", "s_open", "link_open"}, token.content
+            seen.append(
+                "".join(c.content for c in token.children or () if c.type in ("text", "code_inline"))
+            )
+    return seen
+
+
+def test_markdown_shows_names_that_look_like_markup_as_they_are() -> None:
+    """Class names, a model's name and the findings come from the user: "<unk>"
+    must not be dropped as an HTML tag, "*" and "_" must not make the rest of a
+    line italic, "|" must not end a table cell, "#1" must not make a heading."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.diagnostics import Finding
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.report import render_markdown
+
+    names = ("<unk>", "*star*", "a|b", "_x_")
+    labels = torch.arange(40) % 4
+    preds = torch.where(labels == 3, 0, labels)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return 5.0 * torch.nn.functional.one_hot(preds[tokens[:, 0]], 4).float()
+
+    data = SequenceData.from_sequences([[i] for i in range(40)], labels, names)
+    ev = evaluate(Fixed(), data, Settings(device="cpu", bootstrap=0, padding_check=0), name="#1")
+    ev.findings.append(Finding("missing", "warning", "no prediction of '<unk>' or '_x_'", {}))
+    seen = _rendered_text(render_markdown([ev]))
+    for name in names:
+        assert seen.count(name) == 3, name  # per-class row, matrix header and matrix row
+    assert seen[1] == "#1: no gates" and seen[2].startswith("#1 on ")  # heading, headline
+    assert "warning missing: no prediction of '<unk>' or '_x_'" in seen
+    assert "macro_f1" in seen  # names of our own read the same in the raw file
 
 
 def test_numbers_that_round_to_zero_print_without_a_sign() -> None:

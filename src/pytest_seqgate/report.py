@@ -552,13 +552,34 @@ def column_alignment(rows: Sequence[Sequence[Any]]) -> tuple[str, ...] | None:
     )
 
 
+# What GitHub's Markdown would read as markup in a class name, a test id or a
+# path: a backslash, a backtick, an asterisk or a "|" anywhere; "<" that opens a
+# tag (its sanitizer then drops "<unk>" from the page); "&" that spells an
+# entity; "]" that closes a link's text; "_" and "~" that can open or close
+# emphasis and strike-through (not inside a word, where "macro_f1" stays as it
+# is, nor "~" alone between spaces).
+_MARKUP = re.compile(
+    r"[\\`*|]|<(?=[A-Za-z/!?])|&(?=#?\w+;)|\](?=[(\[])"
+    r"|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])|(?<!\s)~|~(?!\s)"
+)
+# What would make a line a heading, a quote, a list item or a rule.
+_LINE_START = re.compile(r"^([#>+=-])|^(\d+)([.)])(?=\s|$)")
+
+
+def markdown_text(text: object, line_start: bool = False) -> str:
+    """``text`` as it reads, in Markdown: names and messages come from the user's
+    data and tests, and a class named "<unk>" or "*" must read as itself in a
+    pull-request comment, not vanish or turn the rest of the line italic."""
+    out = _MARKUP.sub(lambda m: "\\" + m.group(), str(text))
+    if line_start:
+        out = _LINE_START.sub(lambda m: "\\" + m[1] if m[1] else m[2] + "\\" + m[3], out, count=1)
+    return out
+
+
 def _markdown_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    """A GitHub table (its numeric columns marked right-aligned); a "|" in a cell
-    (a class name, a test id) is escaped, or it would end the cell there."""
-
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|")
-
+    """A GitHub table (its numeric columns marked right-aligned); each cell's text
+    is escaped (:func:`markdown_text`), a "|" above all, or it would end the cell."""
+    cell = markdown_text
     return tabulate(
         [[cell(v) for v in row] for row in rows],
         headers=[cell(h) for h in headers],
@@ -588,11 +609,16 @@ VERDICT_EMOJI = {"fail": "❌ ", "pass": "✅ ", "": ""}
 def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -> str:
     parts = ["# seqgate report", ""]
     if errors:
-        parts += [f"## ❌ {NOT_EVALUATED}", "", *[f"- {m}" for m in errors], ""]
+        parts += [f"## ❌ {NOT_EVALUATED}", "", *[f"- {markdown_text(m)}" for m in errors], ""]
     for ev in evaluations:
         failed = failed_gates(ev.gates)
         outcome, css = verdict(ev)
-        parts += [f"## {ev.name}: {VERDICT_EMOJI[css]}{outcome}", "", headline(ev), ""]
+        parts += [
+            f"## {markdown_text(ev.name)}: {VERDICT_EMOJI[css]}{outcome}",
+            "",
+            markdown_text(headline(ev), line_start=True),
+            "",
+        ]
         # A pull-request comment is read from the top: what failed comes first.
         if failed:
             parts += ["### Failed gates", "", _markdown_table(gate_rows(failed), GATE_HEADERS), ""]
@@ -651,7 +677,9 @@ def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = (
             ]
         if ev.findings:
             parts += ["### Findings", ""]
-            parts += [f"- **{f.severity}** `{f.kind}`: {f.message}" for f in ev.findings]
+            parts += [
+                f"- **{f.severity}** `{f.kind}`: {markdown_text(f.message)}" for f in ev.findings
+            ]
             parts.append("")
     return "\n".join(parts) + "\n"
 
