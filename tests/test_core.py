@@ -486,7 +486,7 @@ def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_ne
     assert not result.passed and result.value is None
     # Every table names the slice with the gate: the row is not the whole set's number.
     assert (result.label, result.to_json()["slice"]) == ("accuracy on lang=de", "lang=de")
-    assert result.reason.endswith("on slice lang=de (0 samples); lang takes 'None', 'en', 'fr'")
+    assert result.reason.endswith("on slice lang=de (0 samples); lang takes 'en', 'fr', 'null'")
     (result,) = check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lang=fr"}), "t")
     assert result.passed and result.reason == "on slice lang=fr (10 samples)"
     # The .jsonl's true, false and null, spelt as the file spells them (or as Python does).
@@ -501,6 +501,10 @@ def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_ne
         assert result.reason == f"on slice {text} ({samples} samples)", text
     (result,) = check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lang=null"}), "t")
     assert result.reason == "on slice lang=null (10 samples)"  # the records' None
+    # The report names the slices as a gate selects them.
+    by_lang = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0, slice_by=("lang",)))
+    named = {s.name: s.n for s in by_lang.slices if s.group == "lang"}
+    assert named == {"lang=en": 10, "lang=fr": 10, "lang=null": 10}
     with pytest.raises(ConfigError, match=r"no key 'lagn' \(did you mean `lang`\?\)"):
         check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lagn=fr"}), "t")
     with pytest.raises(

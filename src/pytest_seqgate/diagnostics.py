@@ -515,6 +515,15 @@ SLICE_OPS = (">=", "<=", "!=", "==", ">", "<", "=")
 JSON_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
 
 
+def spelt(value: Any) -> str:
+    """A metadata value as the .jsonl spells it (``null``, ``true``), which is how
+    a slice names it and a gate's ``slice`` selects it."""
+    for word, literal in JSON_LITERALS.items():
+        if value is literal:
+            return word
+    return str(value)
+
+
 @dataclass(frozen=True)
 class SliceSpec:
     """``length>=128`` or ``lang=fr``: a key (``length`` or a metadata key), an op, a value."""
@@ -571,7 +580,7 @@ class SliceSpec:
         nothing (``lang=de`` on a set of 'en' and 'fr'); empty for length slices."""
         if self.key == "length" or self.key not in metadata:
             return ""
-        seen = sorted({str(x) for x in metadata[self.key]})
+        seen = sorted({spelt(x) for x in metadata[self.key]})
         listing = ", ".join(repr(v) for v in seen[:limit]) + (", ..." if len(seen) > limit else "")
         return f"; {self.key} takes {listing}"
 
@@ -655,6 +664,8 @@ def length_slices(
 def metadata_slices(
     key: str, values: list[Any], targets: Tensor, predictions: Tensor, num_classes: int
 ) -> list[SliceResult]:
+    """One slice per value of ``key``, named as a gate's ``slice`` selects it: a
+    record's null (or a missing key) is ``lang=null``, not Python's "None"."""
     codes: dict[str, int] = {}
-    ids = torch.tensor([codes.setdefault(str(v), len(codes)) for v in values], dtype=torch.int64)
+    ids = torch.tensor([codes.setdefault(spelt(v), len(codes)) for v in values], dtype=torch.int64)
     return slice_metrics(targets, predictions, ids, [f"{key}={v}" for v in codes], key, num_classes)
