@@ -911,9 +911,8 @@ def _rendered_text(markdown: str) -> list[str]:
         if token.type == "inline":
             kinds = {child.type for child in token.children or ()}
             assert not kinds & {"em_open", "s_open", "link_open"}, token.content
-            seen.append(
-                "".join(c.content for c in token.children or () if c.type in ("text", "code_inline"))
-            )
+            shown = [c.content for c in token.children or () if c.type in ("text", "code_inline")]
+            seen.append("".join(shown))
     return seen
 
 
