@@ -118,6 +118,18 @@ def test_baseline_round_trip(project):
             f"{example['record']} ({example['true']}, now {example['predicted']})"
             in (regression["message"])
         )
+    # Under -q the headline is the whole summary: it carries the comparison.
+    quiet = project.run(
+        "-q", "--seqgate-baseline", "base/baseline.json", "--seqgate-model", "degraded:build"
+    )
+    assert_lines(
+        quiet.stdout.str(),
+        f"* gates 0/5 passed; against the baseline: accuracy {now - 1:+.3f}, macro F1 -0.*, "
+        f"recall[*] -0.*, significantly worse (p = *)",
+    )
+    same = project.run("-q", "--seqgate-baseline", "base/baseline.json").stdout.str()
+    # Equal scores: +0.000, not a float's -0.000, and no recall line.
+    assert_lines(same, "* gates 4/4 passed; against the baseline: accuracy +0.000, macro F1 +0.000")
     report = evaluation["baseline"]
     # Named as the data are, from the rootdir: a runner's absolute path is noise.
     assert report["baseline"] == "base/baseline.json"

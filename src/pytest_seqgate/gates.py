@@ -798,6 +798,12 @@ def format_number(value: float | None, digits: int = 3) -> str:
     return f"{value + 0.0 if round(value, digits) != 0 else 0.0:.{digits}f}"
 
 
+def format_change(value: float, digits: int = 3) -> str:
+    """A change, signed; one that rounds to zero is +0.000 (a float's -1e-17
+    from equal scores is no drop)."""
+    return f"{value + 0.0 if round(value, digits) != 0 else 0.0:+.{digits}f}"
+
+
 def format_value(result: GateResult) -> str:
     if result.op == "absent":
         return "present"

@@ -30,6 +30,7 @@ from pytest_seqgate.gates import (
     example_class,
     example_score,
     failed_gates,
+    format_change,
     format_number,
     format_threshold,
     format_value,
@@ -282,7 +283,7 @@ def delta_rows(ev: Evaluation) -> list[list[str]]:
                 name,
                 format_number(before),
                 format_number(now),
-                "n/a" if delta is None else f"{delta:+.3f}",
+                "n/a" if delta is None else format_change(delta),
             ]
         )
     return rows
@@ -414,7 +415,36 @@ def headline(ev: Evaluation) -> str:
         f"{f' {ev.precision} autocast' if ev.precision != 'fp32' else ''}"
         f"{f' ({ev.device_note})' if ev.device_note else ''}, "
         f"{ev.seconds:.2f}s{f' ({ev.cache_note})' if ev.cache_note else ''}{gates}"
+        f"{against_baseline(ev)}"
     )
+
+
+def against_baseline(ev: Evaluation) -> str:
+    """The headline's word on the baseline: the changes of accuracy and macro F1,
+    the largest drop of a class's recall, and McNemar's verdict when it finds the
+    model worse. Under -q the headline is all the terminal shows, and a pull
+    request that lost a fifth of the spam it caught must not read as a plain
+    line of numbers."""
+    cmp = ev.comparison
+    if cmp is None:
+        return ""
+    changes = []
+    for metric, shown in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
+        drop = cmp.drop(metric)
+        if drop is not None:
+            changes.append(f"{shown} {format_change(-drop)}")
+    recalls = [
+        (drop, metric)
+        for metric in cmp.deltas
+        if metric.startswith("recall[") and (drop := cmp.drop(metric)) is not None and drop > 0
+    ]
+    if recalls:
+        drop, metric = max(recalls)
+        changes.append(f"{metric} {format_change(-drop)}")
+    worse = next((f for f in ev.findings if f.kind == "significant_regression"), None)
+    if worse is not None:
+        changes.append(f"significantly worse (p = {worse.data['p_value']:.3g})")
+    return f"; against the baseline: {', '.join(changes)}" if changes else ""
 
 
 def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> list[tuple[str, str]]:
