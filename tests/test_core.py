@@ -1076,6 +1076,23 @@ def test_number_columns_are_right_aligned_and_intervals_left() -> None:
         ("recall_floor", 1.5, "expected a number in [0, 1], but got 1.5"),
         ("near_duplicate_threshold", -0.1, "expected a number in [0, 1], but got -0.1"),
         ("confidence", 1.0, "expected a number in (0, 1), but got 1.0"),
+        # A percentage where a share belongs gets the share it meant.
+        (
+            "confidence",
+            95,
+            "expected a number in (0, 1), but got 95 (a share, not a percentage: 0.95 for 95%)",
+        ),
+        (
+            "threshold",
+            30.0,
+            "expected a probability in (0, 1), but got 30.0 (a share, not a "
+            "percentage: 0.3 for 30%)",
+        ),
+        (
+            "recall_floor",
+            50,
+            "expected a number in [0, 1], but got 50 (a share, not a percentage: 0.5 for 50%)",
+        ),
     ],
 )
 def test_each_setting_out_of_range_names_itself(name: str, value: object, said: str) -> None:

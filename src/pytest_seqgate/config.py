@@ -425,7 +425,7 @@ class Settings:
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ConfigError(
                 f"{self.source('threshold')}: expected a probability in (0, 1), "
-                f"but got {self.threshold}"
+                f"but got {self.threshold}{_as_share(self.threshold)}"
             )
         for name in ("bootstrap", "min_support"):
             if getattr(self, name) < 0:
@@ -442,12 +442,13 @@ class Settings:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(
-                    f"{self.source(name)}: expected a number in [0, 1], but got {value}"
+                    f"{self.source(name)}: expected a number in [0, 1], but got "
+                    f"{value}{_as_share(value)}"
                 )
         if not 0.0 < self.confidence < 1.0:
             raise ConfigError(
                 f"{self.source('confidence')}: expected a number in (0, 1), "
-                f"but got {self.confidence}"
+                f"but got {self.confidence}{_as_share(self.confidence)}"
             )
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             dupes = sorted({x for x in self.labels if self.labels.count(x) > 1})
@@ -484,6 +485,13 @@ class Settings:
                     f"{self.source('report')}: the suffix picks the format and must be "
                     f".json, .md or .html, but got {str(path)!r}"
                 )
+
+
+def _as_share(value: float) -> str:
+    """The hint for a share written as a percentage (``confidence = 95``)."""
+    if 2.0 <= value <= 100.0:  # (1.5 is more likely a slip than 1.5%)
+        return f" (a share, not a percentage: {value / 100:g} for {value:g}%)"
+    return ""
 
 
 def is_import_path(value: str) -> bool:
