@@ -397,6 +397,11 @@ def test_copies_with_different_labels_bound_accuracy() -> None:
         ({"min_recall": {"eggs": 0.9}}, "names class 'eggs', which is not one of the labels"),
         ({"min_f1": {"ham": 1.3}}, "Expected `min_f1['ham']` to be in [0, 1], but got 1.3"),
         ({"min_accuracy": -0.1}, "Expected `min_accuracy` to be in [0, 1], but got -0.1"),
+        (
+            {"min_recall": {"spam": 90}},
+            "`min_recall['spam']` to be in [0, 1], but got 90 (a share, not a percentage: 0.9 "
+            "for 90%)",
+        ),
         ({"fail_on_paradox": "yes"}, "Expected `fail_on_paradox` to be True or False"),
         ({"max_train_test_gap": {"loss": 0.1}}, "takes metrics"),
     ],

@@ -18,7 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from pytest_seqgate.exceptions import ConfigError
+from pytest_seqgate.exceptions import ConfigError, as_share
 
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
@@ -425,7 +425,7 @@ class Settings:
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ConfigError(
                 f"{self.source('threshold')}: expected a probability in (0, 1), "
-                f"but got {self.threshold}{_as_share(self.threshold)}"
+                f"but got {self.threshold}{as_share(self.threshold)}"
             )
         for name in ("bootstrap", "min_support"):
             if getattr(self, name) < 0:
@@ -443,12 +443,12 @@ class Settings:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(
                     f"{self.source(name)}: expected a number in [0, 1], but got "
-                    f"{value}{_as_share(value)}"
+                    f"{value}{as_share(value)}"
                 )
         if not 0.0 < self.confidence < 1.0:
             raise ConfigError(
                 f"{self.source('confidence')}: expected a number in (0, 1), "
-                f"but got {self.confidence}{_as_share(self.confidence)}"
+                f"but got {self.confidence}{as_share(self.confidence)}"
             )
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             dupes = sorted({x for x in self.labels if self.labels.count(x) > 1})
@@ -485,13 +485,6 @@ class Settings:
                     f"{self.source('report')}: the suffix picks the format and must be "
                     f".json, .md or .html, but got {str(path)!r}"
                 )
-
-
-def _as_share(value: float) -> str:
-    """The hint for a share written as a percentage (``confidence = 95``)."""
-    if 2.0 <= value <= 100.0:  # (1.5 is more likely a slip than 1.5%)
-        return f" (a share, not a percentage: {value / 100:g} for {value:g}%)"
-    return ""
 
 
 def is_import_path(value: str) -> bool:

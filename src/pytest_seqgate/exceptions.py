@@ -50,3 +50,11 @@ def user_line(exc: BaseException, root: Path | None = None) -> str | None:
         shown = path.relative_to(base) if path.is_relative_to(base) else path
         return f"{shown}:{frame.lineno}"
     return None
+
+
+def as_share(value: float) -> str:
+    """The hint for a share written as a percentage (``confidence = 95``,
+    ``min_recall={"spam": 90}``), for the error that refuses it."""
+    if 2.0 <= value <= 100.0:  # (1.5 is more likely a slip than 1.5%)
+        return f" (a share, not a percentage: {value / 100:g} for {value:g}%)"
+    return ""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from pytest_seqgate.exceptions import ConfigError
+from pytest_seqgate.exceptions import ConfigError, as_share
 
 if TYPE_CHECKING:
     from pytest_seqgate.diagnostics import SliceSpec
@@ -236,7 +236,9 @@ def _threshold(key: str, value: Any, lo: float = 0.0, hi: float = 1.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"Expected `{key}` to be a number in [{lo:g}, {hi:g}], but got {value!r}")
     if not lo <= value <= hi:
-        raise ConfigError(f"Expected `{key}` to be in [{lo:g}, {hi:g}], but got {value!r}")
+        raise ConfigError(
+            f"Expected `{key}` to be in [{lo:g}, {hi:g}], but got {value!r}{as_share(value)}"
+        )
     return float(value)
 
 
