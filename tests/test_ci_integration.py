@@ -183,16 +183,25 @@ def test_bad_gate_line_is_a_usage_error(project):
         model="models:first_token",
         eval_data="eval.jsonl",
         labels=["ham", "spam"],
-        gates=["recall[spam] => 0.9", "macro_f1 >= 0.5", "recall[spma] >= 0.5"],
+        gates=[
+            "recall[spam] => 0.9",
+            "macro_f1 >= 0.5",
+            "recall[spma] >= 0.5",
+            "accuracy > 80%; xfail: known",
+        ],
     )
     result = project.run()
     assert result.ret == 4
-    # Every bad line, named by where it was written; the good line between them is fine.
+    # Every bad line, named by where it was written, with what a line nearly right
+    # meant; the good line between them is fine.
     assert_lines(
         result.stderr.str(),
         "ERROR: seqgate: seqgate_gates in pytest.ini: cannot read "
-        "'recall[spam] => 0.9'; expected 'METRIC[CLASS] >= NUMBER'*",
+        "'recall[spam] => 0.9'; expected 'METRIC[CLASS] >= NUMBER'*; xfail: reason' (a gate "
+        "passes at its threshold: did you mean 'recall[spam] >= 0.9'?)",
         "seqgate_gates in pytest.ini: 'recall[spma] >= 0.5': `min_recall` names class 'spma'*",
+        "seqgate_gates in pytest.ini: cannot read 'accuracy > 80%; xfail: known'*(a share, "
+        "not a percentage: did you mean 'accuracy >= 0.8; xfail: known'?)",
     )
     assert "macro_f1" not in result.stderr.str()
 

@@ -406,6 +406,32 @@ class GateLine:
     xfail: str | None
 
 
+# A gate line nearly right: another comparison, or a percentage.
+_NEAR_GATE_LINE = re.compile(
+    r"^\s*(?P<head>[A-Za-z_][\w.]*(?:\[[^\]]+\])?)\s*(?P<op>[<>=!]{1,2})\s*"
+    r"(?P<value>[-+0-9.eE]+)\s*(?P<pct>%?)(?P<rest>(?:\s+at\s+[-+0-9.eE]+)?\s*(?:;.*)?)$"
+)
+_NEAR_OPS = {">": ">=", "=>": ">=", "<": "<=", "=<": "<="}
+
+
+def _line_meant(line: str) -> str:
+    """What a gate line nearly right meant, for its error: ``recall[spam] > 0.8``
+    (a gate passes at its threshold, so it compares with >= or <=) or ``accuracy
+    >= 90%`` (a share). Empty when the line is further off."""
+    near = _NEAR_GATE_LINE.match(line)
+    op = _NEAR_OPS.get(near["op"], near["op"]) if near else None
+    if near is None or op not in (">=", "<="):
+        return ""
+    try:
+        value = float(near["value"]) / (100 if near["pct"] else 1)
+    except ValueError:
+        return ""
+    if op == near["op"] and not near["pct"]:
+        return ""
+    why = "a share, not a percentage" if near["pct"] else "a gate passes at its threshold"
+    return f" ({why}: did you mean '{near['head']} {op} {value:g}{near['rest']}'?)"
+
+
 def parse_gate_line(
     line: str,
     labels: tuple[str, ...] | None,
@@ -421,7 +447,7 @@ def parse_gate_line(
         raise ConfigError(
             f"{setting}: cannot read {line!r}; expected "
             f"'METRIC[CLASS] >= NUMBER' or 'METRIC <= NUMBER', optionally "
-            f"followed by '; xfail: reason'"
+            f"followed by '; xfail: reason'{_line_meant(line)}"
         )
     metric, cls, op = match["metric"], match["cls"], match["op"]
 
