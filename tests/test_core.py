@@ -465,6 +465,40 @@ class Parity(torch.nn.Module):
         return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
 
 
+def test_an_evaluation_gives_each_number_by_the_names_a_gate_uses() -> None:
+    """``ev.value("recall", "spam")``: a test asserting on numbers reads what a gate
+    reads, by class name; a misnamed metric or class says what there is."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+
+    labels = torch.tensor([i % 2 for i in range(30)])
+    labels[:3] = 1 - labels[:3]  # three wrong: recall and precision below 1
+    data = SequenceData.from_sequences([[i + 2] for i in range(30)], labels, ("ham", "spam"))
+    ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0), train_data=data)
+    spam = ev.labels.index("spam")
+    assert ev.value("recall", "spam") == ev.metrics.value("recall", spam) < 1
+    assert ev.value("support", "ham") == 14
+    assert ev.value("macro_f1") == ev.metrics.value("macro_f1")
+    assert ev.value("roc_auc", "spam") == float(ev.ranking.roc_auc[spam])
+    assert ev.value("train_test_gap.accuracy") == 0.0
+    assert ev.value("regression.accuracy") is None  # no baseline
+    for args, said in (
+        (
+            ("recall",),
+            "recall is per class: name one of ['ham', 'spam'], as in value('recall', 'spam')",
+        ),
+        (("macro_f1", "spam"), "macro_f1 is not per class: value('macro_f1') takes no class"),
+        (
+            ("recall", "Spam"),
+            "no class 'Spam' (did you mean `spam`?); the classes are ['ham', 'spam']",
+        ),
+        (("recal", "spam"), "unknown metric 'recal' (did you mean `recall`?); built-in: accuracy,"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            ev.value(*args)
+        assert str(info.value).startswith(said), args
+
+
 def test_train_gap_gate_on_a_slice_reads_the_whole_set() -> None:
     from pytest_seqgate.config import Settings
     from pytest_seqgate.evaluation import evaluate

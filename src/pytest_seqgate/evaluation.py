@@ -43,7 +43,7 @@ from pytest_seqgate.diagnostics import (
 )
 from pytest_seqgate.distributed import local_device, sharded
 from pytest_seqgate.exceptions import ConfigError, ModelError
-from pytest_seqgate.gates import GateResult
+from pytest_seqgate.gates import GateResult, did_you_mean
 from pytest_seqgate.inference import (
     ForwardHook,
     Predictions,
@@ -54,7 +54,7 @@ from pytest_seqgate.inference import (
     resolve_device,
     scores_alone,
 )
-from pytest_seqgate.metrics import Metrics, compute_metrics, confusion_matrix
+from pytest_seqgate.metrics import PER_CLASS_METRICS, Metrics, compute_metrics, confusion_matrix
 from pytest_seqgate.stats import (
     batched_metrics,
     bootstrap_margins,
@@ -298,8 +298,23 @@ class Evaluation:
             min_support=self.min_support,
         )
 
-    def gate_value(self, metric: str, class_name: str | None) -> float | None:
-        """The number a gate compares: built-in, train/test gap, or custom."""
+    def value(self, metric: str, class_name: str | None = None) -> float | None:
+        """One number by the names a gate uses: ``ev.value("recall", "spam")``,
+        ``ev.value("macro_f1")``, ``ev.value("train_test_gap.accuracy")``, a
+        custom metric's name. None where it is undefined (no baseline, no
+        scores kept). A test that asserts on numbers reads what a gate reads."""
+        if class_name is None and metric in PER_CLASS_NUMBERS:
+            raise ConfigError(
+                f"{metric} is per class: name one of {list(self.labels)}, as in "
+                f"value({metric!r}, {self.labels[-1]!r})"
+            )
+        if class_name is not None and metric in self.metrics.summary:
+            raise ConfigError(f"{metric} is not per class: value({metric!r}) takes no class")
+        if class_name is not None and class_name not in self.labels:
+            raise ConfigError(
+                f"no class {class_name!r}{did_you_mean(class_name, self.labels)}; the classes "
+                f"are {list(self.labels)}"
+            )
         if metric.startswith("train_test_gap."):
             key = metric.split(".", 1)[1]
             if key == "recall":
@@ -312,7 +327,7 @@ class Evaluation:
             if self.ranking is None:
                 return None
             values = getattr(self.ranking, metric)
-            return float(values[self.labels.index(class_name)]) if class_name else None
+            return float(values[self.labels.index(class_name)])
         if metric.startswith("regression."):
             if self.comparison is None:
                 return None
@@ -321,20 +336,29 @@ class Evaluation:
             return getattr(self.ranking, metric) if self.ranking is not None else None
         if metric == "ece":
             return self.ece
-        if class_name is not None:
+        if class_name is not None and metric in (*PER_CLASS_METRICS, "support"):
             return self.metrics.value(metric, self.labels.index(class_name))
         if metric in self.metrics.summary:
             return self.metrics.value(metric)
         if metric in self.custom_metrics:
             return float(self.custom_metrics[metric])
+        known = [*self.metrics.summary, *PER_CLASS_NUMBERS, *SCORE_SUMMARY, *self.custom_metrics]
         raise ConfigError(
-            f"unknown metric {metric!r} in a gate; built-in: {', '.join(self.metrics.summary)}"
+            f"unknown metric {metric!r}{did_you_mean(metric, known)}; built-in: "
+            f"{', '.join(self.metrics.summary)}, {', '.join(SCORE_SUMMARY)}; per class: "
+            f"{', '.join(PER_CLASS_NUMBERS)}"
             + (
                 f"; from pytest_seqgate_metrics: {', '.join(self.custom_metrics)}"
                 if self.custom_metrics
                 else ""
             )
         )
+
+
+# The summary numbers of the scores, beside the counts' ``Metrics.summary``, and
+# the numbers read per class.
+SCORE_SUMMARY = ("macro_average_precision", "macro_roc_auc", "ece")
+PER_CLASS_NUMBERS = (*PER_CLASS_METRICS, "support", "average_precision", "roc_auc")
 
 
 def resolve_labels(

@@ -715,7 +715,7 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
         if gate.metric in TRADE_OFF_GATES.values():
             value, note, extra = _trade_off(scope, gate)
         else:
-            value = (evaluation if whole else scope).gate_value(gate.metric, gate.class_name)
+            value = (evaluation if whole else scope).value(gate.metric, gate.class_name)
             note = ""
         if spec.slice is not None and not whole:
             extra["slice"] = spec.slice.name
