@@ -96,6 +96,32 @@ def test_a_failed_body_keeps_its_failure_and_its_gates_are_still_reported(projec
     ]
 
 
+def test_a_test_reads_numbers_by_name_and_a_misnamed_class_fails_at_its_line(project):
+    """``seqgate_evaluation.value(...)`` in a test body: the numbers a gate reads;
+    a misspelt class fails at the test's own line, and the fixture's value prints
+    as its headline, not a screenful of tensors."""
+    project.data(rule_records(200, missed={1: 30}))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.test(
+        "def test_numbers(seqgate_evaluation):\n"
+        "    assert seqgate_evaluation.value('recall', 'spam') == 0.7\n"
+        "    assert seqgate_evaluation.value('recall', 'ham') == 1.0\n\n"
+        "def test_typo(seqgate_evaluation):\n"
+        "    seqgate_evaluation.value('recall', 'spma')\n"
+    )
+    result = project.run()
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert_lines(
+        out,
+        "seqgate_evaluation = <Evaluation models:first_token on eval.jsonl: 200 samples, *>",
+        ">       seqgate_evaluation.value('recall', 'spma')",
+        "E       *ConfigError: no class 'spma' (did you mean `spam`?); the classes are ['ham', 'spam']",
+        "test_gates.py:6: ConfigError",
+    )
+    assert "tensor(" not in out and "evaluation.py" not in out
+
+
 def test_markers_of_module_class_and_test_combine(project):
     """A module's `pytestmark` floor holds for a test that adds a gate of its own
     (it was dropped: only the closest marker counted, a silent pass); a key set

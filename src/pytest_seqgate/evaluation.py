@@ -211,6 +211,13 @@ class Evaluation:
     record_source: str = ""
     record_lines: Tensor | None = None
 
+    def __repr__(self) -> str:
+        # pytest prints a failing test's arguments: the fields' tensors made the
+        # seqgate_evaluation fixture's value a screenful of numbers.
+        from pytest_seqgate.report import headline
+
+        return f"<Evaluation {headline(self)}>"
+
     @property
     def n_samples(self) -> int:
         return int(self.targets.numel())
@@ -303,6 +310,7 @@ class Evaluation:
         ``ev.value("macro_f1")``, ``ev.value("train_test_gap.accuracy")``, a
         custom metric's name. None where it is undefined (no baseline, no
         scores kept). A test that asserts on numbers reads what a gate reads."""
+        __tracebackhide__ = True  # a misnamed metric: pytest shows the test's line
         if class_name is None and metric in PER_CLASS_NUMBERS:
             raise ConfigError(
                 f"{metric} is per class: name one of {list(self.labels)}, as in "
