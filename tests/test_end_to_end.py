@@ -116,7 +116,7 @@ def test_a_test_reads_numbers_by_name_and_a_misnamed_class_fails_at_its_line(pro
         out,
         "seqgate_evaluation = <Evaluation models:first_token on eval.jsonl: 200 samples, *>",
         ">       seqgate_evaluation.value('recall', 'spma')",
-        "E       *ConfigError: no class 'spma' (did you mean `spam`?); the classes are ['ham', 'spam']",
+        "E       *ConfigError: no class 'spma' (did you mean `spam`?); the classes are *",
         "test_gates.py:6: ConfigError",
     )
     assert "tensor(" not in out and "evaluation.py" not in out
