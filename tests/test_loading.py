@@ -374,6 +374,19 @@ def test_tokenizer_outputs_and_failures(tmp_path: Path) -> None:
         r"'world'\] for the text 'hello big world'; it must return a list of int",
     ):
         read_jsonl(path, tokenizer=str.split, display="t.jsonl")
+    # What it returned instead says what to do: a batch of one (return_tensors="pt"), floats.
+    for tokenizer, said in (
+        (
+            lambda t: torch.tensor([[len(w) for w in t.split()]]),
+            "a batch of one sequence, as "
+            "return_tensors='pt' gives: return its first row, e.g. ids[0])",
+        ),
+        (lambda t: [float(len(w)) for w in t.split()], "(whole numbers as int, not float)"),
+        (str.split, "(the vocabulary's indices, not the words)"),
+    ):
+        with pytest.raises(DataError) as info:
+            read_jsonl(path, tokenizer=tokenizer, display="t.jsonl")
+        assert str(info.value).endswith(said)
     # None for a text it gave up on, on the second record: an INTERNALERROR before.
     two = write(
         tmp_path / "two.jsonl",

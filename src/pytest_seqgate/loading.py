@@ -536,6 +536,18 @@ def load_state_dict(module: nn.Module, state: Any, path: Path) -> None:
 # ---------------------------------------------------------------- datasets
 
 
+def _not_ids(out: list[Any]) -> str:
+    """What a tokenizer's output is instead of token ids, and what to do."""
+    if len(out) == 1 and (isinstance(out[0], (list, tuple)) or hasattr(out[0], "tolist")):
+        return (
+            "this is a batch of one sequence, as return_tensors='pt' gives: return its first "
+            "row, e.g. ids[0]"
+        )
+    if any(isinstance(i, float) for i in out):
+        return "whole numbers as int, not float"
+    return "the vocabulary's indices, not the words"
+
+
 def _name_of(function: Any) -> str:
     module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", None)
     return f"{module}:{name}" if module and name else repr(function)
@@ -657,7 +669,7 @@ class _Builder:
                     raise DataError(
                         f"{self.where(line)}: the tokenizer {_name_of(self.tokenizer)} returned "
                         f"{repr(out[:5])[:80]} for the text {text[:40]!r}; it must return a "
-                        f"list of int token ids (the vocabulary's indices, not the words)"
+                        f"list of int token ids ({_not_ids(out)})"
                     )
                 # NumPy integers, say: made Python ints, record by record from now on.
                 self.index_ids = True
