@@ -378,8 +378,8 @@ def test_tokenizer_outputs_and_failures(tmp_path: Path) -> None:
     for tokenizer, said in (
         (
             lambda t: torch.tensor([[len(w) for w in t.split()]]),
-            "a batch of one sequence, as "
-            "return_tensors='pt' gives: return its first row, e.g. ids[0])",
+            "(this is a batch of one sequence, as return_tensors='pt' gives: give each "
+            "sequence 1-D, its first row (ids[0], or .squeeze(0)))",
         ),
         (lambda t: [float(len(w)) for w in t.split()], "(whole numbers as int, not float)"),
         (str.split, "(the vocabulary's indices, not the words)"),
@@ -398,6 +398,27 @@ def test_tokenizer_outputs_and_failures(tmp_path: Path) -> None:
         "two.jsonl:2: the tokenizer test_loading:test_tokenizer_outputs_and_failures.<locals>."
         "<lambda> returned None for the text 'no words'; it must return a list of int token ids"
     )
+
+
+def test_from_dataset_refuses_token_ids_given_as_a_batch_of_one() -> None:
+    """``tokenizer(text, return_tensors="pt")["input_ids"]`` is [1, n]: read as one
+    step of n-wide features it was evaluated as such, or refused as features of
+    unequal widths, which said nothing of what was wrong."""
+    import re
+
+    import numpy as np
+
+    said = "a batch of one sequence, as return_tensors='pt' gives: give each sequence 1-D"
+    for ids in (torch.tensor([[5, 6, 7]]), np.array([[5, 6, 7]], dtype=np.int32)):
+        with pytest.raises(DataError) as info:
+            from_dataset([(ids, 0), (ids[:, :2], 1)], "mine", None)
+        assert str(info.value).startswith(
+            f"mine[0]: the sequence is a [1, 3] array of integers, {said}"
+        )
+    with pytest.raises(DataError, match=re.escape(f"holds [5, 6, 7] (a list: {said}")):
+        from_dataset([{"tokens": torch.tensor([[5, 6, 7]]), "label": 0}], "mine", None)
+    # One step of float features is what it says.
+    assert from_dataset([(torch.tensor([[0.5, 0.2]]), 0)], "mine", None).kind == "features"
 
 
 def test_from_dataset_takes_numpy_values() -> None:

@@ -536,13 +536,17 @@ def load_state_dict(module: nn.Module, state: Any, path: Path) -> None:
 # ---------------------------------------------------------------- datasets
 
 
+# What a sequence of token ids given as a batch of one needs.
+BATCH_OF_ONE = (
+    "a batch of one sequence, as return_tensors='pt' gives: give each sequence 1-D, "
+    "its first row (ids[0], or .squeeze(0))"
+)
+
+
 def _not_ids(out: list[Any]) -> str:
     """What a tokenizer's output is instead of token ids, and what to do."""
     if len(out) == 1 and (isinstance(out[0], (list, tuple)) or hasattr(out[0], "tolist")):
-        return (
-            "this is a batch of one sequence, as return_tensors='pt' gives: return its first "
-            "row, e.g. ids[0]"
-        )
+        return f"this is {BATCH_OF_ONE}"
     if any(isinstance(i, float) for i in out):
         return "whole numbers as int, not float"
     return "the vocabulary's indices, not the words"
@@ -797,6 +801,7 @@ class _Builder:
                     raise DataError(
                         f"{self.where(line)}: 'tokens' must be a list of integers, but holds "
                         f"{bad!r}"
+                        + (f" (a list: {BATCH_OF_ONE})" if isinstance(bad, (list, tuple)) else "")
                     )
             else:
                 ok = all(
@@ -1141,6 +1146,12 @@ def from_dataset(
         if isinstance(sequence, str):
             record: dict[str, Any] = {"text": sequence}
         elif hasattr(sequence, "tolist") and hasattr(sequence, "ndim"):  # tensor, ndarray
+            if sequence.ndim == 2 and sequence.shape[0] == 1 and "int" in str(sequence.dtype):
+                # Read as one step of n-wide features, it would be evaluated as such.
+                raise DataError(
+                    f"{source}[{i}]: the sequence is a [1, {sequence.shape[1]}] array of "
+                    f"integers, {BATCH_OF_ONE}"
+                )
             key = "features" if sequence.ndim == 2 else "tokens"
             record = {key: sequence.tolist()}
         else:
