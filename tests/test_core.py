@@ -18,7 +18,7 @@ from pytest_seqgate.diagnostics import (
     missing_classes,
     traded_labels,
 )
-from pytest_seqgate.exceptions import ConfigError
+from pytest_seqgate.exceptions import ConfigError, DataError
 from pytest_seqgate.gates import merge_gate_kwargs, parse_gates
 from pytest_seqgate.metrics import compute_metrics
 from pytest_seqgate.stats import binomial_sf, wilson_interval
@@ -688,6 +688,26 @@ def test_a_hand_built_set_of_int32_tensors_is_evaluated_and_left_as_it_was() -> 
     raw = lengths.to(torch.int32)
     assert torch.equal(length_order(raw), length_order(lengths))
     assert torch.equal(raw, lengths.to(torch.int32))
+
+
+def test_from_sequences_refuses_a_batch_of_one_and_mixed_kinds() -> None:
+    """``[1, n]`` integer tensors (a tokenizer's ``return_tensors="pt"``) were read
+    as one step of n-wide features, and a 2-D sequence among 1-D ones was
+    flattened into token ids of the wrong length: both silently."""
+    said = "a batch of one sequence, as return_tensors='pt' gives: give each sequence 1-D"
+    with pytest.raises(
+        DataError,
+        match=re.escape(f"<memory>[0]: the sequence is a [1, 3] array of integers, {said}"),
+    ):
+        SequenceData.from_sequences([torch.tensor([[5, 6, 7]])] * 2, [0, 1])
+    with pytest.raises(
+        DataError, match=re.escape("<memory>[1]: the sequence is 2-D where <memory>[0] is 1-D;")
+    ):
+        SequenceData.from_sequences([torch.tensor([5, 6]), torch.tensor([[1.0, 2.0]])], [0, 1])
+    with pytest.raises(DataError, match=re.escape("<memory>[0]: the sequence is 0-D; each is 1-D")):
+        SequenceData.from_sequences([torch.tensor(5)], [0])
+    features = SequenceData.from_sequences([torch.tensor([[0.5, 0.2]]), torch.ones(3, 2)], [0, 1])
+    assert features.kind == "features" and features.lengths.tolist() == [1, 3]
 
 
 @pytest.mark.parametrize(

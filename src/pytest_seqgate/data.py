@@ -18,6 +18,12 @@ from torch import Tensor
 
 from pytest_seqgate.exceptions import DataError
 
+# What a sequence of token ids given as a batch of one needs.
+BATCH_OF_ONE = (
+    "a batch of one sequence, as return_tensors='pt' gives: give each sequence 1-D, "
+    "its first row (ids[0], or .squeeze(0))"
+)
+
 
 @dataclass
 class SequenceData:
@@ -224,6 +230,18 @@ class SequenceData:
     ) -> SequenceData:
         """Build from a list of 1-D token tensors (or 2-D feature tensors) and int labels."""
         tensors = [s if isinstance(s, Tensor) else torch.tensor(s) for s in sequences]
+        for i, t in enumerate(tensors):
+            if t.dim() == 2 and t.shape[0] == 1 and not t.is_floating_point():
+                raise DataError(
+                    f"{source}[{i}]: the sequence is a [1, {t.shape[1]}] array of integers, "
+                    f"{BATCH_OF_ONE}"
+                )
+            if t.dim() != tensors[0].dim() or t.dim() not in (1, 2):
+                other = f" where {source}[0] is {tensors[0].dim()}-D" if t.dim() in (1, 2) else ""
+                raise DataError(
+                    f"{source}[{i}]: the sequence is {t.dim()}-D{other}; each is 1-D token "
+                    f"ids or 2-D feature vectors [steps, features], one kind for the whole set"
+                )
         lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.int64)
         if tensors and tensors[0].dim() == 2:
             values = torch.cat([t.to(torch.float32) for t in tensors])

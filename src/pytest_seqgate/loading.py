@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from pytest_seqgate.config import Settings, is_import_path
-from pytest_seqgate.data import SequenceData
+from pytest_seqgate.data import BATCH_OF_ONE, SequenceData
 from pytest_seqgate.exceptions import ConfigError, DataError, ModelError
 from pytest_seqgate.inference import require_module
 
@@ -534,13 +534,6 @@ def load_state_dict(module: nn.Module, state: Any, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- datasets
-
-
-# What a sequence of token ids given as a batch of one needs.
-BATCH_OF_ONE = (
-    "a batch of one sequence, as return_tensors='pt' gives: give each sequence 1-D, "
-    "its first row (ids[0], or .squeeze(0))"
-)
 
 
 def _not_ids(out: list[Any]) -> str:
