@@ -345,6 +345,48 @@ def test_integer_outputs_and_wrong_batch_size() -> None:
         predict(WrongRows(), data, CPU, batch_size=10)
 
 
+def test_outputs_that_keep_a_step_axis_of_one_are_logits_and_per_token_ones_are_refused() -> None:
+    """``[batch, 1, classes]`` (a model that kept its step axis) was refused as
+    "per-token outputs, sequence labelling"; it is a classifier's output. A
+    per-token model is still refused (every batch of outputs with a step axis is
+    checked: a batch of one step does not speak for the rest), and a transposed
+    output says it is transposed."""
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.embedding = nn.Embedding(50, 3)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.embedding(tokens).mean(1)
+
+    class KeepDim(Pooled):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return super().forward(tokens).unsqueeze(1)
+
+    class PerToken(Pooled):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.embedding(tokens)
+
+    class Transposed(Pooled):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return super().forward(tokens).T
+
+    data = token_set(torch.tensor([1] * 8 + [5] * 8), seed=0, classes=3)
+    kept = predict(KeepDim(), data, CPU, batch_size=8)
+    plain = predict(Pooled(), data, CPU, batch_size=8)
+    assert torch.equal(kept.predictions, plain.predictions)
+    assert torch.allclose(kept.scores, plain.scores)
+    with pytest.raises(ModelError, match=r"per-token outputs \[8, 5, 3\].*sequence labelling"):
+        predict(PerToken(), data, CPU, batch_size=8)
+    with pytest.raises(
+        ModelError,
+        match=r"logits \[3, 8\].*\(these are transposed: return them as \[batch, classes\]\)",
+    ):
+        predict(Transposed(), data, CPU, batch_size=8)
+
+
 def test_device_resolution() -> None:
     assert resolve_device("cpu") == CPU
     if not torch.cuda.is_available():

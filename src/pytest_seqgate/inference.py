@@ -280,6 +280,8 @@ def _validate_logits(logits: Any, batch: Batch, num_classes: int | None) -> Tens
             f"the scores before argmax"
         )
     rows = batch.inputs.shape[0]
+    if logits.dim() == 3 and logits.shape[1] == 1:
+        logits = logits[:, 0]  # [batch, 1, classes]: a step axis kept, not per-token outputs
     if logits.dim() == 3:
         raise ModelError(
             f"the model returned per-token outputs {list(logits.shape)} for {_describe(batch)}: "
@@ -287,9 +289,11 @@ def _validate_logits(logits: Any, batch: Batch, num_classes: int | None) -> Tens
             f"state or pool over steps before the classifier layer"
         )
     if logits.dim() == 0 or logits.dim() > 2 or logits.shape[0] != rows:
+        transposed = logits.dim() == 2 and logits.shape[1] == rows
         raise ModelError(
             f"the model returned logits {list(logits.shape)} for {_describe(batch)}; expected "
             f"[{rows}, classes]: one row per sequence in the batch"
+            + (" (these are transposed: return them as [batch, classes])" if transposed else "")
         )
     width = 1 if logits.dim() == 1 else int(logits.shape[1])
     classes = 2 if width == 1 else width
@@ -502,7 +506,14 @@ def predict(
                     f"{_describe(batch)}, called {how}; {hint}: {exc}{at}"
                 ) from exc
             logits = logits_of(output)
-            if not checked or not isinstance(logits, Tensor) or logits.shape[0] != size:
+            if (
+                not checked
+                or not isinstance(logits, Tensor)
+                or logits.shape[0] != size
+                or logits.dim() > 2
+            ):
+                # (Each batch of a model whose outputs keep a step axis: its first
+                # batch, of one step, does not speak for the rest.)
                 logits = _validate_logits(logits, batch, num_classes)
                 checked = True
             if logits.dim() != 2:
