@@ -917,3 +917,24 @@ def test_factory_errors(factory_project: Path) -> None:
         load_model(
             Settings.from_dict(factory_project, model="w.ckpt", model_factory="srcpkg:build")
         )
+    # A module that is there but does not import says why, and where.
+    broken = {
+        "needsdep": (
+            "import not_installed_pkg\n",
+            "needsdep imports 'not_installed_pkg' (at "
+            "needsdep.py:1), which is not installed where pytest runs: install it",
+        ),
+        "typo": ("def build(:\n    pass\n", "fix the syntax at typo.py:1"),
+        "raises": (
+            "X = 1\nraise RuntimeError('no vocab')\n",
+            "(RuntimeError: no vocab); the module raised it as it was imported, at raises.py:2",
+        ),
+    }
+    for name, (source, said) in broken.items():
+        (factory_project / f"{name}.py").write_text(source)
+        settings = Settings.from_dict(
+            factory_project, model="w.ckpt", model_factory=f"{name}:build"
+        )
+        with pytest.raises(ConfigError) as info:
+            load_model(settings)
+        assert str(info.value).endswith(said), name

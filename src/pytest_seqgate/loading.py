@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from pytest_seqgate.config import Settings, is_import_path
 from pytest_seqgate.data import BATCH_OF_ONE, SequenceData
-from pytest_seqgate.exceptions import ConfigError, DataError, ModelError
+from pytest_seqgate.exceptions import ConfigError, DataError, ModelError, user_line
 from pytest_seqgate.inference import require_module
 
 SEQUENCE_KEYS = ("tokens", "features", "text")
@@ -71,20 +71,9 @@ def import_object(spec: str, rootdir: Path, setting: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import-time failure is the user's to see, in one line
-        top = module_name.split(".")[0]
-        src = rootdir / "src" / top
-        hint = (
-            "; it is under src/: install the project (pip install -e .) or add "
-            "pythonpath = src to the pytest configuration"
-            if isinstance(exc, ModuleNotFoundError)
-            and exc.name == top
-            and (src.is_dir() or src.with_suffix(".py").is_file())
-            else ""
-        )
         raise ConfigError(
             f"{setting}: cannot import module {module_name!r} from {spec!r} "
-            f"({type(exc).__name__}: {exc}); check the module path, relative to {rootdir}"
-            f"{hint}"
+            f"({type(exc).__name__}: {exc}); {_import_advice(exc, module_name, rootdir)}"
         ) from exc
     obj: Any = module
     where = module_name
@@ -98,6 +87,33 @@ def import_object(spec: str, rootdir: Path, setting: str) -> Any:
             ) from None
         where = f"{where}.{part}"
     return obj
+
+
+def _import_advice(exc: Exception, module_name: str, rootdir: Path) -> str:
+    """What to do about a module that did not import: its path is wrong, a
+    package it imports is missing, or its own code failed (where)."""
+    top = module_name.split(".")[0]
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        if module_name != exc.name and not module_name.startswith(exc.name + "."):
+            where = user_line(exc, rootdir)
+            return (
+                f"{module_name} imports {exc.name!r}{f' (at {where})' if where else ''}, which "
+                f"is not installed where pytest runs: install it"
+            )
+        src = rootdir / "src" / top
+        hint = (
+            "; it is under src/: install the project (pip install -e .) or add "
+            "pythonpath = src to the pytest configuration"
+            if exc.name == top and (src.is_dir() or src.with_suffix(".py").is_file())
+            else ""
+        )
+        return f"check the module path, relative to {rootdir}{hint}"
+    if isinstance(exc, SyntaxError) and exc.filename:
+        path = Path(exc.filename)
+        shown = path.relative_to(rootdir) if path.is_relative_to(rootdir) else path
+        return f"fix the syntax at {shown}:{exc.lineno}"
+    where = user_line(exc, rootdir)
+    return f"the module raised it as it was imported{f', at {where}' if where else ''}"
 
 
 def _attribute_advice(obj: Any, wanted: str) -> str:
