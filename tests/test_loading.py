@@ -364,10 +364,13 @@ def test_tokenizer_outputs_and_failures(tmp_path: Path) -> None:
 
     with pytest.raises(DataError) as info:
         read_jsonl(path, tokenizer=broken, display="t.jsonl")
-    assert str(info.value) == (
+    # Where it raised, as pytest would show it: the tokenizer's own line.
+    message, _, where = str(info.value).partition(" (raised at ")
+    assert message == (
         "t.jsonl:1: the tokenizer test_loading:test_tokenizer_outputs_and_failures.<locals>."
         "broken raised ValueError on the text 'hello big world': vocab file missing"
     )
+    assert where.endswith(f"test_loading.py:{broken.__code__.co_firstlineno + 1})")
     with pytest.raises(
         DataError,
         match=r"t.jsonl:1: the tokenizer .* returned \['hello', 'big', "

@@ -658,9 +658,11 @@ class _Builder:
         try:
             ids = self.tokenizer(text)
         except Exception as exc:
+            where = user_line(exc)
             raise DataError(
                 f"{self.where(line)}: the tokenizer {_name_of(self.tokenizer)} raised "
                 f"{type(exc).__name__} on the text {text[:40]!r}: {exc}"
+                f"{f' (raised at {where})' if where else ''}"
             ) from exc
         if isinstance(ids, Mapping) and "input_ids" in ids:
             ids = ids["input_ids"]  # a Hugging Face tokenizer's encoding
