@@ -909,7 +909,10 @@ def test_exported_program_that_would_unpickle_is_refused(factory_project: Path) 
 
 def test_factory_errors(factory_project: Path) -> None:
     torch.save(Small().state_dict(), factory_project / "w.ckpt")
-    with pytest.raises(ModelError, match=r"calling 'arch:broken' raised RuntimeError: no GPU"):
+    with pytest.raises(
+        ModelError,
+        match=r"calling 'arch:broken' raised RuntimeError: no GPU here \(raised at arch.py:12\)$",
+    ):
         load_model(Settings.from_dict(factory_project, model="w.ckpt", model_factory="arch:broken"))
     with pytest.raises(ConfigError, match=r"cannot import module 'archx'.*ModuleNotFoundError"):
         load_model(Settings.from_dict(factory_project, model="w.ckpt", model_factory="archx:build"))

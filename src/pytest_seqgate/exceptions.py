@@ -52,6 +52,13 @@ def user_line(exc: BaseException, root: Path | None = None) -> str | None:
     return None
 
 
+def raised_at(exc: BaseException, root: Path | None = None) -> str:
+    """`` (raised at spam/tok.py:3)`` for a one-line error about the user's code
+    that raised ``exc`` (:func:`user_line`), or nothing when no frame is theirs."""
+    where = user_line(exc, root)
+    return f" (raised at {where})" if where else ""
+
+
 def as_share(value: float) -> str:
     """The hint for a share written as a percentage (``confidence = 95``,
     ``min_recall={"spam": 90}``), for the error that refuses it."""

@@ -29,7 +29,7 @@ from pytest_seqgate.data import (
     step_owners,
     tensor_shape,
 )
-from pytest_seqgate.exceptions import ConfigError, ModelError, user_line
+from pytest_seqgate.exceptions import ConfigError, ModelError, raised_at
 
 ForwardHook = Callable[[nn.Module, Batch], Any]
 Progress = Callable[[int, int], None]  # (sequences done, total)
@@ -473,8 +473,7 @@ def predict(
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                     continue
-                where = user_line(exc)
-                at = f" (raised at {where})" if where else ""
+                at = raised_at(exc)
                 if checked:
                     raise ModelError(
                         f"the model's forward raised {type(exc).__name__} on "

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from pytest_seqgate.config import Settings, is_import_path
 from pytest_seqgate.data import BATCH_OF_ONE, SequenceData
-from pytest_seqgate.exceptions import ConfigError, DataError, ModelError, user_line
+from pytest_seqgate.exceptions import ConfigError, DataError, ModelError, raised_at, user_line
 from pytest_seqgate.inference import require_module
 
 SEQUENCE_KEYS = ("tokens", "features", "text")
@@ -364,7 +364,9 @@ def _call(factory: Any, setting: str, spec: str) -> Any:
     try:
         return factory()
     except Exception as exc:
-        raise ModelError(f"{setting}: calling {spec!r} raised {type(exc).__name__}: {exc}") from exc
+        raise ModelError(
+            f"{setting}: calling {spec!r} raised {type(exc).__name__}: {exc}{raised_at(exc)}"
+        ) from exc
 
 
 def refuse_unsaved(path: Path, setting: str) -> None:
@@ -658,11 +660,9 @@ class _Builder:
         try:
             ids = self.tokenizer(text)
         except Exception as exc:
-            where = user_line(exc)
             raise DataError(
                 f"{self.where(line)}: the tokenizer {_name_of(self.tokenizer)} raised "
-                f"{type(exc).__name__} on the text {text[:40]!r}: {exc}"
-                f"{f' (raised at {where})' if where else ''}"
+                f"{type(exc).__name__} on the text {text[:40]!r}: {exc}{raised_at(exc)}"
             ) from exc
         if isinstance(ids, Mapping) and "input_ids" in ids:
             ids = ids["input_ids"]  # a Hugging Face tokenizer's encoding
@@ -1137,6 +1137,7 @@ def from_dataset(
         except Exception as exc:
             raise DataError(
                 f"{source}[{i}]: reading the item raised {type(exc).__name__}: {exc}"
+                f"{raised_at(exc)}"
             ) from exc
         if isinstance(item, Mapping):
             # A row of a Hugging Face dataset, or any dict: the fields of a .jsonl
