@@ -424,6 +424,24 @@ def test_from_dataset_refuses_token_ids_given_as_a_batch_of_one() -> None:
     assert from_dataset([(torch.tensor([[0.5, 0.2]]), 0)], "mine", None).kind == "features"
 
 
+def test_from_dataset_says_where_an_item_raised() -> None:
+    class Broken:
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int) -> tuple[list[int], int]:
+            if i == 1:
+                raise OSError("shard 1 is missing")
+            return [1, 2], 0
+
+    with pytest.raises(DataError) as info:
+        from_dataset(Broken(), "mine", None)
+    message, _, where = str(info.value).partition(" (raised at ")
+    assert message == "mine[1]: reading the item raised OSError: shard 1 is missing"
+    line = Broken.__getitem__.__code__.co_firstlineno + 2
+    assert where.endswith(f"test_loading.py:{line})")
+
+
 def test_from_dataset_takes_numpy_values() -> None:
     """NumPy arrays and scalars (np.int64 is not an int) read as their numbers."""
     import numpy as np
