@@ -943,6 +943,14 @@ def test_custom_metrics_must_be_numbers() -> None:
     settings = Settings(device="cpu", bootstrap=0, padding_check=0)
     ev = evaluate(Odd(), data, settings, custom_metrics=lambda e: {"t": torch.tensor(0.5), "n": 3})
     assert ev.custom_metrics == {"t": 0.5, "n": 3.0}
+    # A NaN is the hook's to explain: a gate on it fails, saying whose number it was.
+    from pytest_seqgate.gates import check
+
+    ev = evaluate(Odd(), data, settings, custom_metrics=lambda e: {"cost": float("nan")})
+    results = check(ev, parse_gates({"max_cost": 0.5}, custom_metrics=["cost"]), "t")
+    (result,) = [r for r in results if r.metric == "cost"]
+    assert not result.passed
+    assert result.reason == "undefined: pytest_seqgate_metrics returned nan for 'cost'"
     for returned, message in (
         ({"cost": "high"}, "returned 'high' for 'cost'; a metric must be a number"),
         ({"flag": True}, "returned True for 'flag'; a metric must be a number"),
