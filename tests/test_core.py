@@ -465,6 +465,26 @@ class Parity(torch.nn.Module):
         return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
 
 
+def test_a_gate_says_by_how_much_it_clears_or_misses_its_threshold() -> None:
+    """The margin: the number compared (the lower bound, when the gate reads it)
+    minus the threshold for >=, the threshold minus it for <=; none for a
+    finding's gate or an undefined value. Tables print it signed."""
+    from pytest_seqgate.gates import GateResult, failure_message, format_margin
+
+    def gate(op: str, value: float | None, bound: float | None = None) -> GateResult:
+        return GateResult("t", "recall", "spam", op, 0.8, value, False, "", bound)
+
+    assert gate(">=", 0.664).margin == pytest.approx(-0.136)
+    assert gate(">=", 0.9, bound=0.75).margin == pytest.approx(-0.05)  # the bound was compared
+    assert gate("<=", 0.5).margin == pytest.approx(0.3)
+    assert gate(">=", None).margin is None and gate("absent", 1.0).margin is None
+    assert gate(">=", float("nan")).margin is None
+    assert [format_margin(gate(">=", v)) for v in (0.664, 0.8, None)] == ["-0.136", "+0.000", ""]
+    table = failure_message([gate(">=", 0.664)], "t").splitlines()
+    assert table[1].split() == ["metric", "class", "threshold", "value", "margin", "reason"]
+    assert table[3].split() == ["recall", "spam", ">=", "0.8", "0.664", "-0.136"]
+
+
 def test_an_evaluation_gives_each_number_by_the_names_a_gate_uses() -> None:
     """``ev.value("recall", "spam")``: a test asserting on numbers reads what a gate
     reads, by class name; a misnamed metric or class says what there is."""

@@ -125,6 +125,8 @@ def test_reports_json_markdown_html(project):
     assert low < 0.8 < high
     examples = ev["gates"][1].pop("examples")["missed"]
     assert [e["record"] for e in examples] == ["eval.jsonl:2", "eval.jsonl:4", "eval.jsonl:6"]
+    # By how much it missed, the number read first when a gate fails.
+    assert ev["gates"][1].pop("margin") == pytest.approx(0.8 - 0.95)
     assert ev["gates"][1] == {
         "test": "test_gates.py::test_fails",
         "metric": "recall",

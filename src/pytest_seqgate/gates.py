@@ -205,6 +205,16 @@ class GateResult:
         return None if reason is None else str(reason)
 
     @property
+    def margin(self) -> float | None:
+        """How far the number compared (the lower bound, when the gate reads it)
+        clears the threshold; negative, by how much it misses: what the reader of
+        a failed gate asks first. None for a finding's gate or an undefined value."""
+        compared = self.bound if self.bound is not None else self.value
+        if compared is None or self.op not in (">=", "<=") or math.isnan(compared):
+            return None
+        return compared - self.threshold if self.op == ">=" else self.threshold - compared
+
+    @property
     def outcome(self) -> str:
         """PASS, FAIL or XFAIL, as the tables show it."""
         return "PASS" if self.passed else "XFAIL" if self.xfail is not None else "FAIL"
@@ -217,6 +227,7 @@ class GateResult:
             "op": self.op,
             "threshold": self.threshold,
             "value": self.value,
+            "margin": self.margin,
             "passed": self.passed,
             "reason": self.reason,
         }
@@ -835,6 +846,11 @@ def format_change(value: float, digits: int = 3) -> str:
     return f"{value + 0.0 if round(value, digits) != 0 else 0.0:+.{digits}f}"
 
 
+def format_margin(result: GateResult) -> str:
+    """The margin as the tables show it: signed, empty where there is none."""
+    return "" if result.margin is None else format_change(result.margin)
+
+
 def format_value(result: GateResult) -> str:
     if result.op == "absent":
         return "present"
@@ -848,15 +864,22 @@ def failure_message(results: list[GateResult], test: str, where: str = "") -> st
     """Every violated gate as a table, then what to do and where the full report is."""
     failed = [r for r in results if not r.passed]
     rows = [
-        [r.metric + r.on, r.class_name or "", format_threshold(r), format_value(r), r.reason]
+        [
+            r.metric + r.on,
+            r.class_name or "",
+            format_threshold(r),
+            format_value(r),
+            format_margin(r),
+            r.reason,
+        ]
         for r in failed
     ]
     table = tabulate(
         rows,
-        headers=["metric", "class", "threshold", "value", "reason"],
+        headers=["metric", "class", "threshold", "value", "margin", "reason"],
         tablefmt="simple",
         disable_numparse=True,
-        maxcolwidths=[None, None, None, None, REASON_WIDTH],
+        maxcolwidths=[None, None, None, None, None, REASON_WIDTH],
     )
     advice = f"{ADVICE}\n{where}" if where else ADVICE
     examples = "".join(f"\n{line}" for line in example_lines(failed))

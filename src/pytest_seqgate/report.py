@@ -31,6 +31,7 @@ from pytest_seqgate.gates import (
     example_score,
     failed_gates,
     format_change,
+    format_margin,
     format_number,
     format_threshold,
     format_value,
@@ -363,6 +364,7 @@ def gate_rows(gates: Sequence[GateResult], reason_width: int | None = None) -> l
             g.label,
             format_threshold(g),
             format_value(g),
+            format_margin(g),
             g.outcome,
             _shorten(g.reason, reason_width),
         ]
@@ -370,7 +372,7 @@ def gate_rows(gates: Sequence[GateResult], reason_width: int | None = None) -> l
     ]
 
 
-GATE_HEADERS = ["test", "gate", "threshold", "value", "result", "reason"]
+GATE_HEADERS = ["test", "gate", "threshold", "value", "margin", "result", "reason"]
 XFAIL_NOTE = "XFAIL: a test marked xfail, expected to fail; it does not fail the run"
 _GATE_STYLE = {"PASS": "green", "FAIL": "red", "XFAIL": "yellow"}
 EXAMPLE_HEADERS = ["class", "error", "record", "true", "predicted", "P(class)"]
@@ -850,9 +852,9 @@ def _gate_row_html(gate: GateResult, row: list[str]) -> str:
     e = html.escape
     cells = []
     for j, cell in enumerate(row):
-        if j == 4:
+        if j == 5:
             cells.append(f"<td class='{gate.outcome.lower()}'>{e(cell)}</td>")
-        elif j == 5:
+        elif j == 6:
             cells.append(f"<td class='reason' title='{e(gate.reason)}'>{e(cell)}</td>")
         elif j == 0:
             # A test id breaks after its "::" and "/" only, not mid-name.
