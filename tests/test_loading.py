@@ -278,6 +278,22 @@ def test_csv_tokens_and_missing_columns(tmp_path: Path) -> None:
     )
 
 
+def test_csv_separated_by_semicolons_or_tabs_is_read_by_its_header(tmp_path: Path) -> None:
+    """A spreadsheet saved in a locale whose decimal mark is the comma writes ';',
+    and a .tsv is often named .csv: the header says which, when it holds no comma
+    and names the columns split on it. A comma inside a field is then text."""
+    for mark in (";", "\t"):
+        path = write(tmp_path / "s.csv", f"label{mark}tokens{mark}note\nspam{mark}1 2{mark}a, b\n")
+        data = read_csv(path)
+        assert data.lengths.tolist() == [2] and data.metadata["note"] == ["a, b"]
+    # Its errors speak of its separator.
+    assert csv_error(tmp_path, "x.csv", "label;tokens\nspam;1;2\n").startswith(
+        "x.csv:2: 3 fields where the header has 2; a field that holds a semicolon must be quoted"
+    )
+    # A header of one column with a ';' in its name stays one column.
+    assert "but has ['label;body']" in csv_error(tmp_path, "y.csv", "label;body\nspam;hi\n")
+
+
 def test_csv_quoting_is_strict(tmp_path: Path) -> None:
     """Quoted commas, quotes and line breaks are read; an unclosed quote or an
     unquoted comma is an error at its line, not a record that swallows the next

@@ -986,6 +986,19 @@ def stream_jsonl(
         yield builder.build()
 
 
+def _delimiter(text: str) -> str:
+    """A comma; or what separates a header that holds no comma and names the
+    columns when split on it: a ';' from a spreadsheet saved in a locale whose
+    decimal mark is the comma, a tab from a .tsv named .csv."""
+    header = text.partition("\n")[0]
+    if "," not in header:
+        for mark in (";", "\t"):
+            names = [n.strip('"') for n in header.split(mark)]
+            if "label" in names and any(key in names for key in SEQUENCE_KEYS):
+                return mark
+    return ","
+
+
 def read_csv(
     path: Path,
     labels: tuple[str, ...] | None = None,
@@ -993,13 +1006,16 @@ def read_csv(
     display: str | None = None,
 ) -> SequenceData:
     """Columns ``label`` and one of ``tokens`` (space separated ints), ``text``, ``features``
-    (a JSON list of vectors); other columns are metadata."""
+    (a JSON list of vectors); other columns are metadata. Separated by commas, or
+    by semicolons or tabs where the header says so (:func:`_delimiter`)."""
     name = display or str(path)
     builder = _Builder(name, labels, tokenizer)
     text = "".join(line + "\n" for _, line in _lines(path, name))
     # strict: an unclosed quote is an error, not a field that swallows the records
     # after it (the csv module's default).
-    reader = csv.DictReader(io.StringIO(text), strict=True)
+    mark = _delimiter(text)
+    separator = {",": "a comma", ";": "a semicolon", "\t": "a tab"}[mark]
+    reader = csv.DictReader(io.StringIO(text), strict=True, delimiter=mark)
     try:
         columns = reader.fieldnames or []
     except csv.Error as exc:
@@ -1021,8 +1037,8 @@ def read_csv(
         except csv.Error as exc:
             # line_num still counts the last good record's lines: the bad one starts after.
             raise DataError(
-                f"{name}:{reader.line_num + 1}: not valid CSV ({exc}); a field that holds a "
-                f"comma, a quote or a line break must be quoted, with quotes doubled inside"
+                f"{name}:{reader.line_num + 1}: not valid CSV ({exc}); a field that holds "
+                f"{separator}, a quote or a line break must be quoted, with quotes doubled inside"
             ) from None
         # line_num is the record's last line: a quoted field with line breaks (an
         # email, a multi-line message) ends lines below where the record starts.
@@ -1031,7 +1047,7 @@ def read_csv(
         if None in row:  # more fields than the header: an unquoted comma, most likely
             raise DataError(
                 f"{name}:{line}: {len(columns) + len(row[None])} fields where the header "
-                f"has {len(columns)}; a field that holds a comma must be quoted"
+                f"has {len(columns)}; a field that holds {separator} must be quoted"
             )
         record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
         if not any(key in record for key in SEQUENCE_KEYS):
