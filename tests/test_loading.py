@@ -111,7 +111,13 @@ def test_jsonl_features(tmp_path: Path) -> None:
         (jsonl({"tokens": [1, True], "label": 0}), "but holds True"),
         (
             jsonl({"tokens": [1], "label": None}),
-            "e.jsonl:1: label None is neither a class name nor a class index",
+            "e.jsonl:1: label null is neither a class name nor a class index",
+        ),
+        (
+            jsonl({"tokens": [1], "label": True}),
+            "e.jsonl:1: label true is neither a class name nor a class index (an integer); a "
+            "true/false label says yes or no, not which class: write the class's name "
+            '("spam") or its index in the model\'s outputs (1)',
         ),
         (
             jsonl({"tokens": [1], "label": 1}, {"tokens": [1], "label": 0.5}),

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from pytest_seqgate.config import Settings, is_import_path
 from pytest_seqgate.data import BATCH_OF_ONE, SequenceData
+from pytest_seqgate.diagnostics import spelt
 from pytest_seqgate.exceptions import ConfigError, DataError, ModelError, raised_at, user_line
 from pytest_seqgate.inference import require_module
 
@@ -703,9 +704,17 @@ class _Builder:
             bad = [(i, v) for i, v in enumerate(raw) if type(v) not in (str, int)]
             if bad:
                 i, value = bad[0]
+                boolean = isinstance(value, bool)
+                shown = spelt(value) if value is None or boolean else repr(value)
                 raise DataError(
-                    f"{self.where(self.lines[i])}: label {value!r} is neither a class name "
+                    f"{self.where(self.lines[i])}: label {shown} is neither a class name "
                     f"nor a class index (an integer)"
+                    + (
+                        "; a true/false label says yes or no, not which class: write the "
+                        "class's name (\"spam\") or its index in the model's outputs (1)"
+                        if boolean
+                        else ""
+                    )
                 )
         if names is None:
             if all(isinstance(x, str) for x in raw):
