@@ -1011,7 +1011,8 @@ def seqgate_evaluation(
     seqgate_train_data: Any,
 ) -> Evaluation:
     """The evaluation of this test's model and data; inference runs once per
-    (model, eval set, train set) however many tests use it.
+    (model, eval set, train set) however many tests use it. ``.value("recall",
+    "spam")`` reads a number by the names a gate uses.
 
     Function-scoped on purpose: pytest would keep a session-scoped fixture's
     first value for every test, so the tests of a folder whose conftest.py
