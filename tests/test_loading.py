@@ -616,6 +616,10 @@ def test_state_dict_mismatch_lists_keys(factory_project: Path) -> None:
     with pytest.raises(ModelError) as info:
         load_model(Settings.from_dict(factory_project, model="w.ckpt", model_factory="arch:build"))
     assert "missing keys: head.weight; unexpected keys: extra.weight" in str(info.value)
+    # Named by its option and as the user wrote it, not by the runner's absolute path.
+    assert str(info.value).startswith(
+        "model: w.ckpt does not match the module built by seqgate_model_factory"
+    )
 
 
 def test_training_checkpoints_and_wrapper_prefixes_load(factory_project: Path) -> None:

@@ -156,7 +156,7 @@ def load_model(settings: Settings) -> nn.Module:
             f"{factory_setting}: {settings.model_factory!r}",
         )
         state = load_checkpoint(path, setting, settings.trust_checkpoints)
-        load_state_dict(module, state, path)
+        load_state_dict(module, state, f"{setting}: {settings.display(path)}")
         return module
     kind = file_format(path)
     if kind == "exported":
@@ -490,7 +490,7 @@ def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
 
 
-def _weights_in(state: Any, path: Path) -> dict[str, Tensor]:
+def _weights_in(state: Any, path: Path | str) -> dict[str, Tensor]:
     """The state dict in what ``torch.save`` wrote: itself, or the entry of a
     training checkpoint ({"epoch": ..., "model_state_dict": ...}) that holds it."""
     if _is_state_dict(state) or state == {}:  # {}: a module without parameters
@@ -525,7 +525,9 @@ def _without_wrapper_prefix(state: dict[str, Tensor], expected: Any) -> dict[str
     return state
 
 
-def load_state_dict(module: nn.Module, state: Any, path: Path) -> None:
+def load_state_dict(module: nn.Module, state: Any, path: Path | str) -> None:
+    """Load ``state`` (read from ``path``, which messages name: the option and the
+    file as the user wrote it) into ``module``, or say every key that differs."""
     expected = module.state_dict()
     state = _without_wrapper_prefix(_weights_in(state, path), expected)
     missing = sorted(set(expected) - set(state))
