@@ -533,6 +533,33 @@ def test_train_gap_gate_on_a_slice_reads_the_whole_set() -> None:
     assert [r.label for r in results] == ["train_test_gap.accuracy", "train_test_gap.macro_f1"]
 
 
+def test_a_gap_between_copies_of_one_set_says_it_cannot_show_overfitting() -> None:
+    """The eval set given as the training set too (one file named twice): the gap
+    is 0 whatever the model learnt, and its gate passed without a word."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.gates import check
+
+    data = SequenceData.from_sequences(
+        [[i % 7 + 2, i] for i in range(40)], [i % 2 for i in range(40)]
+    )
+    other = SequenceData.from_sequences(
+        [[i % 7 + 2, i + 100] for i in range(40)], [i % 2 for i in range(40)]
+    )
+    said = (
+        "100% of the eval sequences are in the training set: the gap compares them with themselves"
+    )
+    settings = Settings(padding_check=0, bootstrap=0)
+    for train, expected in ((data, said), (other, "")):
+        ev = evaluate(Parity(), data, settings, train_data=train)
+        gates = parse_gates({"max_train_test_gap": 0.1, "fail_on_paradox": False})
+        results = check(ev, gates, "t")
+        assert [r.metric for r in results] == ["train_test_gap.accuracy", "train_test_gap.macro_f1"]
+        assert [r.passed for r in results] == [True, True]
+        assert all(r.reason.startswith(expected) for r in results)
+        assert all(bool(r.reason) == bool(expected) for r in results)
+
+
 def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_near_one() -> None:
     from pytest_seqgate.config import Settings
     from pytest_seqgate.evaluation import evaluate

@@ -539,6 +539,25 @@ def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
     )
 
 
+# Past this share of eval sequences found in the training set, a train/test gap
+# compares mostly the same sequences with themselves.
+GAP_OF_COPIES = 0.5
+
+
+def _gap_of_copies(evaluation: Any) -> str:
+    """The word on a train/test gap that cannot show overfitting: most of the eval
+    set is in the training set (the same file named twice, say), so the gap is
+    near 0 whatever the model learnt, and its gate would pass in silence."""
+    shares = [f.data["fraction"] for f in evaluation.findings_of("leakage") if "fraction" in f.data]
+    share = max(shares, default=0.0)
+    if share < GAP_OF_COPIES:
+        return ""
+    return (
+        f"{share:.0%} of the eval sequences are in the training set: the gap compares them "
+        f"with themselves and cannot show overfitting (see the leakage finding)"
+    )
+
+
 def _undefined(evaluation: Any, gate: Gate) -> tuple[bool, str]:
     """Whether a gate on an undefined value passes, and why. Without a baseline
     there is nothing to regress from: the run that saves the baseline on the main
@@ -754,6 +773,8 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
         reasons = [note, where.strip()]
         if gate.metric == "accuracy" and spec.slice is None and not passed:
             reasons.append(_out_of_reach(evaluation, gate.threshold))
+        if gate.metric.startswith("train_test_gap."):
+            reasons.append(_gap_of_copies(evaluation))
         if level is not None and gate.op == ">=" and interval is None:
             # Asked for the lower bound, but there is none: say the point was compared.
             reasons.insert(
