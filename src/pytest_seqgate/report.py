@@ -611,10 +611,9 @@ def markdown_text(text: object, line_start: bool = False) -> str:
 def _markdown_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     """A GitHub table (its numeric columns marked right-aligned); each cell's text
     is escaped (:func:`markdown_text`), a "|" above all, or it would end the cell."""
-    cell = markdown_text
     return tabulate(
-        [[cell(v) for v in row] for row in rows],
-        headers=[cell(h) for h in headers],
+        [[markdown_text(v) for v in row] for row in rows],
+        headers=[markdown_text(h) for h in headers],
         tablefmt="pipe",
         disable_numparse=True,
         colalign=column_alignment(rows),
