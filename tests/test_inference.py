@@ -348,9 +348,8 @@ def test_integer_outputs_and_wrong_batch_size() -> None:
 def test_outputs_that_keep_a_step_axis_of_one_are_logits_and_per_token_ones_are_refused() -> None:
     """``[batch, 1, classes]`` (a model that kept its step axis) was refused as
     "per-token outputs, sequence labelling"; it is a classifier's output. A
-    per-token model is still refused (every batch of outputs with a step axis is
-    checked: a batch of one step does not speak for the rest), and a transposed
-    output says it is transposed."""
+    per-token model is still refused, and a transposed output says it is
+    transposed."""
 
     class Pooled(nn.Module):
         def __init__(self) -> None:

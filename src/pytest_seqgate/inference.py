@@ -505,14 +505,9 @@ def predict(
                     f"{_describe(batch)}, called {how}; {hint}: {exc}{at}"
                 ) from exc
             logits = logits_of(output)
-            if (
-                not checked
-                or not isinstance(logits, Tensor)
-                or logits.shape[0] != size
-                or logits.dim() > 2
-            ):
-                # (Each batch of a model whose outputs keep a step axis: its first
-                # batch, of one step, does not speak for the rest.)
+            # (The first batch is the longest: a per-token model's outputs show their
+            # step axis there, and [batch, 1, classes] is reshaped below.)
+            if not checked or not isinstance(logits, Tensor) or logits.shape[0] != size:
                 logits = _validate_logits(logits, batch, num_classes)
                 checked = True
             if logits.dim() != 2:
