@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from pytest_seqgate.diagnostics import (
     missing_classes,
     traded_labels,
 )
-from pytest_seqgate.exceptions import ConfigError, DataError
+from pytest_seqgate.exceptions import ConfigError, DataError, GateFailure
 from pytest_seqgate.gates import merge_gate_kwargs, parse_gates
 from pytest_seqgate.metrics import compute_metrics
 from pytest_seqgate.stats import binomial_sf, wilson_interval
@@ -517,6 +518,38 @@ def test_an_evaluation_gives_each_number_by_the_names_a_gate_uses() -> None:
         with pytest.raises(ConfigError) as info:
             ev.value(*args)
         assert str(info.value).startswith(said), args
+
+
+def test_an_evaluation_checks_gates_without_pytest(tmp_path: Path) -> None:
+    """``ev.check(**gates)`` in a script: the marker's keys and verdicts, a
+    GateFailure with the table, and the results kept for a report written after."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.report import write_reports
+
+    labels = torch.tensor([i % 2 for i in range(30)])
+    labels[:3] = 1 - labels[:3]
+    data = SequenceData.from_sequences([[i + 2] for i in range(30)], labels, ("ham", "spam"))
+    ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0))
+    recall = ev.value("recall", "spam")
+    passed = ev.check(min_recall={"spam": recall - 0.01})
+    assert [(r.label, r.passed) for r in passed] == [("recall[spam]", True)]
+    with pytest.raises(GateFailure) as info:
+        ev.check(min_recall={"spam": recall + 0.05}, min_accuracy=0.5)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"seqgate: 1 of 2 gate(s) failed for {ev.name} on {ev.eval_data}"
+    assert lines[3].split()[:5] == ["recall", "spam", ">=", f"{recall + 0.05:g}", f"{recall:.3f}"]
+    assert [r.passed for r in ev.gates] == [True, False, True]
+    with pytest.raises(ConfigError, match=r"^check\(\): unknown gate `min_recal` \(did you mean"):
+        ev.check(min_recal=0.5)
+    written, failures = write_reports([tmp_path / "r.json"], [ev])
+    assert failures == [] and written == [tmp_path / "r.json"]
+    gates = json.loads((tmp_path / "r.json").read_text())["evaluations"][0]["gates"]
+    assert [(g["test"], g["passed"]) for g in gates] == [
+        ("check()", True),
+        ("check()", False),
+        ("check()", True),
+    ]
 
 
 def test_train_gap_gate_on_a_slice_reads_the_whole_set() -> None:

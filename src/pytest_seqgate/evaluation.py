@@ -42,8 +42,8 @@ from pytest_seqgate.diagnostics import (
     train_test_gap,
 )
 from pytest_seqgate.distributed import local_device, sharded
-from pytest_seqgate.exceptions import ConfigError, ModelError
-from pytest_seqgate.gates import GateResult, did_you_mean
+from pytest_seqgate.exceptions import ConfigError, GateFailure, ModelError
+from pytest_seqgate.gates import GateResult, did_you_mean, failure_message, judge
 from pytest_seqgate.inference import (
     ForwardHook,
     Predictions,
@@ -304,6 +304,18 @@ class Evaluation:
             gate_on=self.gate_on,
             min_support=self.min_support,
         )
+
+    def check(self, **gates: Any) -> list[GateResult]:
+        """Assert gates outside pytest (a training script's last step, a notebook):
+        the marker's keys, its verdicts and its failure message, raised as
+        :class:`GateFailure`. The results stay on the evaluation, so a report
+        written afterwards lists them, the failed ones too."""
+        __tracebackhide__ = True
+        results = judge(self, gates, "check()", "check()")
+        self.gates.extend(results)
+        if not all(r.passed for r in results):
+            raise GateFailure(failure_message(results, f"{self.name} on {self.eval_data}"))
+        return results
 
     def value(self, metric: str, class_name: str | None = None) -> float | None:
         """One number by the names a gate uses: ``ev.value("recall", "spam")``,

@@ -849,6 +849,20 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
     return results
 
 
+def judge(
+    evaluation: Evaluation, gates: Mapping[str, Any], caller: str, test: str
+) -> list[GateResult]:
+    """The gates of a ``check(**gates)`` call, judged. A bad key is reported as
+    the caller's and raised afresh from this hidden frame, so the traceback ends
+    at the user's call, not in the parser's internals."""
+    __tracebackhide__ = True
+    try:
+        spec = parse_gates(gates, evaluation.labels, evaluation.custom_metrics)
+    except ConfigError as exc:
+        raise ConfigError(f"{caller}: {exc}") from None
+    return check(evaluation, spec, test)
+
+
 def format_threshold(result: GateResult) -> str:
     return "absent" if result.op == "absent" else f"{result.op} {result.threshold:g}"
 

@@ -1060,15 +1060,9 @@ class SeqgateHelper:
 
     def check(self, **gates: Any) -> list[GateResult]:
         __tracebackhide__ = True
-        from pytest_seqgate.gates import check, parse_gates
+        from pytest_seqgate.gates import judge
 
-        try:
-            spec = parse_gates(gates, self.evaluation.labels, self.evaluation.custom_metrics)
-        except ConfigError as exc:
-            # Raised afresh from this hidden frame: the traceback ends at the
-            # user's call, not in the parser's internals.
-            raise ConfigError(f"seqgate.check(): {exc}") from None
-        results = check(self.evaluation, spec, self._item.nodeid)
+        results = judge(self.evaluation, gates, "seqgate.check()", self._item.nodeid)
         _record(self._item, self.evaluation, results)
         if not all(r.passed for r in results):
             raise GateFailure(_failure_message(self._item.config, results, self._item.nodeid))
