@@ -959,6 +959,29 @@ def test_json_report_keeps_each_list_of_numbers_on_one_line() -> None:
     assert json.loads(text) == json.loads(json.dumps(report_json([ev])))
 
 
+def test_a_slice_of_many_classes_lists_its_weakest_recalls_and_the_range_of_the_rest() -> None:
+    """Up to 5 classes, every recall in class order; past 5, the 5 weakest of the
+    classes the slice has (a tie: the larger class first), then the rest's range."""
+    from pytest_seqgate.report import slice_recalls
+
+    two = torch.tensor([[3, 1], [4, 0]])
+    assert slice_recalls(("ham", "spam"), two) == "ham 0.750 (3/4), spam 0.000 (0/4)"
+    assert slice_recalls(("a", "b"), torch.tensor([[2, 0], [0, 0]])) == "a 1.000 (2/2), b n/a (0/0)"
+    names = tuple(f"c{i}" for i in range(8))
+    hits = [5, 1, 4, 5, 0, 3, 2, 0]
+    totals = [5, 2, 5, 5, 0, 6, 4, 2]
+    cm = torch.diag(torch.tensor(hits))
+    cm[:, 0] += torch.tensor(totals) - torch.tensor(hits)  # the misses go to c0
+    assert slice_recalls(names, cm) == (
+        "c7 0.000 (0/2), c5 0.500 (3/6), c6 0.500 (2/4), c1 0.500 (1/2), c2 0.800 (4/5); "
+        "2 more, all 1.000"
+    )
+    hits[3] = 4
+    cm = torch.diag(torch.tensor(hits))
+    cm[:, 0] += torch.tensor(totals) - torch.tensor(hits)
+    assert slice_recalls(names, cm).endswith("c2 0.800 (4/5); 2 more, 0.800 to 1.000")
+
+
 def test_weak_slices_need_20_samples_and_list_the_25_weakest() -> None:
     """A key with hundreds of values (a user id) gives slices of a few samples whose
     macro F1 is noise: the table keeps slices of 20+ samples, weakest first, 25

@@ -328,18 +328,36 @@ def weak_slices(ev: Evaluation) -> list[SliceResult]:
     return sorted(weak, key=lambda s: s.metrics.value("macro_f1"))[:GLANCE_CLASSES]
 
 
+def slice_recalls(labels: Sequence[str], confusion: Tensor) -> str:
+    """Each class's recall on a slice with the counts behind it (a recall of 0.000
+    means little over 2 samples and much over 200). Past SLICE_RECALLS classes, the
+    weakest of those the slice has, and the range of the rest: a line per slice
+    listing 30 classes was 900 characters wide, and its point, which class the
+    slice fails, was lost in it."""
+    hits, totals = confusion.diagonal().tolist(), confusion.sum(1).tolist()
+    recall = [h / t if t else float("nan") for h, t in zip(hits, totals)]
+    shown = list(range(len(labels)))
+    rest = ""
+    if len(labels) > SLICE_RECALLS:
+        present = sorted((i for i in shown if totals[i]), key=lambda i: (recall[i], -totals[i]))
+        shown, others = present[:SLICE_RECALLS], present[SLICE_RECALLS:]
+        if others:
+            low, high = format_number(recall[others[0]]), format_number(recall[others[-1]])
+            rest = f"; {len(others)} more, " + (f"all {low}" if low == high else f"{low} to {high}")
+    return (
+        ", ".join(f"{labels[i]} {format_number(recall[i])} ({hits[i]}/{totals[i]})" for i in shown)
+        + rest
+    )
+
+
+# Classes whose recall a slice's row lists before it lists only the weakest.
+SLICE_RECALLS = 5
+
+
 def slice_rows(ev: Evaluation, slices: Sequence[SliceResult]) -> list[list[str]]:
     rows = []
     for s in slices:
-        # A recall of 0.000 means little over 2 samples and much over 200: the
-        # counts behind each one say which.
-        cm = s.metrics.confusion_matrix
-        recalls = ", ".join(
-            f"{name} {format_number(float(v))} ({hit}/{total})"
-            for name, v, hit, total in zip(
-                ev.labels, s.metrics.recall.tolist(), cm.diagonal().tolist(), cm.sum(1).tolist()
-            )
-        )
+        recalls = slice_recalls(ev.labels, s.metrics.confusion_matrix)
         rows.append(
             [
                 s.name,
