@@ -1029,6 +1029,18 @@ def test_weak_slices_need_20_samples_and_list_the_25_weakest() -> None:
     page = render_html([ev])
     assert "<h3>Slices of 20+ samples whose macro F1 is more than 0.1 below" in page
     assert f"({int(cm[0, 0])}/{int(cm[0].sum())})" in page and "region=u" not in page
+    # Aligned as the terminal: numbers flush right, the slice's name and recalls left.
+    cells = re.findall(r"<td( style=\"text-align: right;\")?>([^<]*)</td>", page)
+    row = [(bool(style), text.strip()) for style, text in cells]
+    at = row.index((False, worst.name))
+    assert row[at : at + 5] == [
+        (False, worst.name),
+        (True, str(worst.n)),
+        (True, f"{worst.metrics.value('accuracy'):.3f}"),
+        (True, f"{worst.metrics.value('macro_f1'):.3f}"),
+        (False, row[at + 4][1]),
+    ]
+    assert row[at + 4][1].startswith("a ")
     slices = json.loads(render_json([ev]))["evaluations"][0]["slices"]
     assert sum(s["name"].startswith("region=u") for s in slices) == 800
 

@@ -736,10 +736,10 @@ def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = (
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;
-text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+text-align:left}th{background:#f3f3f3}.cm td{text-align:right}
 .fail{color:#b00020;font-weight:600}.pass{color:#1b7f2a}.warning,.xfail{color:#9a6700}
 .error{color:#b00020}.cm td{min-width:3em}.charts{display:flex;gap:2em;flex-wrap:wrap}
-.gates td,.gates th{text-align:left}.reason{min-width:18em;max-width:32em}
+.gates td,.gates th{text-align:left}.reason{min-width:12em;max-width:32em}
 """
 
 
@@ -864,6 +864,18 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
     return "".join(parts)
 
 
+def _breakable(name: str) -> str:
+    """A test id or a gate's name, escaped, that may break after "::", "/", "_" and
+    "." (between its words, never mid-word): a test named as projects name them
+    (``test_a_gate_with_a_long_name``) held the gate table past the page's edge."""
+    out = []
+    for k, c in enumerate(name):
+        out.append(html.escape(c))
+        if c in "/_." or (c == ":" and name[k - 1 : k] == ":"):
+            out.append("<wbr>")
+    return "".join(out)
+
+
 def _gate_row_html(gate: GateResult, row: list[str]) -> str:
     """A gate as a table row; the (shortened) reason keeps its full text as a tooltip."""
     e = html.escape
@@ -873,10 +885,8 @@ def _gate_row_html(gate: GateResult, row: list[str]) -> str:
             cells.append(f"<td class='{gate.outcome.lower()}'>{e(cell)}</td>")
         elif j == 6:
             cells.append(f"<td class='reason' title='{e(gate.reason)}'>{e(cell)}</td>")
-        elif j == 0:
-            # A test id breaks after its "::" and "/" only, not mid-name.
-            parts = e(cell).replace("::", "::<wbr>").replace("/", "/<wbr>")
-            cells.append(f"<td>{parts}</td>")
+        elif j in (0, 1):
+            cells.append(f"<td>{_breakable(cell)}</td>")
         else:
             cells.append(f"<td>{e(cell)}</td>")
     return "<tr>" + "".join(cells) + "</tr>"
@@ -918,6 +928,21 @@ def _gates_html(gates: Sequence[GateResult]) -> str:
     )
 
 
+def _html_table(
+    rows: Sequence[Sequence[Any]], headers: Sequence[str], cells: Sequence[Sequence[Any]] = ()
+) -> str:
+    """A table aligned as the terminal's: columns of numbers right, text left (class
+    names and a slice's recalls read badly flush right). ``cells``, when given, are
+    the rows as HTML (already escaped), aligned by the plain ``rows``."""
+    return tabulate(
+        cells or rows,
+        headers=headers,
+        tablefmt="unsafehtml" if cells else "html",
+        disable_numparse=True,
+        colalign=column_alignment(rows),
+    )
+
+
 def render_html(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -> str:
     """One self-contained page: inline CSS, no scripts, no network."""
     e = html.escape
@@ -943,56 +968,31 @@ def render_html(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -
             if examples:
                 body.append(
                     "<h3>Errors behind the failed gates</h3>"
-                    + tabulate(
-                        examples, headers=EXAMPLE_HEADERS, tablefmt="html", disable_numparse=True
-                    ).replace("<table>", "<table class='gates'>", 1)  # text: left-aligned
+                    + _html_table(examples, EXAMPLE_HEADERS)
                 )
-        body.append(
-            tabulate(
-                per_class_rows(ev),
-                headers=PER_CLASS_HEADERS,
-                tablefmt="html",
-                disable_numparse=True,
-            )
-        )
+        body.append(_html_table(per_class_rows(ev), PER_CLASS_HEADERS))
         headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
-        body.append(
-            tabulate(summary_rows(ev), headers=headers, tablefmt="html", disable_numparse=True)
-        )
+        body.append(_html_table(summary_rows(ev), headers))
         if len(ev.labels) > GLANCE_CLASSES:
             body.append(
                 f"<h3>Most frequent confusions</h3><p>{e(MATRIX_ELSEWHERE)}</p>"
-                + tabulate(
-                    confusion_pairs(ev),
-                    headers=CONFUSION_HEADERS,
-                    tablefmt="html",
-                    disable_numparse=True,
-                )
+                + _html_table(confusion_pairs(ev), CONFUSION_HEADERS)
             )
         else:
             body.append("<h3>Confusion matrix</h3>" + _matrix_html(ev))
         # The same sections as the Markdown report: a person opening either
         # after a regression sees what changed and where the model is weakest.
         if ev.comparison is not None:
+            deltas = delta_rows(ev)
             body.append(
                 f"<h3>Against baseline <code>{e(ev.comparison.baseline)}</code></h3>"
-                + tabulate(
-                    [_delta_row_html(row) for row in delta_rows(ev)],
-                    headers=DELTA_HEADERS,
-                    tablefmt="unsafehtml",
-                    disable_numparse=True,
-                )
+                + _html_table(deltas, DELTA_HEADERS, [_delta_row_html(row) for row in deltas])
             )
         weak = weak_slices(ev)
         if weak:
             body.append(
                 f"<h3>{e(WEAK_SLICES_HEADING)}</h3>"
-                + tabulate(
-                    slice_rows(ev, weak),
-                    headers=SLICE_HEADERS,
-                    tablefmt="html",
-                    disable_numparse=True,
-                )
+                + _html_table(slice_rows(ev, weak), SLICE_HEADERS)
             )
         c = len(ev.labels)
         bars = f": the {GLANCE_CLASSES} of lowest F1" if c > GLANCE_CLASSES else ""
