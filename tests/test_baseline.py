@@ -86,13 +86,14 @@ def test_baseline_round_trip(project):
     )
     # The page shows the comparison too, as the Markdown report does.
     page = (project.path / "r.html").read_text()
-    section = re.sub(r"\s+<", "<", page[page.index("<h3>Against baseline <code>") :])
+    section = re.sub(r"\s+(?=<)|(?<=>)\s+", "", page[page.index("<h3>Against baseline <code>") :])
     assert section.index("base/baseline.json</code></h3>") < section.index("<table>")
     now = 1 - wrong / 600
-    # A drop in red, a gain in green; no change stays plain.
+    # A drop in red, a gain in green; no change stays plain. Numbers flush right.
+    right = '<td style="text-align: right;">'
     assert (
-        f"<td>accuracy</td><td>1.000</td><td>{now:.3f}</td>"
-        f"<td><span class='fail'>{now - 1:+.3f}</span></td>"
+        f"<td>accuracy</td>{right}1.000</td>{right}{now:.3f}</td>"
+        f"{right}<span class='fail'>{now - 1:+.3f}</span></td>"
     ) in section
     from pytest_seqgate.report import _delta_row_html
 

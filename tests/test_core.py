@@ -982,6 +982,43 @@ def test_a_slice_of_many_classes_lists_its_weakest_recalls_and_the_range_of_the_
     assert slice_recalls(names, cm).endswith("c2 0.800 (4/5); 2 more, 0.800 to 1.000")
 
 
+def test_gates_that_say_the_same_of_several_tests_are_one_row_naming_them() -> None:
+    """A finding fails every gated test: its gate is one row naming the tests (five,
+    then a count; the terminal names the first), where it stood once per test."""
+    from pytest_seqgate.gates import GateResult
+    from pytest_seqgate.report import gate_rows
+
+    reason = "accuracy 88.0% hides recall 6.4% on 'spam'"
+
+    def paradox(test: str, passed: bool = False) -> GateResult:
+        return GateResult(test, "accuracy_paradox", "spam", "absent", 0, 1.0, passed, reason)
+
+    tests = [f"t.py::test_{i}" for i in range(7)]
+    gates = [
+        paradox(tests[0]),
+        GateResult(tests[0], "recall", "spam", ">=", 0.8, 0.064, False),
+        *(paradox(t) for t in tests[1:]),
+        GateResult(tests[1], "recall", "spam", ">=", 0.8, 0.064, False),
+        GateResult(tests[2], "recall", "spam", ">=", 0.9, 0.064, False),
+        paradox("t.py::test_xfail", passed=True),
+    ]
+    rows = gate_rows(gates)
+    assert [row[0] for row in rows] == [
+        ", ".join(tests[:5]) + " (+2 more)",
+        f"{tests[0]}, {tests[1]}",
+        tests[2],
+        "t.py::test_xfail",
+    ]
+    assert [row[1:3] for row in rows] == [
+        ["accuracy_paradox[spam]", "absent"],
+        ["recall[spam]", ">= 0.8"],
+        ["recall[spam]", ">= 0.9"],
+        ["accuracy_paradox[spam]", "absent"],
+    ]
+    assert [row[5] for row in rows] == ["FAIL", "FAIL", "FAIL", "PASS"]
+    assert gate_rows(gates, 48, every_test=False)[0][0] == f"{tests[0]} (+6 more)"
+
+
 def test_weak_slices_need_20_samples_and_list_the_25_weakest() -> None:
     """A key with hundreds of values (a user id) gives slices of a few samples whose
     macro F1 is noise: the table keeps slices of 20+ samples, weakest first, 25

@@ -373,23 +373,50 @@ def slice_rows(ev: Evaluation, slices: Sequence[SliceResult]) -> list[list[str]]
 SLICE_HEADERS = ["slice", "samples", "accuracy", "macro_f1", "recall per class (correct/samples)"]
 
 
-def gate_rows(gates: Sequence[GateResult], reason_width: int | None = None) -> list[list[str]]:
-    """One row per gate; ``reason_width`` keeps terminal lines short (the findings
-    below the table carry the whole message)."""
-    return [
-        [
-            g.test,
-            g.label,
-            format_threshold(g),
-            format_value(g),
-            format_margin(g),
-            g.outcome,
-            _shorten(g.reason, reason_width),
-        ]
-        for g in gates
-    ]
+def gate_groups(gates: Sequence[GateResult]) -> list[tuple[GateResult, list[str]]]:
+    """The gates, those that say the same of several tests once, with the tests
+    (in the order of the first): a finding fails every gated test, and in the
+    example's failed run the accuracy paradox's 110-character reason stood in
+    four rows of eight. The JSON keeps a gate per test."""
+    groups: dict[tuple[str, ...], tuple[GateResult, list[str]]] = {}
+    for g in gates:
+        key = (g.label, format_threshold(g), format_value(g), format_margin(g), g.outcome, g.reason)
+        if key in groups:
+            groups[key][1].append(g.test)
+        else:
+            groups[key] = (g, [g.test])
+    return list(groups.values())
 
 
+def gate_rows(
+    gates: Sequence[GateResult], reason_width: int | None = None, every_test: bool = True
+) -> list[list[str]]:
+    """A row per gate of :func:`gate_groups`, naming up to GROUP_TESTS of a group's
+    tests and counting the others; ``reason_width`` keeps terminal lines short (the
+    findings below the table carry the whole message), as does naming the first
+    test alone (``every_test`` False: pytest's summary lists them)."""
+    rows = []
+    for g, tests in gate_groups(gates):
+        named = tests[:GROUP_TESTS] if every_test else tests[:1]
+        test = ", ".join(named) + (
+            f" (+{len(tests) - len(named)} more)" if tests[len(named) :] else ""
+        )
+        rows.append(
+            [
+                test,
+                g.label,
+                format_threshold(g),
+                format_value(g),
+                format_margin(g),
+                g.outcome,
+                _shorten(g.reason, reason_width),
+            ]
+        )
+    return rows
+
+
+# Tests a row of gates that say the same of several names before it counts the rest.
+GROUP_TESTS = 5
 GATE_HEADERS = ["test", "gate", "threshold", "value", "margin", "result", "reason"]
 XFAIL_NOTE = "XFAIL: a test marked xfail, expected to fail; it does not fail the run"
 _GATE_STYLE = {"PASS": "green", "FAIL": "red", "XFAIL": "yellow"}
@@ -549,10 +576,13 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
                 title += f" ({XFAIL_NOTE})"
             out.append((title, ""))
             lines = tabulate(
-                gate_rows(shown, 48), headers=GATE_HEADERS, tablefmt="simple", disable_numparse=True
+                gate_rows(shown, 48, every_test=False),
+                headers=GATE_HEADERS,
+                tablefmt="simple",
+                disable_numparse=True,
             ).splitlines()
             out.extend((line, "") for line in lines[:2])
-            for gate, line in zip(shown, lines[2:]):
+            for (gate, _), line in zip(gate_groups(shown), lines[2:]):
                 out.append((line, _GATE_STYLE[gate.outcome]))
         out.extend(_finding_lines(ev.findings, verbosity))
         out.append(("", ""))
@@ -923,7 +953,9 @@ def _gates_html(gates: Sequence[GateResult]) -> str:
         "<h3>Gates</h3><table class='gates'><tr>"
         + "".join(f"<th>{h}</th>" for h in GATE_HEADERS)
         + "</tr>"
-        + "".join(_gate_row_html(g, row) for g, row in zip(gates, gate_rows(gates, 90)))
+        + "".join(
+            _gate_row_html(g, row) for (g, _), row in zip(gate_groups(gates), gate_rows(gates, 90))
+        )
         + "</table>"
     )
 
