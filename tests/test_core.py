@@ -986,7 +986,7 @@ def test_gates_that_say_the_same_of_several_tests_are_one_row_naming_them() -> N
     """A finding fails every gated test: its gate is one row naming the tests (five,
     then a count; the terminal names the first), where it stood once per test."""
     from pytest_seqgate.gates import GateResult
-    from pytest_seqgate.report import gate_rows
+    from pytest_seqgate.report import _gates_html, gate_rows
 
     reason = "accuracy 88.0% hides recall 6.4% on 'spam'"
 
@@ -1017,6 +1017,9 @@ def test_gates_that_say_the_same_of_several_tests_are_one_row_naming_them() -> N
     ]
     assert [row[5] for row in rows] == ["FAIL", "FAIL", "FAIL", "PASS"]
     assert gate_rows(gates, 48, every_test=False)[0][0] == f"{tests[0]} (+6 more)"
+    page = _gates_html(gates)
+    assert page.count("<tr>") == 1 + 4
+    assert "<br>".join(f"t.py::<wbr>test_{i}" for i in range(5)) + "<br>(+2 more)</td>" in page
 
 
 def test_weak_slices_need_20_samples_and_list_the_25_weakest() -> None:

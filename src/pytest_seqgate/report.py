@@ -770,6 +770,7 @@ text-align:left}th{background:#f3f3f3}.cm td{text-align:right}
 .fail{color:#b00020;font-weight:600}.pass{color:#1b7f2a}.warning,.xfail{color:#9a6700}
 .error{color:#b00020}.cm td{min-width:3em}.charts{display:flex;gap:2em;flex-wrap:wrap}
 .gates td,.gates th{text-align:left}.reason{min-width:12em;max-width:32em}
+.test{overflow-wrap:anywhere;min-width:16em}
 """
 
 
@@ -895,28 +896,28 @@ def _pr_svg(ev: Evaluation, points: int = 200) -> str:
 
 
 def _breakable(name: str) -> str:
-    """A test id or a gate's name, escaped, that may break after "::", "/", "_" and
-    "." (between its words, never mid-word): a test named as projects name them
-    (``test_a_gate_with_a_long_name``) held the gate table past the page's edge."""
-    out = []
-    for k, c in enumerate(name):
-        out.append(html.escape(c))
-        if c in "/_." or (c == ":" and name[k - 1 : k] == ":"):
-            out.append("<wbr>")
-    return "".join(out)
+    """A test id, escaped, that breaks after its "::" and "/" rather than mid-name
+    (the CSS breaks a name longer than its column where it must)."""
+    return html.escape(name).replace("::", "::<wbr>").replace("/", "/<wbr>")
 
 
-def _gate_row_html(gate: GateResult, row: list[str]) -> str:
-    """A gate as a table row; the (shortened) reason keeps its full text as a tooltip."""
+def _gate_row_html(gate: GateResult, tests: Sequence[str], row: list[str]) -> str:
+    """A gate as a table row, the tests it speaks for a line each; the (shortened)
+    reason keeps its full text as a tooltip."""
     e = html.escape
     cells = []
     for j, cell in enumerate(row):
-        if j == 5:
+        if j == 0:
+            named = [_breakable(t) for t in tests[:GROUP_TESTS]]
+            if len(tests) > GROUP_TESTS:
+                named.append(f"(+{len(tests) - GROUP_TESTS} more)")
+            cells.append(f"<td class='test'>{'<br>'.join(named)}</td>")
+        elif j == 1:  # train_test_gap.macro_f1 breaks after its ".", a class before "["
+            cells.append(f"<td>{e(cell).replace('.', '.<wbr>').replace('[', '<wbr>[')}</td>")
+        elif j == 5:
             cells.append(f"<td class='{gate.outcome.lower()}'>{e(cell)}</td>")
         elif j == 6:
             cells.append(f"<td class='reason' title='{e(gate.reason)}'>{e(cell)}</td>")
-        elif j in (0, 1):
-            cells.append(f"<td>{_breakable(cell)}</td>")
         else:
             cells.append(f"<td>{e(cell)}</td>")
     return "<tr>" + "".join(cells) + "</tr>"
@@ -954,7 +955,8 @@ def _gates_html(gates: Sequence[GateResult]) -> str:
         + "".join(f"<th>{h}</th>" for h in GATE_HEADERS)
         + "</tr>"
         + "".join(
-            _gate_row_html(g, row) for (g, _), row in zip(gate_groups(gates), gate_rows(gates, 90))
+            _gate_row_html(g, tests, row)
+            for (g, tests), row in zip(gate_groups(gates), gate_rows(gates, 90))
         )
         + "</table>"
     )
