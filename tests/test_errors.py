@@ -100,6 +100,13 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
             {"labels": ["ham", "spam", "ham"]},
             "seqgate: seqgate_labels in pytest.ini: class names must be unique, but 'ham' repeats",
         ),
+        (
+            "min_accuracy=0.5",
+            {"slice_by": ["lang"]},
+            "seqgate: seqgate_slice_by in pytest.ini: the eval set has no key 'lang'; its records "
+            "have no key beside the sequence and the label: add it to them (a .jsonl field, a "
+            ".csv column)",
+        ),
     ],
 )
 def test_usage_errors_exit_4(project, gates, ini, message):

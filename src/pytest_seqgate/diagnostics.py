@@ -591,9 +591,14 @@ def require_key(key: str, metadata: dict[str, list[Any]], where: str) -> None:
     from pytest_seqgate.gates import did_you_mean
 
     if key not in metadata:
-        raise ConfigError(
-            f"{where}: the eval set has no key {key!r}{did_you_mean(key, metadata)}; "
+        there = (
             f"its extra keys are {sorted(metadata)}"
+            if metadata
+            else "its records have no key beside the sequence and the label: add it to them "
+            "(a .jsonl field, a .csv column)"
+        )
+        raise ConfigError(
+            f"{where}: the eval set has no key {key!r}{did_you_mean(key, metadata)}; {there}"
         )
 
 

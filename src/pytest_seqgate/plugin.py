@@ -840,6 +840,12 @@ def _validate_selected(config: pytest.Config, items: list[pytest.Item]) -> None:
             if settings.eval_data is not None:
                 data = state.dataset("eval_data")
                 labels = labels or (data.label_names if data is not None else None)
+                if data is not None:
+                    # A misspelt key: one usage error now, not one error per test.
+                    from pytest_seqgate.diagnostics import require_key
+
+                    for key in settings.slice_by or ():
+                        require_key(key, data.metadata, settings.source("slice_by"))
                 state.dataset("train_data")
             if settings.model is not None:
                 state.model()
