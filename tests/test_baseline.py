@@ -241,9 +241,23 @@ def test_bad_baseline_file_is_a_usage_error(project):
     )
     project.test(GATED)
     result = project.run()
-    assert result.ret == 1
+    assert result.ret == 4  # at collection, before any inference: not an error per test
     assert_lines(
-        result.stdout.str(), "*seqgate_baseline in pytest.ini: */b.json is not a seqgate report*"
+        result.stderr.str(),
+        "ERROR: seqgate: seqgate_baseline in pytest.ini: b.json is not a seqgate report (schema "
+        "'seqgate-report/1' with at least one evaluation)",
+    )
+    (project.path / "b.json").write_text("<<<<<<< HEAD")
+    result = project.run()
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(),
+        "ERROR: seqgate: seqgate_baseline in pytest.ini: cannot read b.json as a JSON report: *",
+    )
+    result = project.run("--seqgate-baseline=gone.json")
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(), "ERROR: seqgate: --seqgate-baseline: file not found: gone.json*"
     )
 
 
@@ -285,7 +299,7 @@ def test_a_damaged_baseline_says_what_is_wrong(project, damage, said):
     out = result.stdout.str()
     assert_lines(
         out,
-        f"seqgate: --seqgate-baseline: */b.json is damaged: {said}*; save it again with "
+        f"seqgate: --seqgate-baseline: b.json is damaged: {said}*; save it again with "
         "--seqgate-save-baseline from the branch it stands for",
     )
     assert "Traceback" not in out and "baseline.py:" not in out

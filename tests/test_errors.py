@@ -102,6 +102,12 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
         ),
         (
             "min_accuracy=0.5",
+            {"labels": ["ham", "spam", "eggs"], "threshold": "0.3"},
+            "seqgate: seqgate_threshold in pytest.ini applies to binary models, but this one has "
+            "3 classes; remove it to decide by the most probable class",
+        ),
+        (
+            "min_accuracy=0.5",
             {"slice_by": ["lang"]},
             "seqgate: seqgate_slice_by in pytest.ini: the eval set has no key 'lang'; its records "
             "have no key beside the sequence and the label: add it to them (a .jsonl field, a "

@@ -313,6 +313,15 @@ class Settings:
         except ValueError:
             return str(path)
 
+    def require_binary(self, classes: int | None) -> None:
+        """``seqgate_threshold`` decides between two classes; with more it means
+        nothing, and the run stops before any inference (None: not known yet)."""
+        if self.threshold is not None and classes not in (None, 2):
+            raise ConfigError(
+                f"{self.source('threshold')} applies to binary models, but this one has "
+                f"{classes} classes; remove it to decide by the most probable class"
+            )
+
     def resolve(self, name: str, value: str) -> Path:
         path = Path(value)
         return path if path.is_absolute() else self.rootdir / path

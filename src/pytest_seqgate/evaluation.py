@@ -12,7 +12,7 @@ import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -501,8 +501,7 @@ def _evaluate(
     num_classes = len(settings.labels) if settings.labels is not None else None
     if eval_data.label_names is not None and settings.labels is None:
         num_classes = len(eval_data.label_names)
-    if settings.threshold is not None and num_classes not in (None, 2):
-        _threshold_needs_two(settings, num_classes)  # before any inference, when known
+    settings.require_binary(num_classes)  # before any inference, when known
 
     def cached(part: str, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
         return compute() if cache is None else cache.get_or_compute(part, compute)
@@ -552,9 +551,8 @@ def _evaluate(
             f"the model scores {preds.scores.shape[1]} classes but the labels are "
             f"{list(labels)}; set seqgate_labels to the model's classes in index order"
         )
-    if settings.threshold is not None and len(labels) != 2:
-        # (predict applied the threshold to the passes of a binary model.)
-        _threshold_needs_two(settings, len(labels))
+    # (predict applied the threshold to the passes of a binary model.)
+    settings.require_binary(len(labels))
     # The padding check compares a sample's scores in its batch with its scores
     # alone, so it keeps them when the rest are dropped.
     batched_scores = preds.scores
@@ -739,7 +737,11 @@ def _evaluate(
     if settings.baseline is not None:
         path = settings.existing("baseline")
         base = Baseline.load(
-            path, settings.source("baseline"), evaluation.name, evaluation.eval_data
+            path,
+            settings.source("baseline"),
+            evaluation.name,
+            evaluation.eval_data,
+            settings.display(path),
         )
         evaluation.comparison, base_findings = compare(evaluation, base, settings.display(path))
         evaluation.findings.extend(base_findings)
@@ -791,13 +793,6 @@ def _outputs_read(flags: Tensor | None) -> str:
             "probabilities"
         )
     return "probabilities"
-
-
-def _threshold_needs_two(settings: Settings, classes: int) -> NoReturn:
-    raise ConfigError(
-        f"{settings.source('threshold')} applies to binary models, but this one has "
-        f"{classes} classes; remove it to decide by the most probable class"
-    )
 
 
 def _model_name(settings: Settings, model: nn.Module) -> str:

@@ -849,6 +849,13 @@ def _validate_selected(config: pytest.Config, items: list[pytest.Item]) -> None:
                 state.dataset("train_data")
             if settings.model is not None:
                 state.model()
+            if labels is not None:
+                settings.require_binary(len(labels))
+            if settings.baseline is not None:
+                from pytest_seqgate.baseline import read_report
+
+                path = settings.existing("baseline")
+                read_report(path, settings.source("baseline"), settings.display(path))
         _check_report_paths(settings)
         if settings.device != "auto":
             # The machine's devices are known now: a missing GPU is a usage error,
