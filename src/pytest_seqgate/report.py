@@ -415,7 +415,7 @@ def gate_rows(
     return rows
 
 
-# Tests a row of gates that say the same of several names before it counts the rest.
+# How many of its tests a grouped gate's row names before it counts the rest.
 GROUP_TESTS = 5
 GATE_HEADERS = ["test", "gate", "threshold", "value", "margin", "result", "reason"]
 XFAIL_NOTE = "XFAIL: a test marked xfail, expected to fail; it does not fail the run"
@@ -766,10 +766,10 @@ def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = (
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;
-text-align:left}th{background:#f3f3f3}.cm td{text-align:right}
+text-align:left}th{background:#f3f3f3}.cm td{text-align:right;min-width:3em}
 .fail{color:#b00020;font-weight:600}.pass{color:#1b7f2a}.warning,.xfail{color:#9a6700}
-.error{color:#b00020}.cm td{min-width:3em}.charts{display:flex;gap:2em;flex-wrap:wrap}
-.gates td,.gates th{text-align:left}.reason{min-width:12em;max-width:32em}
+.error{color:#b00020}.charts{display:flex;gap:2em;flex-wrap:wrap}
+.reason{min-width:12em;max-width:32em}
 .test{overflow-wrap:anywhere;min-width:16em}
 """
 
