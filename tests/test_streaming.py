@@ -10,6 +10,7 @@ import torch
 
 from pytest_seqgate.config import Settings
 from pytest_seqgate.evaluation import evaluate
+from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.gates import NO_SCORES, check, parse_gates
 from pytest_seqgate.loading import load_dataset, stream_jsonl
 from pytest_seqgate.report import render_json
@@ -111,6 +112,34 @@ def test_streaming_without_scores_keeps_count_metrics(tmp_path, monkeypatch):
             "recall_at_precision[ham]",
         }
         assert all(r.reason == NO_SCORES for r in results if r.metric != "accuracy_paradox")
+
+
+def test_a_streamed_slice_key_is_read_from_every_chunk_and_a_missing_one_named(
+    tmp_path, monkeypatch
+):
+    """A key only the later records carry slices as in memory; a key no record has is
+    the in-memory run's error (it was a silent slice of the whole set, `lnag=null`)."""
+    records = rule_records(300)
+    for i, record in enumerate(records[200:]):
+        record["lang"] = ["en", "fr"][i % 2]
+    eval_file(tmp_path, records)
+    M = model_class(
+        tmp_path,
+        monkeypatch,
+        "rule_lang",
+        "class M(nn.Module):\n"
+        "    def forward(self, tokens):\n"
+        "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n",
+    )
+    full, streamed = memory_and_streamed(tmp_path, 2, slice_by=("lang",))
+    full = dataclasses.replace(full, slice_by=("lang",))
+    a = evaluate(M(), load_dataset(full, "eval_data"), full)
+    b = evaluate(M(), None, streamed)
+    named = {s.name: s.n for s in b.slices if s.group == "lang"}
+    assert named == {"lang=null": 200, "lang=en": 50, "lang=fr": 50}
+    assert named == {s.name: s.n for s in a.slices if s.group == "lang"}
+    with pytest.raises(ConfigError, match=r"no key 'lnag' \(did you mean `lang`\?\); its extra"):
+        evaluate(M(), None, dataclasses.replace(streamed, slice_by=("lnag",)))
 
 
 def test_streaming_padding_check_samples_padded_sequences_per_chunk(tmp_path, monkeypatch):

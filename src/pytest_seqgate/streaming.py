@@ -37,6 +37,7 @@ from pytest_seqgate.batching import padded_sample
 from pytest_seqgate.cache import PredictionSource
 from pytest_seqgate.config import Settings
 from pytest_seqgate.data import SequenceData
+from pytest_seqgate.diagnostics import require_key
 from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.inference import ForwardHook, predict, scores_alone
 
@@ -121,6 +122,7 @@ def _stream_columns(
         k: [] for k in ("predictions", "targets", "hashes", "lengths", "lines", "scores")
     }
     metadata: dict[str, list[Any]] = {k: [] for k in keep}
+    seen: dict[str, list[Any]] = {}  # the metadata keys of any record, for the check below
     alone = torch.empty(0)
     offset = 0
     batch_size = settings.batch_size
@@ -160,6 +162,7 @@ def _stream_columns(
         columns["lines"].append(chunk.line_numbers.to(torch.int32))
         if settings.keep_scores:
             columns["scores"].append(p.scores)
+        seen.update({key: [] for key in chunk.metadata})
         for key in keep:
             metadata[key].extend(chunk.metadata.get(key, [None] * len(chunk)))
         share = (offset + len(chunk)) * quota // total - offset * quota // total
@@ -181,6 +184,10 @@ def _stream_columns(
         offset += len(chunk)
     if offset == 0:
         raise ConfigError(f"{settings.display(path)}: the dataset is empty: it holds no records")
+    for key in settings.slice_by or ():
+        # Known only once every record was read: a key in no record is a
+        # misspelling, not a slice of the whole set named `key=null`.
+        require_key(key, seen, settings.source("slice_by"))
     stored: dict[str, Any] = {name: torch.cat(parts) for name, parts in columns.items() if parts}
     stored.update(kind=kind, width=width, metadata=metadata, batch_size=batch_size, outputs=outputs)
     if "scores" not in stored:
