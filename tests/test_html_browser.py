@@ -23,8 +23,8 @@ FLAGS = [
 ]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: chromium)")
-def test_html_report_renders_in_chromium(project, tmp_path):
+def three_classes_to_html(project) -> None:
+    """Three classes, the third missed nine times in 40, reported to r.html."""
     project.data(rule_records(120, classes=3, names=("ham", "spam", "phish"), missed={2: 9}))
     project.ini(
         model="models:first_token3",
@@ -32,6 +32,11 @@ def test_html_report_renders_in_chromium(project, tmp_path):
         labels=["ham", "spam", "phish"],
         report="r.html",
     )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: chromium)")
+def test_html_report_renders_in_chromium(project, tmp_path):
+    three_classes_to_html(project)
     project.test("""
         import pytest
 
@@ -83,13 +88,7 @@ document.getElementById("f").onload = function () {{
 def test_html_report_tables_stay_within_the_page(project, tmp_path):
     """The gate table of a failed run (a long reason, a test id, seven columns) fits
     the page's width instead of running off its right edge, cutting the reasons."""
-    project.data(rule_records(120, classes=3, names=("ham", "spam", "phish"), missed={2: 9}))
-    project.ini(
-        model="models:first_token3",
-        eval_data="eval.jsonl",
-        labels=["ham", "spam", "phish"],
-        report="r.html",
-    )
+    three_classes_to_html(project)
     project.test("""
         import pytest
 
