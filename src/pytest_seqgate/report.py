@@ -415,6 +415,16 @@ def gate_rows(
     return rows
 
 
+def failed_first(gates: Sequence[GateResult]) -> list[GateResult]:
+    """Failed gates, then expected failures, then passes, each in test order: a
+    table answers "why did CI fail" in its first rows (an xfailed gate of
+    `seqgate::accuracy` came before the failed `seqgate::recall[spam]`)."""
+    return sorted(gates, key=lambda g: _OUTCOME_ORDER[g.outcome])
+
+
+_OUTCOME_ORDER = {"FAIL": 0, "XFAIL": 1, "PASS": 2}
+
+
 # How many of its tests a grouped gate's row names before it counts the rest.
 GROUP_TESTS = 5
 GATE_HEADERS = ["test", "gate", "threshold", "value", "margin", "result", "reason"]
@@ -568,7 +578,7 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
                 )
             )
             table(slice_rows(ev, slices), SLICE_HEADERS)
-        shown = ev.gates if verbosity > 0 else [g for g in ev.gates if not g.passed]
+        shown = failed_first(ev.gates if verbosity > 0 else [g for g in ev.gates if not g.passed])
         if shown:
             out.append(("", ""))
             title = "gates" if verbosity > 0 else "failed gates"
@@ -996,8 +1006,7 @@ def render_html(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -
         failed = failed_gates(ev.gates)
         if failed:
             # Right under the headline, failed first: the page answers "why did CI fail".
-            order = {"FAIL": 0, "XFAIL": 1, "PASS": 2}
-            body.append(_gates_html(sorted(ev.gates, key=lambda g: order[g.outcome])))
+            body.append(_gates_html(failed_first(ev.gates)))
             examples = example_rows(failed)
             if examples:
                 body.append(
