@@ -440,6 +440,42 @@ def test_padded_rows_are_the_rows_the_sorted_pass_pads() -> None:
         assert torch.equal(padded_rows(lengths, size), expected), size
 
 
+def test_nan_logits_from_an_inverted_attention_mask_say_how_to_invert_it() -> None:
+    """nn.Transformer's padding mask is True on the padding, the Hugging Face mask the
+    plugin gives is 1 on the tokens: passed on as it is, every unpadded sequence is
+    masked whole and comes out NaN, and the error said only "check for overflow"."""
+
+    class InvertedMask(nn.Module):
+        """Hands the Hugging Face mask to nn.Transformer as its padding mask, as is."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = nn.Embedding(50, 8)
+            layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+            self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+
+        def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            mask = attention_mask.bool()  # True on the tokens: nn.Transformer reads padding
+            return self.enc(self.emb(tokens), src_key_padding_mask=mask)[:, 0, :2]
+
+    varied = SequenceData.from_sequences([[1 + i % 5] * (1 + i % 4) for i in range(12)], [0] * 12)
+    with pytest.raises(ModelError) as inverted:
+        predict(InvertedMask(), varied, CPU, batch_size=4)
+    assert str(inverted.value).endswith(
+        "if its forward passes it on as src_key_padding_mask, where True marks padding, invert "
+        "it (src_key_padding_mask=attention_mask == 0)"
+    )
+
+    class NaNs(nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.full((tokens.shape[0], 2), float("nan"))
+
+    with pytest.raises(ModelError) as plain:
+        predict(NaNs(), varied, CPU)
+    assert "attention_mask" not in str(plain.value)  # a model without a mask is not told
+
+
 def test_a_pass_over_some_rows_keeps_dataset_positions() -> None:
     """``rows`` (torchrun shards, the padding check) runs just those rows: results
     in ``rows`` order, batches indexed by dataset position, errors naming the record."""

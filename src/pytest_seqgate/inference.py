@@ -539,9 +539,20 @@ def predict(
     if count:
         first = int(torch.nonzero(nonfinite)[0])
         where = data.record(first if rows is None else int(rows[first]))
+        hint = ""
+        if convention == "attention_mask" and forward is None:
+            # nn.Transformer's padding mask is True where the padding is: handed the
+            # Hugging Face mask as it is, every unpadded sequence is masked whole,
+            # and attention over nothing is NaN.
+            hint = (
+                "; the model is given attention_mask = 1 for tokens, 0 for padding (as "
+                "Hugging Face models read it): if its forward passes it on as "
+                "src_key_padding_mask, where True marks padding, invert it "
+                "(src_key_padding_mask=attention_mask == 0)"
+            )
         raise ModelError(
             f"the model returned NaN or Inf logits for {count} of {n} sample(s) (first: {where}); "
-            f"check for overflow in the model or a checkpoint with NaN weights"
+            f"check for overflow in the model or a checkpoint with NaN weights{hint}"
         )
     kind = output_kind(logits) if outputs == "auto" else outputs
     if kind == "probabilities" and outputs != "auto" and output_kind(logits) != kind:
