@@ -164,6 +164,63 @@ def test_second_input_goes_by_name_and_wrappers_are_seen_through() -> None:
         assert predict(wrapped, data, CPU).predictions.tolist() == [1, 1, 0, 0]
 
 
+class TransformerMasked(nn.Module):
+    """The nn.Transformer way: a padding mask True on the padded steps, under the
+    name nn.TransformerEncoder gives it, and a mean over the real steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = nn.Embedding(100, 8)
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(8, 2)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, tokens: torch.Tensor, src_key_padding_mask: torch.Tensor) -> torch.Tensor:
+        self.seen.append(src_key_padding_mask)
+        hidden = self.encoder(self.embedding(tokens), src_key_padding_mask=src_key_padding_mask)
+        real = (~src_key_padding_mask).unsqueeze(-1).float()
+        return self.head((hidden * real).sum(1) / real.sum(1))
+
+
+class KeyPaddingMask(nn.Module):
+    """Class 1 for a sequence its batch padded."""
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(key_padding_mask.any(1).long(), 2).float()
+
+
+class PaddingMask(nn.Module):
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        assert padding_mask is not None and padding_mask.dtype == torch.bool
+        return nn.functional.one_hot(padding_mask.any(1).long(), 2).float()
+
+
+def test_a_forward_that_takes_a_padding_mask_gets_it_true_on_the_padding() -> None:
+    """A PyTorch-native Transformer classifier takes `src_key_padding_mask` (or
+    `key_padding_mask`, `padding_mask`): it gets the bool mask it means, and, given
+    it, its answers do not depend on the padding (the padding check passes)."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+
+    data = SequenceData.from_sequences([[1, 2, 3], [2], [3, 3], [4, 1, 1, 1]], [1, 0, 1, 0])
+    model = TransformerMasked()
+    assert calling_convention(model) == "src_key_padding_mask"
+    predict(model, data, CPU, batch_size=4)
+    (mask,) = model.seen
+    assert mask.dtype == torch.bool
+    assert mask.tolist() == [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 1], [0, 1, 1, 1]]
+    for other, name in ((KeyPaddingMask(), "key_padding_mask"), (PaddingMask(), "padding_mask")):
+        assert calling_convention(other) == name
+        assert predict(other, data, CPU, batch_size=4).predictions.tolist() == [1, 1, 1, 0]
+    varied = SequenceData.from_sequences(
+        [[1 + (i * 7) % 90] * (1 + i % 9) for i in range(60)], [i % 2 for i in range(60)]
+    )
+    ev = evaluate(TransformerMasked(), varied, Settings(batch_size=16, bootstrap=0))
+    assert not ev.findings_of("padding_sensitivity")
+
+
 def test_a_forward_the_call_does_not_fit_is_explained() -> None:
     class TwoInputs(nn.Module):
         def forward(self, tokens: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
@@ -464,7 +521,8 @@ def test_nan_logits_from_an_inverted_attention_mask_say_how_to_invert_it() -> No
         predict(InvertedMask(), varied, CPU, batch_size=4)
     assert str(inverted.value).endswith(
         "if its forward passes it on as src_key_padding_mask, where True marks padding, invert "
-        "it (src_key_padding_mask=attention_mask == 0)"
+        "it (src_key_padding_mask=attention_mask == 0), or name the forward's parameter "
+        "src_key_padding_mask: seqgate then passes that mask"
     )
 
     class NaNs(nn.Module):

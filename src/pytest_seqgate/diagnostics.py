@@ -442,8 +442,8 @@ def padding_remedy(model: nn.Module) -> str:
         advice.append("pack the RNN's input (pack_padded_sequence with the lengths)")
     if any(isinstance(m, nn.MultiheadAttention) for m in layers):
         advice.append(
-            "pass the padding to attention (src_key_padding_mask=~attention_mask, or "
-            "the attention_mask argument)"
+            "pass the padding to attention (take a forward parameter src_key_padding_mask, "
+            "which seqgate fills, or turn its attention_mask into one: attention_mask == 0)"
         )
     if not advice:
         return f"{PADDING_REMEDY}, and pool over the real steps only (divide by the lengths)"

@@ -494,7 +494,7 @@ def _evaluate(
     # padded before it came; one that takes the padded batch alone sees what it
     # would see in use, and the padding check judges that.
     told = None if forward is not None else calling_convention(model)
-    if told in ("lengths", "attention_mask"):
+    if told not in (None, "plain"):
         for given in (eval_data, train_data):
             if given is not None:
                 given.refuse_padded(told)

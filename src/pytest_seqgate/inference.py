@@ -114,14 +114,21 @@ def forward_parameters(model: nn.Module) -> list[str]:
         return []
 
 
+# The names under which a forward takes the padding itself, True on the padded
+# steps: nn.Transformer's and nn.MultiheadAttention's own spelling and its short form.
+PADDING_MASKS = ("src_key_padding_mask", "key_padding_mask", "padding_mask")
+
+
 def calling_convention(model: nn.Module) -> str:
-    """``lengths`` (the RNN way), ``attention_mask`` (the Hugging Face way) or ``plain``."""
+    """``lengths`` (the RNN way), ``attention_mask`` (the Hugging Face way), the name
+    of a padding mask (the ``nn.Transformer`` way, :data:`PADDING_MASKS`) or
+    ``plain``."""
     names = forward_parameters(model)
     if "lengths" in names:
         return "lengths"
     if "attention_mask" in names:
         return "attention_mask"
-    return "plain"
+    return next((name for name in PADDING_MASKS if name in names), "plain")
 
 
 PINNED_LIMIT = 256 * 2**20
@@ -171,6 +178,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 CALLS = {
     "lengths": "forward(padded, lengths=lengths)",
     "attention_mask": "forward(padded, attention_mask=mask)",
+    **{name: f"forward(padded, {name}=padding)" for name in PADDING_MASKS},
     "plain": "forward(padded)",
 }
 
@@ -183,6 +191,8 @@ def call_model(model: nn.Module, batch: Batch, convention: str) -> Any:
         return model(batch.inputs, lengths=batch.lengths)
     if convention == "attention_mask":
         return model(batch.inputs, attention_mask=batch.attention_mask)
+    if convention in PADDING_MASKS:
+        return model(batch.inputs, **{convention: batch.padding})
     return model(batch.inputs)
 
 
@@ -483,8 +493,10 @@ def predict(
                 hint = (
                     "the call does not fit the forward's parameters: seqgate passes "
                     "lengths= when forward has a parameter named lengths, attention_mask= "
-                    "when it has one so named, else the padded inputs alone; a "
-                    "pytest_seqgate_forward hook can call the model any other way"
+                    "(1 on the tokens) or src_key_padding_mask=, key_padding_mask= or "
+                    "padding_mask= (True on the padding) when it has one so named, else the "
+                    "padded inputs alone; a pytest_seqgate_forward hook can call the model "
+                    "any other way"
                     if not hooked and isinstance(exc, TypeError) and "argument" in str(exc)
                     else _guard_hint(exc)
                     or (
@@ -548,7 +560,8 @@ def predict(
                 "; the model is given attention_mask = 1 for tokens, 0 for padding (as "
                 "Hugging Face models read it): if its forward passes it on as "
                 "src_key_padding_mask, where True marks padding, invert it "
-                "(src_key_padding_mask=attention_mask == 0)"
+                "(src_key_padding_mask=attention_mask == 0), or name the forward's parameter "
+                "src_key_padding_mask: seqgate then passes that mask"
             )
         raise ModelError(
             f"the model returned NaN or Inf logits for {count} of {n} sample(s) (first: {where}); "
