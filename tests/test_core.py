@@ -926,12 +926,21 @@ def test_reports_of_many_classes_show_the_weakest_and_the_top_confusions() -> No
 
     terminal = [line for line, _ in render_terminal([ev])]
     assert sum(line.startswith("intent_") for line in terminal) == 25
-    assert "(the 25 classes of lowest F1 of 60; -v shows every class" in "\n".join(terminal)
+    assert "(the 25 classes of lowest F1 of 60, lowest first; -v shows every class" in "\n".join(
+        terminal
+    )
     verbose = "\n".join(line for line, _ in render_terminal([ev], verbosity=1))
     assert "most frequent confusions (the full matrix is in the JSON report)" in verbose
     assert sum(line.startswith("intent_") for line in verbose.splitlines()) == 60 + len(pairs)
     markdown = render_markdown([ev])
     assert "Most frequent confusions" in markdown and "true \\ pred" not in markdown
+    # A pull-request comment: the 25 weakest classes, weakest first, as in the terminal.
+    rows = [line.split("|")[1].strip() for line in markdown.splitlines() if "| intent_" in line]
+    assert rows[:25] == [names[i] for i in weakest]
+    assert (
+        "(the 25 classes of lowest F1 of 60, lowest first; the JSON and HTML reports hold "
+        "them all)" in markdown
+    )
     page = render_html([ev])
     assert "<td style='background" not in page  # no 60 x 60 heat map
     assert "Per class, with intervals: the 25 of lowest F1" in page

@@ -194,6 +194,11 @@ def weakest_classes(ev: Evaluation, k: int = GLANCE_CLASSES) -> list[int]:
     return torch.argsort(f1, stable=True)[:k].tolist()
 
 
+def fewer_classes(ev: Evaluation, classes: Sequence[int]) -> str:
+    """What a table of :func:`weakest_classes` shows, said under it."""
+    return f"the {len(classes)} classes of lowest F1 of {len(ev.labels)}, lowest first"
+
+
 def confusion_pairs(ev: Evaluation, k: int = GLANCE_CLASSES) -> list[list[str]]:
     """The ``k`` most frequent confusions: true class, predicted class, count, and
     the share of the true class's samples that went there."""
@@ -536,8 +541,8 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
         if classes is not None and len(classes) < len(ev.labels):
             out.append(
                 (
-                    f"(the {len(classes)} classes of lowest F1 of {len(ev.labels)}; -v shows "
-                    f"every class, and the report files hold them all)",
+                    f"({fewer_classes(ev, classes)}; -v shows every class, and the JSON and "
+                    f"HTML reports hold them all)",
                     "",
                 )
             )
@@ -719,7 +724,13 @@ def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = (
                     _markdown_table(examples, EXAMPLE_HEADERS),
                     "",
                 ]
-        parts += [_markdown_table(per_class_rows(ev), PER_CLASS_HEADERS), ""]
+        # A pull-request comment holds 65,536 characters: past GLANCE_CLASSES
+        # classes the weakest, as in the terminal (1,000 classes made 100 KB).
+        classes = weakest_classes(ev)
+        parts += [_markdown_table(per_class_rows(ev, classes), PER_CLASS_HEADERS), ""]
+        if len(classes) < len(ev.labels):
+            held = "the JSON and HTML reports hold them all"
+            parts += [f"({fewer_classes(ev, classes)}; {held})", ""]
         headers = ["metric", "eval"] + (["train"] if ev.train_metrics is not None else [])
         parts += [_markdown_table(summary_rows(ev), headers), ""]
         if len(ev.labels) <= GLANCE_CLASSES:
