@@ -759,11 +759,31 @@ def test_padding_finding_gives_the_fix_for_the_layers_the_model_has() -> None:
     assert not evaluate(Pooled(0).eval(), data, Settings(bootstrap=0)).findings_of(
         "padding_sensitivity"
     )
-    assert padding_remedy(PackedGRU()) == (
+    assert padding_remedy(PackedGRU(), "lengths") == (
         "Pack the RNN's input (pack_padded_sequence with the lengths)"
+    )
+    assert padding_remedy(PackedGRU()) == (
+        "Pack the RNN's input (pack_padded_sequence with the lengths: a forward parameter "
+        "named lengths gets them)"
     )
     encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, batch_first=True), 1)
     assert padding_remedy(encoder).startswith("Pass the padding to attention")
+    # Given the mask and still reading the padding: it pools over it, and the advice
+    # to mask attention (which it does) would send the user the wrong way.
+    assert padding_remedy(encoder, "src_key_padding_mask") == (
+        "Pool the attention's outputs over the real steps only (the src_key_padding_mask the "
+        "forward is given marks them): a mean or sum over every position reads the padding"
+    )
+
+    class MeanOverAll(TransformerMasked):
+        def forward(self, tokens: torch.Tensor, src_key_padding_mask: torch.Tensor) -> torch.Tensor:
+            masked = self.encoder(self.embedding(tokens), src_key_padding_mask=src_key_padding_mask)
+            return self.head(masked.mean(1))
+
+    [finding] = evaluate(MeanOverAll(), data, Settings(bootstrap=0)).findings_of(
+        "padding_sensitivity"
+    )
+    assert finding.message.endswith("a mean or sum over every position reads the padding")
     plain = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))  # no layer to blame
     assert padding_remedy(plain) == (
         f"{PADDING_REMEDY}, and pool over the real steps only (divide by the lengths)"

@@ -427,11 +427,15 @@ PADDING_REMEDY = (
 )
 
 
-def padding_remedy(model: nn.Module) -> str:
-    """The fix for a padding-sensitive model, from the layers it has: a pooled
-    embedding without ``padding_idx`` averages the padding in, a recurrent layer
-    steps through it unless packed, attention attends to it unless masked."""
+def padding_remedy(model: nn.Module, told: str = "plain") -> str:
+    """The fix for a padding-sensitive model, from the layers it has and what its
+    forward is told (``told``, the calling convention): a pooled embedding without
+    ``padding_idx`` averages the padding in, a recurrent layer steps through it
+    unless packed, attention attends to it unless masked; and a model already
+    given the mask that still reads the padding pools over it (a mean over every
+    position), which no mask for attention can mend."""
     layers = list(model.modules())
+    masked = told not in ("plain", "lengths")
     advice = []
     if any(isinstance(m, nn.EmbeddingBag) and m.padding_idx is None for m in layers):
         advice.append(
@@ -439,11 +443,21 @@ def padding_remedy(model: nn.Module) -> str:
             "the real tokens only"
         )
     if any(isinstance(m, nn.RNNBase) for m in layers):
-        advice.append("pack the RNN's input (pack_padded_sequence with the lengths)")
+        advice.append(
+            "pack the RNN's input (pack_padded_sequence with the lengths)"
+            if told == "lengths"
+            else "pack the RNN's input (pack_padded_sequence with the lengths: a forward "
+            "parameter named lengths gets them)"
+        )
     if any(isinstance(m, nn.MultiheadAttention) for m in layers):
         advice.append(
-            "pass the padding to attention (take a forward parameter src_key_padding_mask, "
-            "which seqgate fills, or turn its attention_mask into one: attention_mask == 0)"
+            f"pool the attention's outputs over the real steps only (the {told} the "
+            f"forward is given marks them): a mean or sum over every position reads the "
+            f"padding"
+            if masked
+            else "pass the padding to attention (take a forward parameter "
+            "src_key_padding_mask, which seqgate fills, or turn its attention_mask into one: "
+            "attention_mask == 0)"
         )
     if not advice:
         return f"{PADDING_REMEDY}, and pool over the real steps only (divide by the lengths)"

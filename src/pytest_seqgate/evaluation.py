@@ -653,7 +653,7 @@ def _evaluate(
                     eval_data,
                     labels,
                     tolerance=PADDING_TOLERANCE[settings.precision],
-                    remedy=padding_remedy(model),
+                    remedy=padding_remedy(model, told or "plain"),
                 )
             )
     evaluation.slices = length_slices(
