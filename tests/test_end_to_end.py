@@ -709,9 +709,10 @@ def test_padding_check_catches_an_unpacked_gru(project, model, caught):
     if caught:
         result.assert_outcomes(failed=1)
         assert "padding changes the model's output for" in found[0]["message"]
-        # The fix for the layer at fault: Unpacked is a GRU.
+        # The fix for the layer at fault: Unpacked is a GRU whose forward takes no lengths.
         assert found[0]["message"].endswith(
-            "Pack the RNN's input (pack_padded_sequence with the lengths)"
+            "Pack the RNN's input (pack_padded_sequence with the lengths: a forward parameter "
+            "named lengths gets them)"
         )
         assert found[0]["sampled"] == 64
     else:

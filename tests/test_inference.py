@@ -760,7 +760,8 @@ def test_padding_finding_gives_the_fix_for_the_layers_the_model_has() -> None:
         "padding_sensitivity"
     )
     assert padding_remedy(PackedGRU(), "lengths") == (
-        "Pack the RNN's input (pack_padded_sequence with the lengths)"
+        "Pack the RNN's input (pack_padded_sequence with the lengths) and read each sequence "
+        "at its last real step (h_n, or the output at lengths - 1), not at the padded end"
     )
     assert padding_remedy(PackedGRU()) == (
         "Pack the RNN's input (pack_padded_sequence with the lengths: a forward parameter "

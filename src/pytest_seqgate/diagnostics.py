@@ -444,7 +444,9 @@ def padding_remedy(model: nn.Module, told: str = "plain") -> str:
         )
     if any(isinstance(m, nn.RNNBase) for m in layers):
         advice.append(
-            "pack the RNN's input (pack_padded_sequence with the lengths)"
+            "pack the RNN's input (pack_padded_sequence with the lengths) and read each "
+            "sequence at its last real step (h_n, or the output at lengths - 1), not at the "
+            "padded end"
             if told == "lengths"
             else "pack the RNN's input (pack_padded_sequence with the lengths: a forward "
             "parameter named lengths gets them)"
