@@ -148,6 +148,7 @@ def load_model(settings: Settings) -> nn.Module:
         model = obj if isinstance(obj, nn.Module) else _call(obj, setting, spec)
         return require_module(model, f"{setting}: {spec!r}")
     path = settings.existing("model")
+    shown = settings.display(path)
     if settings.model_factory is not None:
         factory_setting = settings.source("model_factory")
         factory = import_object(settings.model_factory, settings.rootdir, factory_setting)
@@ -155,15 +156,15 @@ def load_model(settings: Settings) -> nn.Module:
             _call(factory, factory_setting, settings.model_factory),
             f"{factory_setting}: {settings.model_factory!r}",
         )
-        state = load_checkpoint(path, setting, settings.trust_checkpoints)
-        load_state_dict(module, state, f"{setting}: {settings.display(path)}")
+        state = load_checkpoint(path, setting, settings.trust_checkpoints, shown)
+        load_state_dict(module, state, f"{setting}: {shown}")
         return module
     kind = file_format(path)
     if kind == "exported":
-        return load_exported_program(path, setting, settings.trust_checkpoints)
+        return load_exported_program(path, setting, settings.trust_checkpoints, shown)
     if kind == "safetensors":
         raise ModelError(
-            f"{setting}: {path} is a safetensors file, which holds weights only; set "
+            f"{setting}: {shown} is a safetensors file, which holds weights only; set "
             f"seqgate_model_factory to the 'pkg.module:callable' that builds the architecture "
             f"they are loaded into"
         )
@@ -174,10 +175,10 @@ def load_model(settings: Settings) -> nn.Module:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
-            raise ModelError(f"{setting}: cannot load TorchScript file {path}: {exc}") from exc
-    refuse_unsaved(path, setting)
+            raise ModelError(f"{setting}: cannot load TorchScript file {shown}: {exc}") from exc
+    refuse_unsaved(path, setting, shown)
     raise ModelError(
-        f"{setting}: {path} is neither an exported program (.pt2) nor a TorchScript file. "
+        f"{setting}: {shown} is neither an exported program (.pt2) nor a TorchScript file. "
         f"If it is a state-dict checkpoint, set seqgate_model_factory to the "
         f"'pkg.module:callable' that builds its architecture; if it is a whole pickled "
         f"model, export it: torch.export.save(torch.export.export(model.eval(), args, "
@@ -228,7 +229,9 @@ TRAINING_FLAGS = {
 }
 
 
-def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
+def load_exported_program(
+    path: Path, setting: str, trust: bool, shown: str | None = None
+) -> nn.Module:
     """The module of a ``torch.export`` program (the successor of TorchScript,
     which torch 2.10+ deprecates).
 
@@ -246,6 +249,7 @@ def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
     length"), so the errors say which torch wrote what, and that re-exporting
     is the fix.
     """
+    file = shown or str(path)  # as the user wrote it, in messages
     try:
         with zipfile.ZipFile(path) as archive:
             pickled = _pickled_parts(archive)
@@ -253,7 +257,7 @@ def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
     except (zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
         # A damaged archive, or a config that is not the format's JSON.
         raise ModelError(
-            f"{setting}: cannot read exported program {path}: {type(exc).__name__}: {exc}"
+            f"{setting}: cannot read exported program {file}: {type(exc).__name__}: {exc}"
         ) from None
     version = torch.__version__.split("+")[0]
     # The newer archive (torch.export.pt2_archive) stores weights as plain tensors;
@@ -271,7 +275,7 @@ def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
         )
         if older:
             raise ModelError(
-                f"{setting}: {path} is an exported program saved by an older torch (with "
+                f"{setting}: {file} is an exported program saved by an older torch (with "
                 f"{LEGACY_EXPORT_ENTRY} at the top of the archive), whose pickled weights "
                 f"{risk}, and this torch ({version}) may not read that layout at all; it was "
                 f"refused. Re-export the model with torch {version}, which saves plain tensors; "
@@ -284,7 +288,7 @@ def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
             f"state dict and set seqgate_model_factory instead"
         )
         raise ModelError(
-            f"{setting}: {path} is an exported program whose {pickled} {risk}; it was "
+            f"{setting}: {file} is an exported program whose {pickled} {risk}; it was "
             f"refused. {remedy}, or, only for a file you trust, set "
             f"seqgate_trust_checkpoints = true"
         )
@@ -301,7 +305,7 @@ def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
             else ""
         )
         raise ModelError(
-            f"{setting}: cannot load exported program {path}: {type(exc).__name__}: {first}{hint}"
+            f"{setting}: cannot load exported program {file}: {type(exc).__name__}: {first}{hint}"
         ) from exc
     flags = [
         (node, TRAINING_FLAGS[str(node.target)])
@@ -313,7 +317,7 @@ def load_exported_program(path: Path, setting: str, trust: bool) -> nn.Module:
     )
     if training:
         raise ModelError(
-            f"{setting}: {path} was exported in training mode: its {', '.join(training)} "
+            f"{setting}: {file} was exported in training mode: its {', '.join(training)} "
             f"run as in training (random dropout, batch statistics), and an exported program "
             f"cannot be put in eval mode; export model.eval() instead"
         )
@@ -370,11 +374,12 @@ def _call(factory: Any, setting: str, spec: str) -> Any:
         ) from exc
 
 
-def refuse_unsaved(path: Path, setting: str) -> None:
+def refuse_unsaved(path: Path, setting: str, shown: str | None = None) -> None:
     """Raise when torch.save cannot have written ``path``: not a zip archive, nor
     a pickle (the format before torch 1.6). torch.load's weights_only refusal
     of such a file reads "trust this file", the wrong advice for a truncated
     download or a JSON file named as the model."""
+    file = shown or str(path)  # as the user wrote it, in messages
     if zipfile.is_zipfile(path):
         return
     with path.open("rb") as handle:
@@ -386,40 +391,41 @@ def refuse_unsaved(path: Path, setting: str) -> None:
     else:
         what = "is empty" if not start else f"starts with {start!r}"
     raise ModelError(
-        f"{setting}: {path} is not a file torch.save wrote (a zip archive, or a pickle "
+        f"{setting}: {file} is not a file torch.save wrote (a zip archive, or a pickle "
         f"before torch 1.6): it {what}; point {setting} at the saved model or checkpoint"
     )
 
 
-def load_checkpoint(path: Path, setting: str, trust: bool) -> Any:
+def load_checkpoint(path: Path, setting: str, trust: bool, shown: str | None = None) -> Any:
     """``torch.load`` with ``weights_only=True``; full unpickling only when trusted."""
+    file = shown or str(path)  # as the user wrote it, in messages
     kind = file_format(path)
     if kind == "exported":
         raise ModelError(
-            f"{setting}: {path} is an exported program (torch.export), not a state-dict "
+            f"{setting}: {file} is an exported program (torch.export), not a state-dict "
             f"checkpoint; remove seqgate_model_factory to load it as one (for one run: "
             f"--seqgate-model-factory=)"
         )
     if kind == "torchscript":
         raise ModelError(
-            f"{setting}: {path} is a TorchScript file, not a state-dict checkpoint; "
+            f"{setting}: {file} is a TorchScript file, not a state-dict checkpoint; "
             f"remove seqgate_model_factory to load it as TorchScript (for one run: "
             f"--seqgate-model-factory=)"
         )
     if kind == "safetensors":
-        return read_safetensors(path, setting)
-    refuse_unsaved(path, setting)
+        return read_safetensors(path, setting, file)
+    refuse_unsaved(path, setting, file)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         if not _needs_unpickling(exc):
             raise ModelError(
-                f"{setting}: cannot read checkpoint {path}: {type(exc).__name__}: "
+                f"{setting}: cannot read checkpoint {file}: {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}"
             ) from exc
         if not trust:
             raise ModelError(
-                f"{setting}: {path} needs full unpickling, which can run arbitrary code from "
+                f"{setting}: {file} needs full unpickling, which can run arbitrary code from "
                 f"the file; it was refused. Save a plain state dict "
                 f"(torch.save(model.state_dict(), path)), or, only for a file you trust, set "
                 f"seqgate_trust_checkpoints = true (or --seqgate-trust-checkpoints true)"
@@ -443,10 +449,11 @@ SAFETENSORS_DTYPES = {
 }
 
 
-def read_safetensors(path: Path, setting: str) -> dict[str, Tensor]:
+def read_safetensors(path: Path, setting: str, shown: str | None = None) -> dict[str, Tensor]:
     """A ``.safetensors`` state dict (the Hugging Face format), read without the
     safetensors package: a JSON header of names, dtypes, shapes and byte ranges,
     then the raw bytes. Nothing in it is code, so it needs no trust."""
+    file = shown or str(path)  # as the user wrote it, in messages
     data = path.read_bytes()
     size = int.from_bytes(data[:8], "little")
     base = 8 + size
@@ -464,11 +471,11 @@ def read_safetensors(path: Path, setting: str) -> dict[str, Tensor]:
             state[name] = flat.reshape(entry["shape"])
     except KeyError as exc:
         raise ModelError(
-            f"{setting}: {path}: unsupported or missing safetensors field {exc}; the "
+            f"{setting}: {file}: unsupported or missing safetensors field {exc}; the "
             f"dtypes read are {', '.join(SAFETENSORS_DTYPES)}"
         ) from None
     except (ValueError, TypeError, RuntimeError, AttributeError) as exc:
-        raise ModelError(f"{setting}: {path} is not a valid safetensors file: {exc}") from None
+        raise ModelError(f"{setting}: {file} is not a valid safetensors file: {exc}") from None
     return state
 
 
