@@ -348,6 +348,8 @@ def test_pt_layout(tmp_path: Path) -> None:
     torch.save({"inputs": [torch.tensor([1])]}, tmp_path / "w.pt")
     with pytest.raises(DataError, match=r"wrong layout: expected a dict \{'sequences'"):
         read_pt(tmp_path / "w.pt")
+    with pytest.raises(DataError, match=r"^data/w\.pt: wrong layout"):  # named as written
+        read_pt(tmp_path / "w.pt", display="data/w.pt")
 
 
 def test_dataset_callable_and_text(tmp_path: Path) -> None:

@@ -890,7 +890,8 @@ def load_dataset(settings: Settings, role: str) -> SequenceData:
         else ""
     )
     raise ConfigError(
-        f"{setting}: cannot read {path}: the suffix must be .jsonl, .csv or .pt, or give a "
+        f"{setting}: cannot read {settings.display(path)}: the suffix must be .jsonl, .csv or "
+        f".pt, or give a "
         f"'pkg.module:callable' returning a Dataset{hint}"
     )
 
@@ -1105,16 +1106,17 @@ def read_pt(
     path: Path, labels: tuple[str, ...] | None = None, display: str | None = None
 ) -> SequenceData:
     """A ``torch.save`` file with the layout :data:`PT_LAYOUT`, read with weights_only."""
+    file = display or str(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise DataError(
-            f"{path}: cannot read with torch.load(weights_only=True): "
+            f"{file}: cannot read with torch.load(weights_only=True): "
             f"{type(exc).__name__}; expected {PT_LAYOUT}"
         ) from exc
     if not isinstance(obj, dict) or "sequences" not in obj or "labels" not in obj:
         raise DataError(
-            f"{path}: wrong layout: expected {PT_LAYOUT}, but got "
+            f"{file}: wrong layout: expected {PT_LAYOUT}, but got "
             f"{type(obj).__name__}" + (f" with keys {sorted(obj)}" if isinstance(obj, dict) else "")
         )
     raw_labels = obj["labels"]
