@@ -99,6 +99,13 @@ def test_reports_json_markdown_html(project):
     """)
     result = project.run()
     assert result.ret == 1
+    # Named from where pytest ran, not by the machine's absolute path.
+    assert_lines(
+        result.stdout.str(),
+        "seqgate: report written to out/r.json",
+        "seqgate: report written to out/r.md",
+        "seqgate: report written to out/r.html",
+    )
     report = json.loads((project.path / "out/r.json").read_text())
     ev = report["evaluations"][0]
     assert set(ev) >= {
