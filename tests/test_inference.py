@@ -502,19 +502,14 @@ def test_nan_logits_from_an_inverted_attention_mask_say_how_to_invert_it() -> No
     plugin gives is 1 on the tokens: passed on as it is, every unpadded sequence is
     masked whole and comes out NaN, and the error said only "check for overflow"."""
 
-    class InvertedMask(nn.Module):
+    class InvertedMask(TransformerMasked):
         """Hands the Hugging Face mask to nn.Transformer as its padding mask, as is."""
 
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.emb = nn.Embedding(50, 8)
-            layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
-            self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
-
-        def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        def forward(  # type: ignore[override]
+            self, tokens: torch.Tensor, attention_mask: torch.Tensor
+        ) -> torch.Tensor:
             mask = attention_mask.bool()  # True on the tokens: nn.Transformer reads padding
-            return self.enc(self.emb(tokens), src_key_padding_mask=mask)[:, 0, :2]
+            return self.head(self.encoder(self.embedding(tokens), src_key_padding_mask=mask)[:, 0])
 
     varied = SequenceData.from_sequences([[1 + i % 5] * (1 + i % 4) for i in range(12)], [0] * 12)
     with pytest.raises(ModelError) as inverted:
