@@ -9,7 +9,7 @@ report and the gates all tell the same story.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -601,8 +601,9 @@ class SliceSpec:
         return f"; {self.key} takes {listing}"
 
 
-def require_key(key: str, metadata: dict[str, list[Any]], where: str) -> None:
-    """Raise, naming the near key and the keys there are, unless the records have ``key``."""
+def require_key(key: str, metadata: Collection[str], where: str) -> None:
+    """Raise, naming the near key and the keys there are, unless the records have ``key``
+    (``metadata``: the records' metadata, or its keys)."""
     from pytest_seqgate.exceptions import ConfigError
     from pytest_seqgate.gates import did_you_mean
 

@@ -122,7 +122,7 @@ def _stream_columns(
         k: [] for k in ("predictions", "targets", "hashes", "lengths", "lines", "scores")
     }
     metadata: dict[str, list[Any]] = {k: [] for k in keep}
-    seen: dict[str, list[Any]] = {}  # the metadata keys of any record, for the check below
+    seen: set[str] = set()  # the metadata keys of any record, for the check below
     alone = torch.empty(0)
     offset = 0
     batch_size = settings.batch_size
@@ -162,7 +162,7 @@ def _stream_columns(
         columns["lines"].append(chunk.line_numbers.to(torch.int32))
         if settings.keep_scores:
             columns["scores"].append(p.scores)
-        seen.update({key: [] for key in chunk.metadata})
+        seen.update(chunk.metadata)
         for key in keep:
             metadata[key].extend(chunk.metadata.get(key, [None] * len(chunk)))
         share = (offset + len(chunk)) * quota // total - offset * quota // total
