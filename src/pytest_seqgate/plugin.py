@@ -1071,10 +1071,9 @@ def _fixture_params(item: pytest.Item) -> dict[str, str]:
 class SeqgateHelper:
     """``seqgate.check(**gates)`` asserts gates inside a test body."""
 
-    def __init__(self, evaluation: Evaluation, item: pytest.Item, allow_custom: bool) -> None:
+    def __init__(self, evaluation: Evaluation, item: pytest.Item) -> None:
         self.evaluation = evaluation
         self._item = item
-        self._allow_custom = allow_custom
 
     @property
     def metrics(self) -> Any:
@@ -1094,9 +1093,7 @@ class SeqgateHelper:
 @pytest.fixture
 def seqgate(request: pytest.FixtureRequest, seqgate_evaluation: Evaluation) -> SeqgateHelper:
     """A helper whose ``check(**gates)`` asserts gates in a test body."""
-    return SeqgateHelper(
-        seqgate_evaluation, request.node, _state(request.config).has_hook("pytest_seqgate_metrics")
-    )
+    return SeqgateHelper(seqgate_evaluation, request.node)
 
 
 def _record(item: pytest.Item, evaluation: Evaluation, results: list[GateResult]) -> None:
