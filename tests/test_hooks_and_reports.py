@@ -99,7 +99,7 @@ def test_reports_json_markdown_html(project):
     """)
     result = project.run()
     assert result.ret == 1
-    # Named from where pytest ran, not by the machine's absolute path.
+    # Named as the option names it (from the rootdir), not by the machine's absolute path.
     assert_lines(
         result.stdout.str(),
         "seqgate: report written to out/r.json",

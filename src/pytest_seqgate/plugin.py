@@ -455,15 +455,6 @@ def _user_line(exc: BaseException, root: Path) -> str:
     return user_line(exc, root) or "an unknown place"
 
 
-def _from_here(config: pytest.Config, path: Path) -> str:
-    """``path`` relative to where pytest was run, when it lies below (as pytest names
-    test files): a CI log need not spell out the runner's checkout folder."""
-    try:
-        return str(path.relative_to(config.invocation_params.dir))
-    except ValueError:
-        return str(path)
-
-
 def _state(config: pytest.Config) -> SessionState:
     return config.stash[STATE]
 
@@ -1275,7 +1266,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not evaluations:
         # The errors themselves are above, at the tests they stopped.
         if state.written:
-            files = ", ".join(_from_here(config, p) for p in state.written)
+            files = ", ".join(state.settings.display(p) for p in state.written)
             tr.write_line(f"seqgate: the evaluation did not run; the report says why: {files}")
         for error in state.report_errors:
             tr.write_line(error, red=True)
@@ -1295,6 +1286,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for message in state.errors:
         tr.write_line(f"seqgate: an evaluation did not run: {message}", red=True)
     for path in state.written:
-        tr.write_line(f"seqgate: report written to {_from_here(config, path)}")
+        tr.write_line(f"seqgate: report written to {state.settings.display(path)}")
     for error in state.report_errors:
         tr.write_line(error, red=True)
