@@ -212,7 +212,14 @@ class Project:
         return [f for f in found if kind is None or f["kind"] == kind]
 
     def run(self, *args: str) -> pytest.RunResult:
-        return self.pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+        """Run pytest on the project; every JSON report the run wrote must match the
+        schema the package ships (so no test of any feature can drift from it)."""
+        before = {p: p.stat().st_mtime_ns for p in self.path.rglob("*.json")}
+        result = self.pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+        for path in self.path.rglob("*.json"):
+            if before.get(path) != path.stat().st_mtime_ns:
+                check_report(path)
+        return result
 
     def python(self, code: str) -> None:
         """Run Python in the project folder, in a subprocess: torch stays out of this one."""
@@ -234,6 +241,35 @@ class Project:
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> Project:
     return Project(pytester)
+
+
+def schema_errors(document: Any) -> list[str]:
+    """Where ``document`` breaks the shipped JSON Schema, one line each."""
+    import jsonschema
+
+    from pytest_seqgate import REPORT_SCHEMA_FILE
+
+    validator = jsonschema.Draft202012Validator(json.loads(REPORT_SCHEMA_FILE.read_text()))
+    return [
+        f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
+        for error in validator.iter_errors(document)
+    ]
+
+
+def check_report(path: Path) -> None:
+    """Fail if ``path`` is a seqgate JSON report (or saved baseline) that does not
+    match the schema; other JSON files (a hook's sink, a data file) pass."""
+    from pytest_seqgate import REPORT_SCHEMA
+
+    try:
+        document = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return
+    if isinstance(document, dict) and document.get("schema") == REPORT_SCHEMA:
+        errors = schema_errors(document)
+        assert not errors, f"{path.name} does not match the report schema:\n" + "\n".join(
+            errors[:10]
+        )
 
 
 def assert_lines(text: str, *patterns: str) -> None:

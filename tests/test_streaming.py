@@ -95,7 +95,10 @@ def test_streaming_without_scores_keeps_count_metrics(tmp_path, monkeypatch):
     b = evaluate(M(), None, lean)
     assert torch.equal(a.metrics.confusion_matrix, b.metrics.confusion_matrix)
     assert b.ranking is None and b.predictions.scores.shape == (300, 0)
-    assert '"macro_roc_auc"' not in render_json([b])
+    # Not computed is null, under the same keys as a run that kept the scores.
+    metrics = json.loads(render_json([b]))["evaluations"][0]["metrics"]
+    assert metrics["macro_roc_auc"] is None and metrics["ece"] is None
+    assert all(c["average_precision"] is None for c in metrics["per_class"].values())
     # The same option in memory: counts only, no ranking, calibration or padding check.
     c = evaluate(M(), load_dataset(full, "eval_data"), dataclasses.replace(full, keep_scores=False))
     assert torch.equal(a.metrics.confusion_matrix, c.metrics.confusion_matrix)

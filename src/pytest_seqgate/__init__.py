@@ -6,13 +6,22 @@ torch or pytest, so scripts and the plugin entry point stay cheap to load.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_seqgate.exceptions import ConfigError, DataError, GateFailure, ModelError, SeqgateError
 
 __version__ = "0.1.0"
 
+#: The JSON report's ``schema`` field; a reader checks it before trusting the rest.
+REPORT_SCHEMA = "seqgate-report/1"
+#: The JSON Schema (draft 2020-12) of that report, shipped with the package, so a CI
+#: job can validate the files it consumes against the version that wrote them.
+REPORT_SCHEMA_FILE = Path(__file__).with_name("seqgate-report-1.schema.json")
+
 __all__ = [
+    "REPORT_SCHEMA",
+    "REPORT_SCHEMA_FILE",
     "ConfigError",
     "DataError",
     "Evaluation",

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pytest_seqgate import REPORT_SCHEMA
 from pytest_seqgate.diagnostics import Finding
 from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.metrics import SUMMARY_METRICS
@@ -67,12 +68,12 @@ def read_report(
         ) from None
     if (
         not isinstance(report, dict)
-        or report.get("schema") != "seqgate-report/1"
+        or report.get("schema") != REPORT_SCHEMA
         or not report.get("evaluations")
     ):
         raise ConfigError(
             f"{setting}: {shown or path} is not a seqgate report (schema "
-            f"'seqgate-report/1' with at least one evaluation)"
+            f"'{REPORT_SCHEMA}' with at least one evaluation)"
         )
     return report
 

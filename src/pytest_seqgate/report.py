@@ -21,6 +21,7 @@ import torch
 from tabulate import tabulate
 from torch import Tensor
 
+from pytest_seqgate import REPORT_SCHEMA
 from pytest_seqgate.curves import Ranking
 from pytest_seqgate.diagnostics import Finding, SliceResult, counted
 from pytest_seqgate.evaluation import Evaluation, Uncertainty
@@ -38,8 +39,6 @@ from pytest_seqgate.gates import (
 )
 from pytest_seqgate.metrics import SUMMARY_METRICS, Metrics
 
-SCHEMA = "seqgate-report/1"
-
 
 def _num(value: float) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
@@ -56,9 +55,10 @@ def metrics_json(
     metrics: Metrics,
     labels: Sequence[str],
     uncertainty: Uncertainty | None = None,
-    ranks: Ranking | None = None,
-    ece: float | None = None,
+    scores: tuple[Ranking | None, float] | None = None,
 ) -> dict[str, Any]:
+    """``scores``, for the eval set's own metrics: its ranking (None when the run kept
+    no scores) and ECE."""
     out: dict[str, Any] = {name: _num(float(metrics.summary[name])) for name in SUMMARY_METRICS}
     precision, recall, f1 = metrics.precision.tolist(), metrics.recall.tolist(), metrics.f1.tolist()
     support = metrics.support.tolist()
@@ -71,14 +71,21 @@ def metrics_json(
         }
         for i, name in enumerate(labels)
     }
-    if ranks is not None:
-        out["macro_average_precision"] = _num(ranks.macro_average_precision)
-        out["macro_roc_auc"] = _num(ranks.macro_roc_auc)
-        ap, auc = ranks.average_precision.tolist(), ranks.roc_auc.tolist()
+    if scores is not None:
+        # The score metrics keep their keys when the run kept no scores
+        # (seqgate_keep_scores = false), null as any undefined number, so that a
+        # reader of the JSON finds the same keys in every run.
+        ranks, ece = scores
+        nothing = [float("nan")] * len(labels)
+        ap = ranks.average_precision.tolist() if ranks is not None else nothing
+        auc = ranks.roc_auc.tolist() if ranks is not None else nothing
+        out["macro_average_precision"] = _num(
+            ranks.macro_average_precision if ranks is not None else float("nan")
+        )
+        out["macro_roc_auc"] = _num(ranks.macro_roc_auc if ranks is not None else float("nan"))
         for i, name in enumerate(labels):
             out["per_class"][name]["average_precision"] = _num(ap[i])
             out["per_class"][name]["roc_auc"] = _num(auc[i])
-    if ece is not None:
         out["ece"] = _num(ece)
     if uncertainty is not None:
         intervals: dict[str, Any] = {
@@ -114,7 +121,7 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
         "outputs": ev.predictions.outputs,
         "labels": list(ev.labels),
         "n_samples": ev.n_samples,
-        "metrics": metrics_json(ev.metrics, ev.labels, ev.uncertainty, ev.ranking, ev.ece),
+        "metrics": metrics_json(ev.metrics, ev.labels, ev.uncertainty, (ev.ranking, ev.ece)),
         "custom_metrics": {k: _num(v) for k, v in ev.custom_metrics.items()},
         "confusion_matrix": ev.metrics.confusion_matrix.tolist(),
         "train_metrics": (
@@ -143,7 +150,7 @@ def report_json(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -
     """``errors``: why an evaluation the session wanted did not run (a model that
     would not load, a usage error); empty when every one ran."""
     return {
-        "schema": SCHEMA,
+        "schema": REPORT_SCHEMA,
         "evaluations": [evaluation_json(ev) for ev in evaluations],
         "errors": list(errors),
     }
