@@ -292,6 +292,42 @@ def test_probability_outputs_are_read_as_probabilities() -> None:
         Settings.from_dict(".", outputs="probs")
 
 
+def test_probabilities_of_a_bfloat16_model_are_read_as_probabilities() -> None:
+    """A model cast to bfloat16 (as deployed for inference) rounds each softmax
+    output to 8 significant bits, so its rows sum to 1 only within 0.003: they
+    were read as logits and softmaxed again (ECE 0.697 for the model's 0.363
+    here), and ``seqgate_outputs = probabilities`` refused them as rows that do
+    not sum to 1."""
+
+    class HalfSoftmax(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.embedding = nn.EmbeddingBag(50, 5, padding_idx=0)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.embedding(tokens) * 4, 1)
+
+    generator = torch.Generator().manual_seed(0)
+    sequences = [
+        torch.randint(1, 50, (int(n),), generator=generator)
+        for n in torch.randint(2, 9, (400,), generator=generator)
+    ]
+    model = HalfSoftmax().to(torch.bfloat16)
+    with torch.inference_mode():  # its own probabilities, padded with the ignored zeros
+        own = model(nn.utils.rnn.pad_sequence(sequences, batch_first=True)).float()
+    assert float((own.double().sum(1) - 1).abs().max()) > 1e-3  # the old tolerance
+    data = SequenceData.from_sequences(
+        [s.tolist() for s in sequences], own.argmax(1).tolist(), tuple("abcde")
+    )
+    settings = Settings(device="cpu", bootstrap=0)
+    ev = evaluate(model, data, settings)
+    assert ev.predictions.outputs == "probabilities"
+    assert torch.equal(ev.predictions.scores, own)
+    explicit = evaluate(model, data, Settings(device="cpu", bootstrap=0, outputs="probabilities"))
+    assert torch.equal(explicit.predictions.scores, own)
+
+
 def test_predictions_come_back_in_dataset_order() -> None:
     # Lengths force a reordering; FirstToken-like model shows each row's identity.
     class Ident(nn.Module):

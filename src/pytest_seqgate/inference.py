@@ -347,7 +347,7 @@ def scores_alone(
     ).scores
 
 
-def output_kind(outputs: Tensor) -> str:
+def output_kind(outputs: Tensor, dtype: torch.dtype = torch.float32) -> str:
     """``probabilities`` when the model's outputs can only be read as such, else ``logits``.
 
     A model that ends in a sigmoid or a softmax returns probabilities, and reading
@@ -357,6 +357,10 @@ def output_kind(outputs: Tensor) -> str:
     output per sequence, every one in [0, 1], or rows of values in [0, 1] that
     each sum to 1, are what such a layer gives and what trained logits over a
     whole eval set practically never are.
+
+    ``dtype`` is what the model returned: a softmax of a bfloat16 model rounds each
+    probability to 8 significant bits, so its rows sum to 1 only within about 0.003
+    (0.0004 in float16); within the dtype's epsilon they are still probabilities.
     """
     if outputs.numel() == 0:
         return "logits"
@@ -366,7 +370,8 @@ def output_kind(outputs: Tensor) -> str:
     if outputs.shape[1] == 1:
         return "probabilities"
     drift = float((outputs.sum(1, dtype=torch.float64) - 1).abs().max())
-    return "probabilities" if drift <= 1e-3 else "logits"
+    tolerance = max(1e-3, torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-3
+    return "probabilities" if drift <= tolerance else "logits"
 
 
 def _probabilities(logits: Tensor, outputs: str = "logits") -> Tensor:
@@ -435,6 +440,7 @@ def predict(
     run_hashes = torch.empty(n, dtype=torch.int64)
     weights, _ = hash_tables(sorted_pass.widths[0])
     run_logits: Tensor | None = None
+    returned = torch.float32  # the dtype the model returns its outputs in
     checked = False
     group_start = group_stop = 0
     group = None
@@ -531,6 +537,7 @@ def predict(
                 run_logits = torch.empty(
                     n, logits.shape[1], dtype=torch.float32, pin_memory=pin_out
                 )
+                returned = logits.dtype
             run_logits[start:stop].copy_(logits.float(), non_blocking=pin)
             if progress is not None:
                 progress(stop, n)
@@ -567,8 +574,8 @@ def predict(
             f"the model returned NaN or Inf logits for {count} of {n} sample(s) (first: {where}); "
             f"check for overflow in the model or a checkpoint with NaN weights{hint}"
         )
-    kind = output_kind(logits) if outputs == "auto" else outputs
-    if kind == "probabilities" and outputs != "auto" and output_kind(logits) != kind:
+    kind = output_kind(logits, returned) if outputs == "auto" else outputs
+    if kind == "probabilities" and outputs != "auto" and output_kind(logits, returned) != kind:
         raise ModelError(
             f"seqgate_outputs = probabilities, but the model returned values outside [0, 1] "
             f"or rows that do not sum to 1 (from {float(logits.min()):.3g} to "
