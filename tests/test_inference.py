@@ -88,6 +88,23 @@ def test_packed_model_gives_same_predictions_as_alone(features: int | None) -> N
     assert torch.allclose(preds.scores.sum(1), torch.ones(300))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_feature_vectors_are_given_in_the_models_dtype(dtype: torch.dtype) -> None:
+    """A feature model cast to bfloat16 for serving (or kept in float64) raised
+    "mat1 and mat2 must have the same dtype" on the float32 vectors, with advice
+    about its layers' sizes; it is given them in its weights' dtype. The content
+    hashes stay the data's, so a baseline pairs samples across such runs."""
+    data = random_data(features=5)
+    model = PackedGRU(5).to(dtype).eval()
+    preds = predict(model, data, CPU, batch_size=32)
+    with torch.inference_mode():
+        expected = torch.cat(
+            [model(seq[None].to(dtype), torch.tensor([len(seq)])).argmax(1) for seq, _ in data]
+        )
+    assert torch.equal(preds.predictions, expected)
+    assert torch.equal(preds.hashes, predict(PackedGRU(5).eval(), data, CPU).hashes)
+
+
 class HFStyle(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -829,15 +846,16 @@ def test_padding_tolerance_follows_the_precision() -> None:
     from pytest_seqgate.diagnostics import PADDING_TOLERANCE
 
     class Slight(nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, moves: float = 0.1) -> None:
             super().__init__()
             torch.manual_seed(0)
             self.bag = nn.EmbeddingBag(100, 8, padding_idx=0)
             self.head = nn.Linear(8, 3)
+            self.moves = moves
 
         def forward(self, tokens: torch.Tensor) -> torch.Tensor:
             share = (tokens == 0).float().mean(1, keepdim=True)
-            return self.head(self.bag(tokens)) + 0.1 * share * torch.tensor([1.0, 0.0, 0.0])
+            return self.head(self.bag(tokens)) + self.moves * share * torch.tensor([1.0, 0.0, 0.0])
 
     data = random_data(600)
     [strict] = evaluate(Slight().eval(), data, Settings(bootstrap=0)).findings_of(
@@ -847,6 +865,14 @@ def test_padding_tolerance_follows_the_precision() -> None:
     assert strict.data["tolerance"] == PADDING_TOLERANCE["fp32"] < moved < PADDING_TOLERANCE["bf16"]
     lenient = evaluate(Slight().eval(), data, Settings(bootstrap=0, precision="bf16"))
     assert not lenient.findings_of("padding_sensitivity")
+    # A model cast to bfloat16 rounds as bf16 autocast does, under any setting; one
+    # that reads its padding moves its probabilities by tenths, and still shows.
+    cast = evaluate(Slight().to(torch.bfloat16).eval(), data, Settings(bootstrap=0))
+    assert not cast.findings_of("padding_sensitivity")
+    [reads] = evaluate(
+        Slight(moves=3.0).to(torch.bfloat16).eval(), data, Settings(bootstrap=0)
+    ).findings_of("padding_sensitivity")
+    assert reads.data["tolerance"] == PADDING_TOLERANCE["bf16"]
 
 
 def test_padding_check_runs_nothing_when_nothing_was_padded() -> None:

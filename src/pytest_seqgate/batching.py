@@ -34,9 +34,12 @@ class Batch:
     def attention_mask(self) -> Tensor:
         return self.padding.logical_not().to(torch.int64)
 
-    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+    def to(
+        self, device: torch.device, non_blocking: bool = False, dtype: torch.dtype | None = None
+    ) -> Batch:
+        """On ``device``, and feature inputs cast to ``dtype`` when given."""
         return Batch(
-            self.inputs.to(device, non_blocking=non_blocking),
+            self.inputs.to(device, dtype=dtype, non_blocking=non_blocking),
             self.lengths,
             self.index,
             self.padding.to(device, non_blocking=non_blocking),

@@ -476,6 +476,14 @@ def padding_remedy(model: nn.Module, told: str = "plain") -> str:
 PADDING_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-3, "bf16": 2e-2}
 
 
+def padding_tolerance(precision: str, weights: torch.dtype | None) -> float:
+    """The tolerance for a run under ``precision`` (autocast) of a model whose weights
+    are ``weights``: a model cast to bfloat16 for serving rounds its products as
+    bf16 autocast does, whatever seqgate_precision says; the coarser one decides."""
+    by_weights = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(weights or torch.float32)
+    return max(PADDING_TOLERANCE[precision], PADDING_TOLERANCE[by_weights or "fp32"])
+
+
 def padding_sensitivity(
     batched: Tensor,
     alone: Tensor,

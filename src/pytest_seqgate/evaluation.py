@@ -24,7 +24,6 @@ from pytest_seqgate.config import Settings
 from pytest_seqgate.curves import Ranking, expected_calibration_error, ranking
 from pytest_seqgate.data import SequenceData, record_location
 from pytest_seqgate.diagnostics import (
-    PADDING_TOLERANCE,
     Finding,
     SliceResult,
     SliceSpec,
@@ -37,6 +36,7 @@ from pytest_seqgate.diagnostics import (
     near_duplicate_leakage,
     padding_remedy,
     padding_sensitivity,
+    padding_tolerance,
     require_key,
     traded_labels,
     train_test_gap,
@@ -53,6 +53,7 @@ from pytest_seqgate.inference import (
     require_module,
     resolve_device,
     scores_alone,
+    weights_dtype,
 )
 from pytest_seqgate.metrics import PER_CLASS_METRICS, Metrics, compute_metrics, confusion_matrix
 from pytest_seqgate.stats import (
@@ -652,7 +653,7 @@ def _evaluate(
                     alone["index"],
                     eval_data,
                     labels,
-                    tolerance=PADDING_TOLERANCE[settings.precision],
+                    tolerance=padding_tolerance(settings.precision, weights_dtype(model)),
                     remedy=padding_remedy(model, told or "plain"),
                 )
             )

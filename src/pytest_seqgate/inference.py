@@ -210,6 +210,30 @@ def logits_of(output: Any) -> Any:
     return output
 
 
+def feature_dtype(model: nn.Module, data: SequenceData) -> torch.dtype | None:
+    """The dtype to give a model's feature vectors, when not the data's float32.
+
+    A model cast to bfloat16, float16 or float64 (as deployed) refuses float32
+    inputs in its first Linear (``mat1 and mat2 must have the same dtype``): its
+    inputs are cast to its first floating parameter's dtype, as its own serving
+    code would. After the content hashes, which stay those of the data. Under
+    autocast the model's weights are float32, and so is its input.
+    """
+    if data.kind != "features":
+        return None
+    dtype = weights_dtype(model)
+    return None if dtype is None or dtype == data.values.dtype else dtype
+
+
+def weights_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating parameter: the precision its weights
+    compute in (bfloat16 for a model cast for serving), None without any."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return None
+
+
 def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
     """Token ids past the embedding tables crash deep inside the forward (and on a GPU
     poison the CUDA context): catch them here, against the largest table.
@@ -423,6 +447,7 @@ def predict(
     the smaller size, down to one sequence, before giving up.
     """
     check_embedding_range(model, data)
+    cast = feature_dtype(model, data)
     model.to(device)
     convention = calling_convention(model)
     on_cpu = device.type == "cpu"
@@ -466,7 +491,11 @@ def predict(
                 host_batch = group
             else:
                 host_batch = sorted_pass.cut(group, group_start, start, stop)
-            batch = host_batch if on_cpu else host_batch.to(device, non_blocking=pin)
+            batch = (
+                host_batch
+                if on_cpu and cast is None
+                else host_batch.to(device, non_blocking=pin, dtype=cast)
+            )
             try:
                 with autocast(device, precision):
                     output = forward(model, batch) if forward is not None else None
