@@ -195,3 +195,22 @@ def test_feature_vectors_stay_float32_on_the_way_to_the_gpu() -> None:
     want = predict(Probe(), data, CPU, batch_size=8)
     assert set(seen) == {(torch.float32, "cuda"), (torch.float32, "cpu")}
     torch.testing.assert_close(got.scores, want.scores)
+
+
+def test_a_model_cast_to_bfloat16_runs_on_the_gpu_without_a_false_padding_finding() -> None:
+    """A model cast to bfloat16 for serving: its feature inputs are cast to its
+    dtype, and cuBLAS products of other batch shapes, which round differently in
+    bf16, do not read as padding sensitivity (the bf16 tolerance applies)."""
+    data = random_data(600, features=5)
+    ev = evaluate(
+        PackedGRU(5).to(torch.bfloat16).eval(), data, Settings(device="cuda", bootstrap=0)
+    )
+    on_cpu = evaluate(
+        PackedGRU(5).to(torch.bfloat16).eval(), data, Settings(device="cpu", bootstrap=0)
+    )
+    sure = _confident(on_cpu.predictions.scores, 0.04)
+    assert torch.equal(ev.predictions.predictions[sure], on_cpu.predictions.predictions[sure])
+    encoder = evaluate(
+        MaskedEncoder().to(torch.bfloat16).eval(), random_data(600), Settings(device="cuda")
+    )
+    assert not encoder.findings_of("padding_sensitivity")
