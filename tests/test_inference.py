@@ -875,6 +875,31 @@ def test_padding_tolerance_follows_the_precision() -> None:
     assert reads.data["tolerance"] == PADDING_TOLERANCE["bf16"]
 
 
+@pytest.mark.filterwarnings("ignore:.*quantiz:DeprecationWarning", "ignore:.*quantiz:UserWarning")
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script:DeprecationWarning")
+def test_a_quantized_model_is_not_called_padding_sensitive_for_its_rounding() -> None:
+    """Dynamic quantization (int8 CPU serving) scales activations by each batch's
+    range, so a packed GRU's probabilities moved by 0.003 between its batch and a
+    run alone: a padding_sensitivity error failed every gated test, telling a model
+    that packs to pack. Its tolerance is int8's, in eager mode and TorchScript; a
+    quantized model that reads its padding still shows."""
+    from pytest_seqgate.diagnostics import PADDING_TOLERANCE
+
+    quantize = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
+    if quantize is None:
+        pytest.skip("this torch has no torch.ao.quantization.quantize_dynamic")
+    data = random_data(600)
+    packed = quantize(PackedGRU().eval(), {nn.GRU, nn.Linear}, dtype=torch.qint8)
+    for model in (packed, torch.jit.script(packed)):
+        ev = evaluate(model, data, Settings(bootstrap=0))
+        assert not ev.findings_of("padding_sensitivity")
+    torch.manual_seed(0)
+    mean = nn.Sequential(nn.EmbeddingBag(100, 8, mode="mean"), nn.Linear(8, 3))  # padding too
+    reads = quantize(mean.eval(), {nn.Linear}, dtype=torch.qint8)
+    [finding] = evaluate(reads, data, Settings(bootstrap=0)).findings_of("padding_sensitivity")
+    assert finding.data["tolerance"] == PADDING_TOLERANCE["int8"]
+
+
 def test_padding_check_runs_nothing_when_nothing_was_padded() -> None:
     data = token_set(torch.full((300,), 6), seed=2)
     model = MeanOverPadding().eval()

@@ -53,7 +53,7 @@ from pytest_seqgate.inference import (
     require_module,
     resolve_device,
     scores_alone,
-    weights_dtype,
+    weights_precision,
 )
 from pytest_seqgate.metrics import PER_CLASS_METRICS, Metrics, compute_metrics, confusion_matrix
 from pytest_seqgate.stats import (
@@ -653,7 +653,7 @@ def _evaluate(
                     alone["index"],
                     eval_data,
                     labels,
-                    tolerance=padding_tolerance(settings.precision, weights_dtype(model)),
+                    tolerance=padding_tolerance(settings.precision, weights_precision(model)),
                     remedy=padding_remedy(model, told or "plain"),
                 )
             )

@@ -234,6 +234,28 @@ def weights_dtype(model: nn.Module) -> torch.dtype | None:
     return None
 
 
+def weights_precision(model: nn.Module) -> str:
+    """``int8`` for a quantized model (``torch.ao`` quantized layers, as dynamic
+    quantization for CPU serving makes them), ``bf16`` or ``fp16`` for one cast
+    to that dtype, else ``fp32``: the precision the padding check allows for."""
+    if any(_defined_in(m).startswith(QUANTIZED_MODULES) for m in model.modules()):
+        return "int8"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
+        weights_dtype(model) or torch.float32, "fp32"
+    )
+
+
+QUANTIZED_MODULES = ("torch.ao.nn.quantized", "torch.nn.quantized")
+
+
+def _defined_in(module: nn.Module) -> str:
+    """Where a layer's class is defined; a TorchScript file's layers keep it in their
+    type's qualified name (``__torch__.torch.ao.nn.quantized.dynamic...``)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return str(module._c._type().qualified_name()).removeprefix("__torch__.")
+    return type(module).__module__
+
+
 def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
     """Token ids past the embedding tables crash deep inside the forward (and on a GPU
     poison the CUDA context): catch them here, against the largest table.
