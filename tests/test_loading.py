@@ -352,6 +352,80 @@ def test_pt_layout(tmp_path: Path) -> None:
         read_pt(tmp_path / "w.pt", display="data/w.pt")
 
 
+def test_pt_file_of_padded_sequences_with_their_lengths_or_mask(tmp_path: Path) -> None:
+    """A tokenized set is usually saved as one padded tensor with its lengths or
+    attention mask: the 'lengths' key was ignored, and the set refused as padded
+    (the mask read as a sequence of its own). Cut by either, it is the set saved
+    unpadded; a left-padded mask works too."""
+    gen = torch.Generator().manual_seed(0)
+    unpadded = [torch.randint(1, 50, (int(n),), generator=gen) for n in (5, 1, 8, 3)]
+    labels = torch.tensor([0, 1, 1, 0])
+    right = torch.nn.utils.rnn.pad_sequence(unpadded, batch_first=True)
+    lengths = torch.tensor([len(s) for s in unpadded])
+    left = torch.stack(
+        [torch.cat([torch.zeros(8 - len(s), dtype=torch.int64), s]) for s in unpadded]
+    )
+    layouts = {
+        "list": {"sequences": unpadded},
+        "lengths": {"sequences": right, "lengths": lengths},
+        "mask": {"sequences": right, "attention_mask": (right != 0).to(torch.int64)},
+        "left": {"sequences": left, "attention_mask": left != 0},
+    }
+    read = {}
+    for name, layout in layouts.items():
+        torch.save({**layout, "labels": labels}, tmp_path / f"{name}.pt")
+        read[name] = read_pt(tmp_path / f"{name}.pt")
+    for data in read.values():
+        assert torch.equal(data.values, read["list"].values)
+        assert torch.equal(data.lengths, lengths) and torch.equal(data.labels, labels)
+    features = torch.randn(4, 8, 3, generator=gen)
+    torch.save({"sequences": features, "lengths": lengths, "labels": labels}, tmp_path / "f.pt")
+    data = read_pt(tmp_path / "f.pt")
+    assert data.kind == "features" and torch.equal(data[2][0], features[2, :8])
+    assert torch.equal(data[1][0], features[1, :1])
+
+    def refused(layout: dict, message: str) -> None:
+        torch.save({**layout, "labels": labels}, tmp_path / "bad.pt")
+        with pytest.raises(DataError) as info:
+            read_pt(tmp_path / "bad.pt", display="data/bad.pt")
+        assert str(info.value).startswith(message), str(info.value)
+
+    mask = (right != 0).to(torch.int64)
+    refused(
+        {"sequences": right, "lengths": lengths, "attention_mask": mask},
+        "data/bad.pt: give 'lengths' or 'attention_mask', not both",
+    )
+    refused(
+        {"sequences": unpadded, "lengths": lengths},
+        "data/bad.pt: 'lengths' cuts a padded tensor of sequences [N, steps] or [N, steps, "
+        "features], but 'sequences' is list; give unpadded sequences without 'lengths'",
+    )
+    refused(
+        {"sequences": right, "lengths": lengths[:3]},
+        "data/bad.pt: 'lengths' has shape [3], but 'sequences' holds 4 sequences",
+    )
+    refused(
+        {"sequences": right, "lengths": torch.tensor([5, 0, 8, 3])},
+        "data/bad.pt[1]: length 0 is not between 1 and the 8 steps",
+    )
+    refused(
+        {"sequences": right, "lengths": lengths.float()},
+        "data/bad.pt: 'lengths' must be an integer or bool tensor, not Tensor of torch.float32",
+    )
+    refused(
+        {"sequences": right, "attention_mask": mask * 2},
+        "data/bad.pt[0]: attention_mask holds 2 at step 0: expected 1 on real steps",
+    )
+    refused(
+        {"sequences": right, "attention_mask": mask * torch.tensor([[1], [0], [1], [1]])},
+        "data/bad.pt[1]: the attention_mask marks no real step",
+    )
+    # Padded and nothing to cut it by: refused once evaluated, saying what to add.
+    torch.save({"sequences": right.repeat(5, 1), "labels": labels.repeat(5)}, tmp_path / "p.pt")
+    with pytest.raises(DataError, match="'lengths' or 'attention_mask' beside them"):
+        read_pt(tmp_path / "p.pt").refuse_padded()
+
+
 def test_dataset_callable_and_text(tmp_path: Path) -> None:
     (tmp_path / "mydata.py").write_text(
         "import torch\n"

@@ -189,6 +189,12 @@ class SequenceData:
             f"itself and gives the model {'the lengths' if told == 'lengths' else 'a mask'}, "
             f"which would cover that padding as if it were steps: give the sequences "
             f"unpadded (cut each at its length, e.g. the sum of its attention mask)"
+            + (
+                "; a .pt file may keep them padded with their 'lengths' or "
+                "'attention_mask' beside them"
+                if self.source.endswith(".pt")
+                else ""
+            )
         )
 
     def _sequences_holding(self, steps: Tensor) -> Tensor:

@@ -1098,8 +1098,73 @@ def read_csv(
 
 PT_LAYOUT = (
     "a dict {'sequences': list of 1-D int64 tensors (token ids) or 2-D float tensors "
-    "[steps, features], 'labels': 1-D int tensor or list of class names}"
+    "[steps, features], or one padded tensor [N, steps(, features)] with 'lengths' [N] or "
+    "'attention_mask' [N, steps] beside it, 'labels': 1-D int tensor or list of class names}"
 )
+PT_CUTS = ("lengths", "attention_mask")
+
+
+def _unpadded(obj: dict[str, Any], file: str) -> Any:
+    """The ``sequences`` of a .pt file, each cut to its real steps when the file keeps
+    them as one padded tensor with their ``lengths`` or ``attention_mask``: the way a
+    tokenized set is usually saved. Any mask works, left padding too: the real
+    steps are those it marks, row by row."""
+    sequences = obj["sequences"]
+    given = [key for key in PT_CUTS if key in obj]
+    if not given:
+        return sequences
+    if len(given) == 2:
+        raise DataError(f"{file}: give 'lengths' or 'attention_mask', not both")
+    key = given[0]
+    if not isinstance(sequences, Tensor) or sequences.dim() not in (2, 3):
+        raise DataError(
+            f"{file}: '{key}' cuts a padded tensor of sequences [N, steps] or [N, steps, "
+            f"features], but 'sequences' is {type(sequences).__name__}"
+            + (f" of shape {list(sequences.shape)}" if isinstance(sequences, Tensor) else "")
+            + f"; give unpadded sequences without '{key}'"
+        )
+    n, steps = sequences.shape[:2]
+    cut = obj[key]
+    if not isinstance(cut, Tensor) or cut.is_floating_point() or cut.is_complex():
+        raise DataError(
+            f"{file}: '{key}' must be an integer or bool tensor, not {type(cut).__name__}"
+            + (f" of {cut.dtype}" if isinstance(cut, Tensor) else "")
+        )
+    if key == "lengths":
+        if cut.shape != (n,):
+            raise DataError(
+                f"{file}: 'lengths' has shape {list(cut.shape)}, but 'sequences' holds {n} "
+                f"sequences: expected [{n}]"
+            )
+        bad = torch.nonzero((cut < 1) | (cut > steps))
+        if bad.numel():
+            i = int(bad[0])
+            raise DataError(
+                f"{file}[{i}]: length {int(cut[i])} is not between 1 and the {steps} steps "
+                f"of the padded sequences"
+            )
+        real = torch.arange(steps) < cut[:, None]
+    else:
+        if cut.shape != (n, steps):
+            raise DataError(
+                f"{file}: 'attention_mask' has shape {list(cut.shape)}, but the padded "
+                f"sequences are [{n}, {steps}]: expected the same [N, steps]"
+            )
+        bad = torch.nonzero((cut != 0) & (cut != 1))
+        if bad.numel():
+            i, j = (int(x) for x in bad[0])
+            raise DataError(
+                f"{file}[{i}]: attention_mask holds {int(cut[i, j])} at step {j}: expected 1 "
+                f"on real steps and 0 on padding"
+            )
+        real = cut.bool()
+        empty = torch.nonzero(~real.any(1))
+        if empty.numel():
+            raise DataError(
+                f"{file}[{int(empty[0])}]: the attention_mask marks no real step: a classifier "
+                f"needs at least one; drop the record"
+            )
+    return list(torch.split(sequences[real], real.sum(1).tolist()))
 
 
 def read_pt(
@@ -1124,12 +1189,13 @@ def read_pt(
         if raw_labels.dim() == 2 and raw_labels.shape[1] == 1:
             raw_labels = raw_labels.squeeze(1)  # [N, 1], as a BCE target often is
         raw_labels = raw_labels.tolist()
+    sequences = _unpadded(obj, file)
     return from_dataset(
-        list(zip(obj["sequences"], raw_labels)),
+        list(zip(sequences, raw_labels)),
         display or str(path),
         labels,
         None,
-        strict_len=len(obj["sequences"]) == len(raw_labels),
+        strict_len=len(sequences) == len(raw_labels),
     )
 
 
