@@ -284,6 +284,21 @@ def test_csv_tokens_and_missing_columns(tmp_path: Path) -> None:
     )
 
 
+def test_csv_tokens_as_a_list_column_as_pandas_writes_it(tmp_path: Path) -> None:
+    """pandas' to_csv writes a list column as "[1, 2, 3]": that was refused as not
+    space-separated integers."""
+    path = write(tmp_path / "l.csv", 'label,tokens\nspam,"[1, 2, 3]"\nham,[4]\nham,7 8\n')
+    data = read_csv(path)
+    assert data.values.tolist() == [1, 2, 3, 4, 7, 8] and data.lengths.tolist() == [3, 1, 2]
+    assert csv_error(tmp_path, "x.csv", 'label,tokens\nspam,"[1, x]"\n') == (
+        "x.csv:2: 'tokens' must be space-separated integers (or a JSON list of them) and "
+        "'features' a JSON list of vectors"
+    )
+    assert csv_error(tmp_path, "f.csv", 'label,tokens\nspam,"[1, 2.5]"\n').startswith(
+        "f.csv:2: 'tokens' must be a list of integers, but holds 2.5"
+    )
+
+
 def test_csv_separated_by_semicolons_or_tabs_is_read_by_its_header(tmp_path: Path) -> None:
     """A spreadsheet saved in a locale whose decimal mark is the comma writes ';',
     and a .tsv is often named .csv: the header says which, when it holds no comma

@@ -1084,13 +1084,19 @@ def read_csv(
             record["label"] = int(record["label"])
         try:
             if "tokens" in record:
-                record["tokens"] = [int(tok) for tok in str(record["tokens"]).split()]
+                tokens = str(record["tokens"]).strip()
+                # A list column, as pandas' to_csv writes it: "[101, 2023, 102]".
+                record["tokens"] = (
+                    json.loads(tokens)
+                    if tokens.startswith("[")
+                    else [int(tok) for tok in tokens.split()]
+                )
             if "features" in record:
                 record["features"] = json.loads(record["features"])
         except (ValueError, json.JSONDecodeError):
             raise DataError(
-                f"{name}:{line}: 'tokens' must be space-separated integers and 'features' a "
-                f"JSON list of vectors"
+                f"{name}:{line}: 'tokens' must be space-separated integers (or a JSON list of "
+                f"them) and 'features' a JSON list of vectors"
             ) from None
         builder.add(record, line)
     return builder.build()
