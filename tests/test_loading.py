@@ -299,6 +299,37 @@ def test_csv_tokens_as_a_list_column_as_pandas_writes_it(tmp_path: Path) -> None
     )
 
 
+def test_gzipped_jsonl_and_csv_read_as_the_plain_files(tmp_path: Path) -> None:
+    """An eval set committed gzipped (test.jsonl.gz) was refused for its suffix; it
+    reads as the plain file, in memory and streamed, and a damaged archive is an
+    error naming the file."""
+    import gzip
+
+    jsonl = '{"tokens": [1, 2], "label": "a"}\n\n{"tokens": [3], "label": "b", "k": 1}\n'
+    csv = "label,tokens\na,1 2\nb,3\n"
+    for name, text in (("e.jsonl", jsonl), ("e.csv", csv)):
+        write(tmp_path / name, text)
+        write(tmp_path / f"{name}.gz", gzip.compress(text.encode()))
+        plain, packed = (
+            load_dataset(Settings.from_dict(tmp_path, eval_data=file), "eval_data")
+            for file in (name, f"{name}.gz")
+        )
+        assert torch.equal(plain.values, packed.values) and torch.equal(plain.labels, packed.labels)
+        assert torch.equal(plain.line_numbers, packed.line_numbers)  # errors name the same lines
+    from pytest_seqgate.streaming import count_records
+
+    assert count_records(tmp_path / "e.jsonl.gz", "e.jsonl.gz") == 2
+    write(tmp_path / "cut.jsonl.gz", gzip.compress(jsonl.encode())[:-12])
+    write(tmp_path / "not.jsonl.gz", jsonl)
+    for name, reason in (("cut", "EOFError"), ("not", "BadGzipFile")):
+        with pytest.raises(DataError) as info:
+            load_dataset(Settings.from_dict(tmp_path, eval_data=f"{name}.jsonl.gz"), "eval_data")
+        assert str(info.value).startswith(f"{name}.jsonl.gz: cannot decompress it ({reason}")
+    write(tmp_path / "m.pt.gz", b"")
+    with pytest.raises(ConfigError, match=r"the suffix must be .jsonl, .csv or .pt \(.jsonl.gz"):
+        load_dataset(Settings.from_dict(tmp_path, eval_data="m.pt.gz"), "eval_data")
+
+
 def test_csv_separated_by_semicolons_or_tabs_is_read_by_its_header(tmp_path: Path) -> None:
     """A spreadsheet saved in a locale whose decimal mark is the comma writes ';',
     and a .tsv is often named .csv: the header says which, when it holds no comma

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 
 import pytest
@@ -45,6 +46,14 @@ def test_streaming_report_equals_in_memory(project, train):
     in_memory = json.loads((project.path / "r.json").read_text())
     project.run("--seqgate-streaming").assert_outcomes(passed=1)
     assert json.loads((project.path / "r.json").read_text()) == in_memory
+    # The same set gzipped, streamed: the same report but for the file's name.
+    gzipped = project.path / "eval.jsonl.gz"
+    gzipped.write_bytes(gzip.compress((project.path / "eval.jsonl").read_bytes()))
+    project.run("--seqgate-streaming", "--seqgate-eval-data=eval.jsonl.gz").assert_outcomes(
+        passed=1
+    )
+    text = (project.path / "r.json").read_text().replace("eval.jsonl.gz", "eval.jsonl")
+    assert json.loads(text) == in_memory
 
 
 def test_stream_chunks_cover_the_file(tmp_path):

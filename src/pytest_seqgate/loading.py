@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
+import gzip
 import importlib
 import importlib.util
 import io
@@ -21,6 +22,7 @@ import sys
 import types
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -873,7 +875,7 @@ def load_dataset(settings: Settings, role: str) -> SequenceData:
         dataset = _call(obj, setting, spec) if callable(obj) else obj
         return from_dataset(dataset, spec, settings.labels, tokenizer)
     path = settings.existing(role)
-    suffix = path.suffix.lower()
+    suffix = data_suffix(path)
     if suffix == ".jsonl":
         data = read_jsonl(path, settings.labels, tokenizer, settings.display(path))
     elif suffix == ".csv":
@@ -891,13 +893,38 @@ def load_dataset(settings: Settings, role: str) -> SequenceData:
     )
     raise ConfigError(
         f"{setting}: cannot read {settings.display(path)}: the suffix must be .jsonl, .csv or "
-        f".pt, or give a "
+        f".pt (.jsonl.gz and .csv.gz are read too), or give a "
         f"'pkg.module:callable' returning a Dataset{hint}"
     )
 
 
+def data_suffix(path: Path) -> str:
+    """The format a data file's name says: ``.jsonl`` for ``test.jsonl.gz`` too."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] == ".gz" and suffixes[-2] in (".jsonl", ".csv"):
+        return suffixes[-2]
+    return path.suffix.lower()
+
+
+@contextlib.contextmanager
+def open_data(path: Path, name: str) -> Iterator[io.BufferedIOBase]:
+    """A data file's bytes, decompressed as they are read when it ends in ``.gz``
+    (an eval set committed to a repository is often gzipped). A damaged or cut-off
+    archive is an error naming the file, not gzip's bare one."""
+    compressed = path.suffix.lower() == ".gz"
+    try:
+        with gzip.open(path, "rb") if compressed else path.open("rb") as handle:
+            yield handle
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"{name}: cannot decompress it ({type(exc).__name__}: {exc}): a damaged or "
+            f"cut-off .gz file? Compress it again, or give it uncompressed"
+        ) from None
+
+
 def _lines(path: Path, name: str) -> Iterable[tuple[int, str]]:
-    data = path.read_bytes()
+    with open_data(path, name) as handle:
+        data = handle.read()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -943,7 +970,7 @@ def iter_jsonl(path: Path, name: str) -> Iterator[tuple[int, Any]]:
                 pass  # json parses it the same way, or names the error
         return _parse_line(raw, number, name, last)
 
-    with path.open("rb") as handle:
+    with open_data(path, name) as handle:
         pending: tuple[int, bytes] | None = None
         for number, raw in enumerate(handle, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):

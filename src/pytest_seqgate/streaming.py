@@ -60,8 +60,10 @@ class Precomputed:
         return compute() if self.shared is None else self.shared.get_or_compute(part, compute)
 
 
-def count_records(path: Path) -> int:
-    with path.open("rb") as handle:
+def count_records(path: Path, name: str) -> int:
+    from pytest_seqgate.loading import open_data
+
+    with open_data(path, name) as handle:
         return sum(1 for line in handle if line.strip())
 
 
@@ -79,7 +81,9 @@ def stream_eval(
     the compact columns are computed once, under its lock, and read back by the
     other workers and by an unchanged re-run, instead of each streaming the file.
     """
-    if settings.eval_data is None or not settings.eval_data.endswith(".jsonl"):
+    from pytest_seqgate.loading import data_suffix
+
+    if settings.eval_data is None or data_suffix(Path(settings.eval_data)) != ".jsonl":
         raise ConfigError(
             f"{settings.source('streaming')}: streaming reads a .jsonl eval set, "
             f"but seqgate_eval_data is {settings.eval_data!r}"
@@ -110,7 +114,7 @@ def _stream_columns(
     assert settings.labels is not None
     path = settings.existing("eval_data")
     tokenizer = configured_tokenizer(settings)
-    total = count_records(path)
+    total = count_records(path, settings.display(path))
     # The padding check's sample, drawn chunk by chunk among the sequences each
     # chunk's pass padded, a share of it per chunk in proportion to its size.
     gen = torch.Generator().manual_seed(settings.seed)
