@@ -547,6 +547,21 @@ def test_tokenizer_outputs_and_failures(tmp_path: Path) -> None:
     )
 
 
+def test_text_without_a_tokenizer_names_the_token_ids_the_record_holds() -> None:
+    """A tokenized Hugging Face dataset keeps 'text' beside 'input_ids': the error
+    said only to configure a tokenizer, though the ids were there."""
+    rows = [{"text": "hi there", "input_ids": [101, 7, 102], "label": 0}]
+    with pytest.raises(DataError) as info:
+        from_dataset(rows, "mine", None)
+    assert str(info.value) == (
+        "mine[0]: record has 'text' but no tokenizer is configured; set seqgate_tokenizer to "
+        "a 'pkg.module:callable' mapping text to token ids, or, since it holds token ids as "
+        "'input_ids', rename that to 'tokens' and drop 'text' (a record holds one sequence)"
+    )
+    with pytest.raises(DataError, match=r"token ids$"):
+        from_dataset([{"text": "hi", "label": 0}], "mine", None)
+
+
 def test_from_dataset_refuses_token_ids_given_as_a_batch_of_one() -> None:
     """``tokenizer(text, return_tensors="pt")["input_ids"]`` is [1, n]: read as one
     step of n-wide features it was evaluated as such, or refused as features of

@@ -641,7 +641,7 @@ class _Builder:
             )
         sequence = record[key]
         if key == "text":
-            sequence = self.tokenize(sequence, line)
+            sequence = self.tokenize(sequence, line, record)
         if not isinstance(sequence, list):
             raise DataError(
                 f"{self.where(line)}: {key!r} must be a list, but got {type(sequence).__name__}"
@@ -661,11 +661,20 @@ class _Builder:
         for meta_key, column in self.metadata.items():
             column.append(record.get(meta_key))
 
-    def tokenize(self, text: Any, line: int) -> list[int]:
+    def tokenize(self, text: Any, line: int, record: Mapping[str, Any]) -> list[int]:
         if self.tokenizer is None:
+            # A tokenized Hugging Face dataset keeps its text beside the ids.
+            ids = [k for k in record if isinstance(k, str) and k.lower() in ALIASES["tokens"]]
+            tokenized = (
+                f", or, since it holds token ids as {ids[0]!r}, rename that to 'tokens' and "
+                f"drop 'text' (a record holds one sequence)"
+                if ids
+                else ""
+            )
             raise DataError(
                 f"{self.where(line)}: record has 'text' but no tokenizer is configured; set "
                 f"seqgate_tokenizer to a 'pkg.module:callable' mapping text to token ids"
+                f"{tokenized}"
             )
         if not isinstance(text, str):
             raise DataError(f"{self.where(line)}: 'text' must be a string")
