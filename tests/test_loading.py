@@ -396,6 +396,15 @@ def test_pt_layout(tmp_path: Path) -> None:
         read_pt(tmp_path / "w.pt")
     with pytest.raises(DataError, match=r"^data/w\.pt: wrong layout"):  # named as written
         read_pt(tmp_path / "w.pt", display="data/w.pt")
+    # Saved under Hugging Face's names: the renames are said.
+    ids = torch.ones(2, 3, dtype=torch.int64)
+    torch.save({"input_ids": ids, "attention_mask": ids, "label": ids[:, 0]}, tmp_path / "hf.pt")
+    with pytest.raises(DataError) as info:
+        read_pt(tmp_path / "hf.pt")
+    assert str(info.value).endswith(
+        "with keys ['attention_mask', 'input_ids', 'label']; rename 'input_ids' to "
+        "'sequences' and 'label' to 'labels'"
+    )
 
 
 def test_pt_file_of_padded_sequences_with_their_lengths_or_mask(tmp_path: Path) -> None:

@@ -1209,6 +1209,22 @@ def _unpadded(obj: dict[str, Any], file: str) -> Any:
     return list(torch.split(sequences[real], real.sum(1).tolist()))
 
 
+def _pt_renames(obj: dict[Any, Any]) -> str:
+    """``; rename 'input_ids' to 'sequences'``: the keys a tokenized set is often saved
+    under (Hugging Face's names) for the ones the layout wants."""
+    keys = [key for key in obj if isinstance(key, str)]
+    wanted = {
+        "sequences": ("tokens", "features", "inputs", *ALIASES["tokens"]),
+        "labels": ("label", "targets", *ALIASES["label"]),
+    }
+    renames = []
+    for target, names in wanted.items():
+        found = [key for key in keys if key.lower() in names]
+        if target not in obj and found:
+            renames.append(f"{found[0]!r} to {target!r}")
+    return f"; rename {' and '.join(renames)}" if renames else ""
+
+
 def read_pt(
     path: Path, labels: tuple[str, ...] | None = None, display: str | None = None
 ) -> SequenceData:
@@ -1224,7 +1240,8 @@ def read_pt(
     if not isinstance(obj, dict) or "sequences" not in obj or "labels" not in obj:
         raise DataError(
             f"{file}: wrong layout: expected {PT_LAYOUT}, but got "
-            f"{type(obj).__name__}" + (f" with keys {sorted(obj)}" if isinstance(obj, dict) else "")
+            f"{type(obj).__name__}"
+            + (f" with keys {sorted(obj)}{_pt_renames(obj)}" if isinstance(obj, dict) else "")
         )
     raw_labels = obj["labels"]
     if isinstance(raw_labels, Tensor):
