@@ -556,6 +556,34 @@ def test_tokenizer_outputs_and_failures(tmp_path: Path) -> None:
     )
 
 
+def test_a_records_attention_mask_cuts_its_padded_tokens(tmp_path: Path) -> None:
+    """Rows of a set tokenized with padding (Hugging Face's padding="max_length")
+    carry their attention mask: the padded tokens were refused as already padded,
+    and the mask kept as metadata. As in a padded .pt, the mask cuts the tokens."""
+    plain = [{"tokens": [5, 6, 7], "label": 0}, {"tokens": [8], "label": 1}]
+    padded = [
+        {"tokens": [5, 6, 7, 0], "attention_mask": [1, 1, 1, 0], "label": 0},
+        {"tokens": [0, 0, 0, 8], "attention_mask": [0, 0, 0, 1], "label": 1},  # left padding
+    ]
+    write(tmp_path / "p.jsonl", "".join(json.dumps(r) + "\n" for r in padded))
+    want = from_dataset(plain, "mine", None)
+    for got in (from_dataset(padded, "mine", None), read_jsonl(tmp_path / "p.jsonl")):
+        assert torch.equal(got.values, want.values) and torch.equal(got.lengths, want.lengths)
+        assert "attention_mask" not in got.metadata
+    for mask, message in (
+        (
+            [1, 1],
+            "mine[0]: 'attention_mask' must be a list of 0 and 1 as long as 'tokens' "
+            "(4 steps), but got 2 values",
+        ),
+        ([1, 2, 1, 0], "mine[0]: 'attention_mask' holds 2: expected 1 on real steps"),
+        ([0, 0, 0, 0], "mine[0]: empty sequence (length 0)"),
+    ):
+        with pytest.raises(DataError) as info:
+            from_dataset([{**padded[0], "attention_mask": mask}], "mine", None)
+        assert str(info.value).startswith(message)
+
+
 def test_text_without_a_tokenizer_names_the_token_ids_the_record_holds() -> None:
     """A tokenized Hugging Face dataset keeps 'text' beside 'input_ids': the error
     said only to configure a tokenizer, though the ids were there."""

@@ -646,6 +646,8 @@ class _Builder:
             raise DataError(
                 f"{self.where(line)}: {key!r} must be a list, but got {type(sequence).__name__}"
             )
+        if key != "text" and "attention_mask" in record:
+            sequence = self.unmask(sequence, record["attention_mask"], key, line)
         if not sequence:
             raise DataError(
                 f"{self.where(line)}: empty sequence (length 0); a classifier needs at least "
@@ -656,10 +658,28 @@ class _Builder:
         self.raw_labels.append(record["label"])
         self.lines.append(line)
         for meta_key in record:
-            if meta_key not in (key, "label"):
+            if meta_key not in (key, "label", "attention_mask"):
                 self.metadata.setdefault(meta_key, [None] * (len(self.lengths) - 1))
         for meta_key, column in self.metadata.items():
             column.append(record.get(meta_key))
+
+    def unmask(self, sequence: list[Any], mask: Any, key: str, line: int) -> list[Any]:
+        """The steps ``mask`` marks 1: a record of a set tokenized with padding (a
+        Hugging Face row of ``padding="max_length"``) carries its attention mask,
+        as a padded .pt file may; the plugin pads each batch itself."""
+        if not isinstance(mask, list) or len(mask) != len(sequence):
+            raise DataError(
+                f"{self.where(line)}: 'attention_mask' must be a list of 0 and 1 as long as "
+                f"{key!r} ({len(sequence)} steps), but got "
+                + (f"{len(mask)} values" if isinstance(mask, list) else type(mask).__name__)
+            )
+        if any(m not in (0, 1) for m in mask):
+            raise DataError(
+                f"{self.where(line)}: 'attention_mask' holds "
+                f"{next(m for m in mask if m not in (0, 1))!r}: expected 1 on real steps "
+                f"and 0 on padding"
+            )
+        return [step for step, real in zip(sequence, mask) if real]
 
     def tokenize(self, text: Any, line: int, record: Mapping[str, Any]) -> list[int]:
         if self.tokenizer is None:
