@@ -291,8 +291,8 @@ def test_csv_tokens_as_a_list_column_as_pandas_writes_it(tmp_path: Path) -> None
     data = read_csv(path)
     assert data.values.tolist() == [1, 2, 3, 4, 7, 8] and data.lengths.tolist() == [3, 1, 2]
     assert csv_error(tmp_path, "x.csv", 'label,tokens\nspam,"[1, x]"\n') == (
-        "x.csv:2: 'tokens' must be space-separated integers (or a JSON list of them) and "
-        "'features' a JSON list of vectors"
+        "x.csv:2: 'tokens' (and 'attention_mask') must be space-separated integers or a JSON "
+        "list of them, and 'features' a JSON list of vectors"
     )
     assert csv_error(tmp_path, "f.csv", 'label,tokens\nspam,"[1, 2.5]"\n').startswith(
         "f.csv:2: 'tokens' must be a list of integers, but holds 2.5"
@@ -566,8 +566,12 @@ def test_a_records_attention_mask_cuts_its_padded_tokens(tmp_path: Path) -> None
         {"tokens": [0, 0, 0, 8], "attention_mask": [0, 0, 0, 1], "label": 1},  # left padding
     ]
     write(tmp_path / "p.jsonl", "".join(json.dumps(r) + "\n" for r in padded))
+    write(
+        tmp_path / "p.csv", 'label,tokens,attention_mask\n0,5 6 7 0,1 1 1 0\n1,"[0, 8]","[0, 1]"\n'
+    )
     want = from_dataset(plain, "mine", None)
-    for got in (from_dataset(padded, "mine", None), read_jsonl(tmp_path / "p.jsonl")):
+    csv = read_csv(tmp_path / "p.csv")
+    for got in (from_dataset(padded, "mine", None), read_jsonl(tmp_path / "p.jsonl"), csv):
         assert torch.equal(got.values, want.values) and torch.equal(got.lengths, want.lengths)
         assert "attention_mask" not in got.metadata
     for mask, message in (

@@ -1139,20 +1139,21 @@ def read_csv(
         ):
             record["label"] = int(record["label"])
         try:
-            if "tokens" in record:
-                tokens = str(record["tokens"]).strip()
-                # A list column, as pandas' to_csv writes it: "[101, 2023, 102]".
-                record["tokens"] = (
-                    json.loads(tokens)
-                    if tokens.startswith("[")
-                    else [int(tok) for tok in tokens.split()]
-                )
+            for column in ("tokens", "attention_mask"):
+                if column in record:
+                    # A list column, as pandas' to_csv writes it: "[101, 2023, 102]".
+                    text = str(record[column]).strip()
+                    record[column] = (
+                        json.loads(text)
+                        if text.startswith("[")
+                        else [int(tok) for tok in text.split()]
+                    )
             if "features" in record:
                 record["features"] = json.loads(record["features"])
         except (ValueError, json.JSONDecodeError):
             raise DataError(
-                f"{name}:{line}: 'tokens' must be space-separated integers (or a JSON list of "
-                f"them) and 'features' a JSON list of vectors"
+                f"{name}:{line}: 'tokens' (and 'attention_mask') must be space-separated "
+                f"integers or a JSON list of them, and 'features' a JSON list of vectors"
             ) from None
         builder.add(record, line)
     return builder.build()
