@@ -781,7 +781,9 @@ def test_an_eval_set_padded_before_it_came_is_refused(project):
         "steps long, and 20 (100.0%) end in a run of token 0 (the last 10 of seqgate_eval_data "
         "fixture[0], say). The plugin pads each batch itself and gives the model the lengths, "
         "which would cover that padding as if it were steps: give the sequences unpadded (cut "
-        "each at its length, e.g. the sum of its attention mask)",
+        "each at its length, e.g. the sum of its attention mask), or padded with their masks: "
+        "an 'attention_mask' beside each record's tokens, or 'lengths' or 'attention_mask' "
+        "beside a .pt file's padded tensor",
     )
     (project.path / "conftest.py").write_text(conftest)
     project.run().assert_outcomes(passed=1)

@@ -188,13 +188,9 @@ class SequenceData:
             f"{length - kept} of {self.record(first)}, say). The plugin pads each batch "
             f"itself and gives the model {'the lengths' if told == 'lengths' else 'a mask'}, "
             f"which would cover that padding as if it were steps: give the sequences "
-            f"unpadded (cut each at its length, e.g. the sum of its attention mask)"
-            + (
-                "; a .pt file may keep them padded with their 'lengths' or "
-                "'attention_mask' beside them"
-                if self.source.endswith(".pt")
-                else ""
-            )
+            f"unpadded (cut each at its length, e.g. the sum of its attention mask), or "
+            f"padded with their masks: an 'attention_mask' beside each record's tokens, or "
+            f"'lengths' or 'attention_mask' beside a .pt file's padded tensor"
         )
 
     def _sequences_holding(self, steps: Tensor) -> Tensor:
