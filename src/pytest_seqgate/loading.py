@@ -44,6 +44,9 @@ ALIASES = {
     "text": ("sentence", "content", "body", "message", "review", "document", "sms", "comment"),
     "tokens": ("input_ids", "ids", "token_ids"),
 }
+# ... and for the keys of a .pt file's dict (saved under Hugging Face's names, say).
+ALIASES["sequences"] = ("tokens", "features", "inputs", *ALIASES["tokens"])
+ALIASES["labels"] = ("label", "targets", *ALIASES["label"])
 
 
 def rename_advice(keys: Iterable[str], wanted: Iterable[str], in_code: bool = False) -> str:
@@ -1230,22 +1233,6 @@ def _unpadded(obj: dict[str, Any], file: str) -> Any:
     return list(torch.split(sequences[real], real.sum(1).tolist()))
 
 
-def _pt_renames(obj: dict[Any, Any]) -> str:
-    """``; rename 'input_ids' to 'sequences'``: the keys a tokenized set is often saved
-    under (Hugging Face's names) for the ones the layout wants."""
-    keys = [key for key in obj if isinstance(key, str)]
-    wanted = {
-        "sequences": ("tokens", "features", "inputs", *ALIASES["tokens"]),
-        "labels": ("label", "targets", *ALIASES["label"]),
-    }
-    renames = []
-    for target, names in wanted.items():
-        found = [key for key in keys if key.lower() in names]
-        if target not in obj and found:
-            renames.append(f"{found[0]!r} to {target!r}")
-    return f"; rename {' and '.join(renames)}" if renames else ""
-
-
 def read_pt(
     path: Path, labels: tuple[str, ...] | None = None, display: str | None = None
 ) -> SequenceData:
@@ -1262,7 +1249,12 @@ def read_pt(
         raise DataError(
             f"{file}: wrong layout: expected {PT_LAYOUT}, but got "
             f"{type(obj).__name__}"
-            + (f" with keys {sorted(obj)}{_pt_renames(obj)}" if isinstance(obj, dict) else "")
+            + (
+                f" with keys {sorted(obj)}; "
+                + rename_advice(obj, [k for k in ("sequences", "labels") if k not in obj], True)
+                if isinstance(obj, dict)
+                else ""
+            )
         )
     raw_labels = obj["labels"]
     if isinstance(raw_labels, Tensor):
