@@ -839,6 +839,50 @@ def test_padding_finding_gives_the_fix_for_the_layers_the_model_has() -> None:
     )
 
 
+def test_padding_finding_names_a_lengths_parameter_left_unset() -> None:
+    """A GRU that packs under ``forward(x, seq_lengths=None)`` is right in itself:
+    seqgate fills only ``lengths``, so it ran over the padding. The finding says
+    which parameter was left unset and how to name it, not to pack what already
+    packs; a model its hook calls gets the layers' advice, not the rename."""
+
+    class OtherName(PackedGRU):
+        def forward(  # type: ignore[override]
+            self, tokens: torch.Tensor, seq_lengths: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            if seq_lengths is None:
+                _, h = self.gru(self.embedding(tokens))
+                return self.head(h[-1])
+            return super().forward(tokens, seq_lengths)
+
+    data = token_set(torch.randint(2, 30, (300,), generator=torch.Generator().manual_seed(5)), 2)
+    [finding] = evaluate(OtherName(), data, Settings(bootstrap=0)).findings_of(
+        "padding_sensitivity"
+    )
+    assert finding.message.endswith(
+        "The forward's seq_lengths was left unset: seqgate fills a parameter named lengths "
+        "(the lengths), attention_mask (1 on the tokens) or src_key_padding_mask, "
+        "key_padding_mask, padding_mask (True on the padding), and no other; rename it so, "
+        "or call the model in a pytest_seqgate_forward hook"
+    )
+
+    def hook(model: nn.Module, batch: Batch) -> torch.Tensor:
+        return model(batch.inputs)  # the hook's own choice: no lengths
+
+    [hooked] = evaluate(OtherName(), data, Settings(bootstrap=0), forward=hook).findings_of(
+        "padding_sensitivity"
+    )
+    assert hooked.message.endswith("a forward parameter named lengths gets them)")
+    # Given the lengths under the name seqgate fills, the same model reads no padding.
+
+    class Renamed(OtherName):
+        def forward(  # type: ignore[override]
+            self, tokens: torch.Tensor, lengths: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            return super().forward(tokens, lengths)
+
+    assert not evaluate(Renamed(), data, Settings(bootstrap=0)).findings_of("padding_sensitivity")
+
+
 def test_padding_tolerance_follows_the_precision() -> None:
     """Under autocast, products of other batch shapes round differently (by up to
     2^-8 of a logit in bf16): the check allows for it there, not in fp32. A model

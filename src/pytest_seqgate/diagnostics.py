@@ -427,15 +427,30 @@ PADDING_REMEDY = (
 )
 
 
-def padding_remedy(model: nn.Module, told: str = "plain") -> str:
+def padding_remedy(model: nn.Module, told: str | None = "plain") -> str:
     """The fix for a padding-sensitive model, from the layers it has and what its
-    forward is told (``told``, the calling convention): a pooled embedding without
+    forward is told (``told``, the calling convention; None when a
+    ``pytest_seqgate_forward`` hook calls it): a pooled embedding without
     ``padding_idx`` averages the padding in, a recurrent layer steps through it
     unless packed, attention attends to it unless masked; and a model already
     given the mask that still reads the padding pools over it (a mean over every
-    position), which no mask for attention can mend."""
+    position), which no mask for attention can mend. A forward that takes the
+    lengths or a mask under another name (``seq_lengths``, ``mask``) was given
+    none: its own code may be right, and renaming the parameter is the fix."""
+    from pytest_seqgate.inference import PADDING_MASKS, unfilled_inputs
+
     layers = list(model.modules())
+    unset = unfilled_inputs(model) if told == "plain" else []
+    told = told or "plain"
     masked = told not in ("plain", "lengths")
+    if unset:
+        names = " and ".join(unset)
+        return (
+            f"The forward's {names} {'was' if len(unset) == 1 else 'were'} left unset: "
+            f"seqgate fills a parameter named lengths (the lengths), attention_mask (1 on "
+            f"the tokens) or {', '.join(PADDING_MASKS)} (True on the padding), and no "
+            f"other; rename it so, or call the model in a pytest_seqgate_forward hook"
+        )
     advice = []
     if any(isinstance(m, nn.EmbeddingBag) and m.padding_idx is None for m in layers):
         advice.append(

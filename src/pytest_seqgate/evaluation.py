@@ -654,7 +654,7 @@ def _evaluate(
                     eval_data,
                     labels,
                     tolerance=padding_tolerance(settings.precision, weights_precision(model)),
-                    remedy=padding_remedy(model, told or "plain"),
+                    remedy=padding_remedy(model, told),
                 )
             )
     evaluation.slices = length_slices(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -129,6 +130,22 @@ def calling_convention(model: nn.Module) -> str:
     if "attention_mask" in names:
         return "attention_mask"
     return next((name for name in PADDING_MASKS if name in names), "plain")
+
+
+# A parameter so named most likely takes the lengths or a mask; seqgate fills
+# only the names above (a ``mask`` may mark the tokens or the padding: the name
+# cannot say which), so such a parameter left unset is worth naming when the
+# model is found to read its padding.
+_LOOKS_LIKE_PADDING = re.compile(r"len|mask|pad", re.IGNORECASE)
+
+
+def unfilled_inputs(model: nn.Module) -> list[str]:
+    """Parameters of forward after the first, named like lengths or a mask, that
+    the calling convention leaves unset (``seq_lengths``, ``mask``, ``x_lens``)."""
+    names = forward_parameters(model)[1:]
+    if {"lengths", "attention_mask", *PADDING_MASKS} & set(names):
+        return []  # given what it reads under a name seqgate fills
+    return [name for name in names if _LOOKS_LIKE_PADDING.search(name)]
 
 
 PINNED_LIMIT = 256 * 2**20
