@@ -282,7 +282,8 @@ def test_probability_outputs_are_read_as_probabilities() -> None:
     assert output_kind(torch.tensor([[0.2], [0.9]])) == "probabilities"
     assert output_kind(torch.tensor([[0.2], [1.5]])) == "logits"
     assert output_kind(torch.tensor([[0.2, 0.8], [0.5, 0.5]])) == "probabilities"
-    assert output_kind(torch.tensor([[0.2, 0.7], [0.5, 0.5]])) == "logits"
+    assert output_kind(torch.tensor([[0.2, 0.7], [0.5, 0.5]])) == "probabilities"
+    assert output_kind(torch.tensor([[0.2, 0.7], [-0.5, 0.5]])) == "logits"
     data = SequenceData.from_sequences(
         [[i + 1, 3] for i in range(200)], [(i + 1) % 2 for i in range(200)], ("even", "odd")
     )
@@ -307,6 +308,60 @@ def test_probability_outputs_are_read_as_probabilities() -> None:
         evaluate(Logits(), data, Settings(device="cpu", outputs="probabilities"))
     with pytest.raises(ConfigError, match="expected auto, logits or probabilities"):
         Settings.from_dict(".", outputs="probs")
+
+
+def test_a_sigmoid_per_class_is_read_as_each_class_probability() -> None:
+    """A one-vs-rest head (a sigmoid per class, trained with binary cross-entropy)
+    returns rows in [0, 1] that do not sum to 1. They were read as logits and
+    softmaxed: the predicted class stayed, but every class's scores were bent
+    (AP and ROC AUC off scikit-learn's on the model's own scores) and
+    ``seqgate_outputs = probabilities`` refused them. Each column is now its
+    class's own probability, and the warning says what the rows sum to."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    class OneVsRest(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(1)
+            self.embedding = nn.EmbeddingBag(60, 3, padding_idx=0)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.embedding(tokens) * 3)
+
+    generator = torch.Generator().manual_seed(2)
+    sequences = [
+        torch.randint(1, 60, (int(n),), generator=generator)
+        for n in torch.randint(2, 9, (600,), generator=generator)
+    ]
+    model = OneVsRest()
+    with torch.inference_mode():
+        own = model(nn.utils.rnn.pad_sequence(sequences, batch_first=True))
+    sums = own.sum(1)
+    assert float(sums.min()) < 0.9 and float(sums.max()) > 1.1  # not one distribution
+    targets = torch.randint(0, 3, (600,), generator=generator)
+    targets[:400] = own[:400].argmax(1)  # a model right two times in three
+    data = SequenceData.from_sequences(
+        [s.tolist() for s in sequences], targets.tolist(), ("a", "b", "c")
+    )
+    ev = evaluate(model, data, Settings(device="cpu", bootstrap=0))
+    assert ev.predictions.outputs == "probabilities"
+    assert torch.allclose(ev.predictions.scores, own, atol=1e-6)  # as they are, no softmax
+    assert torch.equal(ev.predictions.predictions, ev.predictions.scores.argmax(1))
+    for k, name in enumerate(("a", "b", "c")):
+        truth = (targets == k).numpy()
+        assert ev.value("roc_auc", name) == pytest.approx(roc_auc_score(truth, own[:, k]))
+        assert ev.value("average_precision", name) == pytest.approx(
+            average_precision_score(truth, own[:, k])
+        )
+    [finding] = ev.findings_of("outputs")
+    low, high = finding.data["row_sums"]
+    assert (low, high) == (pytest.approx(float(sums.min())), pytest.approx(float(sums.max())))
+    assert f"the rows sum to {low:.3g} to {high:.3g}, as a sigmoid per class gives" in (
+        finding.message
+    )
+    explicit = evaluate(model, data, Settings(device="cpu", bootstrap=0, outputs="probabilities"))
+    assert torch.equal(explicit.predictions.scores, ev.predictions.scores)
+    assert explicit.findings_of("outputs") == []
 
 
 def test_probabilities_of_a_bfloat16_model_are_read_as_probabilities() -> None:

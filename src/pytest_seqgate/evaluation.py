@@ -607,16 +607,7 @@ def _evaluate(
             )
         )
     if settings.outputs == "auto" and preds.outputs == "probabilities":
-        evaluation.findings.append(
-            Finding(
-                "outputs",
-                "warning",
-                "the model's outputs were read as probabilities, not logits: every one lies "
-                "in [0, 1] (and each row sums to 1), as a final sigmoid or softmax gives; set "
-                "seqgate_outputs = probabilities to say so, or = logits if they are logits",
-                {"outputs": "probabilities"},
-            )
-        )
+        evaluation.findings.append(outputs_read_as_probabilities(batched_scores))
     evaluation.findings.extend(duplicates(eval_data, preds.hashes, labels))
     if settings.padding_check > 0 and len(eval_data) > 1 and (batched_scores.shape[1] or streamed):
 
@@ -781,6 +772,35 @@ def custom_numbers(values: Any) -> dict[str, float]:
                 f"number (a float, an int or a one-element tensor)"
             ) from None
     return out
+
+
+def outputs_read_as_probabilities(scores: Tensor) -> Finding:
+    """The warning that ``seqgate_outputs = auto`` read the outputs as probabilities.
+
+    Rows that do not sum to 1 come from a sigmoid per class: each column is then
+    its class's own probability (the scores its AP and ROC AUC are defined on),
+    and the top one is the confidence calibration reads, not a share of 1. The
+    range of the sums says which kind of head it was (a streamed run without
+    scores has none to give)."""
+    details: dict[str, Any] = {"outputs": "probabilities"}
+    how = "as a final sigmoid or softmax gives"
+    if scores.shape[1] > 1 and scores.shape[0]:
+        low, high = torch.aminmax(scores.sum(1, dtype=torch.float64))
+        if float(high) - float(low) > 1e-2 or abs(float(high) - 1) > 1e-2:
+            details["row_sums"] = [float(low), float(high)]
+            how = (
+                f"and the rows sum to {float(low):.3g} to {float(high):.3g}, as a sigmoid "
+                f"per class gives (a one-vs-rest head): each column is read as its class's "
+                f"own probability"
+            )
+    return Finding(
+        "outputs",
+        "warning",
+        f"the model's outputs were read as probabilities, not logits: every one lies in "
+        f"[0, 1], {how}; set seqgate_outputs = probabilities to say so, or = logits if "
+        f"they are logits",
+        details,
+    )
 
 
 def _outputs_read(flags: Tensor | None) -> str:

@@ -410,31 +410,24 @@ def scores_alone(
     ).scores
 
 
-def output_kind(outputs: Tensor, dtype: torch.dtype = torch.float32) -> str:
+def output_kind(outputs: Tensor) -> str:
     """``probabilities`` when the model's outputs can only be read as such, else ``logits``.
 
     A model that ends in a sigmoid or a softmax returns probabilities, and reading
     them as logits is wrong twice over: one sigmoid output read as a logit is
     positive for every sample (so every prediction is the positive class), and a
-    second softmax flattens the scores that AP, AUC and calibration read. One
-    output per sequence, every one in [0, 1], or rows of values in [0, 1] that
-    each sum to 1, are what such a layer gives and what trained logits over a
-    whole eval set practically never are.
-
-    ``dtype`` is what the model returned: a softmax of a bfloat16 model rounds each
-    probability to 8 significant bits, so its rows sum to 1 only within about 0.003
-    (0.0004 in float16); within the dtype's epsilon they are still probabilities.
+    second softmax flattens and reorders the scores that AP, AUC and calibration
+    read. Outputs that all lie in [0, 1] over a whole eval set are what such a
+    layer gives and what trained logits practically never are. Their rows need
+    not sum to 1: a sigmoid per class (a one-vs-rest head trained with binary
+    cross-entropy) gives each class its own probability, and those are the scores
+    its per-class AP and ROC AUC are defined on (torchmetrics reads values in
+    [0, 1] alike). A bfloat16 softmax's rows sum to 1 only within 0.003 anyway.
     """
     if outputs.numel() == 0:
         return "logits"
     low, high = torch.aminmax(outputs)
-    if float(low) < 0 or float(high) > 1:
-        return "logits"
-    if outputs.shape[1] == 1:
-        return "probabilities"
-    drift = float((outputs.sum(1, dtype=torch.float64) - 1).abs().max())
-    tolerance = max(1e-3, torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-3
-    return "probabilities" if drift <= tolerance else "logits"
+    return "probabilities" if float(low) >= 0 and float(high) <= 1 else "logits"
 
 
 def _probabilities(logits: Tensor, outputs: str = "logits") -> Tensor:
@@ -504,7 +497,6 @@ def predict(
     run_hashes = torch.empty(n, dtype=torch.int64)
     weights, _ = hash_tables(sorted_pass.widths[0])
     run_logits: Tensor | None = None
-    returned = torch.float32  # the dtype the model returns its outputs in
     checked = False
     group_start = group_stop = 0
     group = None
@@ -605,7 +597,6 @@ def predict(
                 run_logits = torch.empty(
                     n, logits.shape[1], dtype=torch.float32, pin_memory=pin_out
                 )
-                returned = logits.dtype
             run_logits[start:stop].copy_(logits.float(), non_blocking=pin)
             if progress is not None:
                 progress(stop, n)
@@ -642,13 +633,12 @@ def predict(
             f"the model returned NaN or Inf logits for {count} of {n} sample(s) (first: {where}); "
             f"check for overflow in the model or a checkpoint with NaN weights{hint}"
         )
-    kind = output_kind(logits, returned) if outputs == "auto" else outputs
-    if kind == "probabilities" and outputs != "auto" and output_kind(logits, returned) != kind:
+    kind = output_kind(logits) if outputs == "auto" else outputs
+    if kind == "probabilities" and outputs != "auto" and output_kind(logits) != kind:
         raise ModelError(
             f"seqgate_outputs = probabilities, but the model returned values outside [0, 1] "
-            f"or rows that do not sum to 1 (from {float(logits.min()):.3g} to "
-            f"{float(logits.max()):.3g}); they look like logits: set seqgate_outputs = logits "
-            f"or auto"
+            f"(from {float(logits.min()):.3g} to {float(logits.max()):.3g}); they look like "
+            f"logits: set seqgate_outputs = logits or auto"
         )
     scores = _probabilities(logits, kind)
     if threshold is not None and scores.shape[1] == 2:
