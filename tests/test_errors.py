@@ -289,6 +289,36 @@ def test_a_misspelt_marker_is_a_usage_error(project):
     project.run().assert_outcomes(passed=4)
 
 
+def test_a_misspelt_ini_key_is_a_usage_error(project):
+    """pytest only warns of an ini key no plugin declared and runs without it: a
+    misspelt ``seqgate_min_suport`` left every per-class gate without its support
+    floor, and a misspelt model key became "no model configured" at setup. Each is
+    a usage error naming the key, the file and the key meant; a key another plugin
+    declared is no typo, and ``--help`` still lists the keys."""
+    configured_project(project)
+    ini = project.path / "pytest.ini"
+    original = ini.read_text()
+    for typo, message in [
+        ("seqgate_min_suport = 10", "did you mean seqgate_min_support?"),
+        ("segate_seed = 3", "did you mean seqgate_seed?"),
+        ("seqgate_strict = true", "pytest --help lists seqgate's keys"),
+    ]:
+        ini.write_text(original + typo + "\n")
+        result = project.run()
+        assert result.ret == 4
+        key = typo.split(" ")[0]
+        assert_lines(
+            result.stderr.str(),
+            f"ERROR: seqgate: unknown ini key {key} in pytest.ini: pytest would ignore it and "
+            f"run without the setting; {message}",
+        )
+    assert project.run("--help").ret == 0
+    (project.path / "conftest.py").write_text(
+        "def pytest_addoption(parser):\n    parser.addini('seqgate_strict', 'ours')\n"
+    )
+    project.run().assert_outcomes(passed=1)
+
+
 def test_a_bool_setting_turns_off_from_the_cli(project):
     """A bool's flag can only turn it on: keep_scores (true by default) and an ini's
     `seqgate_cache = true` had no way off for one run."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -538,6 +538,36 @@ def _pytest_config_in(folder: Path) -> Path | None:
                 return path
         except OSError:
             continue
+    return None
+
+
+def misspelt_ini_key(
+    keys: Iterable[str], source: str, declared: Callable[[str], bool] = lambda key: False
+) -> str | None:
+    """Why a key of the ini file that looks like one of seqgate's is not read.
+
+    pytest only warns of a key no plugin declared, and the run goes on without
+    it: a misspelt ``seqgate_modle`` becomes "no model configured" further on,
+    and a misspelt gate setting (``seqgate_min_suport``) is silently not
+    applied, which a quality gate must not let pass. A key under seqgate's
+    prefix, or one close to a seqgate key, is a usage error naming the key, the
+    file and the key meant, unless some plugin ``declared`` it. Returns the
+    message, or None.
+    """
+    import difflib
+
+    known = {option.ini for option in OPTIONS}
+    for key in sorted(keys):
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.85)
+        if (not key.lower().startswith("seqgate") and not close) or declared(key):
+            continue
+        meant = f"did you mean {close[0]}?" if close else "pytest --help lists seqgate's keys"
+        return (
+            f"unknown ini key {key} in {source}: pytest would ignore it and run without the "
+            f"setting; {meant}"
+        )
     return None
 
 

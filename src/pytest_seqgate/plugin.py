@@ -519,14 +519,30 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _check_option_values(config: pytest.Config) -> None:
     """A ``--seqgate-x PATH`` outside the project made pytest miss the project's
-    configuration: a usage error, before anything runs on the wrong settings."""
-    from pytest_seqgate.config import misread_option_value
+    configuration, or a misspelt ``seqgate_*`` key in it would be ignored: a
+    usage error, before anything runs on the wrong settings."""
+    from pytest_seqgate.config import misread_option_value, misspelt_ini_key
 
     params = config.invocation_params
     args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *map(str, params.args)]
     problem = misread_option_value(args, params.dir, config.inipath, config.rootpath)
+    asked = config.option.help or config.option.version  # --help lists the keys
+    if problem is None and config.inipath is not None and not asked:
+        # Config.inicfg (deprecated in pytest 9, still there) is the one public view
+        # of the keys the file sets, known to pytest or not.
+        keys = list(getattr(config, "inicfg", None) or ())
+        problem = misspelt_ini_key(keys, config.inipath.name, lambda key: _declared(config, key))
     if problem is not None:
         raise pytest.UsageError(f"seqgate: {problem}")
+
+
+def _declared(config: pytest.Config, key: str) -> bool:
+    """Whether some plugin declared the ini key (``getini`` refuses one none did)."""
+    try:
+        config.getini(key)
+    except ValueError:
+        return False
+    return True
 
 
 def _uses_plugin(item: pytest.Item) -> bool:
