@@ -153,6 +153,33 @@ def test_paradox_flagged_on_imbalance() -> None:
     )
 
 
+def test_a_class_hidden_among_many_says_where_its_samples_went() -> None:
+    """Among ten classes of 100 (always answering one scores 10%), accuracy 90%
+    with a class never found: 'a model that always answers a scores 10.0%'
+    explained nothing there. Where the class's samples went does."""
+    rows = [[100 if j == i else 0 for j in range(10)] for i in range(10)]
+    rows[7] = [0] * 10
+    rows[7][2], rows[7][4] = 30, 70
+    labels = tuple(f"c{k}" for k in range(10))
+    (found,) = accuracy_paradox(_cm(rows), labels)
+    assert found.message == (
+        "accuracy 90.0% hides recall 0.0% on 'c7' (10.0% of samples): 70 of its 100 "
+        "samples were predicted as 'c4'"
+    )
+    assert found.data["predicted_as"] == "c4"
+
+
+def test_long_lists_of_class_names_are_cut_in_messages() -> None:
+    from pytest_seqgate.exceptions import label_list
+
+    assert label_list(["ham", "spam"]) == "['ham', 'spam']"
+    assert label_list([f"c{k}" for k in range(150)]) == (
+        "['c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'c6', 'c7', 'c8', 'c9', ..., 'c148', 'c149'] "
+        "(150 classes)"
+    )
+    assert label_list(map(str, range(12))) == repr([str(k) for k in range(12)])
+
+
 def test_an_eval_set_too_small_to_tell_says_so() -> None:
     # 30 samples at 80/20, every class found at 80% or more: 27 right is not
     # significantly above the 80% of always answering ham (p = 0.12).

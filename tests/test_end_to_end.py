@@ -276,6 +276,17 @@ def test_state_dict_with_factory(project):
     cleared = project.run("--seqgate-model", "scripted.pt", "--seqgate-model-factory=")
     cleared.assert_outcomes(passed=1)
     cleared.stdout.fnmatch_lines(["*scripted.pt on eval.jsonl: 100 samples*"])
+    # A list setting too: `--seqgate-labels=` parsed to [] and was taken for no flag,
+    # so the ini's labels stayed and refused an eval set of other class names; the
+    # names now come from the data (and the gate's 'spam' is not one of them).
+    project.data([{**r, "label": f"class {r['label']}"} for r in rule_records(100)], "other.jsonl")
+    kept = project.run("--seqgate-eval-data=other.jsonl")
+    assert "label 'class ham' is not one of seqgate_labels ['ham', 'spam']" in kept.stderr.str()
+    relabelled = project.run("--seqgate-eval-data=other.jsonl", "--seqgate-labels=")
+    assert relabelled.ret == 4
+    assert "names class 'spam', which is not one of the labels ['class ham', 'class spam']" in (
+        relabelled.stderr.str()
+    )
 
 
 @pytest.mark.skipif(

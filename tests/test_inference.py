@@ -825,7 +825,10 @@ def test_padding_check_sample_keeps_to_a_few_lengths() -> None:
     model = MeanOverPadding().eval()
     ev = evaluate(model, data, Settings(batch_size=64, bootstrap=0))
     assert ev.findings_of("padding_sensitivity")[0].data["sampled"] == 64
-    assert model.calls == 47 + SAMPLE_LENGTHS  # ceil(3000 / 64) batches, then one per length
+    # ceil(3000 / 64) batches, then one call per length; a finding re-runs the 8 rows
+    # that changed most (at most one call per length again) to rule out a model that
+    # answers differently every run.
+    assert 47 + SAMPLE_LENGTHS < model.calls <= 47 + 2 * SAMPLE_LENGTHS
 
 
 def test_padding_check_fills_from_further_lengths_when_the_first_are_rare() -> None:
@@ -936,6 +939,55 @@ def test_padding_finding_names_a_lengths_parameter_left_unset() -> None:
             return super().forward(tokens, lengths)
 
     assert not evaluate(Renamed(), data, Settings(bootstrap=0)).findings_of("padding_sensitivity")
+
+
+def test_a_model_that_samples_at_inference_is_not_blamed_on_its_padding() -> None:
+    """Dropout called with ``training=True`` gives another answer every run: the
+    padding check blamed the padding (and told a packed GRU to pack). The rows
+    that changed, run alone once more, show the model itself changes; the finding
+    says so and fails the gates (``fail_on_nondeterminism``), and a deterministic
+    model that reads its padding still gets the padding finding."""
+    from pytest_seqgate.gates import check, parse_gates
+
+    class AlwaysDropout(PackedGRU):
+        def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            return nn.functional.dropout(super().forward(tokens, lengths), 0.5, training=True)
+
+    data = token_set(torch.randint(2, 30, (300,), generator=torch.Generator().manual_seed(5)), 3)
+    ev = evaluate(AlwaysDropout(), data, Settings(bootstrap=0))
+    assert ev.findings_of("padding_sensitivity") == []
+    [finding] = ev.findings_of("nondeterministic")
+    assert finding.data["run_twice"] == 8 and finding.data["count"] >= 1
+    assert finding.data["first"] != finding.data["second"]
+    assert "changes between two runs of the same sequence" in finding.message
+    assert finding.message.endswith("F.dropout(x, training=self.training))")
+
+    def failed(gates: dict[str, bool]) -> list[str]:
+        return [r.metric for r in check(ev, parse_gates(gates), "t") if not r.passed]
+
+    assert "nondeterministic" in failed({})
+    assert "nondeterministic" not in failed({"fail_on_nondeterminism": False})
+    steady = evaluate(PackedGRU(), data, Settings(bootstrap=0))
+    assert not steady.findings_of("nondeterministic") + steady.findings_of("padding_sensitivity")
+
+
+def test_a_padding_example_of_many_classes_shows_the_classes_that_moved() -> None:
+    """150 classes made each probability row of the padding finding a paragraph,
+    the change lost in it: beyond 4 classes it shows the predicted ones and those
+    that moved most, and how many it leaves out."""
+    from pytest_seqgate.diagnostics import padding_sensitivity
+
+    labels = tuple(f"c{k}" for k in range(10))
+    batched = torch.full((1, 10), 0.05)
+    batched[0, 3] = 0.55
+    alone = batched.clone()
+    alone[0, 3], alone[0, 7] = 0.25, 0.35
+    data = token_set(torch.tensor([4]), 10)
+    [finding] = padding_sensitivity(batched, alone, torch.tensor([0]), data, labels)
+    assert (
+        "gives {c3: 0.550, c7: 0.050, 8 other classes} in its padded batch but "
+        "{c3: 0.250, c7: 0.350, 8 other classes} alone"
+    ) in finding.message
 
 
 def test_padding_tolerance_follows_the_precision() -> None:

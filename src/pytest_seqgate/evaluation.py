@@ -34,6 +34,7 @@ from pytest_seqgate.diagnostics import (
     metadata_slices,
     missing_classes,
     near_duplicate_leakage,
+    nondeterministic,
     padding_remedy,
     padding_sensitivity,
     padding_tolerance,
@@ -42,7 +43,7 @@ from pytest_seqgate.diagnostics import (
     train_test_gap,
 )
 from pytest_seqgate.distributed import local_device, sharded
-from pytest_seqgate.exceptions import ConfigError, GateFailure, ModelError
+from pytest_seqgate.exceptions import ConfigError, GateFailure, ModelError, label_list
 from pytest_seqgate.gates import GateResult, did_you_mean, failure_message, judge
 from pytest_seqgate.inference import (
     ForwardHook,
@@ -326,7 +327,7 @@ class Evaluation:
         __tracebackhide__ = True  # a misnamed metric: pytest shows the test's line
         if class_name is None and metric in PER_CLASS_NUMBERS:
             raise ConfigError(
-                f"{metric} is per class: name one of {list(self.labels)}, as in "
+                f"{metric} is per class: name one of {label_list(self.labels)}, as in "
                 f"value({metric!r}, {self.labels[-1]!r})"
             )
         if class_name is not None and metric in self.metrics.summary:
@@ -334,7 +335,7 @@ class Evaluation:
         if class_name is not None and class_name not in self.labels:
             raise ConfigError(
                 f"no class {class_name!r}{did_you_mean(class_name, self.labels)}; the classes "
-                f"are {list(self.labels)}"
+                f"are {label_list(self.labels)}"
             )
         if metric.startswith("train_test_gap."):
             key = metric.split(".", 1)[1]
@@ -408,7 +409,8 @@ def _in_label_order(data: SequenceData, labels: tuple[str, ...]) -> SequenceData
     if missing:
         raise ConfigError(
             f"{data.source}: the training set has class(es) {missing} that the eval set's "
-            f"labels {list(labels)} lack; set seqgate_labels to every class, in the model's order"
+            f"labels {label_list(labels)} lack; set seqgate_labels to every class, in the model's "
+            f"order"
         )
     lookup = torch.tensor([labels.index(name) for name in names], dtype=torch.int64)
     return dataclasses.replace(
@@ -550,7 +552,7 @@ def _evaluate(
     if scored and len(labels) != scored:
         raise ModelError(
             f"the model scores {preds.scores.shape[1]} classes but the labels are "
-            f"{list(labels)}; set seqgate_labels to the model's classes in index order"
+            f"{label_list(labels)}; set seqgate_labels to the model's classes in index order"
         )
     # (predict applied the threshold to the passes of a binary model.)
     settings.require_binary(len(labels))
@@ -600,7 +602,7 @@ def _evaluate(
                 "label_order",
                 "warning",
                 f"seqgate_labels is not set: the classes are the eval set's label names in "
-                f"sorted order, {list(labels)}, read as the model's outputs 0 to "
+                f"sorted order, {label_list(labels)}, read as the model's outputs 0 to "
                 f"{len(labels) - 1}; if the model orders its classes otherwise every per-class "
                 f"number is wrong: set seqgate_labels to its order",
                 {"labels": list(labels)},
@@ -636,18 +638,40 @@ def _evaluate(
         # The sample travels with its scores: a streamed run draws it chunk by chunk.
         alone = cached("alone_padded", run_alone)
         if alone["index"].numel():
-            evaluation.findings.extend(
-                padding_sensitivity(
-                    # A streamed run kept the sample's batched scores beside the rest.
-                    alone["batched"] if "batched" in alone else batched_scores[alone["index"]],
-                    alone["scores"],
-                    alone["index"],
-                    eval_data,
-                    labels,
-                    tolerance=padding_tolerance(settings.precision, weights_precision(model)),
-                    remedy=padding_remedy(model, told),
-                )
+            tolerance = padding_tolerance(settings.precision, weights_precision(model))
+            # A streamed run kept the sample's batched scores beside the rest.
+            batched = alone["batched"] if "batched" in alone else batched_scores[alone["index"]]
+            found = padding_sensitivity(
+                batched,
+                alone["scores"],
+                alone["index"],
+                eval_data,
+                labels,
+                tolerance=tolerance,
+                remedy=padding_remedy(model, told),
             )
+            if found and not streamed:
+                # Padding, or a model that answers differently every run? The rows
+                # that changed most, run alone once more, tell them apart.
+                moved = (batched - alone["scores"]).abs().amax(1).argsort(descending=True)[:8]
+                index = alone["index"][moved]
+                again = scores_alone(
+                    model,
+                    eval_data,
+                    index,
+                    device,
+                    forward,
+                    settings.precision,
+                    settings.batch_size,
+                    preds.outputs,
+                )
+                found = (
+                    nondeterministic(
+                        alone["scores"][moved], again, index, eval_data, labels, tolerance
+                    )
+                    or found
+                )
+            evaluation.findings.extend(found)
     evaluation.slices = length_slices(
         eval_data.lengths, eval_data.labels, preds.predictions, len(labels)
     )

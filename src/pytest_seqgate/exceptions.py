@@ -7,6 +7,7 @@ treat them differently (exit 4 versus exit 1), so they never share a class.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -65,3 +66,14 @@ def as_share(value: float) -> str:
     if 2.0 <= value <= 100.0:  # (1.5 is more likely a slip than 1.5%)
         return f" (a share, not a percentage: {value / 100:g} for {value:g}%)"
     return ""
+
+
+def label_list(labels: Iterable[str], most: int = 12) -> str:
+    """Class names for a message: all of a few, else the first and last ones and
+    how many (a message listing 150 class names was a screenful, its point lost)."""
+    names = [str(name) for name in labels]
+    if len(names) <= most:
+        return repr(names)
+    head, tail = names[: most - 2], names[-2:]
+    shown = ", ".join(map(repr, head)) + ", ..., " + ", ".join(map(repr, tail))
+    return f"[{shown}] ({len(names)} classes)"

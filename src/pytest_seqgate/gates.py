@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from pytest_seqgate.exceptions import ConfigError, as_share
+from pytest_seqgate.exceptions import ConfigError, as_share, label_list
 
 if TYPE_CHECKING:
     from pytest_seqgate.diagnostics import SliceSpec
@@ -46,11 +46,13 @@ GAP_METRICS = ("accuracy", "macro_f1", "recall")
 FINDING_GATES = {
     "fail_on_paradox": "accuracy_paradox",
     "fail_on_padding_sensitivity": "padding_sensitivity",
+    "fail_on_nondeterminism": "nondeterministic",
     "fail_on_significant_regression": "significant_regression",
 }
 FINDING_DEFAULTS = {
     "accuracy_paradox": True,
     "padding_sensitivity": True,
+    "nondeterministic": True,
     "significant_regression": False,
 }
 OTHER_KEYS = (
@@ -163,7 +165,7 @@ class GateSpec:
     """Everything one marker or ``check()`` call asks for."""
 
     gates: tuple[Gate, ...] = ()
-    fail_on: tuple[str, ...] = ("accuracy_paradox", "padding_sensitivity")
+    fail_on: tuple[str, ...] = ("accuracy_paradox", "padding_sensitivity", "nondeterministic")
     max_leakage: float | None = None
     slice: SliceSpec | None = None
     confidence: float | None = None  # set: gate on the interval's lower bound
@@ -264,7 +266,7 @@ def _per_class(
             if labels is not None and name not in labels:
                 raise ConfigError(
                     f"`{key}` names class {name!r}{did_you_mean(str(name), labels)}, "
-                    f"which is not one of the labels {list(labels)}"
+                    f"which is not one of the labels {label_list(labels)}"
                 )
             out.append((str(name), parse(f"{key}[{name!r}]", threshold)))
         return out
@@ -531,7 +533,7 @@ def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
             raise ConfigError(
                 f"`{gate.key}` names class {gate.class_name!r}"
                 f"{did_you_mean(gate.class_name, labels)}, which is not one "
-                f"of the labels {list(labels)}"
+                f"of the labels {label_list(labels)}"
             )
         gates.append(gate)
     return GateSpec(

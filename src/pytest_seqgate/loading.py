@@ -33,7 +33,14 @@ from torch import Tensor, nn
 from pytest_seqgate.config import Settings, is_import_path
 from pytest_seqgate.data import BATCH_OF_ONE, SequenceData
 from pytest_seqgate.diagnostics import spelt
-from pytest_seqgate.exceptions import ConfigError, DataError, ModelError, raised_at, user_line
+from pytest_seqgate.exceptions import (
+    ConfigError,
+    DataError,
+    ModelError,
+    label_list,
+    raised_at,
+    user_line,
+)
 from pytest_seqgate.inference import require_module
 
 SEQUENCE_KEYS = ("tokens", "features", "text")
@@ -802,7 +809,7 @@ class _Builder:
         near = f": it differs from {folded[0]!r} only in case" if folded else ""
         raise DataError(
             f"{self.where(self.lines[i])}: label {value!r} is not one of "
-            f"seqgate_labels {list(names)} (nor an index below {len(names)}){near}; "
+            f"seqgate_labels {label_list(names)} (nor an index below {len(names)}){near}; "
             f"fix the record or add the class to seqgate_labels"
         )
 

@@ -67,11 +67,12 @@ class SessionState:
 
     def _lookup(self, option: Option) -> tuple[Any, str] | None:
         cli = self.config.getoption(option.ini, None)
-        if cli == "":
+        if cli in ("", []):
             # ``--seqgate-model-factory=`` clears the ini's value for this run:
-            # the way to gate a TorchScript file where the ini names a state dict.
+            # the way to gate a TorchScript file where the ini names a state dict
+            # (``--seqgate-labels=``, a list, parses to []).
             return None
-        if cli not in (None, []):
+        if cli is not None:
             if option.kind in ("paths", "lines"):
                 cli = [p for group in cli for p in group]
             return cli, option.off_flag if cli is False else option.flag
