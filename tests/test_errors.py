@@ -423,6 +423,13 @@ def test_deselected_gates_load_nothing_and_late_markers_fail(project):
             "Broken()",
             "*seqgate: seqgate_eval_data fixture[0]: reading the item raised KeyError: 0*",
         ),
+        (
+            "FirstToken(2)",
+            "Endless()",
+            "*but got Endless: it can only be iterated (an IterableDataset or a generator, "
+            "which may never end); return list(itertools.islice(it, n)) of the samples to "
+            "evaluate, or a map-style Dataset",
+        ),
     ],
 )
 def test_fixtures_that_return_the_wrong_thing(project, model, data, message):
@@ -434,6 +441,10 @@ def test_fixtures_that_return_the_wrong_thing(project, model, data, message):
         "        return 3\n"
         "    def __getitem__(self, index):\n"
         "        raise KeyError(index)\n"
+        "class Endless(torch.utils.data.IterableDataset):  # a stream that repeats\n"
+        "    def __iter__(self):\n"
+        "        while True:\n"
+        "            yield torch.tensor([1, 2]), 0\n"
         "@pytest.fixture(scope='session')\n"
         "def seqgate_model():\n"
         f"    return {model}\n"

@@ -1307,9 +1307,20 @@ def from_dataset(
         or not hasattr(dataset, "__getitem__")
         or isinstance(dataset, (dict, str, bytes))
     ):
+        # An IterableDataset or a generator has no length to read it by, and may
+        # never end (a training stream that repeats): it is not read here.
+        iterable = hasattr(dataset, "__iter__") and not isinstance(dataset, (dict, str, bytes))
+        hint = (
+            ": it can only be iterated (an IterableDataset or a generator, which may never "
+            "end); return list(itertools.islice(it, n)) of the samples to evaluate, or a "
+            "map-style Dataset"
+            if iterable
+            else ""
+        )
         raise DataError(
             f"{source}: expected a SequenceData, or a map-style Dataset (with __len__ and "
-            f"__getitem__) or list of (sequence, label) pairs, but got {type(dataset).__name__}"
+            f"__getitem__) or list of (sequence, label) pairs, but got "
+            f"{type(dataset).__name__}{hint}"
         )
     builder = _Builder(source, labels, tokenizer, indexed=True)
     for i in range(len(dataset)):
