@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -260,6 +261,28 @@ def test_a_forward_the_call_does_not_fit_is_explained() -> None:
     assert "does not fit the forward's parameters" not in str(info.value)
 
 
+class BagScores(nn.Module):
+    """Pooled embeddings of ``classes`` dimensions, ended by ``finish`` (a softmax,
+    or a sigmoid per class): a model whose outputs are probabilities."""
+
+    def __init__(self, vocab: int, classes: int, seed: int, finish: Any) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embedding = nn.EmbeddingBag(vocab, classes, padding_idx=0)
+        self.finish = finish
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.finish(self.embedding(tokens))
+
+
+def short_sequences(n: int, vocab: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """``n`` sequences of 2 to 8 token ids below ``vocab`` (0, the padding, left out)."""
+    return [
+        torch.randint(1, vocab, (int(k),), generator=generator)
+        for k in torch.randint(2, 9, (n,), generator=generator)
+    ]
+
+
 def test_probability_outputs_are_read_as_probabilities() -> None:
     """A final sigmoid read as a logit made every prediction positive (accuracy 0.5
     here), and a final softmax read as logits was softmaxed again (ECE 0.29 for
@@ -319,21 +342,9 @@ def test_a_sigmoid_per_class_is_read_as_each_class_probability() -> None:
     class's own probability, and the warning says what the rows sum to."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    class OneVsRest(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(1)
-            self.embedding = nn.EmbeddingBag(60, 3, padding_idx=0)
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(self.embedding(tokens) * 3)
-
+    model = BagScores(60, 3, seed=1, finish=lambda x: torch.sigmoid(x * 3))
     generator = torch.Generator().manual_seed(2)
-    sequences = [
-        torch.randint(1, 60, (int(n),), generator=generator)
-        for n in torch.randint(2, 9, (600,), generator=generator)
-    ]
-    model = OneVsRest()
+    sequences = short_sequences(600, 60, generator)
     with torch.inference_mode():
         own = model(nn.utils.rnn.pad_sequence(sequences, batch_first=True))
     sums = own.sum(1)
@@ -371,21 +382,8 @@ def test_probabilities_of_a_bfloat16_model_are_read_as_probabilities() -> None:
     here), and ``seqgate_outputs = probabilities`` refused them as rows that do
     not sum to 1."""
 
-    class HalfSoftmax(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.embedding = nn.EmbeddingBag(50, 5, padding_idx=0)
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.embedding(tokens) * 4, 1)
-
-    generator = torch.Generator().manual_seed(0)
-    sequences = [
-        torch.randint(1, 50, (int(n),), generator=generator)
-        for n in torch.randint(2, 9, (400,), generator=generator)
-    ]
-    model = HalfSoftmax().to(torch.bfloat16)
+    sequences = short_sequences(400, 50, torch.Generator().manual_seed(0))
+    model = BagScores(50, 5, seed=0, finish=lambda x: torch.softmax(x * 4, 1)).to(torch.bfloat16)
     with torch.inference_mode():  # its own probabilities, padded with the ignored zeros
         own = model(nn.utils.rnn.pad_sequence(sequences, batch_first=True)).float()
     assert float((own.double().sum(1) - 1).abs().max()) > 1e-3  # the old tolerance

@@ -527,15 +527,11 @@ def padding_sensitivity(
     then depends on what else was in the batch. ``remedy`` is the fix for the
     model at hand (:func:`padding_remedy`).
     """
-    diff = (batched - alone).abs().amax(1)
-    changed = diff > tolerance
-    count = int(changed.sum())
-    if count == 0:
+    change = _largest_change(batched, alone, index, data, labels, tolerance)
+    if change is None:
         return []
+    count, first, record, fmt = change
     flipped = int((batched.argmax(1) != alone.argmax(1)).sum())
-    first = int(diff.argmax())  # the plainest example: the largest change
-    record = data.record(int(index[first]))
-    fmt = _probability_pair(batched[first], alone[first], labels)
     return [
         Finding(
             "padding_sensitivity",
@@ -554,6 +550,26 @@ def padding_sensitivity(
             },
         )
     ]
+
+
+def _largest_change(
+    first: Tensor,
+    second: Tensor,
+    index: Tensor,
+    data: SequenceData,
+    labels: Sequence[str],
+    tolerance: float,
+) -> tuple[int, int, str, tuple[str, str]] | None:
+    """How many rows of two runs' probabilities differ by more than ``tolerance``,
+    and the plainest example: the row of the largest change, its record and its
+    two rows as a message shows them. None when no row differs."""
+    diff = (first - second).abs().amax(1)
+    count = int((diff > tolerance).sum())
+    if count == 0:
+        return None
+    row = int(diff.argmax())
+    record = data.record(int(index[row]))
+    return count, row, record, _probability_pair(first[row], second[row], labels)
 
 
 def _probability_pair(
@@ -595,13 +611,10 @@ def nondeterministic(
     are not at fault, and every metric is one draw. Checked only once the
     padding check has found a change, on the rows it ran alone.
     """
-    diff = (alone - again).abs().amax(1)
-    count = int((diff > tolerance).sum())
-    if count == 0:
+    change = _largest_change(alone, again, index, data, labels, tolerance)
+    if change is None:
         return []
-    first = int(diff.argmax())
-    record = data.record(int(index[first]))
-    fmt = _probability_pair(alone[first], again[first], labels)
+    count, first, record, fmt = change
     return [
         Finding(
             "nondeterministic",
