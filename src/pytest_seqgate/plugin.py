@@ -529,9 +529,11 @@ def _check_option_values(config: pytest.Config) -> None:
     problem = misread_option_value(args, params.dir, config.inipath, config.rootpath)
     asked = config.option.help or config.option.version  # --help lists the keys
     if problem is None and config.inipath is not None and not asked:
-        # Config.inicfg (deprecated in pytest 9, still there) is the one public view
-        # of the keys the file sets, known to pytest or not.
-        keys = list(getattr(config, "inicfg", None) or ())
+        # The keys the file sets, known to pytest or not: Config.inicfg until pytest
+        # 9, Config._inicfg since (where reading inicfg warns of its deprecation,
+        # an error under -W error): read from the instance, no property touched.
+        attributes = vars(config)
+        keys = list(attributes.get("_inicfg") or attributes.get("inicfg") or ())
         problem = misspelt_ini_key(keys, config.inipath.name, lambda key: _declared(config, key))
     if problem is not None:
         raise pytest.UsageError(f"seqgate: {problem}")
