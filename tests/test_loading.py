@@ -724,6 +724,8 @@ def factory_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "    return Small()\n"
         "def broken():\n"
         "    raise RuntimeError('no GPU here')\n"
+        "def sized(vocab_size, hidden, *, heads, dropout=0.1, **options):\n"
+        "    return Small()\n"
     )
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -1138,6 +1140,16 @@ def test_factory_errors(factory_project: Path) -> None:
         match=r"calling .arch:broken. raised RuntimeError: no GPU here \(raised at \S*arch.py:12\)",
     ):
         load_model(Settings.from_dict(factory_project, model="w.ckpt", model_factory="arch:broken"))
+    # A factory of hyperparameters: seqgate calls it bare, and says which it lacks
+    # and the wrapper that passes them (it raised a TypeError from the call).
+    with pytest.raises(
+        ConfigError,
+        match=r"^model_factory: 'arch:sized' takes vocab_size, hidden, heads without "
+        r"defaults, and seqgate calls it with no arguments: give them defaults, or name a "
+        r"function that passes them \(def for_seqgate\(\): return sized\(vocab_size=\.\.\., "
+        r"hidden=\.\.\., heads=\.\.\.\)\)$",
+    ):
+        load_model(Settings.from_dict(factory_project, model="w.ckpt", model_factory="arch:sized"))
     with pytest.raises(ConfigError, match=r"cannot import module 'archx'.*ModuleNotFoundError"):
         load_model(Settings.from_dict(factory_project, model="w.ckpt", model_factory="archx:build"))
     # A src layout the tests' run cannot import: the error says how to make it importable.

@@ -378,12 +378,40 @@ def _pickled_parts(archive: zipfile.ZipFile) -> str | None:
 def _call(factory: Any, setting: str, spec: str) -> Any:
     if not callable(factory):
         raise ConfigError(f"{setting}: {spec!r} is a {type(factory).__name__}, not a callable")
+    required = _required_parameters(factory)
+    if required:
+        # A factory of hyperparameters (build(vocab_size, hidden)) cannot be called
+        # bare: say which, and the one-line wrapper that fixes it.
+        passed = ", ".join(f"{name}=..." for name in required)
+        raise ConfigError(
+            f"{setting}: {spec!r} takes {', '.join(required)} without defaults, and seqgate "
+            f"calls it with no arguments: give them defaults, or name a function that passes "
+            f"them (def for_seqgate(): return {spec.rpartition(':')[2]}({passed}))"
+        )
     try:
         return factory()
     except Exception as exc:
         raise ModelError(
             f"{setting}: calling {spec!r} raised {type(exc).__name__}: {exc}{raised_at(exc)}"
         ) from exc
+
+
+def _required_parameters(factory: Any) -> list[str]:
+    """The parameters a call with no arguments would miss (none when the signature
+    cannot be read: a C function, some callables; the call then says for itself)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [
+        p.name
+        for p in parameters
+        if p.default is inspect.Parameter.empty
+        and (p.kind in positional or p.kind is inspect.Parameter.KEYWORD_ONLY)
+    ]
 
 
 def refuse_unsaved(path: Path, setting: str, shown: str | None = None) -> None:
