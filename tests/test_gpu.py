@@ -214,3 +214,22 @@ def test_a_model_cast_to_bfloat16_runs_on_the_gpu_without_a_false_padding_findin
         MaskedEncoder().to(torch.bfloat16).eval(), random_data(600), Settings(device="cuda")
     )
     assert not encoder.findings_of("padding_sensitivity")
+
+
+def test_a_mask_built_from_the_lengths_on_the_gpu_is_told_to_move_them() -> None:
+    """The lengths come on the CPU (pack_padded_sequence needs them there): a model
+    that builds its mask from them on the GPU is told how to move them."""
+    from pytest_seqgate.exceptions import ModelError
+
+    class MaskFromLengths(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = nn.Embedding(100, 3)
+
+        def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            steps = torch.arange(tokens.shape[1], device=tokens.device)
+            mask = (steps[None] < lengths[:, None]).unsqueeze(-1)
+            return (self.embedding(tokens) * mask).sum(1)
+
+    with pytest.raises(ModelError, match=r"moves them there first \(lengths.to\(tokens.device"):
+        evaluate(MaskFromLengths(), random_data(50), Settings(device="cuda"))

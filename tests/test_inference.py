@@ -261,6 +261,31 @@ def test_a_forward_the_call_does_not_fit_is_explained() -> None:
     assert "does not fit the forward's parameters" not in str(info.value)
 
 
+def test_lengths_used_on_the_model_device_get_the_way_to_move_them() -> None:
+    """seqgate gives the lengths on the CPU (pack_padded_sequence needs them there); a
+    forward that builds a mask from them on the GPU fails with tensors on two devices.
+    The error says where the lengths are and how to move them. (On a CPU the mismatch
+    cannot happen: the model here raises what torch raises on a GPU;
+    test_gpu.py runs the real one.)"""
+
+    class MaskFromLengths(nn.Module):
+        def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError(
+                "Expected all tensors to be on the same device, but found at least two "
+                "devices, cuda:0 and cpu!"
+            )
+
+    data = SequenceData.from_sequences([[1, 2], [3]], [0, 1])
+    with pytest.raises(ModelError) as info:
+        predict(MaskFromLengths(), data, CPU)
+    assert (
+        "called as forward(padded, lengths=lengths); seqgate passes the lengths on the CPU, "
+        "as pack_padded_sequence needs them: a forward that computes with them on the "
+        "model's device moves them there first (lengths.to(tokens.device)): Expected all "
+        "tensors to be on the same device"
+    ) in str(info.value)
+
+
 class BagScores(nn.Module):
     """Pooled embeddings of ``classes`` dimensions, ended by ``finish`` (a softmax,
     or a sigmoid per class): a model whose outputs are probabilities."""

@@ -326,6 +326,16 @@ def _guard_hint(exc: BaseException, lead: str = "") -> str:
     )
 
 
+# pack_padded_sequence wants its lengths on the CPU, so that is where seqgate
+# gives them; a forward that also builds a mask from them on the GPU
+# (arange(steps, device=x.device) < lengths[:, None]) meets tensors on two devices.
+LENGTHS_DEVICE_HINT = (
+    "seqgate passes the lengths on the CPU, as pack_padded_sequence needs them: a forward "
+    "that computes with them on the model's device moves them there first "
+    "(lengths.to(tokens.device))"
+)
+
+
 def _describe(batch: Batch) -> str:
     return f"inputs {tensor_shape(batch.inputs)} with lengths[{batch.lengths.numel()}]"
 
@@ -564,6 +574,8 @@ def predict(
                     "padded inputs alone; a pytest_seqgate_forward hook can call the model "
                     "any other way"
                     if not hooked and isinstance(exc, TypeError) and "argument" in str(exc)
+                    else LENGTHS_DEVICE_HINT
+                    if not hooked and convention == "lengths" and "same device" in str(exc)
                     else _guard_hint(exc)
                     or (
                         "the hook raised it, or the model it called"
