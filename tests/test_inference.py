@@ -180,6 +180,9 @@ def test_second_input_goes_by_name_and_wrappers_are_seen_through() -> None:
     ):
         assert calling_convention(wrapped) == "lengths"
         assert predict(wrapped, data, CPU).predictions.tolist() == [1, 1, 0, 0]
+        # Reports name the model's own class, not OptimizedModule or DataParallel.
+        ev = evaluate(wrapped, data, Settings(bootstrap=0, padding_check=0))
+        assert (ev.name, ev.model) == ("LengthsThird", "LengthsThird")
 
 
 class TransformerMasked(nn.Module):

@@ -50,6 +50,7 @@ from pytest_seqgate.inference import (
     Predictions,
     Progress,
     calling_convention,
+    model_class,
     predict,
     require_module,
     resolve_device,
@@ -567,7 +568,7 @@ def _evaluate(
     metrics = compute_metrics(cm)
     evaluation = Evaluation(
         name=name or _model_name(settings, model),
-        model=settings.model or type(model).__name__,
+        model=settings.model or model_class(model),
         eval_data=settings.eval_data or eval_data.source,
         device=preds.device,
         labels=labels,
@@ -843,4 +844,4 @@ def _outputs_read(flags: Tensor | None) -> str:
 def _model_name(settings: Settings, model: nn.Module) -> str:
     if settings.model:
         return settings.model.rsplit("/", 1)[-1]
-    return type(model).__name__
+    return model_class(model)

@@ -103,6 +103,12 @@ def unwrapped(model: nn.Module) -> nn.Module:
         model = inner
 
 
+def model_class(model: nn.Module) -> str:
+    """The model's own class, through torch.compile's and DataParallel's wrappers:
+    a report naming every compiled model ``OptimizedModule`` says nothing."""
+    return type(unwrapped(model)).__name__
+
+
 def forward_parameters(model: nn.Module) -> list[str]:
     """Names of forward's parameters, for TorchScript modules and wrappers too."""
     forward = unwrapped(model).forward

@@ -184,7 +184,7 @@ class SessionState:
             import dataclasses
 
             from pytest_seqgate.evaluation import custom_numbers, evaluate
-            from pytest_seqgate.inference import require_module
+            from pytest_seqgate.inference import model_class, require_module
             from pytest_seqgate.loading import configured_tokenizer, from_dataset
 
             settings = self.settings
@@ -194,7 +194,7 @@ class SessionState:
             if model is not self.loaded.get("model"):
                 settings = dataclasses.replace(settings, model=None, model_factory=None)
                 if "seqgate_model" in params:
-                    name = f"{type(model).__name__}[{params['seqgate_model']}]"
+                    name = f"{model_class(model)}[{params['seqgate_model']}]"
             if eval_data is not None and eval_data is not self.loaded.get("eval_data"):
                 settings = dataclasses.replace(settings, eval_data=None)
             require_module(model, "the seqgate_model fixture")
