@@ -689,6 +689,10 @@ def test_a_numeric_key_of_many_values_is_sliced_at_its_quartiles() -> None:
             low, high = numbers[inside].min(), numbers[inside].max()
             assert found.name == f"score {float(low):.4g}-{float(high):.4g}"
     assert slices[-1].name == "score=null" and slices[-1].n == 10
+    # A .csv spells every value as text, an empty cell for a null: the same slices.
+    spelt = ["" if v is None else str(v) for v in scores]
+    as_text = metadata_slices("score", spelt, targets, predictions, 2)
+    assert [(s.name, s.n) for s in as_text] == [(s.name, s.n) for s in slices]
     few = [2019 + i % NUMERIC_SLICE_VALUES for i in range(n)]
     assert len(metadata_slices("year", few, targets, predictions, 2)) == NUMERIC_SLICE_VALUES
     # A gate's slice compares with the numbers; a null does not match.
@@ -701,6 +705,9 @@ def test_a_numeric_key_of_many_values_is_sliced_at_its_quartiles() -> None:
     assert SliceSpec.parse("score<0.25").mask(ev.lengths, ev.metadata).sum() == sum(
         1 for v in scores if v is not None and v < 0.25
     )
+    ev.metadata = {**ev.metadata, "score_text": spelt}
+    (text_result,) = check(ev, parse_gates({"min_accuracy": 0.9, "slice": "score_text>=0.5"}), "t")
+    assert text_result.reason == f"on slice score_text>=0.5 ({high} samples)"
     with pytest.raises(ConfigError, match=r"user holds 'u0', not a number: compare it with ="):
         check(ev, parse_gates({"min_accuracy": 0.9, "slice": "user>=3"}), "t")
     with pytest.raises(ConfigError, match=r"compares with <, <=, > or >= a number only"):

@@ -724,15 +724,13 @@ class SliceSpec:
         naming it, since no order puts it above or below the bound."""
         from pytest_seqgate.exceptions import ConfigError
 
-        odd = next((v for v in values if v is not None and not _is_number(v)), None)
-        if odd is not None:
+        numbers = _numbers(values)
+        if numbers is None:
+            odd = next(v for v in values if v not in (None, "") and _number(v) is None)
             raise ConfigError(
                 f"slice {self.name!r}: {self.key} holds {spelt(odd)!r}, not a number: compare "
                 f"it with = or != instead"
             )
-        numbers = torch.tensor(
-            [math.nan if v is None else float(v) for v in values], dtype=torch.float64
-        )
         bound = float(self.value)
         ops = {">=": numbers >= bound, "<=": numbers <= bound, ">": numbers > bound}
         return ops.get(self.op, numbers < bound)  # NaN (a null) compares False
@@ -838,8 +836,35 @@ QUARTILES = (0.25, 0.5, 0.75)
 NUMERIC_SLICE_VALUES = 12
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _number(value: Any) -> float | None:
+    """A metadata value as a number: an int or a float, or a number a .csv spells
+    as text (``"0.53"``, every .csv value is text); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _numbers(values: list[Any]) -> Tensor | None:
+    """The values as float64, NaN for a null (or a .csv's empty cell); None when
+    one is neither a number nor null."""
+    out = []
+    for value in values:
+        if value is None or value == "":
+            out.append(math.nan)
+            continue
+        number = _number(value)
+        if number is None:
+            return None
+        out.append(number)
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def numeric_slices(
@@ -849,15 +874,12 @@ def numeric_slices(
     and greatest value in it; a null is ``score=null``), or None when the key
     holds anything but numbers and nulls, or a few distinct numbers only (a
     year, a rating: one slice each, ``year=2019``)."""
-    if not all(v is None or _is_number(v) for v in values):
+    numbers = _numbers(values)
+    if numbers is None:
         return None
-    present = [v for v in values if v is not None]
-    if len(set(present)) <= NUMERIC_SLICE_VALUES:
-        return None
-    numbers = torch.tensor(
-        [math.nan if v is None else float(v) for v in values], dtype=torch.float64
-    )
     null = torch.isnan(numbers)
+    if torch.unique(numbers[~null]).numel() <= NUMERIC_SLICE_VALUES:
+        return None
     quartiles = torch.tensor(QUARTILES, dtype=torch.float64)
     edges = torch.unique(torch.quantile(numbers[~null], quartiles))
     ids = torch.bucketize(numbers, edges)
