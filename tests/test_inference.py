@@ -264,6 +264,36 @@ def test_a_forward_the_call_does_not_fit_is_explained() -> None:
     assert "does not fit the forward's parameters" not in str(info.value)
 
 
+def test_a_convolution_longer_than_the_shortest_batch_is_explained() -> None:
+    """A CNN text classifier (kernels of 3 to 5) meets a batch of 2-step sequences:
+    seqgate pads a batch only to its own longest sequence. The error says so, with
+    the steps, and the fix in the model."""
+
+    class KimCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = nn.Embedding(50, 8, padding_idx=0)
+            self.convs = nn.ModuleList([nn.Conv1d(8, 4, k) for k in (3, 4, 5)])
+            self.head = nn.Linear(12, 2)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            x = self.embedding(tokens).transpose(1, 2)
+            return self.head(torch.cat([c(x).relu().amax(2) for c in self.convs], 1))
+
+    lengths = [9] * 8 + [2] * 8  # the first batch is long enough, the last is not
+    sequences = [[1 + i % 40] * n for i, n in enumerate(lengths)]
+    data = SequenceData.from_sequences(sequences, [0, 1] * 8)
+    with pytest.raises(ModelError) as info:
+        predict(KimCNN(), data, CPU, batch_size=8)
+    assert (
+        "Kernel size can't be greater than actual input size; a convolution or pooling window "
+        "is longer than the batch's sequences (2 steps here): seqgate pads each batch only to "
+        "its longest sequence, so the model must take sequences as short as the eval set's "
+        "shortest: pad them in forward (F.pad(x, (0, kernel - steps)) when steps < kernel), "
+        "or leave them out of the eval set"
+    ) in str(info.value)
+
+
 def test_lengths_used_on_the_model_device_get_the_way_to_move_them() -> None:
     """seqgate gives the lengths on the CPU (pack_padded_sequence needs them there); a
     forward that builds a mask from them on the GPU fails with tensors on two devices.
@@ -917,6 +947,14 @@ def test_padding_finding_gives_the_fix_for_the_layers_the_model_has() -> None:
         "padding_sensitivity"
     )
     assert finding.message.endswith("a mean or sum over every position reads the padding")
+    # A CNN text classifier: windows over the padding give the bias, which a max over
+    # time picks up; the fix is to mask those steps, not to pack.
+    conv = nn.Sequential(nn.Embedding(10, 4), nn.Conv1d(4, 4, 3))
+    assert padding_remedy(conv) == (
+        "Set the convolution's outputs at the padded steps to -inf before the max over time "
+        "(or leave them out of a mean): a forward parameter named lengths gets the real lengths"
+    )
+    assert padding_remedy(conv, "lengths").endswith("(or leave them out of a mean)")
     plain = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))  # no layer to blame
     assert padding_remedy(plain) == (
         f"{PADDING_REMEDY}, and pool over the real steps only (divide by the lengths)"

@@ -478,6 +478,18 @@ def padding_remedy(model: nn.Module, told: str | None = "plain") -> str:
             else "pack the RNN's input (pack_padded_sequence with the lengths: a forward "
             "parameter named lengths gets them)"
         )
+    if any(isinstance(m, nn.Conv1d) for m in layers):
+        # Each window over the padding gives the bias (and what the padding's
+        # embedding adds): a max over time picks it up unless those steps are masked.
+        advice.append(
+            "set the convolution's outputs at the padded steps to -inf before the max over "
+            "time (or leave them out of a mean)"
+            + (
+                ""
+                if told in ("lengths", "attention_mask")
+                else ": a forward parameter named lengths gets the real lengths"
+            )
+        )
     if any(isinstance(m, nn.MultiheadAttention) for m in layers):
         advice.append(
             f"pool the attention's outputs over the real steps only (the {told} the "

@@ -320,9 +320,22 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
 GUARD_WORDS = ("Guard failed", "Expected input at *args", "is specialized at")
 
 
-def _guard_hint(exc: BaseException, lead: str = "") -> str:
-    """For a shape guard of an exported program (torch.export): what it needs."""
-    if not any(words in str(exc) for words in GUARD_WORDS):
+def _guard_hint(exc: BaseException, lead: str = "", steps: int | None = None) -> str:
+    """What the shapes of seqgate's batches ask of a model that refused one: an
+    exported program (torch.export) runs only the shapes it was exported for; a
+    convolution (a CNN text classifier's kernels of 3 to 5) needs at least its
+    kernel's steps, where a batch is padded only to its own longest sequence."""
+    text = str(exc)
+    if "Kernel size can't be greater than actual input size" in text:
+        short = f" ({steps} steps here)" if steps is not None else ""
+        return (
+            f"{lead}a convolution or pooling window is longer than the batch's sequences"
+            f"{short}: seqgate pads each batch only to its longest sequence, so the model must "
+            f"take sequences as short as the eval set's shortest: pad them in forward "
+            f"(F.pad(x, (0, kernel - steps)) when steps < kernel), or leave them out of the "
+            f"eval set"
+        )
+    if not any(words in text for words in GUARD_WORDS):
         return ""
     return (
         f"{lead}an exported program runs only the shapes it was exported for, and seqgate's "
@@ -566,10 +579,11 @@ def predict(
                         torch.cuda.empty_cache()
                     continue
                 at = raised_at(exc)
+                steps = int(batch.inputs.shape[1]) if batch.inputs.dim() > 1 else None
                 if checked:
                     raise ModelError(
                         f"the model's forward raised {type(exc).__name__} on "
-                        f"{_describe(batch)}: {exc}{_guard_hint(exc, '; ')}{at}"
+                        f"{_describe(batch)}: {exc}{_guard_hint(exc, '; ', steps)}{at}"
                     ) from exc
                 hooked = forward is not None
                 hint = (
@@ -582,7 +596,7 @@ def predict(
                     if not hooked and isinstance(exc, TypeError) and "argument" in str(exc)
                     else LENGTHS_DEVICE_HINT
                     if not hooked and convention == "lengths" and "same device" in str(exc)
-                    else _guard_hint(exc)
+                    else _guard_hint(exc, steps=steps)
                     or (
                         "the hook raised it, or the model it called"
                         if hooked
