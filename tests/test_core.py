@@ -153,6 +153,19 @@ def test_paradox_flagged_on_imbalance() -> None:
     )
 
 
+def test_an_unknown_setting_in_code_names_the_one_meant() -> None:
+    """Settings.from_dict takes the option names; the ini's spelling (seqgate_model)
+    or a slip (modle) is told the name meant."""
+    from pytest_seqgate.config import Settings
+
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown setting\(s\) modle \(did you mean model\?\), seqgate_eval_data \(did "
+        r"you mean eval_data\?\), zzz; known: model, model_factory, ",
+    ):
+        Settings.from_dict(".", modle="m.pt", seqgate_eval_data="e.jsonl", zzz=1)
+
+
 def test_a_class_hidden_among_many_says_where_its_samples_went() -> None:
     """Among ten classes of 100 (always answering one scores 10%), accuracy 90%
     with a class never found: 'a model that always answers a scores 10.0%'

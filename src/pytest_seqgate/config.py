@@ -384,8 +384,17 @@ class Settings:
         """Settings for scripts: ``Settings.from_dict(model="m.pt", eval_data="e.jsonl")``."""
         unknown = sorted(set(raw) - set(OPTIONS_BY_NAME))
         if unknown:
+            import difflib
+
+            # The ini's spelling (seqgate_model) or a slip (modle): the name meant.
+            meant = []
+            for name in unknown:
+                near = difflib.get_close_matches(
+                    name.removeprefix("seqgate_"), OPTIONS_BY_NAME, 1, 0.8
+                )
+                meant.append(f"{name} (did you mean {near[0]}?)" if near else name)
             raise ConfigError(
-                f"unknown setting(s) {', '.join(unknown)}; known: " + ", ".join(OPTIONS_BY_NAME)
+                f"unknown setting(s) {', '.join(meant)}; known: " + ", ".join(OPTIONS_BY_NAME)
             )
 
         def lookup(option: Option) -> tuple[Any, str] | None:
