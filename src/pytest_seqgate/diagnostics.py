@@ -892,8 +892,14 @@ def numeric_slices(
     null = torch.isnan(numbers)
     if torch.unique(numbers[~null]).numel() <= NUMERIC_SLICE_VALUES:
         return None
-    quartiles = torch.tensor(QUARTILES, dtype=torch.float64)
-    edges = torch.unique(torch.quantile(numbers[~null], quartiles))
+    # torch.quantile's linear interpolation, from a sort: quantile refuses more
+    # than 2**24 values, which a streamed eval set can hold.
+    present = numbers[~null].sort().values
+    position = torch.tensor(QUARTILES, dtype=torch.float64) * (present.numel() - 1)
+    below = position.floor()
+    edges = torch.unique(
+        torch.lerp(present[below.long()], present[position.ceil().long()], position - below)
+    )
     ids = torch.bucketize(numbers, edges)
     bins = edges.numel() + 1
     ids[null] = bins  # the nulls' slice, after the quartiles
