@@ -506,6 +506,22 @@ class Parity(torch.nn.Module):
         return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()
 
 
+def test_a_gate_line_reads_class_names_with_brackets_and_spaces() -> None:
+    """A class name is whatever the data names it: ``spam [promo]`` could not be
+    gated in a line (the class ran to the first ``]``)."""
+    from pytest_seqgate.gates import parse_gate_line
+
+    labels = ("не спам", "spam [promo]")
+    line = parse_gate_line("recall[spam [promo]] >= 0.5", labels)
+    assert line.name == "recall[spam [promo]]"
+    [gate] = line.spec.gates
+    assert (gate.metric, gate.class_name, gate.threshold) == ("recall", "spam [promo]", 0.5)
+    [gate] = parse_gate_line("f1[не спам] >= 0.9; xfail: known", labels).spec.gates
+    assert gate.class_name == "не спам"
+    with pytest.raises(ConfigError, match=r"recall\[spam \[promo\]\] >= 0.5"):
+        parse_gate_line("recall[spam [promo]] > 0.5", labels)
+
+
 def test_a_gate_says_by_how_much_it_clears_or_misses_its_threshold() -> None:
     """The margin: the number compared (the lower bound, when the gate reads it)
     minus the threshold for >=, the threshold minus it for <=; none for a

@@ -403,8 +403,10 @@ def merge_gate_kwargs(levels: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+# A class name may hold brackets itself (``recall[spam [promo]] >= 0.8``): it runs
+# to the last ``]`` before the comparison.
 GATE_LINE = re.compile(
-    r"^\s*(?P<metric>[A-Za-z_][\w.]*)(?:\[(?P<cls>[^\]]+)\])?\s*(?P<op>>=|<=)\s*"
+    r"^\s*(?P<metric>[A-Za-z_][\w.]*)(?:\[(?P<cls>.+?)\])?\s*(?P<op>>=|<=)\s*"
     r"(?P<value>[-+0-9.eE]+)(?:\s+at\s+(?P<at>[-+0-9.eE]+))?"
     r"\s*(?:;\s*xfail(?:\s*:\s*(?P<reason>.*))?)?\s*$"
 )
@@ -421,7 +423,7 @@ class GateLine:
 
 # A gate line nearly right: another comparison, or a percentage.
 _NEAR_GATE_LINE = re.compile(
-    r"^\s*(?P<head>[A-Za-z_][\w.]*(?:\[[^\]]+\])?)\s*(?P<op>[<>=!]{1,2})\s*"
+    r"^\s*(?P<head>[A-Za-z_][\w.]*(?:\[.+?\])?)\s*(?P<op>[<>=!]{1,2})\s*"
     r"(?P<value>[-+0-9.eE]+)\s*(?P<pct>%?)(?P<rest>(?:\s+at\s+[-+0-9.eE]+)?\s*(?:;.*)?)$"
 )
 _NEAR_OPS = {">": ">=", "=>": ">=", "<": "<=", "=<": "<="}
