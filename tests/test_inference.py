@@ -264,6 +264,30 @@ def test_a_forward_the_call_does_not_fit_is_explained() -> None:
     assert "does not fit the forward's parameters" not in str(info.value)
 
 
+def test_a_tuple_whose_logits_are_not_first_names_the_item_that_fits() -> None:
+    """A model returning ``(hidden, logits)`` was told it has 16 classes: the error
+    says seqgate read the tuple's first item, and which item has the classes' width."""
+
+    class HiddenFirst(PackedGRU):
+        def forward(  # type: ignore[override]
+            self, tokens: torch.Tensor, lengths: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            packed = pack_padded_sequence(
+                self.embedding(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+            _, h = self.gru(packed)
+            return h[-1], self.head(h[-1])
+
+    data = random_data(40)
+    with pytest.raises(ModelError) as info:
+        predict(HiddenFirst(), data, CPU, batch_size=8, num_classes=3)
+    assert str(info.value).endswith(
+        "(the model returned a tuple of 2, item 0: [8, 16], item 1: [8, 3]: seqgate reads the "
+        "first item as the logits; item 1 has the classes' width: return the logits first, or "
+        "call the model in a pytest_seqgate_forward hook that returns them)"
+    )
+
+
 def test_a_convolution_longer_than_the_shortest_batch_is_explained() -> None:
     """A CNN text classifier (kernels of 3 to 5) meets a batch of 2-step sequences:
     seqgate pads a batch only to its own longest sequence. The error says so, with

@@ -369,6 +369,32 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, oom) or "out of memory" in text or "can't allocate memory" in text
 
 
+def _tuple_hint(output: Any, num_classes: int | None) -> str:
+    """For outputs refused when the model returned a tuple: seqgate read its first
+    item, and the item of the classes' width, if there is one, is named (a model
+    returning ``(hidden, logits)`` was told only that it has 16 classes)."""
+    if not isinstance(output, (tuple, list)) or len(output) < 2:
+        return ""
+    shapes = ", ".join(
+        f"item {k}: {list(item.shape)}"
+        if isinstance(item, Tensor)
+        else f"item {k}: {type(item).__name__}"
+        for k, item in enumerate(output)
+    )
+    widths = {1, 2} if num_classes == 2 else {num_classes}
+    fitting = [
+        k
+        for k, item in enumerate(output)
+        if k and isinstance(item, Tensor) and item.dim() >= 2 and item.shape[-1] in widths
+    ]
+    which = f"; item {fitting[0]} has the classes' width" if fitting else ""
+    return (
+        f" (the model returned a {type(output).__name__} of {len(output)}, {shapes}: seqgate "
+        f"reads the first item as the logits{which}: return the logits first, or call the "
+        f"model in a pytest_seqgate_forward hook that returns them)"
+    )
+
+
 def _validate_logits(logits: Any, batch: Batch, num_classes: int | None) -> Tensor:
     if not isinstance(logits, Tensor):
         raise ModelError(
@@ -618,7 +644,10 @@ def predict(
             # (The first batch is the longest: a per-token model's outputs show their
             # step axis there, and [batch, 1, classes] is reshaped below.)
             if not checked or not isinstance(logits, Tensor) or logits.shape[0] != size:
-                logits = _validate_logits(logits, batch, num_classes)
+                try:
+                    logits = _validate_logits(logits, batch, num_classes)
+                except ModelError as exc:
+                    raise ModelError(f"{exc}{_tuple_hint(output, num_classes)}") from None
                 checked = True
             if logits.dim() != 2:
                 logits = logits.reshape(size, -1)
