@@ -264,6 +264,46 @@ def test_a_forward_the_call_does_not_fit_is_explained() -> None:
     assert "does not fit the forward's parameters" not in str(info.value)
 
 
+# torch warns before it refuses a tensor indexed by a string.
+@pytest.mark.filterwarnings("ignore:Using a non-tuple sequence for multidimensional indexing")
+def test_a_forward_that_takes_a_dict_of_tensors_is_told_to_build_it_in_a_hook() -> None:
+    """``forward(batch)`` reading ``batch["input_ids"]`` (a training loop's collator
+    dict) got the padded tensor, and an IndexError with advice about layer sizes;
+    it is told to build the dict in a pytest_seqgate_forward hook. An IndexError
+    of another kind keeps the general advice."""
+
+    class DictInput(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bag = Bag()
+
+        def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.bag(batch["input_ids"])
+
+    class OffByOne(nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return tokens[:, :, 0].float()  # a dimension too many
+
+    data = random_data(20)
+    with pytest.raises(ModelError) as info:
+        predict(DictInput(), data, CPU)
+    assert (
+        "called as forward(padded); the forward indexes its input by a name, so it takes a "
+        "dict of tensors, and seqgate passes the padded tensor: build the dict in a "
+        "pytest_seqgate_forward hook, e.g. return model({'input_ids': batch.inputs, "
+        "'attention_mask': batch.attention_mask}): "
+    ) in str(info.value)
+
+    def hook(model: nn.Module, batch: Batch) -> torch.Tensor:
+        return model({"input_ids": batch.inputs, "attention_mask": batch.attention_mask})
+
+    assert predict(DictInput(), data, CPU, forward=hook).scores.shape == (20, 3)
+    with pytest.raises(ModelError) as info:
+        predict(OffByOne(), data, CPU)
+    assert "indexes its input by a name" not in str(info.value)
+    assert "the model's layers may disagree" in str(info.value)
+
+
 def test_a_tuple_whose_logits_are_not_first_names_the_item_that_fits() -> None:
     """A model returning ``(hidden, logits)`` was told it has 16 classes: the error
     says seqgate read the tuple's first item, and which item has the classes' width."""

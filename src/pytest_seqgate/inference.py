@@ -345,6 +345,27 @@ def _guard_hint(exc: BaseException, lead: str = "", steps: int | None = None) ->
     )
 
 
+# A forward that takes a dict of tensors (batch["input_ids"], as a training loop
+# over a Hugging Face collator hands it) indexes the padded tensor by a name.
+DICT_INPUT_HINT = (
+    "the forward indexes its input by a name, so it takes a dict of tensors, and seqgate "
+    "passes the padded tensor: build the dict in a pytest_seqgate_forward hook, e.g. "
+    "return model({'input_ids': batch.inputs, 'attention_mask': batch.attention_mask})"
+)
+_NAMED_INDEX = re.compile(r"\[\s*['\"][A-Za-z_]\w*['\"]\s*\]")
+
+
+def _indexes_by_name(exc: BaseException) -> bool:
+    """Whether the line that raised ``exc`` indexes something by a string
+    (``batch["input_ids"]``): what a tensor refuses with an IndexError."""
+    import traceback
+
+    if not isinstance(exc, (IndexError, TypeError, KeyError)):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and bool(_NAMED_INDEX.search(frames[-1].line or ""))
+
+
 # pack_padded_sequence wants its lengths on the CPU, so that is where seqgate
 # gives them; a forward that also builds a mask from them on the GPU
 # (arange(steps, device=x.device) < lengths[:, None]) meets tensors on two devices.
@@ -622,6 +643,8 @@ def predict(
                     if not hooked and isinstance(exc, TypeError) and "argument" in str(exc)
                     else LENGTHS_DEVICE_HINT
                     if not hooked and convention == "lengths" and "same device" in str(exc)
+                    else DICT_INPUT_HINT
+                    if not hooked and _indexes_by_name(exc)
                     else _guard_hint(exc, steps=steps)
                     or (
                         "the hook raised it, or the model it called"
