@@ -264,6 +264,13 @@ def test_a_forward_the_call_does_not_fit_is_explained() -> None:
     assert "does not fit the forward's parameters" not in str(info.value)
 
 
+def refusal(model: nn.Module, data: SequenceData, **kwargs: Any) -> str:
+    """The message of the ModelError that predict raises for ``model`` on the CPU."""
+    with pytest.raises(ModelError) as info:
+        predict(model, data, CPU, **kwargs)
+    return str(info.value)
+
+
 # torch warns before it refuses a tensor indexed by a string.
 @pytest.mark.filterwarnings("ignore:Using a non-tuple sequence for multidimensional indexing")
 def test_a_forward_that_takes_a_dict_of_tensors_is_told_to_build_it_in_a_hook() -> None:
@@ -285,23 +292,20 @@ def test_a_forward_that_takes_a_dict_of_tensors_is_told_to_build_it_in_a_hook() 
             return tokens[:, :, 0].float()  # a dimension too many
 
     data = random_data(20)
-    with pytest.raises(ModelError) as info:
-        predict(DictInput(), data, CPU)
     assert (
         "called as forward(padded); the forward indexes its input by a name, so it takes a "
         "dict of tensors, and seqgate passes the padded tensor: build the dict in a "
         "pytest_seqgate_forward hook, e.g. return model({'input_ids': batch.inputs, "
         "'attention_mask': batch.attention_mask}): "
-    ) in str(info.value)
+    ) in refusal(DictInput(), data)
 
     def hook(model: nn.Module, batch: Batch) -> torch.Tensor:
         return model({"input_ids": batch.inputs, "attention_mask": batch.attention_mask})
 
     assert predict(DictInput(), data, CPU, forward=hook).scores.shape == (20, 3)
-    with pytest.raises(ModelError) as info:
-        predict(OffByOne(), data, CPU)
-    assert "indexes its input by a name" not in str(info.value)
-    assert "the model's layers may disagree" in str(info.value)
+    message = refusal(OffByOne(), data)
+    assert "indexes its input by a name" not in message
+    assert "the model's layers may disagree" in message
 
 
 def test_a_tuple_whose_logits_are_not_first_names_the_item_that_fits() -> None:
@@ -318,10 +322,7 @@ def test_a_tuple_whose_logits_are_not_first_names_the_item_that_fits() -> None:
             _, h = self.gru(packed)
             return h[-1], self.head(h[-1])
 
-    data = random_data(40)
-    with pytest.raises(ModelError) as info:
-        predict(HiddenFirst(), data, CPU, batch_size=8, num_classes=3)
-    assert str(info.value).endswith(
+    assert refusal(HiddenFirst(), random_data(40), batch_size=8, num_classes=3).endswith(
         "(the model returned a tuple of 2, item 0: [8, 16], item 1: [8, 3]: seqgate reads the "
         "first item as the logits; item 1 has the classes' width: return the logits first, or "
         "call the model in a pytest_seqgate_forward hook that returns them)"
@@ -347,15 +348,13 @@ def test_a_convolution_longer_than_the_shortest_batch_is_explained() -> None:
     lengths = [9] * 8 + [2] * 8  # the first batch is long enough, the last is not
     sequences = [[1 + i % 40] * n for i, n in enumerate(lengths)]
     data = SequenceData.from_sequences(sequences, [0, 1] * 8)
-    with pytest.raises(ModelError) as info:
-        predict(KimCNN(), data, CPU, batch_size=8)
     assert (
         "Kernel size can't be greater than actual input size; a convolution or pooling window "
         "is longer than the batch's sequences (2 steps here): seqgate pads each batch only to "
         "its longest sequence, so the model must take sequences as short as the eval set's "
         "shortest: pad them in forward (F.pad(x, (0, kernel - steps)) when steps < kernel), "
         "or leave them out of the eval set"
-    ) in str(info.value)
+    ) in refusal(KimCNN(), data, batch_size=8)
 
 
 def test_lengths_used_on_the_model_device_get_the_way_to_move_them() -> None:
@@ -373,14 +372,12 @@ def test_lengths_used_on_the_model_device_get_the_way_to_move_them() -> None:
             )
 
     data = SequenceData.from_sequences([[1, 2], [3]], [0, 1])
-    with pytest.raises(ModelError) as info:
-        predict(MaskFromLengths(), data, CPU)
     assert (
         "called as forward(padded, lengths=lengths); seqgate passes the lengths on the CPU, "
         "as pack_padded_sequence needs them: a forward that computes with them on the "
         "model's device moves them there first (lengths.to(tokens.device)): Expected all "
         "tensors to be on the same device"
-    ) in str(info.value)
+    ) in refusal(MaskFromLengths(), data)
 
 
 class BagScores(nn.Module):
