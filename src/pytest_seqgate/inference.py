@@ -320,7 +320,7 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
 GUARD_WORDS = ("Guard failed", "Expected input at *args", "is specialized at")
 
 
-def _guard_hint(exc: BaseException, lead: str = "", steps: int | None = None) -> str:
+def _shape_hint(exc: BaseException, lead: str = "", steps: int | None = None) -> str:
     """What the shapes of seqgate's batches ask of a model that refused one: an
     exported program (torch.export) runs only the shapes it was exported for; a
     convolution (a CNN text classifier's kernels of 3 to 5) needs at least its
@@ -374,6 +374,29 @@ LENGTHS_DEVICE_HINT = (
     "that computes with them on the model's device moves them there first "
     "(lengths.to(tokens.device))"
 )
+
+
+def _first_batch_hint(exc: BaseException, convention: str | None, steps: int | None) -> str:
+    """Why the first call of the model failed, as far as the error tells:
+    ``convention`` is how seqgate called it, None when a hook did."""
+    if convention is None:
+        return _shape_hint(exc, steps=steps) or "the hook raised it, or the model it called"
+    if isinstance(exc, TypeError) and "argument" in str(exc):
+        return (
+            "the call does not fit the forward's parameters: seqgate passes lengths= when "
+            "forward has a parameter named lengths, attention_mask= (1 on the tokens) or "
+            "src_key_padding_mask=, key_padding_mask= or padding_mask= (True on the padding) "
+            "when it has one so named, else the padded inputs alone; a pytest_seqgate_forward "
+            "hook can call the model any other way"
+        )
+    if convention == "lengths" and "same device" in str(exc):
+        return LENGTHS_DEVICE_HINT
+    if _indexes_by_name(exc):
+        return DICT_INPUT_HINT
+    return _shape_hint(exc, steps=steps) or (
+        "the model's layers may disagree with each other or with the input (for example a "
+        "Linear whose in_features is not the RNN's hidden size)"
+    )
 
 
 def _describe(batch: Batch) -> str:
@@ -630,35 +653,15 @@ def predict(
                 if checked:
                     raise ModelError(
                         f"the model's forward raised {type(exc).__name__} on "
-                        f"{_describe(batch)}: {exc}{_guard_hint(exc, '; ', steps)}{at}"
+                        f"{_describe(batch)}: {exc}{_shape_hint(exc, '; ', steps)}{at}"
                     ) from exc
                 hooked = forward is not None
-                hint = (
-                    "the call does not fit the forward's parameters: seqgate passes "
-                    "lengths= when forward has a parameter named lengths, attention_mask= "
-                    "(1 on the tokens) or src_key_padding_mask=, key_padding_mask= or "
-                    "padding_mask= (True on the padding) when it has one so named, else the "
-                    "padded inputs alone; a pytest_seqgate_forward hook can call the model "
-                    "any other way"
-                    if not hooked and isinstance(exc, TypeError) and "argument" in str(exc)
-                    else LENGTHS_DEVICE_HINT
-                    if not hooked and convention == "lengths" and "same device" in str(exc)
-                    else DICT_INPUT_HINT
-                    if not hooked and _indexes_by_name(exc)
-                    else _guard_hint(exc, steps=steps)
-                    or (
-                        "the hook raised it, or the model it called"
-                        if hooked
-                        else "the model's layers may disagree with each other or with the "
-                        "input (for example a Linear whose in_features is not the RNN's "
-                        "hidden size)"
-                    )
-                )
                 how = (
                     "through the pytest_seqgate_forward hook"
                     if hooked
                     else f"as {CALLS[convention]}"
                 )
+                hint = _first_batch_hint(exc, None if hooked else convention, steps)
                 raise ModelError(
                     f"the model's forward raised {type(exc).__name__} on the first batch, "
                     f"{_describe(batch)}, called {how}; {hint}: {exc}{at}"
