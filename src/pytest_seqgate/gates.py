@@ -165,7 +165,7 @@ class GateSpec:
     """Everything one marker or ``check()`` call asks for."""
 
     gates: tuple[Gate, ...] = ()
-    fail_on: tuple[str, ...] = ("accuracy_paradox", "padding_sensitivity", "nondeterministic")
+    fail_on: tuple[str, ...] = tuple(kind for kind, on in FINDING_DEFAULTS.items() if on)
     max_leakage: float | None = None
     slice: SliceSpec | None = None
     confidence: float | None = None  # set: gate on the interval's lower bound
