@@ -22,7 +22,7 @@ from pytest_seqgate.diagnostics import (
 from pytest_seqgate.exceptions import ConfigError, DataError, GateFailure
 from pytest_seqgate.gates import merge_gate_kwargs, parse_gates
 from pytest_seqgate.metrics import compute_metrics
-from pytest_seqgate.stats import binomial_sf, wilson_interval
+from pytest_seqgate.stats import binomial_sf, p_value_text, wilson_interval
 
 from conftest import token_set
 
@@ -222,6 +222,14 @@ def test_accuracy_near_chance_on_a_balanced_set_hides_nothing() -> None:
     (found,) = accuracy_paradox(_cm([[50, 10], [28, 12]]), ("a", "b"))
     assert found.message.startswith("accuracy 62.0% on 100 samples is not significantly")
     assert found.message.endswith("; lowest recall 30.0% on 'b'")
+
+
+def test_a_p_value_that_rounds_to_one_does_not_read_as_certainty() -> None:
+    # 78 of 300 right where always answering 'b' scores 111: p is 0.99997.
+    (found,) = accuracy_paradox(_cm([[26, 40, 28], [36, 13, 62], [21, 35, 39]]), "abc")
+    assert "(binomial p > 0.999)" in found.message
+    assert p_value_text(0.9994) == "p = 0.999"
+    assert p_value_text(0.0123) == "p = 0.0123"
 
 
 def test_no_paradox_for_balanced_good_model() -> None:

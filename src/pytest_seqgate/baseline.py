@@ -22,7 +22,7 @@ from pytest_seqgate import REPORT_SCHEMA
 from pytest_seqgate.diagnostics import Finding
 from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.metrics import SUMMARY_METRICS
-from pytest_seqgate.stats import binomial_sf
+from pytest_seqgate.stats import binomial_sf, p_value_text
 
 SIGNIFICANCE = 0.05
 
@@ -317,7 +317,7 @@ def compare(
             Finding(
                 "significant_regression",
                 "warning",
-                f"significantly worse than baseline (p = {cmp.p_value:.3g}, {cmp.newly_wrong} "
+                f"significantly worse than baseline ({p_value_text(cmp.p_value)}, {cmp.newly_wrong} "
                 f"samples newly wrong, {cmp.newly_right} newly right; McNemar's exact test), "
                 f"e.g. {shown}",
                 {

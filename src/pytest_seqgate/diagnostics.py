@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.metrics import Metrics
-from pytest_seqgate.stats import binomial_sf
+from pytest_seqgate.stats import binomial_sf, p_value_text
 
 PARADOX_ALPHA = 0.05
 PARADOX_MIN_ACCURACY = 0.8
@@ -128,7 +128,7 @@ def accuracy_paradox(
     else:
         message = (
             f"accuracy {_pct(accuracy)} on {counted(n, 'sample')} is not significantly "
-            f"above the no-information rate: {baseline} (binomial p = {p_value:.3g})"
+            f"above the no-information rate: {baseline} (binomial {p_value_text(p_value)})"
         )
         if worst_recall >= recall_floor:
             # Every class is found well enough: the sample is what cannot tell.

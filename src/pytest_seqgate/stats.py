@@ -65,6 +65,12 @@ def binomial_sf(k: int, n: int, p: float) -> float:
     return float(torch.logsumexp(log_terms, 0).exp().clamp(0.0, 1.0))
 
 
+def p_value_text(p: float) -> str:
+    """A p-value as a reader takes it in: one that rounds to 1 at three digits reads
+    "p > 0.999", since "p = 1" claims a certainty the test never gives."""
+    return "p > 0.999" if p >= 0.9995 else f"p = {p:.3g}"
+
+
 def _binomial_log_pmf(low: int, high: int, n: int, p: float) -> Tensor:
     """log P(X = i) for i in [low, high], X ~ Binomial(n, p)."""
     i = torch.arange(low, high + 1, dtype=torch.float64)
