@@ -439,6 +439,12 @@ def test_copies_with_different_labels_bound_accuracy() -> None:
     [
         ({"min_acuracy": 0.9}, "unknown gate `min_acuracy` (did you mean `min_accuracy`?)"),
         ({"min_zzz": 0.9}, "unknown gate `min_zzz`; known gates: min_accuracy"),
+        # A guessed prefix or a shortened name: read past min_/max_/fail_on_.
+        (
+            {"fail_on_padding": True},
+            "unknown gate `fail_on_padding` (did you mean `fail_on_padding_sensitivity`?)",
+        ),
+        ({"fail_on_leakage": True}, "unknown gate `fail_on_leakage` (did you mean `max_leakage`?)"),
         (
             {"min_recall": {"spma": 0.9}},
             "names class 'spma' (did you mean `spam`?), which is not one of the labels",

@@ -310,6 +310,28 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
+_KEY_PREFIXES = ("fail_on_", "min_", "max_")
+
+
+def _key_stem(key: str) -> str:
+    return next((key[len(p) :] for p in _KEY_PREFIXES if key.startswith(p)), key)
+
+
+def did_you_mean_key(key: str, keys: Sequence[str]) -> str:
+    """did_you_mean for a gate key, reading past the min_/max_/fail_on_ a user
+    guessed: `fail_on_padding` is 0.71 alike to `fail_on_padding_sensitivity`,
+    below the cutoff that keeps class names from false matches, and
+    `fail_on_leakage` shares its stem, not its letters, with `max_leakage`."""
+    close = did_you_mean(key, keys)
+    stem = _key_stem(key)
+    if close or len(stem) < 4:
+        return close
+    same = [k for k in keys if _key_stem(k) == stem]
+    near = [k for k in keys if k not in same and stem in _key_stem(k)]
+    meant = [*same, *near][:2]
+    return f" (did you mean {' or '.join(f'`{k}`' for k in meant)}?)" if meant else ""
+
+
 def parse_gates(
     kwargs: Mapping[str, Any],
     labels: tuple[str, ...] | None = None,
@@ -378,7 +400,7 @@ def parse_gates(
             )
         else:
             raise ConfigError(
-                f"unknown gate `{key}`{did_you_mean(key, [*KNOWN_KEYS, *custom_keys])}; "
+                f"unknown gate `{key}`{did_you_mean_key(key, [*KNOWN_KEYS, *custom_keys])}; "
                 f"known gates: {', '.join(KNOWN_KEYS)}"
                 + (f", and min_/max_ of {', '.join(sorted(custom))}" if custom else "")
             )
