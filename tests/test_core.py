@@ -444,6 +444,7 @@ def test_copies_with_different_labels_bound_accuracy() -> None:
             {"fail_on_padding": True},
             "unknown gate `fail_on_padding` (did you mean `fail_on_padding_sensitivity`?)",
         ),
+        ({"min_prec": 0.9}, "unknown gate `min_prec` (did you mean `min_precision`?)"),
         ({"fail_on_leakage": True}, "unknown gate `fail_on_leakage` (did you mean `max_leakage`?)"),
         (
             {"min_recall": {"spma": 0.9}},

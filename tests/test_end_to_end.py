@@ -200,7 +200,7 @@ def test_a_bad_module_marker_is_reported_once_at_its_module(project):
     assert_lines(
         err,
         "ERROR: test_marks.py:5: seqgate: Expected `min_f1` to be in [0, 1], but got 1.3",
-        "test_marks.py (pytestmark): seqgate: unknown gate `min_acuracy`*",
+        "test_marks.py:3 (pytestmark): seqgate: unknown gate `min_acuracy`*",
     )
 
 

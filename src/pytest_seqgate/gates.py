@@ -322,6 +322,11 @@ def did_you_mean_key(key: str, keys: Sequence[str]) -> str:
     guessed: `fail_on_padding` is 0.71 alike to `fail_on_padding_sensitivity`,
     below the cutoff that keeps class names from false matches, and
     `fail_on_leakage` shares its stem, not its letters, with `max_leakage`."""
+    # `min_acc`, `min_prec`: difflib prefers `min_mcc`, `min_recall`. The
+    # shortest key it begins, where the others extend that one.
+    longer = sorted((k for k in keys if k.startswith(key) and key != _key_stem(key)), key=len)
+    if longer and all(k.startswith(longer[0]) for k in longer):
+        return f" (did you mean `{longer[0]}`?)"
     close = did_you_mean(key, keys)
     stem = _key_stem(key)
     if close or len(stem) < 4:

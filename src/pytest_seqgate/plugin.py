@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -636,7 +637,18 @@ def _marker_where(node: Node, item: pytest.Item) -> str:
         _, line, _ = node.reportinfo()
         if line is not None:
             return f"{item.location[0]}:{line + 1}"
-    return f"{item.location[0]} (pytestmark)"
+    return f"{item.location[0]}{_pytestmark_line(node)} (pytestmark)"
+
+
+def _pytestmark_line(node: Node) -> str:
+    """``:7`` for the module line that assigns ``pytestmark``, read from the
+    source only on this error path; nothing where it is set some other way."""
+    import linecache
+
+    for number, text in enumerate(linecache.getlines(str(node.path)), 1):
+        if re.match(r"pytestmark\s*[:=+]", text):
+            return f":{number}"
+    return ""
 
 
 class GateCollection(pytest.Collector):
