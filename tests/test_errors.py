@@ -430,6 +430,13 @@ def test_deselected_gates_load_nothing_and_late_markers_fail(project):
             "which may never end); return list(itertools.islice(it, n)) of the samples to "
             "evaluate, or a map-style Dataset",
         ),
+        (
+            "FirstToken(2)",
+            "torch.utils.data.DataLoader([(torch.tensor([1, 2]), 0)] * 4, batch_size=2)",
+            "*but got DataLoader: seqgate makes its own batches (sorted by length, padded, with "
+            "lengths); return the loader's dataset (`loader.dataset`) of (sequence, label) "
+            "pairs or records instead",
+        ),
     ],
 )
 def test_fixtures_that_return_the_wrong_thing(project, model, data, message):

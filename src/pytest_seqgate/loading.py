@@ -1345,6 +1345,14 @@ def from_dataset(
             if iterable
             else ""
         )
+        if isinstance(dataset, torch.utils.data.DataLoader):
+            # Its batches are collated (padded, stacked) already, where seqgate
+            # batches by length and pads itself: the samples are what it needs.
+            hint = (
+                ": seqgate makes its own batches (sorted by length, padded, with lengths); "
+                "return the loader's dataset (`loader.dataset`) of (sequence, label) pairs "
+                "or records instead"
+            )
         raise DataError(
             f"{source}: expected a SequenceData, or a map-style Dataset (with __len__ and "
             f"__getitem__) or list of (sequence, label) pairs, but got "
