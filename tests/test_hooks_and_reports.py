@@ -78,6 +78,25 @@ def test_every_hook_from_a_conftest(project):
     assert sink["time-major"]["spam_miss_rate"] == pytest.approx(0.2)
 
 
+
+def test_a_run_from_a_subfolder_is_told_where_the_report_is_from_there(project, monkeypatch):
+    """Report paths are the rootdir's; run from tests/, the lines that name the
+    file give it as it opens from there."""
+    project.data(rule_records(100, missed={1: 10}))
+    project.ini(model="models:first_token", eval_data="eval.jsonl", labels=["ham", "spam"])
+    project.gated('min_recall={"spam": 0.95}')
+    sub = project.path / "sub"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    result = project.run("--seqgate-report=out/r.json", str(project.path))
+    assert result.ret == 1
+    assert (project.path / "out/r.json").is_file()
+    assert_lines(
+        result.stdout.str(),
+        "*The full report is in the terminal summary, and in ../out/r.json.",
+        "seqgate: report written to ../out/r.json",
+    )
+
 def test_reports_json_markdown_html(project):
     project.data(rule_records(100, missed={1: 10}))
     project.ini(

@@ -609,6 +609,17 @@ def _gated_function(collector: pytest.Collector, obj: object) -> bool:
     return gated
 
 
+def _from_here(config: pytest.Config, path: Path) -> str:
+    """A written file's path as the user can open it from where pytest was run:
+    paths in the settings are the rootdir's, but a run started in tests/ would
+    look for ``reports/seqgate.json`` there."""
+    here, path = config.invocation_params.dir, config.rootpath / path
+    try:
+        return str(path.relative_to(here)) if here == config.rootpath else os.path.relpath(path, here)
+    except ValueError:  # outside the rootdir, or on another drive
+        return str(path)
+
+
 def _where(item: pytest.Item) -> str:
     path, line, _ = item.location
     return f"{path}:{(line or 0) + 1}" if line is not None else path
@@ -1177,7 +1188,7 @@ def _verbosity(config: pytest.Config) -> int:
 def _failure_message(config: pytest.Config, results: list[GateResult], test: str) -> str:
     from pytest_seqgate.gates import failure_message, where_the_report_is
 
-    files = [str(p) for p in _state(config).settings.report]
+    files = [_from_here(config, p) for p in _state(config).settings.report]
     return failure_message(results, test, where_the_report_is(_verbosity(config) < 0, files))
 
 
@@ -1297,7 +1308,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not evaluations:
         # The errors themselves are above, at the tests they stopped.
         if state.written:
-            files = ", ".join(state.settings.display(p) for p in state.written)
+            files = ", ".join(_from_here(config, p) for p in state.written)
             tr.write_line(f"seqgate: the evaluation did not run; the report says why: {files}")
         for error in state.report_errors:
             tr.write_line(error, red=True)
@@ -1317,6 +1328,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for message in state.errors:
         tr.write_line(f"seqgate: an evaluation did not run: {message}", red=True)
     for path in state.written:
-        tr.write_line(f"seqgate: report written to {state.settings.display(path)}")
+        tr.write_line(f"seqgate: report written to {_from_here(config, path)}")
     for error in state.report_errors:
         tr.write_line(error, red=True)
