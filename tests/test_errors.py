@@ -277,7 +277,8 @@ def test_a_misspelt_marker_is_a_usage_error(project):
         result.stderr.str(),
         "ERROR: test_typos.py:6: seqgate: unknown marker `seqgates` (did you mean `seqgate`?): "
         "pytest ignores an unknown marker, so these gates would never be checked",
-        "test_typos.py:4 (pytestmark): seqgate: unknown marker `seq_gate` (did you mean `seqgate`?)*",
+        "test_typos.py:4 (pytestmark): seqgate: unknown marker `seq_gate` (did you mean "
+        "`seqgate`?)*",
         "test_typos.py:10: seqgate: unknown marker `Seqgate` (did you mean `seqgate`?)*",
     )
     assert "slow" not in result.stderr.str()

@@ -78,7 +78,6 @@ def test_every_hook_from_a_conftest(project):
     assert sink["time-major"]["spam_miss_rate"] == pytest.approx(0.2)
 
 
-
 def test_a_run_from_a_subfolder_is_told_where_the_report_is_from_there(project, monkeypatch):
     """Report paths are the rootdir's; run from tests/, the lines that name the
     file give it as it opens from there."""
@@ -96,6 +95,7 @@ def test_a_run_from_a_subfolder_is_told_where_the_report_is_from_there(project, 
         "*The full report is in the terminal summary, and in ../out/r.json.",
         "seqgate: report written to ../out/r.json",
     )
+
 
 def test_reports_json_markdown_html(project):
     project.data(rule_records(100, missed={1: 10}))

@@ -317,8 +317,9 @@ def compare(
             Finding(
                 "significant_regression",
                 "warning",
-                f"significantly worse than baseline ({p_value_text(cmp.p_value)}, {cmp.newly_wrong} "
-                f"samples newly wrong, {cmp.newly_right} newly right; McNemar's exact test), "
+                f"significantly worse than baseline ({p_value_text(cmp.p_value)}, "
+                f"{cmp.newly_wrong} samples newly wrong, {cmp.newly_right} newly right; "
+                f"McNemar's exact test), "
                 f"e.g. {shown}",
                 {
                     "p_value": cmp.p_value,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import re
+import shlex
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -615,7 +615,9 @@ def _from_here(config: pytest.Config, path: Path) -> str:
     look for ``reports/seqgate.json`` there."""
     here, path = config.invocation_params.dir, config.rootpath / path
     try:
-        return str(path.relative_to(here)) if here == config.rootpath else os.path.relpath(path, here)
+        if here == config.rootpath:
+            return str(path.relative_to(here))
+        return os.path.relpath(path, here)
     except ValueError:  # outside the rootdir, or on another drive
         return str(path)
 
