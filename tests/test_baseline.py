@@ -153,7 +153,7 @@ def test_changed_eval_set_compares_shared_samples(project):
     result = project.run("--seqgate-baseline", "b.json")
     assert_lines(
         result.stdout.str(),
-        "*the eval set changed since the baseline: * sample(s) "
+        "*the eval set changed since the baseline: * sample* "
         "added, * removed, 0 relabelled; the per-sample comparison uses the * shared*",
     )
 

@@ -91,7 +91,7 @@ def test_a_hand_built_layout_is_judged_by_its_sequences_alone() -> None:
     data = SequenceData(values, torch.tensor([4, 0]), torch.tensor([2, 3]), torch.tensor([0, 1]))
     model = nn.EmbeddingBag(10, 2)
     with pytest.raises(
-        ModelError, match=r"<memory>\[0\]: token id 12 .*\(1 record\(s\) affected\)"
+        ModelError, match=r"<memory>\[0\]: token id 12 .*\(1 record affected\)"
     ):
         check_embedding_range(model, data)
     values[5] = 4
@@ -608,7 +608,7 @@ def test_an_evaluation_checks_gates_without_pytest(tmp_path: Path) -> None:
     with pytest.raises(GateFailure) as info:
         ev.check(min_recall={"spam": recall + 0.05}, min_accuracy=0.5)
     lines = str(info.value).splitlines()
-    assert lines[0] == f"seqgate: 1 of 2 gate(s) failed for {ev.name} on {ev.eval_data}"
+    assert lines[0] == f"seqgate: 1 of 2 gates failed for {ev.name} on {ev.eval_data}"
     assert lines[3].split()[:5] == ["recall", "spam", ">=", f"{recall + 0.05:g}", f"{recall:.3f}"]
     assert [r.passed for r in ev.gates] == [True, False, True]
     with pytest.raises(ConfigError, match=r"^check\(\): unknown gate `min_recal` \(did you mean"):

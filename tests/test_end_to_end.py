@@ -55,7 +55,7 @@ def test_failing_gate_exit_1_with_table(project):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*seqgate: * gate(s) failed for test_gates.py::test_quality*",
+            "*seqgate: * of * failed for test_gates.py::test_quality*",
             "*metric*class*threshold*value*reason*",
             "*recall*spam*>= 0.9*0.700*",
             # The records behind it: the first missed spam (rule_records' lines 2, 4, ...).
@@ -88,7 +88,7 @@ def test_a_failed_body_keeps_its_failure_and_its_gates_are_still_reported(projec
     result = project.run()
     result.assert_outcomes(failed=1, skipped=1)
     out = result.stdout.str()
-    assert "assert 200 == 1" in out and "gate(s) failed for" not in out  # its own failure
+    assert "assert 200 == 1" in out and " failed for test_" not in out  # its own failure
     assert_lines(out, "*test_gates.py::test_body_fails*recall[spam]*>= 0.9*0.700*FAIL*")
     gates = json.loads((project.path / "r.json").read_text())["evaluations"][0]["gates"]
     assert [(g["test"], g["metric"], g["passed"]) for g in gates] == [

@@ -212,8 +212,12 @@ def test_cli_bad_int_is_argparse_error(project):
             "layers may disagree*Linear whose in_features*(raised at models.py:{BAD_HEAD})",
         ),
         ("models:PerToken", "*per-token outputs [40, 12, 2]*sequence labelling*pool*"),
-        ("models:first_token3", "*3 logit(s) per sequence (3 classes) but seqgate_labels names 2*"),
-        ("models:NaNOnThree", "*NaN or Inf logits for 2 of 40 sample(s) (first: eval.jsonl:24)*"),
+        (
+            "models:first_token3",
+            "*the model returned 3 logits per sequence, but seqgate_labels names 2 classes; fix "
+            "seqgate_labels or the model's output layer*",
+        ),
+        ("models:NaNOnThree", "*NaN or Inf logits for 2 of 40 samples (first: eval.jsonl:24)*"),
     ],
 )
 def test_inference_errors(project, model, message):

@@ -329,6 +329,26 @@ def test_a_tuple_whose_logits_are_not_first_names_the_item_that_fits() -> None:
     )
 
 
+def test_a_class_count_that_differs_from_labels_read_off_the_data_says_so() -> None:
+    """With no seqgate_labels the classes are the names the records hold: the
+    error said "seqgate_labels names 3 classes" of a setting the user never made."""
+    data = random_data(40)
+    data.label_names, data.names_inferred, data.source = ("a", "b", "c"), True, "eval.jsonl"
+    model = nn.Sequential(nn.EmbeddingBag(100, 4), nn.Linear(4, 2))
+    assert refusal(model, data, num_classes=3) == (
+        "the model returned 2 logits per sequence, but the labels of eval.jsonl name 3 "
+        "classes, ['a', 'b', 'c'], and seqgate_labels is not set; set it to the model's "
+        "classes in output order, or fix the model's output layer"
+    )
+    data.names_inferred = False
+    assert refusal(
+        nn.Sequential(nn.EmbeddingBag(100, 4), nn.Linear(4, 1)), data, num_classes=3
+    ) == (
+        "the model returned 1 logit per sequence (binary), but seqgate_labels names 3 classes; "
+        "fix seqgate_labels or the model's output layer"
+    )
+
+
 def test_a_convolution_longer_than_the_shortest_batch_is_explained() -> None:
     """A CNN text classifier (kernels of 3 to 5) meets a batch of 2-step sequences:
     seqgate pads a batch only to its own longest sequence. The error says so, with

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from pytest_seqgate import REPORT_SCHEMA
 from pytest_seqgate.diagnostics import Finding
-from pytest_seqgate.exceptions import ConfigError
+from pytest_seqgate.exceptions import ConfigError, counted
 from pytest_seqgate.metrics import SUMMARY_METRICS
 from pytest_seqgate.stats import binomial_sf, p_value_text
 
@@ -302,7 +302,7 @@ def compare(
             Finding(
                 "baseline",
                 "warning",
-                f"the eval set changed since the baseline: {cmp.added} sample(s) added, "
+                f"the eval set changed since the baseline: {counted(cmp.added, 'sample')} added, "
                 f"{cmp.removed} removed, {cmp.changed} relabelled; the per-sample comparison uses "
                 f"the {cmp.shared - cmp.changed} shared ones",
                 {"added": cmp.added, "removed": cmp.removed, "changed": cmp.changed},

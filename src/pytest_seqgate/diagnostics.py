@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from pytest_seqgate.data import SequenceData
+from pytest_seqgate.exceptions import counted
 from pytest_seqgate.metrics import Metrics
 from pytest_seqgate.stats import binomial_sf, p_value_text
 
@@ -54,11 +55,6 @@ def _defined(value: Any) -> Any:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
-
-
-def counted(n: int, noun: str) -> str:
-    """``1 sample``, ``2 samples``: a message about one sample reads as one."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def accuracy_paradox(

@@ -68,6 +68,11 @@ def as_share(value: float) -> str:
     return ""
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 sample``, ``2 samples``: a message about one sample reads as one."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def label_list(labels: Iterable[str], most: int = 12) -> str:
     """Class names for a message: all of a few, else the first and last ones and
     how many (a message listing 150 class names was a screenful, its point lost)."""

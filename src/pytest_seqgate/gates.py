@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from pytest_seqgate.exceptions import ConfigError, as_share, label_list
+from pytest_seqgate.exceptions import ConfigError, as_share, counted, label_list
 
 if TYPE_CHECKING:
     from pytest_seqgate.diagnostics import SliceSpec
@@ -687,7 +687,7 @@ def _underpowered(
         for f in evaluation.findings_of("underpowered")
     ):
         return
-    from pytest_seqgate.diagnostics import Finding, counted
+    from pytest_seqgate.diagnostics import Finding
 
     label = f"{gate.metric}[{gate.class_name}]" if gate.class_name else gate.metric
     if gate.class_name is None:
@@ -720,7 +720,6 @@ def _underpowered(
 def _out_of_reach(evaluation: Evaluation, threshold: float) -> str:
     """Why no model could pass an accuracy gate: copies of a sequence with
     different labels (the ``conflicting_labels`` finding) cap accuracy below it."""
-    from pytest_seqgate.diagnostics import counted
 
     for finding in evaluation.findings_of("conflicting_labels"):
         ceiling = float(finding.data["max_accuracy"])
@@ -950,7 +949,7 @@ def failure_message(results: list[GateResult], test: str, where: str = "") -> st
     advice = f"{ADVICE}\n{where}" if where else ADVICE
     examples = "".join(f"\n{line}" for line in example_lines(failed))
     return (
-        f"seqgate: {len(failed)} of {len(results)} gate(s) failed for {test}\n{table}"
+        f"seqgate: {len(failed)} of {counted(len(results), 'gate')} failed for {test}\n{table}"
         f"{examples}\n{advice}"
     )
 

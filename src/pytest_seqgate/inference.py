@@ -30,7 +30,7 @@ from pytest_seqgate.data import (
     step_owners,
     tensor_shape,
 )
-from pytest_seqgate.exceptions import ConfigError, ModelError, raised_at
+from pytest_seqgate.exceptions import ConfigError, ModelError, counted, label_list, raised_at
 
 ForwardHook = Callable[[nn.Module, Batch], Any]
 Progress = Callable[[int, int], None]  # (sequences done, total)
@@ -309,7 +309,7 @@ def check_embedding_range(model: nn.Module, data: SequenceData) -> None:
         table = f"embedding size {size}" if len(sizes) == 1 else f"largest embedding table ({size})"
         raise ModelError(
             f"{data.record(record)}: token id {int(values[first])} is at or above the "
-            f"model's {table} ({count} record(s) affected); the tokenizer and "
+            f"model's {table} ({counted(count, 'record')} affected); the tokenizer and "
             f"the model's vocabulary disagree"
         )
 
@@ -439,7 +439,9 @@ def _tuple_hint(output: Any, num_classes: int | None) -> str:
     )
 
 
-def _validate_logits(logits: Any, batch: Batch, num_classes: int | None) -> Tensor:
+def _validate_logits(
+    logits: Any, batch: Batch, num_classes: int | None, data: SequenceData | None = None
+) -> Tensor:
     if not isinstance(logits, Tensor):
         raise ModelError(
             f"the model returned {type(logits).__name__} for {_describe(batch)}; expected logits "
@@ -470,11 +472,20 @@ def _validate_logits(logits: Any, batch: Batch, num_classes: int | None) -> Tens
     width = 1 if logits.dim() == 1 else int(logits.shape[1])
     classes = 2 if width == 1 else width
     if num_classes is not None and classes != num_classes:
-        raise ModelError(
-            f"the model returned {width} logit(s) per sequence ({classes} classes) but "
-            f"seqgate_labels names {num_classes} classes; fix seqgate_labels or the model's "
-            f"output layer"
-        )
+        returned = "1 logit per sequence (binary)" if width == 1 else f"{width} logits per sequence"
+        if data is not None and data.names_inferred and data.label_names is not None:
+            # No seqgate_labels: the classes are the names the records hold.
+            named = (
+                f"the labels of {data.source} name {num_classes} classes, "
+                f"{label_list(data.label_names)}, and seqgate_labels is not set; set it to "
+                f"the model's classes in output order, or fix the model's output layer"
+            )
+        else:
+            named = (
+                f"seqgate_labels names {num_classes} classes; fix seqgate_labels or the "
+                f"model's output layer"
+            )
+        raise ModelError(f"the model returned {returned}, but {named}")
     return logits
 
 
@@ -671,7 +682,7 @@ def predict(
             # step axis there, and [batch, 1, classes] is reshaped below.)
             if not checked or not isinstance(logits, Tensor) or logits.shape[0] != size:
                 try:
-                    logits = _validate_logits(logits, batch, num_classes)
+                    logits = _validate_logits(logits, batch, num_classes, data)
                 except ModelError as exc:
                     raise ModelError(f"{exc}{_tuple_hint(output, num_classes)}") from None
                 checked = True
@@ -717,7 +728,8 @@ def predict(
                 "src_key_padding_mask: seqgate then passes that mask"
             )
         raise ModelError(
-            f"the model returned NaN or Inf logits for {count} of {n} sample(s) (first: {where}); "
+            f"the model returned NaN or Inf logits for {count} of {counted(n, 'sample')} "
+            f"(first: {where}); "
             f"check for overflow in the model or a checkpoint with NaN weights{hint}"
         )
     kind = output_kind(logits) if outputs == "auto" else outputs

@@ -23,8 +23,9 @@ from torch import Tensor
 
 from pytest_seqgate import REPORT_SCHEMA
 from pytest_seqgate.curves import Ranking
-from pytest_seqgate.diagnostics import Finding, SliceResult, counted
+from pytest_seqgate.diagnostics import Finding, SliceResult
 from pytest_seqgate.evaluation import Evaluation, Uncertainty
+from pytest_seqgate.exceptions import counted
 from pytest_seqgate.gates import (
     GateResult,
     distinct_examples,
