@@ -90,9 +90,7 @@ def test_a_hand_built_layout_is_judged_by_its_sequences_alone() -> None:
     values = torch.tensor([1, 2, 5, -1, 3, 12])
     data = SequenceData(values, torch.tensor([4, 0]), torch.tensor([2, 3]), torch.tensor([0, 1]))
     model = nn.EmbeddingBag(10, 2)
-    with pytest.raises(
-        ModelError, match=r"<memory>\[0\]: token id 12 .*\(1 record affected\)"
-    ):
+    with pytest.raises(ModelError, match=r"<memory>\[0\]: token id 12 .*\(1 record affected\)"):
         check_embedding_range(model, data)
     values[5] = 4
     check_embedding_range(model, SequenceData(values, data.offsets, data.lengths, data.labels))

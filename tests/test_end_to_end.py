@@ -107,10 +107,12 @@ def test_a_test_reads_numbers_by_name_and_a_misnamed_class_fails_at_its_line(pro
         "    assert seqgate_evaluation.value('recall', 'spam') == 0.7\n"
         "    assert seqgate_evaluation.value('recall', 'ham') == 1.0\n\n"
         "def test_typo(seqgate_evaluation):\n"
-        "    seqgate_evaluation.value('recall', 'spma')\n"
+        "    seqgate_evaluation.value('recall', 'spma')\n\n"
+        "def test_check(seqgate):\n"
+        "    seqgate.check(min_recall={'spam': 0.9})\n"
     )
     result = project.run()
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=1, failed=2)
     out = result.stdout.str()
     assert_lines(
         out,
@@ -118,6 +120,7 @@ def test_a_test_reads_numbers_by_name_and_a_misnamed_class_fails_at_its_line(pro
         ">       seqgate_evaluation.value('recall', 'spma')",
         "E       *ConfigError: no class 'spma' (did you mean `spam`?); the classes are *",
         "test_gates.py:6: ConfigError",
+        "seqgate = <seqgate helper of <Evaluation models:first_token on eval.jsonl: 200 *>>",
     )
     assert "tensor(" not in out and "evaluation.py" not in out
 

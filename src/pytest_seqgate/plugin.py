@@ -1110,6 +1110,10 @@ class SeqgateHelper:
         self.evaluation = evaluation
         self._item = item
 
+    def __repr__(self) -> str:
+        # pytest prints a failed test's fixtures: one line, as the evaluation's.
+        return f"<seqgate helper of {self.evaluation!r}>"
+
     @property
     def metrics(self) -> Any:
         return self.evaluation.metrics
