@@ -20,7 +20,7 @@ from pytest_seqgate.diagnostics import (
     traded_labels,
 )
 from pytest_seqgate.exceptions import ConfigError, DataError, GateFailure
-from pytest_seqgate.gates import merge_gate_kwargs, parse_gates
+from pytest_seqgate.gates import bind_classes, merge_gate_kwargs, parse_gates
 from pytest_seqgate.metrics import compute_metrics
 from pytest_seqgate.stats import binomial_sf, p_value_text, wilson_interval
 
@@ -533,6 +533,54 @@ def test_a_gate_line_reads_class_names_with_brackets_and_spaces() -> None:
     assert gate.class_name == "не спам"
     with pytest.raises(ConfigError, match=r"recall\[spam \[promo\]\] >= 0.5"):
         parse_gate_line("recall[spam [promo]] > 0.5", labels)
+
+
+def test_a_gate_line_names_its_metric_in_a_line_s_words() -> None:
+    """``recal[b] >= 0.1`` was told of an unknown gate `min_recal` and a list of
+    marker keys; a line is told of the metric, in the names a line uses."""
+    from pytest_seqgate.gates import parse_gate_line
+
+    labels = ("ham", "spam")
+    with pytest.raises(ConfigError) as info:
+        parse_gate_line("recal[spam] >= 0.1", labels)
+    assert str(info.value).startswith(
+        "seqgate_gates: 'recal[spam] >= 0.1': unknown metric `recal` (did you mean `recall`?); "
+        "a line reads accuracy, average_precision, balanced_accuracy, ece, f1, "
+    )
+    with pytest.raises(ConfigError, match="'ece >= 0.1': ece takes only an upper bound: <=$"):
+        parse_gate_line("ece >= 0.1", labels)
+    # min_support is a setting of the gates, not a metric to compare.
+    with pytest.raises(ConfigError, match="unknown metric `support`"):
+        parse_gate_line("support >= 3", labels)
+    # The marker's max_regression={metric: number}, one entry a line.
+    [gate] = parse_gate_line("regression.recall[spam] <= 0.05", labels).spec.gates
+    assert (gate.key, gate.metric, gate.threshold) == (
+        "max_regression",
+        "regression.recall[spam]",
+        0.05,
+    )
+    with pytest.raises(
+        ConfigError, match=r"but got 'recal\[spam\]' \(did you mean `recall\[spam\]`"
+    ):
+        parse_gate_line("regression.recal[spam] <= 0.05", labels)
+
+
+def test_a_misspelt_regression_metric_is_a_usage_error_not_a_silent_pass() -> None:
+    """``max_regression={"recal[spam]": 0.05}`` passed against every baseline, as
+    "the baseline has no recal[spam]"; a class the labels lack is caught when
+    they become known (from the data, after collection began)."""
+    with pytest.raises(ConfigError, match=r"but got 'macro_f2' \(did you mean `macro_f1`\?\)"):
+        parse_gates({"max_regression": {"macro_f2": 0.1}}, ("ham", "spam"))
+    spec = parse_gates({"max_regression": {"recall[spma]": 0.1}}, None)
+    with pytest.raises(ConfigError, match="`max_regression` names class 'spma' \\(did you mean"):
+        bind_classes(spec, ("ham", "spam"))
+    # A per-class metric without a class means every class, precision and F1 too.
+    spec = parse_gates({"max_regression": {"precision": 0.1, "mcc": 0.2}}, ("ham", "spam"))
+    assert [g.metric for g in bind_classes(spec, ("ham", "spam")).gates] == [
+        "regression.precision[ham]",
+        "regression.precision[spam]",
+        "regression.mcc",
+    ]
 
 
 def test_a_gate_says_by_how_much_it_clears_or_misses_its_threshold() -> None:

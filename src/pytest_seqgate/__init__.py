@@ -18,6 +18,21 @@ REPORT_SCHEMA = "seqgate-report/1"
 #: The JSON Schema (draft 2020-12) of that report, shipped with the package, so a CI
 #: job can validate the files it consumes against the version that wrote them.
 REPORT_SCHEMA_FILE = Path(__file__).with_name("seqgate-report-1.schema.json")
+#: The report's ``metrics`` and ``per_class`` entries, by name: here, free of torch,
+#: for the gates that name them at collection.
+SUMMARY_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "weighted_f1",
+    "micro_f1",
+    "mcc",
+    "kappa",
+    "no_information_rate",
+)
+PER_CLASS_METRICS = ("precision", "recall", "f1")
 
 __all__ = [
     "REPORT_SCHEMA",

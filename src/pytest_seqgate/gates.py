@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
+from pytest_seqgate import PER_CLASS_METRICS, SUMMARY_METRICS
 from pytest_seqgate.exceptions import ConfigError, as_share, counted, label_list
 
 if TYPE_CHECKING:
@@ -302,6 +303,34 @@ def _max_gates(
     return out
 
 
+def _check_regression_metric(metric: str, labels: tuple[str, ...] | None) -> None:
+    """A ``max_regression`` entry names a metric the baseline comparison has, or
+    a class of the labels: a misspelt one was never compared, and its gate
+    passed as "the baseline has no recal[spam]"."""
+    match = re.fullmatch(r"(\w+)\[(.+)\]", metric)
+    name, class_name = match.groups() if match else (metric, None)
+    if class_name is None and name in (*SUMMARY_METRICS, *PER_CLASS_METRICS):
+        return
+    if class_name is not None and name in PER_CLASS_METRICS:
+        if labels is not None and class_name not in labels:
+            raise ConfigError(
+                f"`max_regression` names class {class_name!r}"
+                f"{did_you_mean(class_name, labels)}, which is not one of the labels "
+                f"{label_list(labels)}"
+            )
+        return
+    known = [*SUMMARY_METRICS, *PER_CLASS_METRICS, *(f"{m}[CLASS]" for m in PER_CLASS_METRICS)]
+    near = (
+        [f"{m}[{class_name}]" for m in PER_CLASS_METRICS]
+        if class_name is not None
+        else [*SUMMARY_METRICS, *PER_CLASS_METRICS]
+    )
+    raise ConfigError(
+        f"`max_regression` compares {', '.join(known)}, but got {metric!r}"
+        f"{did_you_mean(metric, near)}"
+    )
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean `min_recall`?)`` for a near miss, else nothing."""
     import difflib
@@ -372,6 +401,8 @@ def parse_gates(
             )
         elif key == "max_regression":
             gates.extend(_max_gates(key, value, "regression", ("accuracy", "macro_f1", "recall")))
+            for metric in value if isinstance(value, Mapping) else ():
+                _check_regression_metric(str(metric), labels)
         elif key in FINDING_GATES:
             if not isinstance(value, bool):
                 raise ConfigError(f"Expected `{key}` to be True or False, but got {value!r}")
@@ -474,6 +505,26 @@ def _line_meant(line: str) -> str:
     return f" ({why}: did you mean '{near['head']} {op} {value:g}{near['rest']}'?)"
 
 
+# The metrics a seqgate_gates line compares: the marker's min_/max_ keys without
+# the prefix (min_support is a setting of the gates, not a metric).
+LINE_LOWER_BOUNDED = tuple(k[4:] for k in KNOWN_KEYS if k[:4] == "min_" and k != "min_support")
+LINE_UPPER_BOUNDED = tuple(k[4:] for k in KNOWN_KEYS if k[:4] == "max_")
+
+
+def _unknown_line_metric(metric: str, op: str) -> str:
+    """Why a gate line's metric is not one: it takes the other bound (``ece >=``),
+    or it is no metric a line reads (with the one meant, if near)."""
+    lower, upper = LINE_LOWER_BOUNDED, LINE_UPPER_BOUNDED
+    if metric in (upper if op == ">=" else lower):
+        return f"{metric} takes only {'an upper bound: <=' if op == '>=' else 'a lower bound: >='}"
+    names = sorted({*lower, *upper})
+    return (
+        f"unknown metric `{metric}`{did_you_mean_key(metric, names)}; a line reads "
+        f"{', '.join(names)} (per class: METRIC[CLASS]), or a pytest_seqgate_metrics "
+        f"hook's metric"
+    )
+
+
 def parse_gate_line(
     line: str,
     labels: tuple[str, ...] | None,
@@ -520,15 +571,23 @@ def parse_gate_line(
             f"{setting}: {line!r}: {metric} takes only "
             f"{'an upper bound: <=' if bounded_above else 'a lower bound: >='}"
         )
-    if metric.startswith("train_test_gap"):
-        sub = metric.partition(".")[2]
-        kwargs: dict[str, Any] = {"max_train_test_gap": {sub: value} if sub else value}
+    if metric.startswith(("train_test_gap", "regression")):
+        # `train_test_gap.macro_f1 <= 0.1`, `regression.recall[spam] <= 0.05`: the
+        # marker's {metric: number} form, one entry a line.
+        head, _, sub = metric.partition(".")
+        sub += f"[{cls}]" if cls and sub else ""
+        kwargs: dict[str, Any] = {f"max_{head}": {sub: value} if sub else value}
     elif metric == "leakage":
         kwargs = {"max_leakage": value}
     else:
         key = ("min_" if op == ">=" else "max_") + metric
         target: Any = value if at is None else (value, at)
         kwargs = {key: {cls: target} if cls else target}
+    (key,) = kwargs
+    known = {f"min_{m}" for m in LINE_LOWER_BOUNDED} | {f"max_{m}" for m in LINE_UPPER_BOUNDED}
+    if key not in known and not (allow_unknown_custom and key[:4] in ("min_", "max_")):
+        # In a line's words, not a marker's: `recal`, not `min_recal`.
+        raise ConfigError(f"{setting}: {line!r}: {_unknown_line_metric(metric, op)}")
     try:
         spec = parse_gates(kwargs, labels, allow_unknown_custom=allow_unknown_custom)
     except ConfigError as exc:
@@ -545,13 +604,16 @@ def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
     gates: list[Gate] = []
     per_class = {*PER_CLASS_GATES.values(), *TRADE_OFF_GATES.values()}
     for gate in spec.gates:
-        if gate.metric == "regression.recall":
+        per_class_regression = gate.metric.removeprefix("regression.")
+        if gate.metric.startswith("regression.") and per_class_regression in PER_CLASS_METRICS:
             # "recall" means every class's recall.
             gates.extend(
-                Gate(gate.key, f"regression.recall[{name}]", None, gate.op, gate.threshold)
+                Gate(gate.key, f"{gate.metric}[{name}]", None, gate.op, gate.threshold)
                 for name in labels
             )
             continue
+        if gate.metric.startswith("regression."):
+            _check_regression_metric(per_class_regression, labels)
         if gate.metric in per_class and gate.class_name is None:
             gates.extend(
                 Gate(gate.key, gate.metric, name, gate.op, gate.threshold, gate.param)

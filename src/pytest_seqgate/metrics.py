@@ -19,20 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-SUMMARY_METRICS = (
-    "accuracy",
-    "balanced_accuracy",
-    "macro_precision",
-    "macro_recall",
-    "macro_f1",
-    "weighted_f1",
-    "micro_f1",
-    "mcc",
-    "kappa",
-    "no_information_rate",
-)
-PER_CLASS_METRICS = ("precision", "recall", "f1")
-
+# Re-exported: the names are the report's, defined where no torch is imported.
+from pytest_seqgate import PER_CLASS_METRICS as PER_CLASS_METRICS
+from pytest_seqgate import SUMMARY_METRICS as SUMMARY_METRICS
 
 _CHUNK = 1 << 18
 _scratch = threading.local()
