@@ -215,6 +215,31 @@ def test_labels_that_are_numbers_written_as_strings(tmp_path: Path) -> None:
     assert read_jsonl(path).label_names == tuple(stars)
 
 
+def test_number_labels_of_classes_named_by_numbers(tmp_path: Path) -> None:
+    """Star ratings as integers (``"label": 5``) with seqgate_labels "1" to "5": 5 is
+    no index among 5 classes, so the integers are the classes' names, and 1 is "1"
+    (read as indexes, 1 to 4 were silently "2" to "5"). Integers that fit both
+    readings stay indexes, as a training set's targets; a mix is an error."""
+
+    def labels_of(values: list[int], name: str) -> list[int]:
+        path = write(tmp_path / name, jsonl(*({"tokens": [1], "label": v} for v in values)))
+        return read_jsonl(path, labels=("1", "2", "3", "4", "5"), display=name).labels.tolist()
+
+    assert labels_of([5, 1, 3, 1], "names.jsonl") == [4, 0, 2, 0]
+    assert labels_of([0, 4, 2], "indexes.jsonl") == [0, 4, 2]
+    assert labels_of([1, 4], "both.jsonl") == [1, 4]
+    with pytest.raises(DataError) as info:
+        labels_of([1, 0, 5], "mixed.jsonl")
+    assert str(info.value) == (
+        "mixed.jsonl:3: label 5 names the class '5' but is no index below 5, and "
+        "mixed.jsonl:2 has label 0, which names no class: the classes are named by numbers, "
+        "so write every label as a class name (1 to 5) or every one as an index (0 to 4)"
+    )
+    # The same in a set built in code (a fixture's pairs of sequence and rating).
+    data = from_dataset([([1, 2], 5), ([3], 2)], "ratings", ("1", "2", "3", "4", "5"))
+    assert data.labels.tolist() == [4, 1]
+
+
 def test_jsonl_bom_and_non_utf8(tmp_path: Path, parser: str) -> None:
     path = write(
         tmp_path / "b.jsonl", b"\xef\xbb\xbf" + jsonl({"tokens": [1], "label": 0}).encode()

@@ -816,10 +816,18 @@ class _Builder:
                     f"so indices and names can be matched"
                 )
         index = {name: i for i, name in enumerate(names)}
+        by_number = self._numbered_classes(raw, names)
         out = []
         for i, value in enumerate(raw):
             if isinstance(value, str) and value in index:
                 out.append(index[value])
+            elif by_number is not None and (
+                (isinstance(value, int) and not isinstance(value, bool))
+                or (isinstance(value, str) and value.isascii() and value.isdigit())
+            ):
+                if int(value) not in by_number:
+                    self._unknown_label(i, value, names, numbered=True)
+                out.append(by_number[int(value)])
             elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
                 out.append(value)
             elif isinstance(value, str) and value.isascii() and value.isdigit():
@@ -832,13 +840,51 @@ class _Builder:
                 self._unknown_label(i, value, names)
         return torch.tensor(out, dtype=torch.int64).reshape(-1), names
 
-    def _unknown_label(self, i: int, value: Any, names: tuple[str, ...]) -> NoReturn:
+    @staticmethod
+    def _numbered_classes(raw: list[Any], names: tuple[str, ...]) -> dict[int, int] | None:
+        """Class positions by number, where the number labels are class names.
+
+        Classes named by numbers ("1" to "5" stars) make an integer label
+        ambiguous: 5 is no index among 5 classes, so it names the class "5", and
+        then 1 must name "1" too (read as an index, it was silently "2"). Integers
+        are names when every one of them is a name and one is no index; where
+        all of them fit both readings they stay indexes, as a training set's
+        targets are."""
+        if not all(name.isascii() and name.isdigit() for name in names):
+            return None
+        by_number = {int(name): i for i, name in enumerate(names)}
+        numbers = {x for x in raw if isinstance(x, int) and not isinstance(x, bool)}
+        if numbers <= set(by_number) and not numbers <= set(range(len(names))):
+            return by_number
+        return None
+
+    def _unknown_label(
+        self, i: int, value: Any, names: tuple[str, ...], numbered: bool = False
+    ) -> NoReturn:
         folded = [n for n in names if isinstance(value, str) and n.lower() == value.lower()]
         near = f": it differs from {folded[0]!r} only in case" if folded else ""
+        ints = enumerate(self.raw_labels)
+        other = next((j for j, x in ints if isinstance(x, int) and str(x) not in names), None)
+        numbers = all(name.isascii() and name.isdigit() for name in names)
+        if numbers and isinstance(value, int) and str(value) in names and other is not None:
+            # Classes named by numbers, read as indexes since some label is no name.
+            raise DataError(
+                f"{self.where(self.lines[i])}: label {value} names the class {str(value)!r} but "
+                f"is no index below {len(names)}, and {self.where(self.lines[other])} has label "
+                f"{self.raw_labels[other]}, which names no class: the classes are named by "
+                f"numbers, so write every label as a class name ({names[0]} to {names[-1]}) or "
+                f"every one as an index (0 to {len(names) - 1})"
+            )
+        nor = (
+            ": the classes are named by numbers, so a number label names its class "
+            "and is not read as an index"
+            if numbered
+            else f" (nor an index below {len(names)}){near}"
+        )
         raise DataError(
             f"{self.where(self.lines[i])}: label {value!r} is not one of "
-            f"seqgate_labels {label_list(names)} (nor an index below {len(names)}){near}; "
-            f"fix the record or add the class to seqgate_labels"
+            f"seqgate_labels {label_list(names)}{nor}; fix the record or add the class to "
+            f"seqgate_labels"
         )
 
     def build(self) -> SequenceData:
