@@ -595,12 +595,12 @@ def test_token_ids_beyond_embedding_are_named() -> None:
     with pytest.raises(
         ModelError,
         match=r"e.jsonl\[1\]: token id 250 is at or above the model's "
-        r"embedding size 100 \(1 record\(s\) affected\)",
+        r"embedding size 100 \(1 record affected\)",
     ):
         predict(PackedGRU(), data, CPU)
     # Records are counted once however many of their ids are too large.
     data = SequenceData.from_sequences([[1], [5, 200, 300], [4], [700]], [0, 1, 0, 1])
-    with pytest.raises(ModelError, match=r"\[1\]: token id 200 .* \(2 record\(s\) affected\)"):
+    with pytest.raises(ModelError, match=r"\[1\]: token id 200 .* \(2 records affected\)"):
         predict(PackedGRU(), data, CPU)
 
 
@@ -626,7 +626,7 @@ def test_embedding_range_is_the_largest_table() -> None:
     with pytest.raises(
         ModelError,
         match=r"e.jsonl\[1\]: token id 300 is at or above the model's largest embedding "
-        r"table \(300\) \(1 record\(s\) affected\)",
+        r"table \(300\) \(1 record affected\)",
     ):
         predict(Positions(), past, CPU)
 
