@@ -837,6 +837,8 @@ def test_training_checkpoints_and_wrapper_prefixes_load(factory_project: Path) -
         "loop.ckpt": {"epoch": 3, "model_state_dict": weights, "optimizer": {"lr": 0.1}},
         "lightning.ckpt": {"state_dict": {f"model.{k}": v for k, v in weights.items()}},
         "dp.ckpt": {f"module._orig_mod.{k}": v for k, v in weights.items()},
+        # A script's own name for the one state dict it holds.
+        "own.ckpt": {"epoch": 3, "model_state": weights, "best_f1": 0.9},
     }
     for name, content in saved.items():
         torch.save(content, factory_project / name)
@@ -852,6 +854,17 @@ def test_training_checkpoints_and_wrapper_prefixes_load(factory_project: Path) -
         )
     assert "holds a dict with the keys ['epoch', 'optimizer'] and no state dict" in str(info.value)
     assert "'model_state_dict'" in str(info.value)
+    # Two state dicts (a model and its EMA): which one is gated is not guessed.
+    torch.save({"model_state": weights, "ema": weights}, factory_project / "two.ckpt")
+    with pytest.raises(ModelError) as info:
+        load_model(
+            Settings.from_dict(factory_project, model="two.ckpt", model_factory="arch:build")
+        )
+    assert str(info.value).endswith(
+        "two.ckpt holds a dict with the keys ['ema', 'model_state'] and state dicts under "
+        "'model_state', 'ema': seqgate cannot tell which is the model; save the one to gate "
+        "with torch.save(checkpoint[KEY], path)"
+    )
 
 
 def test_malicious_pickle_is_not_executed(factory_project: Path) -> None:

@@ -546,11 +546,21 @@ def _weights_in(state: Any, path: Path | str) -> dict[str, Tensor]:
         for key in STATE_KEYS:
             if _is_state_dict(state.get(key)):
                 return dict(state[key])
-        raise ModelError(
-            f"{path} holds a dict with the keys {sorted(map(str, state))[:12]} and no state "
-            f"dict (a mapping of names to tensors) at the top or under "
+        # A training script's own name for it ("model_state", "ema"): the one
+        # entry that is a state dict. Two (a model and its EMA) would be a guess.
+        held = [key for key, value in state.items() if _is_state_dict(value)]
+        if len(held) == 1:
+            return dict(state[held[0]])
+        which = (
+            f"state dicts under {', '.join(repr(k) for k in held)}: seqgate cannot tell "
+            f"which is the model; save the one to gate with torch.save(checkpoint[KEY], path)"
+            if held
+            else f"no state dict (a mapping of names to tensors) at the top or under "
             f"{', '.join(repr(k) for k in STATE_KEYS)}; save it with "
             f"torch.save(model.state_dict(), path)"
+        )
+        raise ModelError(
+            f"{path} holds a dict with the keys {sorted(map(str, state))[:12]} and {which}"
         )
     raise ModelError(
         f"{path} does not hold a state dict (a mapping of names to tensors) but "
