@@ -741,6 +741,16 @@ def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_ne
     by_lang = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0, slice_by=("lang",)))
     named = {s.name: s.n for s in by_lang.slices if s.group == "lang"}
     assert named == {"lang=en": 10, "lang=fr": 10, "lang=null": 10}
+    # None weak (the model is perfect on each): the terminal says the slices asked
+    # for were looked at, where it said nothing, as if the setting were ignored.
+    from pytest_seqgate.report import render_terminal
+
+    lines = [line for line, _ in render_terminal([by_lang])]
+    slices = len(by_lang.slices)
+    assert (
+        f"{slices} slices (by length, lang), none of 20+ samples with a macro F1 more than 0.1 "
+        "below the whole set's; -v lists them"
+    ) in lines
     with pytest.raises(ConfigError, match=r"no key 'lagn' \(did you mean `lang`\?\)"):
         check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lagn=fr"}), "t")
     with pytest.raises(

@@ -39,6 +39,7 @@ from pytest_seqgate.gates import (
     format_value,
 )
 from pytest_seqgate.metrics import SUMMARY_METRICS, Metrics
+from pytest_seqgate.stats import p_value_text
 
 
 def _num(value: float) -> float | None:
@@ -513,7 +514,7 @@ def against_baseline(ev: Evaluation) -> str:
         changes.append(f"{metric} {format_change(-drop)}")
     worse = next((f for f in ev.findings if f.kind == "significant_regression"), None)
     if worse is not None:
-        changes.append(f"significantly worse (p = {worse.data['p_value']:.3g})")
+        changes.append(f"significantly worse ({p_value_text(worse.data['p_value'])})")
     return f"; against the baseline: {', '.join(changes)}" if changes else ""
 
 
@@ -577,7 +578,7 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
                     (
                         f"McNemar on {counted(cmp.shared - cmp.changed, 'shared sample')}: "
                         f"{cmp.newly_wrong} newly wrong, {cmp.newly_right} newly right, "
-                        f"p = {cmp.p_value:.3g}",
+                        f"{p_value_text(cmp.p_value)}",
                         "",
                     )
                 )
@@ -591,6 +592,19 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
                 )
             )
             table(slice_rows(ev, slices), SLICE_HEADERS)
+        elif any(s.group != "length" for s in ev.slices):
+            # Slices the user asked for (seqgate_slice_by), none of them weak: say
+            # they were looked at, or the report reads as if the setting were ignored.
+            groups = dict.fromkeys(s.group for s in ev.slices)
+            out.append(("", ""))
+            out.append(
+                (
+                    f"{counted(len(ev.slices), 'slice')} (by {', '.join(groups)}), none of "
+                    f"{SLICE_MIN_SAMPLES}+ samples with a macro F1 more than {SLICE_GAP} below "
+                    f"the whole set's; -v lists them",
+                    "",
+                )
+            )
         shown = failed_first(ev.gates if verbosity > 0 else [g for g in ev.gates if not g.passed])
         if shown:
             out.append(("", ""))
