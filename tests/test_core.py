@@ -108,6 +108,11 @@ def test_wilson_textbook_value() -> None:
     assert low == pytest.approx(centre - half, abs=1e-9)
     assert high == pytest.approx(centre + half, abs=1e-9)
     assert low == pytest.approx(0.7864, abs=1e-4)
+    # At 0 and n successes the bound is 0 and 1 exactly, not a rounding residue
+    # (0 of 284 gave a low of 8.7e-19 in the JSON report); none without trials.
+    bounds = wilson_interval(torch.tensor([0, 284, 0]), torch.tensor([284, 284, 0])).tolist()
+    assert bounds[0][0] == 0.0 and bounds[1][1] == 1.0
+    assert all(math.isnan(b) for b in bounds[2])
 
 
 def test_binomial_matches_scipy() -> None:

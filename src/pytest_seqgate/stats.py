@@ -29,8 +29,10 @@ def wilson_interval(successes: Tensor, trials: Tensor, confidence: float = 0.95)
     z2 = z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z / (1 + z2 / n) * torch.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    low = (centre - half).clamp(0.0, 1.0)
-    high = (centre + half).clamp(0.0, 1.0)
+    # At k = 0 (k = n) the bound is 0 (1) exactly; centre - half leaves a
+    # rounding residue (8.7e-19 in a JSON report) where the formula cancels.
+    low = torch.where((k == 0) & (n > 0), 0.0, (centre - half).clamp(0.0, 1.0))
+    high = torch.where((k == n) & (n > 0), 1.0, (centre + half).clamp(0.0, 1.0))
     return torch.stack([low, high], dim=-1)
 
 
