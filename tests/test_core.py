@@ -552,7 +552,7 @@ def test_a_gate_line_names_its_metric_in_a_line_s_words() -> None:
         "seqgate_gates: 'recal[spam] >= 0.1': unknown metric `recal` (did you mean `recall`?); "
         "a line reads accuracy, average_precision, balanced_accuracy, ece, f1, "
     )
-    with pytest.raises(ConfigError, match="'ece >= 0.1': ece takes only an upper bound: <=$"):
+    with pytest.raises(ConfigError, match=r"'ece >= 0.1': ece takes only an upper bound: <=$"):
         parse_gate_line("ece >= 0.1", labels)
     # min_support is a setting of the gates, not a metric to compare.
     with pytest.raises(ConfigError, match="unknown metric `support`"):

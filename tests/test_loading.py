@@ -192,6 +192,9 @@ def test_jsonl_label_not_in_labels(tmp_path: Path) -> None:
         "below 2): it differs from 'spam' only in case; fix the record or add the class to "
         "seqgate_labels"
     )
+    path = write(tmp_path / "w.jsonl", jsonl({"tokens": [1], "label": " ham "}))
+    with pytest.raises(DataError, match="it differs from 'ham' only in the spaces around it;"):
+        read_jsonl(path, labels=("ham", "spam"), display="w.jsonl")
 
 
 def test_labels_that_are_numbers_written_as_strings(tmp_path: Path) -> None:

@@ -873,6 +873,9 @@ class _Builder:
     ) -> NoReturn:
         folded = [n for n in names if isinstance(value, str) and n.lower() == value.lower()]
         near = f": it differs from {folded[0]!r} only in case" if folded else ""
+        if isinstance(value, str) and value.strip() != value and value.strip() in names:
+            # ' ham ' from a CSV written with spaces after its commas.
+            near = f": it differs from {value.strip()!r} only in the spaces around it"
         ints = enumerate(self.raw_labels)
         other = next((j for j, x in ints if isinstance(x, int) and str(x) not in names), None)
         numbers = all(name.isascii() and name.isdigit() for name in names)
