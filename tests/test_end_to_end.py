@@ -905,6 +905,6 @@ def test_a_training_set_without_one_of_the_classes_is_numbered_like_the_eval_set
     result.assert_outcomes(errors=1)
     assert_lines(
         result.stdout.str(),
-        "*seqgate: train.jsonl: the training set has class(es) ['eggs'] that the eval set's "
+        "*seqgate: train.jsonl: the training set has a class ['eggs'] that the eval set's "
         "labels ['ham', 'spam'] lack; set seqgate_labels to every class, in the model's order",
     )

@@ -409,7 +409,8 @@ def _in_label_order(data: SequenceData, labels: tuple[str, ...]) -> SequenceData
     missing = [name for name in names if name not in labels]
     if missing:
         raise ConfigError(
-            f"{data.source}: the training set has class(es) {missing} that the eval set's "
+            f"{data.source}: the training set has {'a class' if len(missing) == 1 else 'classes'} "
+            f"{label_list(missing)} that the eval set's "
             f"labels {label_list(labels)} lack; set seqgate_labels to every class, in the model's "
             f"order"
         )
