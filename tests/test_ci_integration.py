@@ -111,6 +111,16 @@ def test_gate_items_work_with_k_and_deselect(configured):
     configured.run("--deselect", "seqgate::recall[spam]").assert_outcomes(passed=2, xfailed=1)
 
 
+def test_one_test_named_runs_alone_and_a_file_or_folder_keeps_the_gate_items(configured):
+    """An IDE runs one test as ``pytest test_x.py::test_a``: the gate lines' items,
+    which no path names, were added to it (and failed it). A file or folder given,
+    as CI does, keeps them: gates must not drop out in silence."""
+    configured.test("def test_plain():\n    pass\n", name="test_plain.py")
+    configured.run("test_plain.py::test_plain").assert_outcomes(passed=1)
+    configured.run("test_plain.py").assert_outcomes(passed=3, failed=1, xfailed=1)
+    configured.run(".").assert_outcomes(passed=3, failed=1, xfailed=1)
+
+
 def test_gate_lines_read_trade_offs_and_keep_their_items_apart(configured):
     """A line can say a recall at a precision (the marker's `(target, at)` pair,
     which a line had no way to write), and two lines on one metric are two items:

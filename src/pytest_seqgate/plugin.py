@@ -775,11 +775,22 @@ def pytest_collection_modifyitems(
 ) -> None:
     """Add the ``seqgate_gates`` items first, so -k and --deselect see them."""
     state = _state(config)
+    if _only_named_tests(config):
+        return
     if config.getini("seqgate_gates") or config.getoption("seqgate_gates", None):
         try:
             items.extend(_gate_items(session, state))
         except SeqgateError as exc:
             _usage_error(config, items, f"seqgate: {exc}")
+
+
+def _only_named_tests(config: pytest.Config) -> bool:
+    """``pytest tests/test_x.py::test_a`` (how an IDE runs one test) asks for that
+    test: the ``seqgate_gates`` items, which no path names, are not added to it.
+    A folder or a file given still gets them: ``pytest tests/`` in CI must not
+    drop the gates in silence."""
+    args = config.args if config.args_source == pytest.Config.ArgsSource.ARGS else []
+    return bool(args) and all("::" in arg for arg in args)
 
 
 def _usage_error(config: pytest.Config, items: list[pytest.Item], message: str) -> None:
