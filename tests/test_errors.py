@@ -103,6 +103,13 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
         ),
         (
             "min_accuracy=0.5",
+            {"labels": "ham spam"},
+            "seqgate: seqgate_labels in pytest.ini: a classifier needs at least two classes, but "
+            "got ['ham spam'] (one name with spaces: give one class per line, or separate them "
+            "with commas: ham, spam)",
+        ),
+        (
+            "min_accuracy=0.5",
             {"labels": ["ham", "spam", "eggs"], "threshold": "0.3"},
             "seqgate: seqgate_threshold in pytest.ini applies to binary models, but this one has "
             "3 classes; remove it to decide by the most probable class",

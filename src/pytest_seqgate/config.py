@@ -475,9 +475,16 @@ class Settings:
                 f"but {', '.join(map(repr, dupes))} {'repeats' if len(dupes) == 1 else 'repeat'}"
             )
         if self.labels is not None and len(self.labels) < 2:
+            spaced = len(self.labels) == 1 and len(self.labels[0].split()) > 1
             raise ConfigError(
                 f"{self.source('labels')}: a classifier needs at least two "
                 f"classes, but got {list(self.labels)}"
+                + (
+                    f" (one name with spaces: give one class per line, or separate them "
+                    f"with commas: {', '.join(self.labels[0].split())})"
+                    if spaced
+                    else ""
+                )
             )
         for name in ("model_factory", "tokenizer"):
             value = getattr(self, name)
