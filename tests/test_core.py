@@ -568,6 +568,14 @@ def test_a_gate_line_names_its_metric_in_a_line_s_words() -> None:
         ConfigError, match=r"but got 'recal\[spam\]' \(did you mean `recall\[spam\]`"
     ):
         parse_gate_line("regression.recal[spam] <= 0.05", labels)
+    # A regression is bounded above (">=" was read as "<=", the opposite of the
+    # line), and its class goes with a metric (it was dropped).
+    with pytest.raises(ConfigError, match=r"regression takes only an upper bound: <=$"):
+        parse_gate_line("regression >= 0.01", labels)
+    with pytest.raises(ConfigError, match=r"did you mean 'regression.recall\[spam\] <= 0.05'\?$"):
+        parse_gate_line("regression[spam] <= 0.05", labels)
+    with pytest.raises(ConfigError, match="train_test_gap takes no class"):
+        parse_gate_line("train_test_gap[spam] <= 0.1", labels)
 
 
 def test_a_misspelt_regression_metric_is_a_usage_error_not_a_silent_pass() -> None:

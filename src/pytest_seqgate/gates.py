@@ -564,18 +564,30 @@ def parse_gate_line(
                 f"precision_at_recall only"
             )
         )
-    bounded_above = metric.startswith("train_test_gap") or metric == "leakage"
+    head, _, sub = metric.partition(".")
+    whole_set = head in ("train_test_gap", "regression")
+    bounded_above = whole_set or metric == "leakage"
     if (op == ">=" and bounded_above) or (op == "<=" and trade_off):
         # Read the other way round, the gate would check the opposite of what it says.
         raise ConfigError(
             f"{setting}: {line!r}: {metric} takes only "
             f"{'an upper bound: <=' if bounded_above else 'a lower bound: >='}"
         )
-    if metric.startswith(("train_test_gap", "regression")):
+    if whole_set:
         # `train_test_gap.macro_f1 <= 0.1`, `regression.recall[spam] <= 0.05`: the
         # marker's {metric: number} form, one entry a line.
-        head, _, sub = metric.partition(".")
-        sub += f"[{cls}]" if cls and sub else ""
+        if cls and not sub:
+            raise ConfigError(
+                f"{setting}: {line!r}: "
+                + (
+                    f"a class goes with the metric compared: did you mean "
+                    f"'regression.recall[{cls}] <= {value:g}'?"
+                    if head == "regression"
+                    else "train_test_gap takes no class: its recall is the worst class's "
+                    "(train_test_gap.recall)"
+                )
+            )
+        sub += f"[{cls}]" if cls else ""
         kwargs: dict[str, Any] = {f"max_{head}": {sub: value} if sub else value}
     elif metric == "leakage":
         kwargs = {"max_leakage": value}
