@@ -1485,6 +1485,9 @@ def test_number_columns_are_right_aligned_and_intervals_left() -> None:
     assert "| 1,204 |" in lines[2] and "|    12 |" in lines[3]
 
 
+MUST_BE = "the suffix picks the format and must be .json, .md or .html, but got "
+
+
 @pytest.mark.parametrize(
     "name, value, said",
     [
@@ -1517,6 +1520,12 @@ def test_number_columns_are_right_aligned_and_intervals_left() -> None:
             50,
             "expected a number in [0, 1], but got 50 (a share, not a percentage: 0.5 for 50%)",
         ),
+        # A report's suffix near one of the three, or a folder.
+        ("report", "r.JSON", MUST_BE + "'r.JSON' (did you mean 'r.json'?)"),
+        ("report", "out/r.htm", MUST_BE + "'out/r.htm' (did you mean 'out/r.html'?)"),
+        ("report", "r.markdown", MUST_BE + "'r.markdown' (did you mean 'r.md'?)"),
+        ("report", "out", MUST_BE + "'out' (a folder? name a file in it: 'out/seqgate.json')"),
+        ("report", "r.txt", MUST_BE + "'r.txt'"),
     ],
 )
 def test_each_setting_out_of_range_names_itself(name: str, value: object, said: str) -> None:

@@ -505,11 +505,25 @@ class Settings:
                 f"give a path ending in .json, not {self.save_baseline!r}"
             )
         for path in self.report:
-            if path.suffix not in (".json", ".md", ".html"):
+            if path.suffix not in REPORT_SUFFIXES:
                 raise ConfigError(
                     f"{self.source('report')}: the suffix picks the format and must be "
-                    f".json, .md or .html, but got {str(path)!r}"
+                    f".json, .md or .html, but got {str(path)!r}{_report_meant(path)}"
                 )
+
+
+REPORT_SUFFIXES = (".json", ".md", ".html")
+_SUFFIX_ALIASES = {".htm": ".html", ".markdown": ".md"}
+
+
+def _report_meant(path: Path) -> str:
+    """The report file a near miss meant: ``r.JSON``, ``r.htm``, or a folder."""
+    suffix = path.suffix.lower()
+    if suffix in REPORT_SUFFIXES or suffix in _SUFFIX_ALIASES:
+        return f" (did you mean {str(path.with_suffix(_SUFFIX_ALIASES.get(suffix, suffix)))!r}?)"
+    if not path.suffix:
+        return f" (a folder? name a file in it: {str(path / 'seqgate.json')!r})"
+    return ""
 
 
 def is_import_path(value: str) -> bool:
