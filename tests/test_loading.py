@@ -885,12 +885,39 @@ def test_malicious_pickle_is_not_executed(factory_project: Path) -> None:
 def test_pickle_refused_until_trusted(factory_project: Path) -> None:
     torch.save({"state_dict": Small().state_dict(), "note": Path("x")}, factory_project / "c.ckpt")
     settings = Settings.from_dict(factory_project, model="c.ckpt", model_factory="arch:build")
-    with pytest.raises(ModelError, match="needs full unpickling, which can run arbitrary code"):
+    with pytest.raises(
+        ModelError,
+        match=r"needs full unpickling \(it holds pathlib\.\w*Path, not only tensors\), which "
+        r"can run arbitrary code",
+    ):
         load_model(settings)
     trusted = Settings.from_dict(
         factory_project, model="c.ckpt", model_factory="arch:build", trust_checkpoints=True
     )
     assert isinstance(load_model(trusted), nn.Module)
+
+
+def test_a_whole_pickled_model_loads_once_trusted(factory_project: Path) -> None:
+    """``torch.save(model, path)``, what many training scripts write: refused,
+    naming the model's class and the flag; trusted, it loads as it is (or gives its
+    weights to a factory's module). Was: "export it with torch.export"."""
+    source = Small()
+    torch.save(source, factory_project / "whole.pt")
+    with pytest.raises(ModelError) as info:
+        load_model(Settings.from_dict(factory_project, model="whole.pt"))
+    assert "(it holds test_loading.Small, not only tensors)" in str(info.value)
+    assert str(info.value).endswith(
+        "or pass --seqgate-trust-checkpoints): a whole pickled model (torch.save(model, "
+        "path)) then loads as it is"
+    )
+    for factory in (None, "arch:build"):
+        model = load_model(
+            Settings.from_dict(
+                factory_project, model="whole.pt", model_factory=factory, trust_checkpoints=True
+            )
+        )
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, source.state_dict()[key]), (factory, key)
 
 
 def test_torchscript_and_pickle_confusions(factory_project: Path) -> None:
@@ -901,8 +928,8 @@ def test_torchscript_and_pickle_confusions(factory_project: Path) -> None:
     torch.save(Small().state_dict(), factory_project / "sd.pt")
     with pytest.raises(
         ModelError,
-        match=r"is neither an exported program \(\.pt2\) nor a TorchScript file.*set "
-        r"seqgate_model_factory.*torch\.export\.save",
+        match=r"sd\.pt is a state-dict checkpoint: weights without the architecture; set "
+        r"seqgate_model_factory",
     ):
         load_model(Settings.from_dict(factory_project, model="sd.pt"))
 

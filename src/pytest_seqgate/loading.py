@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import operator
+import re
 import sys
 import types
 import warnings
@@ -188,13 +189,24 @@ def load_model(settings: Settings) -> nn.Module:
                 return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise ModelError(f"{setting}: cannot load TorchScript file {shown}: {exc}") from exc
-    refuse_unsaved(path, setting, shown)
+    # A torch.save file: a whole pickled model loads when its unpickling is trusted
+    # (load_checkpoint refuses it otherwise, saying so); weights need a factory.
+    loaded = load_checkpoint(path, setting, settings.trust_checkpoints, shown)
+    if isinstance(loaded, nn.Module):
+        return loaded
+    weights = isinstance(loaded, dict) and (
+        _is_state_dict(loaded) or any(_is_state_dict(v) for v in loaded.values())
+    )
     raise ModelError(
-        f"{setting}: {shown} is neither an exported program (.pt2) nor a TorchScript file. "
-        f"If it is a state-dict checkpoint, set seqgate_model_factory to the "
-        f"'pkg.module:callable' that builds its architecture; if it is a whole pickled "
-        f"model, export it: torch.export.save(torch.export.export(model.eval(), args, "
-        f"dynamic_shapes=...), 'model.pt2')"
+        f"{setting}: {shown} "
+        + (
+            "is a state-dict checkpoint: weights without the architecture"
+            if weights
+            else f"holds a {type(loaded).__name__}, not a model (an exported program, a "
+            f"TorchScript file or a whole pickled model)"
+        )
+        + "; set seqgate_model_factory to the 'pkg.module:callable' that builds the "
+        "architecture its weights are loaded into"
     )
 
 
@@ -464,11 +476,16 @@ def load_checkpoint(path: Path, setting: str, trust: bool, shown: str | None = N
                 f"{str(exc).splitlines()[0] if str(exc) else ''}"
             ) from exc
         if not trust:
+            # torch names the first class it would have to import: a whole pickled
+            # model (torch.save(model)) names the model's own class.
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            holds = f" (it holds {found[1]}, not only tensors)" if found else ""
             raise ModelError(
-                f"{setting}: {file} needs full unpickling, which can run arbitrary code from "
-                f"the file; it was refused. Save a plain state dict "
+                f"{setting}: {file} needs full unpickling{holds}, which can run arbitrary code "
+                f"from the file; it was refused. Save a plain state dict "
                 f"(torch.save(model.state_dict(), path)), or, only for a file you trust, set "
-                f"seqgate_trust_checkpoints = true (or --seqgate-trust-checkpoints true)"
+                f"seqgate_trust_checkpoints = true (or pass --seqgate-trust-checkpoints): a "
+                f"whole pickled model (torch.save(model, path)) then loads as it is"
             ) from exc
     return torch.load(str(path), map_location="cpu", weights_only=False)
 
@@ -542,6 +559,8 @@ def _weights_in(state: Any, path: Path | str) -> dict[str, Tensor]:
     training checkpoint ({"epoch": ..., "model_state_dict": ...}) that holds it."""
     if _is_state_dict(state) or state == {}:  # {}: a module without parameters
         return dict(state)
+    if isinstance(state, nn.Module):  # a whole pickled model, trusted
+        return dict(state.state_dict())
     if isinstance(state, dict):
         for key in STATE_KEYS:
             if _is_state_dict(state.get(key)):
