@@ -920,6 +920,34 @@ def test_a_whole_pickled_model_loads_once_trusted(factory_project: Path) -> None
             assert torch.equal(value, source.state_dict()[key]), (factory, key)
 
 
+def test_a_model_pickled_from_a_script_names_its_class_not_a_traceback(
+    factory_project: Path,
+) -> None:
+    """A model class defined in the script that saved it (``__main__.Model``)
+    cannot be unpickled elsewhere: trusted, its load was pytest's INTERNALERROR."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "from torch import nn\n"
+        "class Model(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.head = nn.Linear(2, 2)\n"
+        "torch.save(Model(), 'notebook.pt')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=factory_project, check=True)
+    with pytest.raises(ModelError) as info:
+        load_model(Settings.from_dict(factory_project, model="notebook.pt", trust_checkpoints=True))
+    assert str(info.value) == (
+        "model: cannot unpickle notebook.pt: it holds Model of __main__, the script or notebook "
+        "that saved it, and that class exists only there. Save the state dict "
+        "(torch.save(model.state_dict(), path)) and set seqgate_model_factory to a "
+        "'pkg.module:callable' that builds the architecture"
+    )
+
+
 def test_torchscript_and_pickle_confusions(factory_project: Path) -> None:
     torch.jit.script(Small()).save(str(factory_project / "ts.pt"))
     assert isinstance(load_model(Settings.from_dict(factory_project, model="ts.pt")), nn.Module)

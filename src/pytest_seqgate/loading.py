@@ -487,7 +487,23 @@ def load_checkpoint(path: Path, setting: str, trust: bool, shown: str | None = N
                 f"seqgate_trust_checkpoints = true (or pass --seqgate-trust-checkpoints): a "
                 f"whole pickled model (torch.save(model, path)) then loads as it is"
             ) from exc
-    return torch.load(str(path), map_location="cpu", weights_only=False)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    except (AttributeError, ImportError) as exc:
+        # Unpickling imports the classes the file names: one defined in the script
+        # or notebook that saved it (__main__.Model) exists nowhere else.
+        named = re.search(r"attribute '(\w+)'", str(exc))
+        why = (
+            f"it holds {named[1] if named else 'a class'} of __main__, the script or "
+            f"notebook that saved it, and that class exists only there"
+            if "__main__" in str(exc)
+            else f"a class it names cannot be imported here ({type(exc).__name__}: {exc})"
+        )
+        raise ModelError(
+            f"{setting}: cannot unpickle {file}: {why}. Save the state dict "
+            f"(torch.save(model.state_dict(), path)) and set seqgate_model_factory to a "
+            f"'pkg.module:callable' that builds the architecture"
+        ) from None
 
 
 # The safetensors format's dtype names (little-endian data, as on every machine
