@@ -414,6 +414,27 @@ def test_deselected_gates_load_nothing_and_late_markers_fail(project):
     )
 
 
+def test_what_no_check_foresaw_in_loading_is_a_usage_error_not_internalerror(project):
+    """An exception no check of seqgate's expected (a library's own, raised while a
+    file loads) ended the run in pytest's INTERNALERROR and its traceback; it is a
+    usage error naming the setting, the line it came from and the exception."""
+    configured_project(project)
+    (project.path / "conftest.py").write_text(
+        "import pytest_seqgate.loading as loading\n"
+        "def unforeseen(settings, role):\n"
+        "    raise RuntimeError('the disk went away')\n"
+        "loading.load_dataset = unforeseen\n"
+    )
+    result = project.run()
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(),
+        "ERROR: seqgate: seqgate_eval_data in pytest.ini: loading 'eval.jsonl' raised "
+        "RuntimeError at conftest.py:3: the disk went away",
+    )
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 @pytest.mark.parametrize(
     ("model", "data", "message"),
     [

@@ -100,6 +100,20 @@ class SessionState:
                 f": {exc}"
             ) from exc
 
+    def _unexpected(self, setting: str, load: Callable[[], T]) -> T:
+        """What no check foresaw in loading a setting's file (a library's own
+        exception) is a usage error naming the setting and the line it came
+        from: never pytest's INTERNALERROR, whose traceback buries the cause."""
+        try:
+            return load()
+        except SeqgateError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"{self.settings.source(setting)}: loading {getattr(self.settings, setting)!r} "
+                f"raised {type(exc).__name__} at {_user_line(exc, self.config.rootpath)}: {exc}"
+            ) from exc
+
     # Loading is memoised so that collection-time validation and fixtures share it.
     def model(self) -> Any:
         if "model" not in self.loaded:
@@ -113,7 +127,7 @@ class SessionState:
             from pytest_seqgate.loading import load_model
 
             if model is None:
-                model = load_model(settings)
+                model = self._unexpected("model", lambda: load_model(settings))
             else:
                 self.hooked.add("model")
                 model = require_module(model, f"pytest_seqgate_load_model for {settings.model!r}")
@@ -138,7 +152,7 @@ class SessionState:
                     "pytest_seqgate_load_dataset", spec=spec, role=role, settings=settings
                 )
             if data is None:
-                self.loaded[role] = load_dataset(settings, role)
+                self.loaded[role] = self._unexpected(role, lambda: load_dataset(settings, role))
             else:
                 self.hooked.add(role)
                 try:
