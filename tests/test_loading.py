@@ -221,8 +221,9 @@ def test_labels_that_are_numbers_written_as_strings(tmp_path: Path) -> None:
 def test_number_labels_of_classes_named_by_numbers(tmp_path: Path) -> None:
     """Star ratings as integers (``"label": 5``) with seqgate_labels "1" to "5": 5 is
     no index among 5 classes, so the integers are the classes' names, and 1 is "1"
-    (read as indexes, 1 to 4 were silently "2" to "5"). Integers that fit both
-    readings stay indexes, as a training set's targets; a mix is an error."""
+    (read as indexes, 1 to 4 were silently "2" to "5"). Integers that fit only the
+    indexes stay indexes, as a training set's targets; a mix, or labels that fit
+    both readings where the two differ, is an error naming a record."""
 
     def labels_of(values: list[int], name: str) -> list[int]:
         path = write(tmp_path / name, jsonl(*({"tokens": [1], "label": v} for v in values)))
@@ -230,7 +231,23 @@ def test_number_labels_of_classes_named_by_numbers(tmp_path: Path) -> None:
 
     assert labels_of([5, 1, 3, 1], "names.jsonl") == [4, 0, 2, 0]
     assert labels_of([0, 4, 2], "indexes.jsonl") == [0, 4, 2]
-    assert labels_of([1, 4], "both.jsonl") == [1, 4]
+    with pytest.raises(DataError) as info:
+        labels_of([1, 4], "both.jsonl")
+    assert str(info.value) == (
+        "both.jsonl:1: label 1 is the class '1' by name or the class '2' by index, and no "
+        "label of both.jsonl tells which: the classes are named by numbers. Write the labels "
+        'as strings ("1") to mean the names, or name the classes otherwise in seqgate_labels '
+        "to mean indexes"
+    )
+    # Where the names are the indexes ("0" to "4"), the readings agree.
+    path = write(tmp_path / "agree.jsonl", jsonl(*({"tokens": [1], "label": v} for v in (1, 4))))
+    assert read_jsonl(path, labels=("0", "1", "2", "3", "4")).labels.tolist() == [1, 4]
+    # A CSV's fields are text: "5" names "5", and a "0" beside it is no class.
+    path = write(tmp_path / "stars.csv", "label,tokens\n5,1 2\n1,3\n")
+    assert read_csv(path, labels=("1", "2", "3", "4", "5")).labels.tolist() == [4, 0]
+    path = write(tmp_path / "zero.csv", "label,tokens\n5,1 2\n0,3\n")
+    with pytest.raises(DataError, match=r"zero.csv:3: label '0' is not one of seqgate_labels"):
+        read_csv(path, labels=("1", "2", "3", "4", "5"), display="zero.csv")
     with pytest.raises(DataError) as info:
         labels_of([1, 0, 5], "mixed.jsonl")
     assert str(info.value) == (

@@ -885,22 +885,39 @@ class _Builder:
                 self._unknown_label(i, value, names)
         return torch.tensor(out, dtype=torch.int64).reshape(-1), names
 
-    @staticmethod
-    def _numbered_classes(raw: list[Any], names: tuple[str, ...]) -> dict[int, int] | None:
+    def _numbered_classes(self, raw: list[Any], names: tuple[str, ...]) -> dict[int, int] | None:
         """Class positions by number, where the number labels are class names.
 
         Classes named by numbers ("1" to "5" stars) make an integer label
         ambiguous: 5 is no index among 5 classes, so it names the class "5", and
         then 1 must name "1" too (read as an index, it was silently "2"). Integers
-        are names when every one of them is a name and one is no index; where
-        all of them fit both readings they stay indexes, as a training set's
-        targets are."""
+        are names when every one of them is a name and one is no index. Where all
+        of them fit both readings and the two differ (1 to 4 of "1" to "5"), the
+        file cannot say which it means, and a guess would shift every class."""
         if not all(name.isascii() and name.isdigit() for name in names):
             return None
         by_number = {int(name): i for i, name in enumerate(names)}
         numbers = {x for x in raw if isinstance(x, int) and not isinstance(x, bool)}
-        if numbers <= set(by_number) and not numbers <= set(range(len(names))):
+        if not numbers:
+            # Numbers written as text (a CSV's every field) are names: "5" is the
+            # class "5", and a "0" among them names none, not the first class.
+            digits = any(isinstance(x, str) and x.isascii() and x.isdigit() for x in raw)
+            return by_number if digits else None
+        if not numbers <= set(by_number):
+            return None
+        if not numbers <= set(range(len(names))):
             return by_number
+        differs = [i for i, x in enumerate(raw) if x in numbers and by_number[x] != x]
+        if differs:
+            i = differs[0]
+            value = raw[i]
+            raise DataError(
+                f"{self.where(self.lines[i])}: label {value} is the class {str(value)!r} by "
+                f"name or the class {names[value]!r} by index, and no label of "
+                f"{self.source} tells which: the classes are named by numbers. Write the "
+                f'labels as strings ("{value}") to mean the names, or name the classes '
+                f"otherwise in seqgate_labels to mean indexes"
+            )
         return None
 
     def _unknown_label(
@@ -1216,6 +1233,9 @@ def read_csv(
     (a JSON list of vectors); other columns are metadata. Separated by commas, or
     by semicolons or tabs where the header says so (:func:`_delimiter`)."""
     name = display or str(path)
+    # Classes named by numbers: a field's "0" is no index beside the names "1" to
+    # "5" (the builder reads number labels against the names, and says so).
+    numbered = labels is not None and all(n.isascii() and n.isdigit() for n in labels)
     builder = _Builder(name, labels, tokenizer)
     text = "".join(line + "\n" for _, line in _lines(path, name))
     # strict: an unclosed quote is an error, not a field that swallows the records
@@ -1268,6 +1288,7 @@ def read_csv(
             "label" in record
             and str(record["label"]).lstrip("-").isdigit()
             and (labels is None or record["label"] not in labels)
+            and not numbered
         ):
             record["label"] = int(record["label"])
         try:
