@@ -644,10 +644,50 @@ def test_an_evaluation_gives_each_number_by_the_names_a_gate_uses() -> None:
             "no class 'Spam' (did you mean `spam`?); the classes are ['ham', 'spam']",
         ),
         (("recal", "spam"), "unknown metric 'recal' (did you mean `recall`?); built-in: accuracy,"),
+        # Misspelt whole-set names read as "undefined" (None), which `is None` passed.
+        (
+            ("train_test_gap.acuracy",),
+            "unknown metric 'train_test_gap.acuracy' (did you mean `accuracy`?); train_test_gap. "
+            "takes accuracy, macro_f1, recall",
+        ),
+        (("regression.macro_f2",), "'regression.macro_f2': `max_regression` compares accuracy"),
+        (
+            ("regression.recall[spma]",),
+            "'regression.recall[spma]': `max_regression` names class 'spma' (did you mean `spam`?)",
+        ),
     ):
         with pytest.raises(ConfigError) as info:
             ev.value(*args)
         assert str(info.value).startswith(said), args
+
+
+def test_a_regression_is_read_by_name_and_per_class_as_its_worst_class(tmp_path: Path) -> None:
+    """``ev.value("regression.recall")`` was None (no such entry) against any
+    baseline: it is the largest drop of a class's recall, as the gate reads it."""
+    from pytest_seqgate.baseline import baseline_json
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.report import report_json
+
+    labels = torch.tensor([i % 2 for i in range(40)])
+    data = SequenceData.from_sequences([[i + 2] for i in range(40)], labels, ("ham", "spam"))
+    quiet = {"padding_check": 0, "bootstrap": 0}
+    base = evaluate(Parity(), data, Settings(**quiet))
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(baseline_json(report_json([base]), [base])))
+
+    class MissesSpam(Parity):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            out = super().forward(tokens)
+            out[tokens[:, 0] % 4 == 3] = torch.tensor([1.0, 0.0])  # half the spam
+            return out
+
+    settings = Settings(rootdir=tmp_path, baseline="base.json", **quiet)
+    ev = evaluate(MissesSpam(), data, settings)
+    assert ev.value("regression.recall", "spam") == pytest.approx(0.5)
+    assert ev.value("regression.recall") == pytest.approx(0.5)  # the worst class
+    assert ev.value("regression.recall[ham]") == pytest.approx(0.0)
+    assert ev.value("regression.accuracy") == pytest.approx(0.25)
 
 
 def test_an_evaluation_checks_gates_without_pytest(tmp_path: Path) -> None:

@@ -44,7 +44,13 @@ from pytest_seqgate.diagnostics import (
 )
 from pytest_seqgate.distributed import local_device, sharded
 from pytest_seqgate.exceptions import ConfigError, GateFailure, ModelError, label_list
-from pytest_seqgate.gates import GateResult, did_you_mean, failure_message, judge
+from pytest_seqgate.gates import (
+    GateResult,
+    check_regression_metric,
+    did_you_mean,
+    failure_message,
+    judge,
+)
 from pytest_seqgate.inference import (
     ForwardHook,
     Predictions,
@@ -340,6 +346,13 @@ class Evaluation:
             )
         if metric.startswith("train_test_gap."):
             key = metric.split(".", 1)[1]
+            gaps = ("accuracy", "macro_f1", "recall")
+            if key not in gaps and key not in self.train_gaps:
+                # A misspelt name read as "undefined" (None) would pass an `is None`.
+                raise ConfigError(
+                    f"unknown metric {metric!r}{did_you_mean(key, gaps)}; train_test_gap. "
+                    f"takes {', '.join(gaps)}"
+                )
             if key == "recall":
                 # The worst class gap, so "recall" gates every class at once.
                 values = [v for k, v in self.train_gaps.items() if k.startswith("recall[")]
@@ -352,9 +365,19 @@ class Evaluation:
             values = getattr(self.ranking, metric)
             return float(values[self.labels.index(class_name)])
         if metric.startswith("regression."):
+            key = metric.split(".", 1)[1] + (f"[{class_name}]" if class_name else "")
+            try:
+                check_regression_metric(key, self.labels)
+            except ConfigError as exc:
+                raise ConfigError(f"{metric!r}: {exc}") from None
             if self.comparison is None:
                 return None
-            return self.comparison.drop(metric.split(".", 1)[1])
+            if key in PER_CLASS_METRICS:
+                # Every class's, as a gate reads it: the largest drop.
+                drops = [self.comparison.drop(f"{key}[{name}]") for name in self.labels]
+                defined = [d for d in drops if d is not None]
+                return max(defined) if defined else None
+            return self.comparison.drop(key)
         if metric in ("macro_average_precision", "macro_roc_auc"):
             return getattr(self.ranking, metric) if self.ranking is not None else None
         if metric == "ece":

@@ -303,7 +303,7 @@ def _max_gates(
     return out
 
 
-def _check_regression_metric(metric: str, labels: tuple[str, ...] | None) -> None:
+def check_regression_metric(metric: str, labels: tuple[str, ...] | None) -> None:
     """A ``max_regression`` entry names a metric the baseline comparison has, or
     a class of the labels: a misspelt one was never compared, and its gate
     passed as "the baseline has no recal[spam]"."""
@@ -402,7 +402,7 @@ def parse_gates(
         elif key == "max_regression":
             gates.extend(_max_gates(key, value, "regression", ("accuracy", "macro_f1", "recall")))
             for metric in value if isinstance(value, Mapping) else ():
-                _check_regression_metric(str(metric), labels)
+                check_regression_metric(str(metric), labels)
         elif key in FINDING_GATES:
             if not isinstance(value, bool):
                 raise ConfigError(f"Expected `{key}` to be True or False, but got {value!r}")
@@ -625,7 +625,7 @@ def bind_classes(spec: GateSpec, labels: tuple[str, ...]) -> GateSpec:
             )
             continue
         if gate.metric.startswith("regression."):
-            _check_regression_metric(per_class_regression, labels)
+            check_regression_metric(per_class_regression, labels)
         if gate.metric in per_class and gate.class_name is None:
             gates.extend(
                 Gate(gate.key, gate.metric, name, gate.op, gate.threshold, gate.param)
