@@ -663,6 +663,12 @@ def _name_of(function: Any) -> str:
     return f"{module}:{name}" if module and name else repr(function)
 
 
+def named_by_numbers(names: Iterable[str]) -> bool:
+    """Classes named "1" to "5" (star ratings): a number label then may be a name
+    or an index, and the two readings differ."""
+    return all(name.isascii() and name.isdigit() for name in names)
+
+
 class _Builder:
     """Accumulates records; one ``extend`` per record, one ``torch.tensor`` at the end."""
 
@@ -844,7 +850,7 @@ class _Builder:
                 # Names that are numbers ("1" to "12" stars) in their numeric order:
                 # sorted as text, "10" would come before "2".
                 distinct = set(raw)
-                numeric = all(x.isascii() and x.isdigit() for x in distinct)
+                numeric = named_by_numbers(distinct)
                 names = tuple(sorted(distinct, key=int if numeric else None))
             elif all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
                 huge = next((i for i, x in enumerate(raw) if not -(2**63) <= x < 2**63), None)
@@ -894,7 +900,7 @@ class _Builder:
         are names when every one of them is a name and one is no index. Where all
         of them fit both readings and the two differ (1 to 4 of "1" to "5"), the
         file cannot say which it means, and a guess would shift every class."""
-        if not all(name.isascii() and name.isdigit() for name in names):
+        if not named_by_numbers(names):
             return None
         by_number = {int(name): i for i, name in enumerate(names)}
         numbers = {x for x in raw if isinstance(x, int) and not isinstance(x, bool)}
@@ -930,7 +936,7 @@ class _Builder:
             near = f": it differs from {value.strip()!r} only in the spaces around it"
         ints = enumerate(self.raw_labels)
         other = next((j for j, x in ints if isinstance(x, int) and str(x) not in names), None)
-        numbers = all(name.isascii() and name.isdigit() for name in names)
+        numbers = named_by_numbers(names)
         if numbers and isinstance(value, int) and str(value) in names and other is not None:
             # Classes named by numbers, read as indexes since some label is no name.
             raise DataError(
@@ -1235,7 +1241,7 @@ def read_csv(
     name = display or str(path)
     # Classes named by numbers: a field's "0" is no index beside the names "1" to
     # "5" (the builder reads number labels against the names, and says so).
-    numbered = labels is not None and all(n.isascii() and n.isdigit() for n in labels)
+    numbered = labels is not None and named_by_numbers(labels)
     builder = _Builder(name, labels, tokenizer)
     text = "".join(line + "\n" for _, line in _lines(path, name))
     # strict: an unclosed quote is an error, not a field that swallows the records
