@@ -45,6 +45,7 @@ from pytest_seqgate.diagnostics import (
 from pytest_seqgate.distributed import local_device, sharded
 from pytest_seqgate.exceptions import ConfigError, GateFailure, ModelError, label_list
 from pytest_seqgate.gates import (
+    GAP_METRICS,
     GateResult,
     check_regression_metric,
     did_you_mean,
@@ -346,12 +347,11 @@ class Evaluation:
             )
         if metric.startswith("train_test_gap."):
             key = metric.split(".", 1)[1]
-            gaps = ("accuracy", "macro_f1", "recall")
-            if key not in gaps and key not in self.train_gaps:
+            if key not in GAP_METRICS and key not in self.train_gaps:
                 # A misspelt name read as "undefined" (None) would pass an `is None`.
                 raise ConfigError(
-                    f"unknown metric {metric!r}{did_you_mean(key, gaps)}; train_test_gap. "
-                    f"takes {', '.join(gaps)}"
+                    f"unknown metric {metric!r}{did_you_mean(key, GAP_METRICS)}; "
+                    f"train_test_gap. takes {', '.join(GAP_METRICS)}"
                 )
             if key == "recall":
                 # The worst class gap, so "recall" gates every class at once.
