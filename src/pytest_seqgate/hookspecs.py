@@ -23,14 +23,15 @@ hookspec = pluggy.HookspecMarker("pytest")
 def pytest_seqgate_load_model(spec: str, settings: Settings) -> Any:
     """Load a model the plugin does not know; return an ``nn.Module`` or None to pass.
 
-    Example, for an ONNX-exported model wrapped in a module::
+    Example, for a Hugging Face model saved with ``save_pretrained`` (a folder,
+    which the plugin does not read itself)::
 
         def pytest_seqgate_load_model(spec, settings):
-            if spec.endswith(".safetensors"):
-                from safetensors.torch import load_file
-                model = MyClassifier()
-                model.load_state_dict(load_file(settings.resolve("model", spec)))
-                return model
+            path = settings.resolve("model", spec)
+            if path.is_dir():
+                from transformers import AutoModelForSequenceClassification
+                return AutoModelForSequenceClassification.from_pretrained(path)
+            return None
     """
 
 
