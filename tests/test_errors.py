@@ -86,7 +86,8 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
             "min_accuracy=0.5",
             {"eval_data": "sub"},
             "seqgate: seqgate_eval_data in pytest.ini: sub is a folder, not a file (read from "
-            "the rootdir, *)",
+            "the rootdir, *); name the file in it, or load the folder in code: "
+            "seqgate_eval_data = 'pkg.module:callable', or a pytest_seqgate_load_dataset hook",
         ),
         (
             "min_accuracy=0.5",

@@ -342,7 +342,16 @@ class Settings:
                 if path.is_dir()
                 else f"file not found: {value}{_near_file(path, value)}"
             )
-            raise ConfigError(f"{self.source(name)}: {what}{relative}")
+            load_it = ""
+            if path.is_dir() and name in ("model", "eval_data", "train_data"):
+                # A Hugging Face save_pretrained or save_to_disk folder, say: the
+                # plugin reads files, and code the user writes reads the rest.
+                hook = "load_model" if name == "model" else "load_dataset"
+                load_it = (
+                    f"; name the file in it, or load the folder in code: "
+                    f"seqgate_{name} = 'pkg.module:callable', or a pytest_seqgate_{hook} hook"
+                )
+            raise ConfigError(f"{self.source(name)}: {what}{relative}{load_it}")
         with path.open("rb") as handle:
             start = handle.read(len(LFS_POINTER))
         if start == LFS_POINTER:
