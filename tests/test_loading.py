@@ -24,6 +24,7 @@ from pytest_seqgate.loading import (
     read_csv,
     read_jsonl,
     read_pt,
+    stream_jsonl,
 )
 
 
@@ -255,6 +256,13 @@ def test_number_labels_of_classes_named_by_numbers(tmp_path: Path) -> None:
         "mixed.jsonl:2 has label 0, which names no class: the classes are named by numbers, "
         "so write every label as a class name (1 to 5) or every one as an index (0 to 4)"
     )
+    # Streamed a chunk at a time: the reading the first labels settle holds for
+    # the chunks after, whose own labels (1 and 2) fit both.
+    stars = ("1", "2", "3", "4", "5")
+    for values, read in (([5, 1, 1, 2], [4, 0, 0, 1]), ([0, 1, 1, 2], [0, 1, 1, 2])):
+        path = write(tmp_path / "s.jsonl", jsonl(*({"tokens": [1], "label": v} for v in values)))
+        chunks = stream_jsonl(path, stars, None, "s.jsonl", 2)
+        assert [x for c in chunks for x in c.labels.tolist()] == read, values
     # The same in a set built in code (a fixture's pairs of sequence and rating).
     data = from_dataset([([1, 2], 5), ([3], 2)], "ratings", ("1", "2", "3", "4", "5"))
     assert data.labels.tolist() == [4, 1]

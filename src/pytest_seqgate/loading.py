@@ -688,6 +688,10 @@ class _Builder:
         self.raw_labels: list[Any] = []
         self.lines: list[int] = []
         self.metadata: dict[str, list[Any]] = {}
+        #: How integer labels of classes named by numbers were read ("names" or
+        #: "indexes"), once the labels said: a streamed file's later chunks read
+        #: theirs the same way, whatever the labels of each chunk.
+        self.numbers_read: str | None = None
 
     def where(self, line: int) -> str:
         return f"{self.source}[{line}]" if self.indexed else f"{self.source}:{line}"
@@ -904,14 +908,18 @@ class _Builder:
             return None
         by_number = {int(name): i for i, name in enumerate(names)}
         numbers = {x for x in raw if isinstance(x, int) and not isinstance(x, bool)}
+        if self.numbers_read is not None and numbers:
+            return by_number if self.numbers_read == "names" else None
         if not numbers:
             # Numbers written as text (a CSV's every field) are names: "5" is the
             # class "5", and a "0" among them names none, not the first class.
             digits = any(isinstance(x, str) and x.isascii() and x.isdigit() for x in raw)
             return by_number if digits else None
         if not numbers <= set(by_number):
+            self.numbers_read = "indexes"
             return None
         if not numbers <= set(range(len(names))):
+            self.numbers_read = "names"
             return by_number
         differs = [i for i, x in enumerate(raw) if x in numbers and by_number[x] != x]
         if differs:
@@ -1211,7 +1219,9 @@ def stream_jsonl(
         builder.add(record, number)
         if len(builder.lengths) >= chunk:
             yield builder.build()
+            read = builder.numbers_read
             builder = _Builder(display, labels, tokenizer)
+            builder.numbers_read = read
     if builder.lengths:
         yield builder.build()
 
