@@ -881,7 +881,7 @@ class _Builder:
                 or (isinstance(value, str) and value.isascii() and value.isdigit())
             ):
                 if int(value) not in by_number:
-                    self._unknown_label(i, value, names, numbered=True)
+                    self._unknown_label(i, value, names, read_as_names=True)
                 out.append(by_number[int(value)])
             elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
                 out.append(value)
@@ -903,7 +903,8 @@ class _Builder:
         then 1 must name "1" too (read as an index, it was silently "2"). Integers
         are names when every one of them is a name and one is no index. Where all
         of them fit both readings and the two differ (1 to 4 of "1" to "5"), the
-        file cannot say which it means, and a guess would shift every class."""
+        file cannot say which it means, and a guess would shift every class.
+        Sets ``numbers_read`` once the labels decide, for a stream's next chunk."""
         if not named_by_numbers(names):
             return None
         by_number = {int(name): i for i, name in enumerate(names)}
@@ -935,7 +936,7 @@ class _Builder:
         return None
 
     def _unknown_label(
-        self, i: int, value: Any, names: tuple[str, ...], numbered: bool = False
+        self, i: int, value: Any, names: tuple[str, ...], read_as_names: bool = False
     ) -> NoReturn:
         folded = [n for n in names if isinstance(value, str) and n.lower() == value.lower()]
         near = f": it differs from {folded[0]!r} only in case" if folded else ""
@@ -944,8 +945,12 @@ class _Builder:
             near = f": it differs from {value.strip()!r} only in the spaces around it"
         ints = enumerate(self.raw_labels)
         other = next((j for j, x in ints if isinstance(x, int) and str(x) not in names), None)
-        numbers = named_by_numbers(names)
-        if numbers and isinstance(value, int) and str(value) in names and other is not None:
+        if (
+            named_by_numbers(names)
+            and isinstance(value, int)
+            and str(value) in names
+            and other is not None
+        ):
             # Classes named by numbers, read as indexes since some label is no name.
             raise DataError(
                 f"{self.where(self.lines[i])}: label {value} names the class {str(value)!r} but "
@@ -957,7 +962,7 @@ class _Builder:
         nor = (
             ": the classes are named by numbers, so a number label names its class "
             "and is not read as an index"
-            if numbered
+            if read_as_names
             else f" (nor an index below {len(names)}){near}"
         )
         raise DataError(

@@ -88,30 +88,27 @@ class SessionState:
 
     def call_hook(self, name: str, **kwargs: Any) -> Any:
         """A user's loader hook; what it raises (a bucket out of reach, a missing
-        file) is a usage error naming the hook and the user's line, not an
-        INTERNALERROR through pytest's collection."""
-        try:
-            return getattr(self.config.hook, name)(**kwargs)
-        except SeqgateError:
-            raise
-        except Exception as exc:
-            raise ConfigError(
-                f"{name} raised {type(exc).__name__} at {_user_line(exc, self.config.rootpath)}"
-                f": {exc}"
-            ) from exc
+        file) is a usage error naming the hook and the user's line."""
+        return self._usage_error_of(name, lambda: getattr(self.config.hook, name)(**kwargs))
 
-    def _unexpected(self, setting: str, load: Callable[[], T]) -> T:
-        """What no check foresaw in loading a setting's file (a library's own
-        exception) is a usage error naming the setting and the line it came
-        from: never pytest's INTERNALERROR, whose traceback buries the cause."""
+    def _loaded(self, setting: str, load: Callable[[], T]) -> T:
+        """A setting's file loaded; what no check of seqgate's foresaw (a
+        library's own exception) names the setting and the file."""
+        what = f"{self.settings.source(setting)}: loading {getattr(self.settings, setting)!r}"
+        return self._usage_error_of(what, load)
+
+    def _usage_error_of(self, what: str, action: Callable[[], T]) -> T:
+        """Run ``action`` at collection, where an exception seqgate did not raise
+        would be pytest's INTERNALERROR, its cause buried in a traceback: it is a
+        usage error naming ``what`` raised it and the user's line it came from."""
         try:
-            return load()
+            return action()
         except SeqgateError:
             raise
         except Exception as exc:
             raise ConfigError(
-                f"{self.settings.source(setting)}: loading {getattr(self.settings, setting)!r} "
-                f"raised {type(exc).__name__} at {_user_line(exc, self.config.rootpath)}: {exc}"
+                f"{what} raised {type(exc).__name__} at {_user_line(exc, self.config.rootpath)}"
+                f": {exc}"
             ) from exc
 
     # Loading is memoised so that collection-time validation and fixtures share it.
@@ -127,7 +124,7 @@ class SessionState:
             from pytest_seqgate.loading import load_model
 
             if model is None:
-                model = self._unexpected("model", lambda: load_model(settings))
+                model = self._loaded("model", lambda: load_model(settings))
             else:
                 self.hooked.add("model")
                 model = require_module(model, f"pytest_seqgate_load_model for {settings.model!r}")
@@ -152,7 +149,7 @@ class SessionState:
                     "pytest_seqgate_load_dataset", spec=spec, role=role, settings=settings
                 )
             if data is None:
-                self.loaded[role] = self._unexpected(role, lambda: load_dataset(settings, role))
+                self.loaded[role] = self._loaded(role, lambda: load_dataset(settings, role))
             else:
                 self.hooked.add(role)
                 try:
