@@ -163,8 +163,8 @@ def test_an_unknown_setting_in_code_names_the_one_meant() -> None:
 
     with pytest.raises(
         ConfigError,
-        match=r"^unknown setting\(s\) modle \(did you mean model\?\), seqgate_eval_data \(did "
-        r"you mean eval_data\?\), zzz; known: model, model_factory, ",
+        match=r"^unknown settings modle \(did you mean `model`\?\), seqgate_eval_data \(did "
+        r"you mean `eval_data`\?\), zzz; known: model, model_factory, ",
     ):
         Settings.from_dict(".", modle="m.pt", seqgate_eval_data="e.jsonl", zzz=1)
 

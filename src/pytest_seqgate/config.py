@@ -18,7 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from pytest_seqgate.exceptions import ConfigError, as_share
+from pytest_seqgate.exceptions import ConfigError, as_share, did_you_mean
 
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
@@ -393,17 +393,14 @@ class Settings:
         """Settings for scripts: ``Settings.from_dict(model="m.pt", eval_data="e.jsonl")``."""
         unknown = sorted(set(raw) - set(OPTIONS_BY_NAME))
         if unknown:
-            import difflib
-
             # The ini's spelling (seqgate_model) or a slip (modle): the name meant.
-            meant = []
-            for name in unknown:
-                near = difflib.get_close_matches(
-                    name.removeprefix("seqgate_"), OPTIONS_BY_NAME, 1, 0.8
-                )
-                meant.append(f"{name} (did you mean {near[0]}?)" if near else name)
+            meant = [
+                name + did_you_mean(name.removeprefix("seqgate_"), OPTIONS_BY_NAME, 0.8)
+                for name in unknown
+            ]
             raise ConfigError(
-                f"unknown setting(s) {', '.join(meant)}; known: " + ", ".join(OPTIONS_BY_NAME)
+                f"unknown {'setting' if len(unknown) == 1 else 'settings'} {', '.join(meant)}; "
+                f"known: " + ", ".join(OPTIONS_BY_NAME)
             )
 
         def lookup(option: Option) -> tuple[Any, str] | None:

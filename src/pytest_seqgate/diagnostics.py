@@ -756,8 +756,7 @@ class SliceSpec:
 def require_key(key: str, metadata: Collection[str], where: str) -> None:
     """Raise, naming the near key and the keys there are, unless the records have ``key``
     (``metadata``: the records' metadata, or its keys)."""
-    from pytest_seqgate.exceptions import ConfigError
-    from pytest_seqgate.gates import did_you_mean
+    from pytest_seqgate.exceptions import ConfigError, did_you_mean
 
     if key not in metadata:
         there = (

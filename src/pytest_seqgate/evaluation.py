@@ -43,12 +43,17 @@ from pytest_seqgate.diagnostics import (
     train_test_gap,
 )
 from pytest_seqgate.distributed import local_device, sharded
-from pytest_seqgate.exceptions import ConfigError, GateFailure, ModelError, label_list
+from pytest_seqgate.exceptions import (
+    ConfigError,
+    GateFailure,
+    ModelError,
+    did_you_mean,
+    label_list,
+)
 from pytest_seqgate.gates import (
     GAP_METRICS,
     GateResult,
     check_regression_metric,
-    did_you_mean,
     failure_message,
     judge,
 )

@@ -73,6 +73,14 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.75) -> str:
+    """`` (did you mean `min_recall`?)`` for a near miss, else nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
 def label_list(labels: Iterable[str], most: int = 12) -> str:
     """Class names for a message: all of a few, else the first and last ones and
     how many (a message listing 150 class names was a screenful, its point lost)."""

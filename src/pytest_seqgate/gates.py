@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tabulate import tabulate
 
 from pytest_seqgate import PER_CLASS_METRICS, SUMMARY_METRICS
-from pytest_seqgate.exceptions import ConfigError, as_share, counted, label_list
+from pytest_seqgate.exceptions import ConfigError, as_share, counted, did_you_mean, label_list
 
 if TYPE_CHECKING:
     from pytest_seqgate.diagnostics import SliceSpec
@@ -329,14 +329,6 @@ def check_regression_metric(metric: str, labels: tuple[str, ...] | None) -> None
         f"`max_regression` compares {', '.join(known)}, but got {metric!r}"
         f"{did_you_mean(metric, near)}"
     )
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean `min_recall`?)`` for a near miss, else nothing."""
-    import difflib
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
-    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 _KEY_PREFIXES = ("fail_on_", "min_", "max_")

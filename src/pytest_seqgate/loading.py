@@ -133,7 +133,7 @@ def _import_advice(exc: Exception, module_name: str, rootdir: Path) -> str:
 def _attribute_advice(obj: Any, wanted: str) -> str:
     """A near name; for a module, also the callables it defines (not those it
     imported, unless it defines none): what a factory or loader could be."""
-    from pytest_seqgate.gates import did_you_mean
+    from pytest_seqgate.exceptions import did_you_mean
 
     names = [n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n, None))]
     advice = did_you_mean(wanted, names)
