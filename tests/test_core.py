@@ -1003,6 +1003,51 @@ def test_a_hand_built_set_of_int32_tensors_is_evaluated_and_left_as_it_was() -> 
     assert torch.equal(raw, lengths.to(torch.int32))
 
 
+def test_evaluate_takes_the_lists_a_fixture_takes() -> None:
+    """``evaluate(model, pairs)`` in a notebook ended in an AttributeError on
+    ``list.values``, where the seqgate_eval_data fixture takes the same list."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.loading import from_dataset
+    from test_inference import Bag
+
+    gen = torch.Generator().manual_seed(3)
+    pairs = [
+        (torch.randint(1, 100, (int(n),), generator=gen).tolist(), ["ham", "spam", "eggs"][i % 3])
+        for i, n in enumerate(torch.randint(2, 15, (60,), generator=gen))
+    ]
+    settings = Settings(bootstrap=0, labels=("eggs", "ham", "spam"))
+    ev = evaluate(Bag(), pairs, settings, train_data=pairs[:30])
+    same = evaluate(Bag(), from_dataset(pairs, "mine", settings.labels), settings)
+    assert torch.equal(ev.metrics.confusion_matrix, same.metrics.confusion_matrix)
+    assert ev.n_samples == 60 and ev.eval_data == "eval_data"
+    assert ev.value("train_test_gap.accuracy") is not None
+    # Its records are named as a fixture's are, by the argument and the index.
+    with pytest.raises(DataError, match=r"^eval_data\[1\]: the sequence of the \(sequence, "):
+        evaluate(Bag(), [([1, 2], "ham"), (3, "spam")], settings)
+
+
+@pytest.mark.parametrize(
+    ("sequence", "said"),
+    [
+        (3, "is int; expected token ids (a list or 1-D tensor of ints), feature vectors"),
+        (None, "is None; expected token ids"),
+        ({"tokens": [1]}, "or a text: a dict is a record, given alone, not in a pair"),
+        (b"ab", "is bytes; expected"),
+    ],
+)
+def test_a_pair_whose_sequence_is_no_sequence_is_named(sequence: object, said: str) -> None:
+    """An int or None in a pair's place of the sequence raised a bare TypeError
+    ('int' object is not iterable); a dict was read as its keys, as token ids."""
+    from pytest_seqgate.loading import from_dataset
+
+    with pytest.raises(
+        DataError, match=re.escape("mine[1]: the sequence of the (sequence, ")
+    ) as info:
+        from_dataset([([1, 2], 0), (sequence, 1)], "mine", None)
+    assert said in str(info.value)
+
+
 def test_from_sequences_refuses_a_batch_of_one_and_mixed_kinds() -> None:
     """``[1, n]`` integer tensors (a tokenizer's ``return_tensors="pt"``) were read
     as one step of n-wide features, and a 2-D sequence among 1-D ones was

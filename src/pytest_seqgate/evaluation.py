@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from pytest_seqgate.baseline import Baseline, Comparison, compare
 from pytest_seqgate.batching import padded_sample
@@ -466,11 +467,22 @@ def _home_device(model: Any) -> torch.device | None:
     return None
 
 
+def _as_data(data: Any, source: str, settings: Settings | None) -> SequenceData | None:
+    """A list or Dataset read as a conftest.py's fixture is read: a notebook's
+    ``evaluate(model, pairs)`` takes what the plugin takes."""
+    if data is None or isinstance(data, SequenceData):
+        return data
+    from pytest_seqgate.loading import configured_tokenizer, from_dataset
+
+    settings = settings or Settings()
+    return from_dataset(data, source, settings.labels, configured_tokenizer(settings))
+
+
 def evaluate(
     model: nn.Module,
-    eval_data: SequenceData | None,
+    eval_data: SequenceData | Sequence[Any] | Dataset[Any] | None,
     settings: Settings | None = None,
-    train_data: SequenceData | None = None,
+    train_data: SequenceData | Sequence[Any] | Dataset[Any] | None = None,
     forward: ForwardHook | None = None,
     custom_metrics: CustomMetrics | None = None,
     name: str | None = None,
@@ -485,7 +497,13 @@ def evaluate(
     The model goes back to the device it came on, as it goes back to its
     train/eval modes: a session's model that the evaluation moved to the GPU
     would otherwise break the user's next test that feeds it CPU tensors.
+
+    ``eval_data`` and ``train_data`` may be any form the fixtures take: a
+    SequenceData, or a map-style Dataset or list of ``(sequence, label)`` pairs
+    or of records.
     """
+    eval_data = _as_data(eval_data, "eval_data", settings)
+    train_data = _as_data(train_data, "train_data", settings)
     home = _home_device(model)
     try:
         return _evaluate(

@@ -1531,6 +1531,18 @@ def from_dataset(
             key = "features" if sequence.ndim == 2 else "tokens"
             record = {key: sequence.tolist()}
         else:
+            if isinstance(sequence, (Mapping, bytes)) or not hasattr(sequence, "__iter__"):
+                kind = "None" if sequence is None else type(sequence).__name__
+                raise DataError(
+                    f"{source}[{i}]: the sequence of the (sequence, label) pair is {kind}; "
+                    f"expected token ids (a list or 1-D tensor of ints), feature vectors (one "
+                    f"list of floats per step) or a text"
+                    + (
+                        ": a dict is a record, given alone, not in a pair"
+                        if isinstance(sequence, Mapping)
+                        else ""
+                    )
+                )
             seq = _plain(list(sequence))
             key = "features" if seq and isinstance(seq[0], (list, tuple)) else "tokens"
             record = {key: [list(v) for v in seq] if key == "features" else seq}
