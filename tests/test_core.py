@@ -722,6 +722,29 @@ def test_an_evaluation_checks_gates_without_pytest(tmp_path: Path) -> None:
     ]
 
 
+def test_write_reports_takes_text_paths_and_names_an_unknown_suffix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script's ``write_reports(["out/r.json"], [ev])`` wrote nothing and
+    returned "rendering failed, a bug in pytest-seqgate" ('str' has no .suffix);
+    ``out/r.htm`` was the same "bug"."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.report import write_reports
+
+    monkeypatch.chdir(tmp_path)
+    data = SequenceData.from_sequences([[i + 2] for i in range(30)], [i % 2 for i in range(30)])
+    ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0))
+    written, failures = write_reports(["out/r.json", "out/r.md", "out/r.htm"], [ev])
+    assert written == [Path("out/r.json"), Path("out/r.md")]
+    assert json.loads(Path("out/r.json").read_text())["evaluations"][0]["n_samples"] == 30
+    assert failures == [
+        "out/r.htm: the suffix picks the format and must be .json, .md or .html "
+        "(did you mean 'out/r.html'?)"
+    ]
+    assert not Path("out/r.htm").exists()
+
+
 def test_train_gap_gate_on_a_slice_reads_the_whole_set() -> None:
     from pytest_seqgate.config import Settings
     from pytest_seqgate.evaluation import evaluate

@@ -514,7 +514,7 @@ class Settings:
             if path.suffix not in REPORT_SUFFIXES:
                 raise ConfigError(
                     f"{self.source('report')}: the suffix picks the format and must be "
-                    f".json, .md or .html, but got {str(path)!r}{_report_meant(path)}"
+                    f".json, .md or .html, but got {str(path)!r}{report_meant(path)}"
                 )
 
 
@@ -522,7 +522,7 @@ REPORT_SUFFIXES = (".json", ".md", ".html")
 _SUFFIX_ALIASES = {".htm": ".html", ".markdown": ".md"}
 
 
-def _report_meant(path: Path) -> str:
+def report_meant(path: Path) -> str:
     """The report file a near miss meant: ``r.JSON``, ``r.htm``, or a folder."""
     suffix = path.suffix.lower()
     if suffix in REPORT_SUFFIXES or suffix in _SUFFIX_ALIASES:

@@ -22,6 +22,7 @@ from tabulate import tabulate
 from torch import Tensor
 
 from pytest_seqgate import REPORT_SCHEMA
+from pytest_seqgate.config import report_meant
 from pytest_seqgate.curves import Ranking
 from pytest_seqgate.diagnostics import Finding, SliceResult
 from pytest_seqgate.evaluation import Evaluation, Uncertainty
@@ -1144,12 +1145,23 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_reports(
-    paths: Sequence[Path], evaluations: Sequence[Evaluation], errors: Sequence[str] = ()
+    paths: Sequence[str | os.PathLike[str]],
+    evaluations: Sequence[Evaluation],
+    errors: Sequence[str] = (),
 ) -> tuple[list[Path], list[str]]:
     """Write every report that can be written: the files written, and why each of
     the others could not be (one unwritable path must not cost the rest)."""
     written, failures = [], []
-    for path in paths:
+    for given in paths:
+        path = Path(given)
+        if path.suffix not in RENDERERS:
+            # The plugin checks its settings before a run; a caller of the core
+            # learns here, not from a render "bug".
+            failures.append(
+                f"{path}: the suffix picks the format and must be .json, .md or .html"
+                f"{report_meant(path)}"
+            )
+            continue
         try:
             write_atomic(path, RENDERERS[path.suffix](evaluations, errors))
         except OSError as exc:
