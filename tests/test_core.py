@@ -1644,6 +1644,44 @@ def test_each_setting_out_of_range_names_itself(name: str, value: object, said: 
     assert str(error.value) == f"{name}: {said}"
 
 
+def test_settings_built_in_code_are_read_and_checked_as_an_ini_is() -> None:
+    """``Settings(...)`` in a script skipped every check: ``device="gpu"`` ended in
+    torch's list of device types, ``batch_size="64"`` in a TypeError in the loop,
+    ``labels="ham,spam"`` was read letter by letter (five classes), and
+    ``precision="bfloat16"`` in a KeyError blamed on the model's forward."""
+    from pytest_seqgate.config import Settings
+
+    typed = Settings(
+        batch_size="64",
+        labels="ham, spam",
+        keep_scores="no",
+        model=Path("m.pt"),
+        report=["r.json"],
+        seed=2.0,
+        rootdir=".",
+    )
+    assert (typed.batch_size, typed.labels, typed.keep_scores) == (64, ("ham", "spam"), False)
+    assert (typed.model, typed.report, typed.seed) == ("m.pt", (Path("r.json"),), 2)
+    assert typed.rootdir == Path(".") and Settings(labels=[0, 1]).labels == ("0", "1")
+    for given, said in [
+        ({"device": "gpu"}, "seqgate_device: expected auto, cpu, cuda, cuda:N or mps, but got"),
+        ({"precision": "bfloat16"}, "seqgate_precision: expected fp32, bf16 or fp16, but got"),
+        ({"batch_size": None}, "seqgate_batch_size: expected an integer, but got None"),
+        ({"seed": 1.5}, "seqgate_seed: expected an integer, but got 1.5"),
+        ({"batch_size": "6x"}, "seqgate_batch_size: expected an integer, but got '6x'"),
+        ({"keep_scores": 1}, "seqgate_keep_scores: expected true or false, but got 1"),
+        ({"labels": ["ham", "ham"]}, "seqgate_labels: class names must be unique"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            Settings(**given)
+        assert str(error.value).startswith(said), (given, str(error.value))
+    # dataclasses.replace checks too: the plugin's per-folder settings are made so.
+    import dataclasses
+
+    with pytest.raises(ConfigError, match=r"^seqgate_bootstrap: expected 0 or a positive"):
+        dataclasses.replace(typed, bootstrap=-1)
+
+
 def test_a_misspelt_file_name_gets_the_near_one(tmp_path) -> None:
     from pytest_seqgate.config import Settings
 

@@ -80,7 +80,7 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
         (
             "min_accuracy=0.5",
             {"batch_size": "many"},
-            "seqgate: seqgate_batch_size in pytest.ini: expected int, but got 'many'",
+            "seqgate: seqgate_batch_size in pytest.ini: expected an integer, but got 'many'",
         ),
         (
             "min_accuracy=0.5",
@@ -208,7 +208,7 @@ def test_cli_bad_int_is_argparse_error(project):
     configured_project(project)
     result = project.run("--seqgate-batch-size", "x")
     assert result.ret == 4
-    assert_lines(result.stderr.str(), "*expected int for --seqgate-batch-size, but got 'x'*")
+    assert_lines(result.stderr.str(), "*expected an integer for --seqgate-batch-size, but got 'x'*")
 
 
 @pytest.mark.parametrize(

@@ -240,7 +240,7 @@ def cli_type(option: Option) -> Callable[[str], Any]:
             value = _parse_scalar(option, text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected {option.kind} for {option.flag}, but got {text!r}"
+                f"expected {_KIND_NAMES[option.kind]} for {option.flag}, but got {text!r}"
             ) from None
         if option.kind == "lines":  # whole lines, commas included; the flag repeats
             return [text.strip()]
@@ -301,6 +301,18 @@ class Settings:
     cache: bool = False
     trust_checkpoints: bool = False
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        """A script's ``Settings(batch_size="64", labels="ham,spam")`` is read as an
+        ini's text is, and checked as the plugin's settings are: a wrong value is
+        one ConfigError naming it, not a TypeError deep in the inference loop."""
+        object.__setattr__(self, "rootdir", Path(self.rootdir))
+        for option in OPTIONS:
+            value = getattr(self, option.name)
+            typed = _typed(option, value, self.source(option.name))
+            if typed is not value:
+                object.__setattr__(self, option.name, typed)
+        self.validate()
 
     def source(self, name: str) -> str:
         """Human name of the setting ``name``, as the user wrote it."""
@@ -384,9 +396,7 @@ class Settings:
             raw, source = found
             sources[option.name] = source
             values[option.name] = _convert(option, raw, source)
-        settings = cls(rootdir=rootdir, sources=sources, **values)
-        settings.validate()
-        return settings
+        return cls(rootdir=rootdir, sources=sources, **values)
 
     @classmethod
     def from_dict(cls, rootdir: Path | str = ".", **raw: Any) -> Settings:
@@ -551,7 +561,50 @@ def _convert(option: Option, raw: Any, source: str) -> Any:
     try:
         return _parse_scalar(option, text)
     except ValueError:
-        raise ConfigError(f"{source}: expected {option.kind}, but got {raw!r}") from None
+        raise ConfigError(
+            f"{source}: expected {_KIND_NAMES[option.kind]}, but got {raw!r}"
+        ) from None
+
+
+def _typed(option: Option, value: Any, source: str) -> Any:
+    """``value`` as the setting's type: text converted as an ini's is, a path as
+    text, a list as a tuple; anything else of the wrong type a ConfigError."""
+    if value is None and (option.default is None or option.kind in ("list", "lines")):
+        return None
+    if option.kind in ("list", "lines", "paths"):
+        if isinstance(value, str):
+            return _convert(option, value, source)
+        if isinstance(value, (list, tuple)):
+            if option.kind == "paths":
+                return tuple(Path(item) for item in value)
+            return tuple(str(item) for item in value) or None
+    elif option.kind == "str":
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if isinstance(value, str):
+            return value
+    elif isinstance(value, str):
+        return _convert(option, value, source)
+    elif option.kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif not isinstance(value, bool) and isinstance(value, (int, float)):
+        if option.kind == "float":
+            return value
+        if float(value).is_integer():
+            return int(value) if isinstance(value, float) else value
+    raise ConfigError(f"{source}: expected {_KIND_NAMES[option.kind]}, but got {value!r}")
+
+
+_KIND_NAMES = {
+    "str": "text",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "list": "a list of names, or names separated by commas",
+    "lines": "a list of lines",
+    "paths": "a list of paths",
+}
 
 
 # The files pytest reads its configuration from, and the section each needs.
