@@ -1071,6 +1071,26 @@ def test_a_pair_whose_sequence_is_no_sequence_is_named(sequence: object, said: s
     assert said in str(info.value)
 
 
+def test_a_set_says_what_it_is_in_one_line(tmp_path: Path) -> None:
+    """The dataclass repr of a loaded set printed every token id, offset and line
+    number: thousands of numbers in a notebook or a failed assert's locals."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.loading import load_dataset
+
+    records = [{"tokens": list(range(1, n + 2)), "label": "ab"[n % 2]} for n in range(500)]
+    (tmp_path / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    settings = Settings.from_dict(tmp_path, eval_data="e.jsonl")
+    assert repr(load_dataset(settings, "eval_data")) == (
+        "<SequenceData e.jsonl: 500 sequences of token ids, 1 to 500 steps; labels a, b>"
+    )
+    features = SequenceData.from_sequences([torch.zeros(3, 4)] * 2, [1, 1])
+    assert repr(features) == (
+        "<SequenceData <memory>: 2 sequences of 4-wide feature vectors, 3 steps; label indexes [1]>"
+    )
+    with pytest.raises(ConfigError, match=r"not 'eval' \(did you mean `eval_data`\?\)$"):
+        load_dataset(settings, "eval")
+
+
 def test_from_sequences_refuses_a_batch_of_one_and_mixed_kinds() -> None:
     """``[1, n]`` integer tensors (a tokenizer's ``return_tensors="pt"``) were read
     as one step of n-wide features, and a 2-D sequence among 1-D ones was

@@ -207,6 +207,27 @@ class SequenceData:
         start = int(self.offsets[index])
         return self.values[start : start + int(self.lengths[index])], int(self.labels[index])
 
+    def __repr__(self) -> str:
+        """What the set is, in one line: the dataclass's repr printed every token
+        id and line number, thousands of them in a notebook or a failed assert."""
+        n = len(self)
+        what = (
+            f"{self.values.shape[1]}-wide feature vectors"
+            if self.kind == "features"
+            else "token ids"
+        )
+        steps = ""
+        if n:
+            low, high = (int(x) for x in self.lengths.aminmax())
+            steps = f", {low} steps" if low == high else f", {low} to {high} steps"
+        classes = (
+            "labels " + ", ".join(self.label_names)
+            if self.label_names is not None
+            else f"label indexes {self.labels.unique()[:12].tolist()}"
+        )
+        streamed = " (streamed: no sequences kept)" if n and not self.values.numel() else ""
+        return f"<SequenceData {self.source}: {n} sequences of {what}{steps}; {classes}{streamed}>"
+
     @property
     def kind(self) -> str:
         return "features" if self.values.dim() == 2 else "tokens"

@@ -38,6 +38,7 @@ from pytest_seqgate.exceptions import (
     ConfigError,
     DataError,
     ModelError,
+    did_you_mean,
     label_list,
     raised_at,
     user_line,
@@ -133,8 +134,6 @@ def _import_advice(exc: Exception, module_name: str, rootdir: Path) -> str:
 def _attribute_advice(obj: Any, wanted: str) -> str:
     """A near name; for a module, also the callables it defines (not those it
     imported, unless it defines none): what a factory or loader could be."""
-    from pytest_seqgate.exceptions import did_you_mean
-
     names = [n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n, None))]
     advice = did_you_mean(wanted, names)
     if isinstance(obj, types.ModuleType) and names:
@@ -1059,6 +1058,11 @@ def configured_tokenizer(settings: Settings) -> Callable[[str], Sequence[int]] |
 
 def load_dataset(settings: Settings, role: str) -> SequenceData:
     """Load ``seqgate_eval_data`` or ``seqgate_train_data`` (``role``)."""
+    if role not in ("eval_data", "train_data"):
+        raise ConfigError(
+            f"load_dataset(): role is 'eval_data' or 'train_data', not {role!r}"
+            f"{did_you_mean(role, ('eval_data', 'train_data'), 0.5)}"
+        )
     spec = getattr(settings, role)
     setting = settings.source(role)
     if spec is None:
