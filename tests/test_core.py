@@ -633,7 +633,18 @@ def test_an_evaluation_gives_each_number_by_the_names_a_gate_uses() -> None:
     assert ev.value("roc_auc", "spam") == float(ev.ranking.roc_auc[spam])
     assert ev.value("train_test_gap.accuracy") == 0.0
     assert ev.value("regression.accuracy") is None  # no baseline
+    # A gate line's spelling, and what max_leakage compares (the set is its own
+    # training set: every sequence is a copy); None without a training set.
+    assert ev.value("recall[spam]") == ev.value("recall", "spam")
+    assert ev.value("leakage") == 1.0
+    assert evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0)).value("leakage") is None
     for args, said in (
+        (
+            ("recall", 1),
+            "value('recall', 1): a class is given by its name; the classes are ['ham', 'spam']",
+        ),
+        (("recall[spma]",), "no class 'spma' (did you mean `spam`?)"),
+        (("leakag",), "unknown metric 'leakag' (did you mean `leakage`?)"),
         (
             ("recall",),
             "recall is per class: name one of ['ham', 'spam'], as in value('recall', 'spam')",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -288,6 +289,15 @@ class Evaluation:
     def findings_of(self, kind: str) -> list[Finding]:
         return [f for f in self.findings if f.kind == kind]
 
+    @property
+    def leaked(self) -> float | None:
+        """The share of eval sequences that are exact or near copies of training
+        ones (None without a training set): what ``max_leakage`` compares."""
+        if self.train_metrics is None:
+            return None
+        # Exact and near copies are disjoint sets of eval sequences, so shares add.
+        return sum(float(f.data["fraction"]) for f in self.findings_of("leakage"))
+
     def for_slice(self, spec: SliceSpec) -> Evaluation:
         """The same evaluation restricted to a slice (metrics only, no findings)."""
         assert self.lengths is not None
@@ -334,11 +344,29 @@ class Evaluation:
         return results
 
     def value(self, metric: str, class_name: str | None = None) -> float | None:
-        """One number by the names a gate uses: ``ev.value("recall", "spam")``,
-        ``ev.value("macro_f1")``, ``ev.value("train_test_gap.accuracy")``, a
-        custom metric's name. None where it is undefined (no baseline, no
-        scores kept). A test that asserts on numbers reads what a gate reads."""
+        """One number by the names a gate uses: ``ev.value("recall", "spam")`` (or
+        ``"recall[spam]"``, as a gate line writes it), ``ev.value("macro_f1")``,
+        ``ev.value("train_test_gap.accuracy")``, ``"leakage"``, a custom metric's
+        name. None where it is undefined (no baseline, no training set, no scores
+        kept). A test that asserts on numbers reads what a gate reads."""
         __tracebackhide__ = True  # a misnamed metric: pytest shows the test's line
+        if not isinstance(class_name, (str, type(None))):
+            named = str(class_name) in self.labels and not isinstance(class_name, bool)
+            raise ConfigError(
+                f"value({metric!r}, {class_name!r}): a class is given by its name"
+                + (f" (did you mean {str(class_name)!r}?)" if named else "")
+                + f"; the classes are {label_list(self.labels)}"
+            )
+        bracketed = CLASS_IN_BRACKETS.match(metric)
+        if (
+            class_name is None
+            and bracketed
+            and not metric.startswith(("regression.", "train_test_gap."))
+        ):
+            # A gate line's and the report's spelling: value("recall[spam]").
+            metric, class_name = bracketed.group(1), bracketed.group(2)
+        if metric == "leakage" and class_name is None:
+            return self.leaked
         if class_name is None and metric in PER_CLASS_NUMBERS:
             raise ConfigError(
                 f"{metric} is per class: name one of {label_list(self.labels)}, as in "
@@ -394,10 +422,16 @@ class Evaluation:
             return self.metrics.value(metric)
         if metric in self.custom_metrics:
             return float(self.custom_metrics[metric])
-        known = [*self.metrics.summary, *PER_CLASS_NUMBERS, *SCORE_SUMMARY, *self.custom_metrics]
+        known = [
+            *self.metrics.summary,
+            *PER_CLASS_NUMBERS,
+            *SCORE_SUMMARY,
+            "leakage",
+            *self.custom_metrics,
+        ]
         raise ConfigError(
             f"unknown metric {metric!r}{did_you_mean(metric, known)}; built-in: "
-            f"{', '.join(self.metrics.summary)}, {', '.join(SCORE_SUMMARY)}; per class: "
+            f"{', '.join(self.metrics.summary)}, {', '.join(SCORE_SUMMARY)}, leakage; per class: "
             f"{', '.join(PER_CLASS_NUMBERS)}"
             + (
                 f"; from pytest_seqgate_metrics: {', '.join(self.custom_metrics)}"
@@ -406,6 +440,8 @@ class Evaluation:
             )
         )
 
+
+CLASS_IN_BRACKETS = re.compile(r"^(\w+)\[(.+)\]$")
 
 # The summary numbers of the scores, beside the counts' ``Metrics.summary``, and
 # the numbers read per class.

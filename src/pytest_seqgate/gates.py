@@ -920,9 +920,8 @@ def check(evaluation: Evaluation, spec: GateSpec, test: str) -> list[GateResult]
     if spec.max_leakage is not None:
         gate = Gate("max_leakage", "leakage", None, "<=", spec.max_leakage)
         leaked = evaluation.findings_of("leakage")
-        # Exact and near copies are disjoint sets of eval sequences, so fractions add.
-        fraction = sum(float(f.data["fraction"]) for f in leaked)
-        if evaluation.train_metrics is None:
+        fraction = evaluation.leaked
+        if fraction is None:
             reason = "undefined: no training set (set seqgate_train_data)"
             results.append(gate.result(test, None, False, reason))
         else:
