@@ -1446,7 +1446,14 @@ def test_custom_metrics_must_be_numbers() -> None:
     results = check(ev, parse_gates({"max_cost": 0.5}, custom_metrics=["cost"]), "t")
     (result,) = [r for r in results if r.metric == "cost"]
     assert not result.passed
-    assert result.reason == "undefined: pytest_seqgate_metrics returned nan for 'cost'"
+    assert result.reason == (
+        "undefined: pytest_seqgate_metrics returned no number (None or NaN) for 'cost'"
+    )
+    # None is undefined too, as value() gives it; value() reads a NaN as None.
+    ev = evaluate(Odd(), data, settings, custom_metrics=lambda e: {"cost": None, "nan": math.nan})
+    assert ev.value("cost") is None and ev.value("nan") is None
+    lean = evaluate(Odd(), data, Settings(device="cpu", bootstrap=0, keep_scores=False))
+    assert lean.value("ece") is None  # no scores kept: it was NaN
     for returned, message in (
         ({"cost": "high"}, "returned 'high' for 'cost'; a metric must be a number"),
         ({"flag": True}, "returned True for 'flag'; a metric must be a number"),

@@ -350,6 +350,13 @@ class Evaluation:
         name. None where it is undefined (no baseline, no training set, no scores
         kept). A test that asserts on numbers reads what a gate reads."""
         __tracebackhide__ = True  # a misnamed metric: pytest shows the test's line
+        found = self._value(metric, class_name)
+        # NaN is how the counts say "undefined" (ECE without scores, a custom
+        # metric's NaN); an `is None` assert must read it as the others are read.
+        return None if found is None or found != found else found
+
+    def _value(self, metric: str, class_name: str | None) -> float | None:
+        __tracebackhide__ = True
         if not isinstance(class_name, (str, type(None))):
             named = str(class_name) in self.labels and not isinstance(class_name, bool)
             raise ConfigError(
@@ -873,11 +880,13 @@ def custom_numbers(values: Any) -> dict[str, float]:
         try:
             if isinstance(value, (bool, str, bytes)):
                 raise TypeError
-            out[str(name)] = float(value)
+            # None, as value() gives for an undefined metric: undefined here too.
+            out[str(name)] = float("nan") if value is None else float(value)
         except (TypeError, ValueError, RuntimeError):
             raise ConfigError(
                 f"pytest_seqgate_metrics returned {value!r} for {name!r}; a metric must be a "
-                f"number (a float, an int or a one-element tensor)"
+                f"number (a float, an int or a one-element tensor), or None where it is "
+                f"undefined"
             ) from None
     return out
 

@@ -661,8 +661,10 @@ def _undefined(evaluation: Any, gate: Gate) -> tuple[bool, str]:
     branch runs the same gates and must not fail them; nor is there for a class
     the baseline has no recall of (one the model gained since)."""
     if gate.metric in evaluation.custom_metrics:
-        value = evaluation.custom_metrics[gate.metric]
-        return False, f"undefined: pytest_seqgate_metrics returned {value} for {gate.metric!r}"
+        return False, (
+            f"undefined: pytest_seqgate_metrics returned no number (None or NaN) for "
+            f"{gate.metric!r}"
+        )
     if not gate.metric.startswith("regression."):
         return False, _undefined_reason(gate.metric, gate.class_name)
     if evaluation.comparison is None:

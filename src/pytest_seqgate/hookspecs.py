@@ -65,11 +65,13 @@ def pytest_seqgate_forward(model: Any, batch: Batch) -> Any:
 
 
 @hookspec
-def pytest_seqgate_metrics(evaluation: Evaluation) -> dict[str, float] | None:
+def pytest_seqgate_metrics(evaluation: Evaluation) -> dict[str, float | None] | None:
     """Add named metrics; gate them with ``min_<name>`` / ``max_<name>`` marker keys.
 
     ``evaluation.metrics.confusion_matrix``, ``evaluation.predictions`` and
-    ``evaluation.targets`` are available. Example::
+    ``evaluation.targets`` are available. A metric that is undefined on this set
+    (a class with no samples) is None or NaN: a gate on it fails and says so, as
+    one on a built-in metric does, and ``value()`` reads it as None. Example::
 
         def pytest_seqgate_metrics(evaluation):
             cm = evaluation.metrics.confusion_matrix
