@@ -1100,6 +1100,13 @@ def test_a_set_says_what_it_is_in_one_line(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"not 'eval' \(did you mean `eval_data`\?\)$"):
         load_dataset(settings, "eval")
+    # An evaluation's predictions too (five tensors: 25,000 characters for 901 samples).
+    from pytest_seqgate.evaluation import evaluate
+
+    ev = evaluate(Parity(), load_dataset(settings, "eval_data"), Settings(bootstrap=0))
+    assert repr(ev.predictions) == (
+        "<Predictions of 500 samples on cpu, batch 64, 2 scores each (read as probabilities)>"
+    )
 
 
 def test_from_sequences_refuses_a_batch_of_one_and_mixed_kinds() -> None:

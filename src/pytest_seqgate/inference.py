@@ -48,6 +48,15 @@ class Predictions:
     #: How the outputs were read: "logits" or "probabilities".
     outputs: str = "logits"
 
+    def __repr__(self) -> str:
+        """One line, as SequenceData's: the dataclass's printed five tensors,
+        25,000 characters for 901 samples."""
+        kept = f"{self.scores.shape[1]} scores each" if self.scores.shape[1] else "no scores"
+        return (
+            f"<Predictions of {self.predictions.numel()} samples on {self.device}, batch "
+            f"{self.batch_size}, {kept} (read as {self.outputs})>"
+        )
+
 
 def require_module(obj: Any, where: str) -> nn.Module:
     """``obj`` if it is a torch.nn.Module; else an error saying which source gave what.
