@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -810,6 +811,33 @@ def test_a_pass_over_some_rows_keeps_dataset_positions() -> None:
 
     huge = predict(Huge(), numbered, CPU)
     assert torch.equal(huge.predictions, torch.ones(40, dtype=torch.int64))
+
+    class Masking(nn.Module):
+        """Class 2 masked out with -Inf before the softmax (a class switched off),
+        token 9 masking every class, token 8 giving class 0 a logit of +Inf."""
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            logits = torch.stack([tokens[:, 0] % 2, 1 - tokens[:, 0] % 2, tokens[:, 0]], 1)
+            logits = logits.float().index_fill_(1, torch.tensor([2]), -math.inf)
+            logits[tokens[:, 0] == 9] = -math.inf
+            logits[tokens[:, 0] == 8, 0] = math.inf
+            return logits
+
+    # It was "NaN or Inf logits for 40 of 40 samples": -Inf is a probability of 0.
+    masked = predict(Masking(), numbered, CPU, rows=torch.arange(10, 40))
+    assert torch.equal(masked.scores[:, 2], torch.zeros(30))
+    assert torch.equal(masked.predictions, torch.arange(10, 40) % 2)
+    for row in (8, 7):  # every class masked; +Inf beside other logits
+        with pytest.raises(ModelError, match=rf"NaN or Inf logits for 1 of 1 .*\[{row}\]"):
+            predict(Masking(), numbered, CPU, rows=torch.tensor([row]))
+    # One logit of +-Inf: a sigmoid of 1 or 0, not an error.
+    certain = SequenceData.from_sequences([[1], [2]], [1, 0])
+
+    class Certain(nn.Module):
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.where(tokens % 2 == 1, math.inf, -math.inf).float()
+
+    assert predict(Certain(), certain, CPU).scores.tolist() == [[0.0, 1.0], [1.0, 0.0]]
 
 
 def test_unpadded_batches_never_pad_and_keep_the_batch_size() -> None:
