@@ -750,7 +750,7 @@ def test_write_reports_takes_text_paths_and_names_an_unknown_suffix(
     assert written == [Path("out/r.json"), Path("out/r.md")]
     assert json.loads(Path("out/r.json").read_text())["evaluations"][0]["n_samples"] == 30
     assert failures == [
-        "out/r.htm: the suffix picks the format and must be .json, .md or .html "
+        "the suffix picks the format and must be .json, .md or .html, but got 'out/r.htm' "
         "(did you mean 'out/r.html'?)"
     ]
     assert not Path("out/r.htm").exists()
@@ -1708,6 +1708,11 @@ def test_settings_built_in_code_are_read_and_checked_as_an_ini_is() -> None:
     assert (typed.batch_size, typed.labels, typed.keep_scores) == (64, ("ham", "spam"), False)
     assert (typed.model, typed.report, typed.seed) == ("m.pt", (Path("r.json"),), 2)
     assert typed.rootdir == Path(".") and Settings(labels=[0, 1]).labels == ("0", "1")
+    import numpy as np
+
+    numpy_typed = Settings(batch_size=np.int64(32), confidence=np.float32(0.9), seed=np.float64(3))
+    assert (numpy_typed.batch_size, numpy_typed.seed) == (32, 3)
+    assert type(numpy_typed.batch_size) is int and type(numpy_typed.confidence) is float
     for given, said in [
         ({"device": "gpu"}, "seqgate_device: expected auto, cpu, cuda, cuda:N or mps, but got"),
         ({"precision": "bfloat16"}, "seqgate_precision: expected fp32, bf16 or fp16, but got"),

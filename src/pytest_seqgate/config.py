@@ -10,6 +10,7 @@ between the CLI, the ini file and scripts that use the core without pytest.
 from __future__ import annotations
 
 import argparse
+import numbers
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -521,18 +522,26 @@ class Settings:
                 f"give a path ending in .json, not {self.save_baseline!r}"
             )
         for path in self.report:
-            if path.suffix not in REPORT_SUFFIXES:
-                raise ConfigError(
-                    f"{self.source('report')}: the suffix picks the format and must be "
-                    f".json, .md or .html, but got {str(path)!r}{report_meant(path)}"
-                )
+            why = unwritable_report(path)
+            if why:
+                raise ConfigError(f"{self.source('report')}: {why}")
 
 
 REPORT_SUFFIXES = (".json", ".md", ".html")
 _SUFFIX_ALIASES = {".htm": ".html", ".markdown": ".md"}
 
 
-def report_meant(path: Path) -> str:
+def unwritable_report(path: Path) -> str | None:
+    """Why seqgate writes no report at ``path`` (its suffix names no format), or None."""
+    if path.suffix in REPORT_SUFFIXES:
+        return None
+    return (
+        f"the suffix picks the format and must be .json, .md or .html, but got "
+        f"{str(path)!r}{_report_meant(path)}"
+    )
+
+
+def _report_meant(path: Path) -> str:
     """The report file a near miss meant: ``r.JSON``, ``r.htm``, or a folder."""
     suffix = path.suffix.lower()
     if suffix in REPORT_SUFFIXES or suffix in _SUFFIX_ALIASES:
@@ -588,11 +597,12 @@ def _typed(option: Option, value: Any, source: str) -> Any:
     elif option.kind == "bool":
         if isinstance(value, bool):
             return value
-    elif not isinstance(value, bool) and isinstance(value, (int, float)):
+    elif not isinstance(value, bool) and isinstance(value, numbers.Real):
+        # NumPy's numbers too (a batch size computed with np.ceil): plain ones here.
         if option.kind == "float":
-            return value
+            return value if type(value) in (int, float) else float(value)
         if float(value).is_integer():
-            return int(value) if isinstance(value, float) else value
+            return value if type(value) is int else int(float(value))
     raise ConfigError(f"{source}: expected {_KIND_NAMES[option.kind]}, but got {value!r}")
 
 

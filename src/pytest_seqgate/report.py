@@ -22,7 +22,7 @@ from tabulate import tabulate
 from torch import Tensor
 
 from pytest_seqgate import REPORT_SCHEMA
-from pytest_seqgate.config import report_meant
+from pytest_seqgate.config import unwritable_report
 from pytest_seqgate.curves import Ranking
 from pytest_seqgate.diagnostics import Finding, SliceResult
 from pytest_seqgate.evaluation import Evaluation, Uncertainty
@@ -1154,13 +1154,11 @@ def write_reports(
     written, failures = [], []
     for given in paths:
         path = Path(given)
-        if path.suffix not in RENDERERS:
+        why = unwritable_report(path)
+        if why:
             # The plugin checks its settings before a run; a caller of the core
             # learns here, not from a render "bug".
-            failures.append(
-                f"{path}: the suffix picks the format and must be .json, .md or .html"
-                f"{report_meant(path)}"
-            )
+            failures.append(why)
             continue
         try:
             write_atomic(path, RENDERERS[path.suffix](evaluations, errors))
