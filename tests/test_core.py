@@ -1056,6 +1056,11 @@ def test_evaluate_takes_the_lists_a_fixture_takes() -> None:
     assert torch.equal(ev.metrics.confusion_matrix, same.metrics.confusion_matrix)
     assert ev.n_samples == 60 and ev.eval_data == "eval_data"
     assert ev.value("train_test_gap.accuracy") is not None
+    # No set at all: said to the caller, with the reader of the file the settings name.
+    with pytest.raises(ConfigError, match=r"^evaluate\(\): no eval set; give one, .* records$"):
+        evaluate(Bag(), None)
+    with pytest.raises(ConfigError, match=r"load_dataset\(settings, 'eval_data'\) reads the 'e"):
+        evaluate(Bag(), None, Settings(eval_data="e.jsonl"))
     # Its records are named as a fixture's are, by the argument and the index.
     with pytest.raises(DataError, match=r"^eval_data\[1\]: the sequence of the \(sequence, "):
         evaluate(Bag(), [([1, 2], "ham"), (3, "spam")], settings)

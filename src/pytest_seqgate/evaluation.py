@@ -577,8 +577,16 @@ def _evaluate(
     device = resolve_device(spec, settings.source("device"))
     if eval_data is None:
         if not settings.streaming:
+            # Only a caller of the core gets here: the plugin loads the set first.
+            named = (
+                f": load_dataset(settings, 'eval_data') reads the {settings.eval_data!r} "
+                f"the settings name"
+                if settings.eval_data
+                else ""
+            )
             raise ConfigError(
-                "no eval set: set seqgate_eval_data or override the seqgate_eval_data fixture"
+                f"evaluate(): no eval set; give one, a SequenceData or a list or Dataset of "
+                f"(sequence, label) pairs or records{named}"
             )
         from pytest_seqgate.streaming import stream_eval
 
