@@ -675,17 +675,16 @@ def test_an_evaluation_gives_each_number_by_the_names_a_gate_uses() -> None:
 def test_a_regression_is_read_by_name_and_per_class_as_its_worst_class(tmp_path: Path) -> None:
     """``ev.value("regression.recall")`` was None (no such entry) against any
     baseline: it is the largest drop of a class's recall, as the gate reads it."""
-    from pytest_seqgate.baseline import baseline_json
     from pytest_seqgate.config import Settings
     from pytest_seqgate.evaluation import evaluate
-    from pytest_seqgate.report import report_json
+    from pytest_seqgate.report import save_baseline
 
     labels = torch.tensor([i % 2 for i in range(40)])
     data = SequenceData.from_sequences([[i + 2] for i in range(40)], labels, ("ham", "spam"))
     quiet = {"padding_check": 0, "bootstrap": 0}
     base = evaluate(Parity(), data, Settings(**quiet))
-    path = tmp_path / "base.json"
-    path.write_text(json.dumps(baseline_json(report_json([base]), [base])))
+    # A script saves the baseline as --seqgate-save-baseline does.
+    assert save_baseline(str(tmp_path / "base.json"), [base]) == tmp_path / "base.json"
 
     class MissesSpam(Parity):
         def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -699,6 +698,7 @@ def test_a_regression_is_read_by_name_and_per_class_as_its_worst_class(tmp_path:
     assert ev.value("regression.recall") == pytest.approx(0.5)  # the worst class
     assert ev.value("regression.recall[ham]") == pytest.approx(0.0)
     assert ev.value("regression.accuracy") == pytest.approx(0.25)
+    assert ev.comparison is not None and ev.comparison.newly_wrong == 10
 
 
 def test_an_evaluation_checks_gates_without_pytest(tmp_path: Path) -> None:

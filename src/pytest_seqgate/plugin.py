@@ -1292,16 +1292,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if any(RENDER_BUG in f for f in failures):
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
     if settings.save_baseline is not None and evaluations:
-        import json
-
-        from pytest_seqgate.baseline import baseline_json
-        from pytest_seqgate.report import report_json, write_atomic
+        from pytest_seqgate.report import save_baseline
 
         target = settings.resolve("save_baseline", settings.save_baseline)
         try:
-            document = baseline_json(report_json(evaluations), evaluations)
-            write_atomic(target, json.dumps(document, indent=1, allow_nan=False) + "\n")
-            state.written.append(target)
+            state.written.append(save_baseline(target, evaluations))
         except OSError as exc:
             state.report_errors.append(
                 f"seqgate: cannot save the baseline ({settings.source('save_baseline')}): {exc}"

@@ -22,6 +22,7 @@ from tabulate import tabulate
 from torch import Tensor
 
 from pytest_seqgate import REPORT_SCHEMA
+from pytest_seqgate.baseline import baseline_json
 from pytest_seqgate.config import unwritable_report
 from pytest_seqgate.curves import Ranking
 from pytest_seqgate.diagnostics import Finding, SliceResult
@@ -1170,6 +1171,16 @@ def write_reports(
             continue
         written.append(path)
     return written, failures
+
+
+def save_baseline(path: str | os.PathLike[str], evaluations: Sequence[Evaluation]) -> Path:
+    """Write the JSON report plus each sample's content hash, true class and
+    prediction: what a later run's ``seqgate_baseline`` pairs its samples with
+    (McNemar's test, the records newly wrong). Atomic, as the reports are."""
+    target = Path(path)
+    document = baseline_json(report_json(evaluations), list(evaluations))
+    write_atomic(target, json.dumps(document, indent=1, allow_nan=False) + "\n")
+    return target
 
 
 # How a report that failed to render (not to write) is named: a bug, which the run's
