@@ -609,6 +609,40 @@ def test_tokenizer_outputs_and_failures(tmp_path: Path) -> None:
     )
 
 
+def test_a_tokenizer_object_is_asked_to_encode(tmp_path: Path) -> None:
+    """``seqgate_tokenizer = "tok:tokenizer"`` naming a tokenizers-library
+    ``Tokenizer`` (or SentencePiece, tiktoken: objects with ``.encode``, not
+    callables) failed on every record with "'Tokenizer' object is not callable",
+    and an ``Encoding`` (ids under ``.ids``) was "not a list of int token ids"."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.loading import configured_tokenizer, load_dataset
+
+    (tmp_path / "tok.py").write_text(
+        "class Encoding:\n"
+        "    def __init__(self, ids):\n"
+        "        self.ids = ids\n"
+        "class Tokenizer:\n"
+        "    def encode(self, text):\n"
+        "        return Encoding([len(w) for w in text.split()])\n"
+        "class Plain:\n"
+        "    def encode(self, text):\n"
+        "        return [len(w) for w in text.split()]\n"
+        "class Vocabulary:\n"
+        "    pass\n"
+        "tokenizer, plain, vocabulary = Tokenizer(), Plain(), Vocabulary()\n"
+    )
+    write(tmp_path / "t.jsonl", jsonl({"text": "hello big world", "label": 0}))
+    for name in ("tokenizer", "plain"):
+        settings = Settings.from_dict(tmp_path, eval_data="t.jsonl", tokenizer=f"tok:{name}")
+        assert load_dataset(settings, "eval_data")[0][0].tolist() == [5, 3, 5]
+    with pytest.raises(ConfigError) as info:
+        configured_tokenizer(Settings.from_dict(tmp_path, tokenizer="tok:vocabulary"))
+    assert str(info.value) == (
+        "tokenizer: 'tok:vocabulary' is a tok.Vocabulary object, which can neither be called "
+        "nor .encode() a text; name a function mapping a text to token ids"
+    )
+
+
 def test_a_records_attention_mask_cuts_its_padded_tokens(tmp_path: Path) -> None:
     """Rows of a set tokenized with padding (Hugging Face's padding="max_length")
     carry their attention mask: the padded tokens were refused as already padded,

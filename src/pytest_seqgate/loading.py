@@ -26,7 +26,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import torch
 from torch import Tensor, nn
@@ -658,8 +658,13 @@ def _not_ids(out: list[Any]) -> str:
 
 
 def _name_of(function: Any) -> str:
+    """``pkg.module:function``, or for an object (a tokenizer instance) its class,
+    not a repr with an address that changes every run."""
     module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", None)
-    return f"{module}:{name}" if module and name else repr(function)
+    if module and name:
+        return f"{module}:{name}"
+    kind = type(function)
+    return f"a {kind.__module__}.{kind.__qualname__} object"
 
 
 def named_by_numbers(names: Iterable[str]) -> bool:
@@ -799,6 +804,8 @@ class _Builder:
             ) from exc
         if isinstance(ids, Mapping) and "input_ids" in ids:
             ids = ids["input_ids"]  # a Hugging Face tokenizer's encoding
+        elif isinstance(getattr(ids, "ids", None), list):
+            ids = ids.ids  # the tokenizers library's Encoding
         try:
             out = list(ids.tolist() if hasattr(ids, "tolist") else ids)
         except TypeError:  # None (a text it gave up on), a single id
@@ -1050,10 +1057,19 @@ def configured_tokenizer(settings: Settings) -> Callable[[str], Sequence[int]] |
     files, a dataset import path, a load-dataset hook, a fixture's dataset."""
     if settings.tokenizer is None:
         return None
-    tokenizer: Callable[[str], Sequence[int]] = import_object(
-        settings.tokenizer, settings.rootdir, settings.source("tokenizer")
-    )
-    return tokenizer
+    setting = settings.source("tokenizer")
+    tokenizer = import_object(settings.tokenizer, settings.rootdir, setting)
+    if not callable(tokenizer):
+        encode = getattr(tokenizer, "encode", None)
+        if callable(encode):
+            # A tokenizer object that is not called but asked to encode (the
+            # tokenizers library's Tokenizer, SentencePiece, tiktoken).
+            return cast("Callable[[str], Sequence[int]]", encode)
+        raise ConfigError(
+            f"{setting}: {settings.tokenizer!r} is {_name_of(tokenizer)}, which can neither "
+            f"be called nor .encode() a text; name a function mapping a text to token ids"
+        )
+    return cast("Callable[[str], Sequence[int]]", tokenizer)
 
 
 def load_dataset(settings: Settings, role: str) -> SequenceData:
