@@ -96,7 +96,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "labels", "class names in index order (ini: one per line; CLI: comma separated)", "list"
     ),
-    Option("tokenizer", "pkg.module:callable mapping a text to a list of token ids"),
+    Option(
+        "tokenizer",
+        "pkg.module:callable mapping a text to token ids, or an object with .encode(text)",
+    ),
     Option("device", "auto (default), cpu, cuda, cuda:N or mps", default="auto"),
     Option("batch_size", "sequences per batch (default 64)", "int", 64),
     Option("precision", "fp32 (default), bf16 or fp16: autocast the forward pass", default="fp32"),
