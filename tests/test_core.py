@@ -1114,6 +1114,22 @@ def test_a_set_says_what_it_is_in_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_from_sequences_takes_class_names() -> None:
+    """``from_sequences(seqs, ["ham", "spam"])`` raised torch's "too many
+    dimensions 'str'"; names are placed as a loader places a file's."""
+    data = SequenceData.from_sequences([[1, 2], [3], [4]], ["spam", "ham", "spam"])
+    assert data.label_names == ("ham", "spam") and data.labels.tolist() == [1, 0, 1]
+    assert data.names_inferred  # sorted from the data: the label_order warning says so
+    ordered = SequenceData.from_sequences([[1], [2]], ["ham", "spam"], ("spam", "ham"))
+    assert ordered.labels.tolist() == [1, 0] and not ordered.names_inferred
+    with pytest.raises(DataError, match=re.escape("which label_names ['ham', 'spam'] lack (did")):
+        SequenceData.from_sequences([[1], [2]], ["ham", "spma"], ("ham", "spam"))
+    with pytest.raises(DataError, match=re.escape("the labels mix class names and indexes (0 ")):
+        SequenceData.from_sequences([[1], [2]], [0, "ham"])
+    with pytest.raises(DataError, match=r"labels has 1 entry but lengths has 2"):
+        SequenceData.from_sequences([[1], [2]], [0])
+
+
 def test_from_sequences_refuses_a_batch_of_one_and_mixed_kinds() -> None:
     """``[1, n]`` integer tensors (a tokenizer's ``return_tensors="pt"``) were read
     as one step of n-wide features, and a 2-D sequence among 1-D ones was

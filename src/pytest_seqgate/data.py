@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pytest_seqgate.exceptions import DataError
+from pytest_seqgate.exceptions import DataError, counted, did_you_mean, label_list
 
 # What a sequence of token ids given as a batch of one needs.
 BATCH_OF_ONE = (
@@ -65,8 +65,9 @@ class SequenceData:
                 )
             if column.numel() != self.lengths.numel():
                 raise DataError(
-                    f"{self.source}: SequenceData.{name} has {column.numel()} entries but "
-                    f"lengths has {self.lengths.numel()}: one per sequence"
+                    f"{self.source}: SequenceData.{name} has {column.numel()} "
+                    f"{'entry' if column.numel() == 1 else 'entries'} but lengths has "
+                    f"{self.lengths.numel()}: one per sequence"
                 )
             setattr(self, name, column.to(torch.int64))
         values = torch.as_tensor(self.values)
@@ -219,7 +220,7 @@ class SequenceData:
         steps = ""
         if n:
             low, high = (int(x) for x in self.lengths.aminmax())
-            steps = f", {low} steps" if low == high else f", {low} to {high} steps"
+            steps = f", {counted(low, 'step')}" if low == high else f", {low} to {high} steps"
         classes = (
             "labels " + ", ".join(self.label_names)
             if self.label_names is not None
@@ -247,11 +248,13 @@ class SequenceData:
     def from_sequences(
         cls,
         sequences: Sequence[Tensor | Sequence[Any]],
-        labels: Sequence[int] | Tensor,
+        labels: Sequence[int] | Sequence[str] | Tensor,
         label_names: Sequence[str] | None = None,
         source: str = "<memory>",
     ) -> SequenceData:
-        """Build from a list of 1-D token tensors (or 2-D feature tensors) and int labels."""
+        """Build from a list of 1-D token tensors (or 2-D feature tensors) and their
+        labels: class indexes, or class names (placed by ``label_names``, else
+        sorted, as a loader sorts the names of a file's records)."""
         tensors = [s if isinstance(s, Tensor) else torch.tensor(s) for s in sequences]
         for i, t in enumerate(tensors):
             if t.dim() == 2 and t.shape[0] == 1 and not t.is_floating_point():
@@ -273,9 +276,30 @@ class SequenceData:
         else:
             values = torch.zeros(0, dtype=torch.int64)
         offsets = torch.cumsum(lengths, 0) - lengths
-        label_tensor = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
         names = tuple(label_names) if label_names is not None else None
-        return cls(values, offsets, lengths, label_tensor, names, source)
+        inferred = False
+        if not isinstance(labels, Tensor) and any(isinstance(x, str) for x in labels):
+            # Class names, as the records of a file give them: indexes into
+            # label_names, or into the names found, sorted, as a loader sorts them.
+            if not all(isinstance(x, str) for x in labels):
+                raise DataError(
+                    f"{source}: the labels mix class names and indexes "
+                    f"({next(x for x in labels if not isinstance(x, str))!r} among names); "
+                    f"give every label one way"
+                )
+            inferred = names is None
+            found = names or tuple(sorted({str(x) for x in labels}))
+            unknown = sorted({str(x) for x in labels} - set(found))
+            if unknown:
+                raise DataError(
+                    f"{source}: the labels name {label_list(unknown)}, which label_names "
+                    f"{label_list(found)} lack{did_you_mean(unknown[0], found)}"
+                )
+            position = {name: i for i, name in enumerate(found)}
+            labels = [position[str(x)] for x in labels]
+            names = found
+        label_tensor = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+        return cls(values, offsets, lengths, label_tensor, names, source, names_inferred=inferred)
 
     def gather_positions(self, index: Tensor) -> tuple[Tensor, Tensor]:
         """Flat positions of the sequences ``index`` in order, and their new offsets."""
