@@ -725,6 +725,12 @@ def test_an_evaluation_checks_gates_without_pytest(tmp_path: Path) -> None:
         ev.check(min_recal=0.5)
     written, failures = write_reports([tmp_path / "r.json"], [ev])
     assert failures == [] and written == [tmp_path / "r.json"]
+    # The terminal summary's tables, as text a script prints.
+    from pytest_seqgate.report import render_terminal, render_text
+
+    text = render_text([ev], verbosity=1)
+    assert text.split("\n") == [line for line, _ in render_terminal([ev], 1)]
+    assert "confusion matrix" in text.lower() and "recall" in text
     gates = json.loads((tmp_path / "r.json").read_text())["evaluations"][0]["gates"]
     assert [(g["test"], g["passed"]) for g in gates] == [
         ("check()", True),

@@ -724,6 +724,12 @@ def verdict(ev: Evaluation) -> tuple[str, str]:
 VERDICT_EMOJI = {"fail": "❌ ", "pass": "✅ ", "": ""}
 
 
+def render_text(evaluations: Sequence[Evaluation], verbosity: int = 0) -> str:
+    """The terminal summary as plain text, for a script or notebook to print: the
+    tables a pytest run shows, without pytest's colours."""
+    return "\n".join(line for line, _ in render_terminal(evaluations, verbosity))
+
+
 def render_markdown(evaluations: Sequence[Evaluation], errors: Sequence[str] = ()) -> str:
     parts = ["# seqgate report", ""]
     if errors:
