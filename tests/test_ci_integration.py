@@ -295,3 +295,18 @@ def test_gate_lines_on_the_command_line_keep_their_commas(project):
     )
     result.assert_outcomes(passed=1, xfailed=1)
     assert_lines(result.stdout.str(), "seqgate::recall[spam] XFAIL (weak, see #3)*")
+
+
+def test_a_ci_without_plugin_autoload_names_the_plugin(configured, monkeypatch):
+    """README: under PYTEST_DISABLE_PLUGIN_AUTOLOAD=1, ``-p seqgate`` loads it (the
+    name ``-p no:seqgate`` uses), and ``required_plugins`` fails a run without it."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    ini = configured.path / "pytest.ini"
+    ini.write_text(
+        ini.read_text().replace("[pytest]", "[pytest]\nrequired_plugins = pytest-seqgate")
+    )
+    named = configured.run("-p", "seqgate")
+    named.assert_outcomes(passed=2, failed=1, xfailed=1)
+    forgotten = configured.run()
+    assert forgotten.ret == pytest.ExitCode.USAGE_ERROR
+    assert_lines(forgotten.stderr.str(), "*Missing required plugins: pytest-seqgate*")
