@@ -227,7 +227,10 @@ class SequenceData:
             else f"label indexes {self.labels.unique()[:12].tolist()}"
         )
         streamed = " (streamed: no sequences kept)" if n and not self.values.numel() else ""
-        return f"<SequenceData {self.source}: {n} sequences of {what}{steps}; {classes}{streamed}>"
+        return (
+            f"<SequenceData {self.source}: {counted(n, 'sequence')} of {what}{steps}; "
+            f"{classes}{streamed}>"
+        )
 
     @property
     def kind(self) -> str:
