@@ -617,7 +617,7 @@ def test_a_tokenizer_object_is_asked_to_encode(tmp_path: Path) -> None:
     from pytest_seqgate.config import Settings
     from pytest_seqgate.loading import configured_tokenizer, load_dataset
 
-    (tmp_path / "tok.py").write_text(
+    (tmp_path / "tok_objects.py").write_text(
         "class Encoding:\n"
         "    def __init__(self, ids):\n"
         "        self.ids = ids\n"
@@ -633,13 +633,15 @@ def test_a_tokenizer_object_is_asked_to_encode(tmp_path: Path) -> None:
     )
     write(tmp_path / "t.jsonl", jsonl({"text": "hello big world", "label": 0}))
     for name in ("tokenizer", "plain"):
-        settings = Settings.from_dict(tmp_path, eval_data="t.jsonl", tokenizer=f"tok:{name}")
+        settings = Settings.from_dict(
+            tmp_path, eval_data="t.jsonl", tokenizer=f"tok_objects:{name}"
+        )
         assert load_dataset(settings, "eval_data")[0][0].tolist() == [5, 3, 5]
     with pytest.raises(ConfigError) as info:
-        configured_tokenizer(Settings.from_dict(tmp_path, tokenizer="tok:vocabulary"))
+        configured_tokenizer(Settings.from_dict(tmp_path, tokenizer="tok_objects:vocabulary"))
     assert str(info.value) == (
-        "tokenizer: 'tok:vocabulary' is a tok.Vocabulary object, which can neither be called "
-        "nor .encode() a text; name a function mapping a text to token ids"
+        "tokenizer: 'tok_objects:vocabulary' is a tok_objects.Vocabulary object, which can "
+        "neither be called nor .encode() a text; name a function mapping a text to token ids"
     )
 
 
