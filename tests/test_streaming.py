@@ -56,6 +56,37 @@ def test_streaming_report_equals_in_memory(project, train):
     assert json.loads(text) == in_memory
 
 
+def test_a_set_that_cannot_be_streamed_is_a_usage_error(project):
+    """A .csv (or import-path) eval set, or one without seqgate_labels, with
+    streaming on failed every test at its setup (untested); it is known from the
+    settings alone, so the run stops at collection with one line, exit 4."""
+    records = rule_records(40)
+    project.data(records)
+    (project.path / "eval.csv").write_text(
+        "tokens,label\n"
+        + "".join(f"{' '.join(map(str, r['tokens']))},{r['label']}\n" for r in records)
+    )
+    project.ini(model="models:first_token", eval_data="eval.csv", labels=["ham", "spam"])
+    project.test(TESTS)
+    result = project.run("--seqgate-streaming")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.str().splitlines() if "seqgate" in line]
+    assert errors == [
+        "ERROR: seqgate: --seqgate-streaming: streaming reads a .jsonl (or .jsonl.gz) eval set a "
+        "window at a time, but seqgate_eval_data in pytest.ini is 'eval.csv'; convert it to "
+        ".jsonl, or evaluate it in memory (--seqgate-no-streaming for one run)"
+    ]
+    project.run().assert_outcomes(passed=1)  # in memory, the same set is fine
+    for spec, said in (
+        ("models:records", "but eval_data is 'models:records'"),
+        ("eval.jsonl", "class names must be known before it is: set seqgate_labels"),
+    ):
+        with pytest.raises(ConfigError, match=said):
+            Settings.from_dict(project.path, streaming=True, eval_data=spec)
+    # A conftest.py's eval set clears eval_data and is evaluated in memory: no error.
+    Settings(streaming=True, eval_data=None)
+
+
 def test_stream_chunks_cover_the_file(tmp_path):
     path = tmp_path / "e.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rule_records(103)))

@@ -524,6 +524,22 @@ class Settings:
                 f"{self.source('save_baseline')}: a baseline is a JSON file; "
                 f"give a path ending in .json, not {self.save_baseline!r}"
             )
+        if self.streaming and self.eval_data is not None:
+            # Known from the names alone: said at collection, not at each test's setup.
+            # (A conftest.py's eval set clears eval_data, and is evaluated in memory.)
+            if is_import_path(self.eval_data) or data_suffix(Path(self.eval_data)) != ".jsonl":
+                raise ConfigError(
+                    f"{self.source('streaming')}: streaming reads a .jsonl (or .jsonl.gz) eval "
+                    f"set a window at a time, but {self.source('eval_data')} is "
+                    f"{self.eval_data!r}; convert it to .jsonl, or evaluate it in memory "
+                    f"(--seqgate-no-streaming for one run)"
+                )
+            if self.labels is None:
+                raise ConfigError(
+                    f"{self.source('streaming')}: a streamed eval set is read once, so the "
+                    f"class names must be known before it is: set seqgate_labels, in the "
+                    f"model's output order"
+                )
         for path in self.report:
             why = unwritable_report(path)
             if why:
@@ -552,6 +568,14 @@ def _report_meant(path: Path) -> str:
     if not path.suffix:
         return f" (a folder? name a file in it: {str(path / 'seqgate.json')!r})"
     return ""
+
+
+def data_suffix(path: Path) -> str:
+    """The format a data file's name says: ``.jsonl`` for ``test.jsonl.gz`` too."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] == ".gz" and suffixes[-2] in (".jsonl", ".csv"):
+        return suffixes[-2]
+    return path.suffix.lower()
 
 
 def is_import_path(value: str) -> bool:

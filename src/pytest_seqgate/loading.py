@@ -31,7 +31,7 @@ from typing import Any, NoReturn, cast
 import torch
 from torch import Tensor, nn
 
-from pytest_seqgate.config import Settings, is_import_path
+from pytest_seqgate.config import Settings, data_suffix, is_import_path
 from pytest_seqgate.data import BATCH_OF_ONE, SequenceData
 from pytest_seqgate.diagnostics import spelt
 from pytest_seqgate.exceptions import (
@@ -1113,14 +1113,6 @@ def load_dataset(settings: Settings, role: str) -> SequenceData:
         f".pt (.jsonl.gz and .csv.gz are read too), or give a "
         f"'pkg.module:callable' returning a Dataset{hint}"
     )
-
-
-def data_suffix(path: Path) -> str:
-    """The format a data file's name says: ``.jsonl`` for ``test.jsonl.gz`` too."""
-    suffixes = [s.lower() for s in path.suffixes]
-    if len(suffixes) >= 2 and suffixes[-1] == ".gz" and suffixes[-2] in (".jsonl", ".csv"):
-        return suffixes[-2]
-    return path.suffix.lower()
 
 
 @contextlib.contextmanager

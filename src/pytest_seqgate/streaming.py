@@ -81,17 +81,11 @@ def stream_eval(
     the compact columns are computed once, under its lock, and read back by the
     other workers and by an unchanged re-run, instead of each streaming the file.
     """
-    from pytest_seqgate.loading import data_suffix
-
-    if settings.eval_data is None or data_suffix(Path(settings.eval_data)) != ".jsonl":
+    # (Settings.validate refused a streamed set that is no .jsonl, or has no labels.)
+    if settings.eval_data is None:
         raise ConfigError(
-            f"{settings.source('streaming')}: streaming reads a .jsonl eval set, "
-            f"but seqgate_eval_data is {settings.eval_data!r}"
-        )
-    if settings.labels is None:
-        raise ConfigError(
-            f"{settings.source('streaming')}: a streamed eval set is read once, "
-            f"so the class names must be known first: set seqgate_labels"
+            f"{settings.source('streaming')}: no eval set to stream: set seqgate_eval_data "
+            f"to a .jsonl file"
         )
 
     def compute() -> dict[str, Any]:
