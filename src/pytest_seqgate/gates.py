@@ -645,8 +645,7 @@ def _gap_of_copies(evaluation: Any) -> str:
     """The word on a train/test gap that cannot show overfitting: most of the eval
     set is in the training set (the same file named twice, say), so the gap is
     near 0 whatever the model learnt, and its gate would pass in silence."""
-    shares = [f.data["fraction"] for f in evaluation.findings_of("leakage") if "fraction" in f.data]
-    share = max(shares, default=0.0)
+    share = evaluation.leaked or 0.0  # exact and near copies: what max_leakage reads
     if share < GAP_OF_COPIES:
         return ""
     return (
