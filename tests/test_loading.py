@@ -828,6 +828,22 @@ def test_state_dict_loads(factory_project: Path) -> None:
     assert isinstance(model, nn.Module)
 
 
+def test_a_factory_without_a_checkpoint_says_which_setting_was_meant(
+    factory_project: Path,
+) -> None:
+    """A factory alone read "no model configured", though a setting named a model
+    builder: the user who meant the callable to be the model is told to move it
+    to seqgate_model, the one who forgot the checkpoint to set it."""
+    with pytest.raises(ConfigError) as info:
+        load_model(Settings.from_dict(factory_project, model_factory="arch:build"))
+    message = str(info.value)
+    assert "model_factory names 'arch:build', but seqgate_model is not set" in message
+    assert "set seqgate_model to the checkpoint" in message
+    assert "set seqgate_model = 'arch:build' instead" in message
+    with pytest.raises(ConfigError, match="no model configured: set seqgate_model"):
+        load_model(Settings.from_dict(factory_project))
+
+
 def test_one_letter_module_is_an_import_path(
     factory_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -150,6 +150,17 @@ def load_model(settings: Settings) -> nn.Module:
     """The model named by ``seqgate_model``, on the CPU, not yet in eval mode."""
     spec = settings.model
     if spec is None:
+        if settings.model_factory is not None:
+            # A factory alone reads like the model itself; it is the architecture
+            # a checkpoint is loaded into, and there is no checkpoint.
+            factory_setting = settings.source("model_factory")
+            raise ConfigError(
+                f"{factory_setting} names {settings.model_factory!r}, but seqgate_model is "
+                f"not set: the factory builds the architecture a state-dict checkpoint is loaded "
+                f"into; set seqgate_model to the checkpoint, or, where the callable returns "
+                f"the trained model itself, set seqgate_model = {settings.model_factory!r} "
+                f"instead"
+            )
         raise ConfigError(
             "no model configured: set seqgate_model (ini) or --seqgate-model, "
             "or override the seqgate_model fixture in a conftest.py"
