@@ -11,7 +11,7 @@ import pytest
 
 from pytest_seqgate.distributed import shard
 
-from conftest import rule_records
+from conftest import assert_lines, rule_records
 
 EXIT_HOOK = """
 import os
@@ -115,3 +115,58 @@ def test_gathers_run_on_gloo_beside_a_users_nccl_group(monkeypatch: pytest.Monke
     monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
     monkeypatch.setattr(distributed, "_gather_group_made", None)
     assert distributed._gather_group() is None  # the default group already is gloo
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
+def test_a_rank_whose_shard_raises_fails_every_rank_with_its_message(project):
+    """A model that raised on rank 1's shard alone left rank 0 waiting in the gather:
+    torchrun killed it (or gloo raised "Connection closed by peer" there, with a
+    page of traceback), and rank 0, the one that writes the reports, wrote none.
+    Every rank now fails with rank 1's message, and the report says why. The
+    cache, which a rank waiting in the gather would hold locked, is not used, and
+    a warning says so where it is asked for."""
+    records = rule_records(60)
+    records[50]["tokens"] = [999, 5, 6]  # in rank 1's half, samples 30 to 59
+    project.data(records)
+    (project.path / "conftest.py").write_text(EXIT_HOOK)
+    (project.path / "picky.py").write_text(
+        "from models import FirstToken\n\n"
+        "class Picky(FirstToken):\n"
+        "    def forward(self, tokens):\n"
+        "        if bool((tokens == 999).any()):\n"
+        "            raise ValueError('token 999 is out of my vocabulary')\n"
+        "        return super().forward(tokens)\n\n"
+        "def build():\n"
+        "    return Picky(2)\n"
+    )
+    project.ini(
+        model="picky:build", eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json"
+    )
+    project.gated("min_accuracy=0.5, fail_on_padding_sensitivity=False")
+    launched = subprocess.run(
+        [
+            "torchrun",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "pytest",
+            "--seqgate-cache",
+        ],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert (project.path / "exit-0").read_text() == "1", launched.stdout
+    assert (project.path / "exit-1").read_text() == "1", launched.stdout
+    assert "Connection closed by peer" not in launched.stdout
+    message = "token 999 is out of my vocabulary (raised at picky.py:6)"
+    [error] = json.loads((project.path / "r.json").read_text())["errors"]
+    assert error.startswith(
+        "seqgate_evaluation: on rank 1 of 2: the model's forward raised ValueError"
+    )
+    assert error.endswith(message)
+    assert launched.stdout.count("--seqgate-cache keeps nothing under torchrun") == 2
+    # Rank 1 gives its own error as it is.
+    assert_lines(launched.stdout, f"seqgate: the model's forward raised ValueError on *: {message}")

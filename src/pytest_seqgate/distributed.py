@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pytest_seqgate import exceptions
+
 _gather_group_made: Any = None
 
 
@@ -68,20 +70,47 @@ def shard(n: int, rank: int, size: int) -> tuple[int, int]:
     return n * rank // size, n * (rank + 1) // size
 
 
+def _told(exc: Exception) -> tuple[str, str]:
+    """What another rank needs to raise the same error: the plugin's own kind of
+    error and its message (a user's exception class may not unpickle there)."""
+    kind = type(exc).__name__
+    if isinstance(exc, exceptions.SeqgateError) and hasattr(exceptions, kind):
+        return kind, str(exc)
+    return "RuntimeError", f"{kind}: {exc}{exceptions.raised_at(exc)}"
+
+
 def sharded(n: int, compute: Callable[[Tensor], dict[str, Tensor]]) -> dict[str, Tensor]:
     """Run ``compute(indices)`` on this rank's shard of ``range(n)`` and all-gather the
-    results in rank order: every rank gets the tensors for all n samples."""
+    results in rank order: every rank gets the tensors for all n samples.
+
+    A rank whose shard raised still takes part in the gather, with its error in
+    place of its tensors, and every rank raises it: alone, it left the others
+    waiting in the gather until torchrun killed them, and rank 0, which writes
+    the reports, died without one."""
     rank, size = world()
     if size == 1:
         return compute(torch.arange(n))
     import torch.distributed as dist
 
     start, end = shard(n, rank, size)
-    local = {k: v.cpu() for k, v in compute(torch.arange(start, end)).items()}
-    parts: list[dict[str, Tensor] | None] = [None] * size
-    dist.all_gather_object(parts, local, group=_gather_group())
+    local: dict[str, Tensor] = {}
+    failure: Exception | None = None
+    try:
+        local = {k: v.cpu() for k, v in compute(torch.arange(start, end)).items()}
+    except Exception as exc:
+        failure = exc
+    parts: list[Any] = [None] * size
+    told = None if failure is None else _told(failure)
+    dist.all_gather_object(parts, (local, told), group=_gather_group())
+    if failure is not None:
+        raise failure
+    for other, (_, error) in enumerate(parts):
+        if error is not None:
+            kind, message = error
+            raised = getattr(exceptions, kind, RuntimeError)
+            raise raised(f"on rank {other} of {size}: {message}")
     out: dict[str, Tensor] = {}
     for key, value in local.items():
-        pieces = [p[key] for p in parts if p is not None]
+        pieces = [part[key] for part, _ in parts]
         out[key] = torch.cat(pieces) if value.dim() > 0 else value
     return out

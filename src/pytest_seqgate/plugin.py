@@ -292,7 +292,21 @@ class SessionState:
         between the xdist workers of one run, across runs with --seqgate-cache."""
         settings = self.settings
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            return None  # ranks gather each other's shards: a per-rank lock would deadlock
+            # Ranks gather each other's shards: a rank holding the cache's lock while it
+            # waits in the gather for a rank waiting on that lock would never return.
+            if settings.cache and not self.warned_uncached:
+                self.warned_uncached = True
+                import warnings
+
+                warnings.warn(
+                    pytest.PytestConfigWarning(
+                        f"seqgate: {settings.source('cache')} keeps nothing under torchrun, "
+                        f"where the ranks share their shards' predictions with each other "
+                        f"instead: each run evaluates again"
+                    ),
+                    stacklevel=2,
+                )
+            return None
         run = getattr(self.config, "workerinput", {}).get("seqgate_run")
         loaded = self.loaded
         if (
