@@ -19,7 +19,7 @@ from pytest_seqgate.diagnostics import (
     missing_classes,
     traded_labels,
 )
-from pytest_seqgate.exceptions import ConfigError, DataError, GateFailure
+from pytest_seqgate.exceptions import ConfigError, DataError, GateFailure, ModelError
 from pytest_seqgate.gates import bind_classes, merge_gate_kwargs, parse_gates
 from pytest_seqgate.metrics import compute_metrics
 from pytest_seqgate.stats import binomial_sf, p_value_text, wilson_interval
@@ -1879,3 +1879,72 @@ def test_the_headline_of_one_sample_reads_as_one() -> None:
 
     ev = evaluate(Zero(), data, Settings(device="cpu", padding_check=0))
     assert headline(ev).startswith("Zero on one.jsonl: 1 sample, accuracy 1.000")
+
+
+class CarriesLabels(torch.nn.Module):
+    """Answers its config's class 0 for an odd first token: with id2label {0: 'spam',
+    1: 'ham'}, the sorted names ('ham', 'spam') read every answer backwards."""
+
+    def __init__(self, id2label: dict) -> None:
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(id2label=id2label)
+        self.outputs = len(id2label)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        odd = (tokens[:, 0] % 2).float()
+        extra = [odd * 0] * (self.outputs - 2)
+        return torch.stack([odd * 4, (1 - odd) * 4, *extra], 1)
+
+
+def test_a_models_config_id2label_orders_the_classes_when_no_labels_are_set() -> None:
+    """A Hugging Face model carries its classes' order in config.id2label; without
+    seqgate_labels the eval set's names were sorted, and a model whose class 0 is
+    'spam' scored 0% with every per-class number swapped. The config's order is
+    taken when the set's names are among its names, the training set follows it;
+    seqgate_labels still wins, and generic or mismatched names are not taken."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+
+    pairs = [([3, 4], "spam"), ([5], "spam"), ([2, 2], "ham"), ([4, 1], "ham"), ([8], "ham")] * 8
+    settings = Settings(bootstrap=0, padding_check=0)
+    ev = evaluate(CarriesLabels({0: "spam", 1: "ham"}), pairs, settings, train_data=pairs)
+    assert ev.labels == ("spam", "ham")
+    assert ev.value("accuracy") == 1.0
+    assert ev.value("recall", "spam") == 1.0
+    assert ev.value("train_test_gap.accuracy") == 0.0
+    assert not [f for f in ev.findings if f.kind == "label_order"]
+    # Keys as a JSON config holds them, and a class the eval set lacks.
+    ev = evaluate(CarriesLabels({"0": "spam", "1": "ham", "2": "eggs"}), pairs, settings)
+    assert ev.labels == ("spam", "ham", "eggs")
+    assert ev.value("accuracy") == 1.0
+    # A config whose names outnumber the model's outputs.
+    two_outputs = CarriesLabels({0: "spam", 1: "ham"})
+    two_outputs.config.id2label[2] = "eggs"
+    with pytest.raises(ModelError) as info:
+        evaluate(two_outputs, pairs, settings)
+    assert str(info.value) == (
+        "the model returned 2 logits per sequence, but the model's config.id2label names 3 "
+        "classes, ['spam', 'ham', 'eggs'], taken as its classes in output order; make the "
+        "config (id2label, num_labels) fit the output layer, or set seqgate_labels to the "
+        "model's classes in output order"
+    )
+    # seqgate_labels wins, and is read as the model's order.
+    ev = evaluate(
+        CarriesLabels({0: "spam", 1: "ham"}), pairs, Settings(labels=("ham", "spam"), bootstrap=0)
+    )
+    assert ev.labels == ("ham", "spam")
+    assert ev.value("accuracy") == 0.0
+    # LABEL_0, LABEL_1 name nothing: the sorted names, and the warning that says so.
+    ev = evaluate(CarriesLabels({0: "LABEL_0", 1: "LABEL_1"}), pairs, settings)
+    assert ev.labels == ("ham", "spam")
+    [warning] = [f for f in ev.findings if f.kind == "label_order" and f.severity == "warning"]
+    assert "id2label" not in warning.message
+    # Names the eval set's labels do not match are left, and the warning names them.
+    ev = evaluate(CarriesLabels({0: "SPAM", 1: "HAM"}), pairs, settings)
+    assert ev.labels == ("ham", "spam")
+    [warning] = [f for f in ev.findings if f.kind == "label_order" and f.severity == "warning"]
+    assert warning.message.endswith(
+        "(its config.id2label names ['SPAM', 'HAM'], which the eval set's labels do not match)"
+    )

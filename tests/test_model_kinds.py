@@ -129,3 +129,45 @@ def test_float_feature_sequences_through_a_gru(project):
     assert {s["name"] for s in ev["slices"]} >= {"sensor=a", "sensor=b"}
     assert not [f for f in ev["findings"] if f["kind"] == "padding_sensitivity"]
     assert ev["gates"][0]["reason"] == "on slice sensor=a (45 samples)"
+
+
+CONFIGURED_MODEL = """
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+
+class Configured(nn.Module):
+    # As a Hugging Face model holds its classes: config.id2label, in output order.
+    def __init__(self):
+        super().__init__()
+        self.config = SimpleNamespace(id2label={0: "spam", 1: "ham", 2: "eggs"})
+        self.bias = nn.Parameter(torch.zeros(3))
+
+    def forward(self, tokens):
+        odd = (tokens[:, 0] % 2).float()
+        return torch.stack([odd * 4, (1 - odd) * 4, odd * 0], 1) + self.bias
+
+
+def build():
+    return Configured()
+"""
+
+
+def test_a_models_config_id2label_names_its_classes_without_seqgate_labels(project):
+    """Without seqgate_labels the eval set's names were sorted, ('ham', 'spam'), and
+    read as this model's outputs 0 and 1, which are 'spam' and 'ham': every
+    answer counted wrong. The model's config.id2label gives the order, and the
+    class the eval set lacks."""
+    (project.path / "configured.py").write_text(CONFIGURED_MODEL)
+    records = [{"tokens": [3 + 2 * (i % 5), 4], "label": "spam"} for i in range(30)]
+    records += [{"tokens": [2 + 2 * (i % 5)], "label": "ham"} for i in range(30)]
+    project.data(records)
+    project.ini(model="configured:build", eval_data="eval.jsonl", report="r.json")
+    project.gated('min_recall={"spam": 0.9, "ham": 0.9}, min_accuracy=0.99')
+    project.run().assert_outcomes(passed=1)
+    ev = json.loads((project.path / "r.json").read_text())["evaluations"][0]
+    assert ev["labels"] == ["spam", "ham", "eggs"]
+    assert ev["confusion_matrix"] == [[30, 0, 0], [0, 30, 0], [0, 0, 0]]
+    assert [f["kind"] for f in ev["findings"] if f["kind"] == "label_order"] == []

@@ -65,6 +65,7 @@ from pytest_seqgate.inference import (
     Progress,
     calling_convention,
     model_class,
+    model_labels,
     predict,
     require_module,
     resolve_device,
@@ -591,6 +592,14 @@ def _evaluate(
         from pytest_seqgate.streaming import stream_eval
 
         eval_data, cache = stream_eval(model, settings, device, forward, shared=cache)
+    carried = model_labels(model) if settings.labels is None else None
+    # The sorted names were a guess at the model's order; its config says it.
+    if (
+        carried is not None
+        and eval_data.names_inferred
+        and set(eval_data.label_names or ("",)) <= set(carried)
+    ):
+        eval_data = _in_label_order(eval_data, carried)
     streamed = eval_data.values.numel() == 0
     # A model told the lengths, or given a mask, would be told wrong ones by data
     # padded before it came; one that takes the padded batch alone sees what it
@@ -703,7 +712,13 @@ def _evaluate(
                 f"seqgate_labels is not set: the classes are the eval set's label names in "
                 f"sorted order, {label_list(labels)}, read as the model's outputs 0 to "
                 f"{len(labels) - 1}; if the model orders its classes otherwise every per-class "
-                f"number is wrong: set seqgate_labels to its order",
+                f"number is wrong: set seqgate_labels to its order"
+                + (
+                    f" (its config.id2label names {label_list(carried)}, which the eval set's "
+                    f"labels do not match)"
+                    if carried is not None
+                    else ""
+                ),
                 {"labels": list(labels)},
             )
         )

@@ -112,6 +112,30 @@ def unwrapped(model: nn.Module) -> nn.Module:
         model = inner
 
 
+# What a Hugging Face config made without class names holds: names of nothing.
+_GENERIC_LABEL = re.compile(r"LABEL_\d+")
+
+
+def model_labels(model: nn.Module) -> tuple[str, ...] | None:
+    """The class names a model carries, in the order of its outputs: a Hugging
+    Face model's ``config.id2label``. None without one, or where it holds the
+    generic ``LABEL_0``, ``LABEL_1`` of a config made without names."""
+    config = getattr(unwrapped(model), "config", None)
+    id2label = getattr(config, "id2label", None)
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    try:
+        by_index = {int(key): str(name) for key, name in id2label.items()}
+    except (TypeError, ValueError):
+        return None
+    names = tuple(by_index.get(i, "") for i in range(len(by_index)))
+    if "" in names or len(set(names)) != len(names):
+        return None
+    if all(_GENERIC_LABEL.fullmatch(name) for name in names):
+        return None
+    return names
+
+
 def model_class(model: nn.Module) -> str:
     """The model's own class, through torch.compile's and DataParallel's wrappers:
     a report naming every compiled model ``OptimizedModule`` says nothing."""
@@ -449,7 +473,11 @@ def _tuple_hint(output: Any, num_classes: int | None) -> str:
 
 
 def _validate_logits(
-    logits: Any, batch: Batch, num_classes: int | None, data: SequenceData | None = None
+    logits: Any,
+    batch: Batch,
+    num_classes: int | None,
+    data: SequenceData | None = None,
+    carried: tuple[str, ...] | None = None,
 ) -> Tensor:
     if not isinstance(logits, Tensor):
         raise ModelError(
@@ -488,6 +516,14 @@ def _validate_logits(
                 f"the labels of {data.source} name {num_classes} classes, "
                 f"{label_list(data.label_names)}, and seqgate_labels is not set; set it to "
                 f"the model's classes in output order, or fix the model's output layer"
+            )
+        elif data is not None and carried is not None and data.label_names == carried:
+            # No seqgate_labels: the classes are the model config's (model_labels).
+            named = (
+                f"the model's config.id2label names {num_classes} classes, "
+                f"{label_list(carried)}, taken as its classes in output order; make the "
+                f"config (id2label, num_labels) fit the output layer, or set seqgate_labels "
+                f"to the model's classes in output order"
             )
         else:
             named = (
@@ -691,7 +727,7 @@ def predict(
             # step axis there, and [batch, 1, classes] is reshaped below.)
             if not checked or not isinstance(logits, Tensor) or logits.shape[0] != size:
                 try:
-                    logits = _validate_logits(logits, batch, num_classes, data)
+                    logits = _validate_logits(logits, batch, num_classes, data, model_labels(model))
                 except ModelError as exc:
                     raise ModelError(f"{exc}{_tuple_hint(output, num_classes)}") from None
                 checked = True
