@@ -22,6 +22,17 @@ def pytest_sessionfinish(session, exitstatus):
 """
 
 
+def torchrun(project, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest in the project under torchrun, two CPU ranks on this machine."""
+    return subprocess.run(
+        ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "pytest", *args],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def test_shards_cover_every_sample_once() -> None:
     for n in (0, 1, 7, 1001):
         for size in (1, 2, 3, 8):
@@ -61,22 +72,7 @@ def test_torchrun_two_ranks_equal_single_process(project, threshold, code):
     assert single.returncode == code, single.stdout
     reference = json.loads((project.path / "r.json").read_text())
     (project.path / "r.json").unlink()
-    launched = subprocess.run(
-        [
-            "torchrun",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-        ],
-        cwd=project.path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    launched = torchrun(project, "-p", "no:cacheprovider")
     assert (project.path / "exit-0").read_text() == str(code), launched.stdout
     assert (project.path / "exit-1").read_text() == str(code), launched.stdout
     assert json.loads((project.path / "r.json").read_text()) == reference
@@ -143,21 +139,7 @@ def test_a_rank_whose_shard_raises_fails_every_rank_with_its_message(project):
         model="picky:build", eval_data="eval.jsonl", labels=["ham", "spam"], report="r.json"
     )
     project.gated("min_accuracy=0.5, fail_on_padding_sensitivity=False")
-    launched = subprocess.run(
-        [
-            "torchrun",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "pytest",
-            "--seqgate-cache",
-        ],
-        cwd=project.path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    launched = torchrun(project, "--seqgate-cache")
     assert (project.path / "exit-0").read_text() == "1", launched.stdout
     assert (project.path / "exit-1").read_text() == "1", launched.stdout
     assert "Connection closed by peer" not in launched.stdout

@@ -54,7 +54,7 @@ class SessionState:
         self.merged: dict[tuple[str, str, str], Evaluation] = {}
         self.failed: dict[tuple[int, int, int], Exception] = {}
         self.base_names: dict[int, str] = {}
-        self.warned_uncached = False
+        self.warned_uncached: set[str] = set()
         self.cache: Any = None
         # When the run began (the xdist controller's, in its workers): cache entries
         # older than this are an earlier run's.
@@ -286,6 +286,19 @@ class SessionState:
         finally:
             torch.set_num_threads(before)
 
+    def uncached(self, why: str) -> None:
+        """Where seqgate_cache is asked for and cannot keep the predictions, say why,
+        once a session for each reason."""
+        if not self.settings.cache or why in self.warned_uncached:
+            return
+        self.warned_uncached.add(why)
+        import warnings
+
+        warnings.warn(
+            pytest.PytestConfigWarning(f"seqgate: {self.settings.source('cache')} {why}"),
+            stacklevel=3,
+        )
+
     def prediction_cache(self, model: Any, eval_data: Any, train_data: Any) -> Any:
         """The on-disk cache, when the objects are the configured files (a cache key
         describes files, not objects a conftest.py built) and it is wanted: always
@@ -294,18 +307,10 @@ class SessionState:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Ranks gather each other's shards: a rank holding the cache's lock while it
             # waits in the gather for a rank waiting on that lock would never return.
-            if settings.cache and not self.warned_uncached:
-                self.warned_uncached = True
-                import warnings
-
-                warnings.warn(
-                    pytest.PytestConfigWarning(
-                        f"seqgate: {settings.source('cache')} keeps nothing under torchrun, "
-                        f"where the ranks share their shards' predictions with each other "
-                        f"instead: each run evaluates again"
-                    ),
-                    stacklevel=2,
-                )
+            self.uncached(
+                "keeps nothing under torchrun, where the ranks share their shards' "
+                "predictions with each other instead: each run evaluates again"
+            )
             return None
         run = getattr(self.config, "workerinput", {}).get("seqgate_run")
         loaded = self.loaded
@@ -314,19 +319,11 @@ class SessionState:
             or eval_data is not loaded.get("eval_data")
             or train_data is not loaded.get("train_data")
         ):
-            if settings.cache and not self.warned_uncached:
-                self.warned_uncached = True
-                import warnings
-
-                warnings.warn(
-                    pytest.PytestConfigWarning(
-                        f"seqgate: {settings.source('cache')} keeps the predictions of the "
-                        f"configured files only: a model or data set a conftest.py fixture "
-                        f"built is evaluated again on each run (a cache key reads files, not "
-                        f"objects built in code)"
-                    ),
-                    stacklevel=2,
-                )
+            self.uncached(
+                "keeps the predictions of the configured files only: a model or data set a "
+                "conftest.py fixture built is evaluated again on each run (a cache key reads "
+                "files, not objects built in code)"
+            )
             return None
         from pytest_seqgate.cache import PredictionCache, cache_key, data_digest, run_folder
 
@@ -339,19 +336,13 @@ class SessionState:
             folder = cache.mkdir("seqgate")
         elif run is not None:
             folder = run_folder(run)
-        if settings.cache and (hooked_model or cache is None):
-            import warnings
-
-            why = (
+        if hooked_model or cache is None:
+            self.uncached(
                 "does not keep the predictions of a model a loader hook returned: its spec "
                 "names no bytes a cache key could read, so a re-run evaluates again"
                 if hooked_model
                 else "needs pytest's cache folder, which -p no:cacheprovider turned off: "
                 "nothing is kept (drop -p no:cacheprovider to use it)"
-            )
-            warnings.warn(
-                pytest.PytestConfigWarning(f"seqgate: {settings.source('cache')} {why}"),
-                stacklevel=2,
             )
         if folder is None:
             return None
