@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -72,6 +73,22 @@ def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Tensor
     return counts.to(torch.int64).reshape(num_classes, num_classes)
 
 
+class _Summary:
+    """A summary metric read as an attribute: ``metrics.accuracy`` is
+    ``metrics.value("accuracy")``, named by the attribute it is assigned to."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, metrics: None, owner: type | None = None) -> _Summary: ...
+    @overload
+    def __get__(self, metrics: Metrics, owner: type | None = None) -> float: ...
+    def __get__(self, metrics: Metrics | None, owner: type | None = None) -> _Summary | float:
+        # On the class itself (help(), documentation tools), the descriptor.
+        return self if metrics is None else metrics.value(self.name)
+
+
 @dataclass(frozen=True)
 class Metrics:
     """Every count-based metric of one confusion matrix.
@@ -101,45 +118,16 @@ class Metrics:
 
     # The summary metrics as Python floats, by the names a gate and the report use:
     # an assert in a test reaches for ``ev.metrics.accuracy`` before ``value()``.
-    @property
-    def accuracy(self) -> float:
-        return self.value("accuracy")
-
-    @property
-    def balanced_accuracy(self) -> float:
-        return self.value("balanced_accuracy")
-
-    @property
-    def macro_precision(self) -> float:
-        return self.value("macro_precision")
-
-    @property
-    def macro_recall(self) -> float:
-        return self.value("macro_recall")
-
-    @property
-    def macro_f1(self) -> float:
-        return self.value("macro_f1")
-
-    @property
-    def weighted_f1(self) -> float:
-        return self.value("weighted_f1")
-
-    @property
-    def micro_f1(self) -> float:
-        return self.value("micro_f1")
-
-    @property
-    def mcc(self) -> float:
-        return self.value("mcc")
-
-    @property
-    def kappa(self) -> float:
-        return self.value("kappa")
-
-    @property
-    def no_information_rate(self) -> float:
-        return self.value("no_information_rate")
+    accuracy = _Summary()
+    balanced_accuracy = _Summary()
+    macro_precision = _Summary()
+    macro_recall = _Summary()
+    macro_f1 = _Summary()
+    weighted_f1 = _Summary()
+    micro_f1 = _Summary()
+    mcc = _Summary()
+    kappa = _Summary()
+    no_information_rate = _Summary()
 
     @property
     def summary(self) -> dict[str, Tensor]:
