@@ -348,6 +348,13 @@ def test_a_class_count_that_differs_from_labels_read_off_the_data_says_so() -> N
         "the model returned 1 logit per sequence (binary), but seqgate_labels names 3 classes; "
         "fix seqgate_labels or the model's output layer"
     )
+    # An eval set of one class reads as one ("name 1 classes" before).
+    data.label_names, data.names_inferred = ("a",), True
+    data.labels = torch.zeros_like(data.labels)
+    assert refusal(model, data, num_classes=1).startswith(
+        "the model returned 2 logits per sequence, but the labels of eval.jsonl name 1 class, "
+        "['a'], and seqgate_labels is not set"
+    )
 
 
 def test_a_convolution_longer_than_the_shortest_batch_is_explained() -> None:

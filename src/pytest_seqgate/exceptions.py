@@ -69,8 +69,11 @@ def as_share(value: float) -> str:
 
 
 def counted(n: int, noun: str) -> str:
-    """``1 sample``, ``2 samples``: a message about one sample reads as one."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    """``1 sample``, ``2 samples``, ``1 class``, ``3 classes``: a message about one
+    sample reads as one."""
+    if n == 1:
+        return f"{n} {noun}"
+    return f"{n} {noun}{'es' if noun.endswith(('s', 'x', 'ch', 'sh')) else 's'}"
 
 
 def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.75) -> str:

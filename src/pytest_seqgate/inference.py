@@ -513,21 +513,21 @@ def _validate_logits(
         if data is not None and data.names_inferred and data.label_names is not None:
             # No seqgate_labels: the classes are the names the records hold.
             named = (
-                f"the labels of {data.source} name {num_classes} classes, "
+                f"the labels of {data.source} name {counted(num_classes, 'class')}, "
                 f"{label_list(data.label_names)}, and seqgate_labels is not set; set it to "
                 f"the model's classes in output order, or fix the model's output layer"
             )
         elif data is not None and carried is not None and data.label_names == carried:
             # No seqgate_labels: the classes are the model config's (model_labels).
             named = (
-                f"the model's config.id2label names {num_classes} classes, "
+                f"the model's config.id2label names {counted(num_classes, 'class')}, "
                 f"{label_list(carried)}, taken as its classes in output order; make the "
                 f"config (id2label, num_labels) fit the output layer, or set seqgate_labels "
                 f"to the model's classes in output order"
             )
         else:
             named = (
-                f"seqgate_labels names {num_classes} classes; fix seqgate_labels or the "
+                f"seqgate_labels names {counted(num_classes, 'class')}; fix seqgate_labels or the "
                 f"model's output layer"
             )
         raise ModelError(f"the model returned {returned}, but {named}")
