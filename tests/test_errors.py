@@ -498,3 +498,22 @@ def test_fixtures_that_return_the_wrong_thing(project, model, data, message):
     result.assert_outcomes(errors=1)
     assert_lines(result.stdout.str(), message)
     assert "Traceback" not in result.stdout.str() and "site-packages" not in result.stdout.str()
+
+
+def test_every_test_the_error_table_names_exists() -> None:
+    """docs/errors.md gives, for each bad input, the test that asserts its message:
+    a renamed or removed test would leave the table pointing at nothing."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    table = (root / "docs" / "errors.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(test_\w+\.py)::(test_\w+)`", table))
+    assert len(named) > 50
+    missing = [
+        f"{module}::{test}"
+        for module, test in sorted(named)
+        if not (root / "tests" / module).is_file()
+        or not re.search(rf"^def {test}\(", (root / "tests" / module).read_text(), re.MULTILINE)
+    ]
+    assert missing == []
