@@ -1118,6 +1118,16 @@ def test_a_set_says_what_it_is_in_one_line(tmp_path: Path) -> None:
     assert repr(ev.predictions) == (
         "<Predictions of 500 samples on cpu, batch 64, 2 scores each (read as probabilities)>"
     )
+    # And its metrics, whose summary tensor printed ten numbers without their names.
+    from pytest_seqgate.metrics import metrics_from_predictions
+
+    metrics = metrics_from_predictions(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 0, 0]), 3)
+    assert repr(metrics) == (
+        "<Metrics of 4 samples in 3 classes: accuracy 0.500, balanced_accuracy 0.500, "
+        "macro_precision 0.667, macro_recall 0.500, macro_f1 0.389, weighted_f1 0.458, "
+        "micro_f1 0.500, mcc 0.387, kappa 0.273, no_information_rate 0.500; .precision, "
+        ".recall, .f1 and .support per class>"
+    )
 
 
 def test_from_sequences_takes_class_names() -> None:

@@ -129,6 +129,18 @@ class Metrics:
     kappa = _Summary()
     no_information_rate = _Summary()
 
+    def __repr__(self) -> str:
+        """One line, as an Evaluation's: the dataclass's printed four tensors, the
+        summary ones unnamed."""
+        named = ", ".join(
+            f"{name} {'n/a' if math.isnan(value) else format(value, '.3f')}"
+            for name, value in zip(SUMMARY_METRICS, self.values.tolist())
+        )
+        return (
+            f"<Metrics of {self.n_samples} samples in {self.num_classes} classes: {named}; "
+            f".precision, .recall, .f1 and .support per class>"
+        )
+
     @property
     def summary(self) -> dict[str, Tensor]:
         return dict(zip(SUMMARY_METRICS, self.values.unbind()))
