@@ -1112,11 +1112,24 @@ def test_a_set_says_what_it_is_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"not 'eval' \(did you mean `eval_data`\?\)$"):
         load_dataset(settings, "eval")
     # An evaluation's predictions too (five tensors: 25,000 characters for 901 samples).
-    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.evaluation import Uncertainty, evaluate
 
     ev = evaluate(Parity(), load_dataset(settings, "eval_data"), Settings(bootstrap=0))
     assert repr(ev.predictions) == (
         "<Predictions of 500 samples on cpu, batch 64, 2 scores each (read as probabilities)>"
+    )
+    # Its intervals, whose bootstrap samples printed as thousands of numbers.
+    assert (
+        repr(ev.uncertainty)
+        == "<Uncertainty of 500 samples at 95%: Wilson intervals for the rates; no bootstrap>"
+    )
+    resampled = Uncertainty.of(
+        ev.metrics.confusion_matrix, Settings(bootstrap=200, confidence=0.975)
+    )
+    assert repr(resampled) == (
+        "<Uncertainty of 500 samples at 97.5%: Wilson intervals for the rates; f1, "
+        "balanced_accuracy, macro_f1, weighted_f1, mcc, kappa from 200 bootstrap resamples "
+        "(seed 0)>"
     )
     # And its metrics, whose summary tensor printed ten numbers without their names.
     from pytest_seqgate.metrics import metrics_from_predictions

@@ -107,6 +107,21 @@ class Uncertainty:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
+    def __repr__(self) -> str:
+        """One line: the dataclass's printed every bootstrap sample, thousands of
+        numbers."""
+        rates = "Clopper-Pearson" if self.method == "clopper_pearson" else "Wilson"
+        resampled = (
+            f"; {', '.join(self.samples)} from {self.resamples} bootstrap resamples "
+            f"(seed {self.seed})"
+            if self.samples
+            else "; no bootstrap"
+        )
+        return (
+            f"<Uncertainty of {int(self.cm.sum())} samples at {self.confidence * 100:g}%: "
+            f"{rates} intervals for the rates{resampled}>"
+        )
+
     @classmethod
     def of(cls, cm: Tensor, settings: Settings) -> Uncertainty:
         samples = {}
