@@ -1953,12 +1953,29 @@ def test_a_models_config_id2label_orders_the_classes_when_no_labels_are_set() ->
         "config (id2label, num_labels) fit the output layer, or set seqgate_labels to the "
         "model's classes in output order"
     )
-    # seqgate_labels wins, and is read as the model's order.
+    # seqgate_labels wins, and is read as the model's order; the predictions show
+    # the classes traded, and that finding says so.
     ev = evaluate(
         CarriesLabels({0: "spam", 1: "ham"}), pairs, Settings(labels=("ham", "spam"), bootstrap=0)
     )
     assert ev.labels == ("ham", "spam")
     assert ev.value("accuracy") == 0.0
+    [traded] = [f for f in ev.findings if f.kind == "label_order"]
+    assert traded.message.startswith("the labels fit the model's outputs better in another order")
+    # Where the predictions cannot show it (a model no better than chance), the
+    # config's other order is said.
+    chance = [([3, 4], "spam"), ([2, 2], "spam"), ([5], "ham"), ([4, 1], "ham")] * 10
+    ev = evaluate(
+        CarriesLabels({0: "spam", 1: "ham"}), chance, Settings(labels=("ham", "spam"), bootstrap=0)
+    )
+    [order] = [f for f in ev.findings if f.kind == "label_order"]
+    assert (order.severity, order.message) == (
+        "error",
+        "seqgate_labels orders the classes ['ham', 'spam'], but the model's config.id2label orders "
+        "its outputs ['spam', 'ham']: every per-class number may be read against the wrong class; "
+        "set seqgate_labels to the config's order, or remove it to take the config's",
+    )
+    assert order.data == {"labels": ["ham", "spam"], "model_order": ["spam", "ham"]}
     # LABEL_0, LABEL_1 name nothing: the sorted names, and the warning that says so.
     ev = evaluate(CarriesLabels({0: "LABEL_0", 1: "LABEL_1"}), pairs, settings)
     assert ev.labels == ("ham", "spam")

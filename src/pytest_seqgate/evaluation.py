@@ -607,10 +607,11 @@ def _evaluate(
         from pytest_seqgate.streaming import stream_eval
 
         eval_data, cache = stream_eval(model, settings, device, forward, shared=cache)
-    carried = model_labels(model) if settings.labels is None else None
+    carried = model_labels(model)
     # The sorted names were a guess at the model's order; its config says it.
     if (
         carried is not None
+        and settings.labels is None
         and eval_data.names_inferred
         and set(eval_data.label_names or ("",)) <= set(carried)
     ):
@@ -735,6 +736,26 @@ def _evaluate(
                     else ""
                 ),
                 {"labels": list(labels)},
+            )
+        )
+    elif (
+        carried is not None
+        and carried != labels
+        and set(carried) == set(labels)
+        and not any(f.kind == "label_order" for f in evaluation.findings)
+    ):
+        # The same names in another order: one of the two is wrong about the outputs,
+        # and the model's own config is the likelier to be right. (Where the
+        # predictions show the classes traded, that finding says it already.)
+        evaluation.findings.append(
+            Finding(
+                "label_order",
+                "error",
+                f"{settings.source('labels')} orders the classes {label_list(labels)}, but the "
+                f"model's config.id2label orders its outputs {label_list(carried)}: every "
+                f"per-class number may be read against the wrong class; set seqgate_labels to "
+                f"the config's order, or remove it to take the config's",
+                {"labels": list(labels), "model_order": list(carried)},
             )
         )
     if settings.outputs == "auto" and preds.outputs == "probabilities":
