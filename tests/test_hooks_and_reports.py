@@ -212,7 +212,10 @@ def test_report_shows_undefined_values_as_na(project):
     assert_lines(
         result.stdout.str(),
         "*recall*eggs*>= 0.5*n/a*undefined: the eval set has no samples of 'eggs'*",
+        # Not "if the model got worse, fix it": no number said anything of the model.
+        "What to do: no failed gate had a number to compare; its reason says what it needs*",
     )
+    assert "if the model got worse" not in result.stdout.str()
     report = json.loads((project.path / "r.json").read_text())
     per_class = report["evaluations"][0]["metrics"]["per_class"]
     assert per_class["eggs"]["recall"] is None

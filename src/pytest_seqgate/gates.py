@@ -99,6 +99,11 @@ ADVICE = (
     "What to do: if the model got worse, fix it before merging; if a threshold is wrong, "
     "change it in the gate."
 )
+# Gates that failed for want of a number say nothing of the model.
+UNDEFINED_ADVICE = (
+    "What to do: no failed gate had a number to compare; its reason says what it needs "
+    "(a training set, samples or predictions of the class, the scores)."
+)
 # Reasons can run to 300 characters (an accuracy paradox names the class, its
 # share and the majority answer): wrapped, the table stays within a CI log's width.
 REASON_WIDTH = 60
@@ -1012,7 +1017,9 @@ def failure_message(results: list[GateResult], test: str, where: str = "") -> st
         disable_numparse=True,
         maxcolwidths=[None, None, None, None, None, REASON_WIDTH],
     )
-    advice = f"{ADVICE}\n{where}" if where else ADVICE
+    undefined = all(r.value is None and r.op != "absent" for r in failed)
+    advice = UNDEFINED_ADVICE if undefined else ADVICE
+    advice = f"{advice}\n{where}" if where else advice
     examples = "".join(f"\n{line}" for line in example_lines(failed))
     return (
         f"seqgate: {len(failed)} of {counted(len(results), 'gate')} failed for {test}\n{table}"
