@@ -1093,6 +1093,26 @@ def test_a_pair_whose_sequence_is_no_sequence_is_named(sequence: object, said: s
     assert said in str(info.value)
 
 
+def test_a_pairs_one_hot_label_tensor_is_named_as_such() -> None:
+    """A Dataset whose labels are one-hot tensors (a BCE or soft-target training
+    set's) raised torch's "a Tensor with 3 elements cannot be converted to Scalar"."""
+    import numpy as np
+
+    from pytest_seqgate.loading import from_dataset
+
+    with pytest.raises(DataError) as info:
+        from_dataset([([1, 2], torch.tensor([0, 1, 0]))], "mine", None)
+    assert str(info.value) == (
+        "mine[0]: label [0, 1, 0] is neither a class name nor a class index (an integer); it "
+        "is one-hot: write the index of its 1 (1)"
+    )
+    with pytest.raises(DataError, match=r"label \[0.0, 0.0, 1.0\] .*its 1 \(2\)$"):
+        from_dataset([([1, 2], np.array([0.0, 0.0, 1.0]))], "mine", None)
+    # One value in a tensor of any shape is a label, as before.
+    data = from_dataset([([1, 2], torch.tensor([1])), ([3], np.int64(0))], "mine", None)
+    assert data.labels.tolist() == [1, 0]
+
+
 def test_a_set_says_what_it_is_in_one_line(tmp_path: Path) -> None:
     """The dataclass repr of a loaded set printed every token id, offset and line
     number: thousands of numbers in a notebook or a failed assert's locals."""

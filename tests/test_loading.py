@@ -124,6 +124,18 @@ def test_jsonl_features(tmp_path: Path) -> None:
             jsonl({"tokens": [1], "label": 1}, {"tokens": [1], "label": 0.5}),
             "e.jsonl:2: label 0.5 is neither a class name nor a class index",
         ),
+        # A list: a one-hot row names one class; several labels are multi-label.
+        (
+            jsonl({"tokens": [1], "label": [0, 1, 0]}),
+            "e.jsonl:1: label [0, 1, 0] is neither a class name nor a class index (an "
+            "integer); it is one-hot: write the index of its 1 (1)",
+        ),
+        (
+            jsonl({"tokens": [1], "label": ["spam", "urgent"]}),
+            "e.jsonl:1: label ['spam', 'urgent'] is neither a class name nor a class index (an "
+            "integer); several labels are multi-label classification, which seqgate does not "
+            "gate: give each record the one class of its sequence",
+        ),
         # Past int64 (found by the fuzz tests): an error at its line, not an OverflowError.
         (
             jsonl({"tokens": [1], "label": 0}, {"tokens": [1], "label": 10**20}),

@@ -684,6 +684,19 @@ def named_by_numbers(names: Iterable[str]) -> bool:
     return all(name.isascii() and name.isdigit() for name in names)
 
 
+def _list_label_hint(value: object) -> str:
+    """Why a list is no label: a one-hot row names one class by the place of its
+    1; several labels are multi-label classification, which seqgate does not gate."""
+    if not isinstance(value, list):
+        return ""
+    if all(v in (0, 1) and type(v) in (int, float) for v in value) and sum(value) == 1:
+        return f"; it is one-hot: write the index of its 1 ({value.index(1)})"
+    return (
+        "; several labels are multi-label classification, which seqgate does not gate: "
+        "give each record the one class of its sequence"
+    )
+
+
 class _Builder:
     """Accumulates records; one ``extend`` per record, one ``torch.tensor`` at the end."""
 
@@ -863,7 +876,7 @@ class _Builder:
                         "; a true/false label says yes or no, not which class: write the "
                         "class's name (\"spam\") or its index in the model's outputs (1)"
                         if boolean
-                        else ""
+                        else _list_label_hint(value)
                     )
                 )
         if names is None:
@@ -1541,7 +1554,10 @@ def from_dataset(
         # Tensors and NumPy values become Python numbers: the builder checks that
         # token ids are ints, and np.int64 is not one.
         if hasattr(label, "item") and not isinstance(label, (str, bytes)):
-            label = label.item()
+            try:
+                label = label.item()
+            except (RuntimeError, ValueError):  # more than one value: the builder says why
+                label = label.tolist()
         if isinstance(sequence, str):
             record: dict[str, Any] = {"text": sequence}
         elif hasattr(sequence, "tolist") and hasattr(sequence, "ndim"):  # tensor, ndarray
