@@ -326,10 +326,33 @@ def test_a_misspelt_ini_key_is_a_usage_error(project):
             f"run without the setting; {message}",
         )
     assert project.run("--help").ret == 0
+    # ``-o`` keys are read the same way, and named as given there, not in the file.
+    ini.write_text(original)
+    result = project.run("-o", "seqgate_modle=m.pt")
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(),
+        "ERROR: seqgate: unknown ini key seqgate_modle given with -o: pytest would ignore it "
+        "and run without the setting; did you mean seqgate_model?",
+    )
     (project.path / "conftest.py").write_text(
         "def pytest_addoption(parser):\n    parser.addini('seqgate_strict', 'ours')\n"
     )
     project.run().assert_outcomes(passed=1)
+
+
+def test_a_bad_value_given_with_dash_o_is_named_as_given_there(project):
+    """``-o seqgate_labels=...`` overrides the ini file, which may not hold the key at
+    all: the message named the file ("seqgate_labels in pytest.ini"), sending the
+    user to a line that is not there."""
+    configured_project(project)
+    result = project.run("-o", "seqgate_labels=ham spam")
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(),
+        "ERROR: seqgate: -o seqgate_labels: a classifier needs at least two classes, but got "
+        "['ham spam'] *",
+    )
 
 
 def test_a_bool_setting_turns_off_from_the_cli(project):

@@ -668,9 +668,10 @@ def _pytest_config_in(folder: Path) -> Path | None:
 
 
 def misspelt_ini_key(
-    keys: Iterable[str], source: str, declared: Callable[[str], bool] = lambda key: False
+    keys: Iterable[str], where: str, declared: Callable[[str], bool] = lambda key: False
 ) -> str | None:
-    """Why a key of the ini file that looks like one of seqgate's is not read.
+    """Why a key of the ini file (or of ``-o``: ``where`` says which, "in pytest.ini"
+    or "given with -o") that looks like one of seqgate's is not read.
 
     pytest only warns of a key no plugin declared, and the run goes on without
     it: a misspelt ``seqgate_modle`` becomes "no model configured" further on,
@@ -691,7 +692,7 @@ def misspelt_ini_key(
             continue
         meant = f"did you mean {close[0]}?" if close else "pytest --help lists seqgate's keys"
         return (
-            f"unknown ini key {key} in {source}: pytest would ignore it and run without the "
+            f"unknown ini key {key} {where}: pytest would ignore it and run without the "
             f"setting; {meant}"
         )
     return None

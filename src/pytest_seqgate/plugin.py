@@ -80,6 +80,10 @@ class SessionState:
         ini = self.config.getini(option.ini)
         if ini in (None, [], ""):
             return None
+        if any(line.partition("=")[0].strip() == option.ini for line in _overrides(self.config)):
+            # ``-o seqgate_labels=...`` wins over the ini file, which may not hold
+            # the key at all: a message naming the file would send the user there.
+            return ini, f"-o {option.ini}"
         where = self.config.inipath.name if self.config.inipath else "ini"
         return ini, f"{option.ini} in {where}"
 
@@ -545,15 +549,26 @@ def _check_option_values(config: pytest.Config) -> None:
     args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *map(str, params.args)]
     problem = misread_option_value(args, params.dir, config.inipath, config.rootpath)
     asked = config.option.help or config.option.version  # --help lists the keys
+    overridden = {line.partition("=")[0].strip() for line in _overrides(config)}
+    if problem is None and not asked:
+        problem = misspelt_ini_key(overridden, "given with -o", lambda k: _declared(config, k))
     if problem is None and config.inipath is not None and not asked:
         # The keys the file sets, known to pytest or not: Config.inicfg until pytest
         # 9, Config._inicfg since (where reading inicfg warns of its deprecation,
-        # an error under -W error): read from the instance, no property touched.
+        # an error under -W error, and which holds the -o keys too): read from the
+        # instance, no property touched.
         attributes = vars(config)
-        keys = list(attributes.get("_inicfg") or attributes.get("inicfg") or ())
-        problem = misspelt_ini_key(keys, config.inipath.name, lambda key: _declared(config, key))
+        keys = set(attributes.get("_inicfg") or attributes.get("inicfg") or ()) - overridden
+        problem = misspelt_ini_key(
+            keys, f"in {config.inipath.name}", lambda key: _declared(config, key)
+        )
     if problem is not None:
         raise pytest.UsageError(f"seqgate: {problem}")
+
+
+def _overrides(config: pytest.Config) -> list[str]:
+    """The ``-o key=value`` lines of the run (``-o`` wins over the ini file)."""
+    return list(config.getoption("override_ini", None) or ())
 
 
 def _declared(config: pytest.Config, key: str) -> bool:
