@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -36,7 +38,7 @@ from pytest_seqgate.config import Settings  # noqa: E402
 from pytest_seqgate.data import SequenceData  # noqa: E402
 from pytest_seqgate.evaluation import evaluate  # noqa: E402
 from pytest_seqgate.inference import call_model, calling_convention  # noqa: E402
-from pytest_seqgate.loading import read_jsonl  # noqa: E402
+from pytest_seqgate.loading import read_jsonl, read_parquet  # noqa: E402
 from pytest_seqgate.metrics import compute_metrics, confusion_matrix  # noqa: E402
 
 T = TypeVar("T")
@@ -684,6 +686,21 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
             fast_row = [f"{n / t_fast:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
             rows.append(["orjson (extra 'fast')", n, *fast_row])
             verdict(".jsonl / bare json.loads >= 0.5", "orjson", 1 / ratio, 0.5, at_least=True)
+        if importlib.util.find_spec("pyarrow") is not None:
+            # The same records as a .parquet file (extra 'parquet'), whose token ids
+            # are read whole from the column, against the same bare json.loads loop.
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            parquet = Path(tmp) / "eval.parquet"
+            offsets = [0, *itertools.accumulate(lengths)]
+            column = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(tokens))
+            pq.write_table(
+                pa.table({"tokens": column, "label": [i % 2 for i in range(n)]}), parquet
+            )
+            t_bare, t_parquet, ratio = paired_times(bare, lambda: read_parquet(parquet), reps)
+            parquet_row = [f"{n / t_parquet:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
+            rows.append(["parquet (extra 'parquet', pyarrow)", n, *parquet_row])
     return rows
 
 

@@ -2008,3 +2008,24 @@ def test_a_models_config_id2label_orders_the_classes_when_no_labels_are_set() ->
     assert warning.message.endswith(
         "(its config.id2label names ['SPAM', 'HAM'], which the eval set's labels do not match)"
     )
+
+
+def test_names_the_data_declares_follow_the_models_config_by_name() -> None:
+    """A set whose class names are declared (a Hugging Face dataset's ClassLabel, a
+    SequenceData built in code) says what its label indices mean, the model's
+    config.id2label what its outputs mean: where they order the classes
+    differently, each label follows the outputs by its name (before, the set's
+    order was kept and every answer of the model read backwards)."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.loading import from_dataset
+
+    pairs = [([3, 4], "spam"), ([5], "spam"), ([2, 2], "ham"), ([4, 1], "ham"), ([8], "ham")] * 8
+    declared = from_dataset(pairs, "pairs", ("ham", "spam"))
+    assert isinstance(declared, SequenceData) and not declared.names_inferred
+    ev = evaluate(
+        CarriesLabels({0: "spam", 1: "ham"}), declared, Settings(bootstrap=0, padding_check=0)
+    )
+    assert ev.labels == ("spam", "ham")
+    assert ev.value("accuracy") == 1.0
+    assert ev.value("recall", "ham") == 1.0

@@ -908,3 +908,46 @@ def test_a_training_set_without_one_of_the_classes_is_numbered_like_the_eval_set
         "*seqgate: train.jsonl: the training set has a class ['eggs'] that the eval set's "
         "labels ['ham', 'spam'] lack; set seqgate_labels to every class, in the model's order",
     )
+
+
+def test_a_parquet_eval_set_with_class_label_names_is_gated(project):
+    """A Hugging Face dataset saved as Parquet (integer labels, the ClassLabel names
+    in the schema) is an eval set: its names are the classes, in its order, with no
+    label_order warning (they are declared, not guessed from sorted names); its
+    records are named by row, and a metadata column slices."""
+    pytest.importorskip("pyarrow")
+    records = rule_records(200, missed={1: 30})
+    project.python(
+        f"""
+        import json, pyarrow as pa, pyarrow.parquet as pq
+        records = {records!r}
+        names = ["ham", "spam"]
+        info = {{"features": {{"label": {{"names": names, "_type": "ClassLabel"}}}}}}
+        table = pa.table({{
+            "tokens": [r["tokens"] for r in records],
+            "label": [names.index(r["label"]) for r in records],
+            "source": ["sms" if i % 2 else "mail" for i in range(len(records))],
+        }}).replace_schema_metadata({{b"huggingface": json.dumps({{"info": info}})}})
+        pq.write_table(table, "test.parquet")
+        """
+    )
+    project.ini(
+        model="models:first_token", eval_data="test.parquet", slice_by="source", report="r.json"
+    )
+    project.test(GATED)
+    result = project.run()
+    assert result.ret == 1
+    assert_lines(
+        result.stdout.str(),
+        "*recall*spam*>= 0.9*0.700*",
+        "recall[spam] missed, most confident first:",
+        "  test.parquet[*]  predicted ham, P(spam) *",
+    )
+    ev = json.loads((project.path / "r.json").read_text())["evaluations"][0]
+    assert ev["labels"] == ["ham", "spam"]
+    assert ev["confusion_matrix"] == [[100, 0], [30, 70]]
+    assert not project.findings("label_order")
+    assert {s["name"] for s in ev["slices"] if s["name"].startswith("source")} == {
+        "source=mail",
+        "source=sms",
+    }

@@ -93,7 +93,7 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
             "min_accuracy=0.5",
             {"eval_data": "eval.json"},
             "seqgate: seqgate_eval_data in pytest.ini: cannot read eval.json: the suffix must "
-            "be .jsonl, .csv or .pt (.jsonl.gz and .csv.gz are read too), or give a "
+            "be .jsonl, .csv, .parquet or .pt (.jsonl.gz and .csv.gz are read too), or give a "
             "'pkg.module:callable' returning a Dataset (a .jsonl file holds one JSON record a "
             "line: if this one does, rename it .jsonl)",
         ),

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 import pickle
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from pytest_seqgate.loading import (
     load_model,
     read_csv,
     read_jsonl,
+    read_parquet,
     read_pt,
     stream_jsonl,
 )
@@ -391,7 +393,9 @@ def test_gzipped_jsonl_and_csv_read_as_the_plain_files(tmp_path: Path) -> None:
             load_dataset(Settings.from_dict(tmp_path, eval_data=f"{name}.jsonl.gz"), "eval_data")
         assert str(info.value).startswith(f"{name}.jsonl.gz: cannot decompress it ({reason}")
     write(tmp_path / "m.pt.gz", b"")
-    with pytest.raises(ConfigError, match=r"the suffix must be .jsonl, .csv or .pt \(.jsonl.gz"):
+    with pytest.raises(
+        ConfigError, match=r"the suffix must be .jsonl, .csv, .parquet or .pt \(.jsonl.gz"
+    ):
         load_dataset(Settings.from_dict(tmp_path, eval_data="m.pt.gz"), "eval_data")
 
 
@@ -441,6 +445,147 @@ def test_csv_quoting_is_strict(tmp_path: Path) -> None:
         with pytest.raises(DataError) as info:
             read_csv(path, tokenizer=tok, display="u.csv")
         assert str(info.value).startswith(message)
+
+
+def parquet(path: Path, columns: dict[str, list], class_names: list[str] | None = None) -> Path:
+    """A Parquet file; with ``class_names``, the ClassLabel metadata a Hugging Face
+    dataset's ``to_parquet`` writes for its ``label`` column."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pa.table(columns)
+    if class_names is not None:
+        info = {"features": {"label": {"names": class_names, "_type": "ClassLabel"}}}
+        table = table.replace_schema_metadata({b"huggingface": json.dumps({"info": info})})
+    pq.write_table(table, path)
+    return path
+
+
+def test_parquet_reads_as_the_same_records_in_jsonl(tmp_path: Path) -> None:
+    """A .parquet eval set holds the columns a .jsonl record has; it reads into the
+    same set, its records named by row from 0 (``ds[1]``, ``df.iloc[1]``)."""
+    records = [
+        {"tokens": [1, 2, 3], "label": "spam", "lang": "en"},
+        {"tokens": [4], "label": "ham", "lang": None},
+        {"tokens": [5, 6], "label": "ham", "lang": "fr"},
+    ]
+    from_file = read_parquet(
+        parquet(tmp_path / "e.parquet", {k: [r[k] for r in records] for k in records[0]})
+    )
+    from_lines = read_jsonl(write(tmp_path / "e.jsonl", jsonl(*records)))
+    for name in ("values", "offsets", "lengths", "labels"):
+        assert torch.equal(getattr(from_file, name), getattr(from_lines, name))
+    assert from_file.label_names == from_lines.label_names == ("ham", "spam")
+    assert from_file.names_inferred
+    assert from_file.metadata == {"lang": ["en", None, "fr"]}
+    assert from_file.record(1) == f"{tmp_path / 'e.parquet'}[1]"
+    # Token ids are taken whole from the column's buffers; an attention mask sends
+    # the file through the record-by-record reading, which cuts by it: one result.
+    masked = read_parquet(
+        parquet(
+            tmp_path / "m.parquet",
+            {
+                "tokens": [[1, 2, 3, 0], [4, 0, 0, 0], [5, 6, 0, 0]],
+                "attention_mask": [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]],
+                "label": ["spam", "ham", "ham"],
+                "lang": ["en", None, "fr"],
+            },
+        )
+    )
+    for name in ("values", "offsets", "lengths", "labels"):
+        assert torch.equal(getattr(masked, name), getattr(from_file, name))
+    assert masked.metadata == from_file.metadata
+    # Feature vectors, and a text for the tokenizer.
+    vectors = read_parquet(
+        parquet(
+            tmp_path / "f.parquet",
+            {"features": [[[0.5, 1.0]], [[1.0, 2.0], [3.0, 4.0]]], "label": [0, 1]},
+        )
+    )
+    assert vectors.values.shape == (3, 2) and vectors.lengths.tolist() == [1, 2]
+    texts = read_parquet(
+        parquet(tmp_path / "t.parquet", {"text": ["a b", "c"], "label": ["x", "y"]}),
+        tokenizer=lambda text: [len(w) for w in text.split()],
+    )
+    assert texts.lengths.tolist() == [2, 1]
+
+
+def test_parquet_class_label_names_give_the_classes_and_their_order(tmp_path: Path) -> None:
+    """A Hugging Face dataset saved as Parquet stores integer labels and, in the
+    schema, its ClassLabel names: they name the classes in the dataset's order (not
+    sorted, and not the integers as names), and seqgate_labels, which may order
+    them otherwise, reads the labels by name."""
+    path = parquet(
+        tmp_path / "hf.parquet",
+        {"tokens": [[1], [2], [3]], "label": [0, 2, 1]},
+        class_names=["neg", "pos", "neutral"],
+    )
+    data = read_parquet(path)
+    assert data.label_names == ("neg", "pos", "neutral")
+    assert not data.names_inferred
+    assert data.labels.tolist() == [0, 2, 1]
+    reordered = read_parquet(path, labels=("neutral", "neg", "pos"))
+    assert reordered.labels.tolist() == [1, 0, 2]
+    with pytest.raises(DataError) as info:
+        read_parquet(
+            parquet(tmp_path / "o.parquet", {"tokens": [[1]], "label": [3]}, ["a", "b"]),
+            display="o.parquet",
+        )
+    assert str(info.value) == (
+        "o.parquet[0]: label 3 is no index of the dataset's 2 classes ['a', 'b'] (its "
+        "ClassLabel names)"
+    )
+    # A Hugging Face Dataset built in code declares them in its features alike.
+    class_label = SimpleNamespace(names=["neg", "pos"])
+
+    class Rows(list):
+        """A list of rows with a ``datasets.Dataset``'s ``features``."""
+
+        def __init__(self, rows: list) -> None:
+            super().__init__(rows)
+            self.features = {"label": class_label}
+
+    built = from_dataset(
+        Rows([{"tokens": [1], "label": 1}, {"tokens": [2], "label": 0}]), "ds", None
+    )
+    assert built.label_names == ("neg", "pos")
+    assert built.labels.tolist() == [1, 0]
+    assert not built.names_inferred
+
+
+def test_parquet_errors_name_the_file_and_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def error(path: Path) -> str:
+        with pytest.raises((DataError, ConfigError)) as info:
+            read_parquet(path, display=path.name)
+        return str(info.value)
+
+    assert error(parquet(tmp_path / "h.parquet", {"input_ids": [[1]], "labels": ["a"]})) == (
+        "h.parquet: the columns must include 'label' and one of 'tokens', 'features' or "
+        "'text', but are ['input_ids', 'labels']; rename 'labels' to 'label' and 'input_ids' "
+        "to 'tokens', or build the set in code (a 'pkg.module:callable' in place of the file, "
+        "or the fixture overridden in a conftest.py)"
+    )
+    assert error(parquet(tmp_path / "n.parquet", {"tokens": [[1], None], "label": ["a", "b"]})) == (
+        "n.parquet[1]: empty sequence: the 'tokens' field is null; drop the record or give it at "
+        "least one step"
+    )
+    assert error(parquet(tmp_path / "e.parquet", {"tokens": [[1], []], "label": ["a", "b"]})) == (
+        "e.parquet[1]: empty sequence (length 0); a classifier needs at least one step: drop "
+        "the record or give it a token"
+    )
+    assert error(parquet(tmp_path / "i.parquet", {"tokens": [[1], [-2]], "label": ["a", "b"]})) == (
+        "i.parquet[1]: this sequence (offset 1, length 1, label 1) is malformed: token ids are "
+        "indices, from 0"
+    )
+    assert error(write(tmp_path / "x.parquet", "label,tokens\n")).startswith(
+        "x.parquet: not a readable Parquet file (ArrowInvalid: "
+    )
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    assert error(tmp_path / "h.parquet") == (
+        "h.parquet: reading a .parquet file needs pyarrow, which is not installed: pip install "
+        "'pytest-seqgate[parquet]' (or pyarrow), or give the set as .jsonl"
+    )
 
 
 def test_pt_layout(tmp_path: Path) -> None:

@@ -91,7 +91,10 @@ OPTIONS: tuple[Option, ...] = (
         "model_factory",
         "pkg.module:callable building the architecture a state dict is loaded into",
     ),
-    Option("eval_data", "evaluation set: .jsonl, .csv (or gzipped), .pt, or pkg.module:callable"),
+    Option(
+        "eval_data",
+        "evaluation set: .jsonl, .csv (or gzipped), .parquet, .pt, or pkg.module:callable",
+    ),
     Option("train_data", "training set (same forms); enables the train/test gap and leakage"),
     Option(
         "labels", "class names in index order (ini: one per line; CLI: comma separated)", "list"

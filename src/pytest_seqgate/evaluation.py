@@ -608,11 +608,13 @@ def _evaluate(
 
         eval_data, cache = stream_eval(model, settings, device, forward, shared=cache)
     carried = model_labels(model)
-    # The sorted names were a guess at the model's order; its config says it.
+    # The sorted names were a guess at the model's order; its config says it. Names
+    # the data declares (a dataset's ClassLabel, a SequenceData built in code) say
+    # what its label indices mean, the config what the outputs mean: the labels
+    # follow the outputs by name.
     if (
         carried is not None
         and settings.labels is None
-        and eval_data.names_inferred
         and set(eval_data.label_names or ("",)) <= set(carried)
     ):
         eval_data = _in_label_order(eval_data, carried)
