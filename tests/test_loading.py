@@ -552,6 +552,66 @@ def test_parquet_class_label_names_give_the_classes_and_their_order(tmp_path: Pa
     assert not built.names_inferred
 
 
+def test_a_hugging_face_dataset_is_read_by_column(tmp_path: Path) -> None:
+    """A ``datasets.Dataset`` a callable returns is read as one Arrow table (its
+    selection and order, whatever its format), not a row at a time (38,000 rows a
+    second against 600,000), into the set its rows give; a missing column's advice
+    is for a set built in code."""
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"tokens": [[1, 2], [4, 5, 6]], "label": [1, 0], "lang": ["en", None]})
+
+    class Dataset:
+        """What the datasets library's Dataset offers: features, rows, formats."""
+
+        __module__ = "datasets.arrow_dataset"
+
+        def __init__(self, table: object) -> None:
+            self.table = table
+            self.features = {"label": SimpleNamespace(names=["neg", "pos"])}
+
+        def __len__(self) -> int:
+            return self.table.num_rows
+
+        def __getitem__(self, index: int | slice) -> object:
+            """``ds.with_format("arrow")[:]`` is every row as one Table; no row is read
+            alone."""
+            assert index == slice(None), "read a row at a time"
+            return self.table
+
+        def with_format(self, kind: str) -> Dataset:
+            assert kind == "arrow"
+            return self
+
+    by_column = from_dataset(Dataset(table), "ds", None)
+    by_row = from_dataset(table.to_pylist(), "ds", ("neg", "pos"))
+    for name in ("values", "offsets", "lengths", "labels"):
+        assert torch.equal(getattr(by_column, name), getattr(by_row, name))
+    assert by_column.label_names == ("neg", "pos") and not by_column.names_inferred
+    assert by_column.metadata == {"lang": ["en", None]}
+    with pytest.raises(DataError) as info:
+        from_dataset(Dataset(pa.table({"input_ids": [[1]], "label": [0]})), "hf", None)
+    assert str(info.value) == (
+        "hf: the columns must include 'label' and one of 'tokens', 'features' or 'text', but "
+        "are ['input_ids', 'label']; rename 'input_ids' to 'tokens'"
+    )
+
+
+def test_a_real_hugging_face_dataset_is_read_by_column_in_its_selection_and_order() -> None:
+    datasets = pytest.importorskip("datasets")
+    real = datasets.Dataset.from_dict(
+        {"tokens": [[1, 2], [3], [4, 5, 6]], "label": [1, 0, 0]},
+        features=datasets.Features(
+            {
+                "tokens": datasets.Sequence(datasets.Value("int64")),
+                "label": datasets.ClassLabel(names=["neg", "pos"]),
+            }
+        ),
+    )
+    chosen = from_dataset(real.select([2, 0]).with_format("torch"), "real", None)
+    assert chosen.values.tolist() == [4, 5, 6, 1, 2]
+    assert chosen.labels.tolist() == [0, 1] and chosen.label_names == ("neg", "pos")
+
+
 def test_parquet_errors_name_the_file_and_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
