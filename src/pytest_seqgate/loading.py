@@ -1390,6 +1390,14 @@ def class_label_names(features: Any, column: str = "label") -> tuple[str, ...] |
     return tuple(str(name) for name in names)
 
 
+def _class_labels(raw: list[Any], declared: tuple[str, ...], name: str) -> list[Any]:
+    """:func:`_class_label` of a whole column, with no call per label where every
+    one is an index of the names (the usual column; 0.5 s of 1.5 a million rows)."""
+    if all(type(v) is int for v in raw) and (not raw or 0 <= min(raw) <= max(raw) < len(declared)):
+        return [declared[v] for v in raw]
+    return [_class_label(v, declared, f"{name}[{i}]") for i, v in enumerate(raw)]
+
+
 def _class_label(label: Any, declared: tuple[str, ...], where: str) -> Any:
     """A ClassLabel's integer as its name: read so against seqgate_labels, which
     may order the classes otherwise. Anything else is left to the builder's checks."""
@@ -1500,7 +1508,7 @@ def from_table(
         values, lengths = flat
         raw = table.column("label").to_pylist()
         if declared is not None:
-            raw = [_class_label(v, declared, f"{name}[{i}]") for i, v in enumerate(raw)]
+            raw = _class_labels(raw, declared, name)
         builder.raw_labels, builder.lines = raw, list(range(len(raw)))
         label_tensor, names = builder.label_index()
         return SequenceData(
