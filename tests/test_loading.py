@@ -1281,6 +1281,24 @@ def test_files_torch_save_did_not_write_are_named_as_such(factory_project: Path)
             assert "unpickling" not in message
 
 
+def test_an_onnx_model_is_named_as_one(factory_project: Path) -> None:
+    """An ONNX export (by its name, or by the header torch.onnx.export writes: field
+    1, the IR version, then "pytorch" as the producer) is not "a file torch.save did
+    not write, starting with b'\\x08'": it says what the file is, and the two ways on."""
+    header = b"\x08\t\x12\x07pytorch\x1a\x062.13.0:\xdf\x01\n\\"
+    for name in ("model.onnx", "exported.bin"):
+        (factory_project / name).write_bytes(header + bytes(40))
+        with pytest.raises(ModelError) as info:
+            load_model(Settings.from_dict(factory_project, model=name))
+        assert str(info.value) == (
+            f"model: {name} is an ONNX model, and seqgate evaluates PyTorch modules: give the "
+            "model it was exported from (a state dict with seqgate_model_factory, a "
+            "TorchScript file, or torch.export's .pt2), or, to gate the ONNX model itself, a "
+            "'pkg.module:callable' returning an nn.Module whose forward runs it with "
+            "onnxruntime and returns the logits as a tensor"
+        )
+
+
 def test_git_lfs_pointers_are_named_as_such(factory_project: Path) -> None:
     """A checkout without LFS leaves text pointers where checkpoints and data sets
     should be; each configured file says so, and what to run."""

@@ -449,6 +449,15 @@ def refuse_unsaved(path: Path, setting: str, shown: str | None = None) -> None:
         start = handle.read(24)
     if start[:1] == b"\x80":  # pickle protocol 2 and above
         return
+    if path.suffix.lower() == ".onnx" or b"\x12\x07pytorch" in start:
+        # torch.onnx.export's file: a graph for ONNX Runtime, not a module to call.
+        raise ModelError(
+            f"{setting}: {file} is an ONNX model, and seqgate evaluates PyTorch modules: give "
+            f"the model it was exported from (a state dict with seqgate_model_factory, a "
+            f"TorchScript file, or torch.export's .pt2), or, to gate the ONNX model itself, a "
+            f"'pkg.module:callable' returning an nn.Module whose forward runs it with "
+            f"onnxruntime and returns the logits as a tensor"
+        )
     if start.startswith(b"PK\x03\x04"):
         what = "is a damaged or cut-off zip archive (an interrupted download or copy?)"
     else:
