@@ -335,7 +335,7 @@ def test_csv_tokens_and_missing_columns(tmp_path: Path) -> None:
     data = read_csv(path)
     assert data.lengths.tolist() == [3, 1] and data.metadata["lang"] == ["en", "fr"]
     assert csv_error(tmp_path, "bad.csv", "label,body\nspam,hello\n").startswith(
-        "bad.csv:1: the header must have a 'label' column"
+        "bad.csv:1: the columns must include 'label'"
     )
     # The column is there, this row's field is empty: that, not a missing column.
     assert csv_error(tmp_path, "blank.csv", "label,tokens\nspam,1 2\nham,\n") == (
@@ -344,8 +344,8 @@ def test_csv_tokens_and_missing_columns(tmp_path: Path) -> None:
     )
     # A Kaggle-style header: both renames, in the order of the contract's columns.
     assert csv_error(tmp_path, "other.csv", "Category,Message\nspam,hello\n") == (
-        "other.csv:1: the header must have a 'label' column and one of 'tokens', 'features' "
-        "or 'text', but has ['Category', 'Message']; rename 'Category' to 'label' and "
+        "other.csv:1: the columns must include 'label' and one of 'tokens', 'features' "
+        "or 'text', but are ['Category', 'Message']; rename 'Category' to 'label' and "
         "'Message' to 'text', or build the set in code (a 'pkg.module:callable' in place of "
         "the file, or the fixture overridden in a conftest.py)"
     )
@@ -412,7 +412,7 @@ def test_csv_separated_by_semicolons_or_tabs_is_read_by_its_header(tmp_path: Pat
         "x.csv:2: 3 fields where the header has 2; a field that holds a semicolon must be quoted"
     )
     # A header of one column with a ';' in its name stays one column.
-    assert "but has ['label;body']" in csv_error(tmp_path, "y.csv", "label;body\nspam;hi\n")
+    assert "but are ['label;body']" in csv_error(tmp_path, "y.csv", "label;body\nspam;hi\n")
 
 
 def test_csv_quoting_is_strict(tmp_path: Path) -> None:

@@ -78,6 +78,21 @@ def rename_advice(keys: Iterable[str], wanted: Iterable[str], in_code: bool = Fa
     )
 
 
+def require_columns(columns: Sequence[str], where: str, in_code: bool = False) -> None:
+    """A table's columns (a .csv header, a Parquet file's, a dataset's) need the
+    label and a sequence before any row is read: one error for the whole file,
+    with the rename its names suggest."""
+    if "label" in columns and any(key in columns for key in SEQUENCE_KEYS):
+        return
+    wanted: tuple[str, ...] = ("label",) if "label" not in columns else ()
+    if not any(key in columns for key in SEQUENCE_KEYS):
+        wanted += ("text", "tokens")
+    raise DataError(
+        f"{where}: the columns must include 'label' and one of 'tokens', 'features' or "
+        f"'text', but are {columns}; {rename_advice(columns, wanted, in_code)}"
+    )
+
+
 def import_object(spec: str, rootdir: Path, setting: str) -> Any:
     """Import ``pkg.module:attr`` with the rootdir on sys.path, as users expect."""
     module_name, _, attr = spec.partition(":")
@@ -1316,14 +1331,7 @@ def read_csv(
         columns = reader.fieldnames or []
     except csv.Error as exc:
         raise DataError(f"{name}:1: the header is not valid CSV: {exc}") from None
-    if "label" not in columns or not any(key in columns for key in SEQUENCE_KEYS):
-        wanted: tuple[str, ...] = ("label",) if "label" not in columns else ()
-        if not any(key in columns for key in SEQUENCE_KEYS):
-            wanted += ("text", "tokens")
-        raise DataError(
-            f"{name}:1: the header must have a 'label' column and one of 'tokens', "
-            f"'features' or 'text', but has {columns}; {rename_advice(columns, wanted)}"
-        )
+    require_columns(columns, f"{name}:1")
     rows = iter(reader)
     while True:
         try:
@@ -1501,14 +1509,7 @@ def from_table(
     record by record. ``declared``: the label column's ClassLabel names;
     ``in_code``: the table is a dataset built in code, not a file."""
     columns = list(table.column_names)
-    if "label" not in columns or not any(key in columns for key in SEQUENCE_KEYS):
-        wanted: tuple[str, ...] = ("label",) if "label" not in columns else ()
-        if not any(key in columns for key in SEQUENCE_KEYS):
-            wanted += ("text", "tokens")
-        raise DataError(
-            f"{name}: the columns must include 'label' and one of 'tokens', 'features' or "
-            f"'text', but are {columns}; {rename_advice(columns, wanted, in_code)}"
-        )
+    require_columns(columns, name, in_code)
     if not table.num_rows:
         raise DataError(f"{name}: the dataset is empty: it holds no records")
     builder = _Builder(name, labels or declared, tokenizer, indexed=True)
