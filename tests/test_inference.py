@@ -695,6 +695,28 @@ def test_outputs_that_keep_a_step_axis_of_one_are_logits_and_per_token_ones_are_
     ):
         predict(Transposed(), data, CPU, batch_size=8)
 
+    class StepsFirst(torch.nn.Module):
+        """A GRU built without batch_first=True, PyTorch's default: it reads the
+        [batch, steps] batch as [steps, batch], and answers one row per step."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = torch.nn.Embedding(50, 4)
+            self.rnn = torch.nn.GRU(4, 6)
+            self.head = torch.nn.Linear(6, 3)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.head(self.rnn(self.embedding(tokens))[1][-1])
+
+    with pytest.raises(ModelError) as info:
+        predict(StepsFirst(), data, CPU, batch_size=8)
+    assert str(info.value).endswith(
+        "expected [8, classes]: one row per sequence in the batch (one row per step, 5: the "
+        "model reads its input as [steps, batch], as an RNN or Transformer layer does unless "
+        "built with batch_first=True; seqgate gives [batch, steps]: build the layers with "
+        "batch_first=True, or transpose the input in forward)"
+    )
+
 
 def test_device_resolution() -> None:
     assert resolve_device("cpu") == CPU

@@ -501,10 +501,20 @@ def _validate_logits(
         )
     if logits.dim() == 0 or logits.dim() > 2 or logits.shape[0] != rows:
         transposed = logits.dim() == 2 and logits.shape[1] == rows
+        steps = batch.inputs.shape[1] if batch.inputs.dim() >= 2 else None
+        hint = " (these are transposed: return them as [batch, classes])" if transposed else ""
+        if not transposed and logits.dim() >= 1 and logits.shape[0] == steps:
+            # nn.GRU, nn.LSTM and nn.TransformerEncoderLayer read [steps, batch]
+            # unless built with batch_first=True: the batch's steps came back as rows.
+            hint = (
+                f" (one row per step, {steps}: the model reads its input as [steps, batch], "
+                f"as an RNN or Transformer layer does unless built with batch_first=True; "
+                f"seqgate gives [batch, steps]: build the layers with batch_first=True, or "
+                f"transpose the input in forward)"
+            )
         raise ModelError(
             f"the model returned logits {list(logits.shape)} for {_describe(batch)}; expected "
-            f"[{rows}, classes]: one row per sequence in the batch"
-            + (" (these are transposed: return them as [batch, classes])" if transposed else "")
+            f"[{rows}, classes]: one row per sequence in the batch{hint}"
         )
     width = 1 if logits.dim() == 1 else int(logits.shape[1])
     classes = 2 if width == 1 else width
