@@ -596,6 +596,42 @@ def test_a_hugging_face_dataset_is_read_by_column(tmp_path: Path) -> None:
     )
 
 
+def test_a_dataframe_is_read_as_its_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pandas DataFrame from a callable (``pd.read_json(..., lines=True)``) was
+    read as a Dataset, whose ``df[0]`` is a column: "reading the item raised
+    KeyError: 0". Its rows are the records, by column through pyarrow where it is
+    installed, else as dicts, to the same set."""
+    pd = pytest.importorskip("pandas")
+    records = [
+        {"tokens": [1, 2, 3], "label": "spam", "lang": "en"},
+        {"tokens": [4], "label": "ham", "lang": None},
+        {"tokens": [5, 6], "label": "ham", "lang": "fr"},
+    ]
+    expected = from_dataset(records, "df", None)
+    frame = pd.DataFrame(records)
+    read = [from_dataset(frame, "df", None)]
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    read.append(from_dataset(frame, "df", None))
+    for data in read:
+        for name in ("values", "offsets", "lengths", "labels"):
+            assert torch.equal(getattr(data, name), getattr(expected, name))
+        assert data.label_names == ("ham", "spam")
+        assert data.metadata == {"lang": ["en", None, "fr"]}
+        assert data.record(1) == "df[1]"
+    with pytest.raises(DataError) as info:
+        from_dataset(
+            pd.DataFrame({"tokens": [[1], [-1, 2]], "label": ["a", "b"]}).iloc[[1]], "d", None
+        )
+    assert str(info.value).startswith("d[0]: this sequence")
+    # A list of records is named by index too, not as a file's line ("d:1").
+    with pytest.raises(DataError) as info:
+        from_dataset([{"tokens": [1], "label": "a"}, {"tokens": [-1], "label": "b"}], "d", None)
+    assert str(info.value) == (
+        "d[1]: this sequence (offset 1, length 1, label 1) is malformed: token ids are "
+        "indices, from 0"
+    )
+
+
 def test_a_real_hugging_face_dataset_is_read_by_column_in_its_selection_and_order() -> None:
     datasets = pytest.importorskip("datasets")
     real = datasets.Dataset.from_dict(
