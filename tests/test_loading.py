@@ -1335,6 +1335,37 @@ def test_an_onnx_model_is_named_as_one(factory_project: Path) -> None:
         )
 
 
+def test_a_set_in_shards_says_how_to_read_them_in_code(tmp_path: Path) -> None:
+    """``data/test-*.parquet`` (the hub's shards) was "file not found"; a folder of
+    shards named no way to read them. Each says the plugin reads one file, and
+    gives the callable that reads them, by the pandas reader of their format."""
+    (tmp_path / "data").mkdir()
+    for k in range(2):
+        (tmp_path / "data" / f"test-0000{k}-of-00002.parquet").write_bytes(b"PAR1")
+    (tmp_path / "data" / "README.md").write_text("shards")
+
+    def error(value: str) -> str:
+        with pytest.raises(ConfigError) as info:
+            Settings.from_dict(tmp_path, eval_data=value).existing("eval_data")
+        return str(info.value)
+
+    load = (
+        "seqgate_eval_data = 'pkg.module:callable' (for shards, one returning "
+        "pd.concat(pd.read_parquet(f) for f in sorted(glob.glob(...))): a DataFrame is read as "
+        "its rows), or a pytest_seqgate_load_dataset hook"
+    )
+    assert error("data/test-*.parquet") == (
+        "eval_data: data/test-*.parquet is a pattern (2 files match it), and seqgate reads one "
+        f"file, not expanded patterns (read from the rootdir, {tmp_path}); load the files in "
+        f"code: {load}"
+    )
+    assert error("data") == (
+        f"eval_data: data is a folder, not a file (read from the rootdir, {tmp_path}); name the "
+        f"file in it, or load the folder in code: {load}"
+    )
+    assert "pd.read_json(f, lines=True)" in error("data/*.jsonl")
+
+
 def test_git_lfs_pointers_are_named_as_such(factory_project: Path) -> None:
     """A checkout without LFS leaves text pointers where checkpoints and data sets
     should be; each configured file says so, and what to run."""

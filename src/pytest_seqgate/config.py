@@ -19,7 +19,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from pytest_seqgate.exceptions import ConfigError, as_share, did_you_mean
+from pytest_seqgate.exceptions import ConfigError, as_share, counted, did_you_mean
 
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
@@ -356,19 +356,32 @@ class Settings:
             relative = ""
             if not Path(value).is_absolute():
                 relative = f" (read from the rootdir, {self.rootdir})"
+            pattern = any(mark in str(value) for mark in "*?[") and not path.is_dir()
             what = (
                 f"{value} is a folder, not a file"
                 if path.is_dir()
                 else f"file not found: {value}{_near_file(path, value)}"
             )
             load_it = ""
-            if path.is_dir() and name in ("model", "eval_data", "train_data"):
-                # A Hugging Face save_pretrained or save_to_disk folder, say: the
+            files = _matches(path) if pattern else []
+            if pattern:
+                # Shards (test-00000-of-00004.parquet): the plugin reads one file.
+                what = (
+                    f"{value} is a pattern ({counted(len(files), 'file')} match it), and "
+                    f"seqgate reads one file, not expanded patterns"
+                )
+            elif path.is_dir():
+                files = [p for p in path.iterdir() if p.is_file()]
+            if (path.is_dir() or pattern) and name in ("model", "eval_data", "train_data"):
+                # A Hugging Face save_pretrained or save_to_disk folder, or shards: the
                 # plugin reads files, and code the user writes reads the rest.
                 hook = "load_model" if name == "model" else "load_dataset"
+                shards = _shards_hint(path if pattern else None, files) if name != "model" else ""
                 load_it = (
-                    f"; name the file in it, or load the folder in code: "
-                    f"seqgate_{name} = 'pkg.module:callable', or a pytest_seqgate_{hook} hook"
+                    f"; {'name the file in it, or ' if path.is_dir() else ''}load "
+                    f"{'the folder' if path.is_dir() else 'the files'} in code: "
+                    f"seqgate_{name} = 'pkg.module:callable'{shards}, or a "
+                    f"pytest_seqgate_{hook} hook"
                 )
             raise ConfigError(f"{self.source(name)}: {what}{relative}{load_it}")
         with path.open("rb") as handle:
@@ -571,6 +584,37 @@ def _report_meant(path: Path) -> str:
     if not path.suffix:
         return f" (a folder? name a file in it: {str(path / 'seqgate.json')!r})"
     return ""
+
+
+# How pandas reads each data format, for the snippet that loads shards in code.
+_PANDAS_READERS = {
+    ".jsonl": "pd.read_json(f, lines=True)",
+    ".csv": "pd.read_csv(f)",
+    ".parquet": "pd.read_parquet(f)",
+}
+
+
+def _shards_hint(pattern: Path | None, files: list[Path]) -> str:
+    """The callable that reads a set split into files, where they are data files
+    pandas reads (``pattern``, or a folder's ``files``); else nothing."""
+    suffixes = [data_suffix(p) for p in ([pattern] if pattern else files)]
+    reader = next((_PANDAS_READERS[x] for x in suffixes if x in _PANDAS_READERS), None)
+    if reader is None:
+        return ""
+    return (
+        f" (for shards, one returning pd.concat({reader} for f in sorted(glob.glob(...))): "
+        f"a DataFrame is read as its rows)"
+    )
+
+
+def _matches(pattern: Path) -> list[Path]:
+    """The files a glob pattern names (``data/test-*.parquet``), for the message
+    that says the plugin does not expand it."""
+    anchor = Path(pattern.anchor or ".")
+    try:
+        return [p for p in anchor.glob(str(pattern.relative_to(anchor))) if p.is_file()]
+    except (ValueError, OSError, NotImplementedError):
+        return []
 
 
 def data_suffix(path: Path) -> str:
