@@ -534,6 +534,17 @@ def test_parquet_class_label_names_give_the_classes_and_their_order(tmp_path: Pa
         "o.parquet[0]: label 3 is no index of the dataset's 2 classes ['a', 'b'] (its "
         "ClassLabel names)"
     )
+    with pytest.raises(DataError) as info:
+        read_parquet(
+            parquet(tmp_path / "t.parquet", {"tokens": [[1], [2]], "label": [0, -1]}, ["a", "b"]),
+            display="test.parquet",
+        )
+    assert str(info.value) == (
+        "test.parquet[1]: label -1 is no index of the dataset's 2 classes ['a', 'b'] (its "
+        "ClassLabel names): -1 marks a row without its label, as a split whose labels are "
+        "withheld has (GLUE's test sets): gate on a split that has them, such as the "
+        "validation split"
+    )
     # A Hugging Face Dataset built in code declares them in its features alike.
     class_label = SimpleNamespace(names=["neg", "pos"])
 

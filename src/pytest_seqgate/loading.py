@@ -1422,9 +1422,17 @@ def _class_label(label: Any, declared: tuple[str, ...], where: str) -> Any:
     if not isinstance(label, int) or isinstance(label, bool):
         return label
     if not 0 <= label < len(declared):
+        # Hugging Face writes -1 where a split's labels are withheld (GLUE's test sets).
+        hidden = (
+            ": -1 marks a row without its label, as a split whose labels are withheld has "
+            "(GLUE's test sets): gate on a split that has them, such as the validation split"
+            if label == -1
+            else ""
+        )
         raise DataError(
             f"{where}: label {label} is no index of the dataset's "
-            f"{counted(len(declared), 'class')} {label_list(declared)} (its ClassLabel names)"
+            f"{counted(len(declared), 'class')} {label_list(declared)} (its ClassLabel "
+            f"names){hidden}"
         )
     return declared[label]
 
