@@ -909,6 +909,57 @@ def test_a_tokenizer_object_is_asked_to_encode(tmp_path: Path) -> None:
     )
 
 
+def test_a_tokenizer_json_file_is_a_tokenizer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``seqgate_tokenizer = "checkpoints/tokenizer.json"``, the file a Hugging Face
+    tokenizer's save_pretrained writes, was "expected an import path". It is read
+    with the tokenizers library: its ids, special tokens included, and not the
+    padding the file was saved with (seqgate pads each batch itself)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.loading import configured_tokenizer, load_dataset
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "hello": 3, "big": 4, "world": 5}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A", special_tokens=[("[CLS]", 2)]
+    )
+    tok.enable_padding(pad_id=0, pad_token="[PAD]", length=8)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    write(
+        tmp_path / "t.jsonl",
+        jsonl({"text": "hello big world", "label": 0}, {"text": "odd", "label": 1}),
+    )
+    settings = Settings.from_dict(tmp_path, eval_data="t.jsonl", tokenizer="tokenizer.json")
+    data = load_dataset(settings, "eval_data")
+    assert data[0][0].tolist() == [2, 3, 4, 5]
+    assert data[1][0].tolist() == [2, 1]
+    write(tmp_path / "vocab.json", '{"hello": 3}')
+    for value, message in (
+        (
+            "vocab.json",
+            "tokenizer: vocab.json is not a tokenizer.json the tokenizers library reads (",
+        ),
+        (
+            "tok.txt",
+            "tokenizer: expected an import path like 'pkg.module:callable', or a "
+            "tokenizer.json file, but got 'tok.txt'",
+        ),
+    ):
+        with pytest.raises(ConfigError) as info:
+            configured_tokenizer(Settings.from_dict(tmp_path, tokenizer=value))
+        assert str(info.value).startswith(message)
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    with pytest.raises(ConfigError) as info:
+        configured_tokenizer(settings)
+    assert str(info.value) == (
+        "tokenizer: reading tokenizer.json needs the tokenizers package, which is not "
+        "installed: pip install tokenizers"
+    )
+
+
 def test_a_records_attention_mask_cuts_its_padded_tokens(tmp_path: Path) -> None:
     """Rows of a set tokenized with padding (Hugging Face's padding="max_length")
     carry their attention mask: the padded tokens were refused as already padded,

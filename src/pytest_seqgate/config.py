@@ -101,7 +101,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "tokenizer",
-        "pkg.module:callable mapping a text to token ids, or an object with .encode(text)",
+        "pkg.module:callable mapping a text to token ids, an object with .encode(text), or "
+        "a tokenizer.json file",
     ),
     Option("device", "auto (default), cpu, cuda, cuda:N or mps", default="auto"),
     Option("batch_size", "sequences per batch (default 64)", "int", 64),
@@ -524,11 +525,15 @@ class Settings:
             )
         for name in ("model_factory", "tokenizer"):
             value = getattr(self, name)
-            if value is not None and not IMPORT_PATH.match(value):
-                raise ConfigError(
-                    f"{self.source(name)}: expected an import path like "
-                    f"'pkg.module:callable', but got {value!r}"
-                )
+            if value is None or IMPORT_PATH.match(value):
+                continue
+            if name == "tokenizer" and value.lower().endswith(".json"):
+                continue  # the tokenizers library's file, as save_pretrained writes it
+            raise ConfigError(
+                f"{self.source(name)}: expected an import path like 'pkg.module:callable'"
+                + (", or a tokenizer.json file" if name == "tokenizer" else "")
+                + f", but got {value!r}"
+            )
         if self.model_factory is not None and self.model is not None and is_import_path(self.model):
             raise ConfigError(
                 f"{self.source('model_factory')} is only used with a state-dict checkpoint "

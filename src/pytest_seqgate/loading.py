@@ -1108,6 +1108,8 @@ def configured_tokenizer(settings: Settings) -> Callable[[str], Sequence[int]] |
     if settings.tokenizer is None:
         return None
     setting = settings.source("tokenizer")
+    if not is_import_path(settings.tokenizer):
+        return _tokenizer_file(settings.existing("tokenizer"), setting, settings.tokenizer)
     tokenizer = import_object(settings.tokenizer, settings.rootdir, setting)
     if not callable(tokenizer):
         encode = getattr(tokenizer, "encode", None)
@@ -1120,6 +1122,30 @@ def configured_tokenizer(settings: Settings) -> Callable[[str], Sequence[int]] |
             f"be called nor .encode() a text; name a function mapping a text to token ids"
         )
     return cast("Callable[[str], Sequence[int]]", tokenizer)
+
+
+def _tokenizer_file(path: Path, setting: str, shown: str) -> Callable[[str], Sequence[int]]:
+    """The ``encode`` of a tokenizer.json (the tokenizers library's file, which a
+    Hugging Face tokenizer's save_pretrained writes beside its model): the ids a
+    fast tokenizer gives, special tokens included. Padding saved in the file is
+    turned off: seqgate pads each batch itself, and a set padded before it came
+    would have every length wrong."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ConfigError(
+            f"{setting}: reading {shown} needs the tokenizers package, which is not "
+            f"installed: pip install tokenizers"
+        ) from None
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises its own Exception for a bad file
+        raise ConfigError(
+            f"{setting}: {shown} is not a tokenizer.json the tokenizers library reads "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+    tokenizer.no_padding()
+    return cast("Callable[[str], Sequence[int]]", tokenizer.encode)
 
 
 def load_dataset(settings: Settings, role: str) -> SequenceData:
