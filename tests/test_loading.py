@@ -659,6 +659,74 @@ def test_a_real_hugging_face_dataset_is_read_by_column_in_its_selection_and_orde
     assert chosen.labels.tolist() == [0, 1] and chosen.label_names == ("neg", "pos")
 
 
+def saved_to_disk(folder: Path, columns: dict[str, list], class_names: list[str]) -> Path:
+    """The folder ``Dataset.save_to_disk`` writes: an Arrow stream, ``state.json``
+    naming it, ``dataset_info.json`` with the features (as datasets 5 writes them)."""
+    pa = pytest.importorskip("pyarrow")
+    folder.mkdir()
+    table = pa.table(columns)
+    arrow = str(folder / "data-00000-of-00001.arrow")
+    with pa.OSFile(arrow, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    (folder / "state.json").write_text(
+        json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_split": None})
+    )
+    features = {"label": {"names": class_names, "_type": "ClassLabel"}}
+    (folder / "dataset_info.json").write_text(json.dumps({"features": features}))
+    return folder
+
+
+def test_a_folder_save_to_disk_wrote_is_an_eval_set(tmp_path: Path) -> None:
+    """``ds.save_to_disk("data/test")`` then ``seqgate_eval_data = "data/test"``: the
+    folder was "a folder, not a file". Its Arrow files are read with pyarrow (the
+    datasets package is not needed), its ClassLabel names are the classes, and the
+    prediction cache's key reads the folder's files. A DatasetDict's folder names
+    its splits."""
+    from pytest_seqgate.cache import cache_key
+
+    saved_to_disk(
+        tmp_path / "test", {"tokens": [[1, 2], [4, 5, 6], [7]], "label": [1, 1, 0]}, ["neg", "pos"]
+    )
+    settings = Settings.from_dict(tmp_path, eval_data="test")
+    data = load_dataset(settings, "eval_data")
+    assert data.values.tolist() == [1, 2, 4, 5, 6, 7] and data.lengths.tolist() == [2, 3, 1]
+    assert data.labels.tolist() == [1, 1, 0] and data.label_names == ("neg", "pos")
+    assert data.record(2) == "test[2]" and not data.names_inferred
+    key = cache_key(settings)
+    (tmp_path / "test" / "dataset_info.json").write_text(
+        json.dumps({"features": {"label": {"names": ["pos", "neg"], "_type": "ClassLabel"}}})
+    )
+    assert cache_key(settings) != key
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "dataset_dict.json").write_text('{"splits": ["train", "test"]}')
+    with pytest.raises(ConfigError) as info:
+        load_dataset(Settings.from_dict(tmp_path, eval_data="splits"), "eval_data")
+    assert str(info.value) == (
+        "eval_data: splits holds the splits ['train', 'test'] of a Hugging Face DatasetDict "
+        "(save_to_disk); name one split's folder: splits/test"
+    )
+    (tmp_path / "test" / "data-00000-of-00001.arrow").write_bytes(b"cut")
+    with pytest.raises(DataError, match=r"^test: cannot read data-00000-of-00001\.arrow \("):
+        load_dataset(settings, "eval_data")
+
+
+def test_a_real_save_to_disk_folder_reads_as_its_dataset(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    real = datasets.Dataset.from_dict(
+        {"tokens": [[1, 2], [3], [4, 5, 6]], "label": [1, 0, 0]},
+        features=datasets.Features(
+            {
+                "tokens": datasets.Sequence(datasets.Value("int64")),
+                "label": datasets.ClassLabel(names=["neg", "pos"]),
+            }
+        ),
+    )
+    real.select([2, 0]).save_to_disk(str(tmp_path / "test"))
+    data = load_dataset(Settings.from_dict(tmp_path, eval_data="test"), "eval_data")
+    assert data.values.tolist() == [4, 5, 6, 1, 2]
+    assert data.labels.tolist() == [0, 1] and data.label_names == ("neg", "pos")
+
+
 def test_parquet_errors_name_the_file_and_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -103,6 +103,8 @@ def _spec_digest(settings: Settings, name: str, digest: hashlib._Hash) -> None:
     path = settings.resolve(name, value)
     if path.is_file():
         _file_digest(path, digest)
+    elif path.is_dir():  # a dataset save_to_disk wrote: its Arrow files and their state
+        _folder_digest(path, digest)
 
 
 def data_digest(data: SequenceData) -> str:

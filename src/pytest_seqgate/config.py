@@ -10,6 +10,7 @@ between the CLI, the ini file and scripts that use the core without pytest.
 from __future__ import annotations
 
 import argparse
+import json
 import numbers
 import os
 import re
@@ -351,6 +352,16 @@ class Settings:
         loaded, not here, so that loader hooks can take specs that are not files)."""
         value = getattr(self, name)
         path = self.resolve(name, value)
+        if path.is_dir() and name in ("eval_data", "train_data"):
+            if saved_dataset(path):
+                return path  # a Hugging Face Dataset.save_to_disk folder
+            splits = _saved_splits(path)
+            if splits:
+                raise ConfigError(
+                    f"{self.source(name)}: {value} holds the splits {splits} of a Hugging "
+                    f"Face DatasetDict (save_to_disk); name one split's folder: "
+                    f"{Path(value) / splits[-1]}"
+                )
         if not path.is_file():
             # A CLI path given from a subfolder is read from the rootdir, not from
             # where pytest ran: say so, or "../data/x" looks like it should exist.
@@ -589,6 +600,21 @@ def _report_meant(path: Path) -> str:
     if not path.suffix:
         return f" (a folder? name a file in it: {str(path / 'seqgate.json')!r})"
     return ""
+
+
+def saved_dataset(path: Path) -> bool:
+    """Whether ``path`` is a folder ``datasets.Dataset.save_to_disk`` wrote: Arrow
+    files, with ``state.json`` naming them and ``dataset_info.json`` the features."""
+    return (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+def _saved_splits(path: Path) -> list[str]:
+    """The splits of a ``DatasetDict.save_to_disk`` folder, or [] where it is none."""
+    try:
+        splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [str(split) for split in splits] if isinstance(splits, list) else []
 
 
 # How pandas reads each data format, for the snippet that loads shards in code.

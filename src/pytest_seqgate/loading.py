@@ -31,7 +31,7 @@ from typing import Any, NoReturn, cast
 import torch
 from torch import Tensor, nn
 
-from pytest_seqgate.config import Settings, data_suffix, is_import_path
+from pytest_seqgate.config import Settings, data_suffix, is_import_path, saved_dataset
 from pytest_seqgate.data import BATCH_OF_ONE, SequenceData
 from pytest_seqgate.diagnostics import spelt
 from pytest_seqgate.exceptions import (
@@ -1169,6 +1169,8 @@ def load_dataset(settings: Settings, role: str) -> SequenceData:
         return from_dataset(dataset, spec, settings.labels, tokenizer)
     path = settings.existing(role)
     suffix = data_suffix(path)
+    if path.is_dir() and saved_dataset(path):
+        return read_saved_dataset(path, settings.labels, tokenizer, settings.display(path))
     if suffix == ".jsonl":
         data = read_jsonl(path, settings.labels, tokenizer, settings.display(path))
     elif suffix == ".csv":
@@ -1529,6 +1531,49 @@ def read_parquet(
     except Exception as exc:  # a damaged column chunk, found only when read
         raise DataError(f"{name}: cannot read it ({type(exc).__name__}: {exc})") from None
     return from_table(table, name, labels, tokenizer, declared)
+
+
+def read_saved_dataset(
+    path: Path,
+    labels: tuple[str, ...] | None = None,
+    tokenizer: Callable[[str], Sequence[int]] | None = None,
+    display: str | None = None,
+) -> SequenceData:
+    """A folder ``datasets.Dataset.save_to_disk`` wrote, read with pyarrow alone (no
+    datasets package needed): its Arrow files in ``state.json``'s order, the
+    ClassLabel names of ``dataset_info.json``; records are named by row, from 0."""
+    name = display or str(path)
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise ConfigError(
+            f"{name}: reading a dataset saved with save_to_disk needs pyarrow, which is not "
+            f"installed: pip install 'pytest-seqgate[parquet]' (or pyarrow)"
+        ) from None
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        info = json.loads((path / "dataset_info.json").read_text(encoding="utf-8"))
+        files = [path / str(entry["filename"]) for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"{name}: its state.json or dataset_info.json is not what save_to_disk writes "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    tables = []
+    for file in files:
+        try:
+            with pa.memory_map(str(file)) as source:
+                tables.append(pa.ipc.open_stream(source).read_all())
+        except Exception as exc:  # missing, cut off, or not an Arrow stream
+            raise DataError(
+                f"{name}: cannot read {file.name} ({type(exc).__name__}: {exc})"
+            ) from None
+    if not tables:
+        raise DataError(f"{name}: the dataset is empty: it holds no records")
+    features = info.get("features") if isinstance(info, Mapping) else None
+    return from_table(
+        pa.concat_tables(tables), name, labels, tokenizer, class_label_names(features)
+    )
 
 
 def from_table(
