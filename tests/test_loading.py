@@ -643,9 +643,10 @@ def test_a_dataframe_is_read_as_its_rows(monkeypatch: pytest.MonkeyPatch) -> Non
     )
 
 
-def test_a_real_hugging_face_dataset_is_read_by_column_in_its_selection_and_order() -> None:
+def real_hf_dataset() -> object:
+    """Three rows of a ``datasets.Dataset`` with ClassLabel names (skips without it)."""
     datasets = pytest.importorskip("datasets")
-    real = datasets.Dataset.from_dict(
+    return datasets.Dataset.from_dict(
         {"tokens": [[1, 2], [3], [4, 5, 6]], "label": [1, 0, 0]},
         features=datasets.Features(
             {
@@ -654,6 +655,10 @@ def test_a_real_hugging_face_dataset_is_read_by_column_in_its_selection_and_orde
             }
         ),
     )
+
+
+def test_a_real_hugging_face_dataset_is_read_by_column_in_its_selection_and_order() -> None:
+    real = real_hf_dataset()
     chosen = from_dataset(real.select([2, 0]).with_format("torch"), "real", None)
     assert chosen.values.tolist() == [4, 5, 6, 1, 2]
     assert chosen.labels.tolist() == [0, 1] and chosen.label_names == ("neg", "pos")
@@ -711,16 +716,7 @@ def test_a_folder_save_to_disk_wrote_is_an_eval_set(tmp_path: Path) -> None:
 
 
 def test_a_real_save_to_disk_folder_reads_as_its_dataset(tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets")
-    real = datasets.Dataset.from_dict(
-        {"tokens": [[1, 2], [3], [4, 5, 6]], "label": [1, 0, 0]},
-        features=datasets.Features(
-            {
-                "tokens": datasets.Sequence(datasets.Value("int64")),
-                "label": datasets.ClassLabel(names=["neg", "pos"]),
-            }
-        ),
-    )
+    real = real_hf_dataset()
     real.select([2, 0]).save_to_disk(str(tmp_path / "test"))
     data = load_dataset(Settings.from_dict(tmp_path, eval_data="test"), "eval_data")
     assert data.values.tolist() == [4, 5, 6, 1, 2]

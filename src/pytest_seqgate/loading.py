@@ -1057,8 +1057,14 @@ class _Builder:
         ):
             self.locate_bad_record(dtype)
         assert values is not None
+        return self.assemble(values, torch.tensor(self.lengths, dtype=torch.int64), labels, names)
+
+    def assemble(
+        self, values: Tensor, lengths: Tensor, labels: Tensor, names: tuple[str, ...] | None
+    ) -> SequenceData:
+        """The set, from its flat values and lengths (the records', or a column's
+        taken whole) and the labels :meth:`label_index` read."""
         # SequenceData checks what holds for any set (negative token ids, say), naming the line.
-        lengths = torch.tensor(self.lengths, dtype=torch.int64)
         return SequenceData(
             values=values,
             offsets=torch.cumsum(lengths, 0) - lengths,
@@ -1600,21 +1606,12 @@ def from_table(
         if declared is not None:
             raw = _class_labels(raw, declared, name)
         builder.raw_labels, builder.lines = raw, list(range(len(raw)))
-        label_tensor, names = builder.label_index()
-        return SequenceData(
-            values=values,
-            offsets=torch.cumsum(lengths, 0) - lengths,
-            lengths=lengths,
-            labels=label_tensor,
-            label_names=names,
-            names_inferred=names is not None and builder.labels is None,
-            source=name,
-            metadata={
-                column: table.column(column).to_pylist()
-                for column in columns
-                if column not in ("tokens", "label")
-            },
-        )
+        builder.metadata = {
+            column: table.column(column).to_pylist()
+            for column in columns
+            if column not in ("tokens", "label")
+        }
+        return builder.assemble(values, lengths, *builder.label_index())
     row = 0
     for batch in table.to_batches(max_chunksize=65_536):
         for record in batch.to_pylist():
