@@ -951,3 +951,45 @@ def test_a_parquet_eval_set_with_class_label_names_is_gated(project):
         "source=mail",
         "source=sms",
     }
+
+
+def test_columns_of_other_names_are_gated_from_the_ini(project):
+    """A set named as another library names it (``input_ids``, ``category``) is gated
+    with ``seqgate_columns``, no file rewritten; a mapping slip is a usage error that
+    names the setting, and a column the mapping names but the file lacks is named
+    with the one meant."""
+    records = [
+        {"input_ids": r["tokens"], "category": r["label"], "id": i}
+        for i, r in enumerate(rule_records(200, missed={1: 30}))
+    ]
+    project.data(records)
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        columns=["tokens = input_ids", "label = category"],
+        report="r.json",
+    )
+    project.test(GATED)
+    result = project.run()
+    assert result.ret == 1
+    assert_lines(result.stdout.str(), "*recall*spam*>= 0.9*0.700*")
+    ev = json.loads((project.path / "r.json").read_text())["evaluations"][0]
+    assert ev["labels"] == ["ham", "spam"]
+    assert ev["confusion_matrix"] == [[100, 0], [30, 70]]
+
+    result = project.run("--seqgate-columns=input_ids=tokens")
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(),
+        "ERROR: seqgate: --seqgate-columns: 'input_ids' in 'input_ids=tokens' is not a field "
+        "seqgate reads; the fields are label, text, tokens, features, attention_mask (the "
+        "field comes first: tokens=input_ids)",
+    )
+    result = project.run("--seqgate-columns=tokens=input_id,label=category")
+    assert result.ret == 4
+    assert_lines(
+        result.stderr.str(),
+        "ERROR: seqgate: eval.jsonl:1: a record needs one of 'tokens', 'features' or 'text', "
+        "but has none (its keys: 'input_ids', 'category', 'id'); seqgate_columns reads "
+        "'tokens' from 'input_id', which is not among them (did you mean `input_ids`?)",
+    )

@@ -26,6 +26,7 @@ from pytest_seqgate.loading import (
     read_jsonl,
     read_parquet,
     read_pt,
+    read_saved_dataset,
     stream_jsonl,
 )
 
@@ -146,19 +147,17 @@ def test_jsonl_features(tmp_path: Path) -> None:
         (
             jsonl({"tokens": [1], "lable": 0}),
             "e.jsonl:1: record has no 'label' (its keys: 'tokens', 'lable'); every record "
-            "needs its class, as a name or an index: rename 'lable' to 'label', or build the "
-            "set in code",
+            "needs its class, as a name or an index: rename 'lable' to 'label'",
         ),
         (
             jsonl({"sentence": "hi", "category": "spam"}),
             "e.jsonl:1: a record needs one of 'tokens', 'features' or 'text', but has none "
-            "(its keys: 'sentence', 'category'); rename 'sentence' to 'text', or build the set "
-            "in code (a 'pkg.module:callable' in place of the file, or the fixture overridden "
-            "in a conftest.py)",
+            "(its keys: 'sentence', 'category'); read it with seqgate_columns = text=sentence "
+            "(or rename the columns)",
         ),
         (
             jsonl({"input_ids": [1, 2], "label": 0}),
-            "rename 'input_ids' to 'tokens', or build the set in code",
+            "read it with seqgate_columns = tokens=input_ids (or rename the columns)",
         ),
         (jsonl([1, 2]), "e.jsonl:1: expected an object"),
         ("", "e.jsonl: the dataset is empty"),
@@ -342,12 +341,11 @@ def test_csv_tokens_and_missing_columns(tmp_path: Path) -> None:
         "blank.csv:3: empty sequence (length 0): the 'tokens' field is empty; drop the "
         "record or give it at least one step"
     )
-    # A Kaggle-style header: both renames, in the order of the contract's columns.
+    # A Kaggle-style header: both columns mapped, in the order of the contract's fields.
     assert csv_error(tmp_path, "other.csv", "Category,Message\nspam,hello\n") == (
         "other.csv:1: the columns must include 'label' and one of 'tokens', 'features' "
-        "or 'text', but are ['Category', 'Message']; rename 'Category' to 'label' and "
-        "'Message' to 'text', or build the set in code (a 'pkg.module:callable' in place of "
-        "the file, or the fixture overridden in a conftest.py)"
+        "or 'text', but are ['Category', 'Message']; read them with seqgate_columns = "
+        "label=Category, text=Message (or rename the columns)"
     )
 
 
@@ -447,14 +445,19 @@ def test_csv_quoting_is_strict(tmp_path: Path) -> None:
         assert str(info.value).startswith(message)
 
 
-def parquet(path: Path, columns: dict[str, list], class_names: list[str] | None = None) -> Path:
+def parquet(
+    path: Path,
+    columns: dict[str, list],
+    class_names: list[str] | None = None,
+    class_column: str = "label",
+) -> Path:
     """A Parquet file; with ``class_names``, the ClassLabel metadata a Hugging Face
-    dataset's ``to_parquet`` writes for its ``label`` column."""
+    dataset's ``to_parquet`` writes for its ``class_column``."""
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     table = pa.table(columns)
     if class_names is not None:
-        info = {"features": {"label": {"names": class_names, "_type": "ClassLabel"}}}
+        info = {"features": {class_column: {"names": class_names, "_type": "ClassLabel"}}}
         table = table.replace_schema_metadata({b"huggingface": json.dumps({"info": info})})
     pq.write_table(table, path)
     return path
@@ -664,7 +667,9 @@ def test_a_real_hugging_face_dataset_is_read_by_column_in_its_selection_and_orde
     assert chosen.labels.tolist() == [0, 1] and chosen.label_names == ("neg", "pos")
 
 
-def saved_to_disk(folder: Path, columns: dict[str, list], class_names: list[str]) -> Path:
+def saved_to_disk(
+    folder: Path, columns: dict[str, list], class_names: list[str], class_column: str = "label"
+) -> Path:
     """The folder ``Dataset.save_to_disk`` writes: an Arrow stream, ``state.json``
     naming it, ``dataset_info.json`` with the features (as datasets 5 writes them)."""
     pa = pytest.importorskip("pyarrow")
@@ -676,7 +681,7 @@ def saved_to_disk(folder: Path, columns: dict[str, list], class_names: list[str]
     (folder / "state.json").write_text(
         json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_split": None})
     )
-    features = {"label": {"names": class_names, "_type": "ClassLabel"}}
+    features = {class_column: {"names": class_names, "_type": "ClassLabel"}}
     (folder / "dataset_info.json").write_text(json.dumps({"features": features}))
     return folder
 
@@ -733,9 +738,8 @@ def test_parquet_errors_name_the_file_and_row(
 
     assert error(parquet(tmp_path / "h.parquet", {"input_ids": [[1]], "labels": ["a"]})) == (
         "h.parquet: the columns must include 'label' and one of 'tokens', 'features' or "
-        "'text', but are ['input_ids', 'labels']; rename 'labels' to 'label' and 'input_ids' "
-        "to 'tokens', or build the set in code (a 'pkg.module:callable' in place of the file, "
-        "or the fixture overridden in a conftest.py)"
+        "'text', but are ['input_ids', 'labels']; read them with seqgate_columns = "
+        "label=labels, tokens=input_ids (or rename the columns)"
     )
     assert error(parquet(tmp_path / "n.parquet", {"tokens": [[1], None], "label": ["a", "b"]})) == (
         "n.parquet[1]: empty sequence: the 'tokens' field is null; drop the record or give it at "
@@ -1781,3 +1785,139 @@ def test_factory_errors(factory_project: Path) -> None:
         with pytest.raises(ConfigError) as info:
             load_model(settings)
         assert str(info.value).endswith(said), name
+
+
+def test_columns_read_the_fields_from_other_names_in_every_format(tmp_path: Path) -> None:
+    """``seqgate_columns = tokens=ids, label=category``: a set whose columns have
+    other names (a Hugging Face dataset's ``input_ids``, a spreadsheet's
+    ``category``) is read where they are, in every format, to the set the
+    contract's names give. The file's own ``label`` column, which ``category``
+    replaces, is not read (nor kept as metadata); other columns stay metadata."""
+    pd = pytest.importorskip("pandas")
+    rows = [
+        {"ids": [1, 2, 3], "category": "spam", "label": 7, "lang": "en"},
+        {"ids": [4], "category": "ham", "label": 8, "lang": "fr"},
+        {"ids": [5, 6], "category": "ham", "label": 9, "lang": "en"},
+    ]
+    expected = from_dataset(
+        [{"tokens": r["ids"], "label": r["category"], "lang": r["lang"]} for r in rows], "x", None
+    )
+    column_of = {"tokens": "ids", "label": "category"}
+    frame = pd.DataFrame(rows)
+    spaced = frame.assign(ids=[" ".join(map(str, r["ids"])) for r in rows])
+    spaced.to_csv(tmp_path / "e.csv", index=False)
+    spaced.to_csv(tmp_path / "s.csv", index=False, sep=";")  # found by the mapped header
+    write(tmp_path / "e.jsonl", jsonl(*rows))
+    parquet(tmp_path / "e.parquet", {k: [r[k] for r in rows] for k in rows[0]})
+    read = {
+        "jsonl": read_jsonl(tmp_path / "e.jsonl", column_of=column_of),
+        "csv": read_csv(tmp_path / "e.csv", column_of=column_of),
+        "csv;": read_csv(tmp_path / "s.csv", column_of=column_of),
+        "parquet": read_parquet(tmp_path / "e.parquet", column_of=column_of),
+        "records": from_dataset(rows, "r", None, column_of=column_of),
+        "frame": from_dataset(frame, "f", None, column_of=column_of),
+        # What the plugin does with the setting (an ini's lines, a CLI's commas).
+        "settings": load_dataset(
+            Settings.from_dict(tmp_path, eval_data="e.jsonl", columns="tokens=ids, label=category"),
+            "eval_data",
+        ),
+    }
+    for how, data in read.items():
+        for name in ("values", "offsets", "lengths", "labels"):
+            assert torch.equal(getattr(data, name), getattr(expected, name)), (how, name)
+        assert data.label_names == ("ham", "spam"), how
+        assert data.metadata == {"lang": ["en", "fr", "en"]}, how
+    # The mapping decides what the model sees: the prediction cache keys on it.
+    from pytest_seqgate.cache import cache_key
+
+    mapped = Settings.from_dict(tmp_path, eval_data="e.jsonl", columns="tokens=ids")
+    assert cache_key(mapped) != cache_key(Settings.from_dict(tmp_path, eval_data="e.jsonl"))
+    # A set already named as the contract says (a training set of another layout)
+    # is read as it is: the mapping applies where its columns are.
+    plain = read_jsonl(
+        write(tmp_path / "t.jsonl", jsonl({"tokens": [1], "label": "ham"})), column_of=column_of
+    )
+    assert plain.values.tolist() == [1] and plain.label_names == ("ham",)
+
+
+def test_columns_read_a_class_label_under_its_own_name(tmp_path: Path) -> None:
+    """A Hugging Face dataset whose ClassLabel column is not ``label`` (TREC's
+    ``coarse_label``, a ``labels`` column): mapped, its names are the classes, in the
+    dataset's order, from a Parquet file, a save_to_disk folder and a Dataset."""
+    columns = {"input_ids": [[1, 2], [3], [4, 5, 6]], "coarse_label": [1, 0, 0]}
+    column_of = {"tokens": "input_ids", "label": "coarse_label"}
+    sets = [
+        read_parquet(
+            parquet(tmp_path / "c.parquet", columns, ["neg", "pos"], "coarse_label"),
+            column_of=column_of,
+        ),
+        read_saved_dataset(
+            saved_to_disk(tmp_path / "saved", columns, ["neg", "pos"], "coarse_label"),
+            column_of=column_of,
+        ),
+    ]
+    if importlib.util.find_spec("datasets") is not None:
+        datasets = pytest.importorskip("datasets")
+        real = datasets.Dataset.from_dict(
+            columns,
+            features=datasets.Features(
+                {
+                    "input_ids": datasets.Sequence(datasets.Value("int64")),
+                    "coarse_label": datasets.ClassLabel(names=["neg", "pos"]),
+                }
+            ),
+        )
+        sets.append(from_dataset(real, "real", None, column_of=column_of))
+    for data in sets:
+        assert data.values.tolist() == [1, 2, 3, 4, 5, 6]
+        assert data.labels.tolist() == [1, 0, 0] and data.label_names == ("neg", "pos")
+        assert not data.names_inferred
+
+
+def test_columns_errors_say_which_column_is_missing(tmp_path: Path) -> None:
+    """A mapping that names a column the set lacks is blamed by name, with the one
+    meant, before any row is read (a table) or at the record (a .jsonl line)."""
+    path = write(tmp_path / "e.jsonl", jsonl({"sentence": "hi", "label": "spam"}))
+    with pytest.raises(DataError) as info:
+        read_jsonl(path, display="e.jsonl", column_of={"text": "sentense"})
+    assert str(info.value) == (
+        "e.jsonl:1: a record needs one of 'tokens', 'features' or 'text', but has none (its "
+        "keys: 'sentence', 'label'); seqgate_columns reads 'text' from 'sentense', which is "
+        "not among them (did you mean `sentence`?)"
+    )
+    path = write(tmp_path / "e.csv", "category,text\nspam,hi\n")
+    with pytest.raises(DataError) as info:
+        read_csv(path, display="e.csv", column_of={"label": "class"})
+    assert str(info.value) == (
+        "e.csv:1: the columns must include 'label' and one of 'tokens', 'features' or "
+        "'text', but are ['category', 'text']; seqgate_columns reads 'label' from 'class', "
+        "which is not among them"
+    )
+
+
+@pytest.mark.parametrize(
+    "value, said",
+    [
+        ("text", "expected field=column, like text=sentence or label=category, but got 'text'"),
+        (
+            "sentence=text",
+            "'sentence' in 'sentence=text' is not a field seqgate reads; the fields are "
+            "label, text, tokens, features, attention_mask (the field comes first: "
+            "text=sentence)",
+        ),
+        (
+            "txt=sentence",
+            "'txt' in 'txt=sentence' is not a field seqgate reads; the fields are label, "
+            "text, tokens, features, attention_mask (did you mean `text`?)",
+        ),
+        ("text=a, text=b", "'text' is read from both 'a' and 'b'; give it one column"),
+        (
+            "text=a, tokens=a",
+            "the column 'a' is read as both 'text' and 'tokens'; a column gives one field",
+        ),
+    ],
+)
+def test_columns_setting_errors_name_the_entry(value: str, said: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_dict(columns=value)
+    assert str(info.value) == f"columns: {said}"

@@ -93,6 +93,19 @@ def test_stream_chunks_cover_the_file(tmp_path):
     chunks = list(stream_jsonl(path, ("ham", "spam"), None, "e.jsonl", 25))
     assert [len(c) for c in chunks] == [25, 25, 25, 25, 3]
     assert int(chunks[-1].line_numbers[-1]) == 103
+    # seqgate_columns applies to each streamed record as to the file read whole.
+    renamed = tmp_path / "r.jsonl"
+    renamed.write_text(
+        "".join(
+            json.dumps({"ids": r["tokens"], "category": r["label"]}) + "\n"
+            for r in rule_records(103)
+        )
+    )
+    column_of = {"tokens": "ids", "label": "category"}
+    again = list(stream_jsonl(renamed, ("ham", "spam"), None, "r.jsonl", 25, column_of))
+    for chunk, same in zip(chunks, again, strict=True):
+        assert torch.equal(chunk.values, same.values)
+        assert torch.equal(chunk.labels, same.labels)
 
 
 def eval_file(tmp_path, records: list[dict]) -> None:

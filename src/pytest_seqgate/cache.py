@@ -38,6 +38,7 @@ PREDICTION_SETTINGS = (
     "eval_data",
     "train_data",
     "labels",
+    "columns",
     "tokenizer",
     "device",
     "batch_size",

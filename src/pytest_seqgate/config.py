@@ -101,6 +101,12 @@ OPTIONS: tuple[Option, ...] = (
         "labels", "class names in index order (ini: one per line; CLI: comma separated)", "list"
     ),
     Option(
+        "columns",
+        "the columns a record's fields are read from, field=column (ini: one per line; "
+        "CLI: commas), e.g. text=sentence, label=category",
+        "list",
+    ),
+    Option(
         "tokenizer",
         "pkg.module:callable mapping a text to token ids, an object with .encode(text), or "
         "a tokenizer.json file",
@@ -260,6 +266,49 @@ def cli_type(option: Option) -> Callable[[str], Any]:
     return parse
 
 
+# The fields seqgate reads a record by (a .jsonl line's keys, a table's columns).
+RECORD_FIELDS = ("label", "text", "tokens", "features", "attention_mask")
+
+
+def parse_columns(entries: Sequence[str] | None, setting: str) -> dict[str, str]:
+    """``field=column`` entries as {field: column}. A Hugging Face dataset names its
+    text ``sentence`` or ``sms``, a spreadsheet its classes ``category``: the
+    mapping reads them where they are, so no file is rewritten and no loader
+    written for a name."""
+    fields: dict[str, str] = {}
+    for entry in entries or ():
+        field_name, mark, column = (part.strip() for part in entry.partition("="))
+        if not mark or not field_name or not column:
+            raise ConfigError(
+                f"{setting}: expected field=column, like text=sentence or label=category, "
+                f"but got {entry!r}"
+            )
+        if field_name not in RECORD_FIELDS:
+            hint = (
+                f" (the field comes first: {column}={field_name})"
+                if column in RECORD_FIELDS
+                else did_you_mean(field_name, RECORD_FIELDS, 0.6)
+            )
+            raise ConfigError(
+                f"{setting}: {field_name!r} in {entry!r} is not a field seqgate reads; the "
+                f"fields are {', '.join(RECORD_FIELDS)}{hint}"
+            )
+        if field_name in fields:
+            raise ConfigError(
+                f"{setting}: {field_name!r} is read from both {fields[field_name]!r} and "
+                f"{column!r}; give it one column"
+            )
+        twice = [name for name, taken in fields.items() if taken == column]
+        if twice:
+            raise ConfigError(
+                f"{setting}: the column {column!r} is read as both {twice[0]!r} and "
+                f"{field_name!r}; a column gives one field"
+            )
+        if column != field_name:
+            fields[field_name] = column
+    return fields
+
+
 def _split_lines(value: Sequence[str] | str, commas: bool = True) -> list[str]:
     items = [value] if isinstance(value, str) else list(value)
     out: list[str] = []
@@ -283,6 +332,7 @@ class Settings:
     eval_data: str | None = None
     train_data: str | None = None
     labels: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | None = None
     tokenizer: str | None = None
     device: str = "auto"
     batch_size: int = 64
@@ -326,6 +376,12 @@ class Settings:
     def source(self, name: str) -> str:
         """Human name of the setting ``name``, as the user wrote it."""
         return self.sources.get(name, OPTIONS_BY_NAME[name].ini)
+
+    @property
+    def column_of(self) -> dict[str, str]:
+        """``seqgate_columns`` as {field: column}: where each field a record is read
+        by comes from, for the fields that do not come from their own name."""
+        return parse_columns(self.columns, self.source("columns"))
 
     def display(self, path: Path) -> str:
         """``path`` relative to the rootdir when it is inside it: shorter in messages."""
@@ -534,6 +590,7 @@ class Settings:
                     else ""
                 )
             )
+        parse_columns(self.columns, self.source("columns"))
         for name in ("model_factory", "tokenizer"):
             value = getattr(self, name)
             if value is None or IMPORT_PATH.match(value):

@@ -534,7 +534,13 @@ def _as_data(data: Any, source: str, settings: Settings | None) -> SequenceData 
     from pytest_seqgate.loading import configured_tokenizer, from_dataset
 
     settings = settings or Settings()
-    return from_dataset(data, source, settings.labels, configured_tokenizer(settings))
+    return from_dataset(
+        data,
+        source,
+        settings.labels,
+        configured_tokenizer(settings),
+        column_of=settings.column_of,
+    )
 
 
 def evaluate(

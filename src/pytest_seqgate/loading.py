@@ -59,37 +59,100 @@ ALIASES["sequences"] = ("tokens", "features", "inputs", *ALIASES["tokens"])
 ALIASES["labels"] = ("label", "targets", *ALIASES["label"])
 
 
-def rename_advice(keys: Iterable[str], wanted: Iterable[str], in_code: bool = False) -> str:
-    """What to do about a record or header that lacks the ``wanted`` fields: the
-    rename when one of its ``keys`` is a usual name for one, and, for a file, the
-    way round a fixed layout (a set built in code)."""
+def rename_advice(
+    keys: Iterable[str],
+    wanted: Iterable[str],
+    in_code: bool = False,
+    column_of: Mapping[str, str] | None = None,
+) -> str:
+    """What to do about a record or header that lacks the ``wanted`` fields: for a
+    file, the ``seqgate_columns`` entries that read them from the columns its
+    names suggest (else the rename; in code, where the set is built, the rename);
+    and the mapping's own slip where it names a column that is not there."""
     keys = [key for key in keys if isinstance(key, str)]
-    renames = []
+    wanted = list(wanted)
+    column_of = column_of or {}
+    missed = [
+        f"seqgate_columns reads {field!r} from {column!r}, which is not among them"
+        f"{did_you_mean(column, keys, 0.6)}"
+        for field, column in column_of.items()
+        if field in wanted and column not in keys
+    ]
+    if missed:
+        return "; ".join(missed)
+    typos, usual = [], []
     for target in wanted:
         near = difflib.get_close_matches(target, keys, n=1, cutoff=0.75)  # 'lable', 'Text'
-        usual = [key for key in keys if key.lower() in ALIASES.get(target, ())]
-        renames += [f"{key!r} to {target!r}" for key in (near or usual)[:1]]
-    first = f"rename {' and '.join(renames)}" if renames else "rename the fields"
-    if in_code:
-        return first
-    return (
-        f"{first}, or build the set in code (a 'pkg.module:callable' in place of the file, "
-        f"or the fixture overridden in a conftest.py)"
-    )
+        other = [key for key in keys if key.lower() in ALIASES.get(target, ())]
+        if other:
+            usual.append((target, other[0]))
+        elif near:
+            typos.append((target, near[0]))
+    if in_code or not (typos or usual):
+        pairs = typos + usual
+        renames = " and ".join(f"{key!r} to {target!r}" for target, key in pairs)
+        if in_code:
+            return f"rename {renames}" if renames else "rename the fields"
+        return (
+            f"name the columns to read them from with seqgate_columns "
+            f"({', '.join(f'{target}=<column>' for target in wanted[:2])}), or rename them"
+        )
+    advice = []
+    if usual:  # another dataset's names: read where they are
+        mapped = ", ".join(f"{target}={key}" for target, key in usual)
+        them = "it" if len(usual) == 1 else "them"
+        advice.append(f"read {them} with seqgate_columns = {mapped} (or rename the columns)")
+    if typos:  # a slip in the file: mend it there
+        advice.append("rename " + " and ".join(f"{key!r} to {target!r}" for target, key in typos))
+    return "; ".join(advice)
 
 
-def require_columns(columns: Sequence[str], where: str, in_code: bool = False) -> None:
+def renamed_keys(keys: Iterable[str], column_of: Mapping[str, str]) -> dict[str, str | None]:
+    """What ``seqgate_columns`` makes of a record's keys or a table's columns: each
+    mapped column to its field, and a key that is the name of a field read from
+    another column to None: with ``label=label_text`` the integer ``label`` beside
+    it is not read. Empty where nothing changes: a set of another layout (a
+    training set already named as seqgate reads it) is read as it is."""
+    present = set(keys)
+    out: dict[str, str | None] = {
+        column: field for field, column in column_of.items() if column in present
+    }
+    for field in list(out.values()):
+        if field is not None and field in present and field not in out:
+            out[field] = None
+    return out
+
+
+def rename_columns(table: Any, column_of: Mapping[str, str]) -> Any:
+    """A pyarrow Table with ``seqgate_columns`` applied: columns renamed, and those
+    the mapping replaces dropped, before any row is read."""
+    names = renamed_keys(table.column_names, column_of)
+    if not names:
+        return table
+    table = table.drop_columns([name for name, to in names.items() if to is None])
+    return table.rename_columns([names.get(name) or name for name in table.column_names])
+
+
+def require_columns(
+    columns: Sequence[str],
+    where: str,
+    in_code: bool = False,
+    column_of: Mapping[str, str] | None = None,
+    given: Sequence[str] | None = None,
+) -> None:
     """A table's columns (a .csv header, a Parquet file's, a dataset's) need the
     label and a sequence before any row is read: one error for the whole file,
-    with the rename its names suggest."""
+    with the mapping its names suggest. ``columns`` are the names after
+    ``column_of`` (seqgate_columns) renamed them; ``given``, the file's own."""
     if "label" in columns and any(key in columns for key in SEQUENCE_KEYS):
         return
     wanted: tuple[str, ...] = ("label",) if "label" not in columns else ()
     if not any(key in columns for key in SEQUENCE_KEYS):
         wanted += ("text", "tokens")
+    given = list(given if given is not None else columns)
     raise DataError(
         f"{where}: the columns must include 'label' and one of 'tokens', 'features' or "
-        f"'text', but are {columns}; {rename_advice(columns, wanted, in_code)}"
+        f"'text', but are {given}; {rename_advice(given, wanted, in_code, column_of)}"
     )
 
 
@@ -726,10 +789,17 @@ class _Builder:
     """Accumulates records; one ``extend`` per record, one ``torch.tensor`` at the end."""
 
     def __init__(
-        self, source: str, labels: tuple[str, ...] | None, tokenizer: Any, indexed: bool = False
+        self,
+        source: str,
+        labels: tuple[str, ...] | None,
+        tokenizer: Any,
+        indexed: bool = False,
+        column_of: Mapping[str, str] | None = None,
     ) -> None:
         self.source = source
         self.indexed = indexed
+        #: seqgate_columns, applied to each record's keys (a table's are renamed whole).
+        self.column_of = column_of or {}
         self.labels = labels
         self.index = {name: i for i, name in enumerate(labels)} if labels else None
         self.tokenizer = tokenizer
@@ -755,9 +825,16 @@ class _Builder:
                 f"{self.where(line)}: expected an object with 'label' and one of "
                 f"'tokens', 'features' or 'text', but got {type(record).__name__}"
             )
+        given = record
+        if self.column_of:
+            names = renamed_keys(record, self.column_of)
+            if names:
+                record = {
+                    names.get(k, k): v for k, v in record.items() if names.get(k, k) is not None
+                }
         present = [key for key in SEQUENCE_KEYS if key in record]
         if len(present) != 1:
-            keys = ", ".join(repr(k) for k in record)
+            keys = ", ".join(repr(k) for k in given)
             if present:
                 raise DataError(
                     f"{self.where(line)}: a record needs exactly one of 'tokens', 'features' "
@@ -766,14 +843,14 @@ class _Builder:
             raise DataError(
                 f"{self.where(line)}: a record needs one of 'tokens', 'features' or 'text', "
                 f"but has none (its keys: {keys}); "
-                f"{rename_advice(record, ('text', 'tokens'), self.indexed)}"
+                f"{rename_advice(given, ('text', 'tokens'), self.indexed, self.column_of)}"
             )
         if "label" not in record:
-            keys = ", ".join(repr(k) for k in record)
+            keys = ", ".join(repr(k) for k in given)
             raise DataError(
                 f"{self.where(line)}: record has no 'label' (its keys: {keys}); every record "
                 f"needs its class, as a name or an index: "
-                f"{rename_advice(record, ('label',), self.indexed)}"
+                f"{rename_advice(given, ('label',), self.indexed, self.column_of)}"
             )
         key = present[0]
         kind = "features" if key == "features" else "tokens"
@@ -1169,22 +1246,25 @@ def load_dataset(settings: Settings, role: str) -> SequenceData:
             f"--seqgate-{role.replace('_', '-')}, or override the seqgate_{role} fixture"
         )
     tokenizer = configured_tokenizer(settings)
+    column_of = settings.column_of
     if is_import_path(spec):
         obj = import_object(spec, settings.rootdir, setting)
         dataset = _call(obj, setting, spec) if callable(obj) else obj
-        return from_dataset(dataset, spec, settings.labels, tokenizer)
+        return from_dataset(dataset, spec, settings.labels, tokenizer, column_of=column_of)
     path = settings.existing(role)
     suffix = data_suffix(path)
     if path.is_dir() and saved_dataset(path):
-        return read_saved_dataset(path, settings.labels, tokenizer, settings.display(path))
+        return read_saved_dataset(
+            path, settings.labels, tokenizer, settings.display(path), column_of
+        )
     if suffix == ".jsonl":
-        data = read_jsonl(path, settings.labels, tokenizer, settings.display(path))
+        data = read_jsonl(path, settings.labels, tokenizer, settings.display(path), column_of)
     elif suffix == ".csv":
-        data = read_csv(path, settings.labels, tokenizer, settings.display(path))
+        data = read_csv(path, settings.labels, tokenizer, settings.display(path), column_of)
     elif suffix == ".pt":
         data = read_pt(path, settings.labels, settings.display(path))
     elif suffix == ".parquet":
-        data = read_parquet(path, settings.labels, tokenizer, settings.display(path))
+        data = read_parquet(path, settings.labels, tokenizer, settings.display(path), column_of)
     else:
         data = None
     if data is not None:
@@ -1299,10 +1379,11 @@ def read_jsonl(
     labels: tuple[str, ...] | None = None,
     tokenizer: Callable[[str], Sequence[int]] | None = None,
     display: str | None = None,
+    column_of: Mapping[str, str] | None = None,
 ) -> SequenceData:
     """One JSON object per line; blank lines are skipped."""
     name = display or str(path)
-    builder = _Builder(name, labels, tokenizer)
+    builder = _Builder(name, labels, tokenizer, column_of=column_of)
     for number, record in iter_jsonl(path, name):
         builder.add(record, number)
     return builder.build()
@@ -1314,22 +1395,23 @@ def stream_jsonl(
     tokenizer: Callable[[str], Sequence[int]] | None,
     display: str,
     chunk: int,
+    column_of: Mapping[str, str] | None = None,
 ) -> Iterator[SequenceData]:
     """The records of a .jsonl file as consecutive SequenceData chunks of ``chunk`` records:
     memory holds one chunk, not the file."""
-    builder = _Builder(display, labels, tokenizer)
+    builder = _Builder(display, labels, tokenizer, column_of=column_of)
     for number, record in iter_jsonl(path, display):
         builder.add(record, number)
         if len(builder.lengths) >= chunk:
             yield builder.build()
             read = builder.numbers_read
-            builder = _Builder(display, labels, tokenizer)
+            builder = _Builder(display, labels, tokenizer, column_of=column_of)
             builder.numbers_read = read
     if builder.lengths:
         yield builder.build()
 
 
-def _delimiter(text: str) -> str:
+def _delimiter(text: str, column_of: Mapping[str, str]) -> str:
     """A comma; or what separates a header that holds no comma and names the
     columns when split on it: a ';' from a spreadsheet saved in a locale whose
     decimal mark is the comma, a tab from a .tsv named .csv."""
@@ -1337,6 +1419,8 @@ def _delimiter(text: str) -> str:
     if "," not in header:
         for mark in (";", "\t"):
             names = [n.strip('"') for n in header.split(mark)]
+            renames = renamed_keys(names, column_of)
+            names = [renames.get(n) or n for n in names]
             if "label" in names and any(key in names for key in SEQUENCE_KEYS):
                 return mark
     return ","
@@ -1347,6 +1431,7 @@ def read_csv(
     labels: tuple[str, ...] | None = None,
     tokenizer: Callable[[str], Sequence[int]] | None = None,
     display: str | None = None,
+    column_of: Mapping[str, str] | None = None,
 ) -> SequenceData:
     """Columns ``label`` and one of ``tokens`` (space separated ints), ``text``, ``features``
     (a JSON list of vectors); other columns are metadata. Separated by commas, or
@@ -1359,14 +1444,21 @@ def read_csv(
     text = "".join(line + "\n" for _, line in _lines(path, name))
     # strict: an unclosed quote is an error, not a field that swallows the records
     # after it (the csv module's default).
-    mark = _delimiter(text)
+    mark = _delimiter(text, column_of or {})
     separator = {",": "a comma", ";": "a semicolon", "\t": "a tab"}[mark]
     reader = csv.DictReader(io.StringIO(text), strict=True, delimiter=mark)
     try:
-        columns = reader.fieldnames or []
+        given = reader.fieldnames or []
     except csv.Error as exc:
         raise DataError(f"{name}:1: the header is not valid CSV: {exc}") from None
-    require_columns(columns, f"{name}:1")
+    renames = renamed_keys(given, column_of or {})
+    # A column the mapping replaces is read under a name no field or key has.
+    columns = [
+        to if to is not None else f"\0{column}"
+        for column, to in ((column, renames.get(column, column)) for column in given)
+    ]
+    reader.fieldnames = columns
+    require_columns(columns, f"{name}:1", column_of=column_of, given=given)
     rows = iter(reader)
     while True:
         try:
@@ -1388,7 +1480,9 @@ def read_csv(
                 f"{name}:{line}: {len(columns) + len(row[None])} fields where the header "
                 f"has {len(columns)}; a field that holds {separator} must be quoted"
             )
-        record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
+        record: dict[str, Any] = {
+            k: v for k, v in row.items() if v not in (None, "") and not k.startswith("\0")
+        }
         if not any(key in record for key in SEQUENCE_KEYS):
             # The column is there but this row's field is empty (a blank message).
             empty = next(key for key in SEQUENCE_KEYS if key in columns)
@@ -1422,6 +1516,13 @@ def read_csv(
             ) from None
         builder.add(record, line)
     return builder.build()
+
+
+def label_column(columns: Iterable[str], column_of: Mapping[str, str] | None) -> str:
+    """The column the labels are read from: seqgate_columns' ``label=...`` where the
+    set has that column, else ``label``."""
+    column = (column_of or {}).get("label", "label")
+    return column if column in set(columns) else "label"
 
 
 def class_label_names(features: Any, column: str = "label") -> tuple[str, ...] | None:
@@ -1504,6 +1605,7 @@ def read_parquet(
     labels: tuple[str, ...] | None = None,
     tokenizer: Callable[[str], Sequence[int]] | None = None,
     display: str | None = None,
+    column_of: Mapping[str, str] | None = None,
 ) -> SequenceData:
     """Columns as a .jsonl record's keys (``label``, one of ``tokens``, ``features``,
     ``text``; the rest metadata), read with pyarrow (the ``parquet`` extra). A file a
@@ -1531,12 +1633,15 @@ def read_parquet(
         info = json.loads(meta.get(b"huggingface", b"{}")).get("info", {})
     except (ValueError, AttributeError):
         info = {}
-    declared = class_label_names(info.get("features") if isinstance(info, Mapping) else None)
+    declared = class_label_names(
+        info.get("features") if isinstance(info, Mapping) else None,
+        label_column(parquet.schema_arrow.names, column_of),
+    )
     try:
         table = parquet.read()
     except Exception as exc:  # a damaged column chunk, found only when read
         raise DataError(f"{name}: cannot read it ({type(exc).__name__}: {exc})") from None
-    return from_table(table, name, labels, tokenizer, declared)
+    return from_table(table, name, labels, tokenizer, declared, column_of=column_of)
 
 
 def read_saved_dataset(
@@ -1544,6 +1649,7 @@ def read_saved_dataset(
     labels: tuple[str, ...] | None = None,
     tokenizer: Callable[[str], Sequence[int]] | None = None,
     display: str | None = None,
+    column_of: Mapping[str, str] | None = None,
 ) -> SequenceData:
     """A folder ``datasets.Dataset.save_to_disk`` wrote, read with pyarrow alone (no
     datasets package needed): its Arrow files in ``state.json``'s order, the
@@ -1577,9 +1683,9 @@ def read_saved_dataset(
     if not tables:
         raise DataError(f"{name}: the dataset is empty: it holds no records")
     features = info.get("features") if isinstance(info, Mapping) else None
-    return from_table(
-        pa.concat_tables(tables), name, labels, tokenizer, class_label_names(features)
-    )
+    table = pa.concat_tables(tables)
+    declared = class_label_names(features, label_column(table.column_names, column_of))
+    return from_table(table, name, labels, tokenizer, declared, column_of=column_of)
 
 
 def from_table(
@@ -1589,13 +1695,17 @@ def from_table(
     tokenizer: Callable[[str], Sequence[int]] | None = None,
     declared: tuple[str, ...] | None = None,
     in_code: bool = False,
+    column_of: Mapping[str, str] | None = None,
 ) -> SequenceData:
     """A pyarrow Table of records (a Parquet file's, a Hugging Face dataset's) as a
     set: the ``tokens`` column taken whole where :func:`_token_ids` can, else
     record by record. ``declared``: the label column's ClassLabel names;
-    ``in_code``: the table is a dataset built in code, not a file."""
+    ``in_code``: the table is a dataset built in code, not a file; ``column_of``:
+    seqgate_columns, applied to the table's columns first."""
+    given = list(table.column_names)
+    table = rename_columns(table, column_of or {})
     columns = list(table.column_names)
-    require_columns(columns, name, in_code)
+    require_columns(columns, name, in_code, column_of, given)
     if not table.num_rows:
         raise DataError(f"{name}: the dataset is empty: it holds no records")
     builder = _Builder(name, labels or declared, tokenizer, indexed=True)
@@ -1796,17 +1906,24 @@ def from_dataset(
     labels: tuple[str, ...] | None,
     tokenizer: Any = None,
     strict_len: bool = True,
+    column_of: Mapping[str, str] | None = None,
 ) -> SequenceData:
     """Convert a map-style Dataset of (sequence, label) pairs or of records (dicts
-    with the fields of a .jsonl line), or a SequenceData."""
+    with the fields of a .jsonl line, or of the columns ``column_of`` names), or a
+    SequenceData."""
     if isinstance(dataset, SequenceData):
         return dataset
     if not strict_len:
         raise DataError(f"{source}: 'sequences' and 'labels' have different lengths")
-    declared = class_label_names(getattr(dataset, "features", None))
+    features = getattr(dataset, "features", None)
+    features = features if isinstance(features, Mapping) else None  # not a tensor of them
+    column_of = column_of or {}
+    declared = class_label_names(features, label_column(features or (), column_of))
     table = _arrow_table(dataset)
     if table is not None:
-        return from_table(table, source, labels, tokenizer, declared, in_code=True)
+        return from_table(
+            table, source, labels, tokenizer, declared, in_code=True, column_of=column_of
+        )
     dataset = _records_of_frame(dataset)
     if (
         not hasattr(dataset, "__len__")
@@ -1836,7 +1953,8 @@ def from_dataset(
             f"__getitem__) or list of (sequence, label) pairs, but got "
             f"{type(dataset).__name__}{hint}"
         )
-    builder = _Builder(source, labels or declared, tokenizer, indexed=True)
+    builder = _Builder(source, labels or declared, tokenizer, indexed=True, column_of=column_of)
+    label_key = label_column(features or (), column_of) if declared is not None else "label"
     for i in range(len(dataset)):
         try:
             item = dataset[i]
@@ -1850,7 +1968,7 @@ def from_dataset(
             # record, its tensors and NumPy values turned into Python ones.
             row = {k: _plain(v) for k, v in item.items()}
             if declared is not None:
-                row["label"] = _class_label(row.get("label"), declared, f"{source}[{i}]")
+                row[label_key] = _class_label(row.get(label_key), declared, f"{source}[{i}]")
             builder.add(row, i)
             continue
         if not isinstance(item, (tuple, list)) or len(item) != 2:

@@ -158,7 +158,11 @@ class SessionState:
                 self.hooked.add(role)
                 try:
                     self.loaded[role] = from_dataset(
-                        data, spec, settings.labels, configured_tokenizer(settings)
+                        data,
+                        spec,
+                        settings.labels,
+                        configured_tokenizer(settings),
+                        column_of=settings.column_of,
                     )
                 except ConfigError as exc:
                     # The spec names a file the user's hook read: say whose data it was.
@@ -219,14 +223,22 @@ class SessionState:
                 None
                 if eval_data is None and settings.streaming
                 else from_dataset(
-                    eval_data, "seqgate_eval_data fixture", settings.labels, tokenizer
+                    eval_data,
+                    "seqgate_eval_data fixture",
+                    settings.labels,
+                    tokenizer,
+                    column_of=settings.column_of,
                 )
             )
             train_set = (
                 None
                 if train_data is None
                 else from_dataset(
-                    train_data, "seqgate_train_data fixture", settings.labels, tokenizer
+                    train_data,
+                    "seqgate_train_data fixture",
+                    settings.labels,
+                    tokenizer,
+                    column_of=settings.column_of,
                 )
             )
             hook = self.config.hook

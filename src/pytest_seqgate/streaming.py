@@ -135,6 +135,7 @@ def _stream_columns(
         tokenizer,
         settings.display(path),
         STREAM_WINDOW * settings.batch_size,
+        settings.column_of,
     ):
         kind = chunk.kind
         width = chunk.values.shape[1] if chunk.values.dim() == 2 else 0
