@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -56,6 +57,15 @@ def test_subset_and_hashes() -> None:
     sub = data.subset(torch.tensor([3, 1]))
     assert sub[0][0].tolist() == [3, 2, 1] and sub[1][0].tolist() == [4, 5]
     assert sub.content_hashes().tolist() == hashes[[3, 1]].tolist()
+    # A sample names its records as the whole set does (a training set sampled by
+    # seqgate_train_sample): by row for a set named by row, by line for a file's.
+    named = dataclasses.replace(data, source="train.parquet")
+    assert [sub.record(i) for i in (0, 1)] == ["<memory>[3]", "<memory>[1]"]
+    assert named.subset(torch.tensor([3, 1])).subset(torch.tensor([1])).record(0) == (
+        "train.parquet[1]"
+    )
+    lined = dataclasses.replace(data, source="t.jsonl", line_numbers=torch.tensor([2, 4, 5, 9]))
+    assert lined.subset(torch.tensor([3, 1])).record(0) == "t.jsonl:9"
 
 
 def test_hashes_are_the_same_across_chunks_and_for_any_layout() -> None:

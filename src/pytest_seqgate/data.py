@@ -45,6 +45,10 @@ class SequenceData:
     #: True when a loader took ``label_names`` from the records, sorted, because
     #: seqgate_labels was not set: the model's index order is then a guess.
     names_inferred: bool = False
+    #: True when ``line_numbers`` are rows (``source[16]``), not a file's lines
+    #: (``source:16``): a sample or a streamed chunk of a set named by row keeps
+    #: the names its records have in the whole set.
+    by_row: bool = False
 
     def __post_init__(self) -> None:
         """A set built by hand (a ``seqgate_eval_data`` fixture, a script) takes
@@ -245,7 +249,7 @@ class SequenceData:
 
     def record(self, index: int) -> str:
         """Where sample ``index`` came from, as ``file:line`` (or ``source[index]``)."""
-        return record_location(self.source, self.line_numbers, index)
+        return record_location(self.source, self.line_numbers, index, self.by_row)
 
     @classmethod
     def from_sequences(
@@ -325,7 +329,9 @@ class SequenceData:
             label_names=self.label_names,
             names_inferred=self.names_inferred,
             source=self.source,
-            line_numbers=None if self.line_numbers is None else self.line_numbers[index],
+            # A set named by row names the sample's records by their rows in it.
+            line_numbers=index.clone() if self.line_numbers is None else self.line_numbers[index],
+            by_row=self.by_row or self.line_numbers is None,
             metadata={k: [v[i] for i in index.tolist()] for k, v in self.metadata.items()},
         )
 
@@ -421,11 +427,16 @@ def hash_tables(max_length: int) -> tuple[Tensor, Tensor]:
     return weights, table + torch.arange(table.numel()) * _LENGTH_MIX
 
 
-def record_location(source: str, line_numbers: Tensor | None, index: int) -> str:
-    """``file:line`` of sample ``index`` when the lines are known, else ``source[index]``."""
-    if line_numbers is not None:
-        return f"{source}:{int(line_numbers[index])}"
-    return f"{source}[{index}]"
+def record_location(
+    source: str, line_numbers: Tensor | None, index: int, by_row: bool = False
+) -> str:
+    """``file:line`` of sample ``index`` when the lines are known, else ``source[row]``:
+    its row (``by_row``), or its index where the set is the whole of its source."""
+    if line_numbers is None:
+        return f"{source}[{index}]"
+    if by_row:
+        return f"{source}[{int(line_numbers[index])}]"
+    return f"{source}:{int(line_numbers[index])}"
 
 
 def hash_padded(inputs: Tensor, weights: Tensor, out: Tensor | None = None) -> Tensor:

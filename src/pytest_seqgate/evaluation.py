@@ -243,6 +243,7 @@ class Evaluation:
     # Where each sample came from, for the examples a failed gate shows.
     record_source: str = ""
     record_lines: Tensor | None = None
+    record_by_row: bool = False
 
     def __repr__(self) -> str:
         # pytest prints a failing test's arguments: the fields' tensors made the
@@ -283,7 +284,9 @@ class Evaluation:
         for i in rows.tolist():
             true, guess = int(self.targets[i]), int(predicted[i])
             example: dict[str, Any] = {
-                "record": record_location(self.record_source, self.record_lines, i),
+                "record": record_location(
+                    self.record_source, self.record_lines, i, self.record_by_row
+                ),
                 "true": self.labels[true],
                 "predicted": self.labels[guess],
             }
@@ -724,6 +727,7 @@ def _evaluate(
     evaluation.metadata = eval_data.metadata
     evaluation.record_source = eval_data.source
     evaluation.record_lines = eval_data.line_numbers
+    evaluation.record_by_row = eval_data.by_row
     # Labels in the wrong order make every other number wrong: said first.
     evaluation.findings.extend(traded_labels(metrics, labels))
     evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))
