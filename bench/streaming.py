@@ -3,7 +3,8 @@
     python bench/streaming.py --n 2000000     # the README's figures (several minutes)
     python bench/streaming.py --quick         # 20,000 sequences, for CI
 
-Each mode runs in a fresh subprocess, so its peak RSS is its own.
+Each mode runs in a fresh subprocess, so its peak RSS is its own. Where pyarrow is
+installed, the same records as a .parquet file are read both ways too.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Tiny(nn.Module):
         return self.head(self.embedding(tokens))
 
 streaming = {streaming}
-settings = Settings.from_dict({folder!r}, eval_data="eval.jsonl", labels="0,1", batch_size=256,
+settings = Settings.from_dict({folder!r}, eval_data={name!r}, labels="0,1", batch_size=256,
                               streaming=streaming, padding_check=0, bootstrap=0)
 start = time.perf_counter()
 data = None if streaming else load_dataset(settings, "eval_data")
@@ -59,8 +60,25 @@ def write_jsonl(path: Path, n: int) -> None:
             handle.write(json.dumps({"tokens": tokens, "label": i % 2}) + "\n")
 
 
-def run(folder: Path, streaming: bool) -> dict[str, float]:
-    code = CHILD.format(src=str(ROOT / "src"), streaming=streaming, folder=str(folder))
+def write_parquet(jsonl: Path, path: Path) -> bool:
+    """The same records as a Parquet file (False without pyarrow)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return False
+    schema = pa.schema([("tokens", pa.list_(pa.int64())), ("label", pa.int64())])
+    with jsonl.open() as handle, pq.ParquetWriter(path, schema) as writer:
+        while True:  # 100,000 records at a time: the parent holds no more
+            records = [json.loads(line) for _, line in zip(range(100_000), handle)]
+            if not records:
+                return True
+            columns = {key: [r[key] for r in records] for key in ("tokens", "label")}
+            writer.write_table(pa.table(columns, schema=schema))
+
+
+def run(folder: Path, streaming: bool, name: str) -> dict[str, float]:
+    code = CHILD.format(src=str(ROOT / "src"), streaming=streaming, folder=str(folder), name=name)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -84,8 +102,15 @@ def measure(n: int) -> list[list[object]]:
             f"wrote {n:,} sequences ({size / 2**20:.0f} MiB) in {time.perf_counter() - start:.0f}s",
             file=sys.stderr,
         )
-        results = {mode: run(folder, mode == "streaming") for mode in ("in memory", "streaming")}
-        assert results["in memory"]["accuracy"] == results["streaming"]["accuracy"]
+        names = ["eval.jsonl"]
+        if write_parquet(folder / "eval.jsonl", folder / "eval.parquet"):
+            names.append("eval.parquet")
+        results = {
+            f"{mode}, {name.split('.')[-1]}": run(folder, mode == "streaming", name)
+            for name in names
+            for mode in ("in memory", "streaming")
+        }
+        assert len({r["accuracy"] for r in results.values()}) == 1
         for mode, r in results.items():
             rows.append(
                 [

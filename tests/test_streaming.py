@@ -13,10 +13,10 @@ from pytest_seqgate.config import Settings
 from pytest_seqgate.evaluation import evaluate
 from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.gates import NO_SCORES, check, parse_gates
-from pytest_seqgate.loading import load_dataset, stream_jsonl
+from pytest_seqgate.loading import load_dataset, stream_jsonl, stream_parquet
 from pytest_seqgate.report import render_json
 
-from conftest import rule_records
+from conftest import assert_lines, rule_records
 
 TESTS = """
 import pytest
@@ -25,6 +25,41 @@ import pytest
 def test_gate():
     pass
 """
+
+
+def test_a_streamed_parquet_file_reports_as_in_memory_and_names_rows(project):
+    """A .parquet eval set streams a batch of rows at a time: the report equals the
+    one read whole (records named by row, ``eval.parquet[57]``, in both), and a
+    bad row in a later chunk is named by its row in the file, not in the chunk."""
+    pytest.importorskip("pyarrow")
+    records = rule_records(1001, missed={1: 70})
+    project.python(
+        f"""
+        import pyarrow as pa, pyarrow.parquet as pq
+        records = {records!r}
+        columns = {{k: [r[k] for r in records] for k in records[0]}}
+        pq.write_table(pa.table(columns), "eval.parquet", row_group_size=300)
+        columns["tokens"][700] = [-3]
+        pq.write_table(pa.table(columns), "bad.parquet", row_group_size=300)
+        """
+    )
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.parquet",
+        labels=["ham", "spam"],
+        report="r.json",
+        batch_size="4",
+    )
+    project.test(TESTS)
+    project.run().assert_outcomes(passed=1)
+    in_memory = json.loads((project.path / "r.json").read_text())
+    project.run("--seqgate-streaming").assert_outcomes(passed=1)
+    assert json.loads((project.path / "r.json").read_text()) == in_memory
+    failed = project.run("--seqgate-streaming", "--seqgate-gates=recall[spam] >= 0.9")
+    assert failed.ret == 1
+    assert_lines(failed.stdout.str(), "  eval.parquet[*]  predicted ham, P(spam) *")
+    result = project.run("--seqgate-streaming", "--seqgate-eval-data=bad.parquet")
+    assert "bad.parquet[700]: this sequence (offset" in result.stdout.str() + result.stderr.str()
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval-only", "with-train"])
@@ -72,9 +107,10 @@ def test_a_set_that_cannot_be_streamed_is_a_usage_error(project):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.stderr.str().splitlines() if "seqgate" in line]
     assert errors == [
-        "ERROR: seqgate: --seqgate-streaming: streaming reads a .jsonl (or .jsonl.gz) eval set a "
-        "window at a time, but seqgate_eval_data in pytest.ini is 'eval.csv'; convert it to "
-        ".jsonl, or evaluate it in memory (--seqgate-no-streaming for one run)"
+        "ERROR: seqgate: --seqgate-streaming: streaming reads a .jsonl (or .jsonl.gz) or "
+        ".parquet eval set a window at a time, but seqgate_eval_data in pytest.ini is "
+        "'eval.csv'; convert it to .jsonl or .parquet, or evaluate it in memory "
+        "(--seqgate-no-streaming for one run)"
     ]
     project.run().assert_outcomes(passed=1)  # in memory, the same set is fine
     for spec, said in (
@@ -93,6 +129,21 @@ def test_stream_chunks_cover_the_file(tmp_path):
     chunks = list(stream_jsonl(path, ("ham", "spam"), None, "e.jsonl", 25))
     assert [len(c) for c in chunks] == [25, 25, 25, 25, 3]
     assert int(chunks[-1].line_numbers[-1]) == 103
+    # The same records as a .parquet file, a batch of rows at a time: the same
+    # chunks, named by row in the file (records 50 and 102: rows 50 and 102).
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    records = rule_records(103)
+    pq.write_table(
+        pa.table({k: [r[k] for r in records] for k in records[0]}), tmp_path / "e.parquet"
+    )
+    rows = list(stream_parquet(tmp_path / "e.parquet", ("ham", "spam"), None, "e.parquet", 25))
+    assert [len(c) for c in rows] == [25, 25, 25, 25, 3]
+    for chunk, same in zip(chunks, rows, strict=True):
+        assert torch.equal(chunk.values, same.values)
+        assert torch.equal(chunk.labels, same.labels)
+    assert rows[2].record(0) == "e.parquet[50]" and rows[-1].record(2) == "e.parquet[102]"
+    assert rows[0].record(3) == "e.parquet[3]"
     # seqgate_columns applies to each streamed record as to the file read whole.
     renamed = tmp_path / "r.jsonl"
     renamed.write_text(

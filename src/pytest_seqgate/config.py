@@ -197,7 +197,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("slice_by", "record keys to slice metrics by (ini: one per line; CLI: commas)", "list"),
     Option(
         "streaming",
-        "read a .jsonl eval set a window of batches at a time: memory grows "
+        "read a .jsonl or .parquet eval set a window of batches at a time: memory grows "
         "with the batch, not the file (needs seqgate_labels)",
         "bool",
         False,
@@ -616,12 +616,15 @@ class Settings:
         if self.streaming and self.eval_data is not None:
             # Known from the names alone: said at collection, not at each test's setup.
             # (A conftest.py's eval set clears eval_data, and is evaluated in memory.)
-            if is_import_path(self.eval_data) or data_suffix(Path(self.eval_data)) != ".jsonl":
+            if is_import_path(self.eval_data) or data_suffix(Path(self.eval_data)) not in (
+                ".jsonl",
+                ".parquet",
+            ):
                 raise ConfigError(
-                    f"{self.source('streaming')}: streaming reads a .jsonl (or .jsonl.gz) eval "
-                    f"set a window at a time, but {self.source('eval_data')} is "
-                    f"{self.eval_data!r}; convert it to .jsonl, or evaluate it in memory "
-                    f"(--seqgate-no-streaming for one run)"
+                    f"{self.source('streaming')}: streaming reads a .jsonl (or .jsonl.gz) or "
+                    f".parquet eval set a window at a time, but {self.source('eval_data')} is "
+                    f"{self.eval_data!r}; convert it to .jsonl or .parquet, or evaluate it in "
+                    f"memory (--seqgate-no-streaming for one run)"
                 )
             if self.labels is None:
                 raise ConfigError(

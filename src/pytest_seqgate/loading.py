@@ -795,9 +795,12 @@ class _Builder:
         tokenizer: Any,
         indexed: bool = False,
         column_of: Mapping[str, str] | None = None,
+        first_row: int = 0,
     ) -> None:
         self.source = source
         self.indexed = indexed
+        #: The row of the first record added (a streamed chunk's place in its file).
+        self.first_row = first_row
         #: seqgate_columns, applied to each record's keys (a table's are renamed whole).
         self.column_of = column_of or {}
         self.labels = labels
@@ -1150,8 +1153,14 @@ class _Builder:
             label_names=names,
             names_inferred=names is not None and self.labels is None,
             source=self.source,
-            # A dataset's records are named by index (``source[i]``), a file's by line.
-            line_numbers=None if self.indexed else torch.tensor(self.lines, dtype=torch.int64),
+            # A dataset's records are named by index (``source[i]``), a file's by line,
+            # a streamed chunk of a set named by row by its rows.
+            line_numbers=(
+                None
+                if self.indexed and not self.first_row
+                else torch.tensor(self.lines, dtype=torch.int64)
+            ),
+            by_row=self.indexed,
             metadata=self.metadata,
         )
 
@@ -1543,12 +1552,14 @@ def class_label_names(features: Any, column: str = "label") -> tuple[str, ...] |
     return tuple(str(name) for name in names)
 
 
-def _class_labels(raw: list[Any], declared: tuple[str, ...], name: str) -> list[Any]:
+def _class_labels(
+    raw: list[Any], declared: tuple[str, ...], name: str, first_row: int = 0
+) -> list[Any]:
     """:func:`_class_label` of a whole column, with no call per label where every
     one is an index of the names (the usual column; 0.5 s of 1.5 a million rows)."""
     if all(type(v) is int for v in raw) and (not raw or 0 <= min(raw) <= max(raw) < len(declared)):
         return [declared[v] for v in raw]
-    return [_class_label(v, declared, f"{name}[{i}]") for i, v in enumerate(raw)]
+    return [_class_label(v, declared, f"{name}[{first_row + i}]") for i, v in enumerate(raw)]
 
 
 def _class_label(label: Any, declared: tuple[str, ...], where: str) -> Any:
@@ -1615,6 +1626,19 @@ def read_parquet(
     Records are named by row, from 0 (``test.parquet[16]``), as ``ds[16]`` and
     ``df.iloc[16]`` name them."""
     name = display or str(path)
+    parquet, declared = open_parquet(path, name, column_of)
+    try:
+        table = parquet.read()
+    except Exception as exc:  # a damaged column chunk, found only when read
+        raise DataError(f"{name}: cannot read it ({type(exc).__name__}: {exc})") from None
+    return from_table(table, name, labels, tokenizer, declared, column_of=column_of)
+
+
+def open_parquet(
+    path: Path, name: str, column_of: Mapping[str, str] | None = None
+) -> tuple[Any, tuple[str, ...] | None]:
+    """A Parquet file opened (its rows not read yet), and the ClassLabel names its
+    schema declares for the label column, if a Hugging Face dataset wrote it."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -1637,11 +1661,49 @@ def read_parquet(
         info.get("features") if isinstance(info, Mapping) else None,
         label_column(parquet.schema_arrow.names, column_of),
     )
-    try:
-        table = parquet.read()
-    except Exception as exc:  # a damaged column chunk, found only when read
-        raise DataError(f"{name}: cannot read it ({type(exc).__name__}: {exc})") from None
-    return from_table(table, name, labels, tokenizer, declared, column_of=column_of)
+    return parquet, declared
+
+
+def stream_parquet(
+    path: Path,
+    labels: tuple[str, ...],
+    tokenizer: Callable[[str], Sequence[int]] | None,
+    display: str,
+    chunk: int,
+    column_of: Mapping[str, str] | None = None,
+) -> Iterator[SequenceData]:
+    """The rows of a Parquet file as consecutive SequenceData chunks of at most
+    ``chunk`` rows, read a batch at a time: memory holds one chunk, not the file.
+    Each chunk names its records by their rows in the file."""
+    import pyarrow as pa
+
+    parquet, declared = open_parquet(path, display, column_of)
+    first_row = 0
+    read: str | None = None
+    batches = parquet.iter_batches(batch_size=chunk)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # a damaged column chunk, found only when read
+            raise DataError(f"{display}: cannot read it ({type(exc).__name__}: {exc})") from None
+        builder = _Builder(
+            display, labels or declared, tokenizer, indexed=True, first_row=first_row
+        )
+        builder.numbers_read = read
+        data = from_table(
+            pa.Table.from_batches([batch]),
+            display,
+            labels,
+            tokenizer,
+            declared,
+            column_of=column_of,
+            builder=builder,
+        )
+        read = builder.numbers_read
+        first_row += len(data)
+        yield data
 
 
 def read_saved_dataset(
@@ -1696,33 +1758,38 @@ def from_table(
     declared: tuple[str, ...] | None = None,
     in_code: bool = False,
     column_of: Mapping[str, str] | None = None,
+    builder: _Builder | None = None,
 ) -> SequenceData:
     """A pyarrow Table of records (a Parquet file's, a Hugging Face dataset's) as a
     set: the ``tokens`` column taken whole where :func:`_token_ids` can, else
     record by record. ``declared``: the label column's ClassLabel names;
     ``in_code``: the table is a dataset built in code, not a file; ``column_of``:
-    seqgate_columns, applied to the table's columns first."""
+    seqgate_columns, applied to the table's columns first; ``builder``: a streamed
+    chunk's, which knows its first row and how earlier chunks read labels."""
     given = list(table.column_names)
     table = rename_columns(table, column_of or {})
     columns = list(table.column_names)
     require_columns(columns, name, in_code, column_of, given)
     if not table.num_rows:
         raise DataError(f"{name}: the dataset is empty: it holds no records")
-    builder = _Builder(name, labels or declared, tokenizer, indexed=True)
+    if builder is None:
+        builder = _Builder(name, labels or declared, tokenizer, indexed=True)
+    first_row = builder.first_row
     flat = _token_ids(table)
     if flat is not None:
         values, lengths = flat
         raw = table.column("label").to_pylist()
         if declared is not None:
-            raw = _class_labels(raw, declared, name)
-        builder.raw_labels, builder.lines = raw, list(range(len(raw)))
+            raw = _class_labels(raw, declared, name, first_row)
+        builder.raw_labels = raw
+        builder.lines = list(range(first_row, first_row + len(raw)))
         builder.metadata = {
             column: table.column(column).to_pylist()
             for column in columns
             if column not in ("tokens", "label")
         }
         return builder.assemble(values, lengths, *builder.label_index())
-    row = 0
+    row = first_row
     for batch in table.to_batches(max_chunksize=65_536):
         for record in batch.to_pylist():
             if declared is not None:

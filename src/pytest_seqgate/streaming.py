@@ -1,4 +1,5 @@
-"""Streaming evaluation of a .jsonl eval set: memory bounded by a window of batches.
+"""Streaming evaluation of a .jsonl or .parquet eval set: memory bounded by a window
+of batches.
 
 Records are parsed a chunk at a time (``STREAM_WINDOW`` batches); each chunk is
 length-bucketed and predicted like an in-memory set, then dropped. What stays
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 
 from pytest_seqgate.batching import padded_sample
 from pytest_seqgate.cache import PredictionSource
-from pytest_seqgate.config import Settings
+from pytest_seqgate.config import Settings, data_suffix
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import require_key
 from pytest_seqgate.exceptions import ConfigError
@@ -61,8 +62,12 @@ class Precomputed:
 
 
 def count_records(path: Path, name: str) -> int:
-    from pytest_seqgate.loading import open_data
+    """The records of a file to stream: a .jsonl file's non-blank lines (a pass over
+    the file), a Parquet file's rows (its footer says)."""
+    from pytest_seqgate.loading import open_data, open_parquet
 
+    if data_suffix(path) == ".parquet":
+        return int(open_parquet(path, name)[0].metadata.num_rows)
     with open_data(path, name) as handle:
         return sum(1 for line in handle if line.strip())
 
@@ -81,11 +86,11 @@ def stream_eval(
     the compact columns are computed once, under its lock, and read back by the
     other workers and by an unchanged re-run, instead of each streaming the file.
     """
-    # (Settings.validate refused a streamed set that is no .jsonl, or has no labels.)
+    # (Settings.validate refused a streamed set that is no .jsonl or .parquet, or has no labels.)
     if settings.eval_data is None:
         raise ConfigError(
             f"{settings.source('streaming')}: no eval set to stream: set seqgate_eval_data "
-            f"to a .jsonl file"
+            f"to a .jsonl or .parquet file"
         )
 
     def compute() -> dict[str, Any]:
@@ -103,7 +108,7 @@ def _stream_columns(
     forward: ForwardHook | None,
 ) -> dict[str, Any]:
     """The compact per-sample columns of the table above, and the padding check's."""
-    from pytest_seqgate.loading import configured_tokenizer, stream_jsonl
+    from pytest_seqgate.loading import configured_tokenizer, stream_jsonl, stream_parquet
 
     assert settings.labels is not None
     path = settings.existing("eval_data")
@@ -129,7 +134,9 @@ def _stream_columns(
     # The first chunk decides how outputs read (with seqgate_outputs = auto); the
     # rest and the padding check read theirs the same way.
     outputs = settings.outputs
-    for chunk in stream_jsonl(
+    by_row = data_suffix(path) == ".parquet"
+    stream = stream_parquet if by_row else stream_jsonl
+    for chunk in stream(
         path,
         settings.labels,
         tokenizer,
@@ -157,8 +164,10 @@ def _stream_columns(
         columns["targets"].append(chunk.labels.to(torch.int16))
         columns["hashes"].append(p.hashes)
         columns["lengths"].append(chunk.lengths.to(torch.int32))
-        assert chunk.line_numbers is not None
-        columns["lines"].append(chunk.line_numbers.to(torch.int32))
+        lines = chunk.line_numbers
+        if lines is None:  # a Parquet file's first chunk: its rows from 0
+            lines = torch.arange(offset, offset + len(chunk))
+        columns["lines"].append(lines.to(torch.int32))
         if settings.keep_scores:
             columns["scores"].append(p.scores)
         seen.update(chunk.metadata)
@@ -188,7 +197,14 @@ def _stream_columns(
         # misspelling, not a slice of the whole set named `key=null`.
         require_key(key, seen, settings.source("slice_by"))
     stored: dict[str, Any] = {name: torch.cat(parts) for name, parts in columns.items() if parts}
-    stored.update(kind=kind, width=width, metadata=metadata, batch_size=batch_size, outputs=outputs)
+    stored.update(
+        kind=kind,
+        width=width,
+        metadata=metadata,
+        batch_size=batch_size,
+        outputs=outputs,
+        by_row=by_row,
+    )
     if "scores" not in stored:
         stored["scores"] = torch.zeros(offset, 0)
     if quota:
@@ -215,6 +231,7 @@ def _from_columns(
         label_names=settings.labels,
         source=settings.display(settings.existing("eval_data")),
         line_numbers=stored["lines"].to(torch.int64),
+        by_row=bool(stored.get("by_row", False)),
         metadata=stored["metadata"],
     )
     parts = {
