@@ -1466,12 +1466,13 @@ def test_an_onnx_model_is_named_as_one(factory_project: Path) -> None:
 
 
 def test_a_set_in_shards_says_how_to_read_them_in_code(tmp_path: Path) -> None:
-    """``data/test-*.parquet`` (the hub's shards) was "file not found"; a folder of
-    shards named no way to read them. Each says the plugin reads one file, and
-    gives the callable that reads them, by the pandas reader of their format."""
+    """``data/test-*.jsonl`` (shards of a format other than Parquet, which a pattern
+    reads) was "file not found"; a folder of shards named no way to read them.
+    Each says what the plugin reads, and gives the callable that reads them, by
+    the pandas reader of their format."""
     (tmp_path / "data").mkdir()
     for k in range(2):
-        (tmp_path / "data" / f"test-0000{k}-of-00002.parquet").write_bytes(b"PAR1")
+        (tmp_path / "data" / f"test-0000{k}-of-00002.jsonl").write_text("{}\n")
     (tmp_path / "data" / "README.md").write_text("shards")
 
     def error(value: str) -> str:
@@ -1481,19 +1482,19 @@ def test_a_set_in_shards_says_how_to_read_them_in_code(tmp_path: Path) -> None:
 
     load = (
         "seqgate_eval_data = 'pkg.module:callable' (for shards, one returning "
-        "pd.concat(pd.read_parquet(f) for f in sorted(glob.glob(...))): a DataFrame is read as "
-        "its rows), or a pytest_seqgate_load_dataset hook"
+        "pd.concat(pd.read_json(f, lines=True) for f in sorted(glob.glob(...))): a DataFrame "
+        "is read as its rows), or a pytest_seqgate_load_dataset hook"
     )
-    assert error("data/test-*.parquet") == (
-        "eval_data: data/test-*.parquet is a pattern (2 files match it), and seqgate reads one "
-        f"file, not expanded patterns (read from the rootdir, {tmp_path}); load the files in "
-        f"code: {load}"
+    assert error("data/test-*.jsonl") == (
+        "eval_data: data/test-*.jsonl is a pattern (2 files match it), and seqgate reads one "
+        "file, or a pattern of .parquet files (shards), not other patterns (read from the "
+        f"rootdir, {tmp_path}); load the files in code: {load}"
     )
     assert error("data") == (
         f"eval_data: data is a folder, not a file (read from the rootdir, {tmp_path}); name the "
         f"file in it, or load the folder in code: {load}"
     )
-    assert "pd.read_json(f, lines=True)" in error("data/*.jsonl")
+    assert "pd.read_csv(f)" in error("data/*.csv")
 
 
 def test_git_lfs_pointers_are_named_as_such(factory_project: Path) -> None:
@@ -1921,3 +1922,58 @@ def test_columns_setting_errors_name_the_entry(value: str, said: str) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_dict(columns=value)
     assert str(info.value) == f"columns: {said}"
+
+
+def test_a_pattern_of_parquet_shards_is_one_set(tmp_path: Path) -> None:
+    """``seqgate_eval_data = "data/test-*.parquet"``, a split the hub keeps in shards:
+    its files are read in name order as one set (the ClassLabel names of their
+    schema), records named by row across them, as ``load_dataset("parquet",
+    data_files=...)`` indexes them; the cache key reads each shard; a folder of
+    shards, a pattern matching none and shards of other columns are errors that
+    say what to give."""
+    from pytest_seqgate.cache import cache_key
+
+    data = tmp_path / "data"
+    data.mkdir()
+    tokens = [[1, 2], [3], [4, 5, 6], [7], [8, 9], [10]]
+    labels = [1, 0, 0, 1, 0, 1]
+    for k, (start, stop) in zip((1, 0, 2), [(2, 4), (0, 2), (4, 6)], strict=True):
+        name = f"test-0000{k}-of-00003"  # written out of order, read in name order
+        parquet(
+            data / f"{name}.parquet",
+            {"tokens": tokens[start:stop], "label": labels[start:stop]},
+            ["neg", "pos"],
+        )
+    parquet(data / "train-00000-of-00001.parquet", {"tokens": [[1]], "label": [0]}, ["neg", "pos"])
+    whole = read_parquet(
+        parquet(tmp_path / "whole.parquet", {"tokens": tokens, "label": labels}, ["neg", "pos"])
+    )
+    settings = Settings.from_dict(tmp_path, eval_data="data/test-*.parquet")
+    shards = load_dataset(settings, "eval_data")
+    for name in ("values", "offsets", "lengths", "labels"):
+        assert torch.equal(getattr(shards, name), getattr(whole, name)), name
+    assert shards.label_names == ("neg", "pos") and not shards.names_inferred
+    assert shards.record(5) == "data/test-*.parquet[5]"
+    key = cache_key(settings)
+    parquet(data / "test-00002-of-00003.parquet", {"tokens": [[4, 5, 7]], "label": [0]})
+    assert cache_key(settings) != key
+
+    def error(value: str) -> str:
+        with pytest.raises((ConfigError, DataError)) as info:
+            load_dataset(Settings.from_dict(tmp_path, eval_data=value), "eval_data")
+        return str(info.value)
+
+    assert error("data/tset-*.parquet") == (
+        f"eval_data: no file matches the pattern data/tset-*.parquet (read from the "
+        f"rootdir, {tmp_path})"
+    )
+    assert error("data") == (
+        f"eval_data: data is a folder, not a file (read from the rootdir, {tmp_path}); name "
+        f"its .parquet files with a pattern, one split's shards: data/test-*.parquet"
+    )
+    parquet(data / "test-00009-of-00003.parquet", {"ids": [[1]], "label": [0]})
+    assert error("data/test-*.parquet") == (
+        "data/test-*.parquet: the shards' columns differ: test-00000-of-00003.parquet has "
+        "tokens (list<element: int64>), label (int64), test-00009-of-00003.parquet has ids "
+        "(list<element: int64>), label (int64); a pattern names the shards of one split"
+    )

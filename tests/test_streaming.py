@@ -28,9 +28,10 @@ def test_gate():
 
 
 def test_a_streamed_parquet_file_reports_as_in_memory_and_names_rows(project):
-    """A .parquet eval set streams a batch of rows at a time: the report equals the
-    one read whole (records named by row, ``eval.parquet[57]``, in both), and a
-    bad row in a later chunk is named by its row in the file, not in the chunk."""
+    """A .parquet eval set (or a pattern of shards) streams a batch of rows at a
+    time: the report equals the one read whole (records named by row,
+    ``eval.parquet[57]``, in both), and a bad row in a later chunk is named by its
+    row in the file, not in the chunk."""
     pytest.importorskip("pyarrow")
     records = rule_records(1001, missed={1: 70})
     project.python(
@@ -39,6 +40,9 @@ def test_a_streamed_parquet_file_reports_as_in_memory_and_names_rows(project):
         records = {records!r}
         columns = {{k: [r[k] for r in records] for k in records[0]}}
         pq.write_table(pa.table(columns), "eval.parquet", row_group_size=300)
+        for k, (start, stop) in enumerate([(0, 400), (400, 401), (401, 1001)]):
+            shard = {{key: value[start:stop] for key, value in columns.items()}}
+            pq.write_table(pa.table(shard), f"shard-{{k}}.parquet", row_group_size=300)
         columns["tokens"][700] = [-3]
         pq.write_table(pa.table(columns), "bad.parquet", row_group_size=300)
         """
@@ -55,6 +59,13 @@ def test_a_streamed_parquet_file_reports_as_in_memory_and_names_rows(project):
     in_memory = json.loads((project.path / "r.json").read_text())
     project.run("--seqgate-streaming").assert_outcomes(passed=1)
     assert json.loads((project.path / "r.json").read_text()) == in_memory
+    # The same rows in three shards, named by a pattern: streamed across the files'
+    # ends (one of a single row), the same report but for the set's name.
+    project.run("--seqgate-streaming", "--seqgate-eval-data=shard-*.parquet").assert_outcomes(
+        passed=1
+    )
+    text = (project.path / "r.json").read_text().replace("shard-*.parquet", "eval.parquet")
+    assert json.loads(text) == in_memory
     failed = project.run("--seqgate-streaming", "--seqgate-gates=recall[spam] >= 0.9")
     assert failed.ret == 1
     assert_lines(failed.stdout.str(), "  eval.parquet[*]  predicted ham, P(spam) *")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from pytest_seqgate.config import Settings, is_import_path
+from pytest_seqgate.config import Settings, is_import_path, parquet_shards
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -102,7 +102,12 @@ def _spec_digest(settings: Settings, name: str, digest: hashlib._Hash) -> None:
             _file_digest(Path(spec.origin), digest)
         return
     path = settings.resolve(name, value)
-    if path.is_file():
+    shards = parquet_shards(path)
+    if shards:  # a pattern of Parquet files: which files, and their bytes
+        for shard in shards:
+            digest.update(f"{shard.name};".encode())
+            _file_digest(shard, digest)
+    elif path.is_file():
         _file_digest(path, digest)
     elif path.is_dir():  # a dataset save_to_disk wrote: its Arrow files and their state
         _folder_digest(path, digest)

@@ -408,6 +408,8 @@ class Settings:
         loaded, not here, so that loader hooks can take specs that are not files)."""
         value = getattr(self, name)
         path = self.resolve(name, value)
+        if name in ("eval_data", "train_data") and parquet_shards(path):
+            return path  # a pattern of Parquet shards, read in name order as one set
         if path.is_dir() and name in ("eval_data", "train_data"):
             if saved_dataset(path):
                 return path  # a Hugging Face Dataset.save_to_disk folder
@@ -424,7 +426,7 @@ class Settings:
             relative = ""
             if not Path(value).is_absolute():
                 relative = f" (read from the rootdir, {self.rootdir})"
-            pattern = any(mark in str(value) for mark in "*?[") and not path.is_dir()
+            pattern = is_pattern(path)
             what = (
                 f"{value} is a folder, not a file"
                 if path.is_dir()
@@ -432,14 +434,29 @@ class Settings:
             )
             load_it = ""
             files = _matches(path) if pattern else []
+            data = name in ("eval_data", "train_data")
+            if pattern and data and data_suffix(path) == ".parquet":
+                raise ConfigError(
+                    f"{self.source(name)}: no file matches the pattern {value}{relative}"
+                )
             if pattern:
-                # Shards (test-00000-of-00004.parquet): the plugin reads one file.
+                # Shards of another format (test-*.jsonl): the plugin reads one file.
                 what = (
                     f"{value} is a pattern ({counted(len(files), 'file')} match it), and "
-                    f"seqgate reads one file, not expanded patterns"
+                    f"seqgate reads one file, or a pattern of .parquet files (shards), not "
+                    f"other patterns"
                 )
             elif path.is_dir():
                 files = [p for p in path.iterdir() if p.is_file()]
+                if data and any(data_suffix(p) == ".parquet" for p in files):
+                    # The hub's layout (data/test-00000-of-00002.parquet): one split's
+                    # shards beside the others', named by a pattern, not the folder.
+                    first = min(p.name for p in files if data_suffix(p) == ".parquet")
+                    shards = f"{first.split('-')[0]}-*.parquet" if "-" in first else "*.parquet"
+                    raise ConfigError(
+                        f"{self.source(name)}: {what}{relative}; name its .parquet files "
+                        f"with a pattern, one split's shards: {Path(value) / shards}"
+                    )
             if (path.is_dir() or pattern) and name in ("model", "eval_data", "train_data"):
                 # A Hugging Face save_pretrained or save_to_disk folder, or shards: the
                 # plugin reads files, and code the user writes reads the rest.
@@ -698,9 +715,23 @@ def _shards_hint(pattern: Path | None, files: list[Path]) -> str:
     )
 
 
+def is_pattern(path: Path) -> bool:
+    """Whether a data setting is a glob pattern (``data/test-*.parquet``), not a file."""
+    return any(mark in str(path) for mark in "*?[") and not path.exists()
+
+
+def parquet_shards(path: Path) -> list[Path] | None:
+    """The Parquet files a pattern names (``data/test-*.parquet``: a split kept in
+    shards, as the Hugging Face hub keeps its Parquet files), in name order, as
+    ``load_dataset("parquet", data_files=...)`` reads them; None where ``path`` is
+    no pattern of ``.parquet`` files, or matches none."""
+    if not is_pattern(path) or data_suffix(path) != ".parquet":
+        return None
+    return sorted(_matches(path)) or None
+
+
 def _matches(pattern: Path) -> list[Path]:
-    """The files a glob pattern names (``data/test-*.parquet``), for the message
-    that says the plugin does not expand it."""
+    """The files a glob pattern names (``data/test-*.parquet``)."""
     anchor = Path(pattern.anchor or ".")
     try:
         return [p for p in anchor.glob(str(pattern.relative_to(anchor))) if p.is_file()]

@@ -31,7 +31,13 @@ from typing import Any, NoReturn, cast
 import torch
 from torch import Tensor, nn
 
-from pytest_seqgate.config import Settings, data_suffix, is_import_path, saved_dataset
+from pytest_seqgate.config import (
+    Settings,
+    data_suffix,
+    is_import_path,
+    parquet_shards,
+    saved_dataset,
+)
 from pytest_seqgate.data import BATCH_OF_ONE, SequenceData
 from pytest_seqgate.diagnostics import spelt
 from pytest_seqgate.exceptions import (
@@ -1624,14 +1630,65 @@ def read_parquet(
     ``ClassLabel`` names in the schema's metadata: its integer labels are those
     classes, and without seqgate_labels their order is the dataset's, not sorted.
     Records are named by row, from 0 (``test.parquet[16]``), as ``ds[16]`` and
-    ``df.iloc[16]`` name them."""
+    ``df.iloc[16]`` name them. A pattern (``data/test-*.parquet``) reads its files
+    in name order as one set, its records named by row across them."""
     name = display or str(path)
-    parquet, declared = open_parquet(path, name, column_of)
-    try:
-        table = parquet.read()
-    except Exception as exc:  # a damaged column chunk, found only when read
-        raise DataError(f"{name}: cannot read it ({type(exc).__name__}: {exc})") from None
+    tables = []
+    declared = None
+    for shown, parquet, found in _parquet_files(path, name, column_of):
+        try:
+            tables.append(parquet.read())
+        except Exception as exc:  # a damaged column chunk, found only when read
+            raise DataError(f"{shown}: cannot read it ({type(exc).__name__}: {exc})") from None
+        declared = declared or found
+    table = tables[0] if len(tables) == 1 else _concat(tables)
     return from_table(table, name, labels, tokenizer, declared, column_of=column_of)
+
+
+def _parquet_files(
+    path: Path, name: str, column_of: Mapping[str, str] | None
+) -> Iterator[tuple[str, Any, tuple[str, ...] | None]]:
+    """Each file of a Parquet set (the file, or a pattern's shards in name order) as
+    (its name for messages, the opened file, its ClassLabel names). A shard whose
+    columns differ from the first's is an error naming both."""
+    shards = parquet_shards(path)
+    first = None
+    for file in shards or [path]:
+        shown = f"{name} ({file.name})" if shards else name
+        parquet, declared = open_parquet(file, shown, column_of)
+        schema = parquet.schema_arrow
+        if first is None:
+            first = (file.name, schema)
+        elif not schema.equals(first[1]):
+            raise DataError(
+                f"{name}: the shards' columns differ: {first[0]} has "
+                f"{_columns_of(first[1])}, {file.name} has {_columns_of(schema)}; "
+                f"a pattern names the shards of one split"
+            )
+        yield shown, parquet, declared
+
+
+def _columns_of(schema: Any) -> str:
+    return ", ".join(f"{field.name} ({field.type})" for field in schema)
+
+
+def _concat(tables: list[Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)
+
+
+def _batches(parquet: Any, size: int, shown: str) -> Iterator[Any]:
+    """A Parquet file's record batches of at most ``size`` rows; a damaged column
+    chunk, found only when read, is an error naming the file."""
+    batches = parquet.iter_batches(batch_size=size)
+    while True:
+        try:
+            yield next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise DataError(f"{shown}: cannot read it ({type(exc).__name__}: {exc})") from None
 
 
 def open_parquet(
@@ -1672,38 +1729,32 @@ def stream_parquet(
     chunk: int,
     column_of: Mapping[str, str] | None = None,
 ) -> Iterator[SequenceData]:
-    """The rows of a Parquet file as consecutive SequenceData chunks of at most
-    ``chunk`` rows, read a batch at a time: memory holds one chunk, not the file.
-    Each chunk names its records by their rows in the file."""
+    """The rows of a Parquet file (or a pattern's shards, in name order) as
+    consecutive SequenceData chunks of at most ``chunk`` rows, read a batch at a
+    time: memory holds one chunk, not the file. Each chunk names its records by
+    their rows in the set, as read whole."""
     import pyarrow as pa
 
-    parquet, declared = open_parquet(path, display, column_of)
     first_row = 0
     read: str | None = None
-    batches = parquet.iter_batches(batch_size=chunk)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except Exception as exc:  # a damaged column chunk, found only when read
-            raise DataError(f"{display}: cannot read it ({type(exc).__name__}: {exc})") from None
-        builder = _Builder(
-            display, labels or declared, tokenizer, indexed=True, first_row=first_row
-        )
-        builder.numbers_read = read
-        data = from_table(
-            pa.Table.from_batches([batch]),
-            display,
-            labels,
-            tokenizer,
-            declared,
-            column_of=column_of,
-            builder=builder,
-        )
-        read = builder.numbers_read
-        first_row += len(data)
-        yield data
+    for shown, parquet, declared in _parquet_files(path, display, column_of):
+        for batch in _batches(parquet, chunk, shown):
+            builder = _Builder(
+                display, labels or declared, tokenizer, indexed=True, first_row=first_row
+            )
+            builder.numbers_read = read
+            data = from_table(
+                pa.Table.from_batches([batch]),
+                display,
+                labels,
+                tokenizer,
+                declared,
+                column_of=column_of,
+                builder=builder,
+            )
+            read = builder.numbers_read
+            first_row += len(data)
+            yield data
 
 
 def read_saved_dataset(

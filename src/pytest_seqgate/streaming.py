@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from pytest_seqgate.batching import padded_sample
 from pytest_seqgate.cache import PredictionSource
-from pytest_seqgate.config import Settings, data_suffix
+from pytest_seqgate.config import Settings, data_suffix, parquet_shards
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import require_key
 from pytest_seqgate.exceptions import ConfigError
@@ -67,7 +67,8 @@ def count_records(path: Path, name: str) -> int:
     from pytest_seqgate.loading import open_data, open_parquet
 
     if data_suffix(path) == ".parquet":
-        return int(open_parquet(path, name)[0].metadata.num_rows)
+        files = parquet_shards(path) or [path]
+        return sum(int(open_parquet(file, name)[0].metadata.num_rows) for file in files)
     with open_data(path, name) as handle:
         return sum(1 for line in handle if line.strip())
 
