@@ -94,7 +94,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "eval_data",
-        "evaluation set: .jsonl, .csv (or gzipped), .parquet, .pt, or pkg.module:callable",
+        "evaluation set: .jsonl, .csv (or gzipped), .parquet (or a pattern of shards), .pt, "
+        "or pkg.module:callable",
     ),
     Option("train_data", "training set (same forms); enables the train/test gap and leakage"),
     Option(
@@ -694,11 +695,11 @@ def _saved_splits(path: Path) -> list[str]:
     return [str(split) for split in splits] if isinstance(splits, list) else []
 
 
-# How pandas reads each data format, for the snippet that loads shards in code.
+# How pandas reads each data format, for the snippet that loads shards in code
+# (a pattern of .parquet shards is read as it is).
 _PANDAS_READERS = {
     ".jsonl": "pd.read_json(f, lines=True)",
     ".csv": "pd.read_csv(f)",
-    ".parquet": "pd.read_parquet(f)",
 }
 
 
