@@ -1977,3 +1977,39 @@ def test_a_pattern_of_parquet_shards_is_one_set(tmp_path: Path) -> None:
         "tokens (list<element: int64>), label (int64), test-00009-of-00003.parquet has ids "
         "(list<element: int64>), label (int64); a pattern names the shards of one split"
     )
+
+
+def test_a_dict_of_columns_is_read_as_its_rows_and_a_dict_of_splits_names_them() -> None:
+    """A callable returning ``Dataset.to_dict()`` or ``df.to_dict("list")`` (columns
+    of one length, a label and a sequence among them, under seqgate_columns' names
+    too) gets the set its rows give; a dict of splits (``load_dataset(...)``
+    returned whole, a DatasetDict) names them and the one to return."""
+    rows = [
+        {"tokens": [1, 2], "label": "spam", "lang": "en"},
+        {"tokens": [3], "label": "ham", "lang": "fr"},
+    ]
+    expected = from_dataset(rows, "d", None)
+    columns = {key: [row[key] for row in rows] for key in rows[0]}
+    read = from_dataset(columns, "d", None)
+    for name in ("values", "offsets", "lengths", "labels"):
+        assert torch.equal(getattr(read, name), getattr(expected, name))
+    assert read.metadata == {"lang": ["en", "fr"]} and read.record(1) == "d[1]"
+    mapped = from_dataset(
+        {"ids": torch.tensor([[1, 2], [3, 4]]), "category": torch.tensor([1, 0])},
+        "d",
+        None,
+        column_of={"tokens": "ids", "label": "category"},
+    )
+    assert mapped.values.tolist() == [1, 2, 3, 4] and mapped.labels.tolist() == [1, 0]
+    with pytest.raises(DataError) as info:
+        from_dataset({"tokens": [[1]], "label": [0, 1]}, "d", None)
+    assert str(info.value) == (
+        "d: a dict of columns, read as its rows, needs columns of one length, but they have "
+        "{'tokens': 1, 'label': 2}"
+    )
+    with pytest.raises(DataError) as info:
+        from_dataset({"train": rows, "validation": rows, "test": rows}, "spam.data:load", None)
+    assert str(info.value).endswith(
+        "but got dict: a dict of splits (train, validation, test), as a DatasetDict is; "
+        "return one of them, such as dataset['test']"
+    )

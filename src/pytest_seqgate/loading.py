@@ -2018,6 +2018,31 @@ def _records_of_frame(dataset: Any) -> Any:
     return dataset
 
 
+def _records_of_columns(dataset: Any, source: str, column_of: Mapping[str, str]) -> Any:
+    """A dict of equal-length columns with a label and a sequence among them
+    (``Dataset.to_dict()``, ``df.to_dict("list")``) as its rows: the records a
+    DataFrame of those columns gives. Anything else as it is."""
+    if not isinstance(dataset, Mapping) or not dataset:
+        return dataset
+    names = renamed_keys(dataset, column_of)
+    fields = {names.get(key) or key for key in dataset}
+    columns = list(dataset.values())
+    if (
+        "label" not in fields
+        or not fields & set(SEQUENCE_KEYS)
+        or not all(hasattr(c, "__len__") and not isinstance(c, (str, bytes)) for c in columns)
+    ):
+        return dataset
+    lengths = {str(key): len(column) for key, column in dataset.items()}
+    if len(set(lengths.values())) != 1:
+        raise DataError(
+            f"{source}: a dict of columns, read as its rows, needs columns of one length, "
+            f"but they have {lengths}"
+        )
+    keys = list(dataset)
+    return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
 def from_dataset(
     dataset: Any,
     source: str,
@@ -2042,7 +2067,7 @@ def from_dataset(
         return from_table(
             table, source, labels, tokenizer, declared, in_code=True, column_of=column_of
         )
-    dataset = _records_of_frame(dataset)
+    dataset = _records_of_columns(_records_of_frame(dataset), source, column_of)
     if (
         not hasattr(dataset, "__len__")
         or not hasattr(dataset, "__getitem__")
@@ -2058,6 +2083,21 @@ def from_dataset(
             if iterable
             else ""
         )
+        splits = (
+            [
+                str(key)
+                for key, value in dataset.items()
+                if hasattr(value, "__len__") and not isinstance(value, (str, bytes))
+            ]
+            if isinstance(dataset, Mapping)
+            else []
+        )
+        if splits and len(splits) == len(dataset):
+            # load_dataset("glue", "sst2") returned whole: a DatasetDict of its splits.
+            hint = (
+                f": a dict of splits ({', '.join(splits)}), as a DatasetDict is; return "
+                f"one of them, such as dataset[{splits[-1]!r}]"
+            )
         if isinstance(dataset, torch.utils.data.DataLoader):
             # Its batches are collated (padded, stacked) already, where seqgate
             # batches by length and pads itself: the samples are what it needs.
