@@ -10,7 +10,7 @@ import sys
 import warnings
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
@@ -2013,3 +2013,54 @@ def test_a_dict_of_columns_is_read_as_its_rows_and_a_dict_of_splits_names_them()
         "but got dict: a dict of splits (train, validation, test), as a DatasetDict is; "
         "return one of them, such as dataset['test']"
     )
+
+
+def test_a_save_pretrained_folder_is_loaded_with_transformers_from_the_folder_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``seqgate_model = "checkpoints/model"``, the folder a Hugging Face model's
+    ``save_pretrained`` wrote, was "a folder, not a file". It is loaded with
+    ``AutoModelForSequenceClassification`` from the folder alone (nothing fetched,
+    no remote code); a folder whose classifier head would be initialised at random
+    (a base model's) is refused, and without transformers the error says what to
+    install. (The real library is run in test_model_kinds.py where installed.)"""
+    folder = tmp_path / "checkpoints" / "model"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    calls: list[tuple[str, dict[str, object]]] = []
+    missing: list[str] = []
+
+    class Auto:
+        @staticmethod
+        def from_pretrained(path: str, **kwargs: object) -> tuple[nn.Module, dict]:
+            calls.append((path, kwargs))
+            return nn.Linear(2, 2), {"missing_keys": list(missing)}
+
+    fake = ModuleType("transformers")
+    fake.AutoModelForSequenceClassification = Auto  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "transformers", fake)
+    settings = Settings.from_dict(tmp_path, model="checkpoints/model")
+    assert isinstance(load_model(settings), nn.Linear)
+    assert calls == [(str(folder), {"local_files_only": True, "output_loading_info": True})]
+    missing[:] = ["classifier.bias", "classifier.weight"]
+    with pytest.raises(ModelError) as info:
+        load_model(settings)
+    assert str(info.value) == (
+        "model: checkpoints/model has no weights for classifier.bias, classifier.weight, "
+        "which transformers would initialise at random: the folder holds a model without "
+        "its trained classifier head (a base model's save_pretrained?); save the fine-tuned "
+        "sequence classifier"
+    )
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ConfigError) as info:
+        load_model(settings)
+    assert str(info.value) == (
+        "model: checkpoints/model is a folder save_pretrained wrote, read with the "
+        "transformers package, which is not installed: pip install transformers, or load "
+        "the model in code (seqgate_model = 'pkg.module:callable')"
+    )
+    # A folder without a config.json is still no model.
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ConfigError, match="other is a folder, not a file"):
+        load_model(Settings.from_dict(tmp_path, model="other"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 
@@ -37,8 +38,15 @@ def encode(text):
 """
 
 
+def needs_transformers() -> None:
+    """Skip without transformers, found without importing it: pytester's in-process
+    runs import it and drop it again, and a second import of its extensions fails."""
+    if importlib.util.find_spec("transformers") is None:
+        pytest.skip("needs transformers (not a test dependency)")
+
+
 def test_tiny_bert_through_the_plugin(project):
-    pytest.importorskip("transformers")
+    needs_transformers()
     (project.path / "hf.py").write_text(HF_MODEL)
     rng = random.Random(0)
     spam = ["free", "win", "prize", "call", "now"]
@@ -69,6 +77,43 @@ def test_tiny_bert_through_the_plugin(project):
     assert ev["n_samples"] == 120
     # The attention mask is applied: padding does not change BERT's answers.
     assert not [f for f in ev["findings"] if f["kind"] == "padding_sensitivity"]
+
+
+def test_a_save_pretrained_folder_is_the_model(project):
+    """``seqgate_model`` names the folder ``save_pretrained`` wrote: the model is
+    loaded from it with transformers, its ``id2label`` names the classes, and no
+    progress bar of the loading lands in the output."""
+    needs_transformers()
+    (project.path / "hf.py").write_text(HF_MODEL)
+    project.python(
+        """
+        import hf
+        model = hf.build()
+        model.config.id2label = {0: "ham", 1: "spam"}
+        model.config.label2id = {"ham": 0, "spam": 1}
+        model.save_pretrained("checkpoints/model")
+        """
+    )
+    records = [
+        {"tokens": [2 + i % 5] * 3 if i % 3 == 0 else [7 + i % 8] * 2, "label": i % 3 == 0}
+        for i in range(60)
+    ]
+    project.data([{**r, "label": "spam" if r["label"] else "ham"} for r in records])
+    project.ini(model="checkpoints/model", eval_data="eval.jsonl", report="r.json")
+    project.test(
+        """
+        import pytest
+
+        @pytest.mark.seqgate(min_accuracy=0.9)
+        def test_bert_folder():
+            pass
+        """
+    )
+    result = project.run()
+    result.assert_outcomes(passed=1)
+    assert "Loading weights" not in result.stdout.str() + result.stderr.str()
+    ev = json.loads((project.path / "r.json").read_text())["evaluations"][0]
+    assert ev["labels"] == ["ham", "spam"] and ev["n_samples"] == 60
 
 
 FEATURE_MODEL = """

@@ -411,6 +411,8 @@ class Settings:
         path = self.resolve(name, value)
         if name in ("eval_data", "train_data") and parquet_shards(path):
             return path  # a pattern of Parquet shards, read in name order as one set
+        if name == "model" and pretrained_folder(path):
+            return path  # a Hugging Face save_pretrained folder
         if path.is_dir() and name in ("eval_data", "train_data"):
             if saved_dataset(path):
                 return path  # a Hugging Face Dataset.save_to_disk folder
@@ -678,6 +680,20 @@ def _report_meant(path: Path) -> str:
     if not path.suffix:
         return f" (a folder? name a file in it: {str(path / 'seqgate.json')!r})"
     return ""
+
+
+def pretrained_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder a Hugging Face model's ``save_pretrained`` wrote:
+    its ``config.json`` and its weights."""
+    return (path / "config.json").is_file() and any(
+        (path / name).is_file()
+        for name in (
+            "model.safetensors",
+            "model.safetensors.index.json",
+            "pytorch_model.bin",
+            "pytorch_model.bin.index.json",
+        )
+    )
 
 
 def saved_dataset(path: Path) -> bool:

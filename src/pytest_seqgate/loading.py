@@ -257,6 +257,8 @@ def load_model(settings: Settings) -> nn.Module:
         return require_module(model, f"{setting}: {spec!r}")
     path = settings.existing("model")
     shown = settings.display(path)
+    if path.is_dir():  # config.existing let only a save_pretrained folder through
+        return load_pretrained(path, setting, shown)
     if settings.model_factory is not None:
         factory_setting = settings.source("model_factory")
         factory = import_object(settings.model_factory, settings.rootdir, factory_setting)
@@ -303,6 +305,61 @@ def load_model(settings: Settings) -> nn.Module:
         + "; set seqgate_model_factory to the 'pkg.module:callable' that builds the "
         "architecture its weights are loaded into"
     )
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """transformers draws a bar as it loads weights: in a CI log, above the tests'
+    output, a line per load that says nothing the report does not."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
+def load_pretrained(path: Path, setting: str, shown: str) -> nn.Module:
+    """A folder a Hugging Face model's ``save_pretrained`` wrote, loaded with the
+    ``transformers`` package as a sequence classifier, from the folder alone:
+    nothing is fetched (``local_files_only``) and no code of the hub's is run (no
+    ``trust_remote_code``)."""
+    try:
+        from transformers import AutoModelForSequenceClassification
+    except ImportError:
+        raise ConfigError(
+            f"{setting}: {shown} is a folder save_pretrained wrote, read with the "
+            f"transformers package, which is not installed: pip install transformers, or "
+            f"load the model in code (seqgate_model = 'pkg.module:callable')"
+        ) from None
+    try:
+        with _no_progress_bar():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                str(path), local_files_only=True, output_loading_info=True
+            )
+    except Exception as exc:
+        raise ModelError(
+            f"{setting}: cannot load {shown} as a sequence classifier with transformers' "
+            f"AutoModelForSequenceClassification ({type(exc).__name__}: {exc}); load it in "
+            f"code (seqgate_model = 'pkg.module:callable') if it needs more"
+        ) from None
+    missing = sorted(info.get("missing_keys") or ()) if isinstance(info, Mapping) else []
+    if missing:
+        # A base model's folder (AutoModel.save_pretrained) gets a classification
+        # head of random weights: its every number would be noise.
+        raise ModelError(
+            f"{setting}: {shown} has no weights for {', '.join(missing[:4])}"
+            f"{', ...' if len(missing) > 4 else ''}, which transformers would initialise at "
+            f"random: the folder holds a model without its trained classifier head (a base "
+            f"model's save_pretrained?); save the fine-tuned sequence classifier"
+        )
+    return require_module(model, f"{setting}: {shown}")
 
 
 def file_format(path: Path) -> str:
