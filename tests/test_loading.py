@@ -20,6 +20,7 @@ from pytest_seqgate.config import Settings
 from pytest_seqgate.exceptions import ConfigError, DataError, ModelError
 from pytest_seqgate.loading import (
     from_dataset,
+    from_table,
     load_dataset,
     load_model,
     read_csv,
@@ -1069,10 +1070,25 @@ def test_text_without_a_tokenizer_names_the_token_ids_the_record_holds() -> None
     assert str(info.value) == (
         "mine[0]: record has 'text' but no tokenizer is configured; set seqgate_tokenizer to "
         "a 'pkg.module:callable' mapping text to token ids, or, since it holds token ids as "
-        "'input_ids', rename that to 'tokens' and drop 'text' (a record holds one sequence)"
+        "'input_ids', read those: seqgate_columns = tokens=input_ids (the 'text' is then "
+        "left aside)"
     )
     with pytest.raises(DataError, match=r"token ids$"):
         from_dataset([{"text": "hi", "label": 0}], "mine", None)
+    # As the message says: the ids are read, cut by a mask beside them, the text left
+    # aside (a tokenized dataset with padding, as a table and as rows).
+    padded = [
+        {"text": "hi there", "input_ids": [101, 7, 102, 0], "attention_mask": [1, 1, 1, 0]},
+        {"text": "yo", "input_ids": [101, 9, 0, 0], "attention_mask": [1, 1, 0, 0]},
+    ]
+    rows = [{**row, "label": k} for k, row in enumerate(padded)]
+    read = [from_dataset(rows, "mine", None, column_of={"tokens": "input_ids"})]
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({key: [row[key] for row in rows] for key in rows[0]})
+    read.append(from_table(table, "t", None, column_of={"tokens": "input_ids"}))
+    for data in read:
+        assert data.values.tolist() == [101, 7, 102, 101, 9] and data.lengths.tolist() == [3, 2]
+        assert data.metadata == {}
 
 
 def test_from_dataset_refuses_token_ids_given_as_a_batch_of_one() -> None:

@@ -117,13 +117,20 @@ def renamed_keys(keys: Iterable[str], column_of: Mapping[str, str]) -> dict[str,
     """What ``seqgate_columns`` makes of a record's keys or a table's columns: each
     mapped column to its field, and a key that is the name of a field read from
     another column to None: with ``label=label_text`` the integer ``label`` beside
-    it is not read. Empty where nothing changes: a set of another layout (a
-    training set already named as seqgate reads it) is read as it is."""
+    it is not read, nor, where a sequence is mapped, another sequence field (the
+    ``text`` a tokenized dataset keeps beside ``input_ids``). Empty where nothing
+    changes: a set of another layout (a training set already named as seqgate
+    reads it) is read as it is."""
     present = set(keys)
     out: dict[str, str | None] = {
         column: field for field, column in column_of.items() if column in present
     }
-    for field in list(out.values()):
+    replaced = set(out.values())
+    if replaced & set(SEQUENCE_KEYS):
+        # The sequence named (tokens=input_ids) is the one read: a tokenized
+        # dataset's 'text' beside its ids is left aside, not a second sequence.
+        replaced |= set(SEQUENCE_KEYS)
+    for field in replaced:
         if field is not None and field in present and field not in out:
             out[field] = None
     return out
@@ -975,8 +982,8 @@ class _Builder:
             # A tokenized Hugging Face dataset keeps its text beside the ids.
             ids = [k for k in record if isinstance(k, str) and k.lower() in ALIASES["tokens"]]
             tokenized = (
-                f", or, since it holds token ids as {ids[0]!r}, rename that to 'tokens' and "
-                f"drop 'text' (a record holds one sequence)"
+                f", or, since it holds token ids as {ids[0]!r}, read those: seqgate_columns = "
+                f"tokens={ids[0]} (the 'text' is then left aside)"
                 if ids
                 else ""
             )
