@@ -94,11 +94,14 @@ def test_a_save_pretrained_folder_is_the_model(project):
         model.save_pretrained("checkpoints/model")
         """
     )
-    records = [
-        {"tokens": [2 + i % 5] * 3 if i % 3 == 0 else [7 + i % 8] * 2, "label": i % 3 == 0}
-        for i in range(60)
-    ]
-    project.data([{**r, "label": "spam" if r["label"] else "ham"} for r in records])
+    project.data(  # spam words (ids 2 to 6) for every third record, ham words else
+        [
+            {"tokens": [2 + i % 5] * 3, "label": "spam"}
+            if i % 3 == 0
+            else {"tokens": [7 + i % 8] * 2, "label": "ham"}
+            for i in range(60)
+        ]
+    )
     project.ini(model="checkpoints/model", eval_data="eval.jsonl", report="r.json")
     project.test(
         """
