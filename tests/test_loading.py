@@ -2080,3 +2080,25 @@ def test_a_save_pretrained_folder_is_loaded_with_transformers_from_the_folder_al
     (tmp_path / "other").mkdir()
     with pytest.raises(ConfigError, match="other is a folder, not a file"):
         load_model(Settings.from_dict(tmp_path, model="other"))
+
+
+def test_text_without_a_tokenizer_names_the_one_in_the_models_folder(tmp_path: Path) -> None:
+    """A save_pretrained folder as the model keeps its tokenizer.json beside it: a
+    set of texts without seqgate_tokenizer is told to name it."""
+    folder = tmp_path / "checkpoints" / "model"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    write(tmp_path / "e.jsonl", jsonl({"text": "hi", "label": "ham"}))
+    settings = Settings.from_dict(tmp_path, model="checkpoints/model", eval_data="e.jsonl")
+    with pytest.raises(DataError, match=r"seqgate_tokenizer to a 'pkg.module:callable'") as info:
+        load_dataset(settings, "eval_data")
+    assert "model's folder" not in str(info.value)  # no tokenizer.json there yet
+    (folder / "tokenizer.json").write_text("{}")
+    with pytest.raises(DataError) as info:
+        load_dataset(settings, "eval_data")
+    assert str(info.value) == (
+        "e.jsonl:1: record has 'text' but no tokenizer is configured; set seqgate_tokenizer "
+        "to a 'pkg.module:callable' mapping text to token ids; the model's folder holds its "
+        "tokenizer: seqgate_tokenizer = 'checkpoints/model/tokenizer.json'"
+    )

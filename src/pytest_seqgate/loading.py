@@ -53,6 +53,13 @@ from pytest_seqgate.exceptions import (
 from pytest_seqgate.inference import require_module
 
 SEQUENCE_KEYS = ("tokens", "features", "text")
+
+
+class MissingTokenizer(DataError):
+    """A record has text and no tokenizer is configured: :func:`load_dataset` adds
+    the one a model's save_pretrained folder holds, where it holds one."""
+
+
 # Field names other datasets use for the label and the sequence (Hugging Face
 # datasets, Kaggle CSVs): an error names the rename when it sees one.
 ALIASES = {
@@ -987,7 +994,7 @@ class _Builder:
                 if ids
                 else ""
             )
-            raise DataError(
+            raise MissingTokenizer(
                 f"{self.where(line)}: record has 'text' but no tokenizer is configured; set "
                 f"seqgate_tokenizer to a 'pkg.module:callable' mapping text to token ids"
                 f"{tokenized}"
@@ -1318,13 +1325,31 @@ def load_dataset(settings: Settings, role: str) -> SequenceData:
             f"{did_you_mean(role, ('eval_data', 'train_data'), 0.5)}"
         )
     spec = getattr(settings, role)
-    setting = settings.source(role)
     if spec is None:
         raise ConfigError(
             f"no {role} configured: set seqgate_{role} (ini) or "
             f"--seqgate-{role.replace('_', '-')}, or override the seqgate_{role} fixture"
         )
     tokenizer = configured_tokenizer(settings)
+    try:
+        return _read_dataset(settings, role, spec, tokenizer)
+    except MissingTokenizer as exc:
+        model = settings.resolve("model", settings.model) if settings.model else None
+        if model is None or not (model / "tokenizer.json").is_file():
+            raise
+        shown = settings.display(model / "tokenizer.json")
+        raise MissingTokenizer(
+            f"{exc}; the model's folder holds its tokenizer: seqgate_tokenizer = {shown!r}"
+        ) from None
+
+
+def _read_dataset(
+    settings: Settings,
+    role: str,
+    spec: str,
+    tokenizer: Callable[[str], Sequence[int]] | None,
+) -> SequenceData:
+    setting = settings.source(role)
     column_of = settings.column_of
     if is_import_path(spec):
         obj = import_object(spec, settings.rootdir, setting)
