@@ -1844,6 +1844,10 @@ def test_columns_read_the_fields_from_other_names_in_every_format(tmp_path: Path
             assert torch.equal(getattr(data, name), getattr(expected, name)), (how, name)
         assert data.label_names == ("ham", "spam"), how
         assert data.metadata == {"lang": ["en", "fr", "en"]}, how
+    # A script's settings may give the mapping as a dict.
+    as_dict = Settings(rootdir=tmp_path, eval_data="e.jsonl", columns=column_of)
+    assert as_dict.column_of == column_of
+    assert torch.equal(load_dataset(as_dict, "eval_data").values, expected.values)
     # The mapping decides what the model sees: the prediction cache keys on it.
     from pytest_seqgate.cache import cache_key
 

@@ -14,7 +14,7 @@ import json
 import numbers
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -771,6 +771,9 @@ def is_import_path(value: str) -> bool:
 
 
 def _convert(option: Option, raw: Any, source: str) -> Any:
+    if option.name == "columns" and isinstance(raw, Mapping):
+        # A script's columns={"text": "sentence"}: the ini's field=column entries.
+        raw = [f"{field_name}={column}" for field_name, column in raw.items()]
     if option.kind in ("list", "lines", "paths"):
         # A "lines" value (a gate with an xfail reason) may hold commas; lists split on them.
         items = _split_lines(raw, commas=option.kind != "lines")
@@ -795,6 +798,8 @@ def _typed(option: Option, value: Any, source: str) -> Any:
         return None
     if option.kind in ("list", "lines", "paths"):
         if isinstance(value, str):
+            return _convert(option, value, source)
+        if option.name == "columns" and isinstance(value, Mapping):
             return _convert(option, value, source)
         if isinstance(value, (list, tuple)):
             if option.kind == "paths":
