@@ -179,3 +179,53 @@ def test_step_chunks_cover_every_sequence_once_whatever_the_layout(seqs, size, r
             assert int(run_lengths[1:].sum()) < size  # fewer than size steps past its first
     alone = [SequenceData.from_sequences([s], [0]).content_hashes() for s in seqs]
     assert torch.equal(by_hand.content_hashes(), torch.cat(alone))
+
+
+mapped_records = st.tuples(
+    st.lists(
+        st.tuples(st.lists(st.integers(1, 50), min_size=1, max_size=5), st.sampled_from("ab")),
+        min_size=1,
+        max_size=8,
+    ),
+    st.permutations(["c0", "c1", "c2", "c3"]),
+    st.sets(st.sampled_from(["tokens", "label"])),
+    st.booleans(),
+)
+
+
+@given(mapped_records)
+def test_columns_read_what_renaming_by_hand_reads(case) -> None:
+    """seqgate_columns over columns of other names reads the set that renaming
+    them by hand gives, whichever fields are mapped, with a stray column of a
+    mapped field's name beside them (left aside) or not."""
+    from pytest_seqgate.loading import from_dataset
+
+    pairs, names, mapped, stray = case
+    column_of = {field: names[k] for k, field in enumerate(sorted(mapped))}
+    plain = [{"tokens": t, "label": y, "meta": i} for i, (t, y) in enumerate(pairs)]
+    renamed = []
+    for row in plain:
+        out = {column_of.get(key, key): value for key, value in row.items()}
+        if stray:  # the fields' own names beside the mapped columns, holding other values
+            out.update({field: [99] if field == "tokens" else "zz" for field in mapped})
+        renamed.append(out)
+    expected = from_dataset(plain, "d", None)
+    read = from_dataset(renamed, "d", None, column_of=column_of)
+    for name in ("values", "offsets", "lengths", "labels"):
+        assert torch.equal(getattr(read, name), getattr(expected, name))
+    assert read.label_names == expected.label_names and read.metadata == expected.metadata
+
+
+@given(
+    records,
+    st.dictionaries(
+        st.sampled_from(["label", "tokens", "text"]),
+        st.sampled_from(["label", "tokens", "text", "meta", "x"]),
+        max_size=3,
+    ),
+)
+def test_random_records_and_mappings_never_crash(record, column_of) -> None:
+    from pytest_seqgate.loading import from_dataset
+
+    with contextlib.suppress(SeqgateError):
+        from_dataset([record], "d", None, column_of=column_of)
