@@ -393,7 +393,7 @@ def test_gzipped_jsonl_and_csv_read_as_the_plain_files(tmp_path: Path) -> None:
         assert str(info.value).startswith(f"{name}.jsonl.gz: cannot decompress it ({reason}")
     write(tmp_path / "m.pt.gz", b"")
     with pytest.raises(
-        ConfigError, match=r"the suffix must be .jsonl, .csv, .parquet or .pt \(.jsonl.gz"
+        ConfigError, match=r"the suffix must be .jsonl, .csv, .parquet, .arrow or .pt \(.jsonl.gz"
     ):
         load_dataset(Settings.from_dict(tmp_path, eval_data="m.pt.gz"), "eval_data")
 
@@ -717,7 +717,9 @@ def test_a_folder_save_to_disk_wrote_is_an_eval_set(tmp_path: Path) -> None:
         "(save_to_disk); name one split's folder: splits/test"
     )
     (tmp_path / "test" / "data-00000-of-00001.arrow").write_bytes(b"cut")
-    with pytest.raises(DataError, match=r"^test: cannot read data-00000-of-00001\.arrow \("):
+    with pytest.raises(
+        DataError, match=r"^test \(data-00000-of-00001\.arrow\): not a readable Arrow file \("
+    ):
         load_dataset(settings, "eval_data")
 
 
@@ -2106,3 +2108,29 @@ def test_text_without_a_tokenizer_names_the_one_in_the_models_folder(tmp_path: P
         "to a 'pkg.module:callable' mapping text to token ids; the model's folder holds its "
         "tokenizer: seqgate_tokenizer = 'checkpoints/model/tokenizer.json'"
     )
+
+
+def test_an_arrow_file_reads_as_the_same_records_in_parquet(tmp_path: Path) -> None:
+    """``.arrow``: the stream a datasets cache or save_to_disk writes (its ClassLabel
+    names in the schema), or the IPC file format (``.feather``): read as the same
+    records in a .parquet file are, named by row; anything else is named as no
+    Arrow file."""
+    pa = pytest.importorskip("pyarrow")
+    feather = pytest.importorskip("pyarrow.feather")
+    columns = {"tokens": [[1, 2], [3], [4, 5, 6]], "label": [1, 0, 0], "lang": ["en", "fr", "en"]}
+    expected = read_parquet(parquet(tmp_path / "e.parquet", columns, ["neg", "pos"]))
+    info = {"features": {"label": {"names": ["neg", "pos"], "_type": "ClassLabel"}}}
+    table = pa.table(columns).replace_schema_metadata({b"huggingface": json.dumps({"info": info})})
+    arrow = str(tmp_path / "cache-1.arrow")
+    with pa.OSFile(arrow, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    feather.write_feather(table, tmp_path / "e.feather")
+    for name in ("cache-1.arrow", "e.feather"):
+        data = load_dataset(Settings.from_dict(tmp_path, eval_data=name), "eval_data")
+        for column in ("values", "offsets", "lengths", "labels"):
+            assert torch.equal(getattr(data, column), getattr(expected, column)), name
+        assert data.label_names == ("neg", "pos") and data.metadata == {"lang": ["en", "fr", "en"]}
+        assert data.record(2) == f"{name}[2]"
+    write(tmp_path / "bad.arrow", "not arrow")
+    with pytest.raises(DataError, match=r"^bad\.arrow: not a readable Arrow file \("):
+        load_dataset(Settings.from_dict(tmp_path, eval_data="bad.arrow"), "eval_data")

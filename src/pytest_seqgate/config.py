@@ -94,8 +94,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "eval_data",
-        "evaluation set: .jsonl, .csv (or gzipped), .parquet (or a pattern of shards), .pt, "
-        "or pkg.module:callable",
+        "evaluation set: .jsonl, .csv (or gzipped), .parquet (or a pattern of shards), "
+        ".arrow, .pt, or pkg.module:callable",
     ),
     Option("train_data", "training set (same forms); enables the train/test gap and leakage"),
     Option(

@@ -1369,6 +1369,8 @@ def _read_dataset(
         data = read_pt(path, settings.labels, settings.display(path))
     elif suffix == ".parquet":
         data = read_parquet(path, settings.labels, tokenizer, settings.display(path), column_of)
+    elif suffix in ARROW_SUFFIXES:
+        data = read_arrow(path, settings.labels, tokenizer, settings.display(path), column_of)
     else:
         data = None
     if data is not None:
@@ -1380,7 +1382,7 @@ def _read_dataset(
     )
     raise ConfigError(
         f"{setting}: cannot read {settings.display(path)}: the suffix must be .jsonl, .csv, "
-        f".parquet or .pt (.jsonl.gz and .csv.gz are read too), or give a "
+        f".parquet, .arrow or .pt (.jsonl.gz and .csv.gz are read too), or give a "
         f"'pkg.module:callable' returning a Dataset{hint}"
     )
 
@@ -1785,29 +1787,78 @@ def open_parquet(
 ) -> tuple[Any, tuple[str, ...] | None]:
     """A Parquet file opened (its rows not read yet), and the ClassLabel names its
     schema declares for the label column, if a Hugging Face dataset wrote it."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ConfigError(
-            f"{name}: reading a .parquet file needs pyarrow, which is not installed: "
-            f"pip install 'pytest-seqgate[parquet]' (or pyarrow), or give the set as .jsonl"
-        ) from None
+    _require_pyarrow(name, "a .parquet file", "pyarrow.parquet")
+    import pyarrow.parquet as pq
+
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow's ArrowInvalid and OSError: not Parquet, or damaged
         raise DataError(
             f"{name}: not a readable Parquet file ({type(exc).__name__}: {exc})"
         ) from None
-    meta = parquet.schema_arrow.metadata or {}
+    return parquet, _declared_names(parquet.schema_arrow, column_of)
+
+
+def _require_pyarrow(name: str, what: str, module: str = "pyarrow") -> None:
+    """An error naming the file and the extra to install where pyarrow (or its
+    ``module``) cannot be imported, in place of the import's traceback."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            f"{name}: reading {what} needs pyarrow, which is not installed: pip install "
+            f"'pytest-seqgate[parquet]' (or pyarrow), or give the set as .jsonl"
+        ) from None
+
+
+def _declared_names(schema: Any, column_of: Mapping[str, str] | None) -> tuple[str, ...] | None:
+    """The ClassLabel names of the label column in the metadata a Hugging Face
+    dataset writes into its files' Arrow schema (Parquet and Arrow alike)."""
+    meta = schema.metadata or {}
     try:
         info = json.loads(meta.get(b"huggingface", b"{}")).get("info", {})
     except (ValueError, AttributeError):
         info = {}
-    declared = class_label_names(
+    return class_label_names(
         info.get("features") if isinstance(info, Mapping) else None,
-        label_column(parquet.schema_arrow.names, column_of),
+        label_column(schema.names, column_of),
     )
-    return parquet, declared
+
+
+ARROW_SUFFIXES = (".arrow", ".feather")
+
+
+def read_arrow(
+    path: Path,
+    labels: tuple[str, ...] | None = None,
+    tokenizer: Callable[[str], Sequence[int]] | None = None,
+    display: str | None = None,
+    column_of: Mapping[str, str] | None = None,
+) -> SequenceData:
+    """An Arrow file as a .parquet file is read: the stream a ``datasets`` cache
+    writes (``cache-*.arrow``, ``data-00000-of-00001.arrow``), or the IPC file
+    format (Feather v2, ``df.to_feather``); its ClassLabel names from the schema,
+    its records named by row."""
+    name = display or str(path)
+    _require_pyarrow(name, "an Arrow file")
+    table = _arrow_file(path, name)
+    declared = _declared_names(table.schema, column_of)
+    return from_table(table, name, labels, tokenizer, declared, column_of=column_of)
+
+
+def _arrow_file(path: Path, name: str) -> Any:
+    """The table of an Arrow IPC stream or file (memory-mapped, not copied); a file
+    of neither format, or cut off, is an error naming it."""
+    import pyarrow as pa
+
+    errors = []
+    for opener in (pa.ipc.open_stream, pa.ipc.open_file):
+        try:
+            with pa.memory_map(str(path)) as source:
+                return opener(source).read_all()
+        except Exception as exc:  # not this format, cut off, or missing
+            errors.append(f"{type(exc).__name__}: {exc}")
+    raise DataError(f"{name}: not a readable Arrow file ({errors[-1]})")
 
 
 def stream_parquet(
@@ -1857,13 +1908,9 @@ def read_saved_dataset(
     datasets package needed): its Arrow files in ``state.json``'s order, the
     ClassLabel names of ``dataset_info.json``; records are named by row, from 0."""
     name = display or str(path)
-    try:
-        import pyarrow as pa
-    except ImportError:
-        raise ConfigError(
-            f"{name}: reading a dataset saved with save_to_disk needs pyarrow, which is not "
-            f"installed: pip install 'pytest-seqgate[parquet]' (or pyarrow)"
-        ) from None
+    _require_pyarrow(name, "a dataset saved with save_to_disk")
+    import pyarrow as pa
+
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         info = json.loads((path / "dataset_info.json").read_text(encoding="utf-8"))
@@ -1873,15 +1920,7 @@ def read_saved_dataset(
             f"{name}: its state.json or dataset_info.json is not what save_to_disk writes "
             f"({type(exc).__name__}: {exc})"
         ) from None
-    tables = []
-    for file in files:
-        try:
-            with pa.memory_map(str(file)) as source:
-                tables.append(pa.ipc.open_stream(source).read_all())
-        except Exception as exc:  # missing, cut off, or not an Arrow stream
-            raise DataError(
-                f"{name}: cannot read {file.name} ({type(exc).__name__}: {exc})"
-            ) from None
+    tables = [_arrow_file(file, f"{name} ({file.name})") for file in files]
     if not tables:
         raise DataError(f"{name}: the dataset is empty: it holds no records")
     features = info.get("features") if isinstance(info, Mapping) else None
