@@ -93,9 +93,9 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
             "min_accuracy=0.5",
             {"eval_data": "eval.json"},
             "seqgate: seqgate_eval_data in pytest.ini: cannot read eval.json: the suffix must "
-            "be .jsonl, .csv, .parquet or .pt (.jsonl.gz and .csv.gz are read too), or give a "
-            "'pkg.module:callable' returning a Dataset (a .jsonl file holds one JSON record a "
-            "line: if this one does, rename it .jsonl)",
+            "be .jsonl, .csv, .parquet, .arrow or .pt (.jsonl.gz and .csv.gz are read too), or "
+            "give a 'pkg.module:callable' returning a Dataset (a .jsonl file holds one JSON "
+            "record a line: if this one does, rename it .jsonl)",
         ),
         (
             "min_accuracy=0.5",
