@@ -2037,6 +2037,16 @@ def test_a_dict_of_columns_is_read_as_its_rows_and_a_dict_of_splits_names_them()
     )
 
 
+def saved_pretrained(root: Path) -> Path:
+    """``checkpoints/model`` as ``save_pretrained`` leaves it, in outline: a config and
+    a weights file (their contents are the stand-in loader's business)."""
+    folder = root / "checkpoints" / "model"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    return folder
+
+
 def test_a_save_pretrained_folder_is_loaded_with_transformers_from_the_folder_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -2046,10 +2056,7 @@ def test_a_save_pretrained_folder_is_loaded_with_transformers_from_the_folder_al
     no remote code); a folder whose classifier head would be initialised at random
     (a base model's) is refused, and without transformers the error says what to
     install. (The real library is run in test_model_kinds.py where installed.)"""
-    folder = tmp_path / "checkpoints" / "model"
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"weights")
+    folder = saved_pretrained(tmp_path)
     calls: list[tuple[str, dict[str, object]]] = []
     missing: list[str] = []
 
@@ -2091,10 +2098,7 @@ def test_a_save_pretrained_folder_is_loaded_with_transformers_from_the_folder_al
 def test_text_without_a_tokenizer_names_the_one_in_the_models_folder(tmp_path: Path) -> None:
     """A save_pretrained folder as the model keeps its tokenizer.json beside it: a
     set of texts without seqgate_tokenizer is told to name it."""
-    folder = tmp_path / "checkpoints" / "model"
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"weights")
+    folder = saved_pretrained(tmp_path)
     write(tmp_path / "e.jsonl", jsonl({"text": "hi", "label": "ham"}))
     settings = Settings.from_dict(tmp_path, model="checkpoints/model", eval_data="e.jsonl")
     with pytest.raises(DataError, match=r"seqgate_tokenizer to a 'pkg.module:callable'") as info:

@@ -1564,6 +1564,7 @@ def read_csv(
         for column, to in ((column, renames.get(column, column)) for column in given)
     ]
     reader.fieldnames = columns
+    replaced = None in renames.values()
     require_columns(columns, f"{name}:1", column_of=column_of, given=given)
     rows = iter(reader)
     while True:
@@ -1586,9 +1587,9 @@ def read_csv(
                 f"{name}:{line}: {len(columns) + len(row[None])} fields where the header "
                 f"has {len(columns)}; a field that holds {separator} must be quoted"
             )
-        record: dict[str, Any] = {
-            k: v for k, v in row.items() if v not in (None, "") and not k.startswith("\0")
-        }
+        record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
+        if replaced:  # columns seqgate_columns reads another in place of
+            record = {k: v for k, v in record.items() if not k.startswith("\0")}
         if not any(key in record for key in SEQUENCE_KEYS):
             # The column is there but this row's field is empty (a blank message).
             empty = next(key for key in SEQUENCE_KEYS if key in columns)
