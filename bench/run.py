@@ -38,7 +38,7 @@ from pytest_seqgate.config import Settings  # noqa: E402
 from pytest_seqgate.data import SequenceData  # noqa: E402
 from pytest_seqgate.evaluation import evaluate  # noqa: E402
 from pytest_seqgate.inference import call_model, calling_convention  # noqa: E402
-from pytest_seqgate.loading import read_jsonl, read_parquet  # noqa: E402
+from pytest_seqgate.loading import read_jsonl, read_table  # noqa: E402
 from pytest_seqgate.metrics import compute_metrics, confusion_matrix  # noqa: E402
 
 T = TypeVar("T")
@@ -698,7 +698,7 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
             pq.write_table(
                 pa.table({"tokens": column, "label": [i % 2 for i in range(n)]}), parquet
             )
-            t_bare, t_parquet, ratio = paired_times(bare, lambda: read_parquet(parquet), reps)
+            t_bare, t_parquet, ratio = paired_times(bare, lambda: read_table(parquet), reps)
             parquet_row = [f"{n / t_parquet:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
             rows.append(["parquet (extra 'parquet', pyarrow)", n, *parquet_row])
     return rows

@@ -25,9 +25,8 @@ from pytest_seqgate.loading import (
     load_model,
     read_csv,
     read_jsonl,
-    read_parquet,
     read_pt,
-    read_saved_dataset,
+    read_table,
     stream_jsonl,
 )
 
@@ -472,7 +471,7 @@ def test_parquet_reads_as_the_same_records_in_jsonl(tmp_path: Path) -> None:
         {"tokens": [4], "label": "ham", "lang": None},
         {"tokens": [5, 6], "label": "ham", "lang": "fr"},
     ]
-    from_file = read_parquet(
+    from_file = read_table(
         parquet(tmp_path / "e.parquet", {k: [r[k] for r in records] for k in records[0]})
     )
     from_lines = read_jsonl(write(tmp_path / "e.jsonl", jsonl(*records)))
@@ -484,7 +483,7 @@ def test_parquet_reads_as_the_same_records_in_jsonl(tmp_path: Path) -> None:
     assert from_file.record(1) == f"{tmp_path / 'e.parquet'}[1]"
     # Token ids are taken whole from the column's buffers; an attention mask sends
     # the file through the record-by-record reading, which cuts by it: one result.
-    masked = read_parquet(
+    masked = read_table(
         parquet(
             tmp_path / "m.parquet",
             {
@@ -499,14 +498,14 @@ def test_parquet_reads_as_the_same_records_in_jsonl(tmp_path: Path) -> None:
         assert torch.equal(getattr(masked, name), getattr(from_file, name))
     assert masked.metadata == from_file.metadata
     # Feature vectors, and a text for the tokenizer.
-    vectors = read_parquet(
+    vectors = read_table(
         parquet(
             tmp_path / "f.parquet",
             {"features": [[[0.5, 1.0]], [[1.0, 2.0], [3.0, 4.0]]], "label": [0, 1]},
         )
     )
     assert vectors.values.shape == (3, 2) and vectors.lengths.tolist() == [1, 2]
-    texts = read_parquet(
+    texts = read_table(
         parquet(tmp_path / "t.parquet", {"text": ["a b", "c"], "label": ["x", "y"]}),
         tokenizer=lambda text: [len(w) for w in text.split()],
     )
@@ -523,14 +522,14 @@ def test_parquet_class_label_names_give_the_classes_and_their_order(tmp_path: Pa
         {"tokens": [[1], [2], [3]], "label": [0, 2, 1]},
         class_names=["neg", "pos", "neutral"],
     )
-    data = read_parquet(path)
+    data = read_table(path)
     assert data.label_names == ("neg", "pos", "neutral")
     assert not data.names_inferred
     assert data.labels.tolist() == [0, 2, 1]
-    reordered = read_parquet(path, labels=("neutral", "neg", "pos"))
+    reordered = read_table(path, labels=("neutral", "neg", "pos"))
     assert reordered.labels.tolist() == [1, 0, 2]
     with pytest.raises(DataError) as info:
-        read_parquet(
+        read_table(
             parquet(tmp_path / "o.parquet", {"tokens": [[1]], "label": [3]}, ["a", "b"]),
             display="o.parquet",
         )
@@ -539,7 +538,7 @@ def test_parquet_class_label_names_give_the_classes_and_their_order(tmp_path: Pa
         "ClassLabel names)"
     )
     with pytest.raises(DataError) as info:
-        read_parquet(
+        read_table(
             parquet(tmp_path / "t.parquet", {"tokens": [[1], [2]], "label": [0, -1]}, ["a", "b"]),
             display="test.parquet",
         )
@@ -736,7 +735,7 @@ def test_parquet_errors_name_the_file_and_row(
 ) -> None:
     def error(path: Path) -> str:
         with pytest.raises((DataError, ConfigError)) as info:
-            read_parquet(path, display=path.name)
+            read_table(path, display=path.name)
         return str(info.value)
 
     assert error(parquet(tmp_path / "h.parquet", {"input_ids": [[1]], "labels": ["a"]})) == (
@@ -1832,7 +1831,7 @@ def test_columns_read_the_fields_from_other_names_in_every_format(tmp_path: Path
         "jsonl": read_jsonl(tmp_path / "e.jsonl", column_of=column_of),
         "csv": read_csv(tmp_path / "e.csv", column_of=column_of),
         "csv;": read_csv(tmp_path / "s.csv", column_of=column_of),
-        "parquet": read_parquet(tmp_path / "e.parquet", column_of=column_of),
+        "parquet": read_table(tmp_path / "e.parquet", column_of=column_of),
         "records": from_dataset(rows, "r", None, column_of=column_of),
         "frame": from_dataset(frame, "f", None, column_of=column_of),
         # What the plugin does with the setting (an ini's lines, a CLI's commas).
@@ -1870,11 +1869,11 @@ def test_columns_read_a_class_label_under_its_own_name(tmp_path: Path) -> None:
     columns = {"input_ids": [[1, 2], [3], [4, 5, 6]], "coarse_label": [1, 0, 0]}
     column_of = {"tokens": "input_ids", "label": "coarse_label"}
     sets = [
-        read_parquet(
+        read_table(
             parquet(tmp_path / "c.parquet", columns, ["neg", "pos"], "coarse_label"),
             column_of=column_of,
         ),
-        read_saved_dataset(
+        read_table(
             saved_to_disk(tmp_path / "saved", columns, ["neg", "pos"], "coarse_label"),
             column_of=column_of,
         ),
@@ -1967,7 +1966,7 @@ def test_a_pattern_of_parquet_shards_is_one_set(tmp_path: Path) -> None:
             ["neg", "pos"],
         )
     parquet(data / "train-00000-of-00001.parquet", {"tokens": [[1]], "label": [0]}, ["neg", "pos"])
-    whole = read_parquet(
+    whole = read_table(
         parquet(tmp_path / "whole.parquet", {"tokens": tokens, "label": labels}, ["neg", "pos"])
     )
     settings = Settings.from_dict(tmp_path, eval_data="data/test-*.parquet")
@@ -2122,7 +2121,7 @@ def test_an_arrow_file_reads_as_the_same_records_in_parquet(tmp_path: Path) -> N
     pa = pytest.importorskip("pyarrow")
     feather = pytest.importorskip("pyarrow.feather")
     columns = {"tokens": [[1, 2], [3], [4, 5, 6]], "label": [1, 0, 0], "lang": ["en", "fr", "en"]}
-    expected = read_parquet(parquet(tmp_path / "e.parquet", columns, ["neg", "pos"]))
+    expected = read_table(parquet(tmp_path / "e.parquet", columns, ["neg", "pos"]))
     info = {"features": {"label": {"names": ["neg", "pos"], "_type": "ClassLabel"}}}
     table = pa.table(columns).replace_schema_metadata({b"huggingface": json.dumps({"info": info})})
     arrow = str(tmp_path / "cache-1.arrow")

@@ -13,7 +13,7 @@ from pytest_seqgate.config import Settings
 from pytest_seqgate.evaluation import evaluate
 from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.gates import NO_SCORES, check, parse_gates
-from pytest_seqgate.loading import load_dataset, stream_jsonl, stream_parquet
+from pytest_seqgate.loading import load_dataset, stream_jsonl, stream_table
 from pytest_seqgate.report import render_json
 
 from conftest import assert_lines, rule_records
@@ -28,14 +28,15 @@ def test_gate():
 
 
 def test_a_streamed_parquet_file_reports_as_in_memory_and_names_rows(project):
-    """A .parquet eval set (or a pattern of shards) streams a batch of rows at a
-    time: the report equals the one read whole (records named by row,
-    ``eval.parquet[57]``, in both), and a bad row in a later chunk is named by its
-    row in the file, not in the chunk."""
+    """A .parquet eval set (or a pattern of shards, an .arrow file, a save_to_disk
+    folder) streams a batch of rows at a time: the report equals the one read whole
+    (records named by row, ``eval.parquet[57]``, in both), and a bad row in a later
+    chunk is named by its row in the file, not in the chunk."""
     pytest.importorskip("pyarrow")
     records = rule_records(1001, missed={1: 70})
     project.python(
         f"""
+        import json, os
         import pyarrow as pa, pyarrow.parquet as pq
         records = {records!r}
         columns = {{k: [r[k] for r in records] for k in records[0]}}
@@ -43,6 +44,22 @@ def test_a_streamed_parquet_file_reports_as_in_memory_and_names_rows(project):
         for k, (start, stop) in enumerate([(0, 400), (400, 401), (401, 1001)]):
             shard = {{key: value[start:stop] for key, value in columns.items()}}
             pq.write_table(pa.table(shard), f"shard-{{k}}.parquet", row_group_size=300)
+        # An Arrow file (the IPC file format), and a save_to_disk folder of two
+        # Arrow streams, as a datasets cache and save_to_disk keep them.
+        table = pa.table(columns)
+        with pa.OSFile("eval.arrow", "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table, max_chunksize=250)
+        os.mkdir("saved_set")
+        files = []
+        for k, (start, stop) in enumerate([(0, 600), (600, 1001)]):
+            files.append({{"filename": f"data-0000{{k}}-of-00002.arrow"}})
+            with pa.OSFile(os.path.join("saved_set", files[-1]["filename"]), "wb") as sink:
+                with pa.ipc.new_stream(sink, table.schema) as w:
+                    w.write_table(table.slice(start, stop - start))
+        with open(os.path.join("saved_set", "state.json"), "w") as f:
+            json.dump({{"_data_files": files}}, f)
+        with open(os.path.join("saved_set", "dataset_info.json"), "w") as f:
+            json.dump({{"features": {{}}}}, f)
         columns["tokens"][700] = [-3]
         pq.write_table(pa.table(columns), "bad.parquet", row_group_size=300)
         """
@@ -66,6 +83,13 @@ def test_a_streamed_parquet_file_reports_as_in_memory_and_names_rows(project):
     )
     text = (project.path / "r.json").read_text().replace("shard-*.parquet", "eval.parquet")
     assert json.loads(text) == in_memory
+    # The same rows in an Arrow file, and in a save_to_disk folder's two files:
+    # streamed in batches of the memory-mapped table, the same report again.
+    for spec in ("eval.arrow", "saved_set"):
+        result = project.run("--seqgate-streaming", f"--seqgate-eval-data={spec}")
+        result.assert_outcomes(passed=1)
+        text = (project.path / "r.json").read_text().replace(spec, "eval.parquet")
+        assert json.loads(text) == in_memory, spec
     failed = project.run("--seqgate-streaming", "--seqgate-gates=recall[spam] >= 0.9")
     assert failed.ret == 1
     assert_lines(failed.stdout.str(), "  eval.parquet[*]  predicted ham, P(spam) *")
@@ -118,10 +142,10 @@ def test_a_set_that_cannot_be_streamed_is_a_usage_error(project):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.stderr.str().splitlines() if "seqgate" in line]
     assert errors == [
-        "ERROR: seqgate: --seqgate-streaming: streaming reads a .jsonl (or .jsonl.gz) or "
-        ".parquet eval set a window at a time, but seqgate_eval_data in pytest.ini is "
-        "'eval.csv'; convert it to .jsonl or .parquet, or evaluate it in memory "
-        "(--seqgate-no-streaming for one run)"
+        "ERROR: seqgate: --seqgate-streaming: streaming reads a .jsonl (or .jsonl.gz), "
+        ".parquet or .arrow eval set (or a save_to_disk folder) a window at a time, but "
+        "seqgate_eval_data in pytest.ini is 'eval.csv'; convert it to .jsonl or .parquet, "
+        "or evaluate it in memory (--seqgate-no-streaming for one run)"
     ]
     project.run().assert_outcomes(passed=1)  # in memory, the same set is fine
     for spec, said in (
@@ -148,7 +172,7 @@ def test_stream_chunks_cover_the_file(tmp_path):
     pq.write_table(
         pa.table({k: [r[k] for r in records] for k in records[0]}), tmp_path / "e.parquet"
     )
-    rows = list(stream_parquet(tmp_path / "e.parquet", ("ham", "spam"), None, "e.parquet", 25))
+    rows = list(stream_table(tmp_path / "e.parquet", ("ham", "spam"), None, "e.parquet", 25))
     assert [len(c) for c in rows] == [25, 25, 25, 25, 3]
     for chunk, same in zip(chunks, rows, strict=True):
         assert torch.equal(chunk.values, same.values)

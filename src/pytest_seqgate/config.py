@@ -636,15 +636,16 @@ class Settings:
         if self.streaming and self.eval_data is not None:
             # Known from the names alone: said at collection, not at each test's setup.
             # (A conftest.py's eval set clears eval_data, and is evaluated in memory.)
-            if is_import_path(self.eval_data) or data_suffix(Path(self.eval_data)) not in (
-                ".jsonl",
-                ".parquet",
+            path = self.resolve("eval_data", self.eval_data)
+            if is_import_path(self.eval_data) or not (
+                data_suffix(path) == ".jsonl" or table_set(path)
             ):
                 raise ConfigError(
-                    f"{self.source('streaming')}: streaming reads a .jsonl (or .jsonl.gz) or "
-                    f".parquet eval set a window at a time, but {self.source('eval_data')} is "
-                    f"{self.eval_data!r}; convert it to .jsonl or .parquet, or evaluate it in "
-                    f"memory (--seqgate-no-streaming for one run)"
+                    f"{self.source('streaming')}: streaming reads a .jsonl (or .jsonl.gz), "
+                    f".parquet or .arrow eval set (or a save_to_disk folder) a window at a "
+                    f"time, but {self.source('eval_data')} is {self.eval_data!r}; convert it "
+                    f"to .jsonl or .parquet, or evaluate it in memory (--seqgate-no-streaming "
+                    f"for one run)"
                 )
             if self.labels is None:
                 raise ConfigError(
@@ -700,6 +701,17 @@ def saved_dataset(path: Path) -> bool:
     """Whether ``path`` is a folder ``datasets.Dataset.save_to_disk`` wrote: Arrow
     files, with ``state.json`` naming them and ``dataset_info.json`` the features."""
     return (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+ARROW_SUFFIXES = (".arrow", ".feather")
+TABLE_SUFFIXES = (".parquet", *ARROW_SUFFIXES)
+
+
+def table_set(path: Path) -> bool:
+    """Whether a data setting names a set kept in Arrow's formats, read by rows
+    (a .parquet file or pattern of shards, an .arrow or .feather file, a
+    save_to_disk folder), not by lines."""
+    return data_suffix(path) in TABLE_SUFFIXES or (path.is_dir() and saved_dataset(path))
 
 
 def _saved_splits(path: Path) -> list[str]:

@@ -32,11 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from pytest_seqgate.config import (
+    ARROW_SUFFIXES,
     Settings,
     data_suffix,
     is_import_path,
     parquet_shards,
-    saved_dataset,
+    table_set,
 )
 from pytest_seqgate.data import BATCH_OF_ONE, SequenceData
 from pytest_seqgate.diagnostics import spelt
@@ -1357,20 +1358,14 @@ def _read_dataset(
         return from_dataset(dataset, spec, settings.labels, tokenizer, column_of=column_of)
     path = settings.existing(role)
     suffix = data_suffix(path)
-    if path.is_dir() and saved_dataset(path):
-        return read_saved_dataset(
-            path, settings.labels, tokenizer, settings.display(path), column_of
-        )
     if suffix == ".jsonl":
         data = read_jsonl(path, settings.labels, tokenizer, settings.display(path), column_of)
     elif suffix == ".csv":
         data = read_csv(path, settings.labels, tokenizer, settings.display(path), column_of)
     elif suffix == ".pt":
         data = read_pt(path, settings.labels, settings.display(path))
-    elif suffix == ".parquet":
-        data = read_parquet(path, settings.labels, tokenizer, settings.display(path), column_of)
-    elif suffix in ARROW_SUFFIXES:
-        data = read_arrow(path, settings.labels, tokenizer, settings.display(path), column_of)
+    elif table_set(path):
+        data = read_table(path, settings.labels, tokenizer, settings.display(path), column_of)
     else:
         data = None
     if data is not None:
@@ -1709,32 +1704,60 @@ def _token_ids(table: Any) -> tuple[Tensor, Tensor] | None:
     return values, lengths
 
 
-def read_parquet(
+def read_table(
     path: Path,
     labels: tuple[str, ...] | None = None,
     tokenizer: Callable[[str], Sequence[int]] | None = None,
     display: str | None = None,
     column_of: Mapping[str, str] | None = None,
 ) -> SequenceData:
-    """Columns as a .jsonl record's keys (``label``, one of ``tokens``, ``features``,
-    ``text``; the rest metadata), read with pyarrow (the ``parquet`` extra). A file a
-    Hugging Face dataset saved (``to_parquet``, or a split of the hub's) keeps its
-    ``ClassLabel`` names in the schema's metadata: its integer labels are those
-    classes, and without seqgate_labels their order is the dataset's, not sorted.
-    Records are named by row, from 0 (``test.parquet[16]``), as ``ds[16]`` and
-    ``df.iloc[16]`` name them. A pattern (``data/test-*.parquet``) reads its files
-    in name order as one set, its records named by row across them."""
+    """A set kept in Arrow's formats (see :func:`_table_files`), read whole. Columns
+    are a .jsonl record's keys (``label``, one of ``tokens``, ``features``, ``text``;
+    the rest metadata), read with pyarrow (the ``parquet`` extra). A file a Hugging
+    Face dataset wrote keeps its ``ClassLabel`` names in the schema (a saved folder
+    in ``dataset_info.json``): its integer labels are those classes, and without
+    seqgate_labels their order is the dataset's, not sorted. Records are named by
+    row, from 0 (``test.parquet[16]``), as ``ds[16]`` and ``df.iloc[16]`` name them,
+    across the files of a pattern or a folder."""
     name = display or str(path)
     tables = []
     declared = None
-    for shown, parquet, found in _parquet_files(path, name, column_of):
-        try:
-            tables.append(parquet.read())
-        except Exception as exc:  # a damaged column chunk, found only when read
-            raise DataError(f"{shown}: cannot read it ({type(exc).__name__}: {exc})") from None
+    for shown, source, found in _table_files(path, name, column_of):
+        tables.append(_whole(source, shown))
         declared = declared or found
+    if not tables:
+        raise DataError(f"{name}: the dataset is empty: it holds no records")
     table = tables[0] if len(tables) == 1 else _concat(tables)
     return from_table(table, name, labels, tokenizer, declared, column_of=column_of)
+
+
+def _table_files(
+    path: Path, name: str, column_of: Mapping[str, str] | None
+) -> Iterator[tuple[str, Any, tuple[str, ...] | None]]:
+    """Each file of a set kept in Arrow's formats, in the order its rows are read,
+    as (its name for messages, the opened file, its ClassLabel names): a .parquet
+    file or a pattern's shards (a ``ParquetFile``, its rows not read yet), an
+    .arrow or .feather file, or the Arrow files of a ``save_to_disk`` folder (a
+    memory-mapped Table). One reader for all, so that each is read whole or
+    streamed alike."""
+    if path.is_dir():
+        yield from _saved_files(path, name, column_of)
+    elif data_suffix(path) in ARROW_SUFFIXES:
+        _require_pyarrow(name, "an Arrow file")
+        table = _arrow_file(path, name)
+        yield name, table, _declared_names(table.schema, column_of)
+    else:
+        yield from _parquet_files(path, name, column_of)
+
+
+def _whole(source: Any, shown: str) -> Any:
+    """The Table of one file :func:`_table_files` opened."""
+    if not hasattr(source, "iter_batches"):
+        return source  # a memory-mapped Arrow table
+    try:
+        return source.read()
+    except Exception as exc:  # a damaged column chunk, found only when read
+        raise DataError(f"{shown}: cannot read it ({type(exc).__name__}: {exc})") from None
 
 
 def _parquet_files(
@@ -1760,6 +1783,29 @@ def _parquet_files(
         yield shown, parquet, declared
 
 
+def _saved_files(
+    path: Path, name: str, column_of: Mapping[str, str] | None
+) -> Iterator[tuple[str, Any, tuple[str, ...] | None]]:
+    """The Arrow files of a folder ``datasets.Dataset.save_to_disk`` wrote, read with
+    pyarrow alone (no datasets package needed), in ``state.json``'s order, with
+    the ClassLabel names of ``dataset_info.json``."""
+    _require_pyarrow(name, "a dataset saved with save_to_disk")
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        info = json.loads((path / "dataset_info.json").read_text(encoding="utf-8"))
+        files = [path / str(entry["filename"]) for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"{name}: its state.json or dataset_info.json is not what save_to_disk writes "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    features = info.get("features") if isinstance(info, Mapping) else None
+    for file in files:
+        shown = f"{name} ({file.name})"
+        table = _arrow_file(file, shown)
+        yield shown, table, class_label_names(features, label_column(table.column_names, column_of))
+
+
 def _columns_of(schema: Any) -> str:
     return ", ".join(f"{field.name} ({field.type})" for field in schema)
 
@@ -1770,10 +1816,14 @@ def _concat(tables: list[Any]) -> Any:
     return pa.concat_tables(tables)
 
 
-def _batches(parquet: Any, size: int, shown: str) -> Iterator[Any]:
-    """A Parquet file's record batches of at most ``size`` rows; a damaged column
-    chunk, found only when read, is an error naming the file."""
-    batches = parquet.iter_batches(batch_size=size)
+def _batches(source: Any, size: int, shown: str) -> Iterator[Any]:
+    """The record batches of at most ``size`` rows of one file :func:`_table_files`
+    opened; a Parquet file's damaged column chunk, found only when read, is an
+    error naming the file."""
+    if not hasattr(source, "iter_batches"):  # a memory-mapped Arrow table
+        yield from source.to_batches(max_chunksize=size)
+        return
+    batches = source.iter_batches(batch_size=size)
     while True:
         try:
             yield next(batches)
@@ -1781,6 +1831,15 @@ def _batches(parquet: Any, size: int, shown: str) -> Iterator[Any]:
             return
         except Exception as exc:
             raise DataError(f"{shown}: cannot read it ({type(exc).__name__}: {exc})") from None
+
+
+def count_rows(path: Path, name: str, column_of: Mapping[str, str] | None = None) -> int:
+    """The rows of a set :func:`_table_files` reads, from the files' footers and
+    schemas: no row is read."""
+    return sum(
+        int(source.metadata.num_rows if hasattr(source, "iter_batches") else source.num_rows)
+        for _shown, source, _declared in _table_files(path, name, column_of)
+    )
 
 
 def open_parquet(
@@ -1826,30 +1885,11 @@ def _declared_names(schema: Any, column_of: Mapping[str, str] | None) -> tuple[s
     )
 
 
-ARROW_SUFFIXES = (".arrow", ".feather")
-
-
-def read_arrow(
-    path: Path,
-    labels: tuple[str, ...] | None = None,
-    tokenizer: Callable[[str], Sequence[int]] | None = None,
-    display: str | None = None,
-    column_of: Mapping[str, str] | None = None,
-) -> SequenceData:
-    """An Arrow file as a .parquet file is read: the stream a ``datasets`` cache
-    writes (``cache-*.arrow``, ``data-00000-of-00001.arrow``), or the IPC file
-    format (Feather v2, ``df.to_feather``); its ClassLabel names from the schema,
-    its records named by row."""
-    name = display or str(path)
-    _require_pyarrow(name, "an Arrow file")
-    table = _arrow_file(path, name)
-    declared = _declared_names(table.schema, column_of)
-    return from_table(table, name, labels, tokenizer, declared, column_of=column_of)
-
-
 def _arrow_file(path: Path, name: str) -> Any:
-    """The table of an Arrow IPC stream or file (memory-mapped, not copied); a file
-    of neither format, or cut off, is an error naming it."""
+    """The table of an Arrow IPC stream or file (memory-mapped, not copied): the
+    stream a ``datasets`` cache or ``save_to_disk`` writes (``cache-*.arrow``,
+    ``data-00000-of-00001.arrow``), or the IPC file format (Feather v2,
+    ``df.to_feather``); a file of neither format, or cut off, is an error naming it."""
     import pyarrow as pa
 
     errors = []
@@ -1862,7 +1902,7 @@ def _arrow_file(path: Path, name: str) -> Any:
     raise DataError(f"{name}: not a readable Arrow file ({errors[-1]})")
 
 
-def stream_parquet(
+def stream_table(
     path: Path,
     labels: tuple[str, ...],
     tokenizer: Callable[[str], Sequence[int]] | None,
@@ -1870,16 +1910,19 @@ def stream_parquet(
     chunk: int,
     column_of: Mapping[str, str] | None = None,
 ) -> Iterator[SequenceData]:
-    """The rows of a Parquet file (or a pattern's shards, in name order) as
-    consecutive SequenceData chunks of at most ``chunk`` rows, read a batch at a
-    time: memory holds one chunk, not the file. Each chunk names its records by
-    their rows in the set, as read whole."""
+    """The rows of a set :func:`_table_files` reads as consecutive SequenceData
+    chunks of at most ``chunk`` rows, read a batch at a time: memory holds one
+    chunk, not the file (an Arrow file is memory-mapped: its pages are the file's,
+    not the process's). Each chunk names its records by their rows in the set, as
+    read whole."""
     import pyarrow as pa
 
     first_row = 0
     read: str | None = None
-    for shown, parquet, declared in _parquet_files(path, display, column_of):
-        for batch in _batches(parquet, chunk, shown):
+    for shown, source, declared in _table_files(path, display, column_of):
+        for batch in _batches(source, chunk, shown):
+            if not batch.num_rows:
+                continue
             builder = _Builder(
                 display, labels or declared, tokenizer, indexed=True, first_row=first_row
             )
@@ -1896,38 +1939,6 @@ def stream_parquet(
             read = builder.numbers_read
             first_row += len(data)
             yield data
-
-
-def read_saved_dataset(
-    path: Path,
-    labels: tuple[str, ...] | None = None,
-    tokenizer: Callable[[str], Sequence[int]] | None = None,
-    display: str | None = None,
-    column_of: Mapping[str, str] | None = None,
-) -> SequenceData:
-    """A folder ``datasets.Dataset.save_to_disk`` wrote, read with pyarrow alone (no
-    datasets package needed): its Arrow files in ``state.json``'s order, the
-    ClassLabel names of ``dataset_info.json``; records are named by row, from 0."""
-    name = display or str(path)
-    _require_pyarrow(name, "a dataset saved with save_to_disk")
-    import pyarrow as pa
-
-    try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        info = json.loads((path / "dataset_info.json").read_text(encoding="utf-8"))
-        files = [path / str(entry["filename"]) for entry in state["_data_files"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(
-            f"{name}: its state.json or dataset_info.json is not what save_to_disk writes "
-            f"({type(exc).__name__}: {exc})"
-        ) from None
-    tables = [_arrow_file(file, f"{name} ({file.name})") for file in files]
-    if not tables:
-        raise DataError(f"{name}: the dataset is empty: it holds no records")
-    features = info.get("features") if isinstance(info, Mapping) else None
-    table = pa.concat_tables(tables)
-    declared = class_label_names(features, label_column(table.column_names, column_of))
-    return from_table(table, name, labels, tokenizer, declared, column_of=column_of)
 
 
 def from_table(

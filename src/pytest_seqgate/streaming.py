@@ -1,5 +1,5 @@
-"""Streaming evaluation of a .jsonl or .parquet eval set: memory bounded by a window
-of batches.
+"""Streaming evaluation of a .jsonl eval set, or one kept in Arrow's formats
+(.parquet, .arrow, a save_to_disk folder): memory bounded by a window of batches.
 
 Records are parsed a chunk at a time (``STREAM_WINDOW`` batches); each chunk is
 length-bucketed and predicted like an in-memory set, then dropped. What stays
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from pytest_seqgate.batching import padded_sample
 from pytest_seqgate.cache import PredictionSource
-from pytest_seqgate.config import Settings, data_suffix, parquet_shards
+from pytest_seqgate.config import Settings, table_set
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import require_key
 from pytest_seqgate.exceptions import ConfigError
@@ -63,12 +63,11 @@ class Precomputed:
 
 def count_records(path: Path, name: str) -> int:
     """The records of a file to stream: a .jsonl file's non-blank lines (a pass over
-    the file), a Parquet file's rows (its footer says)."""
-    from pytest_seqgate.loading import open_data, open_parquet
+    the file), the rows of a set kept in Arrow's formats (its files' footers say)."""
+    from pytest_seqgate.loading import count_rows, open_data
 
-    if data_suffix(path) == ".parquet":
-        files = parquet_shards(path) or [path]
-        return sum(int(open_parquet(file, name)[0].metadata.num_rows) for file in files)
+    if table_set(path):
+        return count_rows(path, name)
     with open_data(path, name) as handle:
         return sum(1 for line in handle if line.strip())
 
@@ -87,7 +86,7 @@ def stream_eval(
     the compact columns are computed once, under its lock, and read back by the
     other workers and by an unchanged re-run, instead of each streaming the file.
     """
-    # (Settings.validate refused a streamed set that is no .jsonl or .parquet, or has no labels.)
+    # (Settings.validate refused a streamed set it cannot read by chunks, or with no labels.)
     if settings.eval_data is None:
         raise ConfigError(
             f"{settings.source('streaming')}: no eval set to stream: set seqgate_eval_data "
@@ -109,7 +108,7 @@ def _stream_columns(
     forward: ForwardHook | None,
 ) -> dict[str, Any]:
     """The compact per-sample columns of the table above, and the padding check's."""
-    from pytest_seqgate.loading import configured_tokenizer, stream_jsonl, stream_parquet
+    from pytest_seqgate.loading import configured_tokenizer, stream_jsonl, stream_table
 
     assert settings.labels is not None
     path = settings.existing("eval_data")
@@ -135,8 +134,8 @@ def _stream_columns(
     # The first chunk decides how outputs read (with seqgate_outputs = auto); the
     # rest and the padding check read theirs the same way.
     outputs = settings.outputs
-    by_row = data_suffix(path) == ".parquet"
-    stream = stream_parquet if by_row else stream_jsonl
+    by_row = table_set(path)
+    stream = stream_table if by_row else stream_jsonl
     for chunk in stream(
         path,
         settings.labels,
@@ -166,7 +165,7 @@ def _stream_columns(
         columns["hashes"].append(p.hashes)
         columns["lengths"].append(chunk.lengths.to(torch.int32))
         lines = chunk.line_numbers
-        if lines is None:  # a Parquet file's first chunk: its rows from 0
+        if lines is None:  # a table's first chunk: its rows from 0
             lines = torch.arange(offset, offset + len(chunk))
         columns["lines"].append(lines.to(torch.int32))
         if settings.keep_scores:
