@@ -91,11 +91,10 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
         ),
         (
             "min_accuracy=0.5",
-            {"eval_data": "eval.json"},
-            "seqgate: seqgate_eval_data in pytest.ini: cannot read eval.json: the suffix must "
-            "be .jsonl, .csv, .parquet, .arrow or .pt (.jsonl.gz and .csv.gz are read too), or "
-            "give a 'pkg.module:callable' returning a Dataset (a .jsonl file holds one JSON "
-            "record a line: if this one does, rename it .jsonl)",
+            {"eval_data": "eval.txt"},
+            "seqgate: seqgate_eval_data in pytest.ini: cannot read eval.txt: the suffix must "
+            "be .jsonl, .json, .csv, .parquet, .arrow or .pt (.jsonl.gz, .json.gz and .csv.gz "
+            "are read too), or give a 'pkg.module:callable' returning a Dataset",
         ),
         (
             "min_accuracy=0.5",
@@ -127,7 +126,7 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
 def test_usage_errors_exit_4(project, gates, ini, message):
     configured_project(project, gates, **ini)
     (project.path / "sub").mkdir()
-    (project.path / "eval.json").write_text((project.path / "eval.jsonl").read_text())
+    (project.path / "eval.txt").write_text((project.path / "eval.jsonl").read_text())
     result = project.run()
     assert result.ret == 4
     assert_lines(result.stderr.str(), f"ERROR: {message}")

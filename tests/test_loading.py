@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import logging
@@ -9,6 +10,7 @@ import pickle
 import sys
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -16,7 +18,8 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_seqgate.config import Settings
+from pytest_seqgate.config import Settings, data_suffix
+from pytest_seqgate.data import SequenceData
 from pytest_seqgate.exceptions import ConfigError, DataError, ModelError
 from pytest_seqgate.loading import (
     from_dataset,
@@ -392,9 +395,97 @@ def test_gzipped_jsonl_and_csv_read_as_the_plain_files(tmp_path: Path) -> None:
         assert str(info.value).startswith(f"{name}.jsonl.gz: cannot decompress it ({reason}")
     write(tmp_path / "m.pt.gz", b"")
     with pytest.raises(
-        ConfigError, match=r"the suffix must be .jsonl, .csv, .parquet, .arrow or .pt \(.jsonl.gz"
+        ConfigError, match=r"the suffix must be .jsonl, .json, .csv, .parquet, .arrow or .pt \("
     ):
         load_dataset(Settings.from_dict(tmp_path, eval_data="m.pt.gz"), "eval_data")
+
+
+def test_json_files_read_in_the_layouts_tools_write(tmp_path: Path) -> None:
+    """A .json eval set was refused ("rename it .jsonl"), though a JSON array of
+    records is what ``json.dump`` and ``df.to_json(orient="records")`` write, and
+    ``load_dataset("json")`` reads it. Each layout a tool writes reads as the same
+    records: an array (named by index), JSON lines under a .json or .ndjson name
+    (named by line), gzipped, and pandas' orients, its default included."""
+    pd = pytest.importorskip("pandas")
+    records = [
+        {"text": "win money now", "label": "spam", "lang": "en"},
+        {"text": "see you at noon", "label": "ham", "lang": "en"},
+        {"text": "free prize", "label": "spam", "lang": "fr"},
+    ]
+    vocab: dict[str, int] = {}
+
+    def tokenizer(text: str) -> list[int]:
+        return [vocab.setdefault(word, len(vocab) + 1) for word in text.split()]
+
+    lines = "".join(json.dumps(r) + "\n" for r in records)
+    expected = read_jsonl(write(tmp_path / "e.jsonl", lines), tokenizer=tokenizer)
+    frame = pd.DataFrame(records)
+    layouts = {
+        "array.json": json.dumps(records, indent=2),
+        "lines.json": lines,
+        "lines.ndjson": lines,
+        "columns.json": json.dumps({k: [r[k] for r in records] for k in records[0]}),
+        "pandas.json": frame.to_json(),  # {"text": {"0": ...}, ...}
+        "index.json": frame.to_json(orient="index"),
+        "split.json": frame.to_json(orient="split"),
+        "table.json": frame.to_json(orient="table"),
+        "records.json": frame.to_json(orient="records", force_ascii=False),
+    }
+    for name, text in layouts.items():
+        write(tmp_path / name, text)
+    write(tmp_path / "array.json.gz", gzip.compress(layouts["array.json"].encode()))
+    for name in [*layouts, "array.json.gz"]:
+        data = _read_with(tmp_path, name, tokenizer)
+        assert torch.equal(data.values, expected.values), name
+        assert torch.equal(data.labels, expected.labels) and data.label_names == ("ham", "spam")
+        assert data.metadata["lang"] == ["en", "en", "fr"], name
+        assert data.record(2) == (f"{name}:3" if "lines" in name else f"{name}[2]"), name
+    one = _read_with(tmp_path, "one.json", tokenizer, json.dumps(records[0]))
+    assert len(one) == 1 and one.record(0) == "one.json:1"
+
+
+def _read_with(
+    folder: Path, name: str, tokenizer: Callable[[str], list[int]], text: str | None = None
+) -> SequenceData:
+    from pytest_seqgate.loading import read_json
+
+    path = folder / name
+    if text is not None:
+        write(path, text)
+    if data_suffix(path) == ".jsonl":
+        return read_jsonl(path, tokenizer=tokenizer, display=name)
+    return read_json(path, tokenizer=tokenizer, display=name)
+
+
+def test_json_errors_name_the_file_and_what_it_holds(tmp_path: Path) -> None:
+    def error(text: str) -> str:
+        write(tmp_path / "e.json", text)
+        with pytest.raises(DataError) as info:
+            load_dataset(Settings.from_dict(tmp_path, eval_data="e.json"), "eval_data")
+        return str(info.value)
+
+    assert error('[{"tokens": [1], "label": "a"},\n {"tokens": [2] "label": "b"}]') == (
+        "e.json:2:17: invalid JSON: Expecting ',' delimiter; a .json eval set is a JSON array "
+        "of records, or one record a line"
+    )
+    assert error('{"tokens": [1], "label": "a"}\n{"tokens": [2], "label": }\n') == (
+        "e.json:2: invalid JSON (the last line: is the file truncated?): Expecting value"
+    )
+    assert error('[{"tokens": [1], "label": "a"}, [2, "b"]]') == (
+        "e.json[1]: expected an object with 'label' and one of 'tokens', 'features' or "
+        "'text', but got list"
+    )
+    assert error("42") == (
+        "e.json: holds a JSON int, not records: a .json eval set is a JSON array of records, "
+        "or one record a line"
+    )
+    assert error('{"version": 2, "examples": {"n": 3}}') == (
+        "e.json: holds one JSON object (its keys: 'version', 'examples'), not records: a .json "
+        "eval set is a JSON array of records, one record a line, or an object of columns; "
+        "write the records themselves (json.dump(records, f)), or give a 'pkg.module:callable' "
+        "returning them"
+    )
+    assert error("[]") == "e.json: the dataset is empty: it holds no records"
 
 
 def test_csv_separated_by_semicolons_or_tabs_is_read_by_its_header(tmp_path: Path) -> None:

@@ -94,8 +94,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "eval_data",
-        "evaluation set: .jsonl, .csv (or gzipped), .parquet (or a pattern of shards), "
-        ".arrow, .pt, or pkg.module:callable",
+        "evaluation set: .jsonl, .json, .csv (or gzipped), .parquet (or a pattern of "
+        "shards), .arrow, .pt, or pkg.module:callable",
     ),
     Option("train_data", "training set (same forms); enables the train/test gap and leakage"),
     Option(
@@ -769,11 +769,17 @@ def _matches(pattern: Path) -> list[Path]:
 
 
 def data_suffix(path: Path) -> str:
-    """The format a data file's name says: ``.jsonl`` for ``test.jsonl.gz`` too."""
+    """The format a data file's name says: ``.jsonl`` for ``test.jsonl.gz`` too,
+    and for ``.ndjson`` (another name of JSON lines)."""
     suffixes = [s.lower() for s in path.suffixes]
-    if len(suffixes) >= 2 and suffixes[-1] == ".gz" and suffixes[-2] in (".jsonl", ".csv"):
-        return suffixes[-2]
-    return path.suffix.lower()
+    suffix = path.suffix.lower()
+    if (
+        len(suffixes) >= 2
+        and suffix == ".gz"
+        and suffixes[-2] in (".jsonl", ".ndjson", ".json", ".csv")
+    ):
+        suffix = suffixes[-2]
+    return ".jsonl" if suffix == ".ndjson" else suffix
 
 
 def is_import_path(value: str) -> bool:

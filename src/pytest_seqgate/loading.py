@@ -1360,6 +1360,8 @@ def _read_dataset(
     suffix = data_suffix(path)
     if suffix == ".jsonl":
         data = read_jsonl(path, settings.labels, tokenizer, settings.display(path), column_of)
+    elif suffix == ".json":
+        data = read_json(path, settings.labels, tokenizer, settings.display(path), column_of)
     elif suffix == ".csv":
         data = read_csv(path, settings.labels, tokenizer, settings.display(path), column_of)
     elif suffix == ".pt":
@@ -1370,15 +1372,10 @@ def _read_dataset(
         data = None
     if data is not None:
         return data
-    hint = (
-        " (a .jsonl file holds one JSON record a line: if this one does, rename it .jsonl)"
-        if suffix in (".json", ".ndjson")
-        else ""
-    )
     raise ConfigError(
-        f"{setting}: cannot read {settings.display(path)}: the suffix must be .jsonl, .csv, "
-        f".parquet, .arrow or .pt (.jsonl.gz and .csv.gz are read too), or give a "
-        f"'pkg.module:callable' returning a Dataset{hint}"
+        f"{setting}: cannot read {settings.display(path)}: the suffix must be .jsonl, .json, "
+        f".csv, .parquet, .arrow or .pt (.jsonl.gz, .json.gz and .csv.gz are read too), or "
+        f"give a 'pkg.module:callable' returning a Dataset"
     )
 
 
@@ -1398,20 +1395,24 @@ def open_data(path: Path, name: str) -> Iterator[io.BufferedIOBase]:
         ) from None
 
 
-def _lines(path: Path, name: str) -> Iterable[tuple[int, str]]:
+def _text(path: Path, name: str) -> str:
+    """A data file's text, its BOM dropped; bytes that are not UTF-8 name their line."""
     with open_data(path, name) as handle:
         data = handle.read()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(
             f"{name}:{line}: bytes that are not UTF-8 ({exc.reason} at byte {exc.start}); "
             f"re-encode the file as UTF-8"
         ) from None
-    yield from enumerate(text.splitlines(), start=1)
+
+
+def _lines(path: Path, name: str) -> Iterable[tuple[int, str]]:
+    yield from enumerate(_text(path, name).splitlines(), start=1)
 
 
 def fast_loads() -> Callable[[bytes], Any] | None:
@@ -1488,6 +1489,78 @@ def read_jsonl(
     for number, record in iter_jsonl(path, name):
         builder.add(record, number)
     return builder.build()
+
+
+def read_json(
+    path: Path,
+    labels: tuple[str, ...] | None = None,
+    tokenizer: Callable[[str], Sequence[int]] | None = None,
+    display: str | None = None,
+    column_of: Mapping[str, str] | None = None,
+) -> SequenceData:
+    """A .json file in the layouts the tools ML engineers export with write, as
+    ``load_dataset("json")`` reads them: a JSON array of records (``json.dump``,
+    ``df.to_json(orient="records")``), records named by index (``test.json[16]``);
+    JSON lines under a .json name, named by line (``test.json:16``); an object of
+    columns, as lists (``Dataset.to_dict()``) or as pandas' default
+    ``df.to_json()`` writes them (``{"text": {"0": ...}}``), or pandas' other
+    orients (``index``, ``split``, ``table``), rows named from 0."""
+    name = display or str(path)
+    text = _text(path, name)
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            return read_jsonl(path, labels, tokenizer, name, column_of)  # JSON lines
+        raise DataError(
+            f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}; a .json eval set is "
+            f"a JSON array of records, or one record a line"
+        ) from None
+    records = _json_records(document, name, column_of or {})
+    if records is None:  # one object, a record: a JSON lines file of one line
+        return read_jsonl(path, labels, tokenizer, name, column_of)
+    builder = _Builder(name, labels, tokenizer, indexed=True, column_of=column_of)
+    for row, record in enumerate(records):
+        builder.add(record, row)
+    return builder.build()
+
+
+def _json_records(document: Any, name: str, column_of: Mapping[str, str]) -> list[Any] | None:
+    """The records of a parsed .json document (see :func:`read_json`); None where
+    the document is one record."""
+    if isinstance(document, list):
+        return document
+    if not isinstance(document, dict):
+        raise DataError(
+            f"{name}: holds a JSON {type(document).__name__}, not records: a .json eval set "
+            f"is a JSON array of records, or one record a line"
+        )
+    fields = {renamed_keys(document, column_of).get(key) or key for key in document}
+    if "label" in fields or fields & set(SEQUENCE_KEYS):
+        columns = list(document.values())
+        if all(isinstance(c, dict) for c in columns) and len({tuple(c) for c in columns}) == 1:
+            # pandas' default orient: each column an object keyed by the row's index.
+            document = {key: list(column.values()) for key, column in document.items()}
+        rows = _records_of_columns(document, name, column_of)
+        return None if rows is document else list(rows)
+    data = document.get("data")
+    if isinstance(data, list) and isinstance(document.get("columns"), list):
+        # pandas' orient="split": the column names, then each row's values.
+        return [
+            dict(zip(document["columns"], row)) if isinstance(row, list) else row for row in data
+        ]
+    if isinstance(data, list):  # orient="table", or records under "data"
+        return data
+    values = list(document.values())
+    if values and all(isinstance(v, dict) for v in values):
+        return values  # pandas' orient="index": each row an object under its index
+    keys = ", ".join(repr(k) for k in list(document)[:6])
+    raise DataError(
+        f"{name}: holds one JSON object (its keys: {keys}), not records: a .json eval set "
+        f"is a JSON array of records, one record a line, or an object of columns; write "
+        f"the records themselves (json.dump(records, f)), or give a 'pkg.module:callable' "
+        f"returning them"
+    )
 
 
 def stream_jsonl(
