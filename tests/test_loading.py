@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import importlib.util
 import json
@@ -1573,36 +1574,91 @@ def test_an_onnx_model_is_named_as_one(factory_project: Path) -> None:
         )
 
 
-def test_a_set_in_shards_says_how_to_read_them_in_code(tmp_path: Path) -> None:
-    """``data/test-*.jsonl`` (shards of a format other than Parquet, which a pattern
-    reads) was "file not found"; a folder of shards named no way to read them.
-    Each says what the plugin reads, and gives the callable that reads them, by
-    the pandas reader of their format."""
+def test_shards_of_jsonl_and_csv_are_one_set_named_by_shard_and_line(tmp_path: Path) -> None:
+    """``data/test-*.jsonl`` (a split in shards, as Spark writes its output) was "a
+    pattern ... seqgate reads one file", with a pd.concat snippet that lost the
+    records' lines. The shards are read in name order as one set (gzipped too),
+    each record named by its shard and its line there, in errors and in the
+    sample a subset keeps; a CSV shard of another column order reads by its own
+    header. A folder of shards names the pattern; a pattern of another format
+    still gives the callable."""
+    from pytest_seqgate.cache import cache_key
+
+    records = [{"tokens": [k + 1, k + 2], "label": ["ham", "spam"][k % 2]} for k in range(7)]
+    whole = read_jsonl(
+        write(tmp_path / "whole.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    )
     (tmp_path / "data").mkdir()
+    write(
+        tmp_path / "data" / "test-00000.jsonl", "".join(json.dumps(r) + "\n" for r in records[:3])
+    )
+    write(
+        tmp_path / "data" / "test-00001.jsonl",
+        "\n" + "".join(json.dumps(r) + "\n" for r in records[3:]),
+    )
+    for k in range(2):  # gzipped shards: the same set
+        text = (tmp_path / "data" / f"test-0000{k}.jsonl").read_bytes()
+        write(tmp_path / "data" / f"gz-{k}.jsonl.gz", gzip.compress(text))
+    packed = load_dataset(Settings.from_dict(tmp_path, eval_data="data/gz-*.jsonl.gz"), "eval_data")
+    assert torch.equal(packed.values, whole.values) and packed.record(6) == "data/gz-1.jsonl.gz:5"
     for k in range(2):
-        (tmp_path / "data" / f"test-0000{k}-of-00002.jsonl").write_text("{}\n")
-    (tmp_path / "data" / "README.md").write_text("shards")
+        (tmp_path / "data" / f"gz-{k}.jsonl.gz").unlink()
+    settings = Settings.from_dict(tmp_path, eval_data="data/test-*.jsonl")
+    data = load_dataset(settings, "eval_data")
+    assert torch.equal(data.values, whole.values) and torch.equal(data.labels, whole.labels)
+    assert [data.record(k) for k in (0, 2, 3, 6)] == [
+        "data/test-00000.jsonl:1",
+        "data/test-00000.jsonl:3",
+        "data/test-00001.jsonl:2",  # after the shard's blank first line
+        "data/test-00001.jsonl:5",
+    ]
+    sample = data.subset(torch.tensor([5, 1]))
+    assert [sample.record(0), sample.record(1)] == [
+        "data/test-00001.jsonl:4",
+        "data/test-00000.jsonl:2",
+    ]
+    key = cache_key(settings)
+    write(tmp_path / "data" / "test-00001.jsonl", json.dumps(records[3]) + "\n")
+    assert cache_key(settings) != key  # the key reads every shard
+    write(tmp_path / "data" / "test-00001.jsonl", '\n{"tokens": [1], "label": "eggs"}\n')
+    with pytest.raises(DataError, match=r"^data/test-00001\.jsonl:2: label 'eggs' is not one of"):
+        load_dataset(dataclasses.replace(settings, labels=("ham", "spam")), "eval_data")
+    # CSV shards, each read by its own header (the columns in another order).
+    write(tmp_path / "data" / "p-0.csv", "label,tokens\nham,1 2\nspam,3\n")
+    write(tmp_path / "data" / "p-1.csv", "tokens;label\n4;ham\n5 6;spam\n")
+    data = load_dataset(Settings.from_dict(tmp_path, eval_data="data/p-*.csv"), "eval_data")
+    assert data.values.tolist() == [1, 2, 3, 4, 5, 6] and data.labels.tolist() == [0, 1, 0, 1]
+    assert [data.record(k) for k in range(4)] == [
+        "data/p-0.csv:2",
+        "data/p-0.csv:3",
+        "data/p-1.csv:2",
+        "data/p-1.csv:3",
+    ]
+    write(tmp_path / "data" / "p-1.csv", "tokens,label\n4,ham\nx,spam\n")
+    with pytest.raises(DataError, match=r"^data/p-1\.csv:3: 'tokens' \(and 'attention_mask'\)"):
+        load_dataset(Settings.from_dict(tmp_path, eval_data="data/p-*.csv"), "eval_data")
 
     def error(value: str) -> str:
         with pytest.raises(ConfigError) as info:
             Settings.from_dict(tmp_path, eval_data=value).existing("eval_data")
         return str(info.value)
 
-    load = (
-        "seqgate_eval_data = 'pkg.module:callable' (for shards, one returning "
-        "pd.concat(pd.read_json(f, lines=True) for f in sorted(glob.glob(...))): a DataFrame "
-        "is read as its rows), or a pytest_seqgate_load_dataset hook"
-    )
-    assert error("data/test-*.jsonl") == (
-        "eval_data: data/test-*.jsonl is a pattern (2 files match it), and seqgate reads one "
-        "file, or a pattern of .parquet files (shards), not other patterns (read from the "
-        f"rootdir, {tmp_path}); load the files in code: {load}"
-    )
     assert error("data") == (
-        f"eval_data: data is a folder, not a file (read from the rootdir, {tmp_path}); name the "
-        f"file in it, or load the folder in code: {load}"
+        f"eval_data: data is a folder, not a file (read from the rootdir, {tmp_path}); name one "
+        f"file in it, or one split's shards with a pattern: data/p-*.csv"
     )
-    assert "pd.read_csv(f)" in error("data/*.csv")
+    assert error("data/test-*.json") == (
+        "eval_data: data/test-*.json is a pattern (0 files match it), and seqgate reads one "
+        "file, or a pattern of .jsonl, .csv or .parquet files (shards), not of .json files "
+        f"(read from the rootdir, {tmp_path}); load the files in code: seqgate_eval_data = "
+        "'pkg.module:callable' (for shards, one returning pd.concat(pd.read_json(f) for f in "
+        "sorted(glob.glob(...))): a DataFrame is read as its rows), or a "
+        "pytest_seqgate_load_dataset hook"
+    )
+    assert error("data/tset-*.jsonl") == (
+        f"eval_data: no file matches the pattern data/tset-*.jsonl (read from the rootdir, "
+        f"{tmp_path})"
+    )
 
 
 def test_git_lfs_pointers_are_named_as_such(factory_project: Path) -> None:
@@ -2081,7 +2137,7 @@ def test_a_pattern_of_parquet_shards_is_one_set(tmp_path: Path) -> None:
     )
     assert error("data") == (
         f"eval_data: data is a folder, not a file (read from the rootdir, {tmp_path}); name "
-        f"its .parquet files with a pattern, one split's shards: data/test-*.parquet"
+        f"one file in it, or one split's shards with a pattern: data/test-*.parquet"
     )
     parquet(data / "test-00009-of-00003.parquet", {"ids": [[1]], "label": [0]})
     assert error("data/test-*.parquet") == (

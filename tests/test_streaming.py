@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import re
 
 import pytest
 import torch
@@ -95,6 +96,45 @@ def test_a_streamed_parquet_file_reports_as_in_memory_and_names_rows(project):
     assert_lines(failed.stdout.str(), "  eval.parquet[*]  predicted ham, P(spam) *")
     result = project.run("--seqgate-streaming", "--seqgate-eval-data=bad.parquet")
     assert "bad.parquet[700]: this sequence (offset" in result.stdout.str() + result.stderr.str()
+
+
+def test_jsonl_shards_report_as_the_whole_file_and_name_records_by_shard(project):
+    """``--seqgate-eval-data=part-*.jsonl``, in memory and streamed: the report of
+    the one file the shards were cut from, but that every record is named by its
+    shard and its line there (a failed gate's examples, the findings), across
+    the shards' ends, one of a single line among them."""
+    records = rule_records(1001, missed={1: 70})[::-1]  # the missed ones in the last shard
+    lines = [json.dumps(r) + "\n" for r in records]
+    (project.path / "eval.jsonl").write_text("".join(lines))
+    cuts = [(0, 400), (400, 401), (401, 1001)]
+    for k, (start, stop) in enumerate(cuts):
+        (project.path / f"part-{k}.jsonl").write_text("".join(lines[start:stop]))
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        report="r.json",
+        batch_size="4",
+    )
+    project.test(TESTS)
+    failing = "--seqgate-gates=recall[spam] >= 0.9"
+    project.run(failing).assert_outcomes(passed=1, failed=1)
+    whole = json.loads((project.path / "r.json").read_text())
+    assert "eval.jsonl:" in json.dumps(whole["evaluations"][0]["gates"])  # examples are named
+
+    def as_whole(match: re.Match[str]) -> str:
+        return f"eval.jsonl:{cuts[int(match[1])][0] + int(match[2])}"
+
+    for mode in ("--seqgate-no-streaming", "--seqgate-streaming"):
+        result = project.run(mode, failing, "--seqgate-eval-data=part-*.jsonl")
+        result.assert_outcomes(passed=1, failed=1)
+        assert_lines(result.stdout.str(), "  part-2.jsonl:*  predicted ham, P(spam) *")
+        text = (project.path / "r.json").read_text()
+        assert "eval.jsonl" not in text
+        text = re.sub(
+            r"part-(\d)\.jsonl:(\d+)", as_whole, text.replace("part-*.jsonl", "eval.jsonl")
+        )
+        assert json.loads(text) == whole, mode
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval-only", "with-train"])

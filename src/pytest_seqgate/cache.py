@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from pytest_seqgate.config import Settings, is_import_path, parquet_shards
+from pytest_seqgate.config import Settings, data_shards, is_import_path
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -102,8 +102,8 @@ def _spec_digest(settings: Settings, name: str, digest: hashlib._Hash) -> None:
             _file_digest(Path(spec.origin), digest)
         return
     path = settings.resolve(name, value)
-    shards = parquet_shards(path)
-    if shards:  # a pattern of Parquet files: which files, and their bytes
+    shards = data_shards(path)
+    if shards:  # a pattern of shards: which files, and their bytes
         for shard in shards:
             digest.update(f"{shard.name};".encode())
             _file_digest(shard, digest)

@@ -409,7 +409,7 @@ class Settings:
         loaded, not here, so that loader hooks can take specs that are not files)."""
         value = getattr(self, name)
         path = self.resolve(name, value)
-        if name in ("eval_data", "train_data") and parquet_shards(path):
+        if name in ("eval_data", "train_data") and data_shards(path):
             return path  # a pattern of Parquet shards, read in name order as one set
         if name == "model" and pretrained_folder(path):
             return path  # a Hugging Face save_pretrained folder
@@ -438,27 +438,29 @@ class Settings:
             load_it = ""
             files = _matches(path) if pattern else []
             data = name in ("eval_data", "train_data")
-            if pattern and data and data_suffix(path) == ".parquet":
+            if pattern and data and data_suffix(path) in SHARD_SUFFIXES:
                 raise ConfigError(
                     f"{self.source(name)}: no file matches the pattern {value}{relative}"
                 )
             if pattern:
-                # Shards of another format (test-*.jsonl): the plugin reads one file.
+                # Shards of another format (test-*.json, *.pt): the plugin reads one file.
                 what = (
                     f"{value} is a pattern ({counted(len(files), 'file')} match it), and "
-                    f"seqgate reads one file, or a pattern of .parquet files (shards), not "
-                    f"other patterns"
+                    f"seqgate reads one file, or a pattern of .jsonl, .csv or .parquet files "
+                    f"(shards), not of {data_suffix(path) or 'other'} files"
                 )
             elif path.is_dir():
                 files = [p for p in path.iterdir() if p.is_file()]
-                if data and any(data_suffix(p) == ".parquet" for p in files):
-                    # The hub's layout (data/test-00000-of-00002.parquet): one split's
-                    # shards beside the others', named by a pattern, not the folder.
-                    first = min(p.name for p in files if data_suffix(p) == ".parquet")
-                    shards = f"{first.split('-')[0]}-*.parquet" if "-" in first else "*.parquet"
+                shardable = sorted(p for p in files if data_suffix(p) in SHARD_SUFFIXES)
+                if data and shardable:
+                    # The hub's layout (data/test-00000-of-00002.parquet), Spark's
+                    # (part-00000.jsonl): one split's shards, named by a pattern.
+                    first = shardable[0].name
+                    suffix = "".join(shardable[0].suffixes[-2 if first.endswith(".gz") else -1 :])
+                    shards = f"{first.split('-')[0]}-*{suffix}" if "-" in first else f"*{suffix}"
                     raise ConfigError(
-                        f"{self.source(name)}: {what}{relative}; name its .parquet files "
-                        f"with a pattern, one split's shards: {Path(value) / shards}"
+                        f"{self.source(name)}: {what}{relative}; name one file in it, or one "
+                        f"split's shards with a pattern: {Path(value) / shards}"
                     )
             if (path.is_dir() or pattern) and name in ("model", "eval_data", "train_data"):
                 # A Hugging Face save_pretrained or save_to_disk folder, or shards: the
@@ -724,11 +726,8 @@ def _saved_splits(path: Path) -> list[str]:
 
 
 # How pandas reads each data format, for the snippet that loads shards in code
-# (a pattern of .parquet shards is read as it is).
-_PANDAS_READERS = {
-    ".jsonl": "pd.read_json(f, lines=True)",
-    ".csv": "pd.read_csv(f)",
-}
+# (a pattern of .jsonl, .csv or .parquet shards is read as it is).
+_PANDAS_READERS = {".json": "pd.read_json(f)"}
 
 
 def _shards_hint(pattern: Path | None, files: list[Path]) -> str:
@@ -749,14 +748,27 @@ def is_pattern(path: Path) -> bool:
     return any(mark in str(path) for mark in "*?[") and not path.exists()
 
 
-def parquet_shards(path: Path) -> list[Path] | None:
-    """The Parquet files a pattern names (``data/test-*.parquet``: a split kept in
-    shards, as the Hugging Face hub keeps its Parquet files), in name order, as
-    ``load_dataset("parquet", data_files=...)`` reads them; None where ``path`` is
-    no pattern of ``.parquet`` files, or matches none."""
-    if not is_pattern(path) or data_suffix(path) != ".parquet":
+SHARD_SUFFIXES = (".jsonl", ".csv", ".parquet")
+
+
+def data_shards(path: Path) -> list[Path] | None:
+    """The files a pattern names (``data/test-*.parquet``, ``part-*.jsonl.gz``: a
+    split kept in shards, as the Hugging Face hub keeps its Parquet files and
+    Spark writes its output), in name order, as ``load_dataset(..., data_files=...)``
+    reads them; None where ``path`` is no pattern of .jsonl, .csv or .parquet
+    files, or matches none."""
+    if not is_pattern(path) or data_suffix(path) not in SHARD_SUFFIXES:
         return None
     return sorted(_matches(path)) or None
+
+
+def shard_name(pattern: Path, display: str, file: Path) -> str:
+    """A shard's name in messages: the pattern as it is shown (``display``), its
+    globbed part replaced by the file's (``data/test-*.jsonl`` names
+    ``data/test-00001.jsonl``, wherever in the path the pattern's marks are)."""
+    parts = pattern.parts
+    globbed = len(parts) - next(i for i, part in enumerate(parts) if set(part) & set("*?["))
+    return str(Path(*Path(display).parts[:-globbed], *file.parts[-globbed:]))
 
 
 def _matches(pattern: Path) -> list[Path]:

@@ -7,6 +7,7 @@ over the flat tensor instead of a Python loop per sequence.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -49,6 +50,10 @@ class SequenceData:
     #: (``source:16``): a sample or a streamed chunk of a set named by row keeps
     #: the names its records have in the whole set.
     by_row: bool = False
+    #: A set read from several files (a pattern of shards): each file's name and
+    #: the number its lines were shifted by, so that each record is named by its
+    #: file and line there (``data/test-00001.jsonl:12``), not by the pattern.
+    parts: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         """A set built by hand (a ``seqgate_eval_data`` fixture, a script) takes
@@ -249,7 +254,12 @@ class SequenceData:
 
     def record(self, index: int) -> str:
         """Where sample ``index`` came from, as ``file:line`` (or ``source[index]``)."""
-        return record_location(self.source, self.line_numbers, index, self.by_row)
+        return self.names(index)
+
+    @property
+    def names(self) -> RecordNames:
+        """The names of the records, kept without the sequences (for a report)."""
+        return RecordNames(self.source, self.line_numbers, self.by_row, self.parts)
 
     @classmethod
     def from_sequences(
@@ -332,6 +342,7 @@ class SequenceData:
             # A set named by row names the sample's records by their rows in it.
             line_numbers=index.clone() if self.line_numbers is None else self.line_numbers[index],
             by_row=self.by_row or self.line_numbers is None,
+            parts=self.parts,
             metadata={k: [v[i] for i in index.tolist()] for k, v in self.metadata.items()},
         )
 
@@ -427,16 +438,34 @@ def hash_tables(max_length: int) -> tuple[Tensor, Tensor]:
     return weights, table + torch.arange(table.numel()) * _LENGTH_MIX
 
 
-def record_location(
-    source: str, line_numbers: Tensor | None, index: int, by_row: bool = False
+@dataclass(frozen=True)
+class RecordNames:
+    """Where each sample of a set came from: ``file:line`` where the lines are
+    known (``shard:line`` in a set of several files), else ``source[row]``: its
+    row (``by_row``), or its index where the set is the whole of its source."""
+
+    source: str = "<memory>"
+    line_numbers: Tensor | None = None
+    by_row: bool = False
+    parts: tuple[tuple[str, int], ...] = ()
+
+    def __call__(self, index: int) -> str:
+        if self.line_numbers is None:
+            return f"{self.source}[{index}]"
+        return locate(self.source, int(self.line_numbers[index]), self.by_row, self.parts)
+
+
+def locate(
+    source: str, number: int, by_row: bool = False, parts: Sequence[tuple[str, int]] = ()
 ) -> str:
-    """``file:line`` of sample ``index`` when the lines are known, else ``source[row]``:
-    its row (``by_row``), or its index where the set is the whole of its source."""
-    if line_numbers is None:
-        return f"{source}[{index}]"
-    if by_row:
-        return f"{source}[{int(line_numbers[index])}]"
-    return f"{source}:{int(line_numbers[index])}"
+    """A record's name from its line (or row) ``number`` in ``source``; in a set of
+    several files (``parts``), lines counted on across them: the file it is in,
+    the last whose shift is below it, and its line there."""
+    if parts:
+        shifts = [shift for _name, shift in parts]
+        source, shift = parts[max(bisect.bisect_left(shifts, number) - 1, 0)]
+        number -= shift
+    return f"{source}[{number}]" if by_row else f"{source}:{number}"
 
 
 def hash_padded(inputs: Tensor, weights: Tensor, out: Tensor | None = None) -> Tensor:

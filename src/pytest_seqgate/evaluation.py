@@ -24,7 +24,7 @@ from pytest_seqgate.batching import padded_sample
 from pytest_seqgate.cache import PredictionSource
 from pytest_seqgate.config import Settings
 from pytest_seqgate.curves import Ranking, expected_calibration_error, ranking
-from pytest_seqgate.data import SequenceData, record_location
+from pytest_seqgate.data import RecordNames, SequenceData
 from pytest_seqgate.diagnostics import (
     Finding,
     SliceResult,
@@ -241,9 +241,7 @@ class Evaluation:
     slices: list[SliceResult] = field(default_factory=list)
     comparison: Comparison | None = None
     # Where each sample came from, for the examples a failed gate shows.
-    record_source: str = ""
-    record_lines: Tensor | None = None
-    record_by_row: bool = False
+    record_names: RecordNames = field(default_factory=RecordNames)
 
     def __repr__(self) -> str:
         # pytest prints a failing test's arguments: the fields' tensors made the
@@ -284,9 +282,7 @@ class Evaluation:
         for i in rows.tolist():
             true, guess = int(self.targets[i]), int(predicted[i])
             example: dict[str, Any] = {
-                "record": record_location(
-                    self.record_source, self.record_lines, i, self.record_by_row
-                ),
+                "record": self.record_names(i),
                 "true": self.labels[true],
                 "predicted": self.labels[guess],
             }
@@ -725,9 +721,7 @@ def _evaluate(
         evaluation.device_note = "auto: no CUDA device, ran on the CPU"
     evaluation.lengths = eval_data.lengths
     evaluation.metadata = eval_data.metadata
-    evaluation.record_source = eval_data.source
-    evaluation.record_lines = eval_data.line_numbers
-    evaluation.record_by_row = eval_data.by_row
+    evaluation.record_names = eval_data.names
     # Labels in the wrong order make every other number wrong: said first.
     evaluation.findings.extend(traded_labels(metrics, labels))
     evaluation.findings.extend(accuracy_paradox(metrics, labels, settings.recall_floor))

@@ -34,12 +34,13 @@ from torch import Tensor, nn
 from pytest_seqgate.config import (
     ARROW_SUFFIXES,
     Settings,
+    data_shards,
     data_suffix,
     is_import_path,
-    parquet_shards,
+    shard_name,
     table_set,
 )
-from pytest_seqgate.data import BATCH_OF_ONE, SequenceData
+from pytest_seqgate.data import BATCH_OF_ONE, SequenceData, locate
 from pytest_seqgate.diagnostics import spelt
 from pytest_seqgate.exceptions import (
     ConfigError,
@@ -896,9 +897,11 @@ class _Builder:
         #: "indexes"), once the labels said: a streamed file's later chunks read
         #: theirs the same way, whatever the labels of each chunk.
         self.numbers_read: str | None = None
+        #: The files of a set read from a pattern of shards (see SequenceData.parts).
+        self.parts: list[tuple[str, int]] = []
 
     def where(self, line: int) -> str:
-        return f"{self.source}[{line}]" if self.indexed else f"{self.source}:{line}"
+        return locate(self.source, line, self.indexed, self.parts)
 
     def add(self, record: Any, line: int) -> None:
         if not isinstance(record, dict):
@@ -1239,6 +1242,7 @@ class _Builder:
                 else torch.tensor(self.lines, dtype=torch.int64)
             ),
             by_row=self.indexed,
+            parts=tuple(self.parts),
             metadata=self.metadata,
         )
 
@@ -1486,7 +1490,7 @@ def read_jsonl(
     """One JSON object per line; blank lines are skipped."""
     name = display or str(path)
     builder = _Builder(name, labels, tokenizer, column_of=column_of)
-    for number, record in iter_jsonl(path, name):
+    for number, record in _sharded(path, name, builder.parts, iter_jsonl):
         builder.add(record, number)
     return builder.build()
 
@@ -1574,13 +1578,15 @@ def stream_jsonl(
     """The records of a .jsonl file as consecutive SequenceData chunks of ``chunk`` records:
     memory holds one chunk, not the file."""
     builder = _Builder(display, labels, tokenizer, column_of=column_of)
-    for number, record in iter_jsonl(path, display):
+    parts = builder.parts  # one list for every chunk: the shards read so far
+    for number, record in _sharded(path, display, parts, iter_jsonl):
         builder.add(record, number)
         if len(builder.lengths) >= chunk:
             yield builder.build()
             read = builder.numbers_read
             builder = _Builder(display, labels, tokenizer, column_of=column_of)
             builder.numbers_read = read
+            builder.parts = parts
     if builder.lengths:
         yield builder.build()
 
@@ -1611,10 +1617,40 @@ def read_csv(
     (a JSON list of vectors); other columns are metadata. Separated by commas, or
     by semicolons or tabs where the header says so (:func:`_delimiter`)."""
     name = display or str(path)
+    builder = _Builder(name, labels, tokenizer)
+    for line, record in _sharded(path, name, builder.parts, _csv_records, labels, column_of):
+        builder.add(record, line)
+    return builder.build()
+
+
+def _sharded(
+    path: Path, name: str, parts: list[tuple[str, int]], records: Any, *args: Any
+) -> Iterator[tuple[int, Any]]:
+    """(line, record) of each record of a file, or of a pattern's shards in name
+    order (``records(file, name, *args)`` reads one file), lines counted on across
+    the shards: each shard's name and the lines before it are appended to
+    ``parts``, which then name a record by its shard and its line there."""
+    shards = data_shards(path)
+    if not shards:
+        yield from records(path, name, *args)
+        return
+    shift = 0
+    for file in shards:
+        shown = shard_name(path, name, file)
+        parts.append((shown, shift))
+        number = 0
+        for number, record in records(file, shown, *args):
+            yield shift + number, record
+        shift += number  # the last record's line: the next shard's lines come after
+
+
+def _csv_records(
+    path: Path, name: str, labels: tuple[str, ...] | None, column_of: Mapping[str, str] | None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, record) of each row of one CSV file, its fields parsed."""
     # Classes named by numbers: a field's "0" is no index beside the names "1" to
     # "5" (the builder reads number labels against the names, and says so).
     numbered = labels is not None and named_by_numbers(labels)
-    builder = _Builder(name, labels, tokenizer)
     text = "".join(line + "\n" for _, line in _lines(path, name))
     # strict: an unclosed quote is an error, not a field that swallows the records
     # after it (the csv module's default).
@@ -1689,8 +1725,7 @@ def read_csv(
                 f"{name}:{line}: 'tokens' (and 'attention_mask') must be space-separated "
                 f"integers or a JSON list of them, and 'features' a JSON list of vectors"
             ) from None
-        builder.add(record, line)
-    return builder.build()
+        yield line, record
 
 
 def label_column(columns: Iterable[str], column_of: Mapping[str, str] | None) -> str:
@@ -1839,7 +1874,7 @@ def _parquet_files(
     """Each file of a Parquet set (the file, or a pattern's shards in name order) as
     (its name for messages, the opened file, its ClassLabel names). A shard whose
     columns differ from the first's is an error naming both."""
-    shards = parquet_shards(path)
+    shards = data_shards(path)
     first = None
     for file in shards or [path]:
         shown = f"{name} ({file.name})" if shards else name

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from pytest_seqgate.batching import padded_sample
 from pytest_seqgate.cache import PredictionSource
-from pytest_seqgate.config import Settings, table_set
+from pytest_seqgate.config import Settings, data_shards, shard_name, table_set
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import require_key
 from pytest_seqgate.exceptions import ConfigError
@@ -68,8 +68,12 @@ def count_records(path: Path, name: str) -> int:
 
     if table_set(path):
         return count_rows(path, name)
-    with open_data(path, name) as handle:
-        return sum(1 for line in handle if line.strip())
+    total = 0
+    shards = data_shards(path)
+    for file in shards or [path]:
+        with open_data(file, shard_name(path, name, file) if shards else name) as handle:
+            total += sum(1 for line in handle if line.strip())
+    return total
 
 
 def stream_eval(
@@ -136,6 +140,7 @@ def _stream_columns(
     outputs = settings.outputs
     by_row = table_set(path)
     stream = stream_table if by_row else stream_jsonl
+    parts: tuple[tuple[str, int], ...] = ()
     for chunk in stream(
         path,
         settings.labels,
@@ -145,6 +150,7 @@ def _stream_columns(
         settings.column_of,
     ):
         kind = chunk.kind
+        parts = chunk.parts  # the shards read so far (a pattern of .jsonl files)
         width = chunk.values.shape[1] if chunk.values.dim() == 2 else 0
         p = predict(
             model,
@@ -204,6 +210,7 @@ def _stream_columns(
         batch_size=batch_size,
         outputs=outputs,
         by_row=by_row,
+        parts=list(parts),
     )
     if "scores" not in stored:
         stored["scores"] = torch.zeros(offset, 0)
@@ -232,6 +239,7 @@ def _from_columns(
         source=settings.display(settings.existing("eval_data")),
         line_numbers=stored["lines"].to(torch.int64),
         by_row=bool(stored.get("by_row", False)),
+        parts=tuple(tuple(part) for part in stored.get("parts", ())),
         metadata=stored["metadata"],
     )
     parts = {
