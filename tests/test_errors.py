@@ -93,8 +93,8 @@ def configured_project(project, gates="min_accuracy=0.5", **ini):
             "min_accuracy=0.5",
             {"eval_data": "eval.txt"},
             "seqgate: seqgate_eval_data in pytest.ini: cannot read eval.txt: the suffix must "
-            "be .jsonl, .json, .csv, .parquet, .arrow or .pt (.jsonl.gz, .json.gz and .csv.gz "
-            "are read too), or give a 'pkg.module:callable' returning a Dataset",
+            "be .jsonl, .json, .csv, .tsv (each gzipped too: .jsonl.gz), .parquet, .arrow or "
+            ".pt, or give a 'pkg.module:callable' returning a Dataset",
         ),
         (
             "min_accuracy=0.5",

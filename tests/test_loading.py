@@ -396,7 +396,7 @@ def test_gzipped_jsonl_and_csv_read_as_the_plain_files(tmp_path: Path) -> None:
         assert str(info.value).startswith(f"{name}.jsonl.gz: cannot decompress it ({reason}")
     write(tmp_path / "m.pt.gz", b"")
     with pytest.raises(
-        ConfigError, match=r"the suffix must be .jsonl, .json, .csv, .parquet, .arrow or .pt \("
+        ConfigError, match=r"the suffix must be .jsonl, .json, .csv, .tsv \(each gzipped too"
     ):
         load_dataset(Settings.from_dict(tmp_path, eval_data="m.pt.gz"), "eval_data")
 
@@ -503,6 +503,51 @@ def test_csv_separated_by_semicolons_or_tabs_is_read_by_its_header(tmp_path: Pat
     )
     # A header of one column with a ';' in its name stays one column.
     assert "but are ['label;body']" in csv_error(tmp_path, "y.csv", "label;body\nspam;hi\n")
+
+
+def test_tsv_files_read_quoted_as_pandas_writes_them_or_unquoted_as_glue(
+    tmp_path: Path,
+) -> None:
+    """A .tsv (GLUE's ``train.tsv``: ``sentence<TAB>label``) was refused for its
+    suffix. It is read tab-separated whatever its header holds (a comma in a
+    column's name), quoted as pandas' ``to_csv(sep="\\t")`` quotes, or unquoted as
+    GLUE writes it, where a quote is text; gzipped and in shards too."""
+    pd = pytest.importorskip("pandas")
+    texts = ['he said "hi"', "tab\tinside", "plain, with a comma"]
+    written = tmp_path / "pandas.tsv"
+    pd.DataFrame({"text": texts, "label": ["ham", "spam", "ham"]}).to_csv(
+        written, sep="\t", index=False
+    )
+    seen: list[str] = []
+
+    def tokenizer(text: str) -> list[int]:
+        seen.append(text)
+        return [len(word) for word in text.split()]
+
+    data = read_csv(written, tokenizer=tokenizer, display="pandas.tsv")
+    assert seen == texts and data.labels.tolist() == [0, 1, 0]
+    assert data.record(1) == "pandas.tsv:3"
+    glue = 'sentence\tlabel\n" the film is good \t1\nit \'s " funny\t1\na dull , lifeless mess\t0\n'
+    write(tmp_path / "train.tsv", glue)
+    write(tmp_path / "train-0.tsv.gz", gzip.compress(glue.encode()))
+    for name in ("train.tsv", "train-0.tsv.gz", "train-*.tsv.gz"):
+        seen.clear()
+        settings = Settings.from_dict(
+            tmp_path, eval_data=name, columns="text=sentence", labels="0,1"
+        )
+        data = _read_dataset_with(settings, tokenizer)
+        assert seen == ['" the film is good ', "it 's \" funny", "a dull , lifeless mess"], name
+        assert data.labels.tolist() == [1, 1, 0]
+    assert data.record(2) == "train-0.tsv.gz:4"
+    # A header of one name holding a comma is still split on its tabs.
+    comma = read_csv(write(tmp_path / "c.tsv", "label\ttokens\tnote, free\nspam\t1 2\tx\n"))
+    assert comma.metadata["note, free"] == ["x"]
+
+
+def _read_dataset_with(settings: Settings, tokenizer: Callable[[str], list[int]]) -> SequenceData:
+    from pytest_seqgate import loading
+
+    return loading._read_dataset(settings, "eval_data", settings.eval_data or "", tokenizer)
 
 
 def test_csv_quoting_is_strict(tmp_path: Path) -> None:
@@ -1649,7 +1694,7 @@ def test_shards_of_jsonl_and_csv_are_one_set_named_by_shard_and_line(tmp_path: P
     )
     assert error("data/test-*.json") == (
         "eval_data: data/test-*.json is a pattern (0 files match it), and seqgate reads one "
-        "file, or a pattern of .jsonl, .csv or .parquet files (shards), not of .json files "
+        "file, or a pattern of .jsonl, .csv, .tsv or .parquet files (shards), not of .json files "
         f"(read from the rootdir, {tmp_path}); load the files in code: seqgate_eval_data = "
         "'pkg.module:callable' (for shards, one returning pd.concat(pd.read_json(f) for f in "
         "sorted(glob.glob(...))): a DataFrame is read as its rows), or a "

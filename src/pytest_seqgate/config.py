@@ -94,8 +94,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "eval_data",
-        "evaluation set: .jsonl, .json, .csv (or gzipped), .parquet (or a pattern of "
-        "shards), .arrow, .pt, or pkg.module:callable",
+        "evaluation set: .jsonl, .json, .csv, .tsv (or gzipped), .parquet, a pattern of "
+        "shards, .arrow, .pt, or pkg.module:callable",
     ),
     Option("train_data", "training set (same forms); enables the train/test gap and leakage"),
     Option(
@@ -446,7 +446,7 @@ class Settings:
                 # Shards of another format (test-*.json, *.pt): the plugin reads one file.
                 what = (
                     f"{value} is a pattern ({counted(len(files), 'file')} match it), and "
-                    f"seqgate reads one file, or a pattern of .jsonl, .csv or .parquet files "
+                    f"seqgate reads one file, or a pattern of .jsonl, .csv, .tsv or .parquet files "
                     f"(shards), not of {data_suffix(path) or 'other'} files"
                 )
             elif path.is_dir():
@@ -726,7 +726,7 @@ def _saved_splits(path: Path) -> list[str]:
 
 
 # How pandas reads each data format, for the snippet that loads shards in code
-# (a pattern of .jsonl, .csv or .parquet shards is read as it is).
+# (a pattern of .jsonl, .csv, .tsv or .parquet shards is read as it is).
 _PANDAS_READERS = {".json": "pd.read_json(f)"}
 
 
@@ -748,14 +748,14 @@ def is_pattern(path: Path) -> bool:
     return any(mark in str(path) for mark in "*?[") and not path.exists()
 
 
-SHARD_SUFFIXES = (".jsonl", ".csv", ".parquet")
+SHARD_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet")
 
 
 def data_shards(path: Path) -> list[Path] | None:
     """The files a pattern names (``data/test-*.parquet``, ``part-*.jsonl.gz``: a
     split kept in shards, as the Hugging Face hub keeps its Parquet files and
     Spark writes its output), in name order, as ``load_dataset(..., data_files=...)``
-    reads them; None where ``path`` is no pattern of .jsonl, .csv or .parquet
+    reads them; None where ``path`` is no pattern of .jsonl, .csv, .tsv or .parquet
     files, or matches none."""
     if not is_pattern(path) or data_suffix(path) not in SHARD_SUFFIXES:
         return None
@@ -788,7 +788,7 @@ def data_suffix(path: Path) -> str:
     if (
         len(suffixes) >= 2
         and suffix == ".gz"
-        and suffixes[-2] in (".jsonl", ".ndjson", ".json", ".csv")
+        and suffixes[-2] in (".jsonl", ".ndjson", ".json", ".csv", ".tsv")
     ):
         suffix = suffixes[-2]
     return ".jsonl" if suffix == ".ndjson" else suffix

@@ -1366,7 +1366,7 @@ def _read_dataset(
         data = read_jsonl(path, settings.labels, tokenizer, settings.display(path), column_of)
     elif suffix == ".json":
         data = read_json(path, settings.labels, tokenizer, settings.display(path), column_of)
-    elif suffix == ".csv":
+    elif suffix in (".csv", ".tsv"):
         data = read_csv(path, settings.labels, tokenizer, settings.display(path), column_of)
     elif suffix == ".pt":
         data = read_pt(path, settings.labels, settings.display(path))
@@ -1378,8 +1378,8 @@ def _read_dataset(
         return data
     raise ConfigError(
         f"{setting}: cannot read {settings.display(path)}: the suffix must be .jsonl, .json, "
-        f".csv, .parquet, .arrow or .pt (.jsonl.gz, .json.gz and .csv.gz are read too), or "
-        f"give a 'pkg.module:callable' returning a Dataset"
+        f".csv, .tsv (each gzipped too: .jsonl.gz), .parquet, .arrow or .pt, or give a "
+        f"'pkg.module:callable' returning a Dataset"
     )
 
 
@@ -1644,6 +1644,17 @@ def _sharded(
         shift += number  # the last record's line: the next shard's lines come after
 
 
+def _quoted_fields_parse(text: str) -> bool:
+    """Whether a .tsv file's quotes are quoting, as a CSV writer puts them (the
+    whole file parses so), rather than text in unquoted fields."""
+    try:
+        for _row in csv.reader(io.StringIO(text), delimiter="\t", strict=True):
+            pass
+    except csv.Error:
+        return False
+    return True
+
+
 def _csv_records(
     path: Path, name: str, labels: tuple[str, ...] | None, column_of: Mapping[str, str] | None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -1654,9 +1665,18 @@ def _csv_records(
     text = "".join(line + "\n" for _, line in _lines(path, name))
     # strict: an unclosed quote is an error, not a field that swallows the records
     # after it (the csv module's default).
-    mark = _delimiter(text, column_of or {})
+    tsv = data_suffix(path) == ".tsv"
+    mark = "\t" if tsv else _delimiter(text, column_of or {})
     separator = {",": "a comma", ";": "a semicolon", "\t": "a tab"}[mark]
-    reader = csv.DictReader(io.StringIO(text), strict=True, delimiter=mark)
+    # A .tsv as GLUE's are written, unquoted: a quote is text ('" the film'), where
+    # pandas' to_csv(sep="\t") would have quoted the field.
+    unquoted = tsv and not _quoted_fields_parse(text)
+    reader = csv.DictReader(
+        io.StringIO(text),
+        strict=True,
+        delimiter=mark,
+        quoting=csv.QUOTE_NONE if unquoted else csv.QUOTE_MINIMAL,
+    )
     try:
         given = reader.fieldnames or []
     except csv.Error as exc:
