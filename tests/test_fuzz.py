@@ -4,6 +4,7 @@ metrics are invariant to sample order and merge by adding confusion matrices."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -16,7 +17,7 @@ from pytest_seqgate.config import OPTIONS, Settings
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.exceptions import SeqgateError
 from pytest_seqgate.gates import KNOWN_KEYS, parse_gates
-from pytest_seqgate.loading import read_csv, read_jsonl, read_pt
+from pytest_seqgate.loading import load_dataset, read_csv, read_json, read_jsonl, read_pt
 from pytest_seqgate.metrics import compute_metrics, confusion_matrix
 
 json_values = st.recursive(
@@ -39,7 +40,8 @@ def _load(suffix: str, content: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"data{suffix}"
         path.write_bytes(content)
-        reader = {".jsonl": read_jsonl, ".csv": read_csv, ".pt": read_pt}[suffix]
+        readers = {".jsonl": read_jsonl, ".json": read_json, ".csv": read_csv, ".tsv": read_csv}
+        reader = {**readers, ".pt": read_pt}[suffix]
         try:
             data = reader(path)
         except SeqgateError:
@@ -50,7 +52,7 @@ def _load(suffix: str, content: bytes) -> None:
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=300), st.sampled_from([".jsonl", ".csv", ".pt"]))
+@given(st.binary(max_size=300), st.sampled_from([".jsonl", ".json", ".csv", ".tsv", ".pt"]))
 def test_random_bytes_never_crash_loaders(content: bytes, suffix: str) -> None:
     _load(suffix, content)
 
@@ -229,3 +231,45 @@ def test_random_records_and_mappings_never_crash(record, column_of) -> None:
 
     with contextlib.suppress(SeqgateError):
         from_dataset([record], "d", None, column_of=column_of)
+
+
+good_lines = st.lists(
+    st.one_of(
+        st.just(""),  # a blank line, skipped, but counted in the names of those after it
+        st.builds(
+            lambda tokens, label: json.dumps({"tokens": tokens, "label": label}),
+            st.lists(st.integers(0, 50), min_size=1, max_size=4),
+            st.sampled_from(["ham", "spam"]),
+        ),
+    ),
+    min_size=1,
+    max_size=12,
+).filter(lambda lines: any(lines))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(good_lines, st.lists(st.integers(0, 12), max_size=4))
+def test_shards_read_as_the_file_they_were_cut_from(lines: list[str], cuts: list[int]) -> None:
+    """A .jsonl file cut into shards anywhere (a shard of blank lines only, or
+    none, among them) reads as the file: the same sequences and labels, and each
+    record named by its shard and its line there, which is its line in the file
+    less the lines of the shards before it."""
+    bounds = sorted({0, len(lines), *(min(c, len(lines)) for c in cuts)})
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "whole.jsonl").write_text("".join(line + "\n" for line in lines))
+        for k, (start, stop) in enumerate(itertools.pairwise(bounds)):
+            shard = "".join(line + "\n" for line in lines[start:stop])
+            (folder / f"part-{k:02d}.jsonl").write_text(shard)
+        labels = "ham,spam"
+        whole = load_dataset(
+            Settings.from_dict(folder, eval_data="whole.jsonl", labels=labels), "eval_data"
+        )
+        shards = load_dataset(
+            Settings.from_dict(folder, eval_data="part-*.jsonl", labels=labels), "eval_data"
+        )
+    assert torch.equal(whole.values, shards.values) and torch.equal(whole.labels, shards.labels)
+    for index in range(len(whole)):
+        line = int(whole.line_numbers[index])  # 1-based, in the whole file
+        k = max(i for i, start in enumerate(bounds[:-1]) if start < line)
+        assert shards.record(index) == f"part-{k:02d}.jsonl:{line - bounds[k]}"
