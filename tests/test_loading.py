@@ -1151,8 +1151,8 @@ def test_a_tokenizer_json_file_is_a_tokenizer(
         ),
         (
             "tok.txt",
-            "tokenizer: expected an import path like 'pkg.module:callable', or a "
-            "tokenizer.json file, but got 'tok.txt'",
+            "tokenizer: expected an import path like 'pkg.module:callable', a "
+            "tokenizer.json file or a SentencePiece .model file, but got 'tok.txt'",
         ),
     ):
         with pytest.raises(ConfigError) as info:
@@ -1164,6 +1164,57 @@ def test_a_tokenizer_json_file_is_a_tokenizer(
     assert str(info.value) == (
         "tokenizer: reading tokenizer.json needs the tokenizers package, which is not "
         "installed: pip install tokenizers"
+    )
+
+
+def test_a_sentencepiece_model_file_is_a_tokenizer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``seqgate_tokenizer = "spm.model"``, the file SentencePiece trains (and that
+    T5 and ALBERT keep as ``spiece.model``), was "expected an import path". It is
+    read with sentencepiece: the ids ``sp.encode(text)`` gives, no BOS or EOS
+    added; a file that is no model, or a missing package, is named."""
+    if importlib.util.find_spec("sentencepiece") is None:
+        pytest.skip("needs sentencepiece (a test dependency)")
+    import io
+
+    import sentencepiece as spm
+
+    from pytest_seqgate.loading import configured_tokenizer
+
+    model = io.BytesIO()
+    words = ["win money now", "see you at noon", "free prize inside", "lunch at noon"]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(words * 20),
+        model_writer=model,
+        vocab_size=30,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        model_type="word",
+    )
+    (tmp_path / "spm.model").write_bytes(model.getvalue())
+    processor = spm.SentencePieceProcessor(model_file=str(tmp_path / "spm.model"))
+    write(
+        tmp_path / "t.jsonl",
+        jsonl({"text": "win money now", "label": 1}, {"text": "lunch at noon", "label": 0}),
+    )
+    settings = Settings.from_dict(tmp_path, eval_data="t.jsonl", tokenizer="spm.model")
+    data = load_dataset(settings, "eval_data")
+    assert data[0][0].tolist() == processor.encode("win money now")
+    assert data[1][0].tolist() == processor.encode("lunch at noon")
+    assert len(data[0][0]) == 3  # one id a word: no BOS or EOS added
+    write(tmp_path / "bad.model", "not a model")
+    with pytest.raises(ConfigError) as info:
+        configured_tokenizer(Settings.from_dict(tmp_path, tokenizer="bad.model"))
+    assert str(info.value).startswith(
+        "tokenizer: bad.model is not a SentencePiece model sentencepiece reads ("
+    )
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)
+    with pytest.raises(ConfigError) as info:
+        configured_tokenizer(settings)
+    assert str(info.value) == (
+        "tokenizer: reading spm.model needs the sentencepiece package, which is not "
+        "installed: pip install sentencepiece"
     )
 
 

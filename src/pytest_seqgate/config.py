@@ -109,8 +109,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "tokenizer",
-        "pkg.module:callable mapping a text to token ids, an object with .encode(text), or "
-        "a tokenizer.json file",
+        "pkg.module:callable mapping a text to token ids, an object with .encode(text), a "
+        "tokenizer.json file, or a SentencePiece .model file",
     ),
     Option("device", "auto (default), cpu, cuda, cuda:N or mps", default="auto"),
     Option("batch_size", "sequences per batch (default 64)", "int", 64),
@@ -617,11 +617,15 @@ class Settings:
             value = getattr(self, name)
             if value is None or IMPORT_PATH.match(value):
                 continue
-            if name == "tokenizer" and value.lower().endswith(".json"):
-                continue  # the tokenizers library's file, as save_pretrained writes it
+            if name == "tokenizer" and value.lower().endswith(TOKENIZER_SUFFIXES):
+                continue  # a tokenizer.json (as save_pretrained writes it), a SentencePiece model
             raise ConfigError(
                 f"{self.source(name)}: expected an import path like 'pkg.module:callable'"
-                + (", or a tokenizer.json file" if name == "tokenizer" else "")
+                + (
+                    ", a tokenizer.json file or a SentencePiece .model file"
+                    if name == "tokenizer"
+                    else ""
+                )
                 + f", but got {value!r}"
             )
         if self.model_factory is not None and self.model is not None and is_import_path(self.model):
@@ -706,6 +710,8 @@ def saved_dataset(path: Path) -> bool:
 
 
 ARROW_SUFFIXES = (".arrow", ".feather")
+# The tokenizer files seqgate_tokenizer reads: the tokenizers library's, SentencePiece's.
+TOKENIZER_SUFFIXES = (".json", ".model")
 TABLE_SUFFIXES = (".parquet", *ARROW_SUFFIXES)
 
 

@@ -1303,7 +1303,10 @@ def _tokenizer_file(path: Path, setting: str, shown: str) -> Callable[[str], Seq
     Hugging Face tokenizer's save_pretrained writes beside its model): the ids a
     fast tokenizer gives, special tokens included. Padding saved in the file is
     turned off: seqgate pads each batch itself, and a set padded before it came
-    would have every length wrong."""
+    would have every length wrong. A SentencePiece ``.model`` file: see
+    :func:`_sentencepiece`."""
+    if path.suffix.lower() == ".model":
+        return _sentencepiece(path, setting, shown)
     try:
         from tokenizers import Tokenizer
     except ImportError:
@@ -1320,6 +1323,27 @@ def _tokenizer_file(path: Path, setting: str, shown: str) -> Callable[[str], Seq
         ) from None
     tokenizer.no_padding()
     return cast("Callable[[str], Sequence[int]]", tokenizer.encode)
+
+
+def _sentencepiece(path: Path, setting: str, shown: str) -> Callable[[str], Sequence[int]]:
+    """The ``encode`` of a SentencePiece model (``spm.model``, ``spiece.model``): the
+    ids ``sp.encode(text)`` gives, with no BOS or EOS added, as a model trained on
+    them saw them (a model that needs them takes a callable that adds them)."""
+    try:
+        import sentencepiece
+    except ImportError:
+        raise ConfigError(
+            f"{setting}: reading {shown} needs the sentencepiece package, which is not "
+            f"installed: pip install sentencepiece"
+        ) from None
+    try:
+        processor = sentencepiece.SentencePieceProcessor(model_file=str(path))
+    except Exception as exc:  # sentencepiece raises OSError or RuntimeError for a bad file
+        raise ConfigError(
+            f"{setting}: {shown} is not a SentencePiece model sentencepiece reads "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+    return cast("Callable[[str], Sequence[int]]", processor.encode)
 
 
 def load_dataset(settings: Settings, role: str) -> SequenceData:
