@@ -31,7 +31,7 @@ from pytest_seqgate.loading import (
     read_jsonl,
     read_pt,
     read_table,
-    stream_jsonl,
+    stream_records,
 )
 
 
@@ -278,7 +278,7 @@ def test_number_labels_of_classes_named_by_numbers(tmp_path: Path) -> None:
     stars = ("1", "2", "3", "4", "5")
     for values, read in (([5, 1, 1, 2], [4, 0, 0, 1]), ([0, 1, 1, 2], [0, 1, 1, 2])):
         path = write(tmp_path / "s.jsonl", jsonl(*({"tokens": [1], "label": v} for v in values)))
-        chunks = stream_jsonl(path, stars, None, "s.jsonl", 2)
+        chunks = stream_records(path, stars, None, "s.jsonl", 2)
         assert [x for c in chunks for x in c.labels.tolist()] == read, values
     # The same in a set built in code (a fixture's pairs of sequence and rating).
     data = from_dataset([([1, 2], 5), ([3], 2)], "ratings", ("1", "2", "3", "4", "5"))

@@ -14,7 +14,7 @@ from pytest_seqgate.config import Settings
 from pytest_seqgate.evaluation import evaluate
 from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.gates import NO_SCORES, check, parse_gates
-from pytest_seqgate.loading import load_dataset, stream_jsonl, stream_table
+from pytest_seqgate.loading import load_dataset, stream_records, stream_table
 from pytest_seqgate.report import render_json
 
 from conftest import assert_lines, rule_records
@@ -137,6 +137,47 @@ def test_jsonl_shards_report_as_the_whole_file_and_name_records_by_shard(project
         assert json.loads(text) == whole, mode
 
 
+def test_a_streamed_csv_reports_as_in_memory(project):
+    """A .csv eval set (and .tsv shards) streams a window at a time: the report of
+    the file read whole, records named by the line they start on, a quoted field
+    with a line break among them, and a bad row in a later chunk named by its line."""
+    records = rule_records(1001, missed={1: 70})[::-1]
+    notes = ["x"] * len(records)
+    notes[600] = '"two\nlines"'
+    rows = [
+        f"{' '.join(map(str, r['tokens']))},{r['label']},{note}\n"
+        for r, note in zip(records, notes, strict=True)
+    ]
+    (project.path / "eval.csv").write_text("tokens,label,note\n" + "".join(rows))
+    bad = rows[:]
+    bad[800] = "1 x,spam,x\n"
+    (project.path / "bad.csv").write_text("tokens,label,note\n" + "".join(bad))
+    for k, (start, stop) in enumerate([(0, 500), (500, 1001)]):
+        tsv = "".join(row.replace(",", "\t") for row in rows[start:stop])
+        (project.path / f"part-{k}.tsv").write_text("tokens\tlabel\tnote\n" + tsv)
+    project.ini(
+        model="models:first_token",
+        eval_data="eval.csv",
+        labels=["ham", "spam"],
+        report="r.json",
+        batch_size="4",
+    )
+    project.test(TESTS)
+    failing = "--seqgate-gates=recall[spam] >= 0.9"
+    for data in ("eval.csv", "part-*.tsv"):
+        project.run(failing, f"--seqgate-eval-data={data}").assert_outcomes(passed=1, failed=1)
+        in_memory = json.loads((project.path / "r.json").read_text())
+        result = project.run("--seqgate-streaming", failing, f"--seqgate-eval-data={data}")
+        result.assert_outcomes(passed=1, failed=1)
+        assert json.loads((project.path / "r.json").read_text()) == in_memory, data
+    # The line after the two-line record (record 601 starts on line 603).
+    assert_lines(result.stdout.str(), "  part-1.tsv:*  predicted ham, P(spam) *")
+    result = project.run("--seqgate-streaming", "--seqgate-eval-data=bad.csv")
+    assert "bad.csv:803: 'tokens' (and 'attention_mask') must be" in (
+        result.stdout.str() + result.stderr.str()
+    )
+
+
 @pytest.mark.parametrize("train", [False, True], ids=["eval-only", "with-train"])
 def test_streaming_report_equals_in_memory(project, train):
     project.data(rule_records(1001, missed={1: 70}))
@@ -167,24 +208,21 @@ def test_streaming_report_equals_in_memory(project, train):
 
 
 def test_a_set_that_cannot_be_streamed_is_a_usage_error(project):
-    """A .csv (or import-path) eval set, or one without seqgate_labels, with
+    """A .json (or import-path) eval set, or one without seqgate_labels, with
     streaming on failed every test at its setup (untested); it is known from the
     settings alone, so the run stops at collection with one line, exit 4."""
     records = rule_records(40)
     project.data(records)
-    (project.path / "eval.csv").write_text(
-        "tokens,label\n"
-        + "".join(f"{' '.join(map(str, r['tokens']))},{r['label']}\n" for r in records)
-    )
-    project.ini(model="models:first_token", eval_data="eval.csv", labels=["ham", "spam"])
+    (project.path / "eval.json").write_text(json.dumps(records))
+    project.ini(model="models:first_token", eval_data="eval.json", labels=["ham", "spam"])
     project.test(TESTS)
     result = project.run("--seqgate-streaming")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.stderr.str().splitlines() if "seqgate" in line]
     assert errors == [
-        "ERROR: seqgate: --seqgate-streaming: streaming reads a .jsonl (or .jsonl.gz), "
-        ".parquet or .arrow eval set (or a save_to_disk folder) a window at a time, but "
-        "seqgate_eval_data in pytest.ini is 'eval.csv'; convert it to .jsonl or .parquet, "
+        "ERROR: seqgate: --seqgate-streaming: streaming reads a .jsonl, .csv or .tsv (gzipped "
+        "too), .parquet or .arrow eval set (or a save_to_disk folder) a window at a time, but "
+        "seqgate_eval_data in pytest.ini is 'eval.json'; convert it to .jsonl or .parquet, "
         "or evaluate it in memory (--seqgate-no-streaming for one run)"
     ]
     project.run().assert_outcomes(passed=1)  # in memory, the same set is fine
@@ -201,7 +239,7 @@ def test_a_set_that_cannot_be_streamed_is_a_usage_error(project):
 def test_stream_chunks_cover_the_file(tmp_path):
     path = tmp_path / "e.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rule_records(103)))
-    chunks = list(stream_jsonl(path, ("ham", "spam"), None, "e.jsonl", 25))
+    chunks = list(stream_records(path, ("ham", "spam"), None, "e.jsonl", 25))
     assert [len(c) for c in chunks] == [25, 25, 25, 25, 3]
     assert int(chunks[-1].line_numbers[-1]) == 103
     # The same records as a .parquet file, a batch of rows at a time: the same
@@ -228,7 +266,7 @@ def test_stream_chunks_cover_the_file(tmp_path):
         )
     )
     column_of = {"tokens": "ids", "label": "category"}
-    again = list(stream_jsonl(renamed, ("ham", "spam"), None, "r.jsonl", 25, column_of))
+    again = list(stream_records(renamed, ("ham", "spam"), None, "r.jsonl", 25, column_of))
     for chunk, same in zip(chunks, again, strict=True):
         assert torch.equal(chunk.values, same.values)
         assert torch.equal(chunk.labels, same.labels)

@@ -644,14 +644,14 @@ class Settings:
             # (A conftest.py's eval set clears eval_data, and is evaluated in memory.)
             path = self.resolve("eval_data", self.eval_data)
             if is_import_path(self.eval_data) or not (
-                data_suffix(path) == ".jsonl" or table_set(path)
+                data_suffix(path) in (".jsonl", ".csv", ".tsv") or table_set(path)
             ):
                 raise ConfigError(
-                    f"{self.source('streaming')}: streaming reads a .jsonl (or .jsonl.gz), "
-                    f".parquet or .arrow eval set (or a save_to_disk folder) a window at a "
-                    f"time, but {self.source('eval_data')} is {self.eval_data!r}; convert it "
-                    f"to .jsonl or .parquet, or evaluate it in memory (--seqgate-no-streaming "
-                    f"for one run)"
+                    f"{self.source('streaming')}: streaming reads a .jsonl, .csv or .tsv "
+                    f"(gzipped too), .parquet or .arrow eval set (or a save_to_disk folder) a "
+                    f"window at a time, but {self.source('eval_data')} is {self.eval_data!r}; "
+                    f"convert it to .jsonl or .parquet, or evaluate it in memory "
+                    f"(--seqgate-no-streaming for one run)"
                 )
             if self.labels is None:
                 raise ConfigError(

@@ -15,6 +15,7 @@ import gzip
 import importlib
 import importlib.util
 import io
+import itertools
 import json
 import logging
 import operator
@@ -1439,8 +1440,16 @@ def _text(path: Path, name: str) -> str:
         ) from None
 
 
-def _lines(path: Path, name: str) -> Iterable[tuple[int, str]]:
-    yield from enumerate(_text(path, name).splitlines(), start=1)
+def _text_lines(path: Path, name: str) -> Iterator[str]:
+    """A text file's lines, read one at a time, as ``str.splitlines`` cuts them
+    (each given back ending in a newline, as the csv module reads a file): the
+    BOM of the first dropped; bytes that are not UTF-8 name their line."""
+    with open_data(path, name) as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            for line in _decoded(raw, number, name).splitlines():
+                yield line + "\n"
 
 
 def fast_loads() -> Callable[[bytes], Any] | None:
@@ -1489,14 +1498,19 @@ def iter_jsonl(path: Path, name: str) -> Iterator[tuple[int, Any]]:
             yield pending[0], parse(pending[1], pending[0], last=True)
 
 
-def _parse_line(raw: bytes, number: int, name: str, last: bool) -> Any:
+def _decoded(raw: bytes, number: int, name: str) -> str:
+    """Line ``number`` of a file, read as UTF-8; other bytes are an error naming it."""
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{name}:{number}: bytes that are not UTF-8 ({exc.reason} at byte {exc.start} of "
             f"the line); re-encode the file as UTF-8"
         ) from None
+
+
+def _parse_line(raw: bytes, number: int, name: str, last: bool) -> Any:
+    text = _decoded(raw, number, name)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -1591,7 +1605,7 @@ def _json_records(document: Any, name: str, column_of: Mapping[str, str]) -> lis
     )
 
 
-def stream_jsonl(
+def stream_records(
     path: Path,
     labels: tuple[str, ...],
     tokenizer: Callable[[str], Sequence[int]] | None,
@@ -1599,19 +1613,29 @@ def stream_jsonl(
     chunk: int,
     column_of: Mapping[str, str] | None = None,
 ) -> Iterator[SequenceData]:
-    """The records of a .jsonl file as consecutive SequenceData chunks of ``chunk`` records:
+    """The records of a .jsonl, .csv or .tsv file (or a pattern of their shards) as
+    consecutive SequenceData chunks of ``chunk`` records, read a line at a time:
     memory holds one chunk, not the file."""
-    builder = _Builder(display, labels, tokenizer, column_of=column_of)
-    parts = builder.parts  # one list for every chunk: the shards read so far
-    for number, record in _sharded(path, display, parts, iter_jsonl):
+    if data_suffix(path) == ".jsonl":
+        records: Callable[..., Iterator[tuple[int, Any]]] = iter_jsonl
+        args: tuple[Any, ...] = ()
+        renames = column_of  # a record's keys, renamed by the builder
+    else:
+        records, args, renames = _csv_records, (labels, column_of), None  # renamed as read
+    parts: list[tuple[str, int]] = []  # the shards read so far, for every chunk
+    builder = None
+    read = None
+    for number, record in _sharded(path, display, parts, records, *args):
+        if builder is None:
+            builder = _Builder(display, labels, tokenizer, column_of=renames)
+            builder.numbers_read = read
+            builder.parts = parts
         builder.add(record, number)
         if len(builder.lengths) >= chunk:
             yield builder.build()
             read = builder.numbers_read
-            builder = _Builder(display, labels, tokenizer, column_of=column_of)
-            builder.numbers_read = read
-            builder.parts = parts
-    if builder.lengths:
+            builder = None
+    if builder is not None:
         yield builder.build()
 
 
@@ -1668,35 +1692,36 @@ def _sharded(
         shift += number  # the last record's line: the next shard's lines come after
 
 
-def _quoted_fields_parse(text: str) -> bool:
+def _quoted_fields_parse(lines: Iterable[str]) -> bool:
     """Whether a .tsv file's quotes are quoting, as a CSV writer puts them (the
     whole file parses so), rather than text in unquoted fields."""
     try:
-        for _row in csv.reader(io.StringIO(text), delimiter="\t", strict=True):
+        for _row in csv.reader(lines, delimiter="\t", strict=True):
             pass
     except csv.Error:
         return False
     return True
 
 
-def _csv_records(
-    path: Path, name: str, labels: tuple[str, ...] | None, column_of: Mapping[str, str] | None
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, record) of each row of one CSV file, its fields parsed."""
-    # Classes named by numbers: a field's "0" is no index beside the names "1" to
-    # "5" (the builder reads number labels against the names, and says so).
-    numbered = labels is not None and named_by_numbers(labels)
-    text = "".join(line + "\n" for _, line in _lines(path, name))
+def _csv_rows(
+    path: Path, name: str, column_of: Mapping[str, str] | None
+) -> tuple[Iterator[dict[Any, Any]], csv.DictReader[str], str]:
+    """The rows of one CSV (or TSV) file, read a line at a time, keyed by the
+    fields their columns are read as; the reader (whose ``line_num`` places
+    them), and what separates the fields, for messages. A row that is not valid
+    CSV is an error naming its line."""
+    lines = _text_lines(path, name)
+    first = next(lines, "")
     # strict: an unclosed quote is an error, not a field that swallows the records
     # after it (the csv module's default).
     tsv = data_suffix(path) == ".tsv"
-    mark = "\t" if tsv else _delimiter(text, column_of or {})
+    mark = "\t" if tsv else _delimiter(first, column_of or {})
     separator = {",": "a comma", ";": "a semicolon", "\t": "a tab"}[mark]
     # A .tsv as GLUE's are written, unquoted: a quote is text ('" the film'), where
-    # pandas' to_csv(sep="\t") would have quoted the field.
-    unquoted = tsv and not _quoted_fields_parse(text)
+    # pandas' to_csv(sep="\t") would have quoted the field (a pass of its own).
+    unquoted = tsv and not _quoted_fields_parse(_text_lines(path, name))
     reader = csv.DictReader(
-        io.StringIO(text),
+        itertools.chain([first], lines),
         strict=True,
         delimiter=mark,
         quoting=csv.QUOTE_NONE if unquoted else csv.QUOTE_MINIMAL,
@@ -1712,20 +1737,43 @@ def _csv_records(
         for column, to in ((column, renames.get(column, column)) for column in given)
     ]
     reader.fieldnames = columns
-    replaced = None in renames.values()
     require_columns(columns, f"{name}:1", column_of=column_of, given=given)
-    rows = iter(reader)
-    while True:
-        try:
-            row = next(rows)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            # line_num still counts the last good record's lines: the bad one starts after.
-            raise DataError(
-                f"{name}:{reader.line_num + 1}: not valid CSV ({exc}); a field that holds "
-                f"{separator}, a quote or a line break must be quoted, with quotes doubled inside"
-            ) from None
+
+    def rows() -> Iterator[dict[Any, Any]]:
+        read = iter(reader)
+        while True:
+            try:
+                yield next(read)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                # line_num still counts the last good record's lines: the bad one starts after.
+                raise DataError(
+                    f"{name}:{reader.line_num + 1}: not valid CSV ({exc}); a field that holds "
+                    f"{separator}, a quote or a line break must be quoted, with quotes doubled "
+                    f"inside"
+                ) from None
+
+    return rows(), reader, separator
+
+
+def count_csv_records(path: Path, name: str, column_of: Mapping[str, str] | None) -> int:
+    """The records of a CSV (or TSV) file, its rows counted without being read."""
+    rows, _reader, _separator = _csv_rows(path, name, column_of)
+    return sum(1 for _ in rows)
+
+
+def _csv_records(
+    path: Path, name: str, labels: tuple[str, ...] | None, column_of: Mapping[str, str] | None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, record) of each row of one CSV file, its fields parsed."""
+    # Classes named by numbers: a field's "0" is no index beside the names "1" to
+    # "5" (the builder reads number labels against the names, and says so).
+    numbered = labels is not None and named_by_numbers(labels)
+    rows, reader, separator = _csv_rows(path, name, column_of)
+    columns = [str(column) for column in reader.fieldnames or []]
+    replaced = any(column.startswith("\0") for column in columns)
+    for row in rows:
         # line_num is the record's last line: a quoted field with line breaks (an
         # email, a multi-line message) ends lines below where the record starts.
         fields = [v for v in row.values() if isinstance(v, str)] + list(row.get(None) or [])

@@ -1,5 +1,6 @@
-"""Streaming evaluation of a .jsonl eval set, or one kept in Arrow's formats
-(.parquet, .arrow, a save_to_disk folder): memory bounded by a window of batches.
+"""Streaming evaluation of a .jsonl, .csv or .tsv eval set (or a pattern of their
+shards), or one kept in Arrow's formats (.parquet, .arrow, a save_to_disk
+folder): memory bounded by a window of batches.
 
 Records are parsed a chunk at a time (``STREAM_WINDOW`` batches); each chunk is
 length-bucketed and predicted like an in-memory set, then dropped. What stays
@@ -26,7 +27,7 @@ ignores padding gets the same report in both modes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 
 from pytest_seqgate.batching import padded_sample
 from pytest_seqgate.cache import PredictionSource
-from pytest_seqgate.config import Settings, data_shards, shard_name, table_set
+from pytest_seqgate.config import Settings, data_shards, data_suffix, shard_name, table_set
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import require_key
 from pytest_seqgate.exceptions import ConfigError
@@ -61,17 +62,22 @@ class Precomputed:
         return compute() if self.shared is None else self.shared.get_or_compute(part, compute)
 
 
-def count_records(path: Path, name: str) -> int:
-    """The records of a file to stream: a .jsonl file's non-blank lines (a pass over
-    the file), the rows of a set kept in Arrow's formats (its files' footers say)."""
-    from pytest_seqgate.loading import count_rows, open_data
+def count_records(path: Path, name: str, column_of: Mapping[str, str] | None = None) -> int:
+    """The records of a set to stream: a .jsonl file's non-blank lines, a CSV
+    file's rows (a pass over each file, of a pattern's shards too), the rows of a
+    set kept in Arrow's formats (its files' footers say)."""
+    from pytest_seqgate.loading import count_csv_records, count_rows, open_data
 
     if table_set(path):
-        return count_rows(path, name)
+        return count_rows(path, name, column_of)
     total = 0
     shards = data_shards(path)
     for file in shards or [path]:
-        with open_data(file, shard_name(path, name, file) if shards else name) as handle:
+        shown = shard_name(path, name, file) if shards else name
+        if data_suffix(path) != ".jsonl":
+            total += count_csv_records(file, shown, column_of)
+            continue
+        with open_data(file, shown) as handle:
             total += sum(1 for line in handle if line.strip())
     return total
 
@@ -112,12 +118,12 @@ def _stream_columns(
     forward: ForwardHook | None,
 ) -> dict[str, Any]:
     """The compact per-sample columns of the table above, and the padding check's."""
-    from pytest_seqgate.loading import configured_tokenizer, stream_jsonl, stream_table
+    from pytest_seqgate.loading import configured_tokenizer, stream_records, stream_table
 
     assert settings.labels is not None
     path = settings.existing("eval_data")
     tokenizer = configured_tokenizer(settings)
-    total = count_records(path, settings.display(path))
+    total = count_records(path, settings.display(path), settings.column_of)
     # The padding check's sample, drawn chunk by chunk among the sequences each
     # chunk's pass padded, a share of it per chunk in proportion to its size.
     gen = torch.Generator().manual_seed(settings.seed)
@@ -139,7 +145,7 @@ def _stream_columns(
     # rest and the padding check read theirs the same way.
     outputs = settings.outputs
     by_row = table_set(path)
-    stream = stream_table if by_row else stream_jsonl
+    stream = stream_table if by_row else stream_records
     parts: tuple[tuple[str, int], ...] = ()
     for chunk in stream(
         path,
