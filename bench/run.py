@@ -10,6 +10,7 @@ are what the targets in the README are about: they hold across machines.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import importlib.util
 import itertools
@@ -38,7 +39,7 @@ from pytest_seqgate.config import Settings  # noqa: E402
 from pytest_seqgate.data import SequenceData  # noqa: E402
 from pytest_seqgate.evaluation import evaluate  # noqa: E402
 from pytest_seqgate.inference import call_model, calling_convention  # noqa: E402
-from pytest_seqgate.loading import read_jsonl, read_table  # noqa: E402
+from pytest_seqgate.loading import read_csv, read_jsonl, read_table  # noqa: E402
 from pytest_seqgate.metrics import compute_metrics, confusion_matrix  # noqa: E402
 
 T = TypeVar("T")
@@ -654,12 +655,18 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
     tokens = torch.randint(1, 30_000, (sum(lengths),), generator=gen).tolist()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "eval.jsonl"
-        with path.open("w") as handle:
+        # The same records with a metadata key (a record's id, as most sets carry),
+        # and as a .csv file.
+        described = Path(tmp) / "described.jsonl"
+        table = Path(tmp) / "eval.csv"
+        with path.open("w") as handle, described.open("w") as meta, table.open("w") as rows:
+            rows.write("tokens,label,id\n")
             start = 0
             for i, length in enumerate(lengths):
-                handle.write(
-                    json.dumps({"tokens": tokens[start : start + length], "label": i % 2}) + "\n"
-                )
+                record = {"tokens": tokens[start : start + length], "label": i % 2}
+                handle.write(json.dumps(record) + "\n")
+                meta.write(json.dumps({**record, "id": i}) + "\n")
+                rows.write(f"{' '.join(map(str, record['tokens']))},{i % 2},{i}\n")
                 start += length
 
         def bare() -> object:
@@ -681,6 +688,34 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
         t_bare, t_json, ratio = paired_times(bare, standard_library_only, reps)
         rows.append(["json", n, f"{n / t_json:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"])
         verdict(".jsonl / bare json.loads >= 0.5", "json", 1 / ratio, 0.5, at_least=True)
+
+        def bare_described() -> object:
+            with described.open() as handle:
+                return [json.loads(line) for line in handle]
+
+        def described_standard_library_only() -> object:
+            saved = loading.fast_loads
+            loading.fast_loads = lambda: None
+            try:
+                return read_jsonl(described)
+            finally:
+                loading.fast_loads = saved
+
+        t_bare, t_meta, ratio = paired_times(bare_described, described_standard_library_only, reps)
+        meta_row = [f"{n / t_meta:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
+        rows.append(["json, a metadata key a record", n, *meta_row])
+        verdict(".jsonl / bare json.loads >= 0.5", "json + id", 1 / ratio, 0.5, at_least=True)
+
+        def bare_csv() -> object:
+            # The fields split and the token ids made ints, as json.loads makes them.
+            with table.open(newline="") as handle:
+                rows = csv.reader(handle)
+                next(rows)
+                return [(list(map(int, row[0].split())), row[1], row[2]) for row in rows]
+
+        t_bare, t_csv, ratio = paired_times(bare_csv, lambda: read_csv(table), reps)
+        csv_row = [f"{n / t_csv:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
+        rows.append(["csv (against csv.reader, ids made ints)", n, *csv_row])
         if loading.fast_loads() is not None:
             t_bare, t_fast, ratio = paired_times(bare, lambda: read_jsonl(path), reps)
             fast_row = [f"{n / t_fast:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]

@@ -966,8 +966,10 @@ class _Builder:
         self.raw_labels.append(record["label"])
         self.lines.append(line)
         for meta_key in record:
-            if meta_key not in (key, "label", "attention_mask"):
-                self.metadata.setdefault(meta_key, [None] * (len(self.lengths) - 1))
+            if meta_key not in self.metadata and meta_key not in (key, "label", "attention_mask"):
+                # A key first seen now: None for the records before (built once: a
+                # setdefault's default, built for every record, made loading quadratic).
+                self.metadata[meta_key] = [None] * (len(self.lengths) - 1)
         for meta_key, column in self.metadata.items():
             column.append(record.get(meta_key))
 
@@ -1806,9 +1808,7 @@ def _csv_records(
                     # A list column, as pandas' to_csv writes it: "[101, 2023, 102]".
                     text = str(record[column]).strip()
                     record[column] = (
-                        json.loads(text)
-                        if text.startswith("[")
-                        else [int(tok) for tok in text.split()]
+                        json.loads(text) if text.startswith("[") else list(map(int, text.split()))
                     )
             if "features" in record:
                 record["features"] = json.loads(record["features"])
