@@ -669,42 +669,38 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
                 rows.write(f"{' '.join(map(str, record['tokens']))},{i % 2},{i}\n")
                 start += length
 
-        def bare() -> object:
-            with path.open() as handle:
-                return [json.loads(line) for line in handle]
-
         import pytest_seqgate.loading as loading
 
-        def standard_library_only() -> object:
-            saved = loading.fast_loads
-            loading.fast_loads = lambda: None
-            try:
-                return read_jsonl(path)
-            finally:
-                loading.fast_loads = saved
+        def bare_loop(lines: Path) -> Callable[[], object]:
+            def bare() -> object:
+                with lines.open() as handle:
+                    return [json.loads(line) for line in handle]
 
+            return bare
+
+        def standard_library_only(lines: Path) -> Callable[[], object]:
+            def read() -> object:
+                saved = loading.fast_loads
+                loading.fast_loads = lambda: None
+                try:
+                    return read_jsonl(lines)
+                finally:
+                    loading.fast_loads = saved
+
+            return read
+
+        bare = bare_loop(path)
         reps = repeats if quick else 5
         rows = []
-        t_bare, t_json, ratio = paired_times(bare, standard_library_only, reps)
-        rows.append(["json", n, f"{n / t_json:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"])
-        verdict(".jsonl / bare json.loads >= 0.5", "json", 1 / ratio, 0.5, at_least=True)
-
-        def bare_described() -> object:
-            with described.open() as handle:
-                return [json.loads(line) for line in handle]
-
-        def described_standard_library_only() -> object:
-            saved = loading.fast_loads
-            loading.fast_loads = lambda: None
-            try:
-                return read_jsonl(described)
-            finally:
-                loading.fast_loads = saved
-
-        t_bare, t_meta, ratio = paired_times(bare_described, described_standard_library_only, reps)
-        meta_row = [f"{n / t_meta:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
-        rows.append(["json, a metadata key a record", n, *meta_row])
-        verdict(".jsonl / bare json.loads >= 0.5", "json + id", 1 / ratio, 0.5, at_least=True)
+        for name, case, lines in (
+            ("json", "json", path),
+            ("json, a metadata key a record", "json + id", described),
+        ):
+            t_bare, t_json, ratio = paired_times(
+                bare_loop(lines), standard_library_only(lines), reps
+            )
+            rows.append([name, n, f"{n / t_json:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"])
+            verdict(".jsonl / bare json.loads >= 0.5", case, 1 / ratio, 0.5, at_least=True)
 
         def bare_csv() -> object:
             # The fields split and the token ids made ints, as json.loads makes them.

@@ -28,6 +28,19 @@ def test_gate():
 """
 
 
+def gated_project(project, eval_data: str) -> None:
+    """The first-token model gated on ``eval_data`` by TESTS, the report in r.json,
+    batches of 4 (a 1,001-record set spans many streamed chunks)."""
+    project.ini(
+        model="models:first_token",
+        eval_data=eval_data,
+        labels=["ham", "spam"],
+        report="r.json",
+        batch_size="4",
+    )
+    project.test(TESTS)
+
+
 def test_a_streamed_parquet_file_reports_as_in_memory_and_names_rows(project):
     """A .parquet eval set (or a pattern of shards, an .arrow file, a save_to_disk
     folder) streams a batch of rows at a time: the report equals the one read whole
@@ -65,14 +78,7 @@ def test_a_streamed_parquet_file_reports_as_in_memory_and_names_rows(project):
         pq.write_table(pa.table(columns), "bad.parquet", row_group_size=300)
         """
     )
-    project.ini(
-        model="models:first_token",
-        eval_data="eval.parquet",
-        labels=["ham", "spam"],
-        report="r.json",
-        batch_size="4",
-    )
-    project.test(TESTS)
+    gated_project(project, "eval.parquet")
     project.run().assert_outcomes(passed=1)
     in_memory = json.loads((project.path / "r.json").read_text())
     project.run("--seqgate-streaming").assert_outcomes(passed=1)
@@ -109,14 +115,7 @@ def test_jsonl_shards_report_as_the_whole_file_and_name_records_by_shard(project
     cuts = [(0, 400), (400, 401), (401, 1001)]
     for k, (start, stop) in enumerate(cuts):
         (project.path / f"part-{k}.jsonl").write_text("".join(lines[start:stop]))
-    project.ini(
-        model="models:first_token",
-        eval_data="eval.jsonl",
-        labels=["ham", "spam"],
-        report="r.json",
-        batch_size="4",
-    )
-    project.test(TESTS)
+    gated_project(project, "eval.jsonl")
     failing = "--seqgate-gates=recall[spam] >= 0.9"
     project.run(failing).assert_outcomes(passed=1, failed=1)
     whole = json.loads((project.path / "r.json").read_text())
@@ -155,14 +154,7 @@ def test_a_streamed_csv_reports_as_in_memory(project):
     for k, (start, stop) in enumerate([(0, 500), (500, 1001)]):
         tsv = "".join(row.replace(",", "\t") for row in rows[start:stop])
         (project.path / f"part-{k}.tsv").write_text("tokens\tlabel\tnote\n" + tsv)
-    project.ini(
-        model="models:first_token",
-        eval_data="eval.csv",
-        labels=["ham", "spam"],
-        report="r.json",
-        batch_size="4",
-    )
-    project.test(TESTS)
+    gated_project(project, "eval.csv")
     failing = "--seqgate-gates=recall[spam] >= 0.9"
     for data in ("eval.csv", "part-*.tsv"):
         project.run(failing, f"--seqgate-eval-data={data}").assert_outcomes(passed=1, failed=1)
