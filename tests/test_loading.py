@@ -1743,13 +1743,11 @@ def test_shards_of_jsonl_and_csv_are_one_set_named_by_shard_and_line(tmp_path: P
         f"eval_data: data is a folder, not a file (read from the rootdir, {tmp_path}); name one "
         f"file in it, or one split's shards with a pattern: data/p-*.csv"
     )
-    assert error("data/test-*.json") == (
-        "eval_data: data/test-*.json is a pattern (0 files match it), and seqgate reads one "
-        "file, or a pattern of .jsonl, .csv, .tsv or .parquet files (shards), not of .json files "
-        f"(read from the rootdir, {tmp_path}); load the files in code: seqgate_eval_data = "
-        "'pkg.module:callable' (for shards, one returning pd.concat(pd.read_json(f) for f in "
-        "sorted(glob.glob(...))): a DataFrame is read as its rows), or a "
-        "pytest_seqgate_load_dataset hook"
+    assert error("data/test-*.pt") == (
+        "eval_data: data/test-*.pt is a pattern (0 files match it), and seqgate reads one "
+        "file, or a pattern of .jsonl, .json, .csv, .tsv or .parquet files (shards), not of "
+        f".pt files (read from the rootdir, {tmp_path}); load the files in code: "
+        "seqgate_eval_data = 'pkg.module:callable', or a pytest_seqgate_load_dataset hook"
     )
     assert error("data/tset-*.jsonl") == (
         f"eval_data: no file matches the pattern data/tset-*.jsonl (read from the rootdir, "

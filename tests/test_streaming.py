@@ -114,7 +114,8 @@ def test_jsonl_shards_report_as_the_whole_file_and_name_records_by_shard(project
     (project.path / "eval.jsonl").write_text("".join(lines))
     cuts = [(0, 400), (400, 401), (401, 1001)]
     for k, (start, stop) in enumerate(cuts):
-        (project.path / f"part-{k}.jsonl").write_text("".join(lines[start:stop]))
+        for suffix in ("jsonl", "json"):  # JSON lines under a .json name, as Spark writes
+            (project.path / f"part-{k}.{suffix}").write_text("".join(lines[start:stop]))
     gated_project(project, "eval.jsonl")
     failing = "--seqgate-gates=recall[spam] >= 0.9"
     project.run(failing).assert_outcomes(passed=1, failed=1)
@@ -124,16 +125,19 @@ def test_jsonl_shards_report_as_the_whole_file_and_name_records_by_shard(project
     def as_whole(match: re.Match[str]) -> str:
         return f"eval.jsonl:{cuts[int(match[1])][0] + int(match[2])}"
 
-    for mode in ("--seqgate-no-streaming", "--seqgate-streaming"):
-        result = project.run(mode, failing, "--seqgate-eval-data=part-*.jsonl")
-        result.assert_outcomes(passed=1, failed=1)
-        assert_lines(result.stdout.str(), "  part-2.jsonl:*  predicted ham, P(spam) *")
-        text = (project.path / "r.json").read_text()
-        assert "eval.jsonl" not in text
-        text = re.sub(
-            r"part-(\d)\.jsonl:(\d+)", as_whole, text.replace("part-*.jsonl", "eval.jsonl")
-        )
-        assert json.loads(text) == whole, mode
+    for suffix in ("jsonl", "json"):
+        for mode in ("--seqgate-no-streaming", "--seqgate-streaming"):
+            result = project.run(mode, failing, f"--seqgate-eval-data=part-*.{suffix}")
+            result.assert_outcomes(passed=1, failed=1)
+            assert_lines(result.stdout.str(), f"  part-2.{suffix}:*  predicted ham, P(spam) *")
+            text = (project.path / "r.json").read_text()
+            assert "eval.jsonl" not in text
+            text = re.sub(
+                rf"part-(\d)\.{suffix}:(\d+)",
+                as_whole,
+                text.replace(f"part-*.{suffix}", "eval.jsonl"),
+            )
+            assert json.loads(text) == whole, (suffix, mode)
 
 
 def test_a_streamed_csv_reports_as_in_memory(project):
@@ -200,23 +204,37 @@ def test_streaming_report_equals_in_memory(project, train):
 
 
 def test_a_set_that_cannot_be_streamed_is_a_usage_error(project):
-    """A .json (or import-path) eval set, or one without seqgate_labels, with
+    """A .pt (or import-path) eval set, or one without seqgate_labels, with
     streaming on failed every test at its setup (untested); it is known from the
-    settings alone, so the run stops at collection with one line, exit 4."""
+    settings alone, so the run stops at collection with one line, exit 4. A .json
+    array, known only once read, is named with what to do."""
     records = rule_records(40)
     project.data(records)
-    (project.path / "eval.json").write_text(json.dumps(records))
-    project.ini(model="models:first_token", eval_data="eval.json", labels=["ham", "spam"])
+    project.python(
+        f"""
+        import torch
+        records = {records!r}
+        sequences = [torch.tensor(r["tokens"]) for r in records]
+        torch.save({{"sequences": sequences, "labels": [r["label"] for r in records]}}, "eval.pt")
+        """
+    )
+    (project.path / "eval.json").write_text(json.dumps(records, indent=1))
+    project.ini(model="models:first_token", eval_data="eval.pt", labels=["ham", "spam"])
     project.test(TESTS)
     result = project.run("--seqgate-streaming")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.stderr.str().splitlines() if "seqgate" in line]
     assert errors == [
-        "ERROR: seqgate: --seqgate-streaming: streaming reads a .jsonl, .csv or .tsv (gzipped "
-        "too), .parquet or .arrow eval set (or a save_to_disk folder) a window at a time, but "
-        "seqgate_eval_data in pytest.ini is 'eval.json'; convert it to .jsonl or .parquet, "
-        "or evaluate it in memory (--seqgate-no-streaming for one run)"
+        "ERROR: seqgate: --seqgate-streaming: streaming reads a .jsonl, .json (JSON lines), "
+        ".csv or .tsv (gzipped too), .parquet or .arrow eval set (or a save_to_disk folder) a "
+        "window at a time, but seqgate_eval_data in pytest.ini is 'eval.pt'; convert it to "
+        ".jsonl or .parquet, or evaluate it in memory (--seqgate-no-streaming for one run)"
     ]
+    result = project.run("--seqgate-streaming", "--seqgate-eval-data=eval.json")
+    assert "eval.json: holds a JSON array; streaming and a pattern of .json files read JSON " in (
+        result.stdout.str()
+    )
+    project.run("--seqgate-eval-data=eval.json").assert_outcomes(passed=1)  # read whole
     project.run().assert_outcomes(passed=1)  # in memory, the same set is fine
     for spec, said in (
         ("models:records", "but eval_data is 'models:records'"),

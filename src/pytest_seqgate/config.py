@@ -443,11 +443,11 @@ class Settings:
                     f"{self.source(name)}: no file matches the pattern {value}{relative}"
                 )
             if pattern:
-                # Shards of another format (test-*.json, *.pt): the plugin reads one file.
+                # Shards of another format (*.pt, *.arrow): the plugin reads one file.
                 what = (
                     f"{value} is a pattern ({counted(len(files), 'file')} match it), and "
-                    f"seqgate reads one file, or a pattern of .jsonl, .csv, .tsv or .parquet files "
-                    f"(shards), not of {data_suffix(path) or 'other'} files"
+                    f"seqgate reads one file, or a pattern of .jsonl, .json, .csv, .tsv or "
+                    f".parquet files (shards), not of {data_suffix(path) or 'other'} files"
                 )
             elif path.is_dir():
                 files = [p for p in path.iterdir() if p.is_file()]
@@ -466,12 +466,10 @@ class Settings:
                 # A Hugging Face save_pretrained or save_to_disk folder, or shards: the
                 # plugin reads files, and code the user writes reads the rest.
                 hook = "load_model" if name == "model" else "load_dataset"
-                shards = _shards_hint(path if pattern else None, files) if name != "model" else ""
                 load_it = (
                     f"; {'name the file in it, or ' if path.is_dir() else ''}load "
                     f"{'the folder' if path.is_dir() else 'the files'} in code: "
-                    f"seqgate_{name} = 'pkg.module:callable'{shards}, or a "
-                    f"pytest_seqgate_{hook} hook"
+                    f"seqgate_{name} = 'pkg.module:callable', or a pytest_seqgate_{hook} hook"
                 )
             raise ConfigError(f"{self.source(name)}: {what}{relative}{load_it}")
         with path.open("rb") as handle:
@@ -644,14 +642,14 @@ class Settings:
             # (A conftest.py's eval set clears eval_data, and is evaluated in memory.)
             path = self.resolve("eval_data", self.eval_data)
             if is_import_path(self.eval_data) or not (
-                data_suffix(path) in (".jsonl", ".csv", ".tsv") or table_set(path)
+                data_suffix(path) in (".jsonl", ".json", ".csv", ".tsv") or table_set(path)
             ):
                 raise ConfigError(
-                    f"{self.source('streaming')}: streaming reads a .jsonl, .csv or .tsv "
-                    f"(gzipped too), .parquet or .arrow eval set (or a save_to_disk folder) a "
-                    f"window at a time, but {self.source('eval_data')} is {self.eval_data!r}; "
-                    f"convert it to .jsonl or .parquet, or evaluate it in memory "
-                    f"(--seqgate-no-streaming for one run)"
+                    f"{self.source('streaming')}: streaming reads a .jsonl, .json (JSON "
+                    f"lines), .csv or .tsv (gzipped too), .parquet or .arrow eval set (or a "
+                    f"save_to_disk folder) a window at a time, but "
+                    f"{self.source('eval_data')} is {self.eval_data!r}; convert it to .jsonl "
+                    f"or .parquet, or evaluate it in memory (--seqgate-no-streaming for one run)"
                 )
             if self.labels is None:
                 raise ConfigError(
@@ -731,38 +729,20 @@ def _saved_splits(path: Path) -> list[str]:
     return [str(split) for split in splits] if isinstance(splits, list) else []
 
 
-# How pandas reads each data format, for the snippet that loads shards in code
-# (a pattern of .jsonl, .csv, .tsv or .parquet shards is read as it is).
-_PANDAS_READERS = {".json": "pd.read_json(f)"}
-
-
-def _shards_hint(pattern: Path | None, files: list[Path]) -> str:
-    """The callable that reads a set split into files, where they are data files
-    pandas reads (``pattern``, or a folder's ``files``); else nothing."""
-    suffixes = [data_suffix(p) for p in ([pattern] if pattern else files)]
-    reader = next((_PANDAS_READERS[x] for x in suffixes if x in _PANDAS_READERS), None)
-    if reader is None:
-        return ""
-    return (
-        f" (for shards, one returning pd.concat({reader} for f in sorted(glob.glob(...))): "
-        f"a DataFrame is read as its rows)"
-    )
-
-
 def is_pattern(path: Path) -> bool:
     """Whether a data setting is a glob pattern (``data/test-*.parquet``), not a file."""
     return any(mark in str(path) for mark in "*?[") and not path.exists()
 
 
-SHARD_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet")
+SHARD_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 
 def data_shards(path: Path) -> list[Path] | None:
     """The files a pattern names (``data/test-*.parquet``, ``part-*.jsonl.gz``: a
     split kept in shards, as the Hugging Face hub keeps its Parquet files and
     Spark writes its output), in name order, as ``load_dataset(..., data_files=...)``
-    reads them; None where ``path`` is no pattern of .jsonl, .csv, .tsv or .parquet
-    files, or matches none."""
+    reads them; None where ``path`` is no pattern of .jsonl, .json, .csv, .tsv or
+    .parquet files, or matches none."""
     if not is_pattern(path) or data_suffix(path) not in SHARD_SUFFIXES:
         return None
     return sorted(_matches(path)) or None

@@ -1550,6 +1550,11 @@ def read_json(
     ``df.to_json()`` writes them (``{"text": {"0": ...}}``), or pandas' other
     orients (``index``, ``split``, ``table``), rows named from 0."""
     name = display or str(path)
+    if data_shards(path):  # a pattern: shards of JSON lines, as Spark writes them
+        builder = _Builder(name, labels, tokenizer, column_of=column_of)
+        for number, record in _sharded(path, name, builder.parts, json_lines):
+            builder.add(record, number)
+        return builder.build()
     text = _text(path, name)
     try:
         document = json.loads(text)
@@ -1567,6 +1572,21 @@ def read_json(
     for row, record in enumerate(records):
         builder.add(record, row)
     return builder.build()
+
+
+def json_lines(path: Path, name: str) -> Iterator[tuple[int, Any]]:
+    """(line, record) of a .json file read as JSON lines, as a pattern of shards and
+    streaming read it; a JSON array (read whole, by :func:`read_json`) is an error
+    naming the file, not a first line that is not a record."""
+    with open_data(path, name) as handle:
+        start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if start.startswith(b"["):
+        raise DataError(
+            f"{name}: holds a JSON array; streaming and a pattern of .json files read JSON "
+            f"lines (one record a line, as Spark writes them): write one record a line "
+            f"(.jsonl), or give this file alone, not streamed"
+        )
+    yield from iter_jsonl(path, name)
 
 
 def _json_records(document: Any, name: str, column_of: Mapping[str, str]) -> list[Any] | None:
@@ -1615,11 +1635,13 @@ def stream_records(
     chunk: int,
     column_of: Mapping[str, str] | None = None,
 ) -> Iterator[SequenceData]:
-    """The records of a .jsonl, .csv or .tsv file (or a pattern of their shards) as
-    consecutive SequenceData chunks of ``chunk`` records, read a line at a time:
-    memory holds one chunk, not the file."""
-    if data_suffix(path) == ".jsonl":
-        records: Callable[..., Iterator[tuple[int, Any]]] = iter_jsonl
+    """The records of a .jsonl, .json (JSON lines), .csv or .tsv file (or a pattern
+    of their shards) as consecutive SequenceData chunks of ``chunk`` records, read
+    a line at a time: memory holds one chunk, not the file."""
+    if data_suffix(path) in (".jsonl", ".json"):
+        records: Callable[..., Iterator[tuple[int, Any]]] = (
+            iter_jsonl if data_suffix(path) == ".jsonl" else json_lines
+        )
         args: tuple[Any, ...] = ()
         renames = column_of  # a record's keys, renamed by the builder
     else:

@@ -63,7 +63,7 @@ class Precomputed:
 
 
 def count_records(path: Path, name: str, column_of: Mapping[str, str] | None = None) -> int:
-    """The records of a set to stream: a .jsonl file's non-blank lines, a CSV
+    """The records of a set to stream: a .jsonl (or .json) file's non-blank lines, a CSV
     file's rows (a pass over each file, of a pattern's shards too), the rows of a
     set kept in Arrow's formats (its files' footers say)."""
     from pytest_seqgate.loading import count_csv_records, count_rows, open_data
@@ -74,7 +74,7 @@ def count_records(path: Path, name: str, column_of: Mapping[str, str] | None = N
     shards = data_shards(path)
     for file in shards or [path]:
         shown = shard_name(path, name, file) if shards else name
-        if data_suffix(path) != ".jsonl":
+        if data_suffix(path) in (".csv", ".tsv"):
             total += count_csv_records(file, shown, column_of)
             continue
         with open_data(file, shown) as handle:
