@@ -410,7 +410,7 @@ class Settings:
         value = getattr(self, name)
         path = self.resolve(name, value)
         if name in ("eval_data", "train_data") and data_shards(path):
-            return path  # a pattern of Parquet shards, read in name order as one set
+            return path  # a pattern of shards, read in name order as one set
         if name == "model" and pretrained_folder(path):
             return path  # a Hugging Face save_pretrained folder
         if path.is_dir() and name in ("eval_data", "train_data"):

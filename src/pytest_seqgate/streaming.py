@@ -1,6 +1,6 @@
-"""Streaming evaluation of a .jsonl, .csv or .tsv eval set (or a pattern of their
-shards), or one kept in Arrow's formats (.parquet, .arrow, a save_to_disk
-folder): memory bounded by a window of batches.
+"""Streaming evaluation of a .jsonl, .json (JSON lines), .csv or .tsv eval set (or
+a pattern of their shards), or one kept in Arrow's formats (.parquet, .arrow, a
+save_to_disk folder): memory bounded by a window of batches.
 
 Records are parsed a chunk at a time (``STREAM_WINDOW`` batches); each chunk is
 length-bucketed and predicted like an in-memory set, then dropped. What stays
@@ -156,7 +156,7 @@ def _stream_columns(
         settings.column_of,
     ):
         kind = chunk.kind
-        parts = chunk.parts  # the shards read so far (a pattern of .jsonl files)
+        parts = chunk.parts  # the shards read so far (a pattern of line-based files)
         width = chunk.values.shape[1] if chunk.values.dim() == 2 else 0
         p = predict(
             model,
