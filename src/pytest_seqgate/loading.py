@@ -1529,10 +1529,7 @@ def read_jsonl(
 ) -> SequenceData:
     """One JSON object per line; blank lines are skipped."""
     name = display or str(path)
-    builder = _Builder(name, labels, tokenizer, column_of=column_of)
-    for number, record in _sharded(path, name, builder.parts, iter_jsonl):
-        builder.add(record, number)
-    return builder.build()
+    return _built(_Builder(name, labels, tokenizer, column_of=column_of), path, iter_jsonl)
 
 
 def read_json(
@@ -1551,10 +1548,7 @@ def read_json(
     orients (``index``, ``split``, ``table``), rows named from 0."""
     name = display or str(path)
     if data_shards(path):  # a pattern: shards of JSON lines, as Spark writes them
-        builder = _Builder(name, labels, tokenizer, column_of=column_of)
-        for number, record in _sharded(path, name, builder.parts, json_lines):
-            builder.add(record, number)
-        return builder.build()
+        return _built(_Builder(name, labels, tokenizer, column_of=column_of), path, json_lines)
     text = _text(path, name)
     try:
         document = json.loads(text)
@@ -1689,9 +1683,15 @@ def read_csv(
     (a JSON list of vectors); other columns are metadata. Separated by commas, or
     by semicolons or tabs where the header says so (:func:`_delimiter`)."""
     name = display or str(path)
-    builder = _Builder(name, labels, tokenizer)
-    for line, record in _sharded(path, name, builder.parts, _csv_records, labels, column_of):
-        builder.add(record, line)
+    # (The columns are renamed as the rows are read: the builder renames nothing.)
+    return _built(_Builder(name, labels, tokenizer), path, _csv_records, labels, column_of)
+
+
+def _built(builder: _Builder, path: Path, records: Any, *args: Any) -> SequenceData:
+    """The set of a line-based file, or of a pattern's shards: each record
+    ``records(file, name, *args)`` reads, added to ``builder`` (named by it)."""
+    for number, record in _sharded(path, builder.source, builder.parts, records, *args):
+        builder.add(record, number)
     return builder.build()
 
 
