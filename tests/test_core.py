@@ -851,8 +851,9 @@ def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_ne
     lines = [line for line, _ in render_terminal([by_lang])]
     slices = len(by_lang.slices)
     assert (
-        f"{slices} slices (by length, lang), none of 20+ samples with a macro F1 more than 0.1 "
-        "below the whole set's; -v lists them"
+        f"{slices} slices (by length, lang), {slices - 1} of them under 20 samples (too few to "
+        "judge), none of 20+ samples with a macro F1 more than 0.1 below the whole set's; -v "
+        "lists them"
     ) in lines
     with pytest.raises(ConfigError, match=r"no key 'lagn' \(did you mean `lang`\?\)"):
         check(ev, parse_gates({"min_accuracy": 0.9, "slice": "lagn=fr"}), "t")
@@ -862,6 +863,37 @@ def test_a_slice_that_matches_nothing_names_the_values_and_a_misspelt_key_the_ne
         r"extra keys are \['lang'\]$",
     ):
         evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0, slice_by=("lagn",)))
+
+
+def test_a_key_of_a_value_per_record_makes_a_slice_each_and_says_so() -> None:
+    """A text key of a value or two per record (an id, a URL) makes as many slices as
+    it has values, each with its own counts (their metrics are derived together,
+    not one matrix at a time: 50,000 slices took 4 s); none can be judged, and the
+    terminal names the key as the reason, where it said only that none was weak."""
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.evaluation import evaluate
+    from pytest_seqgate.metrics import metrics_from_predictions
+    from pytest_seqgate.report import render_terminal
+
+    n = 600
+    data = SequenceData.from_sequences(
+        [[i % 2 + 2] * (1 + i % 7) for i in range(n)], [i % 2 if i % 9 else 0 for i in range(n)]
+    )
+    data.metadata = {"user": [f"u{i // 2}" for i in range(n)]}
+    ev = evaluate(Parity(), data, Settings(padding_check=0, bootstrap=0, slice_by=("user",)))
+    users = [s for s in ev.slices if s.group == "user"]
+    assert [(s.name, s.n) for s in users] == [(f"user=u{k}", 2) for k in range(n // 2)]
+    truth, predicted = ev.targets, ev.predictions.predictions
+    for k in (0, 4, 13, n // 2 - 1):  # slice k is records 2k and 2k + 1
+        alone = metrics_from_predictions(truth[2 * k : 2 * k + 2], predicted[2 * k : 2 * k + 2], 2)
+        torch.testing.assert_close(users[k].metrics.values, alone.values, equal_nan=True)
+        assert torch.equal(users[k].metrics.confusion_matrix, alone.confusion_matrix)
+    lines = [line for line, _ in render_terminal([ev])]
+    assert (
+        f"{len(ev.slices)} slices (by length, user), {n // 2} of them under 20 samples (too few "
+        f"to judge; user takes {n // 2} values: slice by a coarser key), none of 20+ samples "
+        "with a macro F1 more than 0.1 below the whole set's; -v lists them"
+    ) in lines
 
 
 def test_a_numeric_key_of_many_values_is_sliced_at_its_quartiles() -> None:

@@ -13,6 +13,7 @@ from pytest_seqgate.metrics import (
     _CHUNK,
     SUMMARY_METRICS,
     compute_metrics,
+    compute_metrics_each,
     confusion_matrix,
     metrics_from_predictions,
 )
@@ -97,6 +98,43 @@ def test_parity_with_sklearn(seed: int) -> None:
             equal_nan=True,
             err_msg=name,
         )
+
+
+def test_metrics_derived_together_equal_sklearn_and_each_alone() -> None:
+    """Slices (a key of 50,000 values) and bootstrap resamples derive their metrics
+    from a stack of matrices: each equals scikit-learn on its samples, and the
+    single-matrix path, on the random cases and on empty and one-class ones."""
+    by_classes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for seed in range(240):
+        y_true, y_pred, c = random_case(seed)
+        by_classes.setdefault(c, []).append((y_true, y_pred))
+    for c, cases in by_classes.items():
+        cms = torch.stack(
+            [confusion_matrix(torch.from_numpy(t), torch.from_numpy(p), c) for t, p in cases]
+        )
+        for (y_true, y_pred), ours in zip(cases, compute_metrics_each(cms)):
+            ref = sklearn_reference(y_true, y_pred, c)
+            np.testing.assert_array_equal(ours.support.numpy(), ref["support"])
+            for name in ("precision", "recall", "f1"):
+                np.testing.assert_allclose(
+                    getattr(ours, name).numpy(), ref[name], atol=1e-9, equal_nan=True, err_msg=name
+                )
+            for name in SUMMARY_METRICS[:-1]:  # sklearn has no no_information_rate
+                np.testing.assert_allclose(
+                    ours.value(name), ref[name], atol=1e-9, equal_nan=True, err_msg=name
+                )
+    for c in (0, 1, 3):
+        edge = torch.zeros(4, c, c, dtype=torch.int64)
+        if c:
+            edge[1, 0, 0] = 5  # one class only, all right
+            edge[2, :, 0] = 2  # everything predicted as the first class
+            edge[3] = torch.arange(c * c).reshape(c, c)
+        for matrix, ours in zip(edge, compute_metrics_each(edge)):
+            alone = compute_metrics(matrix)
+            assert torch.equal(ours.confusion_matrix, alone.confusion_matrix)
+            assert torch.equal(ours.support, alone.support)
+            for a, b in ((ours.per_class, alone.per_class), (ours.values, alone.values)):
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=0, equal_nan=True)
 
 
 def test_no_information_rate_is_majority_share() -> None:

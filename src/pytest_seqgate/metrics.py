@@ -238,5 +238,64 @@ def compute_metrics(cm: Tensor) -> Metrics:
     return Metrics(cm, per_class, marginals[1], values)
 
 
+def _guarded(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den``, NaN where ``den`` is 0: :func:`_ratio` for tensors."""
+    return torch.where(den != 0, num / den, torch.nan)
+
+
+def margin_metrics(tp: Tensor, true: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
+    """Every count-based metric of S confusion matrices given by their margins
+    (``[S, C]`` each: the diagonal, row sums, column sums): ``per_class`` float64
+    ``[S, 3, C]`` and ``values`` ``[S, len(SUMMARY_METRICS)]``, as
+    :func:`compute_metrics` gives them for one matrix.
+
+    :func:`compute_metrics` reads one matrix's scalars back as Python floats,
+    the cheapest for one; here they stay columns of S, so that a key of 50,000
+    values (slices) or 1,000 bootstrap resamples costs a few dozen tensor ops,
+    not a derivation each.
+    """
+    tp, true, pred = (t.to(torch.float64) for t in (tp, true, pred))
+    both = true + pred
+    per_class = torch.stack([tp / pred, tp / true, 2 * tp / both], 1)
+    # The macro averages skip the undefined classes, as nanmean does.
+    defined = torch.stack([pred, true, both], 1).clamp(max=1).sum(2)
+    macro = _guarded(per_class.nan_to_num().sum(2), defined)
+    n, correct = true.sum(1), tp.sum(1)
+    accuracy = _guarded(correct, n)
+    weighted = torch.where(n != 0, (true * per_class[:, 2].nan_to_num()).sum(1) / n, macro[:, 2])
+    agree = (true * pred).sum(1)
+    cov = (n * n - (true * true).sum(1)) * (n * n - (pred * pred).sum(1))
+    mcc = torch.where(cov > 0, (correct * n - agree) / cov.clamp(min=1).sqrt(), 0.0)
+    expected = _guarded(agree, n * n)
+    kappa = _guarded(accuracy - expected, 1 - expected)
+    largest = true.amax(1) if true.shape[1] else torch.zeros_like(n)
+    values = torch.stack(
+        [
+            accuracy,
+            macro[:, 1],
+            macro[:, 0],
+            macro[:, 1],
+            macro[:, 2],
+            weighted,
+            accuracy,
+            mcc,
+            kappa,
+            _guarded(largest, n),
+        ],
+        1,
+    )
+    return per_class, values
+
+
+def compute_metrics_each(cms: Tensor) -> list[Metrics]:
+    """:func:`compute_metrics` of each of ``cms`` (``[S, C, C]``), derived together."""
+    support = cms.sum(2)
+    per_class, values = margin_metrics(cms.diagonal(dim1=1, dim2=2), support, cms.sum(1))
+    return [
+        Metrics(*parts)
+        for parts in zip(cms.unbind(0), per_class.unbind(0), support.unbind(0), values.unbind(0))
+    ]
+
+
 def metrics_from_predictions(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Metrics:
     return compute_metrics(confusion_matrix(y_true, y_pred, num_classes))

@@ -63,7 +63,9 @@ def metrics_json(
 ) -> dict[str, Any]:
     """``scores``, for the eval set's own metrics: its ranking (None when the run kept
     no scores) and ECE."""
-    out: dict[str, Any] = {name: _num(float(metrics.summary[name])) for name in SUMMARY_METRICS}
+    out: dict[str, Any] = {
+        name: _num(value) for name, value in zip(SUMMARY_METRICS, metrics.values.tolist())
+    }
     precision, recall, f1 = metrics.precision.tolist(), metrics.recall.tolist(), metrics.f1.tolist()
     support = metrics.support.tolist()
     out["per_class"] = {
@@ -366,6 +368,9 @@ def slice_recalls(labels: Sequence[str], confusion: Tensor) -> str:
     )
 
 
+# A key of more values than this, most of them on fewer than SLICE_MIN_SAMPLES
+# samples, is named as the reason no slice could be judged (an id, a URL).
+MANY_VALUES = 100
 # Classes whose recall a slice's row lists before it lists only the weakest.
 SLICE_RECALLS = 5
 
@@ -597,13 +602,29 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
         elif any(s.group != "length" for s in ev.slices):
             # Slices the user asked for (seqgate_slice_by), none of them weak: say
             # they were looked at, or the report reads as if the setting were ignored.
+            # A key of a value or two per record (an id) makes slices too small to
+            # judge, none of them weak: the count says why nothing was found.
             groups = dict.fromkeys(s.group for s in ev.slices)
+            small = sum(s.n < SLICE_MIN_SAMPLES for s in ev.slices)
+            thin = (
+                f", {small} of them under {SLICE_MIN_SAMPLES} samples (too few to judge"
+                if small
+                else ""
+            )
+            for group in groups:
+                sizes = [s.n for s in ev.slices if s.group == group]
+                if len(sizes) > MANY_VALUES and 2 * sum(n < SLICE_MIN_SAMPLES for n in sizes) > len(
+                    sizes
+                ):
+                    thin += f"; {group} takes {len(sizes)} values: slice by a coarser key"
+                    break
+            thin += ")" if small else ""
             out.append(("", ""))
             out.append(
                 (
-                    f"{counted(len(ev.slices), 'slice')} (by {', '.join(groups)}), none of "
-                    f"{SLICE_MIN_SAMPLES}+ samples with a macro F1 more than {SLICE_GAP} below "
-                    f"the whole set's; -v lists them",
+                    f"{counted(len(ev.slices), 'slice')} (by {', '.join(groups)}){thin}, none "
+                    f"of {SLICE_MIN_SAMPLES}+ samples with a macro F1 more than {SLICE_GAP} "
+                    f"below the whole set's; -v lists them",
                     "",
                 )
             )

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pytest_seqgate.metrics import PER_CLASS_METRICS, SUMMARY_METRICS, margin_metrics
+
 
 def normal_quantile(p: float) -> float:
     """Inverse standard normal CDF (via erfinv), exact to float64 precision."""
@@ -180,30 +182,14 @@ BOOTSTRAP_SUMMARY = ("balanced_accuracy", "macro_f1", "weighted_f1", "mcc", "kap
 
 
 def batched_metrics(margins: Margins) -> dict[str, Tensor]:
-    """Bootstrap statistics of resampled confusion matrices, with the same NaN rules
-    as :func:`pytest_seqgate.metrics.compute_metrics`: ``f1`` is ``[B, C]``, the
-    rest ``[B]``."""
-    tp, true, pred = margins.tp, margins.true, margins.pred
-    n = true.sum(1)
-    correct = tp.sum(1)
-    f1 = 2 * tp / (true + pred)
-    recall = tp / true
-    weighted = (f1.nan_to_num() * true).sum(1) / n
-    agree = (true * pred).sum(1)
-    cov = (n * n - (true * true).sum(1)) * (n * n - (pred * pred).sum(1))
-    mcc = torch.where(
-        cov > 0, (correct * n - agree) / cov.clamp_min(1e-300).sqrt(), torch.zeros_like(n)
-    )
-    expected = agree / (n * n)
-    kappa = (correct / n - expected) / (1 - expected)
-    return {
-        "f1": f1,
-        "balanced_accuracy": recall.nanmean(1),
-        "macro_f1": f1.nanmean(1),
-        "weighted_f1": weighted,
-        "mcc": mcc,
-        "kappa": kappa,
-    }
+    """The bootstrap's statistics of resampled confusion matrices, as
+    :func:`pytest_seqgate.metrics.compute_metrics` derives them: ``f1`` is
+    ``[B, C]``, the rest ``[B]``."""
+    per_class, values = margin_metrics(margins.tp, margins.true, margins.pred)
+    out = {"f1": per_class[:, PER_CLASS_METRICS.index("f1")]}
+    for name in BOOTSTRAP_SUMMARY:
+        out[name] = values[:, SUMMARY_METRICS.index(name)]
+    return out
 
 
 def percentile_interval(samples: Tensor, confidence: float) -> Tensor:
