@@ -836,6 +836,55 @@ def bench_bootstrap(quick: bool, repeats: int) -> list[list[object]]:
     return rows
 
 
+def bench_slices(quick: bool, repeats: int) -> list[list[object]]:
+    """``seqgate_slice_by`` on a text key of few to many values (a language, a
+    source, an id): seqgate's slices, from the records' values to every slice's
+    metrics, against the same slices with one ``compute_metrics`` per slice's
+    matrix, as it was until 2026-11-30 (a key of 50,000 values took 4 s)."""
+    from pytest_seqgate.diagnostics import metadata_slices
+    from pytest_seqgate.metrics import compute_metrics
+
+    n = 20_000 if quick else 200_000
+    rows = []
+    for values in (12, 1_000, 5_000) if quick else (12, 1_000, 50_000):
+        gen = torch.Generator().manual_seed(values)
+        y_true = torch.randint(0, 4, (n,), generator=gen)
+        y_pred = torch.where(
+            torch.rand(n, generator=gen) < 0.8, y_true, torch.randint(0, 4, (n,), generator=gen)
+        )
+        key = [f"s{v}" for v in torch.randint(0, values, (n,), generator=gen).tolist()]
+
+        def ours() -> object:
+            return metadata_slices("source", key, y_true, y_pred, 4)
+
+        def one_at_a_time() -> object:
+            codes: dict[str, int] = {}
+            ids = torch.tensor([codes.setdefault(v, len(codes)) for v in key])
+            cms = torch.bincount(ids * 16 + y_true * 4 + y_pred, minlength=len(codes) * 16)
+            return [compute_metrics(cm) for cm in cms.reshape(-1, 4, 4)]
+
+        t_ref, t_ours, ratio = paired_times(one_at_a_time, ours, repeats, 1)
+        rows.append(
+            [
+                f"{n:,}",
+                f"{values:,}",
+                f"{t_ours * 1e3:.0f}",
+                f"{t_ref * 1e3:.0f}",
+                f"{1 / ratio:.1f}x",
+            ]
+        )
+        if values >= 50_000:
+            verdict(
+                "slices: one compute_metrics a slice / seqgate >= 3 at 50,000 values",
+                f"{n:,} predictions",
+                1 / ratio,
+                3,
+                at_least=True,
+                shown=f"{1 / ratio:.1f}x",
+            )
+    return rows
+
+
 def bench_cache(quick: bool, repeats: int) -> list[list[object]]:
     """The example project run twice with --seqgate-cache: the second skips inference.
 
@@ -882,7 +931,8 @@ def main() -> None:
         "--only",
         nargs="*",
         default=None,
-        help="metrics batching overhead fixed gpu startup streaming leakage bootstrap cache jsonl",
+        help="metrics batching overhead fixed gpu startup streaming leakage bootstrap slices cache "
+        "jsonl",
     )
     args = parser.parse_args()
     repeats = max(5, args.repeats)
@@ -971,6 +1021,16 @@ def main() -> None:
             ],
         ),
         "bootstrap": (bench_bootstrap, ["predictions", "classes", "resamples", "ms"]),
+        "slices": (
+            bench_slices,
+            [
+                "predictions",
+                "values of the key",
+                "seqgate ms",
+                "one compute_metrics a slice ms",
+                "speed-up",
+            ],
+        ),
         "cache": (
             bench_cache,
             ["first run: evaluation / whole pytest s", "re-run with --seqgate-cache s", "speed-up"],

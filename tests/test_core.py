@@ -896,6 +896,31 @@ def test_a_key_of_a_value_per_record_makes_a_slice_each_and_says_so() -> None:
     ) in lines
 
 
+def test_slices_of_a_key_are_named_as_the_records_spell_its_values() -> None:
+    """Text is coded as it is (the fast path); a key that also holds true, a number
+    equal to it (True == 1 in Python), a null or a list is coded by its spelling,
+    so true and 1 stay two slices and a list does not break the slicing."""
+    from pytest_seqgate.diagnostics import metadata_slices
+
+    targets = torch.tensor([0, 1] * 6)
+    text = ["en", "fr", "en", "de"] * 3
+    assert [(s.name, s.n) for s in metadata_slices("lang", text, targets, targets, 2)] == [
+        ("lang=en", 6),
+        ("lang=fr", 3),
+        ("lang=de", 3),
+    ]
+    mixed = [True, 1, None, "x", [1, 2], "true", 1.5, True, 1, None, "x", [1, 2]]
+    named = [(s.name, s.n) for s in metadata_slices("k", mixed, targets, targets, 2)]
+    assert named == [
+        ("k=true", 3),
+        ("k=1", 2),
+        ("k=null", 2),
+        ("k=x", 2),
+        ("k=[1, 2]", 2),
+        ("k=1.5", 1),
+    ]
+
+
 def test_a_numeric_key_of_many_values_is_sliced_at_its_quartiles() -> None:
     """A score per record made one slice per record (50,000 slices, 4 s and an 8 MB
     report): a numeric key of more than 12 values is cut at its quartiles, each

@@ -919,6 +919,15 @@ def metadata_slices(
     numeric = numeric_slices(key, values, targets, predictions, num_classes)
     if numeric is not None:
         return numeric
-    codes: dict[str, int] = {}
-    ids = torch.tensor([codes.setdefault(spelt(v), len(codes)) for v in values], dtype=torch.int64)
+    codes: dict[Any, int] = {}
+    try:
+        coded = [codes.setdefault(v, len(codes)) for v in values]
+    except TypeError:  # a list or an object as a value: sliced by its spelling
+        coded = None
+    if coded is None or not all(type(v) is str for v in codes):
+        # Text is its own spelling, and no text equals a number; True equals 1 and
+        # None is "null", so any other value is coded by how it is spelt.
+        codes = {}
+        coded = [codes.setdefault(spelt(v), len(codes)) for v in values]
+    ids = torch.tensor(coded, dtype=torch.int64)
     return slice_metrics(targets, predictions, ids, [f"{key}={v}" for v in codes], key, num_classes)
