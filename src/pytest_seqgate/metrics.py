@@ -265,7 +265,8 @@ def margin_metrics(tp: Tensor, true: Tensor, pred: Tensor) -> tuple[Tensor, Tens
     weighted = torch.where(n != 0, (true * per_class[:, 2].nan_to_num()).sum(1) / n, macro[:, 2])
     agree = (true * pred).sum(1)
     cov = (n * n - (true * true).sum(1)) * (n * n - (pred * pred).sum(1))
-    mcc = torch.where(cov > 0, (correct * n - agree) / cov.clamp(min=1).sqrt(), 0.0)
+    # Where cov is 0 the division's inf or NaN is discarded (torch.where reads both sides).
+    mcc = torch.where(cov > 0, (correct * n - agree) / cov.sqrt(), 0.0)
     expected = _guarded(agree, n * n)
     kappa = _guarded(accuracy - expected, 1 - expected)
     largest = true.amax(1) if true.shape[1] else torch.zeros_like(n)

@@ -613,9 +613,8 @@ def render_terminal(evaluations: Sequence[Evaluation], verbosity: int = 0) -> li
             )
             for group in groups:
                 sizes = [s.n for s in ev.slices if s.group == group]
-                if len(sizes) > MANY_VALUES and 2 * sum(n < SLICE_MIN_SAMPLES for n in sizes) > len(
-                    sizes
-                ):
+                too_small = sum(n < SLICE_MIN_SAMPLES for n in sizes)
+                if len(sizes) > MANY_VALUES and 2 * too_small > len(sizes):
                     thin += f"; {group} takes {len(sizes)} values: slice by a coarser key"
                     break
             thin += ")" if small else ""
