@@ -244,6 +244,14 @@ def test_a_set_that_cannot_be_streamed_is_a_usage_error(project):
             Settings.from_dict(project.path, streaming=True, eval_data=spec)
     # A conftest.py's eval set clears eval_data and is evaluated in memory: no error.
     Settings(streaming=True, eval_data=None)
+    # No eval set at all: each gated test's setup says which setting to give.
+    project.ini(model="models:first_token", labels=["ham", "spam"], streaming="true")
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    assert (
+        "seqgate: seqgate_streaming in pytest.ini: no eval set to stream: set seqgate_eval_data "
+        "to a .jsonl, .json (JSON lines), .csv, .tsv, .parquet or .arrow file"
+    ) in result.stdout.str()
 
 
 def test_stream_chunks_cover_the_file(tmp_path):

@@ -100,7 +100,7 @@ def stream_eval(
     if settings.eval_data is None:
         raise ConfigError(
             f"{settings.source('streaming')}: no eval set to stream: set seqgate_eval_data "
-            f"to a .jsonl or .parquet file"
+            f"to a .jsonl, .json (JSON lines), .csv, .tsv, .parquet or .arrow file"
         )
 
     def compute() -> dict[str, Any]:
