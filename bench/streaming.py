@@ -3,9 +3,9 @@
     python bench/streaming.py --n 2000000     # the README's figures (several minutes)
     python bench/streaming.py --quick         # 20,000 sequences, for CI
 
-Each mode runs in a fresh subprocess, so its peak RSS is its own. Where pyarrow is
-installed, the same records as a .parquet file and as an .arrow file (the stream
-a datasets cache writes) are read both ways too.
+Each mode runs in a fresh subprocess, so its peak RSS is its own. The same records
+as one JSON array (.json), and, where pyarrow is installed, as a .parquet file and
+as an .arrow file (the stream a datasets cache writes), are read both ways too.
 """
 
 from __future__ import annotations
@@ -59,6 +59,16 @@ def write_jsonl(path: Path, n: int) -> None:
             length = max(1, min(200, int(rng.lognormvariate(3.7, 0.5))))
             tokens = [rng.randrange(1, 30000) for _ in range(length)]
             handle.write(json.dumps({"tokens": tokens, "label": i % 2}) + "\n")
+
+
+def write_array(jsonl: Path, path: Path) -> None:
+    """The same records as one JSON array, a record a line (``json.dump`` of a list
+    writes one line; the parser reads either the same way)."""
+    with jsonl.open() as lines, path.open("w") as out:
+        out.write("[\n")
+        for i, line in enumerate(lines):
+            out.write((",\n" if i else "") + line.rstrip("\n"))
+        out.write("\n]\n")
 
 
 def write_parquet(jsonl: Path, path: Path) -> bool:
@@ -115,7 +125,8 @@ def measure(n: int) -> list[list[object]]:
             f"wrote {n:,} sequences ({size / 2**20:.0f} MiB) in {time.perf_counter() - start:.0f}s",
             file=sys.stderr,
         )
-        names = ["eval.jsonl"]
+        write_array(folder / "eval.jsonl", folder / "eval.json")
+        names = ["eval.jsonl", "eval.json"]
         if write_parquet(folder / "eval.jsonl", folder / "eval.parquet"):
             write_arrow(folder / "eval.parquet", folder / "eval.arrow")
             names += ["eval.parquet", "eval.arrow"]

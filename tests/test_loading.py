@@ -25,9 +25,11 @@ from pytest_seqgate.exceptions import ConfigError, DataError, ModelError
 from pytest_seqgate.loading import (
     from_dataset,
     from_table,
+    iter_json_array,
     load_dataset,
     load_model,
     read_csv,
+    read_json,
     read_jsonl,
     read_pt,
     read_table,
@@ -487,6 +489,95 @@ def test_json_errors_name_the_file_and_what_it_holds(tmp_path: Path) -> None:
         "returning them"
     )
     assert error("[]") == "e.json: the dataset is empty: it holds no records"
+
+
+def test_a_json_array_parsed_an_element_at_a_time_reads_as_json_loads(tmp_path: Path) -> None:
+    """A streamed .json array is parsed a block at a time: whatever the block size
+    (a block may end inside a number, an escape or a character of several bytes),
+    the same records as ``json.loads`` of the file, and on bad JSON the same
+    message at the same line and column (the file read whole names it so too)."""
+    import random
+
+    rng = random.Random(0)
+    records = [
+        {
+            "text": 'é€😀 \\u0041 "q" ' * rng.randrange(3),
+            "x": rng.random() * 10 ** rng.randrange(-5, 20),
+            "n": -rng.randrange(10**6),
+            "flags": [True, None, False],
+        }
+        for _ in range(40)
+    ]
+    path = tmp_path / "a.json"
+
+    def parsed(text: str, block: int) -> object:
+        write(path, text)
+        try:
+            return [record for _, record in iter_json_array(path, "a.json", block)]
+        except DataError as exc:
+            return str(exc).removeprefix("a.json:").split(";")[0]
+
+    def loaded(text: str) -> object:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            return f"{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
+
+    for indent in (None, 1, "\t"):
+        text = json.dumps(records, indent=indent, ensure_ascii=False)
+        for block in (1, 2, 3, 5, 64, 1 << 20):
+            assert parsed("\ufeff" + text + "\n\n", block) == records, (indent, block)
+    for text in ("[]", " [ ] ", "[1,]", "[1 2]", "[", '[{"a": 1', "[1] x", "[1]]", '["a\nb"]'):
+        for block in (1, 3, 100):
+            assert parsed(text, block) == loaded(text), (text, block)
+    # A character inserted at random into an array of records, 300 times.
+    good = [{"tokens": list(range(rng.randrange(1, 9))), "label": "x" * rng.randrange(4)}] * 30
+    for _ in range(300):
+        text = json.dumps(good, indent=rng.choice([None, 2]))
+        at = rng.randrange(1, len(text) - 1)
+        text = text[:at] + rng.choice(["x", ",", "]", "}", '"', " 1", ":", "[", "\\"]) + text[at:]
+        block = rng.choice([1, 7, 64, 1 << 20])
+        assert parsed(text, block) == loaded(text), (text, block)
+    # Bytes that are not UTF-8 name their line; a gzipped array reads the same.
+    write(path, b'[\n{"text": "a"},\n{"text": "\xff"}]')
+    with pytest.raises(
+        DataError, match=r"^a.json:3: bytes that are not UTF-8 \(invalid start byte"
+    ):
+        list(iter_json_array(path, "a.json"))
+    gz = write(tmp_path / "a.json.gz", gzip.compress(json.dumps(records).encode()))
+    assert [r for _, r in iter_json_array(gz, "a.json.gz", 7)] == records
+
+
+def test_a_json_object_of_columns_is_not_streamed_and_says_what_to_write(tmp_path: Path) -> None:
+    """An object of columns (``Dataset.to_dict()``, pandas' orients), read whole in
+    memory, was streamed as JSON lines: its first line was read as one record
+    ("label ['ham', 'spam'] is neither a class name...", or invalid JSON where it
+    was indented). It is named with what to write; JSON lines and arrays stream."""
+    columns = {"tokens": [[1, 2], [3]], "label": ["ham", "spam"]}
+    by_index = {"tokens": {"0": [1, 2], "1": [3]}, "label": {"0": "ham", "1": "spam"}}
+    for document in (json.dumps(columns), json.dumps(columns, indent=1), json.dumps(by_index)):
+        path = write(tmp_path / "c.json", document)
+        assert read_json(path).lengths.tolist() == [2, 1]  # in memory
+        with pytest.raises(DataError) as info:
+            list(stream_records(path, ("ham", "spam"), None, "c.json", 10))
+        assert str(info.value) == (
+            "c.json: holds one JSON object of records (columns, or pandas' orients), which "
+            "cannot be streamed a window at a time: write one record a line (.jsonl: "
+            "Dataset.to_json, df.to_json(orient='records', lines=True)) or an array of records "
+            "(json.dump(records, f)), or evaluate it in memory (--seqgate-no-streaming)"
+        )
+    records = [{"tokens": [1, 2], "label": "ham"}, {"tokens": [3], "label": "spam"}]
+    for text in (jsonl(*records), json.dumps(records, indent=2)):
+        path = write(tmp_path / "c.json", text)
+        chunks = list(stream_records(path, ("ham", "spam"), None, "c.json", 1))
+        assert [c.labels.tolist() for c in chunks] == [[0], [1]]
+        assert [c.record(0) for c in chunks] == (
+            ["c.json[0]", "c.json[1]"] if text.startswith("[") else ["c.json:1", "c.json:2"]
+        )
+    # A first record without a label is the record's error, not the layout's.
+    path = write(tmp_path / "c.json", jsonl({"tokens": [1], "lbl": "ham"}))
+    with pytest.raises(DataError, match=r"^c.json:1: record has no 'label'"):
+        list(stream_records(path, ("ham", "spam"), None, "c.json", 10))
 
 
 def test_csv_separated_by_semicolons_or_tabs_is_read_by_its_header(tmp_path: Path) -> None:

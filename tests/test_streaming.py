@@ -140,6 +140,45 @@ def test_jsonl_shards_report_as_the_whole_file_and_name_records_by_shard(project
             assert json.loads(text) == whole, (suffix, mode)
 
 
+def test_a_streamed_json_array_reports_as_in_memory_and_names_records_by_index(project):
+    """A .json eval set that is one JSON array (``json.dump(records, f)``) was
+    refused under streaming ("write one record a line"); it now streams an element
+    at a time: the report of the file read whole, records named by index
+    (``eval.json[57]``) in both, gzipped too; a bad record in a later chunk and
+    bad JSON deep in the file are named as the whole file's read names them."""
+    records = rule_records(1001, missed={1: 70})
+    text = json.dumps(records, indent=1)
+    (project.path / "eval.json").write_text(text)
+    (project.path / "eval.json.gz").write_bytes(gzip.compress(json.dumps(records).encode()))
+    bad = [dict(r) for r in records]
+    bad[700]["tokens"] = [-3]
+    (project.path / "bad.json").write_text(json.dumps(bad, indent=1))
+    # A comma after record 900's label: bad JSON at the '}' that follows.
+    at = [m.start() for m in re.finditer('"ham"', text)][450]
+    broken = text[:at] + '"ham",' + text[at + 5 :]
+    (project.path / "broken.json").write_text(broken)
+    fault = broken.index("}", at)
+    line, column = broken.count("\n", 0, fault) + 1, fault - broken.rindex("\n", 0, fault)
+    gated_project(project, "eval.json")
+    failing = "--seqgate-gates=recall[spam] >= 0.9"
+    project.run(failing).assert_outcomes(passed=1, failed=1)
+    in_memory = json.loads((project.path / "r.json").read_text())
+    for data in ("eval.json", "eval.json.gz"):
+        result = project.run("--seqgate-streaming", failing, f"--seqgate-eval-data={data}")
+        result.assert_outcomes(passed=1, failed=1)
+        text = (project.path / "r.json").read_text().replace(data, "eval.json")
+        assert json.loads(text) == in_memory, data
+        assert_lines(result.stdout.str(), f"  {data}[*]  predicted ham, P(spam) *")
+    for data, said in (
+        ("bad.json", "bad.json[700]: this sequence (offset"),
+        ("broken.json", f"broken.json:{line}:{column}: invalid JSON: Expecting property name"),
+    ):
+        whole = project.run(f"--seqgate-eval-data={data}")
+        streamed = project.run("--seqgate-streaming", f"--seqgate-eval-data={data}")
+        for result in (whole, streamed):
+            assert said in result.stdout.str() + result.stderr.str(), data
+
+
 def test_a_streamed_csv_reports_as_in_memory(project):
     """A .csv eval set (and .tsv shards) streams a window at a time: the report of
     the file read whole, records named by the line they start on, a quoted field
@@ -207,7 +246,8 @@ def test_a_set_that_cannot_be_streamed_is_a_usage_error(project):
     """A .pt (or import-path) eval set, or one without seqgate_labels, with
     streaming on failed every test at its setup (untested); it is known from the
     settings alone, so the run stops at collection with one line, exit 4. A .json
-    array, known only once read, is named with what to do."""
+    array in a pattern of shards (read as JSON lines), known only once read, is named
+    with what to do."""
     records = rule_records(40)
     project.data(records)
     project.python(
@@ -218,23 +258,23 @@ def test_a_set_that_cannot_be_streamed_is_a_usage_error(project):
         torch.save({{"sequences": sequences, "labels": [r["label"] for r in records]}}, "eval.pt")
         """
     )
-    (project.path / "eval.json").write_text(json.dumps(records, indent=1))
+    (project.path / "eval-0.json").write_text(json.dumps(records, indent=1))
     project.ini(model="models:first_token", eval_data="eval.pt", labels=["ham", "spam"])
     project.test(TESTS)
     result = project.run("--seqgate-streaming")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.stderr.str().splitlines() if "seqgate" in line]
     assert errors == [
-        "ERROR: seqgate: --seqgate-streaming: streaming reads a .jsonl, .json (JSON lines), "
-        ".csv or .tsv (gzipped too), .parquet or .arrow eval set (or a save_to_disk folder) a "
+        "ERROR: seqgate: --seqgate-streaming: streaming reads a .jsonl, .json, .csv or .tsv "
+        "(gzipped too), .parquet or .arrow eval set (or a save_to_disk folder) a "
         "window at a time, but seqgate_eval_data in pytest.ini is 'eval.pt'; convert it to "
         ".jsonl or .parquet, or evaluate it in memory (--seqgate-no-streaming for one run)"
     ]
-    result = project.run("--seqgate-streaming", "--seqgate-eval-data=eval.json")
-    assert "eval.json: holds a JSON array; streaming and a pattern of .json files read JSON " in (
-        result.stdout.str()
-    )
-    project.run("--seqgate-eval-data=eval.json").assert_outcomes(passed=1)  # read whole
+    for streaming in ("--seqgate-streaming", "--seqgate-no-streaming"):
+        result = project.run(streaming, "--seqgate-eval-data=eval-*.json")
+        said = "eval-0.json: holds a JSON array; a pattern of .json files reads JSON lines "
+        assert said in result.stdout.str() + result.stderr.str(), streaming
+    project.run("--seqgate-eval-data=eval-0.json").assert_outcomes(passed=1)  # read whole
     project.run().assert_outcomes(passed=1)  # in memory, the same set is fine
     for spec, said in (
         ("models:records", "but eval_data is 'models:records'"),
@@ -250,7 +290,7 @@ def test_a_set_that_cannot_be_streamed_is_a_usage_error(project):
     result.assert_outcomes(errors=1)
     assert (
         "seqgate: seqgate_streaming in pytest.ini: no eval set to stream: set seqgate_eval_data "
-        "to a .jsonl, .json (JSON lines), .csv, .tsv, .parquet or .arrow file"
+        "to a .jsonl, .json, .csv, .tsv, .parquet or .arrow file"
     ) in result.stdout.str()
 
 

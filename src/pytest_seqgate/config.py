@@ -645,9 +645,9 @@ class Settings:
                 data_suffix(path) in (".jsonl", ".json", ".csv", ".tsv") or table_set(path)
             ):
                 raise ConfigError(
-                    f"{self.source('streaming')}: streaming reads a .jsonl, .json (JSON "
-                    f"lines), .csv or .tsv (gzipped too), .parquet or .arrow eval set (or a "
-                    f"save_to_disk folder) a window at a time, but "
+                    f"{self.source('streaming')}: streaming reads a .jsonl, .json, .csv or "
+                    f".tsv (gzipped too), .parquet or .arrow eval set (or a save_to_disk "
+                    f"folder) a window at a time, but "
                     f"{self.source('eval_data')} is {self.eval_data!r}; convert it to .jsonl "
                     f"or .parquet, or evaluate it in memory (--seqgate-no-streaming for one run)"
                 )

@@ -8,6 +8,7 @@ and an evaluation gate must never be the way a malicious file gets in.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import difflib
@@ -1569,18 +1570,166 @@ def read_json(
 
 
 def json_lines(path: Path, name: str) -> Iterator[tuple[int, Any]]:
-    """(line, record) of a .json file read as JSON lines, as a pattern of shards and
-    streaming read it; a JSON array (read whole, by :func:`read_json`) is an error
-    naming the file, not a first line that is not a record."""
-    with open_data(path, name) as handle:
-        start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-    if start.startswith(b"["):
+    """(line, record) of a .json file read as JSON lines, as a pattern of shards
+    reads it; a JSON array (read whole, by :func:`read_json`, or streamed by
+    :func:`iter_json_array`) is an error naming the file, not a first line that is
+    not a record."""
+    if holds_json_array(path, name):
         raise DataError(
-            f"{name}: holds a JSON array; streaming and a pattern of .json files read JSON "
-            f"lines (one record a line, as Spark writes them): write one record a line "
-            f"(.jsonl), or give this file alone, not streamed"
+            f"{name}: holds a JSON array; a pattern of .json files reads JSON lines (one "
+            f"record a line, as Spark writes them): write one record a line (.jsonl), or "
+            f"give this file alone"
         )
     yield from iter_jsonl(path, name)
+
+
+def holds_json_array(path: Path, name: str) -> bool:
+    """Whether a .json file's first value is an array (its first 4 KiB tell)."""
+    with open_data(path, name) as handle:
+        start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return start.startswith(b"[")
+
+
+def streamed_json_array(path: Path, name: str, column_of: Mapping[str, str] | None) -> bool:
+    """Whether a .json file to stream is one JSON array (else JSON lines). One JSON
+    object of another layout (columns, pandas' orients), which :func:`read_json`
+    reads whole, is an error naming it: its first line read as a record said "no
+    'label'", or gave a list of labels."""
+    if holds_json_array(path, name):
+        return True
+    with open_data(path, name) as handle:
+        first = next((raw for raw in handle if raw.strip()), b"").lstrip(b"\xef\xbb\xbf")
+    try:
+        document = json.loads(first)
+    except ValueError:  # (bytes that are not UTF-8 too) a bad line: iter_jsonl names it
+        document = None
+    whole = first.strip() == b"{"  # a document over several lines (indented)
+    if isinstance(document, dict):
+        with contextlib.suppress(DataError):  # (a bad record: the builder names it)
+            whole = _json_records(document, name, column_of or {}) is not None
+    if whole:
+        raise DataError(
+            f"{name}: holds one JSON object of records (columns, or pandas' orients), which "
+            f"cannot be streamed a window at a time: write one record a line (.jsonl: "
+            f"Dataset.to_json, df.to_json(orient='records', lines=True)) or an array of "
+            f"records (json.dump(records, f)), or evaluate it in memory "
+            f"(--seqgate-no-streaming)"
+        )
+    return False
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+#: An error this close to the end of what was read may be a record cut by the
+#: read (``1.`` of ``1.5``, ``\u00`` of an escape), not a fault of the file.
+_CUT_SLACK = 16
+
+
+def iter_json_array(path: Path, name: str, block: int = 1 << 20) -> Iterator[tuple[int, Any]]:
+    """(index, record) of each element of a file that is one JSON array
+    (``json.dump(records, f)``), parsed one element at a time from blocks of
+    ``block`` bytes: memory holds a block and a record, not the file, so a
+    streamed eval set may be an array as well as JSON lines. Records are named by
+    index, as :func:`read_json` names them; an error names the line and column,
+    as ``json.loads`` of the whole file would."""
+    decode = codecs.getincrementaldecoder("utf-8")().decode
+    scan = json.JSONDecoder().raw_decode
+    with open_data(path, name) as handle:
+        text = ""  # what was read and not yet consumed, from absolute offset `base`
+        pos = base = 0
+        line, line_start = 1, 0  # the line of text[0], and the offset its line starts at
+        done = False
+        read = 0  # bytes read, for an encoding error's place
+
+        def more() -> bool:
+            """Read the next block onto what is left; False at the end of the file
+            (what is left then stays as it was)."""
+            nonlocal text, pos, base, line, line_start, done, read
+            if done:
+                return False
+            fresh = ""
+            while not fresh and not done:  # (a block may end inside a character)
+                raw = handle.read(block)
+                try:
+                    fresh = decode(raw, final=not raw)
+                except UnicodeDecodeError as exc:
+                    at = line + text.count("\n") + raw.count(b"\n", 0, max(exc.start, 0))
+                    raise DataError(
+                        f"{name}:{at}: bytes that are not UTF-8 ({exc.reason} at byte "
+                        f"{read + exc.start}); re-encode the file as UTF-8"
+                    ) from None
+                if not base and not text and fresh.startswith("\ufeff"):  # the first
+                    fresh = fresh[1:]
+                read += len(raw)
+                done = not raw
+            if not fresh:
+                return False
+            consumed = text.count("\n", 0, pos)
+            if consumed:
+                line += consumed
+                line_start = base + text.rindex("\n", 0, pos) + 1
+            text, base, pos = text[pos:] + fresh, base + pos, 0
+            return True
+
+        def where(at: int) -> str:
+            newlines = text.count("\n", 0, at)
+            column = at - text.rindex("\n", 0, at) if newlines else base + at - line_start + 1
+            return f"{name}:{line + newlines}:{column}"
+
+        def fail(at: int, msg: str) -> NoReturn:
+            raise DataError(
+                f"{where(at)}: invalid JSON: {msg}; a .json eval set is a JSON array of "
+                f"records, or one record a line"
+            )
+
+        def skip_space() -> bool:
+            """Move past white space; False where the file ends first."""
+            nonlocal pos
+            while True:
+                match = _JSON_SPACE.match(text, pos)
+                assert match is not None  # (it matches the empty string)
+                pos = match.end()
+                if pos < len(text):
+                    return True
+                if not more():
+                    return False
+
+        if not skip_space() or text[pos] != "[":
+            fail(pos, "Expecting '['")  # (holds_json_array said it starts so)
+        pos += 1
+        index = 0
+        closing = True  # a ']' may close the array here (not after a ',')
+        while True:
+            if not skip_space():
+                fail(pos, "Expecting value")
+            if closing and text[pos] == "]":
+                pos += 1
+                break
+            while True:
+                try:
+                    record, end = scan(text, pos)
+                except json.JSONDecodeError as exc:
+                    cut = exc.pos + _CUT_SLACK >= len(text) or exc.msg.startswith(
+                        "Unterminated string"
+                    )
+                    if cut and more():
+                        continue
+                    fail(exc.pos, exc.msg)
+                if end < len(text) or not more():  # (a number may go on in the next block)
+                    break
+            pos = end
+            yield index, record
+            index += 1
+            if not skip_space():
+                fail(pos, "Expecting ',' delimiter")
+            if text[pos] == "]":
+                pos += 1
+                break
+            if text[pos] != ",":
+                fail(pos, "Expecting ',' delimiter")
+            pos += 1
+            closing = False
+        if skip_space():
+            fail(pos, "Extra data")
 
 
 def _json_records(document: Any, name: str, column_of: Mapping[str, str]) -> list[Any] | None:
@@ -1629,13 +1778,18 @@ def stream_records(
     chunk: int,
     column_of: Mapping[str, str] | None = None,
 ) -> Iterator[SequenceData]:
-    """The records of a .jsonl, .json (JSON lines), .csv or .tsv file (or a pattern
-    of their shards) as consecutive SequenceData chunks of ``chunk`` records, read
-    a line at a time: memory holds one chunk, not the file."""
+    """The records of a .jsonl, .json (JSON lines, or one JSON array), .csv or .tsv
+    file (or a pattern of their shards) as consecutive SequenceData chunks of
+    ``chunk`` records, read a line (an array's element) at a time: memory holds one
+    chunk, not the file. An array's records are named by index, as read whole."""
+    indexed = False
     if data_suffix(path) in (".jsonl", ".json"):
         records: Callable[..., Iterator[tuple[int, Any]]] = (
             iter_jsonl if data_suffix(path) == ".jsonl" else json_lines
         )
+        if data_suffix(path) == ".json" and not data_shards(path):
+            indexed = streamed_json_array(path, display, column_of)
+            records = iter_json_array if indexed else iter_jsonl
         args: tuple[Any, ...] = ()
         renames = column_of  # a record's keys, renamed by the builder
     else:
@@ -1645,7 +1799,9 @@ def stream_records(
     read = None
     for number, record in _sharded(path, display, parts, records, *args):
         if builder is None:
-            builder = _Builder(display, labels, tokenizer, column_of=renames)
+            builder = _Builder(
+                display, labels, tokenizer, indexed, column_of=renames, first_row=number
+            )
             builder.numbers_read = read
             builder.parts = parts
         builder.add(record, number)

@@ -1,4 +1,4 @@
-"""Streaming evaluation of a .jsonl, .json (JSON lines), .csv or .tsv eval set (or
+"""Streaming evaluation of a .jsonl, .json (lines or an array), .csv or .tsv eval set (or
 a pattern of their shards), or one kept in Arrow's formats (.parquet, .arrow, a
 save_to_disk folder): memory bounded by a window of batches.
 
@@ -63,10 +63,17 @@ class Precomputed:
 
 
 def count_records(path: Path, name: str, column_of: Mapping[str, str] | None = None) -> int:
-    """The records of a set to stream: a .jsonl (or .json) file's non-blank lines, a CSV
-    file's rows (a pass over each file, of a pattern's shards too), the rows of a
-    set kept in Arrow's formats (its files' footers say)."""
-    from pytest_seqgate.loading import count_csv_records, count_rows, open_data
+    """The records of a set to stream: a .jsonl (or .json) file's non-blank lines, a
+    .json array's elements (a pass of the parser), a CSV file's rows (a pass over
+    each file, of a pattern's shards too), the rows of a set kept in Arrow's formats
+    (its files' footers say)."""
+    from pytest_seqgate.loading import (
+        count_csv_records,
+        count_rows,
+        iter_json_array,
+        open_data,
+        streamed_json_array,
+    )
 
     if table_set(path):
         return count_rows(path, name, column_of)
@@ -76,6 +83,13 @@ def count_records(path: Path, name: str, column_of: Mapping[str, str] | None = N
         shown = shard_name(path, name, file) if shards else name
         if data_suffix(path) in (".csv", ".tsv"):
             total += count_csv_records(file, shown, column_of)
+            continue
+        if (
+            not shards
+            and data_suffix(path) == ".json"
+            and streamed_json_array(file, shown, column_of)
+        ):
+            total += sum(1 for _ in iter_json_array(file, shown))  # a pass of the parser
             continue
         with open_data(file, shown) as handle:
             total += sum(1 for line in handle if line.strip())
@@ -100,7 +114,7 @@ def stream_eval(
     if settings.eval_data is None:
         raise ConfigError(
             f"{settings.source('streaming')}: no eval set to stream: set seqgate_eval_data "
-            f"to a .jsonl, .json (JSON lines), .csv, .tsv, .parquet or .arrow file"
+            f"to a .jsonl, .json, .csv, .tsv, .parquet or .arrow file"
         )
 
     def compute() -> dict[str, Any]:
@@ -123,11 +137,12 @@ def _stream_columns(
     assert settings.labels is not None
     path = settings.existing("eval_data")
     tokenizer = configured_tokenizer(settings)
-    total = count_records(path, settings.display(path), settings.column_of)
     # The padding check's sample, drawn chunk by chunk among the sequences each
-    # chunk's pass padded, a share of it per chunk in proportion to its size.
+    # chunk's pass padded, a share of it per chunk in proportion to its size (so
+    # the records are counted first, a pass that only the check needs).
     gen = torch.Generator().manual_seed(settings.seed)
     quota = settings.padding_check
+    total = count_records(path, settings.display(path), settings.column_of) if quota else 1
     sample: list[Tensor] = []
     batched: list[Tensor] = []  # the sample's scores in their batches
     keep = set(settings.slice_by or ())
@@ -144,7 +159,7 @@ def _stream_columns(
     # The first chunk decides how outputs read (with seqgate_outputs = auto); the
     # rest and the padding check read theirs the same way.
     outputs = settings.outputs
-    by_row = table_set(path)
+    by_row = table_set(path)  # (and a .json array: its first chunk says)
     stream = stream_table if by_row else stream_records
     parts: tuple[tuple[str, int], ...] = ()
     for chunk in stream(
@@ -156,6 +171,7 @@ def _stream_columns(
         settings.column_of,
     ):
         kind = chunk.kind
+        by_row = chunk.by_row
         parts = chunk.parts  # the shards read so far (a pattern of line-based files)
         width = chunk.values.shape[1] if chunk.values.dim() == 2 else 0
         p = predict(
