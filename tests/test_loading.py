@@ -362,8 +362,8 @@ def test_csv_tokens_as_a_list_column_as_pandas_writes_it(tmp_path: Path) -> None
     data = read_csv(path)
     assert data.values.tolist() == [1, 2, 3, 4, 7, 8] and data.lengths.tolist() == [3, 1, 2]
     assert csv_error(tmp_path, "x.csv", 'label,tokens\nspam,"[1, x]"\n') == (
-        "x.csv:2: 'tokens' (and 'attention_mask') must be space-separated integers or a JSON "
-        "list of them, and 'features' a JSON list of vectors"
+        "x.csv:2: 'tokens' (and 'attention_mask', 'token_type_ids') must be space-separated "
+        "integers or a JSON list of them, and 'features' a JSON list of vectors"
     )
     assert csv_error(tmp_path, "f.csv", 'label,tokens\nspam,"[1, 2.5]"\n').startswith(
         "f.csv:2: 'tokens' must be a list of integers, but holds 2.5"
@@ -2256,13 +2256,13 @@ def test_columns_errors_say_which_column_is_missing(tmp_path: Path) -> None:
         (
             "sentence=text",
             "'sentence' in 'sentence=text' is not a field seqgate reads; the fields are "
-            "label, text, tokens, features, attention_mask (the field comes first: "
-            "text=sentence)",
+            "label, text, tokens, features, attention_mask, token_type_ids (the field comes "
+            "first: text=sentence)",
         ),
         (
             "txt=sentence",
             "'txt' in 'txt=sentence' is not a field seqgate reads; the fields are label, "
-            "text, tokens, features, attention_mask (did you mean `text`?)",
+            "text, tokens, features, attention_mask, token_type_ids (did you mean `text`?)",
         ),
         ("text=a, text=b", "'text' is read from both 'a' and 'b'; give it one column"),
         (

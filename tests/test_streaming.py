@@ -208,7 +208,7 @@ def test_a_streamed_csv_reports_as_in_memory(project):
     # The line after the two-line record (record 601 starts on line 603).
     assert_lines(result.stdout.str(), "  part-1.tsv:*  predicted ham, P(spam) *")
     result = project.run("--seqgate-streaming", "--seqgate-eval-data=bad.csv")
-    assert "bad.csv:803: 'tokens' (and 'attention_mask') must be" in (
+    assert "bad.csv:803: 'tokens' (and 'attention_mask', 'token_type_ids') must be" in (
         result.stdout.str() + result.stderr.str()
     )
 

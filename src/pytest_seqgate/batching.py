@@ -23,12 +23,14 @@ class Batch:
     (pack_padded_sequence wants them there), ``index``: the dataset positions of
     the rows, and ``padding``: True on padded steps. The int64 ``attention_mask``
     (1 on real steps) is derived on first use: most models never ask for it.
+    ``token_type_ids``: the steps' segments, padded with 0, where the set has them.
     """
 
     inputs: Tensor
     lengths: Tensor
     index: Tensor
     padding: Tensor
+    token_type_ids: Tensor | None = None
 
     @cached_property
     def attention_mask(self) -> Tensor:
@@ -43,6 +45,9 @@ class Batch:
             self.lengths,
             self.index,
             self.padding.to(device, non_blocking=non_blocking),
+            None
+            if self.token_type_ids is None
+            else self.token_type_ids.to(device, non_blocking=non_blocking),
         )
 
 
@@ -228,6 +233,7 @@ class BucketedBatches:
             self.lengths[start:stop],
             self.order[start:stop],
             group.padding[rows, :width],
+            None if group.token_type_ids is None else group.token_type_ids[rows, :width],
         )
 
 
@@ -252,6 +258,11 @@ def _pad(
     inputs = inputs.view(*positions.shape, *data.values.shape[1:])
     # A fill, not a product: a negative feature times 0 is -0.0, which is not zero bits.
     inputs.masked_fill_(padding.unsqueeze(-1) if inputs.dim() == 3 else padding, 0)
+    types = None
+    if data.token_type_ids is not None:
+        types = data.token_type_ids.index_select(0, positions.view(-1)).view(positions.shape)
+        types.masked_fill_(padding, 0)
     if pin_memory:
         inputs = inputs.pin_memory()
-    return Batch(inputs, lengths, index, padding)
+        types = None if types is None else types.pin_memory()
+    return Batch(inputs, lengths, index, padding, types)

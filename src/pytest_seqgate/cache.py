@@ -118,7 +118,8 @@ def data_digest(data: SequenceData) -> str:
     an import path (``mypkg.data:eval_set``) or a loader hook may read files
     anywhere, and a changed one must not serve the old predictions."""
     digest = hashlib.sha256(repr(data.label_names).encode())
-    for tensor in (data.values, data.offsets, data.lengths, data.labels):
+    types = () if data.token_type_ids is None else (data.token_type_ids,)
+    for tensor in (data.values, data.offsets, data.lengths, data.labels, *types):
         digest.update(f"{tensor.dtype}{tuple(tensor.shape)};".encode())
         try:
             digest.update(tensor.contiguous().numpy().data)  # the buffer itself, no copy

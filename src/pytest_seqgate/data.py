@@ -54,6 +54,11 @@ class SequenceData:
     #: the number its lines were shifted by, so that each record is named by its
     #: file and line there (``data/test-00001.jsonl:12``), not by the pattern.
     parts: tuple[tuple[str, int], ...] = ()
+    #: The segment of each token (0 for the first text of a pair, 1 for the
+    #: second), aligned with ``values``, where the records carry them: a BERT-style
+    #: model of text pairs reads them, and without them scores every pair as one
+    #: text. None where the set has none (most sets).
+    token_type_ids: Tensor | None = None
 
     def __post_init__(self) -> None:
         """A set built by hand (a ``seqgate_eval_data`` fixture, a script) takes
@@ -90,6 +95,20 @@ class SequenceData:
                 f"floating-point feature vectors [total, features], but it is "
                 f"{tensor_shape(values)}"
             )
+        if self.token_type_ids is not None:
+            types = torch.as_tensor(self.token_type_ids)
+            if (
+                self.values.dim() != 1
+                or types.shape != self.values.shape
+                or types.is_floating_point()
+                or types.is_complex()
+            ):
+                raise DataError(
+                    f"{self.source}: SequenceData.token_type_ids must be integers aligned with "
+                    f"the token ids in values ({tensor_shape(self.values)}), but it is "
+                    f"{tensor_shape(types)}"
+                )
+            self.token_type_ids = types.to(torch.int64)
         if self.label_names is not None:
             self.label_names = tuple(str(name) for name in self.label_names)
         for key, column in self.metadata.items():
@@ -138,6 +157,15 @@ class SequenceData:
                         "token ids are indices, from 0",
                     )
                 )
+                segments = self.token_type_ids
+                if segments is not None:
+                    checks.append(
+                        (
+                            int(segments.min()) < 0,
+                            lambda: self._sequences_holding(segments < 0),
+                            "token type ids are segment indices, from 0",
+                        )
+                    )
             else:
                 # NaN or Infinity (Python's json reads both) would come out as NaN
                 # logits, blamed on the model. The sum is finite unless a value is
@@ -344,6 +372,7 @@ class SequenceData:
             by_row=self.by_row or self.line_numbers is None,
             parts=self.parts,
             metadata={k: [v[i] for i in index.tolist()] for k, v in self.metadata.items()},
+            token_type_ids=None if self.token_type_ids is None else self.token_type_ids[positions],
         )
 
     def content_hashes(self) -> Tensor:

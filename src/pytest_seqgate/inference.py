@@ -239,17 +239,22 @@ CALLS = {
 }
 
 
-def call_model(model: nn.Module, batch: Batch, convention: str) -> Any:
+def call_model(model: nn.Module, batch: Batch, convention: str, types: bool = False) -> Any:
     """The second input goes by its name, so ``forward(x, mask=None, lengths=None)``
     gets the lengths where it wants them; the first goes by place, so it may be
-    called ``input_ids``, ``tokens`` or ``x``."""
+    called ``input_ids``, ``tokens`` or ``x``. With ``types`` (the forward takes
+    ``token_type_ids``) the batch's segments go by that name too, where the set
+    has them."""
+    named: dict[str, Tensor] = {}
+    if types and batch.token_type_ids is not None:
+        named["token_type_ids"] = batch.token_type_ids
     if convention == "lengths":
-        return model(batch.inputs, lengths=batch.lengths)
+        return model(batch.inputs, lengths=batch.lengths, **named)
     if convention == "attention_mask":
-        return model(batch.inputs, attention_mask=batch.attention_mask)
+        return model(batch.inputs, attention_mask=batch.attention_mask, **named)
     if convention in PADDING_MASKS:
-        return model(batch.inputs, **{convention: batch.padding})
-    return model(batch.inputs)
+        return model(batch.inputs, **{convention: batch.padding}, **named)
+    return model(batch.inputs, **named)
 
 
 def logits_of(output: Any) -> Any:
@@ -647,6 +652,7 @@ def predict(
     cast = feature_dtype(model, data)
     model.to(device)
     convention = calling_convention(model)
+    types = data.token_type_ids is not None and "token_type_ids" in forward_parameters(model)
     on_cpu = device.type == "cpu"
     pin = device.type == "cuda"
     sorted_pass = BucketedBatches(data, rows)
@@ -696,7 +702,7 @@ def predict(
                 with autocast(device, precision):
                     output = forward(model, batch) if forward is not None else None
                     if output is None:
-                        output = call_model(model, batch, convention)
+                        output = call_model(model, batch, convention, types)
             except Exception as exc:
                 if _is_oom(exc):
                     if size == 1:

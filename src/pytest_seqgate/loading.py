@@ -57,6 +57,8 @@ from pytest_seqgate.exceptions import (
 from pytest_seqgate.inference import require_module
 
 SEQUENCE_KEYS = ("tokens", "features", "text")
+#: Keys of a record that hold a value per step of its sequence (not metadata).
+STEP_KEYS = ("attention_mask", "token_type_ids")
 
 
 class MissingTokenizer(DataError):
@@ -894,6 +896,9 @@ class _Builder:
         self.lengths: list[int] = []
         self.raw_labels: list[Any] = []
         self.lines: list[int] = []
+        #: The records' token type ids, aligned with ``flat``, once a record has them
+        #: (0 for the steps of the records before, and of any without them).
+        self.types: list[Any] | None = None
         self.metadata: dict[str, list[Any]] = {}
         #: How integer labels of classes named by numbers were read ("names" or
         #: "indexes"), once the labels said: a streamed file's later chunks read
@@ -955,24 +960,54 @@ class _Builder:
             raise DataError(
                 f"{self.where(line)}: {key!r} must be a list, but got {type(sequence).__name__}"
             )
+        types = record.get("token_type_ids")
+        if types is not None:
+            types = self.segments(types, sequence, key, line)
         if key != "text" and "attention_mask" in record:
+            if types is not None:
+                types = self.unmask(types, record["attention_mask"], "token_type_ids", line)
             sequence = self.unmask(sequence, record["attention_mask"], key, line)
         if not sequence:
             raise DataError(
                 f"{self.where(line)}: empty sequence (length 0); a classifier needs at least "
                 f"one step: drop the record or give it a token"
             )
+        if types is not None and self.types is None:
+            self.types = [0] * len(self.flat)  # the records before had none
+        if self.types is not None:
+            self.types.extend([0] * len(sequence) if types is None else types)
         self.flat.extend(sequence)
         self.lengths.append(len(sequence))
         self.raw_labels.append(record["label"])
         self.lines.append(line)
         for meta_key in record:
-            if meta_key not in self.metadata and meta_key not in (key, "label", "attention_mask"):
+            if meta_key not in self.metadata and meta_key not in (key, "label", *STEP_KEYS):
                 # A key first seen now: None for the records before (built once: a
                 # setdefault's default, built for every record, made loading quadratic).
                 self.metadata[meta_key] = [None] * (len(self.lengths) - 1)
         for meta_key, column in self.metadata.items():
             column.append(record.get(meta_key))
+
+    def segments(self, types: Any, sequence: Any, key: str, line: int) -> list[Any]:
+        """A record's ``token_type_ids``: a list beside its token ids, one a step
+        (the tokenizer's output for a text pair, as a Hugging Face set keeps it)."""
+        if key != "tokens":
+            raise DataError(
+                f"{self.where(line)}: 'token_type_ids' go with 'tokens' (the ids a "
+                f"tokenizer gave with them), not with {key!r}; tokenize the pairs and give "
+                f"both, or drop 'token_type_ids'"
+            )
+        if not isinstance(types, list) or not isinstance(sequence, list):
+            raise DataError(
+                f"{self.where(line)}: 'token_type_ids' must be a list of integers, one per "
+                f"token, but got {type(types).__name__}"
+            )
+        if len(types) != len(sequence):
+            raise DataError(
+                f"{self.where(line)}: 'token_type_ids' has {len(types)} values but "
+                f"'tokens' has {len(sequence)} steps: one per token"
+            )
+        return types
 
     def unmask(self, sequence: list[Any], mask: Any, key: str, line: int) -> list[Any]:
         """The steps ``mask`` marks 1: a record of a set tokenized with padding (a
@@ -1222,10 +1257,21 @@ class _Builder:
         ):
             self.locate_bad_record(dtype)
         assert values is not None
-        return self.assemble(values, torch.tensor(self.lengths, dtype=torch.int64), labels, names)
+        segments = None
+        if self.types is not None:
+            if not set(map(type, self.types)) <= {int}:
+                self.locate_bad_types()
+            segments = torch.tensor(self.types, dtype=torch.int64)
+        lengths = torch.tensor(self.lengths, dtype=torch.int64)
+        return self.assemble(values, lengths, labels, names, segments)
 
     def assemble(
-        self, values: Tensor, lengths: Tensor, labels: Tensor, names: tuple[str, ...] | None
+        self,
+        values: Tensor,
+        lengths: Tensor,
+        labels: Tensor,
+        names: tuple[str, ...] | None,
+        token_type_ids: Tensor | None = None,
     ) -> SequenceData:
         """The set, from its flat values and lengths (the records', or a column's
         taken whole) and the labels :meth:`label_index` read."""
@@ -1248,7 +1294,22 @@ class _Builder:
             by_row=self.indexed,
             parts=tuple(self.parts),
             metadata=self.metadata,
+            token_type_ids=token_type_ids,
         )
+
+    def locate_bad_types(self) -> NoReturn:
+        """Slow path: the first record whose token type ids are not all integers."""
+        assert self.types is not None
+        start = 0
+        for length, line in zip(self.lengths, self.lines):
+            bad = next((x for x in self.types[start : start + length] if type(x) is not int), None)
+            start += length
+            if bad is not None:
+                raise DataError(
+                    f"{self.where(line)}: 'token_type_ids' must be a list of integers, but "
+                    f"holds {bad!r}"
+                )
+        raise AssertionError("a token type that is no int, in no record")
 
     def locate_bad_record(self, dtype: torch.dtype) -> None:
         """Slow path, only after the fast conversion failed: find the record to blame."""
@@ -1981,7 +2042,7 @@ def _csv_records(
         ):
             record["label"] = int(record["label"])
         try:
-            for column in ("tokens", "attention_mask"):
+            for column in ("tokens", *STEP_KEYS):
                 if column in record:
                     # A list column, as pandas' to_csv writes it: "[101, 2023, 102]".
                     text = str(record[column]).strip()
@@ -1992,8 +2053,9 @@ def _csv_records(
                 record["features"] = json.loads(record["features"])
         except (ValueError, json.JSONDecodeError):
             raise DataError(
-                f"{name}:{line}: 'tokens' (and 'attention_mask') must be space-separated "
-                f"integers or a JSON list of them, and 'features' a JSON list of vectors"
+                f"{name}:{line}: 'tokens' (and 'attention_mask', 'token_type_ids') must be "
+                f"space-separated integers or a JSON list of them, and 'features' a JSON "
+                f"list of vectors"
             ) from None
         yield line, record
 
@@ -2063,7 +2125,7 @@ def _token_ids(table: Any) -> tuple[Tensor, Tensor] | None:
     import pyarrow as pa
 
     names = table.column_names
-    if "tokens" not in names or {"text", "features", "attention_mask"} & set(names):
+    if "tokens" not in names or {"text", "features", *STEP_KEYS} & set(names):
         return None
     column = table.column("tokens")
     kind = column.type

@@ -1,0 +1,227 @@
+"""Text pairs: a record's ``token_type_ids`` reach a model whose forward takes them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_seqgate.batching import collate
+from pytest_seqgate.cache import data_digest
+from pytest_seqgate.data import SequenceData
+from pytest_seqgate.exceptions import DataError
+from pytest_seqgate.loading import read_csv, read_jsonl
+
+PAIR_MODEL = '''
+import torch
+from torch import nn
+
+
+class PairModel(nn.Module):
+    """Predicts the segment of each pair's last real token: a second text (segment 1)
+    is "spam". Right on every record when given the segments; given none (every
+    step segment 0, as BERT defaults them), it calls every record "ham"."""
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        last = attention_mask.sum(1) - 1
+        segment = token_type_ids.gather(1, last[:, None]).squeeze(1).clamp_max(1)
+        return nn.functional.one_hot(segment, 2).float()
+
+
+def pair_model():
+    return PairModel()
+'''
+
+
+def pair_records(n: int, seed: int = 0, padded: bool = True) -> list[dict]:
+    """Tokenized pairs as a BERT tokenizer gives them: [CLS] a [SEP] (b [SEP]) with
+    segments 0 then 1; a "spam" record has a second text. With ``padded``, some
+    are padded to a fixed width with an attention mask, as ``padding=True`` gives."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        spam = i % 2
+        ids = [101] + [rng.randint(1000, 1999) for _ in range(rng.randint(1, 6))] + [102]
+        types = [0] * len(ids)
+        if spam:
+            second = [rng.randint(1000, 1999) for _ in range(rng.randint(1, 6))] + [102]
+            ids, types = ids + second, types + [1] * len(second)
+        mask = [1] * len(ids)
+        if padded and i % 3 == 0:
+            pad = 16 - len(ids)
+            ids, types, mask = ids + [0] * pad, types + [0] * pad, mask + [0] * pad
+        records.append(
+            {
+                "input_ids": ids,
+                "token_type_ids": types,
+                "attention_mask": mask,
+                "label": ["ham", "spam"][spam],
+            }
+        )
+    return records
+
+
+TESTS = """
+import pytest
+
+@pytest.mark.seqgate(min_recall={"spam": 0.99}, min_accuracy=0.99)
+def test_pairs():
+    pass
+"""
+
+
+def test_a_pair_models_segments_reach_it_from_every_format(project):
+    """The segments were kept as metadata and never given to the model: a BERT
+    model of sentence pairs read every pair as one text (here: recall of spam 0).
+    Now a forward that takes ``token_type_ids`` gets them, padded and cut as the
+    tokens are, read whole or streamed, from .jsonl, .csv and .parquet; a model
+    whose forward takes none is called as before."""
+    (project.path / "pairs.py").write_text(textwrap.dedent(PAIR_MODEL))
+    records = pair_records(300)
+    project.data(records)
+    rows = [
+        {k: " ".join(map(str, v)) if isinstance(v, list) else v for k, v in r.items()}
+        for r in records
+    ]
+    header = list(rows[0])
+    (project.path / "eval.csv").write_text(
+        ",".join(header) + "\n" + "".join(",".join(r[k] for k in header) + "\n" for r in rows)
+    )
+    project.ini(
+        model="pairs:pair_model",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        columns="tokens=input_ids",
+        report="r.json",
+        batch_size="8",
+    )
+    project.test(TESTS)
+    for data in ("eval.jsonl", "eval.csv"):
+        result = project.run(f"--seqgate-eval-data={data}")
+        result.assert_outcomes(passed=1)
+        assert "300 samples, accuracy 1.000" in result.stdout.str()
+        in_memory = json.loads((project.path / "r.json").read_text())
+        assert in_memory["evaluations"][0]["metrics"]["per_class"]["spam"]["recall"] == 1.0
+        result = project.run("--seqgate-streaming", f"--seqgate-eval-data={data}")
+        result.assert_outcomes(passed=1)
+        assert json.loads((project.path / "r.json").read_text()) == in_memory, data
+    if importlib.util.find_spec("pyarrow") is not None:  # (the extra 'parquet')
+        project.python(
+            f"""
+            import pyarrow as pa, pyarrow.parquet as pq
+            records = {records!r}
+            pq.write_table(pa.table({{k: [r[k] for r in records] for k in records[0]}}),
+                           "eval.parquet", row_group_size=100)
+            """
+        )
+        for mode in ("--seqgate-no-streaming", "--seqgate-streaming"):
+            project.run(mode, "--seqgate-eval-data=eval.parquet").assert_outcomes(passed=1)
+    # A model that takes no token_type_ids reads the same set as before: the
+    # segments are not forced on it.
+    result = project.run("--seqgate-model=models:first_token", "--seqgate-gates=accuracy >= 0")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "TypeError" not in result.stdout.str()
+
+
+def test_token_type_ids_are_read_beside_the_tokens_and_padded_with_zero(tmp_path: Path) -> None:
+    records = pair_records(6)
+    records[1].pop("token_type_ids")  # a record without them: segment 0 throughout
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    data = read_jsonl(path, ("ham", "spam"), column_of={"tokens": "input_ids"})
+    assert data.token_type_ids is not None and "token_type_ids" not in data.metadata
+    for i, record in enumerate(records):
+        real = sum(record["attention_mask"])  # the mask cut both to the real steps
+        start, length = int(data.offsets[i]), int(data.lengths[i])
+        assert length == real
+        expected = record.get("token_type_ids", [0] * real)[:real]
+        assert data.token_type_ids[start : start + length].tolist() == expected
+    batch = collate(data, torch.arange(len(data)))
+    assert batch.token_type_ids is not None
+    assert batch.token_type_ids.shape == batch.inputs.shape
+    assert int(batch.token_type_ids[batch.padding].abs().sum()) == 0
+    assert (
+        batch.token_type_ids[5, : int(data.lengths[5])].tolist()
+        == records[5]["token_type_ids"][: int(data.lengths[5])]
+    )
+    sample = data.subset(torch.tensor([5, 0]))
+    assert sample.token_type_ids is not None
+    assert sample.token_type_ids.tolist() == (
+        records[5]["token_type_ids"] + records[0]["token_type_ids"][: int(data.lengths[0])]
+    )
+    # The prediction cache's key of a set built in code reads them.
+    other = data.subset(torch.arange(len(data)))
+    assert data_digest(other) == data_digest(data)
+    assert other.token_type_ids is not None
+    other.token_type_ids[0] = 1
+    assert data_digest(other) != data_digest(data)
+    # A set without them batches without them.
+    plain = read_jsonl(path, ("ham", "spam"), column_of={"tokens": "input_ids"})
+    plain.token_type_ids = None
+    assert collate(plain, torch.arange(2)).token_type_ids is None
+    # A CSV file's, space separated or as a JSON list.
+    table = tmp_path / "p.csv"
+    table.write_text('tokens,token_type_ids,label\n1 2 3,0 0 1,spam\n4 5,"[0, 0]",ham\n')
+    assert read_csv(table).token_type_ids.tolist() == [0, 0, 1, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "record, said",
+    [
+        (
+            {"tokens": [1, 2, 3], "token_type_ids": [0, 1], "label": "ham"},
+            "p.jsonl:1: 'token_type_ids' has 2 values but 'tokens' has 3 steps: one per token",
+        ),
+        (
+            {"features": [[0.5], [1.0]], "token_type_ids": [0, 1], "label": "ham"},
+            "p.jsonl:1: 'token_type_ids' go with 'tokens' (the ids a tokenizer gave with them), "
+            "not with 'features'",
+        ),
+        (
+            {"tokens": [1, 2], "token_type_ids": "0 1", "label": "ham"},
+            "p.jsonl:1: 'token_type_ids' must be a list of integers, one per token, but got str",
+        ),
+        (
+            {"tokens": [1, 2], "token_type_ids": [0, "a"], "label": "ham"},
+            "p.jsonl:1: 'token_type_ids' must be a list of integers, but holds 'a'",
+        ),
+        (
+            {"tokens": [1, 2], "token_type_ids": [0, -1], "label": "ham"},
+            "p.jsonl:1: this sequence (offset 0, length 2, label 0) is malformed: token type "
+            "ids are segment indices, from 0",
+        ),
+    ],
+)
+def test_bad_token_type_ids_name_the_record(tmp_path: Path, record: dict, said: str) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(DataError) as info:
+        read_jsonl(path, ("ham", "spam"), display="p.jsonl")
+    assert str(info.value).startswith(said)
+
+
+def test_a_set_built_in_code_gives_token_type_ids_aligned_with_its_tokens() -> None:
+    values = torch.tensor([1, 2, 3, 4])
+    made = SequenceData(
+        values=values,
+        offsets=torch.tensor([0, 2]),
+        lengths=torch.tensor([2, 2]),
+        labels=torch.tensor([0, 1]),
+        token_type_ids=torch.tensor([0, 0, 0, 1], dtype=torch.int32),
+    )
+    assert made.token_type_ids is not None and made.token_type_ids.dtype == torch.int64
+    with pytest.raises(DataError, match=r"token_type_ids must be integers aligned with the "):
+        SequenceData(
+            values=values,
+            offsets=torch.tensor([0, 2]),
+            lengths=torch.tensor([2, 2]),
+            labels=torch.tensor([0, 1]),
+            token_type_ids=torch.tensor([0, 1]),
+        )
