@@ -1,4 +1,5 @@
-"""Text pairs: a record's ``token_type_ids`` reach a model whose forward takes them."""
+"""Text pairs: a record's ``token_type_ids``, or the segments a tokenizer gives a
+``text_pair`` with its ``text``, reach a model whose forward takes them."""
 
 from __future__ import annotations
 
@@ -182,7 +183,7 @@ def test_token_type_ids_are_read_beside_the_tokens_and_padded_with_zero(tmp_path
         (
             {"features": [[0.5], [1.0]], "token_type_ids": [0, 1], "label": "ham"},
             "p.jsonl:1: 'token_type_ids' go with 'tokens' (the ids a tokenizer gave with them), "
-            "not with 'features'",
+            "not with 'features': drop them",
         ),
         (
             {"tokens": [1, 2], "token_type_ids": "0 1", "label": "ham"},
@@ -225,3 +226,104 @@ def test_a_set_built_in_code_gives_token_type_ids_aligned_with_its_tokens() -> N
             labels=torch.tensor([0, 1]),
             token_type_ids=torch.tensor([0, 1]),
         )
+
+
+def pair_tokenizer(folder: Path) -> Path:
+    """A tokenizer.json that encodes a pair as BERT's does: [CLS] a [SEP] b [SEP],
+    segments 0 then 1 (a single text: [CLS] a [SEP], all 0)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "hello": 4, "big": 5, "world": 6}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    path = folder / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+def test_text_pairs_are_encoded_together_with_their_segments(project):
+    """A record's ``text_pair`` (GLUE's ``sentence2``, mapped with seqgate_columns)
+    is encoded with its text as ``tokenizer(text, text_pair)`` encodes a pair, and
+    the segments the tokenizer gives reach the model: it was metadata, and each
+    record's first text was scored alone."""
+    pair_tokenizer(project.path)
+    (project.path / "pairs.py").write_text(textwrap.dedent(PAIR_MODEL))
+    words = ["hello", "big", "world"]
+    rng = random.Random(0)
+    records = []
+    for i in range(200):
+        record = {"sentence1": " ".join(rng.choices(words, k=rng.randint(1, 5))), "idx": i}
+        if i % 2:
+            record["sentence2"] = " ".join(rng.choices(words, k=rng.randint(1, 5)))
+        records.append({**record, "label": ["ham", "spam"][i % 2]})
+    project.data(records)
+    project.ini(
+        model="pairs:pair_model",
+        eval_data="eval.jsonl",
+        labels=["ham", "spam"],
+        tokenizer="tokenizer.json",
+        columns=["text = sentence1", "text_pair = sentence2"],
+        report="r.json",
+        slice_by="idx",
+    )
+    project.test(TESTS)
+    for mode in ("--seqgate-no-streaming", "--seqgate-streaming"):
+        result = project.run(mode)
+        result.assert_outcomes(passed=1)
+        assert "200 samples, accuracy 1.000" in result.stdout.str(), mode
+
+
+def test_a_pair_is_encoded_as_the_tokenizer_encodes_it(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    from pytest_seqgate.config import Settings
+    from pytest_seqgate.loading import load_dataset
+
+    tok = Tokenizer.from_file(str(pair_tokenizer(tmp_path)))
+    records = [
+        {"text": "hello big", "text_pair": "world hello", "label": "spam", "id": 1},
+        {"text": "world", "label": "ham", "id": 2},
+    ]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    settings = Settings.from_dict(tmp_path, eval_data="p.jsonl", tokenizer="tokenizer.json")
+    data = load_dataset(settings, "eval_data")
+    both = tok.encode("hello big", "world hello")
+    assert data[0][0].tolist() == both.ids == [2, 4, 5, 3, 6, 4, 3]
+    assert data.token_type_ids is not None
+    assert data.token_type_ids.tolist() == [*both.type_ids, 0, 0, 0]
+    assert set(data.metadata) == {"id"}  # the pair is read, not kept as metadata
+    # A Hugging Face tokenizer's way: called with both texts, a dict of ids and segments.
+    (tmp_path / "hf_like.py").write_text(
+        "def tokenize(text, text_pair=None):\n"
+        "    ids = [2] + [len(w) for w in text.split()] + [3]\n"
+        "    types = [0] * len(ids)\n"
+        "    if text_pair is not None:\n"
+        "        more = [len(w) for w in text_pair.split()] + [3]\n"
+        "        ids, types = ids + more, types + [1] * len(more)\n"
+        "    return {'input_ids': ids, 'token_type_ids': types, 'attention_mask': [1] * len(ids)}\n"
+        "def one_text(text):\n"
+        "    return [len(w) for w in text.split()]\n"
+    )
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        hf_like = Settings.from_dict(tmp_path, eval_data="p.jsonl", tokenizer="hf_like:tokenize")
+        data = load_dataset(hf_like, "eval_data")
+        assert data.token_type_ids is not None
+        assert data.token_type_ids.tolist() == [0, 0, 0, 0, 1, 1, 1, 0, 0, 0]
+        one = Settings.from_dict(tmp_path, eval_data="p.jsonl", tokenizer="hf_like:one_text")
+        with pytest.raises(DataError) as info:
+            load_dataset(one, "eval_data")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("hf_like", None)
+    assert str(info.value).startswith("p.jsonl:1: the tokenizer hf_like:one_text raised TypeError")
+    assert str(info.value).endswith(
+        "; a record with 'text_pair' needs a tokenizer that takes two texts: a tokenizer.json, "
+        "a Hugging Face tokenizer, or a callable(text, text_pair)"
+    )

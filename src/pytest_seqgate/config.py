@@ -268,7 +268,15 @@ def cli_type(option: Option) -> Callable[[str], Any]:
 
 
 # The fields seqgate reads a record by (a .jsonl line's keys, a table's columns).
-RECORD_FIELDS = ("label", "text", "tokens", "features", "attention_mask", "token_type_ids")
+RECORD_FIELDS = (
+    "label",
+    "text",
+    "text_pair",
+    "tokens",
+    "features",
+    "attention_mask",
+    "token_type_ids",
+)
 
 
 def parse_columns(entries: Sequence[str] | None, setting: str) -> dict[str, str]:

@@ -59,6 +59,8 @@ from pytest_seqgate.inference import require_module
 SEQUENCE_KEYS = ("tokens", "features", "text")
 #: Keys of a record that hold a value per step of its sequence (not metadata).
 STEP_KEYS = ("attention_mask", "token_type_ids")
+#: Keys of a record that are read, not kept as metadata (besides its sequence's).
+INPUT_KEYS = ("label", "text_pair", *STEP_KEYS)
 
 
 class MissingTokenizer(DataError):
@@ -954,15 +956,17 @@ class _Builder:
                 f"holds one kind of sequence"
             )
         sequence = record[key]
+        types = record.get("token_type_ids")
         if key == "text":
-            sequence = self.tokenize(sequence, line, record)
+            # A tokenized set's ids beside its text are left aside, their segments
+            # too (and a 'text_pair' beside tokens, as a 'text' beside them is).
+            sequence, types = self.tokenize(sequence, line, record, record.get("text_pair"))
+        elif types is not None:
+            types = self.segments(types, sequence, key, line)
         if not isinstance(sequence, list):
             raise DataError(
                 f"{self.where(line)}: {key!r} must be a list, but got {type(sequence).__name__}"
             )
-        types = record.get("token_type_ids")
-        if types is not None:
-            types = self.segments(types, sequence, key, line)
         if key != "text" and "attention_mask" in record:
             if types is not None:
                 types = self.unmask(types, record["attention_mask"], "token_type_ids", line)
@@ -981,7 +985,7 @@ class _Builder:
         self.raw_labels.append(record["label"])
         self.lines.append(line)
         for meta_key in record:
-            if meta_key not in self.metadata and meta_key not in (key, "label", *STEP_KEYS):
+            if meta_key not in self.metadata and meta_key not in (key, *INPUT_KEYS):
                 # A key first seen now: None for the records before (built once: a
                 # setdefault's default, built for every record, made loading quadratic).
                 self.metadata[meta_key] = [None] * (len(self.lengths) - 1)
@@ -994,8 +998,7 @@ class _Builder:
         if key != "tokens":
             raise DataError(
                 f"{self.where(line)}: 'token_type_ids' go with 'tokens' (the ids a "
-                f"tokenizer gave with them), not with {key!r}; tokenize the pairs and give "
-                f"both, or drop 'token_type_ids'"
+                f"tokenizer gave with them), not with {key!r}: drop them"
             )
         if not isinstance(types, list) or not isinstance(sequence, list):
             raise DataError(
@@ -1027,7 +1030,13 @@ class _Builder:
             )
         return [step for step, real in zip(sequence, mask) if real]
 
-    def tokenize(self, text: Any, line: int, record: Mapping[str, Any]) -> list[int]:
+    def tokenize(
+        self, text: Any, line: int, record: Mapping[str, Any], pair: Any = None
+    ) -> tuple[list[int], list[int] | None]:
+        """A record's text as token ids; with a ``text_pair``, the two texts encoded
+        as one sequence, as ``tokenizer(text, text_pair)`` encodes a pair (a
+        tokenizer.json's ``encode(text, pair)`` too), and the segments the
+        tokenizer gives with them (None where it gives none, as RoBERTa's)."""
         if self.tokenizer is None:
             # A tokenized Hugging Face dataset keeps its text beside the ids.
             ids = [k for k in record if isinstance(k, str) and k.lower() in ALIASES["tokens"]]
@@ -1044,16 +1053,27 @@ class _Builder:
             )
         if not isinstance(text, str):
             raise DataError(f"{self.where(line)}: 'text' must be a string")
+        if pair is not None and not isinstance(pair, str):
+            raise DataError(f"{self.where(line)}: 'text_pair' must be a string")
         try:
-            ids = self.tokenizer(text)
+            ids = self.tokenizer(text) if pair is None else self.tokenizer(text, pair)
         except Exception as exc:
+            needs = (
+                "; a record with 'text_pair' needs a tokenizer that takes two texts: a "
+                "tokenizer.json, a Hugging Face tokenizer, or a callable(text, text_pair)"
+                if pair is not None
+                else ""
+            )
             raise DataError(
                 f"{self.where(line)}: the tokenizer {_name_of(self.tokenizer)} raised "
-                f"{type(exc).__name__} on the text {text[:40]!r}: {exc}{raised_at(exc)}"
+                f"{type(exc).__name__} on the text {text[:40]!r}: {exc}{raised_at(exc)}{needs}"
             ) from exc
+        types = None
         if isinstance(ids, Mapping) and "input_ids" in ids:
+            types = ids.get("token_type_ids")
             ids = ids["input_ids"]  # a Hugging Face tokenizer's encoding
         elif isinstance(getattr(ids, "ids", None), list):
+            types = getattr(ids, "type_ids", None)
             ids = ids.ids  # the tokenizers library's Encoding
         try:
             out = list(ids.tolist() if hasattr(ids, "tolist") else ids)
@@ -1079,7 +1099,16 @@ class _Builder:
                 self.index_ids = True
                 out = list(map(operator.index, out))
             self.checked_tokenizer = True
-        return out
+        if pair is None or types is None:
+            return out, None  # (one text's segments are all 0: the model's default)
+        segments = list(types.tolist() if hasattr(types, "tolist") else types)
+        if len(segments) != len(out):
+            raise DataError(
+                f"{self.where(line)}: the tokenizer {_name_of(self.tokenizer)} gave "
+                f"{len(segments)} token_type_ids for the {len(out)} ids of the pair "
+                f"{text[:40]!r}, {pair[:40]!r}: expected one per id"
+            )
+        return out, segments
 
     def label_index(self) -> tuple[Tensor, tuple[str, ...] | None]:
         raw = self.raw_labels
