@@ -327,3 +327,81 @@ def test_a_pair_is_encoded_as_the_tokenizer_encodes_it(tmp_path: Path) -> None:
         "; a record with 'text_pair' needs a tokenizer that takes two texts: a tokenizer.json, "
         "a Hugging Face tokenizer, or a callable(text, text_pair)"
     )
+
+
+BERT_PAIRS = """
+import random
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+
+def build():
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, num_labels=2,
+                        max_position_embeddings=64, type_vocab_size=2, pad_token_id=0)
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():  # weights large enough that its answers vary with the input
+        for weight in model.parameters():
+            if weight.dim() == 2:
+                weight.normal_(0, 0.5)
+    return model
+
+
+def pairs():
+    rng = random.Random(0)
+    for _ in range(120):
+        first = [2] + [rng.randint(5, 39) for _ in range(rng.randint(1, 8))] + [3]
+        second = [rng.randint(5, 39) for _ in range(rng.randint(1, 8))] + [3]
+        yield first + second, [0] * len(first) + [1] * len(second)
+
+
+def alone(model, ids, types):
+    # One pair alone, unpadded, as a user's own loop would score it.
+    with torch.inference_mode():
+        given = None if types is None else torch.tensor([types])
+        return int(model(torch.tensor([ids]), token_type_ids=given).logits.argmax(1))
+
+
+def records():
+    # Each pair labelled with the model's answer given its segments.
+    model = build()
+    return [{"tokens": ids, "token_type_ids": types, "label": alone(model, ids, types)}
+            for ids, types in pairs()]
+"""
+
+
+def test_a_bert_of_sentence_pairs_scores_as_its_own_loop_with_segments(project):
+    if importlib.util.find_spec("transformers") is None:
+        pytest.skip("needs transformers (not a test dependency)")
+    (project.path / "bert_pairs.py").write_text(BERT_PAIRS)
+    project.python(
+        """
+        import json, bert_pairs
+        model, records = bert_pairs.build(), bert_pairs.records()
+        with open("eval.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\\n" for r in records)
+        blind = [bert_pairs.alone(model, r["tokens"], None) for r in records]
+        json.dump(sum(p == r["label"] for p, r in zip(blind, records)), open("blind.json", "w"))
+        """
+    )
+    project.ini(
+        model="bert_pairs:build",
+        eval_data="eval.jsonl",
+        labels=["a", "b"],
+        report="r.json",
+        batch_size="16",
+    )
+    project.test("""
+        import pytest
+
+        @pytest.mark.seqgate(min_accuracy=0.0, fail_on_paradox=False)
+        def test_runs():
+            pass
+    """)
+    project.run().assert_outcomes(passed=1)
+    # Given the segments, the plugin's batched, padded pass answers as each pair
+    # alone does; without them (every segment 0) a third of the answers change.
+    ev = json.loads((project.path / "r.json").read_text())["evaluations"][0]
+    assert ev["metrics"]["accuracy"] == 1.0
+    assert json.loads((project.path / "blind.json").read_text()) < 100
