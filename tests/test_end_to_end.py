@@ -982,8 +982,8 @@ def test_columns_of_other_names_are_gated_from_the_ini(project):
     assert_lines(
         result.stderr.str(),
         "ERROR: seqgate: --seqgate-columns: 'input_ids' in 'input_ids=tokens' is not a field "
-        "seqgate reads; the fields are label, text, tokens, features, attention_mask, "
-        "token_type_ids (the field comes first: tokens=input_ids)",
+        "seqgate reads; the fields are label, text, text_pair, tokens, features, "
+        "attention_mask, token_type_ids (the field comes first: tokens=input_ids)",
     )
     result = project.run("--seqgate-columns=tokens=input_id,label=category")
     assert result.ret == 4

