@@ -2152,18 +2152,50 @@ def _class_label(label: Any, declared: tuple[str, ...], where: str) -> Any:
     return declared[label]
 
 
-def _token_ids(table: Any) -> tuple[Tensor, Tensor] | None:
+def _token_ids(table: Any) -> tuple[Tensor, Tensor, Tensor | None] | None:
     """The ``tokens`` column's ids and lengths taken whole from Arrow's buffers, in
     one pass (a record at a time, a 1,000,000-row file took 18 s), where the column
-    is what a set of token ids is: lists of integers, no null, none empty, and no
-    ``attention_mask`` to cut them by. None sends any other file through the
-    record-by-record reading, whose checks name the row at fault."""
+    is what a set of token ids is: lists of integers, no null, none empty; with the
+    ``attention_mask`` and ``token_type_ids`` a tokenizer gives beside them (a
+    tokenized Hugging Face set's layout), taken whole too, the ids cut by the mask
+    as a record's are, and the segments (None where the table has none). None sends
+    any other table through the record-by-record reading, whose checks name the
+    row at fault."""
+    names = table.column_names
+    if "tokens" not in names or {"text", "features"} & set(names):
+        return None
+    flat = _integer_lists(table.column("tokens"))
+    if flat is None:
+        return None
+    values, lengths = flat
+    steps: dict[str, Tensor] = {}
+    for key in STEP_KEYS:
+        if key in names:
+            column = _integer_lists(table.column(key))
+            if column is None or not torch.equal(column[1], lengths):
+                return None  # (the record path names the row whose lists differ)
+            steps[key] = column[0]
+    types = steps.get("token_type_ids")
+    mask = steps.get("attention_mask")
+    if mask is not None:
+        if bool(((mask != 0) & (mask != 1)).any()):
+            return None
+        real = mask.bool()
+        if not bool(real.all()):
+            rows = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
+            lengths = torch.bincount(rows[real], minlength=lengths.numel())
+            values = values[real]
+            types = None if types is None else types[real]
+    if lengths.numel() and int(lengths.min()) == 0:
+        return None
+    return values, lengths, types
+
+
+def _integer_lists(column: Any) -> tuple[Tensor, Tensor] | None:
+    """A column of lists of integers as its flat values and each list's length
+    (int64), or None where it is no such column or holds a null."""
     import pyarrow as pa
 
-    names = table.column_names
-    if "tokens" not in names or {"text", "features", *STEP_KEYS} & set(names):
-        return None
-    column = table.column("tokens")
     kind = column.type
     if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
         return None
@@ -2171,13 +2203,11 @@ def _token_ids(table: Any) -> tuple[Tensor, Tensor] | None:
         return None
     lists = column.combine_chunks()
     ids = lists.flatten()
-    lengths = torch.from_numpy(
-        lists.value_lengths().to_numpy(zero_copy_only=False, writable=True)
-    ).long()
-    if ids.null_count or (lengths.numel() and int(lengths.min()) == 0):
+    if ids.null_count:
         return None
-    values = torch.from_numpy(ids.to_numpy(zero_copy_only=False, writable=True)).long()
-    return values, lengths
+    lengths = torch.from_numpy(lists.value_lengths().to_numpy(zero_copy_only=False, writable=True))
+    values = torch.from_numpy(ids.to_numpy(zero_copy_only=False, writable=True))
+    return values.long(), lengths.long()
 
 
 def read_table(
@@ -2444,7 +2474,7 @@ def from_table(
     first_row = builder.first_row
     flat = _token_ids(table)
     if flat is not None:
-        values, lengths = flat
+        values, lengths, types = flat
         raw = table.column("label").to_pylist()
         if declared is not None:
             raw = _class_labels(raw, declared, name, first_row)
@@ -2453,9 +2483,9 @@ def from_table(
         builder.metadata = {
             column: table.column(column).to_pylist()
             for column in columns
-            if column not in ("tokens", "label")
+            if column not in ("tokens", *INPUT_KEYS)
         }
-        return builder.assemble(values, lengths, *builder.label_index())
+        return builder.assemble(values, lengths, *builder.label_index(), types)
     row = first_row
     for batch in table.to_batches(max_chunksize=65_536):
         for record in batch.to_pylist():
