@@ -39,7 +39,7 @@ from pytest_seqgate.config import Settings  # noqa: E402
 from pytest_seqgate.data import SequenceData  # noqa: E402
 from pytest_seqgate.evaluation import evaluate  # noqa: E402
 from pytest_seqgate.inference import call_model, calling_convention  # noqa: E402
-from pytest_seqgate.loading import read_csv, read_jsonl, read_table  # noqa: E402
+from pytest_seqgate.loading import read_csv, read_json, read_jsonl, read_table  # noqa: E402
 from pytest_seqgate.metrics import compute_metrics, confusion_matrix  # noqa: E402
 
 T = TypeVar("T")
@@ -712,6 +712,14 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
         t_bare, t_csv, ratio = paired_times(bare_csv, lambda: read_csv(table), reps)
         csv_row = [f"{n / t_csv:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
         rows.append(["csv (against csv.reader, ids made ints)", n, *csv_row])
+        # The same records as one JSON array (json.dump of a list), parsed an
+        # element at a time, against the bare json.loads loop over the lines.
+        array = Path(tmp) / "eval.json"
+        with path.open() as lines, array.open("w") as out:
+            out.write("[" + ",".join(line.rstrip("\n") for line in lines) + "]")
+        t_bare, t_array, ratio = paired_times(bare, lambda: read_json(array), reps)
+        array_row = [f"{n / t_array:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
+        rows.append(["json array (.json, an element at a time)", n, *array_row])
         if loading.fast_loads() is not None:
             t_bare, t_fast, ratio = paired_times(bare, lambda: read_jsonl(path), reps)
             fast_row = [f"{n / t_fast:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
@@ -732,6 +740,29 @@ def bench_jsonl(quick: bool, repeats: int) -> list[list[object]]:
             t_bare, t_parquet, ratio = paired_times(bare, lambda: read_table(parquet), reps)
             parquet_row = [f"{n / t_parquet:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
             rows.append(["parquet (extra 'parquet', pyarrow)", n, *parquet_row])
+            # A tokenized dataset's layout: the ids with the attention mask and the
+            # token type ids a tokenizer gives beside them, all read whole.
+            tokenized = Path(tmp) / "tokenized.parquet"
+            ones = pa.ListArray.from_arrays(
+                pa.array(offsets, pa.int32()), pa.array([1] * len(tokens), pa.int8())
+            )
+            zeros = pa.ListArray.from_arrays(
+                pa.array(offsets, pa.int32()), pa.array([0] * len(tokens), pa.int8())
+            )
+            pq.write_table(
+                pa.table(
+                    {
+                        "tokens": column,
+                        "attention_mask": ones,
+                        "token_type_ids": zeros,
+                        "label": [i % 2 for i in range(n)],
+                    }
+                ),
+                tokenized,
+            )
+            t_bare, t_tok, ratio = paired_times(bare, lambda: read_table(tokenized), reps)
+            tok_row = [f"{n / t_tok:,.0f}", f"{n / t_bare:,.0f}", f"{1 / ratio:.2f}"]
+            rows.append(["parquet, tokenized (+ attention_mask, token_type_ids)", n, *tok_row])
     return rows
 
 
