@@ -455,3 +455,60 @@ def test_a_tokenized_table_is_read_whole_as_its_records_are(
     pq.write_table(pa.table(short), tmp_path / "s.parquet")
     with pytest.raises(DataError, match=r"^s.parquet\[0\]: 'token_type_ids' has \d+ values"):
         load_dataset(Settings.from_dict(tmp_path, eval_data="s.parquet", **common), "eval_data")
+
+
+def test_a_pt_file_keeps_its_token_type_ids(tmp_path: Path) -> None:
+    """``tokenizer(a, b, padding=True, return_tensors="pt")`` saved with labels: the
+    segments are cut by the mask as the ids are (they were dropped)."""
+    from pytest_seqgate.loading import read_pt
+
+    records = pair_records(40)
+    width = max(len(r["input_ids"]) for r in records)
+
+    def padded(key: str) -> torch.Tensor:
+        return torch.tensor([r[key] + [0] * (width - len(r[key])) for r in records])
+
+    labels = [r["label"] for r in records]
+    torch.save(
+        {
+            "sequences": padded("input_ids"),
+            "attention_mask": padded("attention_mask"),
+            "token_type_ids": padded("token_type_ids"),
+            "labels": labels,
+        },
+        tmp_path / "p.pt",
+    )
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    expected = read_jsonl(path, ("ham", "spam"), column_of={"tokens": "input_ids"})
+    data = read_pt(tmp_path / "p.pt", ("ham", "spam"))
+    for field in ("values", "lengths", "labels", "token_type_ids"):
+        assert torch.equal(getattr(data, field), getattr(expected, field)), field
+    # Unpadded: one list of segments a sequence.
+    real = [
+        [x for x, m in zip(r[key], r["attention_mask"], strict=True) if m]
+        for r in records
+        for key in ("input_ids", "token_type_ids")
+    ]
+    torch.save(
+        {
+            "sequences": [torch.tensor(ids) for ids in real[0::2]],
+            "token_type_ids": [torch.tensor(types) for types in real[1::2]],
+            "labels": labels,
+        },
+        tmp_path / "u.pt",
+    )
+    data = read_pt(tmp_path / "u.pt", ("ham", "spam"))
+    assert torch.equal(data.token_type_ids, expected.token_type_ids)
+    torch.save(
+        {"sequences": padded("input_ids"), "token_type_ids": padded("token_type_ids")[:, :3]}
+        | {"labels": labels},
+        tmp_path / "b.pt",
+    )
+    with pytest.raises(DataError) as info:
+        read_pt(tmp_path / "b.pt", ("ham", "spam"), display="b.pt")
+    assert str(info.value) == (
+        "b.pt: 'token_type_ids' must be laid out as the token ids in 'sequences' are (an "
+        "integer tensor of the same shape, or one list of segments per sequence), but it is "
+        "int64[40, 3]"
+    )

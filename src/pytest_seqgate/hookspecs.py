@@ -56,8 +56,10 @@ def pytest_seqgate_forward(model: Any, batch: Batch) -> Any:
 
     ``batch`` has ``inputs`` ``[B, T]``, ``lengths`` ``[B]`` (CPU), ``padding``
     ``[B, T]`` (bool, True on padded steps), ``attention_mask`` ``[B, T]`` (int64,
-    1 on real steps, built on first use) and ``index`` (the rows' dataset
-    positions). Example, for a model that wants time-major input::
+    1 on real steps, built on first use), ``index`` (the rows' dataset
+    positions) and ``token_type_ids`` ``[B, T]`` (a text pair's segments, 0 on
+    padding; None where the set has none). Example, for a model that wants
+    time-major input::
 
         def pytest_seqgate_forward(model, batch):
             return model(batch.inputs.t(), batch.lengths)

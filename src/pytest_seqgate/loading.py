@@ -42,7 +42,7 @@ from pytest_seqgate.config import (
     shard_name,
     table_set,
 )
-from pytest_seqgate.data import BATCH_OF_ONE, SequenceData, locate
+from pytest_seqgate.data import BATCH_OF_ONE, SequenceData, locate, tensor_shape
 from pytest_seqgate.diagnostics import spelt
 from pytest_seqgate.exceptions import (
     ConfigError,
@@ -2511,15 +2511,34 @@ PT_LAYOUT = (
 PT_CUTS = ("lengths", "attention_mask")
 
 
-def _unpadded(obj: dict[str, Any], file: str) -> Any:
+def _unpadded(obj: dict[str, Any], file: str) -> tuple[Any, Any]:
     """The ``sequences`` of a .pt file, each cut to its real steps when the file keeps
     them as one padded tensor with their ``lengths`` or ``attention_mask``: the way a
     tokenized set is usually saved. Any mask works, left padding too: the real
-    steps are those it marks, row by row."""
+    steps are those it marks, row by row. The file's ``token_type_ids`` (a text
+    pair's segments, as ``tokenizer(a, b, return_tensors="pt")`` gives them),
+    cut the same way, or None."""
     sequences = obj["sequences"]
+    types = obj.get("token_type_ids")
     given = [key for key in PT_CUTS if key in obj]
+    if types is not None:
+        padded = isinstance(sequences, Tensor) and sequences.dim() == 2
+        fits = (
+            isinstance(types, Tensor) and types.shape == sequences.shape
+            if padded
+            else isinstance(types, (list, tuple)) and len(types) == len(sequences)
+        )
+        if not fits or (padded and (types.is_floating_point() or types.is_complex())):
+            shown = tensor_shape(types) if isinstance(types, Tensor) else type(types).__name__
+            raise DataError(
+                f"{file}: 'token_type_ids' must be laid out as the token ids in 'sequences' "
+                f"are (an integer tensor of the same shape, or one list of segments per "
+                f"sequence), but it is {shown}"
+            )
     if not given:
-        return sequences
+        if isinstance(types, Tensor):
+            types = list(types)
+        return sequences, types
     if len(given) == 2:
         raise DataError(f"{file}: give 'lengths' or 'attention_mask', not both")
     key = given[0]
@@ -2571,7 +2590,9 @@ def _unpadded(obj: dict[str, Any], file: str) -> Any:
                 f"{file}[{int(empty[0])}]: the attention_mask marks no real step: a classifier "
                 f"needs at least one; drop the record"
             )
-    return list(torch.split(sequences[real], real.sum(1).tolist()))
+    counts = real.sum(1).tolist()
+    cut = None if types is None else list(torch.split(types[real], counts))
+    return list(torch.split(sequences[real], counts)), cut
 
 
 def read_pt(
@@ -2602,9 +2623,15 @@ def read_pt(
         if raw_labels.dim() == 2 and raw_labels.shape[1] == 1:
             raw_labels = raw_labels.squeeze(1)  # [N, 1], as a BCE target often is
         raw_labels = raw_labels.tolist()
-    sequences = _unpadded(obj, file)
+    sequences, types = _unpadded(obj, file)
+    items: list[Any] = list(zip(sequences, raw_labels))
+    if types is not None:  # records, so that each keeps its segments
+        items = [
+            {"tokens": sequence, "token_type_ids": segments, "label": label}
+            for (sequence, label), segments in zip(items, types)
+        ]
     return from_dataset(
-        list(zip(sequences, raw_labels)),
+        items,
         display or str(path),
         labels,
         None,
