@@ -1897,7 +1897,7 @@ def stream_records(
     for number, record in _sharded(path, display, parts, records, *args):
         if builder is None:
             builder = _Builder(
-                display, labels, tokenizer, indexed, column_of=renames, first_row=number
+                display, labels, tokenizer, indexed, renames, number if indexed else 0
             )
             builder.numbers_read = read
             builder.parts = parts
