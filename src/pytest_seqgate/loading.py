@@ -1289,7 +1289,7 @@ class _Builder:
         segments = None
         if self.types is not None:
             if not set(map(type, self.types)) <= {int}:
-                self.locate_bad_types()
+                self.blame_non_int(self.types, "token_type_ids")
             segments = torch.tensor(self.types, dtype=torch.int64)
         lengths = torch.tensor(self.lengths, dtype=torch.int64)
         return self.assemble(values, lengths, labels, names, segments)
@@ -1326,36 +1326,29 @@ class _Builder:
             token_type_ids=token_type_ids,
         )
 
-    def locate_bad_types(self) -> NoReturn:
-        """Slow path: the first record whose token type ids are not all integers."""
-        assert self.types is not None
+    def blame_non_int(self, flat: list[Any], key: str) -> None:
+        """Slow path: name the first record whose ``key`` (``flat``: every record's
+        steps end to end) holds a value that is no int."""
         start = 0
         for length, line in zip(self.lengths, self.lines):
-            bad = next((x for x in self.types[start : start + length] if type(x) is not int), None)
+            bad = next((x for x in flat[start : start + length] if type(x) is not int), None)
             start += length
             if bad is not None:
                 raise DataError(
-                    f"{self.where(line)}: 'token_type_ids' must be a list of integers, but "
-                    f"holds {bad!r}"
+                    f"{self.where(line)}: {key!r} must be a list of integers, but holds {bad!r}"
+                    + (f" (a list: {BATCH_OF_ONE})" if isinstance(bad, (list, tuple)) else "")
                 )
-        raise AssertionError("a token type that is no int, in no record")
 
     def locate_bad_record(self, dtype: torch.dtype) -> None:
         """Slow path, only after the fast conversion failed: find the record to blame."""
-        start = 0
-        width = None
-        for length, line in zip(self.lengths, self.lines):
-            chunk = self.flat[start : start + length]
-            start += length
-            if self.kind == "tokens":
-                bad = next((x for x in chunk if type(x) is not int), None)
-                if bad is not None:
-                    raise DataError(
-                        f"{self.where(line)}: 'tokens' must be a list of integers, but holds "
-                        f"{bad!r}"
-                        + (f" (a list: {BATCH_OF_ONE})" if isinstance(bad, (list, tuple)) else "")
-                    )
-            else:
+        if self.kind == "tokens":
+            self.blame_non_int(self.flat, "tokens")
+        else:
+            start = 0
+            width = None
+            for length, line in zip(self.lengths, self.lines):
+                chunk = self.flat[start : start + length]
+                start += length
                 ok = all(
                     isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
                     for v in chunk
