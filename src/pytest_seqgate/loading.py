@@ -956,17 +956,17 @@ class _Builder:
                 f"holds one kind of sequence"
             )
         sequence = record[key]
-        types = record.get("token_type_ids")
+        types = None
         if key == "text":
             # A tokenized set's ids beside its text are left aside, their segments
             # too (and a 'text_pair' beside tokens, as a 'text' beside them is).
             sequence, types = self.tokenize(sequence, line, record, record.get("text_pair"))
-        elif types is not None:
-            types = self.segments(types, sequence, key, line)
         if not isinstance(sequence, list):
             raise DataError(
                 f"{self.where(line)}: {key!r} must be a list, but got {type(sequence).__name__}"
             )
+        if key != "text" and record.get("token_type_ids") is not None:
+            types = self.segments(record["token_type_ids"], sequence, key, line)
         if key != "text" and "attention_mask" in record:
             if types is not None:
                 types = self.unmask(types, record["attention_mask"], "token_type_ids", line)
@@ -985,14 +985,14 @@ class _Builder:
         self.raw_labels.append(record["label"])
         self.lines.append(line)
         for meta_key in record:
-            if meta_key not in self.metadata and meta_key not in (key, *INPUT_KEYS):
+            if meta_key not in self.metadata and meta_key != key and meta_key not in INPUT_KEYS:
                 # A key first seen now: None for the records before (built once: a
                 # setdefault's default, built for every record, made loading quadratic).
                 self.metadata[meta_key] = [None] * (len(self.lengths) - 1)
         for meta_key, column in self.metadata.items():
             column.append(record.get(meta_key))
 
-    def segments(self, types: Any, sequence: Any, key: str, line: int) -> list[Any]:
+    def segments(self, types: Any, sequence: list[Any], key: str, line: int) -> list[Any]:
         """A record's ``token_type_ids``: a list beside its token ids, one a step
         (the tokenizer's output for a text pair, as a Hugging Face set keeps it)."""
         if key != "tokens":
@@ -1000,7 +1000,7 @@ class _Builder:
                 f"{self.where(line)}: 'token_type_ids' go with 'tokens' (the ids a "
                 f"tokenizer gave with them), not with {key!r}: drop them"
             )
-        if not isinstance(types, list) or not isinstance(sequence, list):
+        if not isinstance(types, list):
             raise DataError(
                 f"{self.where(line)}: 'token_type_ids' must be a list of integers, one per "
                 f"token, but got {type(types).__name__}"
