@@ -159,8 +159,8 @@ def _stream_columns(
     # The first chunk decides how outputs read (with seqgate_outputs = auto); the
     # rest and the padding check read theirs the same way.
     outputs = settings.outputs
-    by_row = table_set(path)  # (and a .json array: its first chunk says)
-    stream = stream_table if by_row else stream_records
+    by_row = False  # records named by row (a table's, a .json array's): the chunks say
+    stream = stream_table if table_set(path) else stream_records
     parts: tuple[tuple[str, int], ...] = ()
     for chunk in stream(
         path,
