@@ -225,7 +225,8 @@ def test_streaming_report_equals_in_memory(project, train):
     }
     if train:
         project.data(rule_records(300, seed=4), name="train.jsonl")
-        options.update(train_data="train.jsonl", near_duplicate_threshold="0")
+        # A sample of the training set: the streamed one draws the same records.
+        options.update(train_data="train.jsonl", near_duplicate_threshold="0", train_sample="100")
     project.ini(**options)
     project.test(TESTS)
     project.run().assert_outcomes(passed=1)
@@ -483,3 +484,126 @@ def test_a_sigmoid_model_streamed_reads_like_in_memory(tmp_path, monkeypatch):
     assert a.metrics.value("accuracy") == pytest.approx(1 - 40 / 600)
     assert torch.allclose(a.predictions.scores, b.predictions.scores)
     assert [f.kind for f in b.findings_of("outputs")] == ["outputs"]
+
+
+def _copies(eval_records: list[dict], train: list[dict]) -> None:
+    """An exact copy of eval record 5 at train line 101, and a near copy (one token
+    of forty changed: 2-gram Jaccard 38/40) of eval record 7 at train line 701."""
+    long = [3, *range(1, 40)]
+    eval_records[7] = {"tokens": long, "label": "spam"}
+    train[100] = dict(eval_records[5])
+    train[700] = {"tokens": [*long[:-1], 48], "label": "spam"}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_streamed_training_set_gives_the_gap_and_leaks_read_whole_gives(
+    tmp_path, monkeypatch, fmt
+):
+    """A training set under seqgate_streaming was read whole (its peak memory the
+    in-memory one): it is read a window at a time now. The gap's sample is the one
+    read whole draws (records counted first, the same seeded indices), exact and
+    near copies of eval sequences are the ones one search over the whole set finds,
+    named by their records in the file, and no window holds more than its size."""
+    from pytest_seqgate import streaming
+
+    if fmt == "parquet":
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+    eval_records = rule_records(120, seed=1)
+    train = rule_records(900, missed={1: 150}, seed=2)
+    _copies(eval_records, train)
+    eval_file(tmp_path, eval_records)
+    name = f"t.{fmt}"
+    if fmt == "parquet":
+        columns = {k: [r[k] for r in train] for k in train[0]}
+        pq.write_table(pa.table(columns), tmp_path / name, row_group_size=50)
+    else:
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in train))
+    M = model_class(
+        tmp_path,
+        monkeypatch,
+        f"first_{fmt}",
+        "class M(nn.Module):\n"
+        "    def forward(self, tokens):\n"
+        "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n",
+    )
+    whole = Settings.from_dict(
+        tmp_path,
+        eval_data="e.jsonl",
+        train_data=name,
+        labels="ham,spam",
+        batch_size=8,
+        train_sample=300,
+        near_duplicate_threshold=0.9,
+    )
+    windows: list[int] = []
+    chunks = streaming._chunks
+
+    def counted(settings, role, size):
+        for chunk in chunks(settings, role, size):
+            windows.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(streaming, "TRAIN_WINDOW", 64)
+    monkeypatch.setattr(streaming, "_chunks", counted)
+    eval_set = load_dataset(whole, "eval_data")
+    a = evaluate(M(), eval_set, whole, load_dataset(whole, "train_data"))
+    b = evaluate(M(), eval_set, dataclasses.replace(whole, streaming=True))
+    assert sum(windows) == 900 and max(windows) <= 64
+    assert b.train_sample == a.train_sample == {"train_size": 900, "train_sampled": 300, "seed": 0}
+    assert torch.equal(a.train_metrics.confusion_matrix, b.train_metrics.confusion_matrix)
+    assert a.train_gaps == b.train_gaps and a.train_gaps
+    row = "t.parquet[{}]" if fmt == "parquet" else "t.jsonl:{}"
+    leaks = [f.message for f in b.findings if f.kind == "leakage"]
+    assert leaks == [f.message for f in a.findings if f.kind == "leakage"]
+    assert any("e.jsonl:6" in m and "also appear in the training set" in m for m in leaks)
+    near = row.format(700 if fmt == "parquet" else 701)
+    assert any(f"e.jsonl:8 ~ {near} (Jaccard 0.95)" in m for m in leaks), leaks
+    assert render_json([a]) == render_json([b])
+
+
+def test_a_streamed_training_set_names_its_bad_record_and_needs_labels(tmp_path, monkeypatch):
+    """A bad record in a later window of a streamed training set is named by its line
+    in the file; an empty one is said so; and without seqgate_labels the run stops at
+    the settings, saying that the training set is streamed. A .pt training set is read
+    whole, streaming or not."""
+    from pytest_seqgate import streaming
+    from pytest_seqgate.exceptions import DataError
+
+    monkeypatch.setattr(streaming, "TRAIN_WINDOW", 16)
+    eval_file(tmp_path, rule_records(40))
+    train = [json.dumps(r) for r in rule_records(100)]
+    train[80] = json.dumps({"tokens": "spam", "label": "spam"})
+    (tmp_path / "t.jsonl").write_text("\n".join(train) + "\n")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    M = model_class(
+        tmp_path,
+        monkeypatch,
+        "bad_train",
+        "class M(nn.Module):\n"
+        "    def forward(self, tokens):\n"
+        "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n",
+    )
+    settings = Settings.from_dict(
+        tmp_path, eval_data="e.jsonl", train_data="t.jsonl", labels="ham,spam", streaming=True
+    )
+    with pytest.raises(DataError, match=r"^t\.jsonl:81: "):
+        evaluate(M(), None, settings)
+    with pytest.raises(ConfigError, match=r"^empty\.jsonl: the dataset is empty"):
+        evaluate(M(), None, dataclasses.replace(settings, train_data="empty.jsonl"))
+    with pytest.raises(
+        ConfigError,
+        match=r"^streaming: a streamed training set is read a window at a time, so the "
+        r"class names must be known before it is: set seqgate_labels",
+    ):
+        Settings.from_dict(tmp_path, train_data="t.jsonl", streaming=True)
+    records = rule_records(30)
+    torch.save(
+        {
+            "sequences": [torch.tensor(r["tokens"]) for r in records],
+            "labels": [r["label"] for r in records],
+        },
+        tmp_path / "t.pt",
+    )
+    pt = Settings.from_dict(tmp_path, train_data="t.pt", streaming=True)
+    assert not pt.streams("train_data") and settings.streams("train_data")

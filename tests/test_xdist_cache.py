@@ -231,14 +231,15 @@ def test_workers_that_each_evaluate_share_the_cores(project, monkeypatch):
 
 
 def test_a_streamed_eval_set_is_read_once_by_the_workers_and_cached(project, monkeypatch):
-    # Streaming under xdist: one worker streams the file (the others read its
-    # compact columns back, metadata for slices included); --seqgate-cache
-    # makes an unchanged re-run skip it.
+    # Streaming under xdist: one worker streams the files (the others read its
+    # compact columns back, metadata for slices included, and the training set's
+    # sample and leaks); --seqgate-cache makes an unchanged re-run skip both.
     records = rule_records(100, missed={1: 8})
     for i, record in enumerate(records):
         record["lang"] = ["en", "fr", {"variant": "de"}][i % 3]
     project.data(records)
-    counting_ini(project, streaming="true", slice_by="lang")
+    project.data([*rule_records(60, seed=3), records[4]], name="train.jsonl")
+    counting_ini(project, streaming="true", slice_by="lang", train_data="train.jsonl")
     project.test(TESTS)
     count = project.path / "count.txt"
     monkeypatch.setenv("COUNT_FILE", str(count))
@@ -246,11 +247,13 @@ def test_a_streamed_eval_set_is_read_once_by_the_workers_and_cached(project, mon
     reference = json.loads((project.path / "r.json").read_text())
     slices = {s["name"] for s in reference["evaluations"][0]["slices"]}
     assert {"lang=en", "lang=fr"} <= slices
+    assert reference["evaluations"][0]["train_sample"]["train_size"] == 61
+    assert "eval.jsonl:5" in json.dumps(reference["evaluations"][0]["findings"])  # the copy
     for args, passes in ((["-n", "2"], 1), (["--seqgate-cache"], 1), (["--seqgate-cache"], 0)):
         count.unlink(missing_ok=True)
         _run(project, "-p", "no:randomly", *args).assert_outcomes(passed=3, failed=1)
         calls = [int(x) for x in count.read_text().split()] if count.exists() else []
-        assert calls.count(100) == passes, args
+        assert (calls.count(100), calls.count(61)) == (passes, passes), args
         assert json.loads((project.path / "r.json").read_text()) == reference, args
 
 

@@ -412,6 +412,16 @@ class Settings:
         path = Path(value)
         return path if path.is_absolute() else self.rootdir / path
 
+    def streams(self, name: str) -> bool:
+        """Whether seqgate_streaming reads the data setting ``name`` (eval_data,
+        train_data) a window at a time: a file of a format read by lines or by rows.
+        A training set in another form (a .pt file, an import path) is read whole."""
+        spec = getattr(self, name)
+        if not self.streaming or spec is None or is_import_path(spec):
+            return False
+        path = self.resolve(name, spec)
+        return data_suffix(path) in (".jsonl", ".json", ".csv", ".tsv") or table_set(path)
+
     def existing(self, name: str) -> Path:
         """The file named by setting ``name``, which must exist (files are checked when
         loaded, not here, so that loader hooks can take specs that are not files)."""
@@ -645,26 +655,24 @@ class Settings:
                 f"{self.source('save_baseline')}: a baseline is a JSON file; "
                 f"give a path ending in .json, not {self.save_baseline!r}"
             )
-        if self.streaming and self.eval_data is not None:
-            # Known from the names alone: said at collection, not at each test's setup.
-            # (A conftest.py's eval set clears eval_data, and is evaluated in memory.)
-            path = self.resolve("eval_data", self.eval_data)
-            if is_import_path(self.eval_data) or not (
-                data_suffix(path) in (".jsonl", ".json", ".csv", ".tsv") or table_set(path)
-            ):
-                raise ConfigError(
-                    f"{self.source('streaming')}: streaming reads a .jsonl, .json, .csv or "
-                    f".tsv (gzipped too), .parquet or .arrow eval set (or a save_to_disk "
-                    f"folder) a window at a time, but "
-                    f"{self.source('eval_data')} is {self.eval_data!r}; convert it to .jsonl "
-                    f"or .parquet, or evaluate it in memory (--seqgate-no-streaming for one run)"
-                )
-            if self.labels is None:
-                raise ConfigError(
-                    f"{self.source('streaming')}: a streamed eval set is read once, so the "
-                    f"class names must be known before it is: set seqgate_labels, in the "
-                    f"model's output order"
-                )
+        # Known from the names alone: said at collection, not at each test's setup.
+        # (A conftest.py's eval set clears eval_data, and is evaluated in memory.)
+        if self.streaming and self.eval_data is not None and not self.streams("eval_data"):
+            raise ConfigError(
+                f"{self.source('streaming')}: streaming reads a .jsonl, .json, .csv or "
+                f".tsv (gzipped too), .parquet or .arrow eval set (or a save_to_disk "
+                f"folder) a window at a time, but "
+                f"{self.source('eval_data')} is {self.eval_data!r}; convert it to .jsonl "
+                f"or .parquet, or evaluate it in memory (--seqgate-no-streaming for one run)"
+            )
+        streamed = [n for n in ("eval_data", "train_data") if self.streams(n)]
+        if streamed and self.labels is None:
+            raise ConfigError(
+                f"{self.source('streaming')}: a streamed "
+                f"{'eval set' if streamed[0] == 'eval_data' else 'training set'} is read a "
+                f"window at a time, so the class names must be known before it is: set "
+                f"seqgate_labels, in the model's output order"
+            )
         for path in self.report:
             why = unwritable_report(path)
             if why:

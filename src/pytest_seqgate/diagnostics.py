@@ -9,7 +9,7 @@ report and the gates all tell the same story.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -397,7 +397,7 @@ def _conflicting_labels(
 
 
 def near_duplicate_leakage(
-    train: SequenceData,
+    train_record: Callable[[int], str],
     test: SequenceData,
     threshold: float,
     index: Tensor,
@@ -405,14 +405,16 @@ def near_duplicate_leakage(
     similarity: Tensor,
 ) -> Finding | None:
     """Eval sequences ``index`` that nearly copy training sequences ``match``, as
-    :func:`pytest_seqgate.minhash.near_duplicates` found them."""
+    :func:`pytest_seqgate.minhash.near_duplicates` found them; ``train_record``
+    names a training record by its index (a streamed training set keeps the
+    names of its matches, not its sequences)."""
     from pytest_seqgate.minhash import NGRAM
 
     if index.numel() == 0:
         return None
     count = int(index.numel())
     examples = [
-        f"{test.record(int(i))} ~ {train.record(int(j))} (Jaccard {float(s):.2f})"
+        f"{test.record(int(i))} ~ {train_record(int(j))} (Jaccard {float(s):.2f})"
         for i, j, s in zip(index[:5], match[:5], similarity[:5])
     ]
     return Finding(

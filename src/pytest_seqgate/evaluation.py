@@ -198,6 +198,8 @@ def _not_a_point(intervals: Tensor) -> Tensor:
 
 # Errors a failed per-class gate lists (in its message and the reports).
 EXAMPLES = 3
+#: Why near copies were not looked for in a set of feature vectors.
+NOT_TOKENS = "they are measured on token ids, not feature vectors"
 
 
 @dataclass
@@ -838,9 +840,59 @@ def _evaluate(
                 key, eval_data.metadata[key], eval_data.labels, preds.predictions, len(labels)
             )
         )
-    if train_data is not None:
-        train_data = _in_label_order(train_data, labels)
-        train_set, info = _sample(train_data, settings.train_sample, settings.seed)
+    streamed_train = train_data is None and settings.streams("train_data")
+    if train_data is not None or streamed_train:
+        threshold = settings.near_duplicate_threshold
+        if streamed:
+            evaluation.near_unchecked = "a streamed eval set keeps no sequences to compare"
+        elif threshold <= 0:
+            evaluation.near_unchecked = f"{settings.source('near_duplicate_threshold')} is 0"
+        elif eval_data.kind != "tokens" or (train_data is not None and train_data.kind != "tokens"):
+            evaluation.near_unchecked = NOT_TOKENS
+        near_wanted = not evaluation.near_unchecked
+        # The data's own, not the model's, but the costliest check on a large
+        # training set (MinHash: seconds per 100,000 sequences): xdist workers
+        # and unchanged re-runs share it as they share the predictions. The
+        # part's name says what it holds (a streamed eval set's: exact copies only).
+        part = f"leakage_{threshold:g}" if near_wanted else "leakage_exact"
+        if train_data is None:
+            from pytest_seqgate.streaming import stream_train, train_sample
+
+            # One pass over the file: the sample and the leaks (and the pass is shared).
+            leaks = cached(
+                f"train_stream_{part}",
+                lambda: stream_train(settings, eval_data, preds.hashes, near_wanted),
+            )
+            train_set = _in_label_order(train_sample(leaks, settings), labels)
+            if told not in (None, "plain"):
+                train_set.refuse_padded(told)
+            info = {
+                "train_size": int(leaks["size"]),
+                "train_sampled": len(train_set),
+                "seed": settings.seed,
+            }
+            if near_wanted and not leaks["near"]:
+                evaluation.near_unchecked = NOT_TOKENS
+            train_record: Callable[[int], str] = dict(
+                zip(leaks["match"].tolist(), leaks["names"])
+            ).__getitem__
+        else:
+            train_data = _in_label_order(train_data, labels)
+            train_set, info = _sample(train_data, settings.train_sample, settings.seed)
+            train_record = train_data.names
+            whole = train_data
+
+            def find_leaks() -> dict[str, Tensor]:
+                exact = torch.isin(preds.hashes, whole.content_hashes())
+                found = {"exact": exact}
+                if near_wanted:
+                    from pytest_seqgate.minhash import near_duplicates
+
+                    near = near_duplicates(whole, eval_data, threshold, settings.seed, exact)
+                    found.update(zip(("index", "match", "similarity"), near))
+                return found
+
+            leaks = cached(part, find_leaks)
         train_preds = cached(
             "train",
             lambda: sharded(
@@ -864,35 +916,11 @@ def _evaluate(
             evaluation.train_metrics, metrics, labels, info
         )
         evaluation.findings.extend(gap_findings)
-        threshold = settings.near_duplicate_threshold
-        if streamed:
-            evaluation.near_unchecked = "a streamed eval set keeps no sequences to compare"
-        elif threshold <= 0:
-            evaluation.near_unchecked = f"{settings.source('near_duplicate_threshold')} is 0"
-        elif eval_data.kind != "tokens" or train_data.kind != "tokens":
-            evaluation.near_unchecked = "they are measured on token ids, not feature vectors"
-        near_wanted = not evaluation.near_unchecked
-
-        def find_leaks() -> dict[str, Tensor]:
-            exact = torch.isin(preds.hashes, train_data.content_hashes())
-            found = {"exact": exact}
-            if near_wanted:
-                from pytest_seqgate.minhash import near_duplicates
-
-                near = near_duplicates(train_data, eval_data, threshold, settings.seed, exact)
-                found.update(zip(("index", "match", "similarity"), near))
-            return found
-
-        # The data's own, not the model's, but the costliest check on a large
-        # training set (MinHash: seconds per 100,000 sequences): xdist workers
-        # and unchanged re-runs share it as they share the predictions. The
-        # part's name says what it holds (a streamed run finds exact copies only).
-        leaks = cached(f"leakage_{threshold:g}" if near_wanted else "leakage_exact", find_leaks)
         evaluation.findings.extend(leakage(leaks["exact"], eval_data))
         if "index" in leaks:
             index, match, similarity = leaks["index"], leaks["match"], leaks["similarity"]
             near_finding = near_duplicate_leakage(
-                train_data, eval_data, threshold, index, match, similarity
+                train_record, eval_data, threshold, index, match, similarity
             )
             if near_finding is not None:
                 evaluation.findings.append(near_finding)

@@ -12,6 +12,7 @@ All of it is tensor ops; signatures are built in chunks to bound memory.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -124,12 +125,28 @@ def band_keys(sig: Tensor, bands: int, rows: int) -> Tensor:
     return keys
 
 
+@dataclass(frozen=True)
+class Probe:
+    """The eval side of :func:`near_duplicates`, signed once: a training set
+    streamed a window at a time is searched window by window for the same eval
+    sequences, which would otherwise be signed again for every window."""
+
+    signatures: Tensor
+    keys: Tensor
+
+    @classmethod
+    def of(cls, test: SequenceData, threshold: float, seed: int = 0) -> Probe:
+        sig = signatures(test, seed)
+        return cls(sig, band_keys(sig, *_bands(threshold)))
+
+
 def near_duplicates(
     train: SequenceData,
     test: SequenceData,
     threshold: float,
     seed: int = 0,
     exclude: Tensor | None = None,
+    probe: Probe | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """For each eval sequence, the most similar training sequence among those LSH
     proposes, by the exact Jaccard of their n-gram sets.
@@ -143,13 +160,14 @@ def near_duplicates(
     0.9 it counted two pairs of 0.85 and 0.87 and missed two of 0.91 and 0.94.
     So every candidate whose estimate comes within ESTIMATE_MARGIN of the
     threshold is measured exactly, and the count and the reported Jaccard are
-    the exact ones.
+    the exact ones. ``probe``: the eval side, signed already (with the same
+    threshold and seed).
     """
     bands, rows = _bands(threshold)
     train_sig = signatures(train, seed)
-    test_sig = signatures(test, seed)
+    probe = probe or Probe.of(test, threshold, seed)
+    test_sig, test_keys = probe.signatures, probe.keys
     train_keys = band_keys(train_sig, bands, rows)
-    test_keys = band_keys(test_sig, bands, rows)
     pairs = []
     for band in range(bands):
         sorted_keys, order = torch.sort(train_keys[:, band])

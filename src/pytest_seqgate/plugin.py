@@ -139,10 +139,12 @@ class SessionState:
         if role not in self.loaded:
             settings = self.settings
             spec = getattr(settings, role)
-            if (spec is None and role == "train_data") or (
-                role == "eval_data" and settings.streaming
+            if (
+                (spec is None and role == "train_data")
+                or (role == "eval_data" and settings.streaming)
+                or settings.streams(role)
             ):
-                # A streamed eval set is read during the evaluation, a window at a time.
+                # A streamed set is read during the evaluation, a window at a time.
                 self.loaded[role] = None
                 return None
             from pytest_seqgate.loading import configured_tokenizer, from_dataset, load_dataset

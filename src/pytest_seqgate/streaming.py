@@ -27,7 +27,7 @@ ignores padding gets the same report in both modes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,10 @@ from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.inference import ForwardHook, predict, scores_alone
 
 STREAM_WINDOW = 64  # batches per chunk
+# Records per window of a streamed training set: only its sample is predicted, so
+# a window is as large as memory allows cheaply (65,536 records of 50 tokens: 26 MiB
+# of ids), and the eval side of each window's near-copy search is paid fewer times.
+TRAIN_WINDOW = 1 << 16
 
 
 @dataclass
@@ -125,6 +129,146 @@ def stream_eval(
     return data, Precomputed(parts, shared)
 
 
+def _chunks(settings: Settings, name: str, size: int) -> Iterator[SequenceData]:
+    """The records of data setting ``name`` as consecutive chunks of ``size``, read
+    by lines (an array's elements) or, in Arrow's formats, by rows."""
+    from pytest_seqgate.loading import configured_tokenizer, stream_records, stream_table
+
+    assert settings.labels is not None
+    path = settings.existing(name)
+    stream = stream_table if table_set(path) else stream_records
+    return stream(
+        path,
+        settings.labels,
+        configured_tokenizer(settings),
+        settings.display(path),
+        size,
+        settings.column_of,
+    )
+
+
+def stream_train(
+    settings: Settings, eval_data: SequenceData, eval_hashes: Tensor, near: bool
+) -> dict[str, Any]:
+    """One pass over a streamed training set (seqgate_train_data under
+    seqgate_streaming): the sample the train/test gap predicts, and the eval
+    sequences the training set holds.
+
+    The sample is the one the set read whole gives (its records counted first,
+    then the same seeded draw of indices, kept as their windows pass), so the
+    gap is the same in both modes. Exact copies are found by hash, a window at a
+    time. Near copies (``near``: the eval sequences are in memory) by MinHash,
+    each window searched with the eval side signed once; each eval sequence keeps
+    its best match and that record's name, later records winning ties, as in
+    one search over the whole set. Each window proposes its own candidates, so
+    the search finds at least what one over the whole set finds. Memory holds a
+    window, the sample, and the eval side; not the training set.
+    """
+    from pytest_seqgate.minhash import Probe, near_duplicates
+
+    path = settings.existing("train_data")
+    display = settings.display(path)
+    threshold = settings.near_duplicate_threshold
+    size = count_records(path, display, settings.column_of)
+    drawn = torch.arange(size)
+    if size > settings.train_sample:
+        gen = torch.Generator().manual_seed(settings.seed)
+        drawn = torch.randperm(size, generator=gen)[: settings.train_sample].sort().values
+    n_eval = len(eval_hashes)
+    exact = torch.zeros(n_eval, dtype=torch.bool)
+    best = torch.full((n_eval,), -1.0, dtype=torch.float64)
+    match = torch.zeros(n_eval, dtype=torch.int64)
+    names: dict[int, str] = {}
+    probe: Probe | None = None
+    pieces: list[SequenceData] = []
+    offset = 0
+    kind = "tokens"
+    by_row = False
+    parts: tuple[tuple[str, int], ...] = ()
+    for chunk in _chunks(settings, "train_data", max(TRAIN_WINDOW, settings.batch_size)):
+        kind, by_row, parts = chunk.kind, chunk.by_row, chunk.parts
+        n = len(chunk)
+        lo, hi = torch.searchsorted(drawn, torch.tensor([offset, offset + n])).tolist()
+        if hi > lo:
+            pieces.append(chunk.subset(drawn[lo:hi] - offset))
+        exact |= torch.isin(eval_hashes, chunk.content_hashes())
+        if near and kind == "tokens":
+            probe = probe or Probe.of(eval_data, threshold, settings.seed)
+            index, found, similarity = near_duplicates(
+                chunk, eval_data, threshold, settings.seed, probe=probe
+            )
+            better = similarity >= best[index]
+            index, found = index[better], found[better]
+            best[index] = similarity[better]
+            match[index] = found + offset
+            names.update((int(j) + offset, chunk.record(int(j))) for j in found)
+        offset += n
+    if offset == 0:
+        raise ConfigError(f"{display}: the dataset is empty: it holds no records")
+    sample = _joined(pieces)
+    found_near = torch.nonzero((best >= 0) & ~exact).reshape(-1)
+    stored: dict[str, Any] = {
+        "size": torch.tensor(offset),
+        "values": sample.values,
+        "lengths": sample.lengths,
+        "labels": sample.labels,
+        "lines": sample.line_numbers,
+        "by_row": by_row,
+        "parts": list(parts),
+        "kind": kind,
+        "exact": exact,
+        "near": near and kind == "tokens",
+        "index": found_near,
+        "match": match[found_near],
+        "similarity": best[found_near],
+        "names": [names[int(j)] for j in match[found_near]],
+    }
+    if sample.token_type_ids is not None:
+        stored["types"] = sample.token_type_ids
+    return stored
+
+
+def train_sample(stored: dict[str, Any], settings: Settings) -> SequenceData:
+    """The sample :func:`stream_train` kept (read back from the cache too)."""
+    lengths = stored["lengths"]
+    return SequenceData(
+        values=stored["values"],
+        offsets=torch.cumsum(lengths, 0) - lengths,
+        lengths=lengths,
+        labels=stored["labels"],
+        label_names=settings.labels,
+        source=settings.display(settings.existing("train_data")),
+        line_numbers=stored["lines"],
+        by_row=bool(stored["by_row"]),
+        parts=tuple(tuple(part) for part in stored["parts"]),
+        token_type_ids=stored.get("types"),
+    )
+
+
+def _joined(pieces: list[SequenceData]) -> SequenceData:
+    """Chunks' samples end to end, as one set (a chunk without token types, among
+    chunks with them, gets segment 0 for each token)."""
+    typed = any(p.token_type_ids is not None for p in pieces)
+    lengths = torch.cat([p.lengths for p in pieces])
+    return SequenceData(
+        values=torch.cat([p.values for p in pieces]),
+        offsets=torch.cumsum(lengths, 0) - lengths,
+        lengths=lengths,
+        labels=torch.cat([p.labels for p in pieces]),
+        line_numbers=torch.cat([torch.as_tensor(p.line_numbers) for p in pieces]),
+        token_type_ids=torch.cat(
+            [
+                p.token_type_ids
+                if p.token_type_ids is not None
+                else torch.zeros(p.values.shape[0], dtype=torch.int64)
+                for p in pieces
+            ]
+        )
+        if typed
+        else None,
+    )
+
+
 def _stream_columns(
     model: nn.Module,
     settings: Settings,
@@ -132,11 +276,8 @@ def _stream_columns(
     forward: ForwardHook | None,
 ) -> dict[str, Any]:
     """The compact per-sample columns of the table above, and the padding check's."""
-    from pytest_seqgate.loading import configured_tokenizer, stream_records, stream_table
-
     assert settings.labels is not None
     path = settings.existing("eval_data")
-    tokenizer = configured_tokenizer(settings)
     # The padding check's sample, drawn chunk by chunk among the sequences each
     # chunk's pass padded, a share of it per chunk in proportion to its size (so
     # the records are counted first, a pass that only the check needs).
@@ -160,16 +301,8 @@ def _stream_columns(
     # rest and the padding check read theirs the same way.
     outputs = settings.outputs
     by_row = False  # records named by row (a table's, a .json array's): the chunks say
-    stream = stream_table if table_set(path) else stream_records
     parts: tuple[tuple[str, int], ...] = ()
-    for chunk in stream(
-        path,
-        settings.labels,
-        tokenizer,
-        settings.display(path),
-        STREAM_WINDOW * settings.batch_size,
-        settings.column_of,
-    ):
+    for chunk in _chunks(settings, "eval_data", STREAM_WINDOW * settings.batch_size):
         kind = chunk.kind
         by_row = chunk.by_row
         parts = chunk.parts  # the shards read so far (a pattern of line-based files)
