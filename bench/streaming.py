@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,21 +41,30 @@ class Tiny(nn.Module):
         return self.head(self.embedding(tokens))
 
 streaming = {streaming}
+train = {train!r}
 settings = Settings.from_dict({folder!r}, eval_data={name!r}, labels="0,1", batch_size=256,
-                              streaming=streaming, padding_check=0, bootstrap=0)
+                              streaming=streaming, padding_check=0, bootstrap=0,
+                              **({{"train_data": train}} if train else {{}}))
 start = time.perf_counter()
-data = None if streaming else load_dataset(settings, "eval_data")
-ev = evaluate(Tiny().eval(), data, settings)
+# With a training set, the eval set is read whole either way (near copies are
+# looked for among its sequences): the training set is what streams or not.
+data = None if streaming and not train else load_dataset(settings, "eval_data")
+train_set = load_dataset(settings, "train_data") if train and not streaming else None
+ev = evaluate(Tiny().eval(), data, settings, train_set)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({{"n": ev.n_samples, "seconds": seconds, "peak_kib": peak,
-                  "accuracy": ev.metrics.value("accuracy")}}))
+                  "accuracy": ev.metrics.value("accuracy"),
+                  "train": [ev.train_sample, ev.train_gaps,
+                            [f.message for f in ev.findings if f.kind == "leakage"]]}}))
 """
 
 
-def write_jsonl(path: Path, n: int) -> None:
-    rng = random.Random(0)
+def write_jsonl(path: Path, n: int, seed: int = 0, copied: list[str] = ()) -> None:
+    """``n`` records of lognormal lengths (median 40 tokens), then the lines ``copied``."""
+    rng = random.Random(seed)
     with path.open("w") as handle:
+        handle.writelines(copied)
         for i in range(n):
             length = max(1, min(200, int(rng.lognormvariate(3.7, 0.5))))
             tokens = [rng.randrange(1, 30000) for _ in range(length)]
@@ -100,8 +110,10 @@ def write_arrow(parquet: Path, path: Path) -> None:
             out.write_batch(batch)
 
 
-def run(folder: Path, streaming: bool, name: str) -> dict[str, float]:
-    code = CHILD.format(src=str(ROOT / "src"), streaming=streaming, folder=str(folder), name=name)
+def run(folder: Path, streaming: bool, name: str, train: str | None = None) -> dict[str, Any]:
+    code = CHILD.format(
+        src=str(ROOT / "src"), streaming=streaming, folder=str(folder), name=name, train=train
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -136,7 +148,20 @@ def measure(n: int) -> list[list[object]]:
             for mode in ("in memory", "streaming")
         }
         assert len({r["accuracy"] for r in results.values()}) == 1
-        for mode, r in results.items():
+        # A training set of the n records, beside an eval set of n / 100 others and
+        # 20 of its records (exact copies, for the leakage check to find).
+        with (folder / "eval.jsonl").open() as lines:
+            copied = [line for i, line in zip(range(20 * 997), lines) if i % 997 == 0]
+        write_jsonl(folder / "small.jsonl", max(n // 100, 1000), seed=1, copied=copied)
+        trained = {
+            f"training set {mode}, jsonl": run(
+                folder, mode == "streamed", "small.jsonl", "eval.jsonl"
+            )
+            for mode in ("read whole", "streamed")
+        }
+        # The same sample, gap and leaks either way.
+        assert len({json.dumps(r["train"]) for r in trained.values()}) == 1
+        for mode, r in {**results, **trained}.items():
             rows.append(
                 [
                     mode,
@@ -149,6 +174,7 @@ def measure(n: int) -> list[list[object]]:
     return rows
 
 
+# A training set's rows: the training set's records, and its records per second.
 HEADERS = ["mode", "sequences", "peak RSS (MiB)", "sequences/s", "seconds"]
 
 if __name__ == "__main__":

@@ -607,3 +607,18 @@ def test_a_streamed_training_set_names_its_bad_record_and_needs_labels(tmp_path,
     )
     pt = Settings.from_dict(tmp_path, train_data="t.pt", streaming=True)
     assert not pt.streams("train_data") and settings.streams("train_data")
+
+
+@pytest.mark.parametrize("role", ["eval", "train"])
+def test_a_missing_streamed_file_stops_the_run_at_collection(project, role):
+    """A streamed set is read during the evaluation; its missing file was found
+    there, an error at each gated test's setup. It is a usage error at collection
+    now, in one line, as a set read whole is."""
+    project.data(rule_records(40))
+    gated_project(project, "eval.jsonl" if role == "train" else "gone.jsonl")
+    extra = ["--seqgate-train-data=gone.jsonl"] if role == "train" else []
+    result = project.run("--seqgate-streaming", *extra)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    flag = "--seqgate-train-data" if role == "train" else "seqgate_eval_data in pytest.ini"
+    assert_lines(result.stderr.str(), f"ERROR: seqgate: {flag}: file not found: gone.jsonl*")
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()

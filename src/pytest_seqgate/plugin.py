@@ -144,7 +144,10 @@ class SessionState:
                 or (role == "eval_data" and settings.streaming)
                 or settings.streams(role)
             ):
-                # A streamed set is read during the evaluation, a window at a time.
+                # A streamed set is read during the evaluation, a window at a time;
+                # a missing file is said now, once, not at each gated test's setup.
+                if settings.streams(role):
+                    settings.existing(role)
                 self.loaded[role] = None
                 return None
             from pytest_seqgate.loading import configured_tokenizer, from_dataset, load_dataset
