@@ -95,9 +95,12 @@ def test_a_pair_models_segments_reach_it_from_every_format(project):
     (project.path / "eval.csv").write_text(
         ",".join(header) + "\n" + "".join(",".join(r[k] for k in header) + "\n" for r in rows)
     )
+    project.data(pair_records(200, seed=5), name="train.jsonl")  # a sample of it, streamed too
     project.ini(
         model="pairs:pair_model",
         eval_data="eval.jsonl",
+        train_data="train.jsonl",
+        train_sample="50",
         labels=["ham", "spam"],
         columns="tokens=input_ids",
         report="r.json",
@@ -110,6 +113,7 @@ def test_a_pair_models_segments_reach_it_from_every_format(project):
         assert "300 samples, accuracy 1.000" in result.stdout.str()
         in_memory = json.loads((project.path / "r.json").read_text())
         assert in_memory["evaluations"][0]["metrics"]["per_class"]["spam"]["recall"] == 1.0
+        assert in_memory["evaluations"][0]["train_metrics"]["accuracy"] == 1.0
         result = project.run("--seqgate-streaming", f"--seqgate-eval-data={data}")
         result.assert_outcomes(passed=1)
         assert json.loads((project.path / "r.json").read_text()) == in_memory, data
