@@ -495,7 +495,7 @@ def _copies(eval_records: list[dict], train: list[dict]) -> None:
     train[700] = {"tokens": [*long[:-1], 48], "label": "spam"}
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv", "shards"])
 def test_a_streamed_training_set_gives_the_gap_and_leaks_read_whole_gives(
     tmp_path, monkeypatch, fmt
 ):
@@ -513,12 +513,25 @@ def test_a_streamed_training_set_gives_the_gap_and_leaks_read_whole_gives(
     train = rule_records(900, missed={1: 150}, seed=2)
     _copies(eval_records, train)
     eval_file(tmp_path, eval_records)
-    name = f"t.{fmt}"
+    lines = [json.dumps(r) + "\n" for r in train]
+    # The set's name, and the name of its record 700 (the near copy) in messages.
+    name, near = {
+        "jsonl": ("t.jsonl", "t.jsonl:701"),
+        "parquet": ("t.parquet", "t.parquet[700]"),
+        "csv": ("t.csv", "t.csv:702"),
+        "shards": ("t-*.jsonl", "t-1.jsonl:201"),
+    }[fmt]
     if fmt == "parquet":
         columns = {k: [r[k] for r in train] for k in train[0]}
         pq.write_table(pa.table(columns), tmp_path / name, row_group_size=50)
+    elif fmt == "csv":
+        rows = "".join(f"{' '.join(map(str, r['tokens']))},{r['label']}\n" for r in train)
+        (tmp_path / name).write_text("tokens,label\n" + rows)
+    elif fmt == "shards":
+        (tmp_path / "t-0.jsonl").write_text("".join(lines[:500]))
+        (tmp_path / "t-1.jsonl").write_text("".join(lines[500:]))
     else:
-        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in train))
+        (tmp_path / name).write_text("".join(lines))
     M = model_class(
         tmp_path,
         monkeypatch,
@@ -553,11 +566,9 @@ def test_a_streamed_training_set_gives_the_gap_and_leaks_read_whole_gives(
     assert b.train_sample == a.train_sample == {"train_size": 900, "train_sampled": 300, "seed": 0}
     assert torch.equal(a.train_metrics.confusion_matrix, b.train_metrics.confusion_matrix)
     assert a.train_gaps == b.train_gaps and a.train_gaps
-    row = "t.parquet[{}]" if fmt == "parquet" else "t.jsonl:{}"
     leaks = [f.message for f in b.findings if f.kind == "leakage"]
     assert leaks == [f.message for f in a.findings if f.kind == "leakage"]
     assert any("e.jsonl:6" in m and "also appear in the training set" in m for m in leaks)
-    near = row.format(700 if fmt == "parquet" else 701)
     assert any(f"e.jsonl:8 ~ {near} (Jaccard 0.95)" in m for m in leaks), leaks
     assert render_json([a]) == render_json([b])
 
