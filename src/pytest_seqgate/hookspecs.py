@@ -40,7 +40,9 @@ def pytest_seqgate_load_dataset(spec: str, role: str, settings: Settings) -> Any
     """Load a dataset the plugin does not know (``role`` is ``eval_data`` or ``train_data``).
 
     Return a ``SequenceData``, or a map-style Dataset of (sequence, label) pairs,
-    or None to let the plugin load it. Example::
+    or None to let the plugin load it. A set ``seqgate_streaming`` streams (a file
+    the plugin reads a window at a time) is never offered: it is never loaded
+    whole. Example::
 
         def pytest_seqgate_load_dataset(spec, role, settings):
             if spec.endswith(".parquet"):
