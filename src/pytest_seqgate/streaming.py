@@ -160,9 +160,10 @@ def stream_train(
     time. Near copies (``near``: the eval sequences are in memory) by MinHash,
     each window searched with the eval side signed once; each eval sequence keeps
     its best match and that record's name, later records winning ties, as in
-    one search over the whole set. Each window proposes its own candidates, so
-    the search finds at least what one over the whole set finds. Memory holds a
-    window, the sample, and the eval side; not the training set.
+    one search over the whole set. Where training sequences share a band, each
+    window proposes its own candidate among them, one search over the whole set
+    one in all: only there can the two differ. Memory holds a window, the
+    sample, and the eval side; not the training set.
     """
     from pytest_seqgate.minhash import Probe, near_duplicates
 
