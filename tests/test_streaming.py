@@ -6,9 +6,13 @@ import dataclasses
 import gzip
 import json
 import re
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pytest_seqgate.config import Settings
 from pytest_seqgate.evaluation import evaluate
@@ -633,3 +637,56 @@ def test_a_missing_streamed_file_stops_the_run_at_collection(project, role):
     flag = "--seqgate-train-data" if role == "train" else "seqgate_eval_data in pytest.ini"
     assert_lines(result.stderr.str(), f"ERROR: seqgate: {flag}: file not found: gone.jsonl*")
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=st.integers(1, 300),
+    window=st.integers(1, 64),
+    limit=st.integers(1, 320),
+    seed=st.integers(0, 3),
+    copies=st.lists(st.integers(0, 299), max_size=8),
+)
+def test_a_streamed_training_sample_and_its_exact_copies_are_those_read_whole(
+    size, window, limit, seed, copies
+):
+    """At every size, window and sample limit: the streamed training set's sample
+    is the seeded sample of the set read whole (same records, in order, same
+    names) and its exact copies of eval sequences are the whole set's."""
+    from pytest_seqgate import streaming
+    from pytest_seqgate.evaluation import _sample
+
+    train = rule_records(size, seed=seed + 7)
+    eval_records = rule_records(40, seed=seed)
+    for i in copies:
+        eval_records[i % 40] = dict(train[i % size])
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+        eval_file(folder, eval_records)
+        settings = Settings.from_dict(
+            folder,
+            eval_data="e.jsonl",
+            train_data="t.jsonl",
+            labels="ham,spam",
+            train_sample=limit,
+            seed=seed,
+            streaming=True,
+            near_duplicate_threshold=0,
+        )
+        whole = load_dataset(settings, "train_data")
+        eval_set = load_dataset(settings, "eval_data")
+        hashes = eval_set.content_hashes()
+        original = streaming.TRAIN_WINDOW
+        streaming.TRAIN_WINDOW = window  # (no fixture: hypothesis runs the body many times)
+        try:
+            stored = streaming.stream_train(settings, eval_set, hashes, near=False)
+        finally:
+            streaming.TRAIN_WINDOW = original
+        sample = streaming.train_sample(stored, settings)
+    expected, info = _sample(whole, limit, seed)
+    assert int(stored["size"]) == info["train_size"] == size
+    assert len(sample) == info["train_sampled"]
+    for name in ("values", "lengths", "labels", "line_numbers"):
+        assert torch.equal(getattr(sample, name), getattr(expected, name)), name
+    assert torch.equal(stored["exact"], torch.isin(hashes, whole.content_hashes()))
