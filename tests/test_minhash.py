@@ -61,6 +61,20 @@ def test_signatures_match_each_sequence_hashed_alone_across_chunks() -> None:
         assert torch.equal(sig[i], _signature_alone(tokens)), i
 
 
+def test_signatures_of_sequences_longer_than_a_chunk_and_of_mixed_widths() -> None:
+    """Sequences are hashed in blocks of like n-gram counts, a long one a CHUNK of
+    grams at a time: a sequence of more grams than a chunk (two, and a chunk and
+    one), one gram, and widths far apart in one run each get their own minima."""
+    gen = torch.Generator().manual_seed(5)
+    lengths = [2 * CHUNK + 7, 1, 2, CHUNK + 2, 3, CHUNK, 40, CHUNK + 1, 1, 700]
+    lengths += torch.randint(1, 9, (300,), generator=gen).tolist()
+    order = torch.randperm(len(lengths), generator=gen).tolist()
+    seqs = [torch.randint(1, 50_000, (lengths[i],), generator=gen).tolist() for i in order]
+    sig = signatures(SequenceData.from_sequences(seqs, [0] * len(seqs)))
+    for i, tokens in enumerate(seqs):
+        assert torch.equal(sig[i], _signature_alone(tokens)), (i, len(tokens))
+
+
 def test_slot_agreement_estimates_the_jaccard_of_bigram_sets() -> None:
     a = list(range(1, 201))  # 199 distinct bigrams
     b = a[:100] + list(range(1001, 1101))  # shares 99 of them: Jaccard 99 / 299

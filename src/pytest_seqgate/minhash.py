@@ -11,7 +11,7 @@ All of it is tensor ops; signatures are built in chunks to bound memory.
 
 from __future__ import annotations
 
-import warnings
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,11 +21,16 @@ from pytest_seqgate.data import SequenceData, _fold_steps, _weights, step_owners
 
 SLOTS = 128
 NGRAM = 2
-# n-grams per chunk: 2**10 x 128 slots x 4 bytes = 512 KiB, two buffers that stay in
-# the CPU's cache. Chunks of 2**18 (int64 temporaries of 256 MiB, four per chunk) made the
-# signatures of 20,000 sequences of 50 tokens 4.6x slower: every op paid for
-# fresh pages and main memory.
-CHUNK = 1 << 10
+# n-grams hashed at a time (a group's, padded): 2**13 x 128 slots x 4 bytes = 4 MiB,
+# two buffers. Every op over them is a pass of tensor code over memory; 2**10 grams
+# a call spent more in calls than in work, and chunks of 2**18 (int64 temporaries
+# of 256 MiB, four per chunk) made the signatures of 20,000 sequences of 50 tokens
+# 4.6x slower: every op paid for fresh pages and main memory.
+CHUNK = 1 << 13
+# Sequences whose n-gram counts lie within this ratio are hashed as one padded
+# block: the padding (a sequence's last gram repeated, which leaves its minima as
+# they are) costs at most this share beyond the real grams.
+WIDTH_RATIO = 1.25
 STEPS_PER_RUN = 1 << 18
 
 
@@ -92,25 +97,46 @@ def signatures(data: SequenceData, seed: int = 0) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
     a = (torch.randint(0, 2**30, (SLOTS,), generator=gen) * 2 + 1).to(torch.int32)
     b = torch.randint(-(2**31), 2**31 - 1, (SLOTS,), generator=gen).to(torch.int32)
-    out = torch.full((len(data), SLOTS), torch.iinfo(torch.int32).max, dtype=torch.int32)
-    hashed_buffer = torch.empty(CHUNK, SLOTS, dtype=torch.int32)
-    shifted_buffer = torch.empty(CHUNK, SLOTS, dtype=torch.int32)
-    with warnings.catch_warnings():
-        # index_reduce_ is marked beta since torch 1.12; it is twice as fast here
-        # as scatter_reduce_ with the same minima (0.53 against 0.98 s for the
-        # signatures of 50,000 sequences), and the note is not the user's business.
-        warnings.filterwarnings("ignore", message=".*index_reduce", category=UserWarning)
-        for rows, values, lengths in data.step_chunks(STEPS_PER_RUN):
-            grams, owner = ngram_hashes(_fold_steps(values), lengths)
-            grams = (grams ^ (grams >> 32)).to(torch.int32)  # the low bits wrap, as a cast does
-            run = out[rows]
-            for start in range(0, grams.numel(), CHUNK):
-                g = grams[start : start + CHUNK]
-                o = owner[start : start + CHUNK]
-                size = g.numel()
-                hashed = torch.mul(g.unsqueeze(1), a, out=hashed_buffer[:size]).add_(b)
-                hashed ^= torch.bitwise_right_shift(hashed, 15, out=shifted_buffer[:size])
-                run.index_reduce_(0, o, hashed, "amin")
+    out = torch.empty((len(data), SLOTS), dtype=torch.int32)
+    buffers = [torch.empty(0, dtype=torch.int32)] * 2
+
+    def minima(grams: Tensor) -> Tensor:
+        """``[rows, SLOTS]``: each slot's least hash over a row of ``grams`` ``[rows, k]``."""
+        size = grams.numel() * SLOTS
+        if size > buffers[0].numel():
+            buffers[:] = [torch.empty(size, dtype=torch.int32) for _ in range(2)]
+        hashed = torch.mul(grams.reshape(-1, 1), a, out=buffers[0][:size].view(-1, SLOTS))
+        hashed.add_(b)
+        hashed ^= torch.bitwise_right_shift(hashed, 15, out=buffers[1][:size].view(-1, SLOTS))
+        return hashed.view(grams.shape[0], -1, SLOTS).amin(1)
+
+    for rows, values, lengths in data.step_chunks(STEPS_PER_RUN):
+        grams, owner = ngram_hashes(_fold_steps(values), lengths)
+        grams = (grams ^ (grams >> 32)).to(torch.int32)  # the low bits wrap, as a cast does
+        counts = torch.bincount(owner, minlength=lengths.numel())  # every sequence has one
+        starts = torch.cumsum(counts, 0) - counts
+        # Sorted by their number of grams, the sequences fall in groups of about
+        # CHUNK grams whose counts lie within WIDTH_RATIO: each group is one
+        # [rows, width] block, its minima one dense reduction (a scatter of each
+        # gram's hashes into its sequence's row took three times the hashing).
+        width_of, order = torch.sort(counts, stable=True)
+        level = (width_of.to(torch.float64).log() / math.log(WIDTH_RATIO)).to(torch.int64)
+        block = (torch.cumsum(width_of, 0) - width_of) // CHUNK
+        _, sizes = torch.unique_consecutive(level * len(grams) + block, return_counts=True)
+        run = out[rows]
+        first = 0
+        for size in sizes.tolist():
+            members = order[first : first + size]
+            first += size
+            width = int(width_of[first - 1])
+            last = (counts[members] - 1).unsqueeze(1)
+            base = starts[members].unsqueeze(1)
+            # A sequence of more than CHUNK grams (alone in its group) a CHUNK at a time.
+            found = minima(grams[base + torch.minimum(torch.arange(min(width, CHUNK)), last)])
+            for step in range(CHUNK, width, CHUNK):
+                steps = torch.arange(step, min(step + CHUNK, width))
+                found = torch.minimum(found, minima(grams[base + torch.minimum(steps, last)]))
+            run[members] = found
     return out
 
 
