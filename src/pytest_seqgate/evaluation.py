@@ -851,7 +851,7 @@ def _evaluate(
             evaluation.near_unchecked = NOT_TOKENS
         near_wanted = not evaluation.near_unchecked
         # The data's own, not the model's, but the costliest check on a large
-        # training set (MinHash: seconds per 100,000 sequences): xdist workers
+        # training set (MinHash: half a second per 100,000 sequences): xdist workers
         # and unchanged re-runs share it as they share the predictions. The
         # part's name says what it holds (a streamed eval set's: exact copies only).
         part = f"leakage_{threshold:g}" if near_wanted else "leakage_exact"

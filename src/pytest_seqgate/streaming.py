@@ -23,6 +23,11 @@ The padding check reruns a seeded sample of the sequences each chunk's pass
 padded, a share per chunk in proportion to its size, as the chunks pass (an
 in-memory run draws from the one pass over the whole set). A model that
 ignores padding gets the same report in both modes.
+
+A training set in those formats streams too (:func:`stream_train`), in larger
+windows: none of it is predicted but the train/test gap's sample, drawn as a
+set read whole draws it, and what stays is that sample and the eval sequences
+it was found to hold.
 """
 
 from __future__ import annotations
