@@ -1907,6 +1907,15 @@ def test_a_gap_of_macro_f1_from_a_class_the_eval_set_lacks_says_so() -> None:
     worse = compute_metrics(torch.tensor([[400, 100], [40, 60]]))
     _, (found,) = train_test_gap(train, worse, ("ham", "spam"), {})
     assert found.message.endswith("the model may be overfitting")
+    assert "higher on the training set than on the eval set" in found.message
+    # Measured on a sample of the training set, the finding says so.
+    sample = {"train_size": 2_000_000, "train_sampled": 10_000, "seed": 0}
+    _, (found,) = train_test_gap(train, worse, ("ham", "spam"), sample)
+    assert (
+        "higher on the training set (a seeded sample of 10,000 of its 2,000,000 sequences) "
+        "than on the eval set" in found.message
+    )
+    assert found.data["train_sampled"] == 10_000
 
 
 def test_a_factory_beside_an_import_path_model_says_how_to_drop_it() -> None:

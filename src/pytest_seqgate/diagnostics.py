@@ -256,11 +256,19 @@ def train_test_gap(
                     f"there is 0 (false alarms, and nothing to find), which lowers its macro "
                     f"F1: compare sets of the same classes, or gate accuracy and recall"
                 )
+            # A gap measured on a sample says so: its train figure is an estimate.
+            sampled = ""
+            if sample.get("train_sampled", 0) < sample.get("train_size", 0):
+                sampled = (
+                    f" (a seeded sample of {sample['train_sampled']:,} of its "
+                    f"{sample['train_size']:,} sequences)"
+                )
             findings.append(
                 Finding(
                     "train_test_gap",
                     "warning",
-                    f"{metric} is {worst:.3f} higher on the training set than on the eval set "
+                    f"{metric} is {worst:.3f} higher on the training set{sampled} than on the "
+                    f"eval set "
                     f"(train {worst + _value(test, metric, labels):.3f}, eval "
                     f"{_value(test, metric, labels):.3f}): {cause}",
                     {"metric": metric, "gap": worst, "gaps": gaps, **sample},
