@@ -775,7 +775,7 @@ def bench_streaming(quick: bool, repeats: int) -> list[list[object]]:
 
 def bench_leakage(quick: bool, repeats: int) -> list[list[object]]:
     """MinHash near-duplicate search, next to the inference over the same eval set."""
-    from pytest_seqgate.minhash import near_duplicates
+    from pytest_seqgate.minhash import near_copies
 
     n_train, n_eval = (10_000, 2_000) if quick else (100_000, 20_000)
     gen = torch.Generator().manual_seed(0)
@@ -792,7 +792,7 @@ def bench_leakage(quick: bool, repeats: int) -> list[list[object]]:
 
     train, test = make(n_train), make(n_eval)
     reps = 1 if quick else max(3, repeats // 2)
-    t_minhash = median_time(lambda: near_duplicates(train, test, 0.9), reps, warmup=0)
+    t_minhash = median_time(lambda: near_copies(train, test, 0.9), reps, warmup=0)
     model = LSTMClassifier().eval()
     settings = Settings(batch_size=64, device="cpu", padding_check=0, bootstrap=0)
     t_infer = median_time(lambda: evaluate(model, test, settings), reps, warmup=0)
@@ -810,7 +810,7 @@ def bench_leakage(quick: bool, repeats: int) -> list[list[object]]:
 LEAKAGE_PEAK = """
 import ctypes, sys, torch
 from pytest_seqgate.data import SequenceData
-from pytest_seqgate.minhash import near_duplicates
+from pytest_seqgate.minhash import near_copies
 gen = torch.Generator().manual_seed(0)
 def make(n):
     lengths = torch.randint(40, 61, (n,), generator=gen)
@@ -827,7 +827,7 @@ ctypes.CDLL("libc.so.6").malloc_trim(0)
 with open("/proc/self/clear_refs", "w") as refs:
     refs.write("5")
 before = kib("VmRSS:")
-near_duplicates(train, test, 0.9)
+near_copies(train, test, 0.9)
 print((kib("VmHWM:") - before) // 1024)
 """
 

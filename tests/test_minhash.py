@@ -7,6 +7,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from pytest_seqgate import minhash
 from pytest_seqgate.config import Settings
 from pytest_seqgate.data import SequenceData, _weights
 from pytest_seqgate.evaluation import evaluate
@@ -229,7 +230,7 @@ def test_exact_jaccard_is_the_jaccard_of_the_bigram_sets() -> None:
     assert measured == [_bigram_jaccard(a, b) for a, b in zip(left, right)]
 
 
-def test_near_duplicates_agrees_with_brute_force_at_every_threshold() -> None:
+def test_near_duplicates_agrees_with_brute_force_at_every_threshold(monkeypatch) -> None:
     """Every eval sequence against every training one, in Python sets: the LSH search
     finds the same eval sequences, with the same best Jaccard (an estimate from the
     signatures alone counted pairs of 0.85 at 0.9 and missed some of 0.91)."""
@@ -244,8 +245,16 @@ def test_near_duplicates_agrees_with_brute_force_at_every_threshold() -> None:
     train_set = SequenceData.from_sequences(train, [0] * len(train))
     test_set = SequenceData.from_sequences(test, [0] * len(test))
     best = [max(_bigram_jaccard(e, t) for t in train) for e in test]
+    monkeypatch.setattr(minhash, "WINDOW", 32)
+    windowed = minhash.near_copies
     for threshold in (0.5, 0.7, 0.8, 0.9, 0.95):
-        index, _, similarity = near_duplicates(train_set, test_set, threshold)
         expected = [i for i, b in enumerate(best) if b >= threshold]
-        assert index.tolist() == expected, threshold
-        assert similarity.tolist() == [best[i] for i in expected], threshold
+        # One search over the whole set, and the plugin's: windows of 32 (150
+        # training sequences: five windows, the last of 22).
+        for search in (near_duplicates, windowed):
+            index, match, similarity = search(train_set, test_set, threshold)
+            assert index.tolist() == expected, (search, threshold)
+            assert similarity.tolist() == [best[i] for i in expected], (search, threshold)
+            # The match named is a training sequence that close, in the whole set's numbering.
+            for i, j, s in zip(index.tolist(), match.tolist(), similarity.tolist(), strict=True):
+                assert _bigram_jaccard(test[i], train[j]) == s

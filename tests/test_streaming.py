@@ -14,6 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pytest_seqgate import minhash
 from pytest_seqgate.config import Settings
 from pytest_seqgate.evaluation import evaluate
 from pytest_seqgate.exceptions import ConfigError
@@ -561,7 +562,7 @@ def test_a_streamed_training_set_gives_the_gap_and_leaks_read_whole_gives(
             windows.append(len(chunk))
             yield chunk
 
-    monkeypatch.setattr(streaming, "TRAIN_WINDOW", 64)
+    monkeypatch.setattr(minhash, "WINDOW", 64)  # windows of the in-memory search too
     monkeypatch.setattr(streaming, "_chunks", counted)
     eval_set = load_dataset(whole, "eval_data")
     a = evaluate(M(), eval_set, whole, load_dataset(whole, "train_data"))
@@ -582,10 +583,9 @@ def test_a_streamed_training_set_names_its_bad_record_and_needs_labels(tmp_path,
     in the file; an empty one is said so; and without seqgate_labels the run stops at
     the settings, saying that the training set is streamed. A .pt training set is read
     whole, streaming or not."""
-    from pytest_seqgate import streaming
     from pytest_seqgate.exceptions import DataError
 
-    monkeypatch.setattr(streaming, "TRAIN_WINDOW", 16)
+    monkeypatch.setattr(minhash, "WINDOW", 16)
     eval_file(tmp_path, rule_records(40))
     train = [json.dumps(r) for r in rule_records(100)]
     train[80] = json.dumps({"tokens": "spam", "label": "spam"})
@@ -677,12 +677,12 @@ def test_a_streamed_training_sample_and_its_exact_copies_are_those_read_whole(
         whole = load_dataset(settings, "train_data")
         eval_set = load_dataset(settings, "eval_data")
         hashes = eval_set.content_hashes()
-        original = streaming.TRAIN_WINDOW
-        streaming.TRAIN_WINDOW = window  # (no fixture: hypothesis runs the body many times)
+        original = minhash.WINDOW
+        minhash.WINDOW = window  # (no fixture: hypothesis runs the body many times)
         try:
             stored = streaming.stream_train(settings, eval_set, hashes, near=False)
         finally:
-            streaming.TRAIN_WINDOW = original
+            minhash.WINDOW = original
         sample = streaming.train_sample(stored, settings)
     expected, info = _sample(whole, limit, seed)
     assert int(stored["size"]) == info["train_size"] == size

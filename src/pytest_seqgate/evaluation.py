@@ -886,9 +886,9 @@ def _evaluate(
                 exact = torch.isin(preds.hashes, whole.content_hashes())
                 found = {"exact": exact}
                 if near_wanted:
-                    from pytest_seqgate.minhash import near_duplicates
+                    from pytest_seqgate.minhash import near_copies
 
-                    near = near_duplicates(whole, eval_data, threshold, settings.seed, exact)
+                    near = near_copies(whole, eval_data, threshold, settings.seed, exact)
                     found.update(zip(("index", "match", "similarity"), near))
                 return found
 

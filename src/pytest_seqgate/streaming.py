@@ -49,10 +49,6 @@ from pytest_seqgate.exceptions import ConfigError
 from pytest_seqgate.inference import ForwardHook, predict, scores_alone
 
 STREAM_WINDOW = 64  # batches per chunk
-# Records per window of a streamed training set: only its sample is predicted, so
-# a window is as large as memory allows cheaply (65,536 records of 50 tokens: 26 MiB
-# of ids), and the eval side of each window's near-copy search is paid fewer times.
-TRAIN_WINDOW = 1 << 16
 
 
 @dataclass
@@ -162,15 +158,12 @@ def stream_train(
     The sample is the one the set read whole gives (its records counted first,
     then the same seeded draw of indices, kept as their windows pass), so the
     gap is the same in both modes. Exact copies are found by hash, a window at a
-    time. Near copies (``near``: the eval sequences are in memory) by MinHash,
-    each window searched with the eval side signed once; each eval sequence keeps
-    its best match and that record's name, later records winning ties, as in
-    one search over the whole set. Where training sequences share a band, each
-    window proposes its own candidate among them, one search over the whole set
-    one in all: only there can the two differ. Memory holds a window, the
-    sample, and the eval side; not the training set.
+    time. Near copies (``near``: the eval sequences are in memory) by the
+    windowed MinHash search a set in memory takes (:class:`NearCopies`), with the
+    same windows, each best match kept with its record's name. Memory holds a
+    window, the sample, and the eval side; not the training set.
     """
-    from pytest_seqgate.minhash import Probe, near_duplicates
+    from pytest_seqgate.minhash import WINDOW, NearCopies
 
     path = settings.existing("train_data")
     display = settings.display(path)
@@ -180,18 +173,16 @@ def stream_train(
     if size > settings.train_sample:
         gen = torch.Generator().manual_seed(settings.seed)
         drawn = torch.randperm(size, generator=gen)[: settings.train_sample].sort().values
-    n_eval = len(eval_hashes)
-    exact = torch.zeros(n_eval, dtype=torch.bool)
-    best = torch.full((n_eval,), -1.0, dtype=torch.float64)
-    match = torch.zeros(n_eval, dtype=torch.int64)
-    names: dict[int, str] = {}
-    probe: Probe | None = None
+    exact = torch.zeros(len(eval_hashes), dtype=torch.bool)
+    copies: NearCopies | None = None
+    names: dict[int, str] = {}  # the training records that were a best match
     pieces: list[SequenceData] = []
     offset = 0
     kind = "tokens"
     by_row = False
     parts: tuple[tuple[str, int], ...] = ()
-    for chunk in _chunks(settings, "train_data", max(TRAIN_WINDOW, settings.batch_size)):
+    # Windows of the size an in-memory search takes, so both find the same copies.
+    for chunk in _chunks(settings, "train_data", WINDOW):
         kind, by_row, parts = chunk.kind, chunk.by_row, chunk.parts
         n = len(chunk)
         lo, hi = torch.searchsorted(drawn, torch.tensor([offset, offset + n])).tolist()
@@ -199,20 +190,18 @@ def stream_train(
             pieces.append(chunk.subset(drawn[lo:hi] - offset))
         exact |= torch.isin(eval_hashes, chunk.content_hashes())
         if near and kind == "tokens":
-            probe = probe or Probe.of(eval_data, threshold, settings.seed)
-            index, found, similarity = near_duplicates(
-                chunk, eval_data, threshold, settings.seed, probe=probe
+            copies = copies or NearCopies(eval_data, threshold, settings.seed)
+            names.update(
+                (j + offset, chunk.record(j)) for j in copies.search(chunk, offset).tolist()
             )
-            better = similarity >= best[index]
-            index, found = index[better], found[better]
-            best[index] = similarity[better]
-            match[index] = found + offset
-            names.update((int(j) + offset, chunk.record(int(j))) for j in found)
         offset += n
     if offset == 0:
         raise ConfigError(f"{display}: the dataset is empty: it holds no records")
     sample = _joined(pieces)
-    found_near = torch.nonzero((best >= 0) & ~exact).reshape(-1)
+    none = torch.zeros(0, dtype=torch.int64)
+    index, match, similarity = (
+        copies.found(exact) if copies else (none, none, torch.zeros(0, dtype=torch.float64))
+    )
     stored: dict[str, Any] = {
         "size": torch.tensor(offset),
         "values": sample.values,
@@ -224,10 +213,10 @@ def stream_train(
         "kind": kind,
         "exact": exact,
         "near": near and kind == "tokens",
-        "index": found_near,
-        "match": match[found_near],
-        "similarity": best[found_near],
-        "names": [names[int(j)] for j in match[found_near]],
+        "index": index,
+        "match": match,
+        "similarity": similarity,
+        "names": [names[j] for j in match.tolist()],
     }
     if sample.token_type_ids is not None:
         stored["types"] = sample.token_type_ids
