@@ -6,7 +6,8 @@ the fraction of equal slots, and banding the signatures turns "similar" into
 "share a band key", found with a sort and a binary search per band. The
 candidates whose estimate comes near the threshold are then measured exactly
 (their n-gram sets compared), so what is reported is never an estimate.
-All of it is tensor ops; signatures are built in chunks to bound memory.
+All of it is tensor ops; the training set is searched a window of sequences
+at a time (:class:`NearCopies`), so that memory does not grow with it.
 """
 
 from __future__ import annotations
