@@ -199,9 +199,9 @@ def stream_train(
         raise ConfigError(f"{display}: the dataset is empty: it holds no records")
     sample = _joined(pieces)
     none = torch.zeros(0, dtype=torch.int64)
-    index, match, similarity = (
-        copies.found(exact) if copies else (none, none, torch.zeros(0, dtype=torch.float64))
-    )
+    index, match, similarity = (none, none, torch.zeros(0, dtype=torch.float64))
+    if copies is not None:
+        index, match, similarity = copies.found(exact)
     stored: dict[str, Any] = {
         "size": torch.tensor(offset),
         "values": sample.values,
