@@ -305,35 +305,38 @@ def exact_jaccard(
     left: SequenceData, left_rows: Tensor, right: SequenceData, right_rows: Tensor
 ) -> Tensor:
     """The Jaccard similarity of the n-gram sets of ``left[left_rows[i]]`` and
-    ``right[right_rows[i]]``, for each i (float64): two sorts per side to make
-    each sequence's grams a set, one over both sides to count what they share."""
+    ``right[right_rows[i]]``, for each i (float64).
+
+    Each gram is replaced by its rank among the distinct grams of both sides (one
+    sort), so that a (pair, gram) fits one int64 key: a sort per side makes each
+    pair's grams a set, one over both sides counts what they share. Sorting the
+    (pair, gram) pairs by two stable sorts each time took 1.6x as long (0.175
+    against 0.110 s for 20,000 pairs of up to 60 tokens).
+    """
     pairs = left_rows.numel()
-    sets = [_gram_sets(left, left_rows), _gram_sets(right, right_rows)]
-    size_left, size_right = (torch.bincount(owner, minlength=pairs) for owner, _ in sets)
-    owner, gram = _lexsorted(torch.cat([o for o, _ in sets]), torch.cat([g for _, g in sets]))
-    shared = (owner[1:] == owner[:-1]) & (gram[1:] == gram[:-1])
-    common = torch.bincount(owner[1:][shared], minlength=pairs)
+    (owner_left, gram_left), (owner_right, gram_right) = (
+        _grams(left, left_rows),
+        _grams(right, right_rows),
+    )
+    _, rank = torch.unique(torch.cat([gram_left, gram_right]), return_inverse=True)
+    keys_left = torch.unique((owner_left << 32) | rank[: gram_left.numel()])
+    keys_right = torch.unique((owner_right << 32) | rank[gram_left.numel() :])
+    size_left = torch.bincount(keys_left >> 32, minlength=pairs)
+    size_right = torch.bincount(keys_right >> 32, minlength=pairs)
+    both = torch.sort(torch.cat([keys_left, keys_right])).values
+    shared = both[1:] == both[:-1]
+    common = torch.bincount(both[1:][shared] >> 32, minlength=pairs)
     return common / (size_left + size_right - common).to(torch.float64)
 
 
-def _gram_sets(data: SequenceData, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """The distinct n-grams of the sequences ``rows``, as (i, gram) pairs sorted."""
+def _grams(data: SequenceData, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """The n-grams of the sequences ``rows``, as (i, gram) pairs."""
     positions, _ = data.gather_positions(rows)
-    steps = _fold_steps(data.values[positions])
-    gram, owner = ngram_hashes(steps, data.lengths[rows])
-    owner, gram = _lexsorted(owner, gram)
-    keep = torch.ones(owner.numel(), dtype=torch.bool)
-    keep[1:] = (owner[1:] != owner[:-1]) | (gram[1:] != gram[:-1])
-    return owner[keep], gram[keep]
+    gram, owner = ngram_hashes(_fold_steps(data.values[positions]), data.lengths[rows])
+    return owner, gram
 
 
 def _lexsort(major: Tensor, minor: Tensor) -> Tensor:
     """The order that sorts ``(major, minor)`` pairs by major, then minor (stable)."""
     order = torch.argsort(minor, stable=True)
     return order[torch.argsort(major[order], stable=True)]
-
-
-def _lexsorted(major: Tensor, minor: Tensor) -> tuple[Tensor, Tensor]:
-    """``(major, minor)`` pairs sorted by major, then minor."""
-    order = _lexsort(major, minor)
-    return major[order], minor[order]
