@@ -190,7 +190,8 @@ def stream_train(
             pieces.append(chunk.subset(drawn[lo:hi] - offset))
         exact |= torch.isin(eval_hashes, chunk.content_hashes())
         if near and kind == "tokens":
-            copies = copies or NearCopies(eval_data, threshold, settings.seed)
+            if copies is None:
+                copies = NearCopies(eval_data, threshold, settings.seed)
             names.update(
                 (j + offset, chunk.record(j)) for j in copies.search(chunk, offset).tolist()
             )
@@ -210,7 +211,6 @@ def stream_train(
         "lines": sample.line_numbers,
         "by_row": by_row,
         "parts": list(parts),
-        "kind": kind,
         "exact": exact,
         "near": near and kind == "tokens",
         "index": index,
