@@ -578,6 +578,83 @@ def test_a_streamed_training_set_gives_the_gap_and_leaks_read_whole_gives(
     assert render_json([a]) == render_json([b])
 
 
+@pytest.mark.parametrize("train_fmt", ["in memory", "jsonl", "parquet"])
+def test_a_streamed_eval_set_finds_the_near_copies_read_whole_finds(
+    tmp_path, monkeypatch, train_fmt
+):
+    """A streamed eval set keeps no sequences, so its near copies of training
+    sequences went unchecked (a max_leakage gate read the exact copies alone). Its
+    file is read again, a window at a time, each window searched against the
+    training set (in memory, or streamed too): the findings and the leaked share
+    are the ones a run reading both sets whole gives, eval windows past the first
+    included."""
+    from pytest_seqgate import streaming
+
+    if train_fmt == "parquet":
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+    eval_records = rule_records(200, seed=1)
+    train = rule_records(900, missed={1: 150}, seed=2)
+    _copies(eval_records, train)
+    # A second near copy, of eval record 150 (in its third window of 64), at train
+    # line 301 (39 of 41 grams shared), and a nearer one at line 851 (40 of 41).
+    far = [5, *range(60, 100)]
+    eval_records[150] = {"tokens": far, "label": "ham"}
+    train[300] = {"tokens": [*far[:-1], 7], "label": "ham"}
+    train[850] = {"tokens": [*far, *far[:2]], "label": "ham"}
+    eval_file(tmp_path, eval_records)
+    name = "t.parquet" if train_fmt == "parquet" else "t.jsonl"
+    if train_fmt == "parquet":
+        columns = {k: [r[k] for r in train] for k in train[0]}
+        pq.write_table(pa.table(columns), tmp_path / name, row_group_size=50)
+    else:
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in train))
+    M = model_class(
+        tmp_path,
+        monkeypatch,
+        f"near_{train_fmt.replace(' ', '_')}",
+        "class M(nn.Module):\n"
+        "    def forward(self, tokens):\n"
+        "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n",
+    )
+    whole = Settings.from_dict(
+        tmp_path,
+        eval_data="e.jsonl",
+        train_data=name,
+        labels="ham,spam",
+        batch_size=8,
+        near_duplicate_threshold=0.9,
+    )
+    read: dict[str, list[int]] = {"eval_data": [], "train_data": []}
+    chunks = streaming._chunks
+
+    def counted(settings, role, size):
+        for chunk in chunks(settings, role, size):
+            if size == minhash.WINDOW:
+                read[role].append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(minhash, "WINDOW", 64)
+    monkeypatch.setattr(streaming, "_chunks", counted)
+    train_set = load_dataset(whole, "train_data")
+    a = evaluate(M(), load_dataset(whole, "eval_data"), whole, train_set)
+    streamed = dataclasses.replace(whole, streaming=True)
+    b = evaluate(M(), None, streamed, train_set if train_fmt == "in memory" else None)
+    assert read["eval_data"] == [64, 64, 64, 8]  # read again, a window at a time
+    if train_fmt != "in memory":  # one pass for the sample, then one per eval window
+        assert sum(read["train_data"]) == 5 * 900 and max(read["train_data"]) == 64
+    leaks = [(f.message, f.data) for f in b.findings if f.kind == "leakage"]
+    assert leaks == [(f.message, f.data) for f in a.findings if f.kind == "leakage"]
+    near = next(f for f in b.findings if f.kind == "leakage" and f.data["match"] == "near")
+    assert near.data["count"] == 2, near.message
+    assert near.data["examples"] == [
+        f"e.jsonl:8 ~ {name}{':701' if name.endswith('l') else '[700]'} (Jaccard 0.95)",
+        f"e.jsonl:151 ~ {name}{':851' if name.endswith('l') else '[850]'} (Jaccard 0.98)",
+    ]
+    assert b.leaked == a.leaked
+    assert b.near_unchecked == ""
+
+
 def test_a_streamed_training_set_names_its_bad_record_and_needs_labels(tmp_path, monkeypatch):
     """A bad record in a later window of a streamed training set is named by its line
     in the file; an empty one is said so; and without seqgate_labels the run stops at

@@ -843,25 +843,26 @@ def _evaluate(
     streamed_train = train_data is None and settings.streams("train_data")
     if train_data is not None or streamed_train:
         threshold = settings.near_duplicate_threshold
-        if streamed:
-            evaluation.near_unchecked = "a streamed eval set keeps no sequences to compare"
-        elif threshold <= 0:
+        if threshold <= 0:
             evaluation.near_unchecked = f"{settings.source('near_duplicate_threshold')} is 0"
         elif eval_data.kind != "tokens" or (train_data is not None and train_data.kind != "tokens"):
             evaluation.near_unchecked = NOT_TOKENS
         near_wanted = not evaluation.near_unchecked
+        # A streamed eval set keeps no sequences: its near copies are searched
+        # by a pass of their own over its file, below.
+        near_here = near_wanted and not streamed
         # The data's own, not the model's, but the costliest check on a large
         # training set (MinHash: half a second per 100,000 sequences): xdist workers
         # and unchanged re-runs share it as they share the predictions. The
-        # part's name says what it holds (a streamed eval set's: exact copies only).
-        part = f"leakage_{threshold:g}" if near_wanted else "leakage_exact"
+        # part's name says what it holds.
+        part = f"leakage_{threshold:g}" if near_here else "leakage_exact"
         if train_data is None:
             from pytest_seqgate.streaming import stream_train, train_sample
 
             # One pass over the file: the sample and the leaks (and the pass is shared).
             leaks = cached(
                 f"train_stream_{part}",
-                lambda: stream_train(settings, eval_data, preds.hashes, near_wanted),
+                lambda: stream_train(settings, eval_data, preds.hashes, near_here),
             )
             train_set = _in_label_order(train_sample(leaks, settings), labels)
             if told not in (None, "plain"):
@@ -871,7 +872,7 @@ def _evaluate(
                 "train_sampled": len(train_set),
                 "seed": settings.seed,
             }
-            if near_wanted and not leaks["near"]:
+            if near_here and not leaks["near"]:
                 evaluation.near_unchecked = NOT_TOKENS
             train_record: Callable[[int], str] = dict(
                 zip(leaks["match"].tolist(), leaks["names"])
@@ -885,7 +886,7 @@ def _evaluate(
             def find_leaks() -> dict[str, Tensor]:
                 exact = torch.isin(preds.hashes, whole.content_hashes())
                 found = {"exact": exact}
-                if near_wanted:
+                if near_here:
                     from pytest_seqgate.minhash import near_copies
 
                     near = near_copies(whole, eval_data, threshold, settings.seed, exact)
@@ -893,6 +894,20 @@ def _evaluate(
                 return found
 
             leaks = cached(part, find_leaks)
+        if near_wanted and streamed:
+            from pytest_seqgate.streaming import stream_near_copies
+
+            exact_leaks = leaks["exact"]
+            near = cached(
+                f"eval_stream_near_{threshold:g}",
+                lambda: stream_near_copies(settings, exact_leaks, train_data),
+            )
+            if not near["near"]:
+                evaluation.near_unchecked = NOT_TOKENS
+            else:
+                leaks = {**leaks, **near}
+                if "names" in near:
+                    train_record = dict(zip(near["match"].tolist(), near["names"])).__getitem__
         train_preds = cached(
             "train",
             lambda: sharded(

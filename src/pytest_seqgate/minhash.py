@@ -13,6 +13,7 @@ at a time (:class:`NearCopies`), so that memory does not grow with it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -280,25 +281,34 @@ def near_copies(
     seed: int = 0,
     exclude: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """:class:`NearCopies` over a training set in memory, a window at a time.
+    """:class:`NearCopies` over a training set in memory, a window at a time."""
+    copies = NearCopies(test, threshold, seed)
+    for start, window in windows(train):
+        copies.search(window, start, exclude)
+    return copies.found(exclude)
+
+
+def windows(train: SequenceData) -> Iterator[tuple[int, SequenceData]]:
+    """``(offset, window)``: a training set in memory as the windows of WINDOW
+    sequences that :class:`NearCopies` searches.
 
     A window shares the set's values (laid end to end once, where a set built
     by hand is not): a copy of each, as ``subset`` makes, was 6% of the search.
     """
-    copies = NearCopies(test, threshold, seed)
     values = train.packed_values()
     ends = torch.cumsum(train.lengths, 0)
     for start in range(0, len(train), WINDOW):
         stop = min(start + WINDOW, len(train))
         lengths = train.lengths[start:stop]
-        window = SequenceData(
-            values[(int(ends[start - 1]) if start else 0) : int(ends[stop - 1])],
-            torch.cumsum(lengths, 0) - lengths,
-            lengths,
-            train.labels[start:stop],
+        yield (
+            start,
+            SequenceData(
+                values[(int(ends[start - 1]) if start else 0) : int(ends[stop - 1])],
+                torch.cumsum(lengths, 0) - lengths,
+                lengths,
+                train.labels[start:stop],
+            ),
         )
-        copies.search(window, start, exclude)
-    return copies.found(exclude)
 
 
 def exact_jaccard(

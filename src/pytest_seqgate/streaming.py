@@ -27,7 +27,8 @@ ignores padding gets the same report in both modes.
 A training set in those formats streams too (:func:`stream_train`), in larger
 windows: none of it is predicted but the train/test gap's sample, drawn as a
 set read whole draws it, and what stays is that sample and the eval sequences
-it was found to hold.
+it was found to hold. Near copies of training sequences among a streamed eval
+set's are looked for by reading its file again (:func:`stream_near_copies`).
 """
 
 from __future__ import annotations
@@ -220,6 +221,67 @@ def stream_train(
     }
     if sample.token_type_ids is not None:
         stored["types"] = sample.token_type_ids
+    return stored
+
+
+def stream_near_copies(
+    settings: Settings, exact: Tensor, train: SequenceData | None
+) -> dict[str, Any]:
+    """Near copies of training sequences among a streamed eval set's, which keeps
+    no sequences: the eval file read again a window at a time (parsed, not
+    predicted), each window searched as a set in memory searches the training
+    set (:class:`NearCopies`: ``train``'s windows, or, for a streamed training
+    set, its file read again by windows), the exact copies (``exact``) left out.
+
+    An eval sequence's best match does not depend on the other eval sequences
+    (its signature, its band keys and the exact Jaccard of its candidates are
+    its own), so window by window finds what one search of the whole set finds.
+    The cost: a search of the training set per window of eval sequences (one
+    for up to 65,536), a reading of its file too where it is streamed. Memory
+    holds an eval window and its signatures, and a training window.
+    """
+    from pytest_seqgate.minhash import WINDOW, NearCopies, windows
+
+    threshold = settings.near_duplicate_threshold
+    none = torch.zeros(0, dtype=torch.int64)
+    found: list[tuple[Tensor, Tensor, Tensor]] = []
+    names: dict[int, str] = {}  # the training records that are a best match
+    start = 0
+    for part in _chunks(settings, "eval_data", WINDOW):
+        skip = exact[start : start + len(part)]
+        if part.kind != "tokens":
+            return {"near": False}
+        copies = NearCopies(part, threshold, settings.seed)
+        if train is not None:
+            for offset, window in windows(train):
+                copies.search(window, offset, skip)
+        else:
+            offset = 0
+            for window in _chunks(settings, "train_data", WINDOW):
+                if window.kind != "tokens":
+                    return {"near": False}
+                best = copies.search(window, offset, skip).tolist()
+                names.update((j + offset, window.record(j)) for j in best)
+                offset += len(window)
+        index, match, similarity = copies.found(skip)
+        found.append((index + start, match, similarity))
+        if train is None:  # only the names of the best matches so far
+            kept = {int(j) for _, m, _ in found for j in m.tolist()}
+            names = {j: name for j, name in names.items() if j in kept}
+        start += len(part)
+    index, match, similarity = (
+        (torch.cat(column) for column in zip(*found))
+        if found
+        else (none, none, torch.zeros(0, dtype=torch.float64))
+    )
+    stored: dict[str, Any] = {
+        "near": True,
+        "index": index,
+        "match": match,
+        "similarity": similarity,
+    }
+    if train is None:
+        stored["names"] = [names[j] for j in match.tolist()]
     return stored
 
 
