@@ -849,8 +849,8 @@ def _evaluate(
             evaluation.near_unchecked = NOT_TOKENS
         near_wanted = not evaluation.near_unchecked
         # A streamed eval set keeps no sequences: its near copies are searched
-        # by a pass of their own over its file, below.
-        near_here = near_wanted and not streamed
+        # by reading its file again, in a streamed training set's pass or below.
+        near_here = near_wanted and (not streamed or streamed_train)
         # The data's own, not the model's, but the costliest check on a large
         # training set (MinHash: half a second per 100,000 sequences): xdist workers
         # and unchanged re-runs share it as they share the predictions. The
@@ -862,7 +862,9 @@ def _evaluate(
             # One pass over the file: the sample and the leaks (and the pass is shared).
             leaks = cached(
                 f"train_stream_{part}",
-                lambda: stream_train(settings, eval_data, preds.hashes, near_here),
+                lambda: stream_train(
+                    settings, None if streamed else eval_data, preds.hashes, near_here
+                ),
             )
             train_set = _in_label_order(train_sample(leaks, settings), labels)
             if told not in (None, "plain"):
@@ -894,7 +896,7 @@ def _evaluate(
                 return found
 
             leaks = cached(part, find_leaks)
-        if near_wanted and streamed:
+        if near_wanted and streamed and train_data is not None:
             from pytest_seqgate.streaming import stream_near_copies
 
             exact_leaks = leaks["exact"]
@@ -906,8 +908,6 @@ def _evaluate(
                 evaluation.near_unchecked = NOT_TOKENS
             else:
                 leaks = {**leaks, **near}
-                if "names" in near:
-                    train_record = dict(zip(near["match"].tolist(), near["names"])).__getitem__
         train_preds = cached(
             "train",
             lambda: sharded(

@@ -150,7 +150,7 @@ def _chunks(settings: Settings, name: str, size: int) -> Iterator[SequenceData]:
 
 
 def stream_train(
-    settings: Settings, eval_data: SequenceData, eval_hashes: Tensor, near: bool
+    settings: Settings, eval_data: SequenceData | None, eval_hashes: Tensor, near: bool
 ) -> dict[str, Any]:
     """One pass over a streamed training set (seqgate_train_data under
     seqgate_streaming): the sample the train/test gap predicts, and the eval
@@ -159,10 +159,14 @@ def stream_train(
     The sample is the one the set read whole gives (its records counted first,
     then the same seeded draw of indices, kept as their windows pass), so the
     gap is the same in both modes. Exact copies are found by hash, a window at a
-    time. Near copies (``near``: the eval sequences are in memory) by the
-    windowed MinHash search a set in memory takes (:class:`NearCopies`), with the
-    same windows, each best match kept with its record's name. Memory holds a
-    window, the sample, and the eval side; not the training set.
+    time. Near copies (``near``) by the windowed MinHash search a set in memory
+    takes (:class:`NearCopies`), with the same windows, each best match kept with
+    its record's name. Memory holds a window, the sample, and the eval side; not
+    the training set. A streamed eval set (``eval_data`` None) keeps no
+    sequences: this pass searches its first window of records, read for it, and
+    :func:`stream_near_copies` the others, a pass each; an eval set of up to
+    65,536 records costs no pass beyond this one (a second one over 2,000,000
+    training records took 16 s of 44).
     """
     from pytest_seqgate.minhash import WINDOW, NearCopies
 
@@ -175,6 +179,10 @@ def stream_train(
         gen = torch.Generator().manual_seed(settings.seed)
         drawn = torch.randperm(size, generator=gen)[: settings.train_sample].sort().values
     exact = torch.zeros(len(eval_hashes), dtype=torch.bool)
+    eval_windows = None
+    if near and eval_data is None:
+        eval_windows = _chunks(settings, "eval_data", WINDOW)
+        eval_data = next(eval_windows)
     copies: NearCopies | None = None
     names: dict[int, str] = {}  # the training records that were a best match
     pieces: list[SequenceData] = []
@@ -190,7 +198,7 @@ def stream_train(
         if hi > lo:
             pieces.append(chunk.subset(drawn[lo:hi] - offset))
         exact |= torch.isin(eval_hashes, chunk.content_hashes())
-        if near and kind == "tokens":
+        if eval_data is not None and near and kind == "tokens":
             if copies is None:
                 copies = NearCopies(eval_data, threshold, settings.seed)
             names.update(
@@ -202,8 +210,17 @@ def stream_train(
     sample = _joined(pieces)
     none = torch.zeros(0, dtype=torch.int64)
     index, match, similarity = (none, none, torch.zeros(0, dtype=torch.float64))
+    matched: list[str] = []
     if copies is not None:
-        index, match, similarity = copies.found(exact)
+        index, match, similarity = copies.found(exact[: len(copies.test)])
+        matched = [names[j] for j in match.tolist()]
+        if eval_windows is not None:  # a streamed eval set's later windows
+            rest = stream_near_copies(settings, exact, None, eval_windows, len(copies.test))
+            index, match, similarity = (
+                torch.cat([mine, rest[key]])
+                for mine, key in zip((index, match, similarity), ("index", "match", "similarity"))
+            )
+            matched += rest["names"]
     stored: dict[str, Any] = {
         "size": torch.tensor(offset),
         "values": sample.values,
@@ -217,7 +234,7 @@ def stream_train(
         "index": index,
         "match": match,
         "similarity": similarity,
-        "names": [names[j] for j in match.tolist()],
+        "names": matched,
     }
     if sample.token_type_ids is not None:
         stored["types"] = sample.token_type_ids
@@ -225,7 +242,11 @@ def stream_train(
 
 
 def stream_near_copies(
-    settings: Settings, exact: Tensor, train: SequenceData | None
+    settings: Settings,
+    exact: Tensor,
+    train: SequenceData | None,
+    eval_windows: Iterator[SequenceData] | None = None,
+    start: int = 0,
 ) -> dict[str, Any]:
     """Near copies of training sequences among a streamed eval set's, which keeps
     no sequences: the eval file read again a window at a time (parsed, not
@@ -239,6 +260,8 @@ def stream_near_copies(
     The cost: a search of the training set per window of eval sequences (one
     for up to 65,536), a reading of its file too where it is streamed. Memory
     holds an eval window and its signatures, and a training window.
+    ``eval_windows``: the eval set's windows from record ``start`` on, where
+    :func:`stream_train` searched those before.
     """
     from pytest_seqgate.minhash import WINDOW, NearCopies, windows
 
@@ -246,8 +269,9 @@ def stream_near_copies(
     none = torch.zeros(0, dtype=torch.int64)
     found: list[tuple[Tensor, Tensor, Tensor]] = []
     names: dict[int, str] = {}  # the training records that are a best match
-    start = 0
-    for part in _chunks(settings, "eval_data", WINDOW):
+    if eval_windows is None:
+        eval_windows = _chunks(settings, "eval_data", WINDOW)
+    for part in eval_windows:
         skip = exact[start : start + len(part)]
         if part.kind != "tokens":
             return {"near": False}
