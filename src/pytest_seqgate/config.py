@@ -198,8 +198,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("slice_by", "record keys to slice metrics by (ini: one per line; CLI: commas)", "list"),
     Option(
         "streaming",
-        "read a .jsonl or .parquet eval set a window of batches at a time: memory grows "
-        "with the batch, not the file (needs seqgate_labels)",
+        "read the eval and training sets (.jsonl, .json, .csv, .tsv, .parquet, .arrow) a "
+        "window at a time: memory grows with the window, not the file (needs seqgate_labels)",
         "bool",
         False,
     ),
