@@ -238,6 +238,55 @@ def test_labels_that_are_numbers_written_as_strings(tmp_path: Path) -> None:
     assert read_jsonl(path).label_names == tuple(stars)
 
 
+def test_int64s_equals_torch_tensor_and_refuses_what_it_refuses() -> None:
+    """Parsed ids, lengths and labels become tensors through an array.array (3.6x
+    faster than torch.tensor of a list): the same values, and the same refusals for
+    what int64 cannot hold or what is no integer (the loader then names the record)."""
+    from pytest_seqgate.data import int64s
+
+    values = [0, 1, -1, 2**63 - 1, -(2**63), 29_999]
+    assert torch.equal(int64s(values), torch.tensor(values, dtype=torch.int64))
+    empty = int64s([])
+    assert empty.shape == (0,) and empty.dtype == torch.int64
+    with pytest.raises(OverflowError):
+        int64s([1, 2**63])
+    with pytest.raises(TypeError):
+        int64s([1, 1.5])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    "names", [("ham", "spam"), ("0", "1"), ("1", "2", "3"), ("neg", "pos", "2")]
+)
+def test_labels_of_one_type_read_in_bulk_as_one_by_one(names: tuple[str, ...]) -> None:
+    """Labels that are all names, or all integers, are read by one lookup each (the
+    loop that reads a label at a time, with its branches, took 0.25 s of a 300,000
+    record parse): a label of the other type, among them, sends the chunk through
+    the loop, and the two readings agree on the labels they share."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pytest_seqgate.loading import _Builder
+
+    def read(raw: list[object]) -> list[int]:
+        builder = _Builder("t.jsonl", names, None)
+        builder.raw_labels = list(raw)
+        builder.lines = list(range(1, len(raw) + 1))
+        labels, _ = builder.label_index()
+        return labels.tolist()
+
+    ints = st.lists(st.integers(0, len(names) - 1), min_size=1, max_size=30)
+    if names == ("1", "2", "3"):  # a 3 among them: the integers are names, not indexes
+        ints = st.lists(st.integers(1, 3), max_size=30).map(lambda xs: [3, *xs])
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.sampled_from(names), min_size=1, max_size=30), ints)
+    def agree(by_name: list[str], by_number: list[int]) -> None:
+        assert read(by_name) == read([*by_name, by_number[0]])[:-1]
+        assert read(by_number) == read([*by_number, by_name[0]])[:-1]
+
+    agree()
+
+
 def test_number_labels_of_classes_named_by_numbers(tmp_path: Path) -> None:
     """Star ratings as integers (``"label": 5``) with seqgate_labels "1" to "5": 5 is
     no index among 5 classes, so the integers are the classes' names, and 1 is "1"

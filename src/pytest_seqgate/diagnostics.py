@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pytest_seqgate.data import SequenceData
+from pytest_seqgate.data import SequenceData, int64s
 from pytest_seqgate.exceptions import counted
 from pytest_seqgate.metrics import Metrics
 from pytest_seqgate.stats import binomial_sf, p_value_text
@@ -939,5 +939,5 @@ def metadata_slices(
         # None is "null", so any other value is coded by how it is spelt.
         codes = {}
         coded = [codes.setdefault(spelt(v), len(codes)) for v in values]
-    ids = torch.tensor(coded, dtype=torch.int64)
+    ids = int64s(coded)
     return slice_metrics(targets, predictions, ids, [f"{key}={v}" for v in codes], key, num_classes)
