@@ -238,6 +238,41 @@ def test_labels_that_are_numbers_written_as_strings(tmp_path: Path) -> None:
     assert read_jsonl(path).label_names == tuple(stars)
 
 
+def test_plain_records_among_richer_ones_keep_the_columns_aligned(tmp_path: Path) -> None:
+    """A record of tokens and a label alone is added by a shorter path: it still
+    takes None in the metadata columns of the records before it and segment 0 for
+    its steps beside records with token_type_ids, and a features record after it
+    is refused as one after any tokens record is."""
+    path = write(
+        tmp_path / "mixed.jsonl",
+        jsonl(
+            {"tokens": [1, 2], "label": "ham", "id": 7},
+            {"tokens": [3], "label": "spam"},
+            {"tokens": [4, 5], "label": "ham", "token_type_ids": [0, 1]},
+            {"tokens": [6], "label": "spam"},
+        ),
+    )
+    data = read_jsonl(path, labels=("ham", "spam"))
+    assert data.values.tolist() == [1, 2, 3, 4, 5, 6]
+    assert data.lengths.tolist() == [2, 1, 2, 1]
+    assert data.labels.tolist() == [0, 1, 0, 1]
+    assert data.metadata == {"id": [7, None, None, None]}
+    assert data.token_type_ids is not None
+    assert data.token_type_ids.tolist() == [0, 0, 0, 0, 1, 0]
+    bad = write(
+        tmp_path / "kinds.jsonl",
+        jsonl({"tokens": [3], "label": "spam"}, {"features": [[0.5]], "label": "ham"}),
+    )
+    with pytest.raises(DataError, match=r"kinds\.jsonl:2: record has 'features' but earlier"):
+        read_jsonl(bad, labels=("ham", "spam"))
+    bad = write(
+        tmp_path / "kinds2.jsonl",
+        jsonl({"features": [[0.5]], "label": "ham"}, {"tokens": [3], "label": "spam"}),
+    )
+    with pytest.raises(DataError, match=r"kinds2\.jsonl:2: record has 'tokens' but earlier"):
+        read_jsonl(bad, labels=("ham", "spam"))
+
+
 def test_int64s_equals_torch_tensor_and_refuses_what_it_refuses() -> None:
     """Parsed ids, lengths and labels become tensors through an array.array (3.6x
     faster than torch.tensor of a list): the same values, and the same refusals for
