@@ -360,16 +360,21 @@ def model_class(tmp_path, monkeypatch, module: str, source: str) -> type:
     return importlib.import_module(module).M
 
 
-def test_streaming_without_scores_keeps_count_metrics(tmp_path, monkeypatch):
-    eval_file(tmp_path, rule_records(300, missed={0: 9}))
-    M = model_class(
+def first_token_model(tmp_path, monkeypatch, module: str) -> type:
+    """:func:`model_class` of the rule the records follow: the first token's parity."""
+    return model_class(
         tmp_path,
         monkeypatch,
-        "rule",
+        module,
         "class M(nn.Module):\n"
         "    def forward(self, tokens):\n"
         "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n",
     )
+
+
+def test_streaming_without_scores_keeps_count_metrics(tmp_path, monkeypatch):
+    eval_file(tmp_path, rule_records(300, missed={0: 9}))
+    M = first_token_model(tmp_path, monkeypatch, "rule")
 
     full, lean = memory_and_streamed(tmp_path, 8, keep_scores=False)
     a = evaluate(M(), load_dataset(full, "eval_data"), full)
@@ -407,14 +412,7 @@ def test_a_streamed_slice_key_is_read_from_every_chunk_and_a_missing_one_named(
     for i, record in enumerate(records[200:]):
         record["lang"] = ["en", "fr"][i % 2]
     eval_file(tmp_path, records)
-    M = model_class(
-        tmp_path,
-        monkeypatch,
-        "rule_lang",
-        "class M(nn.Module):\n"
-        "    def forward(self, tokens):\n"
-        "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n",
-    )
+    M = first_token_model(tmp_path, monkeypatch, "rule_lang")
     full, streamed = memory_and_streamed(tmp_path, 2, slice_by=("lang",))
     full = dataclasses.replace(full, slice_by=("lang",))
     a = evaluate(M(), load_dataset(full, "eval_data"), full)
@@ -491,6 +489,41 @@ def test_a_sigmoid_model_streamed_reads_like_in_memory(tmp_path, monkeypatch):
     assert [f.kind for f in b.findings_of("outputs")] == ["outputs"]
 
 
+def train_file(tmp_path, fmt: str, train: list[dict]) -> str:
+    """``train`` as a training set in ``fmt`` (jsonl, parquet in row groups of 50,
+    csv, or two shards of jsonl); its name in the settings."""
+    lines = [json.dumps(r) + "\n" for r in train]
+    name = {"shards": "t-*.jsonl"}.get(fmt, f"t.{fmt}")
+    if fmt == "parquet":
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        columns = {k: [r[k] for r in train] for k in train[0]}
+        pq.write_table(pa.table(columns), tmp_path / name, row_group_size=50)
+    elif fmt == "csv":
+        rows = "".join(f"{' '.join(map(str, r['tokens']))},{r['label']}\n" for r in train)
+        (tmp_path / name).write_text("tokens,label\n" + rows)
+    elif fmt == "shards":
+        (tmp_path / "t-0.jsonl").write_text("".join(lines[:500]))
+        (tmp_path / "t-1.jsonl").write_text("".join(lines[500:]))
+    else:
+        (tmp_path / name).write_text("".join(lines))
+    return name
+
+
+def leak_settings(tmp_path, train: str, **more: object) -> Settings:
+    """e.jsonl read whole beside the training set ``train``, near copies at 0.9."""
+    return Settings.from_dict(
+        tmp_path,
+        eval_data="e.jsonl",
+        train_data=train,
+        labels="ham,spam",
+        batch_size=8,
+        near_duplicate_threshold=0.9,
+        **more,
+    )
+
+
 def _copies(eval_records: list[dict], train: list[dict]) -> None:
     """An exact copy of eval record 5 at train line 101, and a near copy (one token
     of forty changed: 2-gram Jaccard 38/40) of eval record 7 at train line 701."""
@@ -511,49 +544,20 @@ def test_a_streamed_training_set_gives_the_gap_and_leaks_read_whole_gives(
     named by their records in the file, and no window holds more than its size."""
     from pytest_seqgate import streaming
 
-    if fmt == "parquet":
-        pa = pytest.importorskip("pyarrow")
-        import pyarrow.parquet as pq
     eval_records = rule_records(120, seed=1)
     train = rule_records(900, missed={1: 150}, seed=2)
     _copies(eval_records, train)
     eval_file(tmp_path, eval_records)
-    lines = [json.dumps(r) + "\n" for r in train]
-    # The set's name, and the name of its record 700 (the near copy) in messages.
-    name, near = {
-        "jsonl": ("t.jsonl", "t.jsonl:701"),
-        "parquet": ("t.parquet", "t.parquet[700]"),
-        "csv": ("t.csv", "t.csv:702"),
-        "shards": ("t-*.jsonl", "t-1.jsonl:201"),
+    name = train_file(tmp_path, fmt, train)
+    # The name of its record 700 (the near copy) in messages.
+    near = {
+        "jsonl": "t.jsonl:701",
+        "parquet": "t.parquet[700]",
+        "csv": "t.csv:702",
+        "shards": "t-1.jsonl:201",
     }[fmt]
-    if fmt == "parquet":
-        columns = {k: [r[k] for r in train] for k in train[0]}
-        pq.write_table(pa.table(columns), tmp_path / name, row_group_size=50)
-    elif fmt == "csv":
-        rows = "".join(f"{' '.join(map(str, r['tokens']))},{r['label']}\n" for r in train)
-        (tmp_path / name).write_text("tokens,label\n" + rows)
-    elif fmt == "shards":
-        (tmp_path / "t-0.jsonl").write_text("".join(lines[:500]))
-        (tmp_path / "t-1.jsonl").write_text("".join(lines[500:]))
-    else:
-        (tmp_path / name).write_text("".join(lines))
-    M = model_class(
-        tmp_path,
-        monkeypatch,
-        f"first_{fmt}",
-        "class M(nn.Module):\n"
-        "    def forward(self, tokens):\n"
-        "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n",
-    )
-    whole = Settings.from_dict(
-        tmp_path,
-        eval_data="e.jsonl",
-        train_data=name,
-        labels="ham,spam",
-        batch_size=8,
-        train_sample=300,
-        near_duplicate_threshold=0.9,
-    )
+    M = first_token_model(tmp_path, monkeypatch, f"first_{fmt}")
+    whole = leak_settings(tmp_path, name, train_sample=300)
     windows: list[int] = []
     chunks = streaming._chunks
 
@@ -590,9 +594,6 @@ def test_a_streamed_eval_set_finds_the_near_copies_read_whole_finds(
     included."""
     from pytest_seqgate import streaming
 
-    if train_fmt == "parquet":
-        pa = pytest.importorskip("pyarrow")
-        import pyarrow.parquet as pq
     eval_records = rule_records(200, seed=1)
     train = rule_records(900, missed={1: 150}, seed=2)
     _copies(eval_records, train)
@@ -603,28 +604,9 @@ def test_a_streamed_eval_set_finds_the_near_copies_read_whole_finds(
     train[300] = {"tokens": [*far[:-1], 7], "label": "ham"}
     train[850] = {"tokens": [*far, *far[:2]], "label": "ham"}
     eval_file(tmp_path, eval_records)
-    name = "t.parquet" if train_fmt == "parquet" else "t.jsonl"
-    if train_fmt == "parquet":
-        columns = {k: [r[k] for r in train] for k in train[0]}
-        pq.write_table(pa.table(columns), tmp_path / name, row_group_size=50)
-    else:
-        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in train))
-    M = model_class(
-        tmp_path,
-        monkeypatch,
-        f"near_{train_fmt.replace(' ', '_')}",
-        "class M(nn.Module):\n"
-        "    def forward(self, tokens):\n"
-        "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n",
-    )
-    whole = Settings.from_dict(
-        tmp_path,
-        eval_data="e.jsonl",
-        train_data=name,
-        labels="ham,spam",
-        batch_size=8,
-        near_duplicate_threshold=0.9,
-    )
+    name = train_file(tmp_path, "jsonl" if train_fmt == "in memory" else train_fmt, train)
+    M = first_token_model(tmp_path, monkeypatch, f"near_{train_fmt.replace(' ', '_')}")
+    whole = leak_settings(tmp_path, name)
     read: dict[str, list[int]] = {"eval_data": [], "train_data": []}
     chunks = streaming._chunks
 
@@ -669,14 +651,7 @@ def test_a_streamed_training_set_names_its_bad_record_and_needs_labels(tmp_path,
     train[80] = json.dumps({"tokens": "spam", "label": "spam"})
     (tmp_path / "t.jsonl").write_text("\n".join(train) + "\n")
     (tmp_path / "empty.jsonl").write_text("\n")
-    M = model_class(
-        tmp_path,
-        monkeypatch,
-        "bad_train",
-        "class M(nn.Module):\n"
-        "    def forward(self, tokens):\n"
-        "        return torch.nn.functional.one_hot(tokens[:, 0] % 2, 2).float()\n",
-    )
+    M = first_token_model(tmp_path, monkeypatch, "bad_train")
     settings = Settings.from_dict(
         tmp_path, eval_data="e.jsonl", train_data="t.jsonl", labels="ham,spam", streaming=True
     )
