@@ -638,6 +638,47 @@ def test_a_streamed_eval_set_finds_the_near_copies_read_whole_finds(
     assert b.near_unchecked == ""
 
 
+@pytest.mark.parametrize(
+    ("role", "train_in_memory"), [("eval_data", False), ("eval_data", True), ("train_data", False)]
+)
+def test_a_streamed_file_rewritten_between_its_readings_is_named(
+    tmp_path, monkeypatch, role, train_in_memory
+):
+    """A streamed set is read more than once (a training set counted, then read; an
+    eval set read, then read again for near copies). A file that grows between the
+    readings (a job still writing it) mismatched the readings' records: a shape
+    error deep in the search, or a sample drawn from a stale count. It is refused,
+    by name."""
+    from pytest_seqgate import streaming
+    from pytest_seqgate.exceptions import DataError
+
+    eval_file(tmp_path, rule_records(100, seed=1))
+    name = train_file(tmp_path, "jsonl", rule_records(300, seed=2))
+    M = first_token_model(tmp_path, monkeypatch, f"grows_{role}_{train_in_memory}")
+    whole = leak_settings(tmp_path, name)
+    train_set = load_dataset(whole, "train_data") if train_in_memory else None
+    settings = dataclasses.replace(whole, streaming=True)
+    chunks = streaming._chunks
+    path = tmp_path / ("e.jsonl" if role == "eval_data" else name)
+
+    def growing(settings, which, size):
+        if which == role and size == minhash.WINDOW:  # the second reading
+            with path.open("a") as handle:
+                handle.write(json.dumps(rule_records(1, seed=3)[0]) + "\n")
+        return chunks(settings, which, size)
+
+    monkeypatch.setattr(streaming, "_chunks", growing)
+    with pytest.raises(DataError) as info:
+        evaluate(M(), None, settings, train_set)
+    shown = path.name
+    before = 100 if role == "eval_data" else 300
+    assert str(info.value) == (
+        f"{shown} changed while seqgate read it: {before} records the first time, "
+        f"{'at least ' if role == 'eval_data' else ''}{before + 1} the next; run again once "
+        f"the file is written"
+    )
+
+
 def test_a_streamed_training_set_names_its_bad_record_and_needs_labels(tmp_path, monkeypatch):
     """A bad record in a later window of a streamed training set is named by its line
     in the file; an empty one is said so; and without seqgate_labels the run stops at

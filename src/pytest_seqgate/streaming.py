@@ -46,7 +46,7 @@ from pytest_seqgate.cache import PredictionSource
 from pytest_seqgate.config import Settings, data_shards, data_suffix, shard_name, table_set
 from pytest_seqgate.data import SequenceData
 from pytest_seqgate.diagnostics import require_key
-from pytest_seqgate.exceptions import ConfigError
+from pytest_seqgate.exceptions import ConfigError, DataError
 from pytest_seqgate.inference import ForwardHook, predict, scores_alone
 
 STREAM_WINDOW = 64  # batches per chunk
@@ -183,6 +183,8 @@ def stream_train(
     if near and eval_data is None:
         eval_windows = _chunks(settings, "eval_data", WINDOW)
         eval_data = next(eval_windows)
+        shown = settings.display(settings.existing("eval_data"))
+        unchanged(shown, len(eval_hashes), len(eval_data), partial=True)
     copies: NearCopies | None = None
     names: dict[int, str] = {}  # the training records that were a best match
     pieces: list[SequenceData] = []
@@ -207,6 +209,7 @@ def stream_train(
         offset += n
     if offset == 0:
         raise ConfigError(f"{display}: the dataset is empty: it holds no records")
+    unchanged(display, size, offset)  # else the sample drawn from the count is not the set's
     sample = _joined(pieces)
     none = torch.zeros(0, dtype=torch.int64)
     index, match, similarity = (none, none, torch.zeros(0, dtype=torch.float64))
@@ -271,7 +274,9 @@ def stream_near_copies(
     names: dict[int, str] = {}  # the training records that are a best match
     if eval_windows is None:
         eval_windows = _chunks(settings, "eval_data", WINDOW)
+    display = settings.display(settings.existing("eval_data"))
     for part in eval_windows:
+        unchanged(display, len(exact), start + len(part), partial=True)
         skip = exact[start : start + len(part)]
         if part.kind != "tokens":
             return {"near": False}
@@ -293,6 +298,7 @@ def stream_near_copies(
             kept = {int(j) for _, m, _ in found for j in m.tolist()}
             names = {j: name for j, name in names.items() if j in kept}
         start += len(part)
+    unchanged(display, len(exact), start)
     index, match, similarity = (
         (torch.cat(column) for column in zip(*found))
         if found
@@ -307,6 +313,19 @@ def stream_near_copies(
     if train is None:
         stored["names"] = [names[j] for j in match.tolist()]
     return stored
+
+
+def unchanged(display: str, before: int, now: int, partial: bool = False) -> None:
+    """A streamed file is read more than once (counted, then read; read, then read
+    again for near copies): a file rewritten between the readings (a job still
+    writing it) would pair the records of one reading with the other's, so it is
+    refused, by name. ``partial``: ``now`` records read so far."""
+    if now > before or (now != before and not partial):
+        raise DataError(
+            f"{display} changed while seqgate read it: {before:,} records the first "
+            f"time, {'at least ' if partial else ''}{now:,} the next; run again "
+            f"once the file is written"
+        )
 
 
 def train_sample(stored: dict[str, Any], settings: Settings) -> SequenceData:
