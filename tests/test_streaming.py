@@ -639,43 +639,51 @@ def test_a_streamed_eval_set_finds_the_near_copies_read_whole_finds(
 
 
 @pytest.mark.parametrize(
-    ("role", "train_in_memory"), [("eval_data", False), ("eval_data", True), ("train_data", False)]
+    ("role", "train_in_memory", "kept"),
+    [
+        ("eval_data", False, 101),
+        ("eval_data", True, 101),
+        ("eval_data", False, 60),
+        ("eval_data", True, 60),
+        ("train_data", False, 301),
+    ],
 )
 def test_a_streamed_file_rewritten_between_its_readings_is_named(
-    tmp_path, monkeypatch, role, train_in_memory
+    tmp_path, monkeypatch, role, train_in_memory, kept
 ):
     """A streamed set is read more than once (a training set counted, then read; an
     eval set read, then read again for near copies). A file that grows between the
-    readings (a job still writing it) mismatched the readings' records: a shape
-    error deep in the search, or a sample drawn from a stale count. It is refused,
-    by name."""
+    readings (a job still writing it), or shrinks, mismatched the readings'
+    records: a shape error deep in the search, or a sample drawn from a stale
+    count. It is refused, by name."""
     from pytest_seqgate import streaming
     from pytest_seqgate.exceptions import DataError
 
     eval_file(tmp_path, rule_records(100, seed=1))
     name = train_file(tmp_path, "jsonl", rule_records(300, seed=2))
-    M = first_token_model(tmp_path, monkeypatch, f"grows_{role}_{train_in_memory}")
+    M = first_token_model(tmp_path, monkeypatch, f"changes_{role}_{train_in_memory}_{kept}")
     whole = leak_settings(tmp_path, name)
     train_set = load_dataset(whole, "train_data") if train_in_memory else None
     settings = dataclasses.replace(whole, streaming=True)
     chunks = streaming._chunks
     path = tmp_path / ("e.jsonl" if role == "eval_data" else name)
 
-    def growing(settings, which, size):
+    def rewritten(settings, which, size):
         if which == role and size == minhash.WINDOW:  # the second reading
-            with path.open("a") as handle:
-                handle.write(json.dumps(rule_records(1, seed=3)[0]) + "\n")
+            lines = path.read_text().splitlines(keepends=True)
+            extra = [json.dumps(rule_records(1, seed=3)[0]) + "\n"]
+            path.write_text("".join([*lines, *extra][:kept]))
         return chunks(settings, which, size)
 
-    monkeypatch.setattr(streaming, "_chunks", growing)
+    monkeypatch.setattr(streaming, "_chunks", rewritten)
     with pytest.raises(DataError) as info:
         evaluate(M(), None, settings, train_set)
     shown = path.name
     before = 100 if role == "eval_data" else 300
+    more = "at least " if role == "eval_data" and kept > before else ""
     assert str(info.value) == (
         f"{shown} changed while seqgate read it: {before} records the first time, "
-        f"{'at least ' if role == 'eval_data' else ''}{before + 1} the next; run again once "
-        f"the file is written"
+        f"{more}{kept} the next; run again once the file is written"
     )
 
 

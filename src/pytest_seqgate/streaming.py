@@ -182,9 +182,12 @@ def stream_train(
     eval_windows = None
     if near and eval_data is None:
         eval_windows = _chunks(settings, "eval_data", WINDOW)
-        eval_data = next(eval_windows)
+        eval_data = next(eval_windows, None)
         shown = settings.display(settings.existing("eval_data"))
-        unchanged(shown, len(eval_hashes), len(eval_data), partial=True)
+        if eval_data is None:  # emptied since it was predicted
+            unchanged(shown, len(eval_hashes), 0)
+        else:  # (its later windows are checked as they are read)
+            unchanged(shown, len(eval_hashes), len(eval_data), partial=True)
     copies: NearCopies | None = None
     names: dict[int, str] = {}  # the training records that were a best match
     pieces: list[SequenceData] = []
