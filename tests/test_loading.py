@@ -743,6 +743,10 @@ def test_csv_quoting_is_strict(tmp_path: Path) -> None:
     # Each record at the line it starts on, a multi-line one included (the csv
     # module counts to the line it ends on), and the records after it too.
     assert data.line_numbers is not None and data.line_numbers.tolist() == [2, 3, 5]
+    gaps = read_csv(
+        write(tmp_path / "b.csv", "label,text\nham,a b\n\n\nspam,c\nham,d\n"), tokenizer=tok
+    )
+    assert gaps.line_numbers is not None and gaps.line_numbers.tolist() == [2, 5, 6]
     assert csv_error(tmp_path, "m.csv", 'label,tokens,note\nham,1,x\nspam,,"two\nlines"\n') == (
         "m.csv:3: empty sequence (length 0): the 'tokens' field is empty; drop the "
         "record or give it at least one step"
