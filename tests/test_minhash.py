@@ -258,3 +258,39 @@ def test_near_duplicates_agrees_with_brute_force_at_every_threshold(monkeypatch)
             # The match named is a training sequence that close, in the whole set's numbering.
             for i, j, s in zip(index.tolist(), match.tolist(), similarity.tolist(), strict=True):
                 assert _bigram_jaccard(test[i], train[j]) == s
+
+
+def test_signed_windows_sign_each_window_once_within_their_budget(monkeypatch):
+    """Eval windows that search the same training set in turn (a streamed eval set)
+    signed every training window again for each: most of a search's cost. Kept
+    up to the budget, a window is signed once; past it, again each time, and the
+    matches are the same either way."""
+    train = _rows(_random_set(100, 10, 30, seed=3))
+    test = [[*seq, 7] for seq in train[5:40:7]]  # near copies: one gram more
+    test += _rows(_random_set(20, 10, 30, seed=4))
+    train_set = SequenceData.from_sequences(train, [0] * len(train))
+    test_set = SequenceData.from_sequences(test, [0] * len(test))
+    monkeypatch.setattr(minhash, "WINDOW", 40)  # 100 training sequences: 3 windows
+    signed = []
+    sign = minhash.Signed.of.__func__
+
+    def counted(cls, window, threshold, seed=0):
+        signed.append(len(window))
+        return sign(cls, window, threshold, seed)
+
+    monkeypatch.setattr(minhash.Signed, "of", classmethod(counted))
+    one = minhash.Signed.of(SequenceData.from_sequences(train[:40], [0] * 40), 0.9)
+    signed.clear()
+    want = minhash.near_copies(train_set, test_set, 0.9)
+    assert signed == [40, 40, 20]
+    for budget, signings in ((0, 9), (2 * one.nbytes(), 5), (minhash.SIGNED_BUDGET, 3)):
+        signed.clear()
+        windows = minhash.SignedWindows(train_set, 0.9, budget=budget)
+        for _ in range(3):  # three eval windows, the same sequences each time
+            copies = minhash.NearCopies(test_set, 0.9)
+            for offset, window, side in windows:
+                copies.search(window, offset, signed=side)
+            for got, expected in zip(copies.found(), want, strict=True):
+                assert torch.equal(got, expected)
+        assert len(signed) == signings, budget
+        assert want[0].tolist() == [0, 1, 2, 3, 4]

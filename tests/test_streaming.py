@@ -616,14 +616,24 @@ def test_a_streamed_eval_set_finds_the_near_copies_read_whole_finds(
                 read[role].append(len(chunk))
             yield chunk
 
+    signed: list[int] = []
+    sign = minhash.Signed.of.__func__
+
+    def signing(cls, window, threshold, seed=0):
+        signed.append(len(window))
+        return sign(cls, window, threshold, seed)
+
     monkeypatch.setattr(minhash, "WINDOW", 64)
     monkeypatch.setattr(streaming, "_chunks", counted)
     train_set = load_dataset(whole, "train_data")
     a = evaluate(M(), load_dataset(whole, "eval_data"), whole, train_set)
     streamed = dataclasses.replace(whole, streaming=True)
+    monkeypatch.setattr(minhash.Signed, "of", classmethod(signing))
     b = evaluate(M(), None, streamed, train_set if train_fmt == "in memory" else None)
     assert read["eval_data"] == [64, 64, 64, 8]  # read again, a window at a time
-    if train_fmt != "in memory":
+    if train_fmt == "in memory":  # its 15 windows signed once for the 4 eval windows
+        assert len(signed) == 15 and sum(signed) == 900
+    else:
         # The sample's pass searches the first eval window; the others, a pass each.
         assert sum(read["train_data"]) == 4 * 900 and max(read["train_data"]) == 64
     leaks = [(f.message, f.data) for f in b.findings if f.kind == "leakage"]

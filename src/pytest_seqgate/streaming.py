@@ -269,7 +269,7 @@ def stream_near_copies(
     ``eval_windows``: the eval set's windows from record ``start`` on, where
     :func:`stream_train` searched those before.
     """
-    from pytest_seqgate.minhash import WINDOW, NearCopies, windows
+    from pytest_seqgate.minhash import SIGNED_BUDGET, WINDOW, NearCopies, SignedWindows
 
     threshold = settings.near_duplicate_threshold
     none = torch.zeros(0, dtype=torch.int64)
@@ -278,15 +278,25 @@ def stream_near_copies(
     if eval_windows is None:
         eval_windows = _chunks(settings, "eval_data", WINDOW)
     display = settings.display(settings.existing("eval_data"))
+    # A training set in memory searched by more than one eval window keeps its
+    # windows signed (a 300,000-sequence set, 240 MiB) rather than signing them
+    # again for each.
+    signed = (
+        SignedWindows(
+            train, threshold, settings.seed, SIGNED_BUDGET if len(exact) - start > WINDOW else 0
+        )
+        if train is not None
+        else None
+    )
     for part in eval_windows:
         unchanged(display, len(exact), start + len(part), partial=True)
         skip = exact[start : start + len(part)]
         if part.kind != "tokens":
             return {"near": False}
         copies = NearCopies(part, threshold, settings.seed)
-        if train is not None:
-            for offset, window in windows(train):
-                copies.search(window, offset, skip)
+        if signed is not None:
+            for offset, window, side in signed:
+                copies.search(window, offset, skip, side)
         else:
             offset = 0
             for window in _chunks(settings, "train_data", WINDOW):
