@@ -43,6 +43,7 @@ class Tiny(nn.Module):
 streaming = {streaming}
 train = {train!r}
 stream_eval = {stream_eval}
+stream_train = {stream_train}
 settings = Settings.from_dict({folder!r}, eval_data={name!r}, labels="0,1", batch_size=256,
                               streaming=streaming, padding_check=0, bootstrap=0,
                               **({{"train_data": train}} if train else {{}}))
@@ -50,7 +51,7 @@ start = time.perf_counter()
 # With a training set, the eval set streams only where asked (its near copies are
 # then looked for by a pass of their own over its file).
 data = None if stream_eval else load_dataset(settings, "eval_data")
-train_set = load_dataset(settings, "train_data") if train and not streaming else None
+train_set = load_dataset(settings, "train_data") if train and not stream_train else None
 ev = evaluate(Tiny().eval(), data, settings, train_set)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -70,6 +71,14 @@ def write_jsonl(path: Path, n: int, seed: int = 0, copied: list[str] = ()) -> No
             length = max(1, min(200, int(rng.lognormvariate(3.7, 0.5))))
             tokens = [rng.randrange(1, 30000) for _ in range(length)]
             handle.write(json.dumps({"tokens": tokens, "label": i % 2}) + "\n")
+
+
+def near_copies(jsonl: Path, every: int) -> list[str]:
+    """Every ``every``-th record of ``jsonl``, a token added: a near copy (Jaccard
+    at least 0.9 from 10 tokens on)."""
+    with jsonl.open() as lines:
+        records = [json.loads(line) for i, line in enumerate(lines) if i % every == 0]
+    return [json.dumps({**r, "tokens": [*r["tokens"], 7]}) + "\n" for r in records]
 
 
 def write_array(jsonl: Path, path: Path) -> None:
@@ -112,7 +121,12 @@ def write_arrow(parquet: Path, path: Path) -> None:
 
 
 def run(
-    folder: Path, streaming: bool, name: str, train: str | None = None, stream_eval: bool = False
+    folder: Path,
+    streaming: bool,
+    name: str,
+    train: str | None = None,
+    stream_eval: bool = False,
+    stream_train: bool = True,
 ) -> dict[str, Any]:
     code = CHILD.format(
         src=str(ROOT / "src"),
@@ -121,6 +135,7 @@ def run(
         name=name,
         train=train,
         stream_eval=streaming and (stream_eval or not train),
+        stream_train=streaming and stream_train,
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -169,13 +184,28 @@ def measure(n: int) -> list[list[object]]:
         }
         # The same sample, gap and leaks (exact and near copies) every way.
         assert len({json.dumps(r["train"]) for r in trained.values()}) == 1
-        for mode, r in {**results, **trained}.items():
+        # A large streamed eval set's near copies (n / 2 records: more than one
+        # window of its search) of a training set of 0.15 n, in memory or
+        # streamed; sequences/s counts the eval set's.
+        with (folder / "eval.jsonl").open() as lines, (folder / "part.jsonl").open("w") as out:
+            out.writelines(line for _, line in zip(range(max(n * 15 // 100, 1000)), lines))
+        copies = near_copies(folder / "part.jsonl", 100)
+        write_jsonl(folder / "large.jsonl", n // 2, seed=3, copied=copies)
+        large = {
+            f"eval set streamed, training set of {n * 15 // 100:,} {mode}, jsonl": run(
+                folder, True, "large.jsonl", "part.jsonl", True, mode == "streamed"
+            )
+            for mode in ("in memory", "streamed")
+        }
+        assert len({json.dumps(r["train"]) for r in large.values()}) == 1
+        for mode, r in {**results, **trained, **large}.items():
+            count = r["n"] if mode in large else n
             rows.append(
                 [
                     mode,
-                    f"{n:,}",
+                    f"{count:,}",
                     f"{r['peak_kib'] / 1024:.0f}",
-                    f"{n / r['seconds']:,.0f}",
+                    f"{count / r['seconds']:,.0f}",
                     f"{r['seconds']:.1f}",
                 ]
             )

@@ -50,6 +50,15 @@ from pytest_seqgate.exceptions import ConfigError, DataError
 from pytest_seqgate.inference import ForwardHook, predict, scores_alone
 
 STREAM_WINDOW = 64  # batches per chunk
+# Training windows' worth of records (minhash.WINDOW each) in a window of a
+# streamed eval set's near-copy search where the training set is streamed too:
+# each eval window is a pass over the training file (parsing and signing 300,000
+# records: 3.6 s). 1,000,000 streamed eval records beside 300,000 streamed
+# training records: 68.6 s and a peak of 853 MiB in windows of one, 42.2 s and
+# 1,030 MiB of two, 26.9 s and 1,335 MiB of four. (A training set in memory is
+# signed once for all the eval windows: there they are of one, 16.9 s against
+# 16.0 s and 878 against 1,350 MiB of four.)
+EVAL_WINDOWS = 4
 
 
 @dataclass
@@ -149,6 +158,32 @@ def _chunks(settings: Settings, name: str, size: int) -> Iterator[SequenceData]:
     )
 
 
+def _eval_windows(settings: Settings, joined: int = 1) -> Iterator[SequenceData]:
+    """A streamed eval set's records for its near-copy search, ``joined``
+    training windows' worth (minhash.WINDOW records) at a time, read a window's
+    worth at a time (a window that is not token ids is given alone, for the
+    search to stop at).
+
+    Each eval window costs a search of the training set, and where that set is
+    streamed too, a pass over its file, so there they are EVAL_WINDOWS joined.
+    Read a window at a time, the records' Python objects (about 1.8 KB a record
+    of 50 tokens) are held for one window at most.
+    """
+    from pytest_seqgate.minhash import WINDOW
+
+    pieces: list[SequenceData] = []
+    for chunk in _chunks(settings, "eval_data", WINDOW):
+        if chunk.kind != "tokens":
+            yield chunk
+            return
+        pieces.append(chunk)
+        if len(pieces) == joined:
+            window, pieces = _joined(pieces) if joined > 1 else chunk, []
+            yield window  # (the pieces freed while it is searched)
+    if pieces:
+        yield _joined(pieces)
+
+
 def stream_train(
     settings: Settings, eval_data: SequenceData | None, eval_hashes: Tensor, near: bool
 ) -> dict[str, Any]:
@@ -163,10 +198,11 @@ def stream_train(
     takes (:class:`NearCopies`), with the same windows, each best match kept with
     its record's name. Memory holds a window, the sample, and the eval side; not
     the training set. A streamed eval set (``eval_data`` None) keeps no
-    sequences: this pass searches its first window of records, read for it, and
-    :func:`stream_near_copies` the others, a pass each; an eval set of up to
-    65,536 records costs no pass beyond this one (a second one over 2,000,000
-    training records took 16 s of 44).
+    sequences: this pass searches its first window of records (EVAL_WINDOWS
+    training windows' worth), read for it, and :func:`stream_near_copies` the
+    others, a pass each; an eval set of up to 262,144 records costs no pass
+    beyond this one (a second one over 2,000,000 training records took 16 s of
+    44).
     """
     from pytest_seqgate.minhash import WINDOW, NearCopies
 
@@ -181,7 +217,7 @@ def stream_train(
     exact = torch.zeros(len(eval_hashes), dtype=torch.bool)
     eval_windows = None
     if near and eval_data is None:
-        eval_windows = _chunks(settings, "eval_data", WINDOW)
+        eval_windows = _eval_windows(settings, EVAL_WINDOWS)
         eval_data = next(eval_windows, None)
         shown = settings.display(settings.existing("eval_data"))
         if eval_data is None:  # emptied since it was predicted
@@ -264,8 +300,9 @@ def stream_near_copies(
     (its signature, its band keys and the exact Jaccard of its candidates are
     its own), so window by window finds what one search of the whole set finds.
     The cost: a search of the training set per window of eval sequences (one
-    for up to 65,536), a reading of its file too where it is streamed. Memory
-    holds an eval window and its signatures, and a training window.
+    for up to 65,536, its windows signed once for all where it is in memory), a
+    reading of its file too where it is streamed (windows of 262,144 there).
+    Memory holds an eval window and its signatures, and a training window.
     ``eval_windows``: the eval set's windows from record ``start`` on, where
     :func:`stream_train` searched those before.
     """
@@ -276,7 +313,7 @@ def stream_near_copies(
     found: list[tuple[Tensor, Tensor, Tensor]] = []
     names: dict[int, str] = {}  # the training records that are a best match
     if eval_windows is None:
-        eval_windows = _chunks(settings, "eval_data", WINDOW)
+        eval_windows = _eval_windows(settings)
     display = settings.display(settings.existing("eval_data"))
     # A training set in memory searched by more than one eval window keeps its
     # windows signed (a 300,000-sequence set, 240 MiB) rather than signing them
