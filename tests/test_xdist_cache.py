@@ -305,3 +305,35 @@ def test_cache_key_covers_the_whole_project_package(tmp_path):
         (package / name).write_text(text)
         keys.add(cache_key(settings))
     assert len(keys) == 3
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in_memory", "streamed"])
+def test_another_model_reads_the_leakage_checks_of_the_same_data(project, monkeypatch, streamed):
+    """The leakage checks (the training set hashed and searched; a streamed training
+    set's pass) depend on the data alone: a re-run with another model, the usual
+    pull request, reads them from --seqgate-cache instead of searching the training
+    set again; a changed training set searches it again."""
+    records = rule_records(100, missed={1: 8})
+    project.data(records)
+    project.data([*rule_records(60, seed=3), records[4]], name="train.jsonl")
+    counting_ini(project, train_data="train.jsonl", **({"streaming": "true"} if streamed else {}))
+    project.test(TESTS)
+    monkeypatch.setenv("COUNT_FILE", str(project.path / "count.txt"))
+    folder = project.path / ".pytest_cache" / "d" / "seqgate"
+    part = "train_stream_leakage_0.9" if streamed else "leakage_0.9"
+    _run(project, "--seqgate-cache").assert_outcomes(passed=3, failed=1)
+    [kept] = folder.glob(f"*-{part}.pt")
+    written = kept.stat().st_mtime_ns
+    leaks = project.findings("leakage")
+    assert "eval.jsonl:5" in json.dumps(leaks)
+    other = ("--seqgate-cache", "--seqgate-model", "models:first_token")
+    _run(project, *other).assert_outcomes(passed=3, failed=1)
+    report = json.loads((project.path / "r.json").read_text())["evaluations"][0]
+    assert report["model"] == "models:first_token"
+    assert list(folder.glob(f"*-{part}.pt")) == [kept]
+    assert kept.stat().st_mtime_ns == written  # read, not computed again
+    assert project.findings("leakage") == leaks
+    project.data([*rule_records(60, seed=3), records[4], records[6]], name="train.jsonl")
+    _run(project, *other).assert_outcomes(passed=3, failed=1)
+    assert len(list(folder.glob(f"*-{part}.pt"))) == 2
+    assert "eval.jsonl:7" in json.dumps(project.findings("leakage"))

@@ -7,8 +7,9 @@ else the module's source), the labels and the settings that change what the
 model sees. Metrics, intervals and findings are recomputed from the cached
 predictions: that is cheap, and it keeps the cache free of anything but numbers.
 The one finding that is not cheap, leakage (hashing the whole training set, and
-its MinHash signatures), is kept as its tensors too: it depends on the data the
-key covers and on the near-duplicate threshold its part is named by.
+its MinHash signatures), is kept as its tensors too: it depends on the data
+alone, so it is kept under a key of the data (DATA_PARTS), and on the
+near-duplicate threshold its part is named by.
 """
 
 from __future__ import annotations
@@ -49,6 +50,24 @@ PREDICTION_SETTINGS = (
     "outputs",
     "threshold",
 )
+
+
+# What the parts that the data alone decides depend on (DATA_PARTS).
+DATA_SETTINGS = (
+    "eval_data",
+    "train_data",
+    "labels",
+    "columns",
+    "tokenizer",
+    "train_sample",
+    "seed",
+)
+# Parts that the data alone decides, whatever the model: the leakage checks (a
+# training set hashed whole, its MinHash search) and a streamed training set's
+# pass (its sample, its copies). Kept under a key of the data (cache_key's
+# data_only), so that a changed model, the usual pull request, or a second model
+# gated on the same sets reads them instead of searching the training set again.
+DATA_PARTS = ("leakage_", "train_stream_", "eval_stream_near_")
 
 
 def _file_digest(path: Path, digest: hashlib._Hash) -> None:
@@ -128,16 +147,22 @@ def data_digest(data: SequenceData) -> str:
     return digest.hexdigest()
 
 
-def cache_key(settings: Settings, salt: str = "") -> str:
-    """A hex key for the predictions these settings produce."""
+def cache_key(settings: Settings, salt: str = "", data_only: bool = False) -> str:
+    """A hex key for the predictions these settings produce; ``data_only``: for
+    the parts the data alone decides (DATA_PARTS), whatever the model."""
     import torch
 
     from pytest_seqgate import __version__
 
-    digest = hashlib.sha256(f"seqgate {__version__} torch {torch.__version__};{salt};".encode())
-    for name in ("model", "model_factory", "eval_data", "train_data", "tokenizer"):
+    scope = "data;" if data_only else ""
+    digest = hashlib.sha256(
+        f"seqgate {__version__} torch {torch.__version__};{salt};{scope}".encode()
+    )
+    specs = ("eval_data", "train_data", "tokenizer")
+    for name in specs if data_only else ("model", "model_factory", *specs):
         _spec_digest(settings, name, digest)
-    rest = {name: getattr(settings, name) for name in PREDICTION_SETTINGS}
+    named = DATA_SETTINGS if data_only else PREDICTION_SETTINGS
+    rest = {name: getattr(settings, name) for name in named}
     digest.update(json.dumps(rest, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:32]
 
@@ -203,9 +228,12 @@ class PredictionCache:
     the rest: a CI cache of the folder does not grow with every commit.
     """
 
-    def __init__(self, folder: Path, key: str, started: float | None = None) -> None:
+    def __init__(
+        self, folder: Path, key: str, started: float | None = None, data_key: str | None = None
+    ) -> None:
         self.folder = folder
         self.key = key
+        self.data_key = data_key  # for DATA_PARTS; None: the key
         self.hits = 0
         self.misses = 0
         # The parts read from entries written before ``started`` (the session's
@@ -218,8 +246,9 @@ class PredictionCache:
     ) -> dict[str, Tensor]:
         import torch
 
-        path = self.folder / f"{self.key}-{part}.pt"
-        lock = self.folder / f"{self.key}.lock"
+        key = self.data_key if self.data_key and part.startswith(DATA_PARTS) else self.key
+        path = self.folder / f"{key}-{part}.pt"
+        lock = self.folder / f"{key}.lock"
         with _locked(lock):
             lock.touch()  # marks the key as used; the prune keeps the recent ones
             if path.is_file():

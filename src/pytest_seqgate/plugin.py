@@ -374,7 +374,9 @@ class SessionState:
             if data is not None
             and (role in self.hooked or is_import_path(getattr(settings, role) or ""))
         )
-        self.cache = PredictionCache(folder, cache_key(settings, salt), self.started)
+        self.cache = PredictionCache(
+            folder, cache_key(settings, salt), self.started, cache_key(settings, salt, True)
+        )
         return self.cache
 
     def progress_line(self) -> Callable[[int, int], None] | None:
