@@ -651,6 +651,52 @@ def test_a_streamed_eval_set_finds_the_near_copies_read_whole_finds(
     assert b.near_unchecked == ""
 
 
+@pytest.mark.parametrize("train_fmt", ["in memory", "jsonl"])
+def test_a_streamed_eval_set_read_by_rows_is_searched_in_joined_windows(
+    tmp_path, monkeypatch, train_fmt
+):
+    """Beside a streamed training set, a streamed eval set's near-copy search takes
+    several windows of its records joined (a pass over the training file each): a
+    set read by rows (.parquet) has no line numbers to join, which stopped the run.
+    The findings are the in-memory run's, those of the later window included."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from pytest_seqgate import streaming
+
+    eval_records = rule_records(200, seed=1)
+    train = rule_records(900, seed=2)
+    _copies(eval_records, train)
+    far = [5, *range(60, 100)]  # a near copy in the second eval window (of 128)
+    eval_records[150] = {"tokens": far, "label": "ham"}
+    train[850] = {"tokens": [*far, *far[:2]], "label": "ham"}
+    columns = {k: [r[k] for r in eval_records] for k in eval_records[0]}
+    pq.write_table(pa.table(columns), tmp_path / "e.parquet", row_group_size=50)
+    name = train_file(tmp_path, "jsonl", train)
+    M = first_token_model(tmp_path, monkeypatch, f"rows_{train_fmt.replace(' ', '_')}")
+    whole = Settings.from_dict(
+        tmp_path,
+        eval_data="e.parquet",
+        train_data=name,
+        labels="ham,spam",
+        batch_size=8,
+        near_duplicate_threshold=0.9,
+    )
+    monkeypatch.setattr(minhash, "WINDOW", 64)
+    monkeypatch.setattr(streaming, "EVAL_WINDOWS", 2)
+    train_set = load_dataset(whole, "train_data")
+    a = evaluate(M(), load_dataset(whole, "eval_data"), whole, train_set)
+    streamed = dataclasses.replace(whole, streaming=True)
+    b = evaluate(M(), None, streamed, train_set if train_fmt == "in memory" else None)
+    leaks = [(f.message, f.data) for f in b.findings if f.kind == "leakage"]
+    assert leaks == [(f.message, f.data) for f in a.findings if f.kind == "leakage"]
+    near = next(f for f in b.findings if f.kind == "leakage" and f.data["match"] == "near")
+    assert near.data["examples"] == [
+        "e.parquet[7] ~ t.jsonl:701 (Jaccard 0.95)",
+        "e.parquet[150] ~ t.jsonl:851 (Jaccard 0.98)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("role", "train_in_memory", "kept"),
     [

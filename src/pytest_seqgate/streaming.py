@@ -181,7 +181,7 @@ def _eval_windows(settings: Settings, joined: int = 1) -> Iterator[SequenceData]
             window, pieces = _joined(pieces) if joined > 1 else chunk, []
             yield window  # (the pieces freed while it is searched)
     if pieces:
-        yield _joined(pieces)
+        yield _joined(pieces) if len(pieces) > 1 else pieces[0]
 
 
 def stream_train(
@@ -405,7 +405,10 @@ def _joined(pieces: list[SequenceData]) -> SequenceData:
         offsets=torch.cumsum(lengths, 0) - lengths,
         lengths=lengths,
         labels=torch.cat([p.labels for p in pieces]),
-        line_numbers=torch.cat([torch.as_tensor(p.line_numbers) for p in pieces]),
+        # (Sets read by rows name records by row, not line: no line numbers.)
+        line_numbers=None
+        if any(p.line_numbers is None for p in pieces)
+        else torch.cat([torch.as_tensor(p.line_numbers) for p in pieces]),
         token_type_ids=torch.cat(
             [
                 p.token_type_ids
