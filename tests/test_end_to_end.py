@@ -993,3 +993,34 @@ def test_columns_of_other_names_are_gated_from_the_ini(project):
         "but has none (its keys: 'input_ids', 'category', 'id'); seqgate_columns reads "
         "'tokens' from 'input_id', which is not among them (did you mean `input_ids`?)",
     )
+
+
+def test_models_gated_in_turn_search_the_training_set_once(project):
+    """The leakage checks read the data alone: models gated in turn on the same
+    sets (a seqgate_model with params, which no on-disk key describes) share one
+    search of the training set, and each report has its findings."""
+    records = rule_records(200)
+    project.data(records)
+    project.data([*rule_records(50, seed=3), records[4]], name="train.jsonl")
+    project.ini(
+        eval_data="eval.jsonl", train_data="train.jsonl", labels=["ham", "spam"], report="r.json"
+    )
+    (project.path / "conftest.py").write_text(
+        PARAMETRIZED_MODEL + "import pytest_seqgate.minhash as minhash\n"
+        "searched = minhash.near_copies\n"
+        "def near_copies(*args, **kwargs):\n"
+        "    with open('searches.txt', 'a') as handle:\n"
+        "        handle.write('search\\n')\n"
+        "    return searched(*args, **kwargs)\n"
+        "minhash.near_copies = near_copies\n"
+    )
+    project.gated("min_accuracy=0, fail_on_paradox=False")
+    project.run("-p", "no:xdist").assert_outcomes(passed=2)
+    assert (project.path / "searches.txt").read_text().split() == ["search"]
+    report = json.loads((project.path / "r.json").read_text())
+    leaks = [
+        [f["message"] for f in ev["findings"] if f["kind"] == "leakage"]
+        for ev in report["evaluations"]
+    ]
+    assert len(leaks) == 2 and leaks[0] == leaks[1]
+    assert "eval.jsonl:5" in leaks[0][0]

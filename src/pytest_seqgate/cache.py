@@ -216,6 +216,32 @@ class PredictionSource(Protocol):
     ) -> dict[str, Tensor]: ...
 
 
+class SessionParts:
+    """The parts the data alone decides (DATA_PARTS), kept for the session under
+    ``key`` in ``kept``, in front of ``inner`` (the on-disk cache, or None): models
+    gated in turn on the same sets (a ``seqgate_model`` with params, which no
+    on-disk key can describe) search the training set once between them."""
+
+    def __init__(
+        self,
+        kept: dict[tuple[object, str], dict[str, Tensor]],
+        key: object,
+        inner: PredictionSource | None,
+    ) -> None:
+        self.kept, self.key, self.inner = kept, key, inner
+
+    def get_or_compute(
+        self, part: str, compute: Callable[[], dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        if not part.startswith(DATA_PARTS):
+            return compute() if self.inner is None else self.inner.get_or_compute(part, compute)
+        found = self.kept.get((self.key, part))
+        if found is None:
+            found = compute() if self.inner is None else self.inner.get_or_compute(part, compute)
+            self.kept[(self.key, part)] = found
+        return found
+
+
 KEEP_KEYS = 8
 
 

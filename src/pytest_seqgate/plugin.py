@@ -45,6 +45,9 @@ class SessionState:
         self.hooked: set[str] = set()
         self.evaluations: dict[tuple[int, int, int], Evaluation] = {}
         self.keep_alive: list[Any] = []
+        # The leakage checks of each (eval set, training set, data settings), for
+        # every model gated on them (cache.SessionParts).
+        self.data_parts: dict[tuple[object, str], dict[str, Any]] = {}
         self.specs: dict[str, GateSpec] = {}
         self.report_errors: list[str] = []
         # Why an evaluation this session wanted did not run (a fixture that raised,
@@ -264,7 +267,15 @@ class SessionState:
                             merged.update(custom_numbers(part))
                     return merged
 
+            from pytest_seqgate.cache import DATA_SETTINGS, SessionParts
+
             cache = self.prediction_cache(model, eval_data, train_data)
+            # The objects are kept alive, so their ids name them for the session.
+            data_key = (
+                id(eval_data),
+                id(train_data),
+                *(getattr(settings, n) for n in DATA_SETTINGS),
+            )
             with self.worker_threads(shared=cache is not None):
                 self.evaluations[key] = evaluate(
                     model,
@@ -274,7 +285,7 @@ class SessionState:
                     forward=forward,
                     custom_metrics=custom,
                     progress=self.progress_line(),
-                    cache=cache,
+                    cache=SessionParts(self.data_parts, repr(data_key), cache),
                     name=name,
                 )
             if settings.eval_data is None and "seqgate_eval_data" in params:
