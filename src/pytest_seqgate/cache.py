@@ -233,12 +233,14 @@ class SessionParts:
     def get_or_compute(
         self, part: str, compute: Callable[[], dict[str, Tensor]]
     ) -> dict[str, Tensor]:
-        if not part.startswith(DATA_PARTS):
+        def inner() -> dict[str, Tensor]:
             return compute() if self.inner is None else self.inner.get_or_compute(part, compute)
+
+        if not part.startswith(DATA_PARTS):
+            return inner()
         found = self.kept.get((self.key, part))
         if found is None:
-            found = compute() if self.inner is None else self.inner.get_or_compute(part, compute)
-            self.kept[(self.key, part)] = found
+            found = self.kept[(self.key, part)] = inner()
         return found
 
 
