@@ -316,7 +316,7 @@ def stream_near_copies(
         eval_windows = _eval_windows(settings)
     display = settings.display(settings.existing("eval_data"))
     # A training set in memory searched by more than one eval window keeps its
-    # windows signed (a 300,000-sequence set, 240 MiB) rather than signing them
+    # windows signed (a 300,000-sequence set, 201 MiB) rather than signing them
     # again for each.
     signed = (
         SignedWindows(
