@@ -851,10 +851,12 @@ def _evaluate(
         # A streamed eval set keeps no sequences: its near copies are searched
         # by reading its file again, in a streamed training set's pass or below.
         near_here = near_wanted and (not streamed or streamed_train)
-        # The data's own, not the model's, but the costliest check on a large
-        # training set (MinHash: half a second per 100,000 sequences): xdist workers
-        # and unchanged re-runs share it as they share the predictions. The
-        # part's name says what it holds.
+        # The data's own, not the model's, and the costliest check on a large
+        # training set (MinHash: half a second per 100,000 sequences): its parts
+        # (named by cache.DATA_PARTS' prefixes, which only parts the data alone
+        # decides may use) are kept under a key of the data, which xdist workers,
+        # re-runs and other models on the same sets share. The part's name says
+        # what it holds.
         part = f"leakage_{threshold:g}" if near_here else "leakage_exact"
         if train_data is None:
             from pytest_seqgate.streaming import stream_train, train_sample

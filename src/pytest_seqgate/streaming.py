@@ -318,7 +318,7 @@ def stream_near_copies(
     # A training set in memory searched by more than one eval window keeps its
     # windows signed (a 300,000-sequence set, 201 MiB) rather than signing them
     # again for each.
-    signed = (
+    train_windows = (
         SignedWindows(
             train, threshold, settings.seed, SIGNED_BUDGET if len(exact) - start > WINDOW else 0
         )
@@ -331,8 +331,8 @@ def stream_near_copies(
         if part.kind != "tokens":
             return {"near": False}
         copies = NearCopies(part, threshold, settings.seed)
-        if signed is not None:
-            for offset, window, side in signed:
+        if train_windows is not None:
+            for offset, window, side in train_windows:
                 copies.search(window, offset, skip, side)
         else:
             offset = 0
