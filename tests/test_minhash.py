@@ -294,3 +294,37 @@ def test_signed_windows_sign_each_window_once_within_their_budget(monkeypatch):
                 assert torch.equal(got, expected)
         assert len(signed) == signings, budget
         assert want[0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_streamed_training_set_is_searched_from_its_kept_windows_once_all_fit():
+    """A streamed training set's windows, given to SignedWindows as its file's pass
+    reads them, are kept with their sequences (not their metadata) within the
+    budget: where all fit (``whole``), later eval windows search them without
+    reading the file again and find what the set in memory finds; where one does
+    not, ``whole`` says the file must be read again."""
+    train = _rows(_random_set(100, 10, 30, seed=3))
+    test = [[*seq, 7] for seq in train[5:40:7]]
+    train_set = SequenceData.from_sequences(train, [0] * len(train))
+    test_set = SequenceData.from_sequences(test, [0] * len(test))
+    want = minhash.near_copies(train_set, test_set, 0.9)
+    first_window = train_set.subset(torch.arange(60))
+    first_window.metadata = {"id": list(range(60))}
+    read = [(0, first_window), (60, train_set.subset(torch.arange(60, 100)))]
+    for budget, whole in ((minhash.SIGNED_BUDGET, True), (1, False)):
+        windows = minhash.SignedWindows(None, 0.9, budget=budget)
+        first = minhash.NearCopies(test_set, 0.9)
+        for start, window in read:  # the pass over the file
+            first.search(window, start, signed=windows.side(start, window))
+        assert windows.whole is whole
+        if not whole:
+            assert list(windows) == []
+            continue
+        kept = list(windows)
+        assert [start for start, _, _ in kept] == [0, 60]
+        assert all(window.metadata == {} for _, window, _ in kept)
+        again = minhash.NearCopies(test_set, 0.9)  # a later eval window
+        for start, window, side in kept:
+            again.search(window, start, signed=side)
+        for copies in (first, again):
+            for got, expected in zip(copies.found(), want, strict=True):
+                assert torch.equal(got, expected)

@@ -582,16 +582,27 @@ def test_a_streamed_training_set_gives_the_gap_and_leaks_read_whole_gives(
     assert render_json([a]) == render_json([b])
 
 
-@pytest.mark.parametrize("train_fmt", ["in memory", "jsonl", "parquet"])
+@pytest.mark.parametrize(
+    ("train_fmt", "budget"),
+    [
+        ("in memory", None),
+        ("jsonl", None),
+        ("jsonl", 0),
+        ("jsonl", 200_000),  # three or so of its 15 windows kept
+        ("parquet", None),
+    ],
+)
 def test_a_streamed_eval_set_finds_the_near_copies_read_whole_finds(
-    tmp_path, monkeypatch, train_fmt
+    tmp_path, monkeypatch, train_fmt, budget
 ):
     """A streamed eval set keeps no sequences, so its near copies of training
     sequences went unchecked (a max_leakage gate read the exact copies alone). Its
     file is read again, a window at a time, each window searched against the
     training set (in memory, or streamed too): the findings and the leaked share
     are the ones a run reading both sets whole gives, eval windows past the first
-    included."""
+    included. A streamed training set is read once where its pass keeps all its
+    windows (``budget``: SIGNED_BUDGET's), else once more for the later eval
+    windows, the kept windows not signed again."""
     from pytest_seqgate import streaming
 
     eval_records = rule_records(200, seed=1)
@@ -625,20 +636,24 @@ def test_a_streamed_eval_set_finds_the_near_copies_read_whole_finds(
 
     monkeypatch.setattr(minhash, "WINDOW", 64)
     # Eval windows of 128 records where the training set is streamed: one pass
-    # for its sample and the first, one more for the second.
+    # for its sample and the first, then the kept windows, or a pass, for the rest.
     monkeypatch.setattr(streaming, "EVAL_WINDOWS", 2)
     monkeypatch.setattr(streaming, "_chunks", counted)
+    if budget is not None:
+        monkeypatch.setattr(minhash, "SIGNED_BUDGET", budget)
     train_set = load_dataset(whole, "train_data")
     a = evaluate(M(), load_dataset(whole, "eval_data"), whole, train_set)
     streamed = dataclasses.replace(whole, streaming=True)
     monkeypatch.setattr(minhash.Signed, "of", classmethod(signing))
     b = evaluate(M(), None, streamed, train_set if train_fmt == "in memory" else None)
     assert read["eval_data"] == [64, 64, 64, 8]  # read again, a window at a time
-    if train_fmt == "in memory":  # its 15 windows signed once for the 4 eval windows
+    if budget is None:  # its 15 windows signed once for the eval windows
         assert len(signed) == 15 and sum(signed) == 900
-    else:
-        # The sample's pass searches the first eval window; the other, a pass.
+        if train_fmt != "in memory":  # and read once, for the sample and the first
+            assert sum(read["train_data"]) == 900 and max(read["train_data"]) == 64
+    else:  # the sample's pass searches the first eval window (of 128); the other, a pass
         assert sum(read["train_data"]) == 2 * 900 and max(read["train_data"]) == 64
+        assert len(signed) == 30 if budget == 0 else 15 < len(signed) < 30
     leaks = [(f.message, f.data) for f in b.findings if f.kind == "leakage"]
     assert leaks == [(f.message, f.data) for f in a.findings if f.kind == "leakage"]
     near = next(f for f in b.findings if f.kind == "leakage" and f.data["match"] == "near")

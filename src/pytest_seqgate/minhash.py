@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -198,7 +198,7 @@ class Signed:
         return cls(sig, keys, order.to(torch.int32))
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.signatures, self.keys, self.order))
+        return _nbytes(self.signatures, self.keys, self.order)
 
 
 def near_duplicates(
@@ -322,10 +322,15 @@ def near_copies(
 
 
 class SignedWindows:
-    """A training set in memory as :func:`windows`, each with its :class:`Signed`
-    side, for several eval windows to search in turn: each training window is
-    signed once, and kept up to ``budget`` bytes (beyond it signed again for each
-    eval window, as memory stays bounded).
+    """A training set's windows, each with its :class:`Signed` side, for several
+    eval windows to search in turn: each window is signed once, and kept up to
+    ``budget`` bytes (beyond it signed again for each eval window, as memory
+    stays bounded).
+
+    ``train``: a set in memory, searched as :func:`windows`. None: a set streamed
+    a window at a time (:meth:`side` is given its windows as they are read),
+    whose windows are kept with their sequences, so that once all of them are
+    (``whole``) later eval windows search them without reading its file again.
 
     A kept window costs 512 bytes a sequence for its signatures and 12 a band
     for its sorted keys and rows: 704 at the default threshold's 16 bands, 1,280
@@ -333,20 +338,48 @@ class SignedWindows:
     """
 
     def __init__(
-        self, train: SequenceData, threshold: float, seed: int = 0, budget: int = 0
+        self, train: SequenceData | None, threshold: float, seed: int = 0, budget: int = 0
     ) -> None:
         self.train, self.threshold, self.seed, self.room = train, threshold, seed, budget
-        self.kept: dict[int, Signed] = {}
+        self.kept: dict[int, tuple[SequenceData, Signed]] = {}
+        self.whole = True  # no window was left unkept
+
+    def side(self, start: int, window: SequenceData) -> Signed:
+        """The side of ``window``, the training sequences from ``start`` on: the
+        one kept, or signed now (and kept where the budget has room)."""
+        kept = self.kept.get(start)
+        if kept is not None:
+            return kept[1]
+        signed = Signed.of(window, self.threshold, self.seed)
+        cost = signed.nbytes()
+        if self.train is None:
+            # Only what the search and the findings' names read: a streamed
+            # window's metadata (Python lists) stays behind.
+            window = replace(window, metadata={})
+            cost += _nbytes(
+                window.values,
+                window.offsets,
+                window.lengths,
+                window.labels,
+                window.line_numbers,
+                window.token_type_ids,
+            )
+        if cost <= self.room:
+            self.kept[start] = (window, signed)
+            self.room -= cost
+        else:
+            self.whole = False
+        return signed
 
     def __iter__(self) -> Iterator[tuple[int, SequenceData, Signed]]:
+        """``(offset, window, side)``: the set's windows in memory, or the streamed
+        set's kept windows."""
+        if self.train is None:
+            for start, (window, signed) in self.kept.items():
+                yield start, window, signed
+            return
         for start, window in windows(self.train):
-            signed = self.kept.get(start)
-            if signed is None:
-                signed = Signed.of(window, self.threshold, self.seed)
-                if signed.nbytes() <= self.room:
-                    self.kept[start] = signed
-                    self.room -= signed.nbytes()
-            yield start, window, signed
+            yield start, window, self.side(start, window)
 
 
 def windows(train: SequenceData) -> Iterator[tuple[int, SequenceData]]:
@@ -411,3 +444,7 @@ def _lexsort(major: Tensor, minor: Tensor) -> Tensor:
     """The order that sorts ``(major, minor)`` pairs by major, then minor (stable)."""
     order = torch.argsort(minor, stable=True)
     return order[torch.argsort(major[order], stable=True)]
+
+
+def _nbytes(*tensors: Tensor | None) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)

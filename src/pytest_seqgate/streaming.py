@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -49,15 +49,20 @@ from pytest_seqgate.diagnostics import require_key
 from pytest_seqgate.exceptions import ConfigError, DataError
 from pytest_seqgate.inference import ForwardHook, predict, scores_alone
 
+if TYPE_CHECKING:
+    from pytest_seqgate.minhash import Signed, SignedWindows
+
 STREAM_WINDOW = 64  # batches per chunk
 # Training windows' worth of records (minhash.WINDOW each) in a window of a
-# streamed eval set's near-copy search where the training set is streamed too:
-# each eval window is a pass over the training file (parsing and signing 300,000
-# records: 3.6 s). 1,000,000 streamed eval records beside 300,000 streamed
-# training records: 68.6 s and a peak of 853 MiB in windows of one, 42.2 s and
-# 1,030 MiB of two, 26.9 s and 1,335 MiB of four. (A training set in memory is
-# signed once for all the eval windows: there they are of one, 16.9 s against
-# 16.0 s and 878 against 1,350 MiB of four.)
+# streamed eval set's near-copy search where the training set is streamed too and
+# not kept (SignedWindows): each eval window is a pass over the training file
+# (parsing and signing 300,000 records: 3.6 s). 1,000,000 streamed eval records
+# beside 300,000 streamed training records, read again for each: 68.6 s and a
+# peak of 853 MiB in windows of one, 42.2 s and 1,030 MiB of two, 26.9 s and
+# 1,335 MiB of four. (Training windows kept are signed once for all the eval
+# windows: there they are of one, 16.9 s against 16.0 s and 878 against 1,350
+# MiB of four, for a set in memory. The first window of a streamed set's search
+# is read before its pass shows whether all of it is kept: that one is of four.)
 EVAL_WINDOWS = 4
 
 
@@ -158,30 +163,42 @@ def _chunks(settings: Settings, name: str, size: int) -> Iterator[SequenceData]:
     )
 
 
-def _eval_windows(settings: Settings, joined: int = 1) -> Iterator[SequenceData]:
+class _EvalWindows:
     """A streamed eval set's records for its near-copy search, ``joined``
     training windows' worth (minhash.WINDOW records) at a time, read a window's
     worth at a time (a window that is not token ids is given alone, for the
     search to stop at).
 
     Each eval window costs a search of the training set, and where that set is
-    streamed too, a pass over its file, so there they are EVAL_WINDOWS joined.
-    Read a window at a time, the records' Python objects (about 1.8 KB a record
-    of 50 tokens) are held for one window at most.
+    streamed and not kept (:class:`~pytest_seqgate.minhash.SignedWindows`), a
+    pass over its file, so there they are EVAL_WINDOWS joined. ``joined`` is
+    read as each window is made: a training set found kept by its first pass
+    takes the later windows one at a time. Read a window at a time, the
+    records' Python objects (about 1.8 KB a record of 50 tokens) are held for
+    one window at most.
     """
-    from pytest_seqgate.minhash import WINDOW
 
-    pieces: list[SequenceData] = []
-    for chunk in _chunks(settings, "eval_data", WINDOW):
-        if chunk.kind != "tokens":
-            yield chunk
-            return
-        pieces.append(chunk)
-        if len(pieces) == joined:
-            window, pieces = _joined(pieces) if joined > 1 else chunk, []
-            yield window  # (the pieces freed while it is searched)
-    if pieces:
-        yield _joined(pieces) if len(pieces) > 1 else pieces[0]
+    def __init__(self, settings: Settings, joined: int = 1) -> None:
+        self.joined = joined
+        self.windows = self._read(settings)
+
+    def __iter__(self) -> Iterator[SequenceData]:
+        return self.windows
+
+    def _read(self, settings: Settings) -> Iterator[SequenceData]:
+        from pytest_seqgate.minhash import WINDOW
+
+        pieces: list[SequenceData] = []
+        for chunk in _chunks(settings, "eval_data", WINDOW):
+            if chunk.kind != "tokens":
+                yield chunk
+                return
+            pieces.append(chunk)
+            if len(pieces) >= self.joined:
+                window, pieces = _joined(pieces) if len(pieces) > 1 else chunk, []
+                yield window  # (the pieces freed while it is searched)
+        if pieces:
+            yield _joined(pieces) if len(pieces) > 1 else pieces[0]
 
 
 def stream_train(
@@ -200,11 +217,13 @@ def stream_train(
     the training set. A streamed eval set (``eval_data`` None) keeps no
     sequences: this pass searches its first window of records (EVAL_WINDOWS
     training windows' worth), read for it, and :func:`stream_near_copies` the
-    others, a pass each; an eval set of up to 262,144 records costs no pass
-    beyond this one (a second one over 2,000,000 training records took 16 s of
-    44).
+    others: an eval set of up to 262,144 records costs no pass beyond this one
+    (a second one over 2,000,000 training records took 16 s of 44), and for a
+    larger one this pass keeps the training windows, signed, up to SIGNED_BUDGET
+    (a 300,000-record set of 50 tokens a record, 321 MiB), so that where all of
+    them fit the later eval windows are searched without reading the file again.
     """
-    from pytest_seqgate.minhash import WINDOW, NearCopies
+    from pytest_seqgate.minhash import SIGNED_BUDGET, WINDOW, NearCopies, SignedWindows
 
     path = settings.existing("train_data")
     display = settings.display(path)
@@ -216,14 +235,17 @@ def stream_train(
         drawn = torch.randperm(size, generator=gen)[: settings.train_sample].sort().values
     exact = torch.zeros(len(eval_hashes), dtype=torch.bool)
     eval_windows = None
+    budget = 0
     if near and eval_data is None:
-        eval_windows = _eval_windows(settings, EVAL_WINDOWS)
-        eval_data = next(eval_windows, None)
+        eval_windows = _EvalWindows(settings, EVAL_WINDOWS)
+        eval_data = next(eval_windows.windows, None)
         shown = settings.display(settings.existing("eval_data"))
         if eval_data is None:  # emptied since it was predicted
             unchanged(shown, len(eval_hashes), 0)
         else:  # (its later windows are checked as they are read)
             unchanged(shown, len(eval_hashes), len(eval_data), partial=True)
+            budget = SIGNED_BUDGET if len(eval_hashes) > len(eval_data) else 0
+    train_windows = SignedWindows(None, threshold, settings.seed, budget)
     copies: NearCopies | None = None
     names: dict[int, str] = {}  # the training records that were a best match
     pieces: list[SequenceData] = []
@@ -242,8 +264,10 @@ def stream_train(
         if eval_data is not None and near and kind == "tokens":
             if copies is None:
                 copies = NearCopies(eval_data, threshold, settings.seed)
+            side = train_windows.side(offset, chunk)
             names.update(
-                (j + offset, chunk.record(j)) for j in copies.search(chunk, offset).tolist()
+                (j + offset, chunk.record(j))
+                for j in copies.search(chunk, offset, None, side).tolist()
             )
         offset += n
     if offset == 0:
@@ -257,7 +281,11 @@ def stream_train(
         index, match, similarity = copies.found(exact[: len(copies.test)])
         matched = [names[j] for j in match.tolist()]
         if eval_windows is not None:  # a streamed eval set's later windows
-            rest = stream_near_copies(settings, exact, None, eval_windows, len(copies.test))
+            if train_windows.whole:  # (searched in memory: no pass to share)
+                eval_windows.joined = 1
+            rest = stream_near_copies(
+                settings, exact, train_windows, eval_windows.windows, len(copies.test)
+            )
             index, match, similarity = (
                 torch.cat([mine, rest[key]])
                 for mine, key in zip((index, match, similarity), ("index", "match", "similarity"))
@@ -286,25 +314,28 @@ def stream_train(
 def stream_near_copies(
     settings: Settings,
     exact: Tensor,
-    train: SequenceData | None,
+    train: SequenceData | SignedWindows,
     eval_windows: Iterator[SequenceData] | None = None,
     start: int = 0,
 ) -> dict[str, Any]:
     """Near copies of training sequences among a streamed eval set's, which keeps
     no sequences: the eval file read again a window at a time (parsed, not
     predicted), each window searched as a set in memory searches the training
-    set (:class:`NearCopies`: ``train``'s windows, or, for a streamed training
-    set, its file read again by windows), the exact copies (``exact``) left out.
+    set (:class:`NearCopies`), the exact copies (``exact``) left out.
+
+    ``train``: the training set in memory, or a streamed one's windows as its
+    pass in :func:`stream_train` kept them: all of them, or else its file is
+    read again by windows for each eval window (the kept ones' sides reused).
+    ``eval_windows``: the eval set's windows from record ``start`` on, where
+    :func:`stream_train` searched those before.
 
     An eval sequence's best match does not depend on the other eval sequences
     (its signature, its band keys and the exact Jaccard of its candidates are
     its own), so window by window finds what one search of the whole set finds.
     The cost: a search of the training set per window of eval sequences (one
-    for up to 65,536, its windows signed once for all where it is in memory), a
-    reading of its file too where it is streamed (windows of 262,144 there).
-    Memory holds an eval window and its signatures, and a training window.
-    ``eval_windows``: the eval set's windows from record ``start`` on, where
-    :func:`stream_train` searched those before.
+    for up to 65,536, its windows signed once for all where they are kept).
+    Memory holds an eval window and its signatures, and the kept windows or a
+    training window.
     """
     from pytest_seqgate.minhash import SIGNED_BUDGET, WINDOW, NearCopies, SignedWindows
 
@@ -313,17 +344,18 @@ def stream_near_copies(
     found: list[tuple[Tensor, Tensor, Tensor]] = []
     names: dict[int, str] = {}  # the training records that are a best match
     if eval_windows is None:
-        eval_windows = _eval_windows(settings)
+        eval_windows = iter(_EvalWindows(settings))
     display = settings.display(settings.existing("eval_data"))
+    streamed = isinstance(train, SignedWindows)
     # A training set in memory searched by more than one eval window keeps its
     # windows signed (a 300,000-sequence set, 201 MiB) rather than signing them
     # again for each.
     train_windows = (
-        SignedWindows(
+        train
+        if isinstance(train, SignedWindows)
+        else SignedWindows(
             train, threshold, settings.seed, SIGNED_BUDGET if len(exact) - start > WINDOW else 0
         )
-        if train is not None
-        else None
     )
     for part in eval_windows:
         unchanged(display, len(exact), start + len(part), partial=True)
@@ -331,20 +363,20 @@ def stream_near_copies(
         if part.kind != "tokens":
             return {"near": False}
         copies = NearCopies(part, threshold, settings.seed)
-        if train_windows is not None:
-            for offset, window, side in train_windows:
-                copies.search(window, offset, skip, side)
-        else:
-            offset = 0
-            for window in _chunks(settings, "train_data", WINDOW):
-                if window.kind != "tokens":
-                    return {"near": False}
-                best = copies.search(window, offset, skip).tolist()
-                names.update((j + offset, window.record(j)) for j in best)
-                offset += len(window)
+        searched = (
+            _read_windows(settings, train_windows)
+            if streamed and not train_windows.whole
+            else iter(train_windows)
+        )
+        for offset, window, side in searched:
+            if window.kind != "tokens":  # (a training file rewritten since its pass)
+                return {"near": False}
+            best = copies.search(window, offset, skip, side)
+            if streamed:
+                names.update((j + offset, window.record(j)) for j in best.tolist())
         index, match, similarity = copies.found(skip)
         found.append((index + start, match, similarity))
-        if train is None:  # only the names of the best matches so far
+        if streamed:  # only the names of the best matches so far
             kept = {int(j) for _, m, _ in found for j in m.tolist()}
             names = {j: name for j, name in names.items() if j in kept}
         start += len(part)
@@ -360,9 +392,25 @@ def stream_near_copies(
         "match": match,
         "similarity": similarity,
     }
-    if train is None:
+    if streamed:
         stored["names"] = [names[j] for j in match.tolist()]
     return stored
+
+
+def _read_windows(
+    settings: Settings, train_windows: SignedWindows
+) -> Iterator[tuple[int, SequenceData, Signed | None]]:
+    """A streamed training set's windows read from its file again, with their
+    sides (the kept ones' reused; none for a window that is not token ids)."""
+    from pytest_seqgate.minhash import WINDOW
+
+    offset = 0
+    for window in _chunks(settings, "train_data", WINDOW):
+        if window.kind != "tokens":
+            yield offset, window, None
+            return
+        yield offset, window, train_windows.side(offset, window)
+        offset += len(window)
 
 
 def unchanged(display: str, before: int, now: int, partial: bool = False) -> None:
