@@ -220,7 +220,7 @@ def stream_train(
     others: an eval set of up to 262,144 records costs no pass beyond this one
     (a second one over 2,000,000 training records took 16 s of 44), and for a
     larger one this pass keeps the training windows, signed, up to SIGNED_BUDGET
-    (a 300,000-record set of 50 tokens a record, 321 MiB), so that where all of
+    (300,000 records of 45 tokens on average: 312 MiB), so that where all of
     them fit the later eval windows are searched without reading the file again.
     """
     from pytest_seqgate.minhash import SIGNED_BUDGET, WINDOW, NearCopies, SignedWindows
@@ -264,11 +264,9 @@ def stream_train(
         if eval_data is not None and near and kind == "tokens":
             if copies is None:
                 copies = NearCopies(eval_data, threshold, settings.seed)
-            side = train_windows.side(offset, chunk)
-            names.update(
-                (j + offset, chunk.record(j))
-                for j in copies.search(chunk, offset, None, side).tolist()
-            )
+            # (The side not held while the next window is read and signed.)
+            best = copies.search(chunk, offset, None, train_windows.side(offset, chunk))
+            names.update((j + offset, chunk.record(j)) for j in best.tolist())
         offset += n
     if offset == 0:
         raise ConfigError(f"{display}: the dataset is empty: it holds no records")
@@ -372,6 +370,7 @@ def stream_near_copies(
             if window.kind != "tokens":  # (a training file rewritten since its pass)
                 return {"near": False}
             best = copies.search(window, offset, skip, side)
+            del side  # (not held while the next one is signed)
             if streamed:
                 names.update((j + offset, window.record(j)) for j in best.tolist())
         index, match, similarity = copies.found(skip)
