@@ -182,9 +182,6 @@ class _EvalWindows:
         self.joined = joined
         self.windows = self._read(settings)
 
-    def __iter__(self) -> Iterator[SequenceData]:
-        return self.windows
-
     def _read(self, settings: Settings) -> Iterator[SequenceData]:
         from pytest_seqgate.minhash import WINDOW
 
@@ -342,7 +339,7 @@ def stream_near_copies(
     found: list[tuple[Tensor, Tensor, Tensor]] = []
     names: dict[int, str] = {}  # the training records that are a best match
     if eval_windows is None:
-        eval_windows = iter(_EvalWindows(settings))
+        eval_windows = _EvalWindows(settings).windows
     display = settings.display(settings.existing("eval_data"))
     streamed = isinstance(train, SignedWindows)
     # A training set in memory searched by more than one eval window keeps its
