@@ -196,6 +196,36 @@ def test_jsonl_errors(tmp_path: Path, content: str, message: str, parser: str) -
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("bad", [2.5, True, 10**20, -3, "7"])
+def test_ids_packed_as_read_name_a_bad_id_as_a_short_file_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: object
+) -> None:
+    """Token ids are packed into an array a few thousand at a time as they are
+    read (a list of Python ints took 3.6x the memory). A bad id after the first
+    packing is named at its line with the message it gets unpacked; a set of
+    good ids, with segments that start late, reads the same either way."""
+    from pytest_seqgate import loading
+
+    records = [{"tokens": [1, 2, 3], "label": 0}] * 39 + [{"tokens": [1, bad], "label": 0}]
+    path = write(tmp_path / "e.jsonl", jsonl(*records, {"tokens": [5], "label": 1}))
+    said = []
+    for packed in (4, 10**9):
+        monkeypatch.setattr(loading, "_PACKED", packed)
+        with pytest.raises(DataError) as info:
+            read_jsonl(path, display="e.jsonl")
+        said.append(str(info.value))
+    assert said[0] == said[1] and said[0].startswith("e.jsonl:40: "), said
+    good = [*records[:39], {"tokens": [1, 2], "token_type_ids": [0, 1], "label": 1}]
+    path = write(tmp_path / "g.jsonl", jsonl(*good, {"tokens": [5], "label": 1}))
+    read = []
+    for packed in (4, 10**9):
+        monkeypatch.setattr(loading, "_PACKED", packed)
+        read.append(read_jsonl(path, display="g.jsonl"))
+    for name in ("values", "lengths", "labels", "line_numbers", "token_type_ids"):
+        assert torch.equal(getattr(read[0], name), getattr(read[1], name)), name
+    assert read[0].token_type_ids.tolist()[-3:] == [0, 1, 0]
+
+
 def test_jsonl_label_not_in_labels(tmp_path: Path) -> None:
     path = write(
         tmp_path / "e.jsonl",
