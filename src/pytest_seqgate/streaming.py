@@ -341,7 +341,6 @@ def stream_near_copies(
     if eval_windows is None:
         eval_windows = _EvalWindows(settings).windows
     display = settings.display(settings.existing("eval_data"))
-    streamed = isinstance(train, SignedWindows)
     # A training set in memory searched by more than one eval window keeps its
     # windows signed (a 300,000-sequence set, 201 MiB) rather than signing them
     # again for each.
@@ -352,6 +351,7 @@ def stream_near_copies(
             train, threshold, settings.seed, SIGNED_BUDGET if len(exact) - start > WINDOW else 0
         )
     )
+    streamed = train_windows.train is None
     for part in eval_windows:
         unchanged(display, len(exact), start + len(part), partial=True)
         skip = exact[start : start + len(part)]
